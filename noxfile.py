@@ -1,0 +1,164 @@
+"""Sessions for linting, testing and benchmarking the slime workspace.
+
+`nox` with no arguments runs the CI set: lint, wheels, the CPU tests of every package, integration.
+Each session gets its own venv filled from uv.lock (`uv sync --locked`), so a package is tested with
+exactly the dependencies it declares. `nox -s gpu` is for the GPU machine, which has torch and triton
+preinstalled and no package registry: it installs nothing and imports slime from packages/*/src.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pathlib
+import shutil
+import sys
+
+import nox
+
+nox.options.default_venv_backend = "uv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "wheels", "tests", "integration"]
+
+ROOT = pathlib.Path(__file__).parent
+PACKAGES = ["proto", "kernels", "memory", "core", "train", "tools"]
+SRC_DIRS = [str(ROOT / "packages" / f"slime-{name}" / "src") for name in PACKAGES]
+# Packages whose wheels must install and import alone (with only the packages below them).
+ALONE = {"proto": ["proto"], "kernels": ["proto", "kernels"], "memory": ["proto", "memory"]}
+
+
+def _sync(session: nox.Session, *args: str) -> None:
+    """Fill the session's venv from the lock (exact: removes whatever the lock does not name)."""
+    session.run_install(
+        "uv",
+        "sync",
+        "--locked",
+        *args,
+        env={"UV_PROJECT_ENVIRONMENT": session.virtualenv.location},
+    )
+
+
+def _has_tests(path: pathlib.Path) -> bool:
+    return any(path.rglob("test_*.py"))
+
+
+def _pytest(session: nox.Session, *paths: pathlib.Path, marker: str) -> None:
+    present = [p for p in paths if _has_tests(p)]
+    if not present:
+        session.skip(f"no tests yet under {', '.join(map(str, paths))}")
+    # Exit code 5 ("no tests collected") fails the session: a folder with test files must run some.
+    session.run("pytest", *map(str, present), "-m", marker, *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff over the tree, then import-linter's layering contracts."""
+    _sync(session, "--all-packages")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("lint-imports", "--no-cache")
+
+
+@nox.session
+@nox.parametrize("device", ["cpu", "gpu"])
+@nox.parametrize("package", PACKAGES)
+def tests(session: nox.Session, package: str, device: str) -> None:
+    """One package's tests, in a venv holding only that package, its dependencies and its dev group.
+
+    The gpu variants are for a CUDA machine with a registry; `nox -s gpu` is for the lent device.
+    """
+    if device == "gpu" and shutil.which("nvidia-smi") is None:
+        session.skip("no CUDA device here")
+    _sync(session, "--package", f"slime-{package}")
+    marker = "not gpu and not slow" if device == "cpu" else "gpu"
+    _pytest(session, ROOT / "packages" / f"slime-{package}" / "tests", marker=marker)
+
+
+@nox.session
+def integration(session: nox.Session) -> None:
+    """Cross-package tests: end-to-end training, SLO machinery."""
+    _sync(session, "--all-packages")
+    _pytest(
+        session,
+        ROOT / "tests" / "integration",
+        ROOT / "tests" / "slo",
+        marker="not gpu and not slow",
+    )
+
+
+@nox.session(default=False)
+def ablations(session: nox.Session) -> None:
+    """The ablation suite (cpu-small profile unless SLIME_ABLATION_PROFILE says otherwise)."""
+    _sync(session, "--all-packages")
+    _pytest(session, ROOT / "tests" / "ablations", marker="not gpu")
+
+
+@nox.session
+def wheels(session: nox.Session) -> None:
+    """Build all six wheels; install proto, kernels and memory alone in fresh venvs; import them."""
+    import zipfile
+
+    dist = pathlib.Path(session.create_tmp()) / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    session.run("uv", "build", "--all-packages", "--wheel", "-o", str(dist), external=True)
+    built = sorted(dist.glob("*.whl"))
+    names = {w.name.split("-")[0] for w in built}
+    expected = {f"slime_{name}" for name in PACKAGES}
+    if names != expected:
+        session.error(f"expected wheels {sorted(expected)}, built {sorted(names)}")
+    for wheel in built:
+        with zipfile.ZipFile(wheel) as zf:
+            if "slime/__init__.py" in zf.namelist():
+                session.error(f"{wheel.name} ships slime/__init__.py, breaking the namespace")
+
+    for top, members in ALONE.items():
+        venv = pathlib.Path(session.create_tmp()) / f"alone-{top}"
+        shutil.rmtree(venv, ignore_errors=True)
+        session.run("uv", "venv", "--quiet", "--python", sys.executable, str(venv), external=True)
+        python = str(venv / "bin" / "python")
+        # Third-party versions come from the lock, so this install resolves nothing new.
+        constraints = venv / "constraints.txt"
+        session.run(
+            "uv",
+            "export",
+            "--quiet",
+            "--locked",
+            "--no-hashes",
+            "--no-emit-workspace",
+            "--no-dev",
+            "--package",
+            f"slime-{top}",
+            "-o",
+            str(constraints),
+            external=True,
+        )
+        wheels_needed = [str(next(dist.glob(f"slime_{m}-*.whl"))) for m in members]
+        session.run(
+            "uv",
+            "pip",
+            "install",
+            "--quiet",
+            "--python",
+            python,
+            "-c",
+            str(constraints),
+            *wheels_needed,
+            external=True,
+        )
+        modules = ", ".join(f"slime.{m}" for m in members)
+        check = f"import sys, {modules}; print('imported', '{modules}', 'torch' in sys.modules)"
+        if top == "proto":
+            check = (
+                "import sys, slime.proto;"
+                "assert 'torch' not in sys.modules, 'slime.proto imported torch';"
+                "print('slime.proto alone: imported without torch')"
+            )
+        session.run(python, "-c", check, external=True)
+
+
+@nox.session(python=False)
+def gpu(session: nox.Session) -> None:
+    """GPU-marked tests with the interpreter's own torch/triton; installs nothing (device machine)."""
+    env = {"PYTHONPATH": os.pathsep.join([*SRC_DIRS, os.environ.get("PYTHONPATH", "")])}
+    paths = [p for p in glob.glob(str(ROOT / "packages" / "*" / "tests")) + [str(ROOT / "tests")]]
+    session.run(sys.executable, "-m", "pytest", *paths, "-m", "gpu", *session.posargs, env=env)
