@@ -1,0 +1,367 @@
+"""Run configuration: nested dataclasses with all validation in one place.
+
+A :class:`RunConfig` holds one section per concern (``model``, ``train``, ``lifecycle``, ``fitness``,
+``data``, ``slo``). Each section validates itself on construction from the ``metadata`` of its
+fields (range, choices), so a config built in Python and one loaded from YAML obey the same rules.
+Every failure is a :class:`~slime.proto.ConfigError` whose ``path`` is the dotted key
+(``"model.n_layer"``). YAML loading lives in :mod:`slime.train.loader`; it only maps onto these types.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from slime.proto import ConfigError
+
+__all__ = [
+    "DataConfig",
+    "FitnessConfig",
+    "LifecycleConfig",
+    "ModelConfig",
+    "RunConfig",
+    "SLOConfig",
+    "TrainConfig",
+    "check_value",
+]
+
+MAX_POOL_SIZE = 64
+MAX_ARCHIVE_SIZE = 1000
+MAX_LOSS_RATIO = 10.0
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+
+def _range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> dict:
+    return {"range": (lo, hi, lo_open)}
+
+
+def _describe(tp: Any) -> str:
+    """Human name of an annotation for error messages (``int``, ``'skip' | 'stop'``, ...)."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_describe(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"list of {_describe(args[0])}"
+        return f"list of {len(args)} ({', '.join(_describe(a) for a in args)})"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def check_value(value: Any, tp: Any, path: str) -> Any:
+    """Check ``value`` against annotation ``tp``; returns it in canonical form (lists -> tuples).
+
+    Accepted widenings: an ``int`` where a ``float`` is expected (``lr: 1``). ``bool`` is never an int.
+
+    Raises:
+        ConfigError: the value does not have type ``tp``; names ``path`` and the expected type.
+    """
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if isinstance(value, str | int | float | bool) and any(
+            type(value) is type(c) and value == c for c in choices
+        ):
+            return value
+        raise ConfigError(f"expected one of {_describe(tp)}, got {value!r}", path=path)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(f"expected {_describe(tp)}, got null", path=path)
+        (inner,) = (a for a in args if a is not type(None))  # only ``X | None`` unions are used
+        return check_value(value, inner, path)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"expected {_describe(tp)}, got {value!r}", path=path)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(check_value(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(
+                f"expected {_describe(tp)}, got {len(value)} items: {value!r}", path=path
+            )
+        return tuple(check_value(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"expected bool, got {value!r}", path=path)
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"expected int, got {value!r}", path=path)
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if isinstance(value, int) and abs(value) > 2**1023:
+                raise ConfigError(f"expected a float, got an int too large: {value!r}", path=path)
+            if not math.isfinite(value):
+                raise ConfigError(f"expected a finite float, got {value!r}", path=path)
+            return float(value)
+        raise ConfigError(f"expected float, got {value!r}", path=path)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"expected str, got {value!r}", path=path)
+    raise TypeError(f"config annotation {tp!r} at {path} is not supported")  # a bug in this module
+
+
+def _check_range(value: Any, meta: dict, path: str) -> None:
+    items = value if isinstance(value, tuple) else (value,)
+    lo, hi, lo_open = meta.get("range", (None, None, False))
+    for item in items:
+        if not isinstance(item, int | float) or item is None:
+            continue
+        if lo is not None and (item <= lo if lo_open else item < lo):
+            bound = f"> {lo}" if lo_open else f">= {lo}"
+            raise ConfigError(f"expected a value {bound}, got {value!r}", path=path)
+        if hi is not None and item > hi:
+            raise ConfigError(f"expected a value <= {hi}, got {value!r}", path=path)
+
+
+class _Section:
+    """Mixin: validate every field of a dataclass section from its annotation and metadata."""
+
+    SECTION: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            path = f"{self.SECTION}.{f.name}"
+            value = check_value(getattr(self, f.name), hints[f.name], path)
+            object.__setattr__(self, f.name, value)
+            _check_range(value, dict(f.metadata), path)
+        self._check_relations()
+
+    def _check_relations(self) -> None:
+        """Cross-field rules; sections override."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (tuples as lists), the inverse of constructing from YAML."""
+        return {
+            f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+            for f in dataclasses.fields(self)  # type: ignore[arg-type]
+        }
+
+
+@dataclass
+class ModelConfig(_Section):
+    """Architecture; mirrors ``slime.core.SlimeConfig``. ``kind`` picks slime or the baseline GPT.
+
+    ``vocab_size: null`` means "take it from the dataset".
+    """
+
+    SECTION: ClassVar[str] = "model"
+
+    kind: Literal["slime", "baseline"] = "slime"
+    vocab_size: int | None = field(default=None, metadata=_range(1))
+    block_size: int = field(default=64, metadata=_range(1, 65536))
+    n_layer: int = field(default=2, metadata=_range(1, 256))
+    n_embd: int = field(default=64, metadata=_range(1, 65536))
+    n_pods: int = field(default=4, metadata=_range(1, MAX_POOL_SIZE))
+    pod_capacity: int = field(default=8, metadata=_range(1, MAX_POOL_SIZE))
+    head_dim: int = field(default=16, metadata=_range(1, 4096))
+    mlp_ratio: float = field(default=4.0, metadata=_range(0.0, 64.0, lo_open=True))
+    dropout: float = field(default=0.0, metadata=_range(0.0, 0.99))
+    bias: bool = False
+    archive_dims: tuple[int, ...] = field(default=(8, 8, 8), metadata=_range(1, 1024))
+    tube_capacity: int = field(default=16, metadata=_range(1, 1 << 20))
+    tube_decay: float = field(default=0.95, metadata=_range(0.0, 1.0, lo_open=True))
+    kernel_backend: Literal["auto", "torch", "triton"] = "auto"
+
+    def _check_relations(self) -> None:
+        if self.n_pods > self.pod_capacity:
+            raise ConfigError(
+                f"expected n_pods <= pod_capacity ({self.pod_capacity}), got {self.n_pods}",
+                path="model.n_pods",
+            )
+        if not self.archive_dims:
+            raise ConfigError(
+                "expected at least one archive dimension, got []", "model.archive_dims"
+            )
+
+
+@dataclass
+class TrainConfig(_Section):
+    """Optimisation and run length. Learning rate: linear warmup, then cosine decay to ``min_lr``."""
+
+    SECTION: ClassVar[str] = "train"
+
+    steps: int = field(default=200, metadata=_range(1))
+    batch_size: int = field(default=16, metadata=_range(1))
+    lr: float = field(default=1e-3, metadata=_range(0.0, 10.0, lo_open=True))
+    min_lr: float = field(default=1e-4, metadata=_range(0.0, 10.0))
+    warmup_iters: int = field(default=20, metadata=_range(0))
+    cosine: bool = True
+    weight_decay: float = field(default=0.1, metadata=_range(0.0, 10.0))
+    betas: tuple[float, float] = field(default=(0.9, 0.99), metadata=_range(0.0, 0.999999))
+    grad_clip: float = field(default=1.0, metadata=_range(0.0))
+    eval_interval: int = field(default=50, metadata=_range(1))
+    eval_iters: int = field(default=4, metadata=_range(1))
+    log_interval: int = field(default=10, metadata=_range(1))
+    checkpoint_interval: int = field(default=100, metadata=_range(1))
+    seed: int = field(default=1337, metadata=_range(0, 2**63 - 1))
+    device: str = "auto"
+    amp: bool = True
+    nonfinite: Literal["skip", "stop"] = "skip"
+    max_nonfinite: int = field(default=20, metadata=_range(1))
+
+    def _check_relations(self) -> None:
+        if not _DEVICE.match(self.device):
+            raise ConfigError(
+                f"expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}",
+                path="train.device",
+            )
+        if self.min_lr > self.lr:
+            raise ConfigError(
+                f"expected min_lr <= lr ({self.lr}), got {self.min_lr}", "train.min_lr"
+            )
+
+
+@dataclass
+class LifecycleConfig(_Section):
+    """Timescales, phases, loss gate and hard limits of the pseudopod lifecycle (invariants 6, 9)."""
+
+    SECTION: ClassVar[str] = "lifecycle"
+
+    enabled: bool = True
+    medium_interval: int = field(default=100, metadata=_range(1))
+    slow_interval: int = field(default=1000, metadata=_range(1))
+    warmup_steps: int = field(default=1000, metadata=_range(0))
+    gentle_steps: int = field(default=5000, metadata=_range(0))
+    loss_gate_ratio: float = field(default=MAX_LOSS_RATIO, metadata=_range(1.0, lo_open=True))
+    loss_ema_decay: float = field(default=0.99, metadata=_range(0.0, 1.0, lo_open=True))
+    max_pool_size: int = field(default=MAX_POOL_SIZE, metadata=_range(1, MAX_POOL_SIZE))
+    max_archive_size: int = field(default=MAX_ARCHIVE_SIZE, metadata=_range(1, MAX_ARCHIVE_SIZE))
+    births_per_event: int = field(default=1, metadata=_range(0, MAX_POOL_SIZE))
+    cull_fraction: float = field(default=0.25, metadata=_range(0.0, 1.0))
+    min_pods: int = field(default=1, metadata=_range(1, MAX_POOL_SIZE))
+    memory_budget_mb: float | None = field(default=None, metadata=_range(0.0, lo_open=True))
+    probe_batch_size: int = field(default=4, metadata=_range(1))
+
+    def _check_relations(self) -> None:
+        if self.gentle_steps < self.warmup_steps:
+            raise ConfigError(
+                f"expected gentle_steps >= warmup_steps ({self.warmup_steps}), "
+                f"got {self.gentle_steps}",
+                path="lifecycle.gentle_steps",
+            )
+        if self.slow_interval < self.medium_interval:
+            raise ConfigError(
+                f"expected slow_interval >= medium_interval ({self.medium_interval}), "
+                f"got {self.slow_interval}",
+                path="lifecycle.slow_interval",
+            )
+        if self.min_pods > self.max_pool_size:
+            raise ConfigError(
+                f"expected min_pods <= max_pool_size ({self.max_pool_size}), got {self.min_pods}",
+                path="lifecycle.min_pods",
+            )
+
+
+@dataclass
+class FitnessConfig(_Section):
+    """fitness = w_task * task + w_eff * efficiency + w_grad * gradient (blueprint decision 10)."""
+
+    SECTION: ClassVar[str] = "fitness"
+
+    w_task: float = field(default=0.7, metadata=_range(0.0))
+    w_eff: float = field(default=0.2, metadata=_range(0.0))
+    w_grad: float = field(default=0.1, metadata=_range(0.0))
+    grad_ema_decay: float = field(default=0.9, metadata=_range(0.0, 1.0))
+
+    def _check_relations(self) -> None:
+        if self.w_task + self.w_eff + self.w_grad <= 0.0:
+            raise ConfigError(
+                f"expected fitness weights with a positive sum, got "
+                f"{(self.w_task, self.w_eff, self.w_grad)}",
+                path="fitness.w_task",
+            )
+
+
+DATASETS = ("shakespeare", "wikitext2", "tinystories", "copy", "recall")
+
+
+@dataclass
+class DataConfig(_Section):
+    """Which corpus or task. ``dir: null`` means ``$SLIME_DATA_DIR``."""
+
+    SECTION: ClassVar[str] = "data"
+
+    name: Literal["shakespeare", "wikitext2", "tinystories", "copy", "recall"] = "recall"
+    dir: str | None = None
+    task_vocab: int = field(default=16, metadata=_range(4, 4096))
+
+
+@dataclass
+class SLOConfig(_Section):
+    """Service-level objectives checked on the run's measured numbers (``null`` = not checked)."""
+
+    SECTION: ClassVar[str] = "slo"
+
+    max_step_ms: float | None = field(default=None, metadata=_range(0.0, lo_open=True))
+    min_tokens_per_s: float | None = field(default=None, metadata=_range(0.0, lo_open=True))
+    max_peak_memory_mb: float | None = field(default=None, metadata=_range(0.0, lo_open=True))
+    max_lifecycle_overhead: float = field(default=0.02, metadata=_range(0.0))
+    max_memory_overhead: float = field(default=0.01, metadata=_range(0.0))
+
+
+SECTIONS: dict[str, type[_Section]] = {
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "lifecycle": LifecycleConfig,
+    "fitness": FitnessConfig,
+    "data": DataConfig,
+    "slo": SLOConfig,
+}
+
+
+@dataclass
+class RunConfig:
+    """Everything one run needs; the resolved form is written to ``run_dir/config.yaml``."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
+    fitness: FitnessConfig = field(default_factory=FitnessConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    slo: SLOConfig = field(default_factory=SLOConfig)
+
+    def __post_init__(self) -> None:
+        for name, cls in SECTIONS.items():
+            if not isinstance(getattr(self, name), cls):
+                raise ConfigError(
+                    f"expected a {cls.__name__}, got {type(getattr(self, name)).__name__}", name
+                )
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain nested dict, loadable again by :func:`slime.train.loader.config_from_dict`."""
+        return {name: getattr(self, name).to_dict() for name in SECTIONS}
+
+    def replace(self, **sections: dict[str, Any]) -> RunConfig:
+        """A copy with some fields of some sections changed: ``cfg.replace(train={"steps": 5})``."""
+        for name, changes in sections.items():
+            if name not in SECTIONS:
+                raise ConfigError(f"unknown section; expected one of {sorted(SECTIONS)}", name)
+            known = {f.name for f in dataclasses.fields(SECTIONS[name])}
+            for key in changes:
+                if key not in known:
+                    raise ConfigError(
+                        f"unknown key; expected one of {sorted(known)}", f"{name}.{key}"
+                    )
+        return RunConfig(
+            **{
+                name: dataclasses.replace(getattr(self, name), **sections.get(name, {}))
+                for name in SECTIONS
+            }
+        )
