@@ -1,0 +1,89 @@
+"""Character corpora: nanoGPT's splits, the data-folder lookup, random-window batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from slime.proto import DataError
+from slime.train.datasets import CORPORA, CharCorpus, Dataset, load_corpus, resolve_data_dir
+
+
+def test_shakespeare_splits_first_ninety_percent_for_training(data_dir: Path) -> None:
+    text = (data_dir / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")
+    corpus = load_corpus("shakespeare", block_size=8, data_dir=data_dir)
+    cut = int(0.9 * len(text))
+    assert corpus.vocab_size == 65  # nanoGPT's shakespeare_char vocabulary
+    assert corpus.decode(corpus.splits["train"][:50]) == text[:50]
+    assert corpus.splits["train"].numel() == cut
+    assert corpus.decode(corpus.splits["val"]) == text[cut:]
+
+
+def test_wikitext2_offline_copy_trains_on_valid_and_evaluates_on_test(data_dir: Path) -> None:
+    corpus = load_corpus("wikitext2", block_size=8, data_dir=data_dir)
+    valid = (data_dir / "wikitext-2" / "valid.txt").read_text(encoding="utf-8")
+    test = (data_dir / "wikitext-2" / "test.txt").read_text(encoding="utf-8")
+    assert corpus.splits["train"].numel() == len(valid)
+    assert corpus.decode(corpus.splits["val"][:100]) == test[:100]
+
+
+def test_tinystories_sample_loads(data_dir: Path) -> None:
+    corpus = load_corpus("tinystories", block_size=8, data_dir=data_dir)
+    assert corpus.vocab_size > 26
+    assert isinstance(corpus, Dataset)
+
+
+def test_data_dir_falls_back_to_environment(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLIME_DATA_DIR", str(data_dir))
+    assert resolve_data_dir() == data_dir
+
+
+def test_missing_data_dir_raises_data_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SLIME_DATA_DIR", raising=False)
+    with pytest.raises(DataError, match="SLIME_DATA_DIR"):
+        resolve_data_dir()
+
+
+def test_missing_corpus_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="tinyshakespeare/input.txt"):
+        load_corpus("shakespeare", block_size=8, data_dir=tmp_path)
+
+
+def test_unknown_corpus_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="unknown corpus 'imagenet'"):
+        load_corpus("imagenet", block_size=8, data_dir=tmp_path)
+
+
+def test_every_corpus_file_names_an_https_url() -> None:
+    for files in CORPORA.values():
+        for file in files.values():
+            assert file.url.startswith("https://")
+
+
+def test_batch_targets_are_inputs_shifted_by_one() -> None:
+    corpus = CharCorpus("abcdefghijklmnopqrstuvwxyz" * 4, "zyxwvutsrqponmlkjihgfedcba", 5)
+    idx, targets = corpus.batch("train", 3, torch.Generator().manual_seed(0))
+    assert idx.shape == targets.shape == (3, 5)
+    assert torch.equal(idx[:, 1:], targets[:, :-1])
+    assert torch.equal((idx + 1) % 26, targets)  # consecutive letters of the alphabet
+
+
+def test_batches_are_a_function_of_the_generator_seed() -> None:
+    corpus = CharCorpus("hello world, " * 20, "goodbye world" * 3, 4)
+    a = corpus.batch("val", 2, torch.Generator().manual_seed(7))
+    b = corpus.batch("val", 2, torch.Generator().manual_seed(7))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_split_shorter_than_a_window_is_rejected() -> None:
+    with pytest.raises(DataError, match="val split has 3 tokens"):
+        CharCorpus("abcdefghij", "abc", 4)
+
+
+def test_unknown_split_is_rejected() -> None:
+    corpus = CharCorpus("abcdefghij", "abcdefghij", 4)
+    with pytest.raises(DataError, match="unknown split 'test'"):
+        corpus.batch("test", 1, torch.Generator())
