@@ -1,0 +1,137 @@
+"""Checkpoints round-trip exactly, commit atomically and refuse truncated or tampered files."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from slime.proto import CheckpointError
+from slime.proto.testing import payloads_equal
+from slime.train.checkpoint import (
+    capture_rng,
+    checkpoint_steps,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
+
+
+def _state() -> dict:
+    w = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    return {
+        "model": {"wte.weight": w, "lm_head.weight": w, "half": w.bfloat16()},
+        "optimizer": {"state": {0: {"step": torch.tensor(3.0)}}, "groups": [{"lr": 0.1}]},
+        "pool": {"layer0": (0, 2, 5)},
+        "note": None,
+        "flag": True,
+    }
+
+
+def test_state_round_trips_exactly(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path, 7, _state())
+    loaded = load_checkpoint(tmp_path)
+    assert loaded.pop("step") == 7
+    assert payloads_equal(loaded, _state())
+    assert isinstance(loaded["pool"]["layer0"], tuple)
+    assert list(loaded["optimizer"]["state"]) == [0]
+
+
+def test_optimizer_state_loads_into_a_fresh_optimizer(tmp_path: Path) -> None:
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.AdamW([p], lr=0.1)
+    p.grad = torch.ones(3)
+    opt.step()
+    save_checkpoint(tmp_path, 1, {"optimizer": opt.state_dict()})
+    q = torch.nn.Parameter(p.detach().clone())
+    fresh = torch.optim.AdamW([q], lr=0.5)
+    fresh.load_state_dict(load_checkpoint(tmp_path)["optimizer"])
+    assert fresh.param_groups[0]["lr"] == 0.1
+    assert torch.equal(fresh.state[q]["exp_avg"], opt.state[p]["exp_avg"])
+
+
+def test_latest_is_the_highest_committed_step(tmp_path: Path) -> None:
+    for step in (5, 20, 10):
+        save_checkpoint(tmp_path, step, {"x": torch.tensor(step)}, keep=10)
+    assert checkpoint_steps(tmp_path) == [5, 10, 20]
+    assert latest_checkpoint(tmp_path).name == "step_00000020.json"
+
+
+def test_only_the_newest_checkpoints_are_kept(tmp_path: Path) -> None:
+    for step in range(1, 6):
+        save_checkpoint(tmp_path, step, {"x": torch.tensor(step)}, keep=2)
+    assert checkpoint_steps(tmp_path) == [4, 5]
+    assert len(list((tmp_path / "checkpoints").glob("*.safetensors"))) == 2
+
+
+def test_tensors_without_their_json_are_not_a_checkpoint(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path, 1, {"x": torch.tensor(1)})
+    # A crash after the tensors were renamed into place but before the JSON commit:
+    (tmp_path / "checkpoints" / "step_00000002.safetensors").write_bytes(b"partial")
+    (tmp_path / "checkpoints" / ".step_00000002.json.tmp").write_bytes(b'{"form')
+    assert load_checkpoint(tmp_path)["step"] == 1
+
+
+def test_truncated_tensor_file_raises(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path, 1, _state())
+    blob = tmp_path / "checkpoints" / "step_00000001.safetensors"
+    blob.write_bytes(blob.read_bytes()[:-9])
+    with pytest.raises(CheckpointError, match="truncated or was modified"):
+        load_checkpoint(tmp_path)
+
+
+def test_flipped_byte_in_tensor_file_raises(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path, 1, _state())
+    blob = tmp_path / "checkpoints" / "step_00000001.safetensors"
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_checkpoint(tmp_path)
+
+
+def test_truncated_json_raises(tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path, 1, _state())
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_checkpoint(path)
+
+
+def test_edited_json_state_raises(tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path, 1, _state())
+    manifest = json.loads(path.read_text())
+    manifest["state"]["__dict__"][3][1] = "edited"
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="checksum"):
+        load_checkpoint(path)
+
+
+def test_missing_tensor_file_raises(tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path, 1, _state())
+    path.with_suffix(".safetensors").unlink()
+    with pytest.raises(CheckpointError, match="missing"):
+        load_checkpoint(path)
+
+
+def test_empty_run_dir_raises(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_checkpoint(tmp_path)
+
+
+def test_unsupported_objects_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"'state\.model' is a Linear"):
+        save_checkpoint(tmp_path, 1, {"model": torch.nn.Linear(2, 2)})
+
+
+def test_restored_rng_replays_every_generator(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path, 1, {"rng": capture_rng()})
+    first = (torch.rand(3), random.random(), np.random.rand(2))
+    restore_rng(load_checkpoint(tmp_path)["rng"])
+    again = (torch.rand(3), random.random(), np.random.rand(2))
+    assert torch.equal(first[0], again[0])
+    assert first[1] == again[1]
+    assert np.array_equal(first[2], again[2])
