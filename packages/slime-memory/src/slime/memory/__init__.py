@@ -1,3 +1,44 @@
-"""slime.memory: GPU-native MAP-Elites archives (grid, CVT), a dynamic component pool, TubeNetwork temporal memory and behavioural-space analysis."""
+"""slime.memory: MAP-Elites archives (grid, CVT), a dynamic component pool, TubeNetwork temporal
+memory and behavioural-space analysis. Usable on its own: it depends only on slime.proto."""
 
-__all__: list[str] = []
+from slime.memory.analysis import KernelPCAResult as KernelPCAResult
+from slime.memory.analysis import KMOResult as KMOResult
+from slime.memory.analysis import StabilityResult as StabilityResult
+from slime.memory.analysis import bartlett_sphericity as bartlett_sphericity
+from slime.memory.analysis import descriptor_stability as descriptor_stability
+from slime.memory.analysis import descriptor_variance as descriptor_variance
+from slime.memory.analysis import kernel_pca as kernel_pca
+from slime.memory.analysis import kmo as kmo
+from slime.memory.archive import MAX_ARCHIVE_SIZE as MAX_ARCHIVE_SIZE
+from slime.memory.archive import AddResult as AddResult
+from slime.memory.archive import Archive as Archive
+from slime.memory.archive import ArchiveStats as ArchiveStats
+from slime.memory.archive import Elite as Elite
+from slime.memory.cvt import CVTArchive as CVTArchive
+from slime.memory.grid import GridArchive as GridArchive
+from slime.memory.pool import MAX_POOL_SIZE as MAX_POOL_SIZE
+from slime.memory.pool import SOFT_LIMIT_CULL_FRACTION as SOFT_LIMIT_CULL_FRACTION
+from slime.memory.pool import Pool as Pool
+from slime.memory.tubes import TubeNetwork as TubeNetwork
+
+__all__ = [
+    "MAX_ARCHIVE_SIZE",
+    "MAX_POOL_SIZE",
+    "SOFT_LIMIT_CULL_FRACTION",
+    "AddResult",
+    "Archive",
+    "ArchiveStats",
+    "CVTArchive",
+    "Elite",
+    "GridArchive",
+    "KMOResult",
+    "KernelPCAResult",
+    "Pool",
+    "StabilityResult",
+    "TubeNetwork",
+    "bartlett_sphericity",
+    "descriptor_stability",
+    "descriptor_variance",
+    "kernel_pca",
+    "kmo",
+]

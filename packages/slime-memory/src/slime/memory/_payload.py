@@ -1,0 +1,94 @@
+"""Genome payloads: ``to_dict()`` trees of tensors and plain data, checked, copied and blended."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from slime.proto import ArchiveError
+
+__all__ = ["blend_payloads", "copy_payload", "payload_nbytes", "tensor_leaves"]
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def copy_payload(payload: Any, path: str) -> Any:
+    """Deep-copy a payload, cloning tensors (detached), so later edits by the caller cannot leak in.
+
+    Raises:
+        ArchiveError: ``path`` names the first value that is neither a tensor nor plain data.
+    """
+    if isinstance(payload, torch.Tensor):
+        return payload.detach().clone()
+    if isinstance(payload, _PLAIN):
+        return payload
+    if isinstance(payload, dict):
+        copied = {}
+        for key, value in payload.items():
+            if not isinstance(key, str):
+                raise ArchiveError(f"{path} has non-string key {key!r}; payload keys must be str")
+            copied[key] = copy_payload(value, f"{path}[{key!r}]")
+        return copied
+    if isinstance(payload, list | tuple):
+        items = [copy_payload(value, f"{path}[{i}]") for i, value in enumerate(payload)]
+        return items if isinstance(payload, list) else tuple(items)
+    raise ArchiveError(
+        f"{path} is a {type(payload).__name__}; a genome holds only tensors and plain data "
+        "(str, int, float, bool, None, lists, tuples and str-keyed dicts of those)"
+    )
+
+
+def tensor_leaves(payload: Any, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Every tensor of a payload keyed by its path (``"a/0/b"``), in traversal order."""
+    found: dict[str, torch.Tensor] = {}
+    if isinstance(payload, torch.Tensor):
+        found[prefix] = payload
+    elif isinstance(payload, dict):
+        for key, value in payload.items():
+            found.update(tensor_leaves(value, f"{prefix}/{key}"))
+    elif isinstance(payload, list | tuple):
+        for i, value in enumerate(payload):
+            found.update(tensor_leaves(value, f"{prefix}/{i}"))
+    return found
+
+
+def payload_nbytes(payload: Any) -> int:
+    """Bytes held by the tensors of a payload."""
+    return sum(t.numel() * t.element_size() for t in tensor_leaves(payload).values())
+
+
+def _map_tensors(payload: Any, fn: Callable[[str, torch.Tensor], torch.Tensor], prefix: str) -> Any:
+    if isinstance(payload, torch.Tensor):
+        return fn(prefix, payload)
+    if isinstance(payload, dict):
+        return {k: _map_tensors(v, fn, f"{prefix}/{k}") for k, v in payload.items()}
+    if isinstance(payload, list | tuple):
+        items = [_map_tensors(v, fn, f"{prefix}/{i}") for i, v in enumerate(payload)]
+        return items if isinstance(payload, list) else tuple(items)
+    return payload
+
+
+def blend_payloads(payloads: Sequence[Any], weights: Sequence[float]) -> Any:
+    """Weighted blend of payloads; the structure and plain data come from ``payloads[0]``.
+
+    Each floating-point tensor of ``payloads[0]`` becomes the weighted mean of the tensors at the
+    same path in every payload where that tensor has the same shape and dtype (weights renormalised
+    over those). Other tensors (integer, bool) and plain data are copied from ``payloads[0]``.
+    """
+    leaves = [tensor_leaves(p) for p in payloads]
+
+    def blend(path: str, first: torch.Tensor) -> torch.Tensor:
+        if not first.is_floating_point():
+            return first.detach().clone()
+        acc = torch.zeros(first.shape, dtype=torch.float64, device=first.device)
+        total = 0.0
+        for leaf, weight in zip(leaves, weights):
+            other = leaf.get(path)
+            if other is None or other.shape != first.shape or other.dtype != first.dtype:
+                continue
+            acc += weight * other.detach().to(device=first.device, dtype=torch.float64)
+            total += weight
+        return (acc / total).to(first.dtype)
+
+    return _map_tensors(copy_payload(payloads[0], "genome"), blend, "")

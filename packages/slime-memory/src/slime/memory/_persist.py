@@ -1,0 +1,137 @@
+"""Archive files: ``tensors.safetensors`` plus ``archive.json`` (no pickle), checked by sha256.
+
+Genomes are stored as tagged JSON trees whose tensor leaves point into the safetensors file, so
+tuples stay tuples, bools stay bools and floats (NaN included) come back exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as dump_tensors
+from slime.proto import ArchiveError
+
+__all__ = ["SavedArchive", "load_archive", "save_archive"]
+
+FORMAT = "slime.memory.archive/1"
+TENSORS = "tensors.safetensors"
+META = "archive.json"
+
+
+@dataclass(frozen=True)
+class SavedArchive:
+    kind: str
+    config: dict[str, Any]
+    config_tensors: dict[str, torch.Tensor]
+    state: dict[str, torch.Tensor]
+    genomes: dict[int, dict[str, Any]]
+
+
+def _encode(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, torch.Tensor):
+        tensors[key] = value.detach().cpu().contiguous()
+        return {"tensor": key}
+    if isinstance(value, dict):
+        return {"dict": {k: _encode(v, f"{key}/{k}", tensors) for k, v in value.items()}}
+    if isinstance(value, list | tuple):
+        tag = "list" if isinstance(value, list) else "tuple"
+        return {tag: [_encode(v, f"{key}/{i}", tensors) for i, v in enumerate(value)]}
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"float": repr(value)}  # "nan", "inf", "-inf": JSON has no literal for them
+    return {"plain": value}
+
+
+def _decode(node: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    ((tag, body),) = node.items()
+    if tag == "tensor":
+        return tensors[body]
+    if tag == "dict":
+        return {k: _decode(v, tensors) for k, v in body.items()}
+    if tag in ("list", "tuple"):
+        items = [_decode(v, tensors) for v in body]
+        return items if tag == "list" else tuple(items)
+    if tag == "float":
+        return float(body)
+    if tag == "plain":
+        return body
+    raise ValueError(f"unknown node tag {tag!r}")
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _canonical(meta: dict[str, Any]) -> bytes:
+    return json.dumps(meta, sort_keys=True, allow_nan=False).encode()
+
+
+def save_archive(
+    path: Path,
+    *,
+    kind: str,
+    config: dict[str, Any],
+    config_tensors: dict[str, torch.Tensor],
+    state: dict[str, torch.Tensor],
+    genomes: dict[int, dict[str, Any]],
+) -> None:
+    tensors: dict[str, torch.Tensor] = {}
+    for name, tensor in {**config_tensors, **state}.items():
+        tensors[f"archive/{name}"] = tensor.detach().cpu().contiguous()
+    encoded = {str(cell): _encode(g, f"genome/{cell}", tensors) for cell, g in genomes.items()}
+    config_json = {k: _encode(v, f"config/{k}", tensors) for k, v in config.items()}
+    blob = dump_tensors(tensors)
+    meta = {
+        "format": FORMAT,
+        "kind": kind,
+        "config": config_json,
+        "config_tensors": sorted(config_tensors),
+        "genomes": encoded,
+        "tensors_sha256": _digest(blob),
+    }
+    document = {"meta": meta, "meta_sha256": _digest(_canonical(meta))}
+    path.mkdir(parents=True, exist_ok=True)
+    (path / TENSORS).write_bytes(blob)
+    (path / META).write_text(json.dumps(document, sort_keys=True, allow_nan=False, indent=1))
+
+
+def load_archive(path: Path, *, device: torch.device | str | None) -> SavedArchive:
+    try:
+        document = json.loads((path / META).read_text())
+        blob = (path / TENSORS).read_bytes()
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArchiveError(f"cannot read archive files under {path}: {e}") from e
+    if not isinstance(document, dict) or set(document) != {"meta", "meta_sha256"}:
+        raise ArchiveError(f"{path / META} is not a slime archive document")
+    meta = document["meta"]
+    if not isinstance(meta, dict) or _digest(_canonical(meta)) != document["meta_sha256"]:
+        raise ArchiveError(f"{path / META} was modified after saving (metadata sha256 mismatch)")
+    if meta.get("format") != FORMAT:
+        raise ArchiveError(f"{path / META} has format {meta.get('format')!r}, expected {FORMAT!r}")
+    if _digest(blob) != meta["tensors_sha256"]:
+        raise ArchiveError(f"{path / TENSORS} is truncated or modified (sha256 mismatch)")
+    try:
+        tensors = load_tensors(blob)
+    except SafetensorError as e:
+        raise ArchiveError(f"{path / TENSORS} is not a valid safetensors file: {e}") from e
+    target = torch.device(device) if device is not None else torch.device("cpu")
+    tensors = {k: v.to(target) for k, v in tensors.items()}
+    try:
+        config = {k: _decode(v, tensors) for k, v in meta["config"].items()}
+        genomes = {int(c): _decode(g, tensors) for c, g in meta["genomes"].items()}
+        config_tensors = {n: tensors[f"archive/{n}"] for n in meta["config_tensors"]}
+    except (KeyError, ValueError, AttributeError, TypeError) as e:
+        raise ArchiveError(f"{path / META} is malformed: {e!r}") from e
+    state = {
+        k.removeprefix("archive/"): v
+        for k, v in tensors.items()
+        if k.startswith("archive/") and k.removeprefix("archive/") not in config_tensors
+    }
+    return SavedArchive(meta["kind"], config, config_tensors, state, genomes)

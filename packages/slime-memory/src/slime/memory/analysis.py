@@ -1,0 +1,193 @@
+"""Behavioural-space analysis: are these descriptor dimensions meaningful, and are they stable?
+
+Slow-timescale statistics over a sample of descriptors ``(n, k)`` (one row per component or per
+observation). They run on the host in float64; the inputs may live on any device.
+
+- :func:`kmo`: Kaiser-Meyer-Olkin sampling adequacy. Near 1 when the dimensions share structure
+  (their correlations are not explained away pairwise), near or below 0.5 when they are unrelated.
+- :func:`bartlett_sphericity`: tests whether the correlation matrix is the identity. A small p-value
+  says the dimensions are correlated, i.e. worth a joint (reduced) description.
+- :func:`kernel_pca`: non-linear principal components of the descriptor cloud.
+- :func:`descriptor_variance`, :func:`descriptor_stability`: spread across components, drift of one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.stats import chi2
+from sklearn.decomposition import KernelPCA
+from sklearn.metrics.pairwise import pairwise_kernels
+from slime.proto import ArchiveError
+
+__all__ = [
+    "KMOResult",
+    "KernelPCAResult",
+    "StabilityResult",
+    "bartlett_sphericity",
+    "descriptor_stability",
+    "descriptor_variance",
+    "kernel_pca",
+    "kmo",
+]
+
+_KERNELS = ("linear", "poly", "rbf", "sigmoid", "cosine")
+
+
+@dataclass(frozen=True)
+class KMOResult:
+    """``overall`` KMO in ``[0, 1]`` and ``per_variable`` ``(k,)`` measures of sampling adequacy."""
+
+    overall: float
+    per_variable: torch.Tensor
+
+
+@dataclass(frozen=True)
+class KernelPCAResult:
+    """``embedding`` ``(n, c)``, ``eigenvalues`` ``(c,)`` and the share of the centred kernel's
+    total variance each component explains, ``explained_ratio`` ``(c,)``."""
+
+    embedding: torch.Tensor
+    eigenvalues: torch.Tensor
+    explained_ratio: torch.Tensor
+
+
+@dataclass(frozen=True)
+class StabilityResult:
+    """How one component's descriptor moves over ``t`` observations.
+
+    ``mean_step``: mean Euclidean distance between consecutive descriptors. ``drift``: distance
+    from the first to the last. ``spread`` ``(k,)``: standard deviation of each dimension over time.
+    """
+
+    mean_step: float
+    drift: float
+    spread: torch.Tensor
+
+
+def _matrix(samples: torch.Tensor | np.ndarray, name: str, min_rows: int) -> np.ndarray:
+    if isinstance(samples, torch.Tensor):
+        array = samples.detach().to(device="cpu", dtype=torch.float64).numpy()
+    elif isinstance(samples, np.ndarray):
+        array = samples.astype(np.float64)
+    else:
+        raise ArchiveError(f"{name} must be a tensor or array, got {type(samples).__name__}")
+    if array.ndim != 2 or array.shape[0] < min_rows or array.shape[1] < 1:
+        raise ArchiveError(f"{name} has shape {array.shape}, expected (n >= {min_rows}, k >= 1)")
+    bad = ~np.isfinite(array).all(axis=1)
+    if bad.any():
+        raise ArchiveError(f"{name}[{int(np.argmax(bad))}] is not finite (NaN or Inf)")
+    return array
+
+
+def _correlation(array: np.ndarray, name: str) -> np.ndarray:
+    if array.shape[1] < 2:
+        raise ArchiveError(f"{name} has {array.shape[1]} dimension; correlation needs >= 2")
+    std = array.std(axis=0)
+    flat = np.flatnonzero(std == 0)
+    if flat.size:
+        raise ArchiveError(f"{name} dimension {int(flat[0])} is constant; it has no correlation")
+    return np.corrcoef(array, rowvar=False)
+
+
+def kmo(samples: torch.Tensor | np.ndarray) -> KMOResult:
+    """Kaiser-Meyer-Olkin measure of ``samples`` ``(n, k)``, k >= 2.
+
+    Compares squared correlations with squared partial correlations (from the inverse correlation
+    matrix). Raises ArchiveError for a constant or linearly dependent dimension.
+    """
+    array = _matrix(samples, "samples", min_rows=3)
+    corr = _correlation(array, "samples")
+    try:
+        inverse = np.linalg.inv(corr)
+    except np.linalg.LinAlgError as e:
+        raise ArchiveError("samples have linearly dependent dimensions; KMO is undefined") from e
+    scale = np.sqrt(np.outer(np.diag(inverse), np.diag(inverse)))
+    partial = -inverse / scale
+    off = ~np.eye(corr.shape[0], dtype=bool)
+    r2 = np.where(off, corr**2, 0.0)
+    p2 = np.where(off, partial**2, 0.0)
+    per_variable = r2.sum(axis=0) / (r2.sum(axis=0) + p2.sum(axis=0))
+    overall = r2.sum() / (r2.sum() + p2.sum())
+    return KMOResult(overall=float(overall), per_variable=torch.from_numpy(per_variable))
+
+
+def bartlett_sphericity(samples: torch.Tensor | np.ndarray) -> tuple[float, float]:
+    """Bartlett's test that the correlation matrix of ``samples`` ``(n, k)`` is the identity.
+
+    Returns:
+        ``(statistic, p_value)``: chi-square with ``k (k - 1) / 2`` degrees of freedom.
+    """
+    array = _matrix(samples, "samples", min_rows=3)
+    n, k = array.shape
+    if n <= k:
+        raise ArchiveError(f"samples has shape {array.shape}; Bartlett's test needs n > k")
+    sign, logdet = np.linalg.slogdet(_correlation(array, "samples"))
+    if sign <= 0:
+        raise ArchiveError("samples have linearly dependent dimensions; Bartlett's test undefined")
+    statistic = -(n - 1 - (2 * k + 5) / 6) * logdet
+    return float(statistic), float(chi2.sf(statistic, k * (k - 1) / 2))
+
+
+def kernel_pca(
+    samples: torch.Tensor | np.ndarray,
+    n_components: int = 2,
+    kernel: str = "rbf",
+    *,
+    gamma: float | None = None,
+    seed: int = 0,
+) -> KernelPCAResult:
+    """Kernel PCA (scikit-learn) of ``samples`` ``(n, k)``.
+
+    Args:
+        n_components: components kept, 1..n.
+        kernel: one of linear, poly, rbf, sigmoid, cosine.
+        gamma: kernel coefficient; None means ``1 / k`` (scikit-learn's default).
+        seed: for the randomised eigensolver scikit-learn may pick on large inputs.
+    """
+    array = _matrix(samples, "samples", min_rows=2)
+    if kernel not in _KERNELS:
+        raise ArchiveError(f"kernel {kernel!r} is not one of {_KERNELS}")
+    n = array.shape[0]
+    if isinstance(n_components, bool) or not isinstance(n_components, int):
+        raise ArchiveError(f"n_components must be an int, got {n_components!r}")
+    if not 1 <= n_components <= n:
+        raise ArchiveError(f"n_components must be in 1..{n} (the sample count), got {n_components}")
+    if (array == array[0]).all():
+        raise ArchiveError("samples are all identical; kernel PCA has no variance to explain")
+    model = KernelPCA(n_components=n_components, kernel=kernel, gamma=gamma, random_state=seed)
+    embedding = model.fit_transform(array)
+    gram = pairwise_kernels(
+        array,
+        metric=kernel,
+        filter_params=True,
+        gamma=model.gamma_,
+        degree=model.degree,
+        coef0=model.coef0,
+    )
+    total = np.trace(gram) - gram.sum() / n  # trace of the centred kernel matrix
+    eigenvalues = np.ascontiguousarray(model.eigenvalues_)
+    return KernelPCAResult(
+        embedding=torch.from_numpy(np.ascontiguousarray(embedding)),
+        eigenvalues=torch.from_numpy(eigenvalues),
+        explained_ratio=torch.from_numpy(eigenvalues / total),
+    )
+
+
+def descriptor_variance(samples: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Unbiased variance of each dimension across ``samples`` ``(n >= 2, k)``: ``(k,)`` float64."""
+    array = _matrix(samples, "samples", min_rows=2)
+    return torch.from_numpy(array.var(axis=0, ddof=1))
+
+
+def descriptor_stability(series: torch.Tensor | np.ndarray) -> StabilityResult:
+    """Movement of one component's descriptor over time, ``series`` ``(t >= 2, k)``."""
+    array = _matrix(series, "series", min_rows=2)
+    steps = np.linalg.norm(np.diff(array, axis=0), axis=1)
+    return StabilityResult(
+        mean_step=float(steps.mean()),
+        drift=float(np.linalg.norm(array[-1] - array[0])),
+        spread=torch.from_numpy(array.std(axis=0)),
+    )

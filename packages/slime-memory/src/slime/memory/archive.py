@@ -1,0 +1,547 @@
+"""MAP-Elites archive base: batched insertion with pyribs' semantics, queries, bootstrap, save/load.
+
+Subclasses only say how descriptors map to cells (:meth:`Archive.cell_index`): arithmetic for a
+grid, nearest centroid for a CVT. Everything else (thresholds, the per-cell choice of a batch's
+best, capacity, statistics) lives here, on the archive's device.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from slime.memory import _persist
+from slime.memory._payload import blend_payloads, copy_payload
+from slime.proto import ArchiveError, ConfigError
+
+__all__ = ["MAX_ARCHIVE_SIZE", "AddResult", "Archive", "ArchiveStats", "Elite"]
+
+MAX_ARCHIVE_SIZE = 1000
+"""The blueprint's hard limit on elites held at once (default ``max_size``)."""
+
+_STATE = ("objective", "threshold", "occupied", "descriptors")
+
+
+@dataclass(frozen=True)
+class Elite:
+    """One archived elite. ``genome`` is the archive's copy: treat it as read-only."""
+
+    cell: int
+    objective: float
+    descriptor: torch.Tensor  # (k,) float64
+    genome: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """Per-item outcome of :meth:`Archive.add`, computed against the archive before the batch.
+
+    ``status`` (n,) int32: 0 not added, 1 improved an occupied cell, 2 new cell. ``value`` (n,)
+    float64: objective minus the cell's threshold (the occupant's objective by default), or minus
+    ``threshold_min`` (0 when it is -inf) for an empty cell.
+    """
+
+    status: torch.Tensor
+    value: torch.Tensor
+
+
+@dataclass(frozen=True)
+class ArchiveStats:
+    """Summary of the archive's current contents (``obj_max``/``obj_mean`` None when empty)."""
+
+    num_elites: int
+    coverage: float
+    qd_score: float
+    norm_qd_score: float
+    obj_max: float | None
+    obj_mean: float | None
+
+
+class Archive:
+    """A MAP-Elites archive of genomes (``to_dict()`` payloads) indexed by behavioural descriptor.
+
+    Insertion follows pyribs 0.12: a candidate lands if its objective beats its cell's threshold;
+    of a batch, only the best candidate per cell lands (ties: the earliest). With ``learning_rate``
+    < 1 and a finite ``threshold_min`` the thresholds follow CMA-MAE's batch update.
+
+    Capacity: at most ``max_size`` cells hold an elite. When a batch would exceed it, the lowest
+    objectives are evicted until it fits; on equal objectives a newcomer goes before an elite that
+    was already there, so a new cell enters a full archive only by beating its worst elite. Items
+    of the batch whose cell was evicted report status 0.
+
+    Args:
+        cells: number of cells.
+        ranges: ``(low, high)`` per descriptor dimension.
+        device: where the archive's tensors live; inputs on another device are copied there.
+        qd_offset: subtracted from each objective in ``qd_score``.
+        learning_rate: CMA-MAE threshold learning rate in ``(0, 1]``.
+        threshold_min: initial threshold of every cell; must be finite when ``learning_rate`` < 1.
+        max_size: most elites held at once (see Capacity).
+    """
+
+    kind: ClassVar[str] = "Archive"
+
+    def __init__(
+        self,
+        cells: int,
+        ranges: Sequence[tuple[float, float]],
+        *,
+        device: torch.device | str | None = None,
+        qd_offset: float = 0.0,
+        learning_rate: float = 1.0,
+        threshold_min: float = -math.inf,
+        max_size: int = MAX_ARCHIVE_SIZE,
+    ) -> None:
+        name = type(self).__name__
+        if isinstance(cells, bool) or not isinstance(cells, int) or cells < 1:
+            raise ConfigError(f"cells must be a positive int, got {cells!r}", f"{name}.cells")
+        self._ranges = _check_ranges(ranges, name)
+        if not 0.0 < learning_rate <= 1.0:
+            raise ConfigError(
+                f"learning_rate must be in (0, 1], got {learning_rate!r}", f"{name}.learning_rate"
+            )
+        if math.isnan(threshold_min) or threshold_min == math.inf:
+            raise ConfigError(
+                f"threshold_min must be finite or -inf, got {threshold_min!r}",
+                f"{name}.threshold_min",
+            )
+        if threshold_min == -math.inf and learning_rate != 1.0:
+            raise ConfigError(
+                f"learning_rate {learning_rate!r} < 1 needs a finite threshold_min (CMA-MAE)",
+                f"{name}.threshold_min",
+            )
+        if not math.isfinite(qd_offset):
+            raise ConfigError(f"qd_offset must be finite, got {qd_offset!r}", f"{name}.qd_offset")
+        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
+            raise ConfigError(
+                f"max_size must be a positive int, got {max_size!r}", f"{name}.max_size"
+            )
+        self._cells = cells
+        self._device = torch.device(device) if device is not None else torch.device("cpu")
+        self._qd_offset = float(qd_offset)
+        self._learning_rate = float(learning_rate)
+        self._threshold_min = float(threshold_min)
+        self._max_size = max_size
+        bounds = torch.tensor(self._ranges, dtype=torch.float64, device=self._device)
+        self._lower, self._upper = bounds[:, 0], bounds[:, 1]
+        self._genomes: dict[int, dict[str, Any]] = {}
+        self.clear()
+
+    # ---- geometry -------------------------------------------------------------------------
+
+    @property
+    def cells(self) -> int:
+        return self._cells
+
+    @property
+    def descriptor_dim(self) -> int:
+        return len(self._ranges)
+
+    @property
+    def ranges(self) -> list[tuple[float, float]]:
+        return list(self._ranges)
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def max_size(self) -> int:
+        return self._max_size
+
+    @property
+    def qd_offset(self) -> float:
+        return self._qd_offset
+
+    @property
+    def learning_rate(self) -> float:
+        return self._learning_rate
+
+    @property
+    def threshold_min(self) -> float:
+        return self._threshold_min
+
+    def cell_index(self, descriptors: torch.Tensor) -> torch.Tensor:
+        """Cell of each descriptor: ``(n, k) -> (n,)`` int64 on the archive's device.
+
+        Raises:
+            ArchiveError: wrong shape, or a NaN/Inf descriptor (naming its index).
+        """
+        descriptors = self._as_descriptors(descriptors, "descriptors")
+        _raise_first_non_finite(torch.isfinite(descriptors).all(dim=1), "descriptors")
+        return self._cell_index(descriptors)
+
+    def _cell_index(self, descriptors: torch.Tensor) -> torch.Tensor:
+        """``(n, k)`` finite float64 on the archive's device -> ``(n,)`` int64 cells."""
+        raise NotImplementedError(f"{type(self).__name__} must define _cell_index")
+
+    # ---- insertion ------------------------------------------------------------------------
+
+    def add(
+        self,
+        genomes: Sequence[dict[str, Any]],
+        objectives: torch.Tensor,
+        descriptors: torch.Tensor,
+    ) -> AddResult:
+        """Insert a batch; see the class docstring for the rules.
+
+        Args:
+            genomes: n ``to_dict()`` payloads. Only those that land are checked and copied.
+            objectives: ``(n,)`` finite floats, higher is better.
+            descriptors: ``(n, k)`` finite floats.
+
+        Raises:
+            ArchiveError: mismatched shapes or counts (naming them), a NaN/Inf objective or
+                descriptor (naming its index), or a landing genome that holds something other
+                than tensors and plain data. The archive is unchanged when it raises.
+        """
+        objectives, descriptors = self._check_batch(genomes, objectives, descriptors)
+        n = objectives.shape[0]
+        if n == 0:
+            empty = torch.zeros(0, device=self._device)
+            return AddResult(status=empty.to(torch.int32), value=empty.to(torch.float64))
+        finite = torch.isfinite(objectives) & torch.isfinite(descriptors).all(dim=1)
+        _raise_first_non_finite(finite, "objectives/descriptors")  # one host sync per batch
+        cells = self._cell_index(descriptors)
+
+        occupied = self._occupied[cells]
+        threshold = torch.where(occupied, self._threshold[cells], self._threshold_min)
+        can_insert = objectives > threshold
+        status = torch.where(can_insert, torch.where(occupied, 1, 2), 0).to(torch.int32)
+        empty_base = 0.0 if self._threshold_min == -math.inf else self._threshold_min
+        value = objectives - torch.where(occupied, threshold, empty_base)
+
+        best, first = self._best_per_cell(cells, objectives, can_insert)
+        landed = first < n  # (C,) cells receiving an elite from this batch
+        source = first.clamp(max=n - 1)
+        objective = torch.where(landed, best, self._objective)
+        threshold_after = torch.where(
+            landed, self._new_thresholds(cells, objectives, can_insert, best), self._threshold
+        )
+        descriptors_after = torch.where(landed[:, None], descriptors[source], self._descriptors)
+        occupied_after = self._occupied | landed
+        evicted = self._evictions(objective, occupied_after, landed & ~self._occupied)
+        occupied_after &= ~evicted
+        status = torch.where(evicted[cells], 0, status).to(torch.int32)
+
+        # One host transfer: which cells took which batch item, and which lost their elite.
+        kept = landed & occupied_after
+        lost = evicted & self._occupied
+        changed = torch.nonzero(kept | lost).squeeze(1)
+        rows = torch.stack([changed, kept[changed].long(), source[changed]]).tolist()
+        new_genomes = {
+            cell: copy_payload(genomes[pos], f"genomes[{pos}]")
+            for cell, is_kept, pos in zip(*rows)
+            if is_kept
+        }
+        for cell, is_kept, _ in zip(*rows):
+            if not is_kept:
+                del self._genomes[cell]
+        self._genomes.update(new_genomes)
+        self._objective, self._threshold = objective, threshold_after
+        self._descriptors, self._occupied = descriptors_after, occupied_after
+        return AddResult(status=status, value=value)
+
+    def _best_per_cell(
+        self, cells: torch.Tensor, objectives: torch.Tensor, can_insert: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per cell ``(C,)``: the best insertable objective and the batch index holding it.
+
+        The index is the earliest among equal objectives, and ``n`` where nothing can land.
+        """
+        n = objectives.shape[0]
+        key = torch.where(can_insert, objectives, -math.inf)
+        best = torch.full((self._cells,), -math.inf, dtype=torch.float64, device=self._device)
+        best = best.scatter_reduce(0, cells, key, reduce="amax")
+        position = torch.arange(n, device=self._device)
+        candidate = torch.where(can_insert & (key == best[cells]), position, n)
+        first = torch.full((self._cells,), n, dtype=torch.int64, device=self._device)
+        return best, first.scatter_reduce(0, cells, candidate, reduce="amin")
+
+    def _new_thresholds(
+        self,
+        cells: torch.Tensor,
+        objectives: torch.Tensor,
+        can_insert: torch.Tensor,
+        best: torch.Tensor,
+    ) -> torch.Tensor:
+        """``(C,)`` thresholds for cells that receive an elite (other entries are unused)."""
+        if self._threshold_min == -math.inf:
+            return best  # plain MAP-Elites: the threshold is the elite's objective
+        # CMA-MAE batch rule (Fontaine & Nikolaidis 2023): move toward the mean of all the
+        # batch's objectives that beat the cell's threshold, at rate 1 - (1 - lr) ** count.
+        weight = can_insert.to(torch.float64)
+        zeros = torch.zeros(self._cells, dtype=torch.float64, device=self._device)
+        count = zeros.scatter_add(0, cells, weight)
+        total = zeros.scatter_add(0, cells, objectives * weight)
+        current = torch.where(self._occupied, self._threshold, self._threshold_min)
+        keep = (1.0 - self._learning_rate) ** count
+        return keep * current + (total / count.clamp(min=1.0)) * (1.0 - keep)
+
+    def _evictions(
+        self, objective: torch.Tensor, occupied: torch.Tensor, newcomer: torch.Tensor
+    ) -> torch.Tensor:
+        """``(C,)`` bool: elites to drop so at most ``max_size`` remain (lowest objective first)."""
+        if self._max_size >= self._cells:
+            return torch.zeros_like(occupied)
+        excess = (occupied.sum() - self._max_size).clamp(min=0)
+        # Order: objective ascending; on ties newcomers first, then higher cells first.
+        order = torch.arange(self._cells - 1, -1, -1, device=self._device)
+        order = order[torch.argsort((~newcomer[order]).to(torch.int8), stable=True)]
+        key = torch.where(occupied, objective, math.inf)
+        order = order[torch.argsort(key[order], stable=True)]
+        rank = torch.empty_like(order).scatter_(
+            0, order, torch.arange(self._cells, device=self._device)
+        )
+        return occupied & (rank < excess)
+
+    # ---- queries --------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._genomes)
+
+    def __iter__(self) -> Iterator[Elite]:
+        """Elites in ascending cell order (blueprint decision 3: reproducible iteration)."""
+        return iter(self._elites(sorted(self._genomes)))
+
+    def retrieve(self, descriptors: torch.Tensor) -> tuple[torch.Tensor, list[Elite | None]]:
+        """The elite of each descriptor's cell: ``(n, k)`` -> (occupied ``(n,)`` bool, elites)."""
+        cells = self.cell_index(descriptors)
+        cell_list = cells.tolist()
+        found = {e.cell: e for e in self._elites(sorted(set(cell_list) & self._genomes.keys()))}
+        return self._occupied[cells], [found.get(c) for c in cell_list]
+
+    def sample_elites(self, n: int, generator: torch.Generator) -> list[Elite]:
+        """``n`` elites drawn uniformly with replacement; the same generator state, the same draw.
+
+        Raises:
+            ArchiveError: ``n`` < 1 or the archive is empty.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ArchiveError(f"sample_elites needs n >= 1, got {n!r}")
+        if not self._genomes:
+            raise ArchiveError("sample_elites on an empty archive")
+        cells = sorted(self._genomes)
+        picks = torch.randint(len(cells), (n,), generator=generator, device=generator.device)
+        by_cell = {e.cell: e for e in self._elites(cells)}
+        return [by_cell[cells[i]] for i in picks.tolist()]
+
+    @property
+    def stats(self) -> ArchiveStats:
+        """Statistics of the current contents (one host transfer)."""
+        count = len(self._genomes)
+        if count == 0:
+            return ArchiveStats(0, 0.0, 0.0, 0.0, None, None)
+        objective = self._objective[self._occupied]
+        total, top = torch.stack([objective.sum(), objective.max()]).tolist()
+        qd_score = total - count * self._qd_offset
+        return ArchiveStats(
+            num_elites=count,
+            coverage=count / self._cells,
+            qd_score=qd_score,
+            norm_qd_score=qd_score / self._cells,
+            obj_max=top,
+            obj_mean=total / count,
+        )
+
+    def bootstrap(self, descriptor: torch.Tensor) -> dict[str, Any]:
+        """A deep copy of the genome of the elite nearest to ``descriptor`` ``(k,)``.
+
+        Distance is Euclidean in descriptor space scaled by each range's width; ties go to the
+        lower cell. Raises ArchiveError on an empty archive or a bad descriptor.
+        """
+        cells, _ = self._nearest_elites(descriptor, 1)
+        return copy_payload(self._genomes[cells[0]], "genome")
+
+    def interpolate(self, descriptor: torch.Tensor, k_neighbors: int = 2) -> dict[str, Any]:
+        """Distance-weighted blend of the ``k_neighbors`` elites nearest to ``descriptor`` ``(k,)``.
+
+        Weights are inverse scaled distances; a neighbour at distance 0 gets all the weight.
+        Floating tensors are blended where the neighbours agree on shape and dtype; everything
+        else comes from the nearest elite. Fewer neighbours are used when the archive holds fewer.
+        """
+        if isinstance(k_neighbors, bool) or not isinstance(k_neighbors, int) or k_neighbors < 1:
+            raise ArchiveError(f"k_neighbors must be an int >= 1, got {k_neighbors!r}")
+        cells, distances = self._nearest_elites(descriptor, k_neighbors)
+        if distances[0] == 0.0:
+            return copy_payload(self._genomes[cells[0]], "genome")
+        weights = [1.0 / d for d in distances]
+        return blend_payloads([self._genomes[c] for c in cells], weights)
+
+    def _nearest_elites(self, descriptor: torch.Tensor, k: int) -> tuple[list[int], list[float]]:
+        if not self._genomes:
+            raise ArchiveError("no elite to start from: the archive is empty")
+        if not isinstance(descriptor, torch.Tensor) or descriptor.shape != (self.descriptor_dim,):
+            shape = tuple(descriptor.shape) if isinstance(descriptor, torch.Tensor) else descriptor
+            raise ArchiveError(f"descriptor must have shape ({self.descriptor_dim},), got {shape}")
+        point = self._as_descriptors(descriptor[None], "descriptor")
+        _raise_first_non_finite(torch.isfinite(point).all(dim=1), "descriptor")
+        cells = torch.nonzero(self._occupied).squeeze(1)  # ascending: ties go to the lower cell
+        scale = self._upper - self._lower
+        distance = torch.linalg.vector_norm((self._descriptors[cells] - point) / scale, dim=1)
+        nearest = torch.sort(distance, stable=True).indices[: min(k, cells.shape[0])]
+        return cells[nearest].tolist(), distance[nearest].tolist()
+
+    def _elites(self, cells: list[int]) -> list[Elite]:
+        """Elites of occupied ``cells`` (one host transfer for all of them)."""
+        index = torch.tensor(cells, dtype=torch.int64, device=self._device)
+        objectives = self._objective[index].tolist()
+        descriptors = self._descriptors[index].cpu()
+        return [
+            Elite(cell=c, objective=o, descriptor=d, genome=self._genomes[c])
+            for c, o, d in zip(cells, objectives, descriptors.unbind(0))
+        ]
+
+    # ---- housekeeping ---------------------------------------------------------------------
+
+    def clear(self) -> None:
+        """Remove every elite and reset thresholds."""
+        c, k = self._cells, self.descriptor_dim
+        f64 = {"dtype": torch.float64, "device": self._device}
+        self._objective = torch.zeros(c, **f64)
+        self._threshold = torch.full((c,), self._threshold_min, **f64)
+        self._occupied = torch.zeros(c, dtype=torch.bool, device=self._device)
+        self._descriptors = torch.zeros(c, k, **f64)
+        self._genomes = {}
+
+    def _config(self) -> dict[str, Any]:
+        """JSON-able constructor arguments (beyond the shared ones) for save/load."""
+        raise NotImplementedError(f"{type(self).__name__} must define _config")
+
+    def _config_tensors(self) -> dict[str, torch.Tensor]:
+        """Tensors the constructor needs back on load (e.g. CVT centroids)."""
+        return {}
+
+    def save(self, path: str | Path) -> None:
+        """Write the archive to the directory ``path``: safetensors for tensors, JSON for the rest.
+
+        No pickle. The JSON records the tensor file's sha256, so load detects truncation or edits.
+        """
+        shared = {
+            "ranges": [list(r) for r in self._ranges],
+            "qd_offset": self._qd_offset,
+            "learning_rate": self._learning_rate,
+            "threshold_min": self._threshold_min,
+            "max_size": self._max_size,
+        }
+        state = {name: getattr(self, f"_{name}") for name in _STATE}
+        _persist.save_archive(
+            Path(path),
+            kind=self.kind,
+            config={**shared, **self._config()},
+            config_tensors=self._config_tensors(),
+            state=state,
+            genomes=self._genomes,
+        )
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: torch.device | str | None = None) -> Archive:
+        """Rebuild an archive written by :meth:`save`, with its tensors on ``device`` (CPU default).
+
+        Raises:
+            ArchiveError: missing, truncated or tampered files, or a file of another archive kind.
+        """
+        saved = _persist.load_archive(Path(path), device=device)
+        kinds = {sub.kind: sub for sub in _subclasses(Archive)}
+        target = kinds.get(saved.kind)
+        if target is None or not issubclass(target, cls):
+            raise ArchiveError(f"{path} holds a {saved.kind!r} archive, not a {cls.kind}")
+        config = dict(saved.config)
+        config["ranges"] = [tuple(r) for r in config["ranges"]]
+        archive = target(**config, **saved.config_tensors, device=device)
+        expected = {
+            "objective": (archive.cells,),
+            "threshold": (archive.cells,),
+            "occupied": (archive.cells,),
+            "descriptors": (archive.cells, archive.descriptor_dim),
+        }
+        for name, shape in expected.items():
+            tensor = saved.state.get(name)
+            if tensor is None or tuple(tensor.shape) != shape:
+                got = None if tensor is None else tuple(tensor.shape)
+                raise ArchiveError(f"{path}: state {name!r} has shape {got}, expected {shape}")
+            setattr(archive, f"_{name}", tensor)
+        occupied = set(torch.nonzero(archive._occupied).squeeze(1).tolist())
+        if occupied != set(saved.genomes):
+            raise ArchiveError(f"{path}: occupied cells and stored genomes disagree")
+        archive._genomes = dict(saved.genomes)
+        return archive
+
+    # ---- input checks ---------------------------------------------------------------------
+
+    def _as_descriptors(self, descriptors: torch.Tensor, name: str) -> torch.Tensor:
+        if not isinstance(descriptors, torch.Tensor):
+            raise ArchiveError(f"{name} must be a torch.Tensor, got {type(descriptors).__name__}")
+        if descriptors.dim() != 2 or descriptors.shape[1] != self.descriptor_dim:
+            raise ArchiveError(
+                f"{name} has shape {tuple(descriptors.shape)}, expected (n, {self.descriptor_dim})"
+            )
+        return descriptors.to(device=self._device, dtype=torch.float64)
+
+    def _check_batch(
+        self, genomes: Sequence[dict[str, Any]], objectives: torch.Tensor, descriptors: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not isinstance(objectives, torch.Tensor):
+            raise ArchiveError(
+                f"objectives must be a torch.Tensor, got {type(objectives).__name__}"
+            )
+        if not isinstance(descriptors, torch.Tensor):
+            raise ArchiveError(
+                f"descriptors must be a torch.Tensor, got {type(descriptors).__name__}"
+            )
+        n = objectives.shape[0] if objectives.dim() == 1 else None
+        if (
+            n is None
+            or descriptors.dim() != 2
+            or descriptors.shape != (n, self.descriptor_dim)
+            or len(genomes) != n
+        ):
+            raise ArchiveError(
+                f"batch shapes disagree: objectives {tuple(objectives.shape)}, descriptors "
+                f"{tuple(descriptors.shape)}, {len(genomes)} genomes; expected (n,), "
+                f"(n, {self.descriptor_dim}) and n genomes"
+            )
+        if objectives.is_complex() or descriptors.is_complex():
+            raise ArchiveError("objectives and descriptors must be real-valued")
+        return (
+            objectives.to(device=self._device, dtype=torch.float64),
+            descriptors.to(device=self._device, dtype=torch.float64),
+        )
+
+
+def _raise_first_non_finite(finite: torch.Tensor, name: str) -> None:
+    """Raise ArchiveError naming the first False entry of ``finite`` ``(n,)``, if any."""
+    if not bool(finite.all()):
+        index = int(torch.nonzero(~finite)[0, 0])
+        raise ArchiveError(f"{name}[{index}] is not finite (NaN or Inf)")
+
+
+def _check_ranges(ranges: Sequence[tuple[float, float]], owner: str) -> list[tuple[float, float]]:
+    checked = []
+    for i, pair in enumerate(ranges):
+        try:
+            low, high = (float(v) for v in pair)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(
+                f"range {i} is {pair!r}, expected (low, high)", f"{owner}.ranges"
+            ) from e
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise ConfigError(
+                f"range {i} is {pair!r}, expected finite low < high", f"{owner}.ranges"
+            )
+        checked.append((low, high))
+    if not checked:
+        raise ConfigError("ranges is empty; need one (low, high) per dimension", f"{owner}.ranges")
+    return checked
+
+
+def _subclasses(cls: type) -> list[type]:
+    found = []
+    for sub in cls.__subclasses__():
+        found.append(sub)
+        found.extend(_subclasses(sub))
+    return found

@@ -1,0 +1,107 @@
+"""CVTArchive: a MAP-Elites archive over a centroidal Voronoi tessellation of the descriptor box."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.spatial import KDTree
+from sklearn.cluster import k_means
+from slime.memory.archive import MAX_ARCHIVE_SIZE, Archive
+from slime.proto import ConfigError
+
+__all__ = ["CVTArchive"]
+
+_CHUNK = 4096  # descriptors per batched distance computation on an accelerator
+
+
+class CVTArchive(Archive):
+    """Each cell is the Voronoi region of one centroid; a descriptor belongs to its nearest centroid.
+
+    Centroids come from k-means (scikit-learn, one Lloyd run from a random init) over ``samples``
+    points drawn uniformly in the ranges, or are given. The nearest centroid is found with a scipy
+    k-d tree on CPU and with batched ``torch.cdist`` + argmin on other devices.
+
+    Args:
+        cells: number of centroids.
+        ranges: ``(low, high)`` per dimension.
+        centroids: ``(cells, k)`` centroids to use instead of k-means.
+        samples: uniform samples clustered by k-means (ignored with ``centroids``).
+        seed: seeds the samples and k-means.
+        device, qd_offset, learning_rate, threshold_min, max_size: see :class:`Archive`.
+    """
+
+    kind = "CVTArchive"
+
+    def __init__(
+        self,
+        cells: int,
+        ranges: Sequence[tuple[float, float]],
+        *,
+        centroids: torch.Tensor | None = None,
+        samples: int = 10_000,
+        seed: int = 0,
+        device: torch.device | str | None = None,
+        qd_offset: float = 0.0,
+        learning_rate: float = 1.0,
+        threshold_min: float = -math.inf,
+        max_size: int = MAX_ARCHIVE_SIZE,
+    ) -> None:
+        super().__init__(
+            cells,
+            ranges,
+            device=device,
+            qd_offset=qd_offset,
+            learning_rate=learning_rate,
+            threshold_min=threshold_min,
+            max_size=max_size,
+        )
+        if centroids is None:
+            if isinstance(samples, bool) or not isinstance(samples, int) or samples < cells:
+                raise ConfigError(
+                    f"samples must be an int >= cells ({cells}), got {samples!r}",
+                    "CVTArchive.samples",
+                )
+            centroids = torch.from_numpy(self._k_means(samples, seed))
+        elif not isinstance(centroids, torch.Tensor) or centroids.shape != (cells, len(ranges)):
+            shape = tuple(centroids.shape) if isinstance(centroids, torch.Tensor) else centroids
+            raise ConfigError(
+                f"centroids has shape {shape}, expected ({cells}, {len(ranges)})",
+                "CVTArchive.centroids",
+            )
+        elif not bool(torch.isfinite(centroids).all()):
+            raise ConfigError("centroids contain NaN or Inf", "CVTArchive.centroids")
+        self._samples, self._seed = samples, seed
+        self._centroids = centroids.detach().to(device=self.device, dtype=torch.float64)
+        self._tree = KDTree(self._centroids.cpu().numpy()) if self.device.type == "cpu" else None
+
+    @property
+    def centroids(self) -> torch.Tensor:
+        """``(cells, k)`` float64 centroids (a copy)."""
+        return self._centroids.clone()
+
+    def _k_means(self, samples: int, seed: int) -> np.ndarray:
+        low, high = np.array(self.ranges).T
+        points = np.random.default_rng(seed).uniform(low, high, size=(samples, len(low)))
+        found = k_means(
+            points, self.cells, init="random", n_init=1, algorithm="lloyd", random_state=seed
+        )[0]
+        return np.asarray(found, dtype=np.float64)
+
+    def _cell_index(self, descriptors: torch.Tensor) -> torch.Tensor:
+        if self._tree is not None:
+            _, nearest = self._tree.query(descriptors.numpy())
+            return torch.from_numpy(np.asarray(nearest, dtype=np.int64)).reshape(-1)
+        parts = [
+            torch.cdist(chunk, self._centroids).argmin(dim=1) for chunk in descriptors.split(_CHUNK)
+        ]
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64, device=self.device)
+
+    def _config(self) -> dict[str, Any]:
+        return {"cells": self.cells, "samples": self._samples, "seed": self._seed}
+
+    def _config_tensors(self) -> dict[str, torch.Tensor]:
+        return {"centroids": self._centroids}

@@ -1,0 +1,80 @@
+"""GridArchive: a MAP-Elites archive over a uniform grid of the descriptor box."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from slime.memory.archive import MAX_ARCHIVE_SIZE, Archive
+from slime.proto import ConfigError
+
+__all__ = ["GridArchive"]
+
+
+class GridArchive(Archive):
+    """Cells split each descriptor range into ``dims[i]`` equal intervals (row-major numbering).
+
+    Cell indices are computed arithmetically, as pyribs does: descriptors outside the ranges are
+    clipped into the edge cells, and ``epsilon`` absorbs rounding at cell boundaries.
+
+    Args:
+        dims: cells per dimension, e.g. ``(10, 10)``.
+        ranges: ``(low, high)`` per dimension, same length as ``dims``.
+        epsilon: added before truncation so a value on a boundary lands in the upper cell.
+        device, qd_offset, learning_rate, threshold_min, max_size: see :class:`Archive`.
+    """
+
+    kind = "GridArchive"
+
+    def __init__(
+        self,
+        dims: Sequence[int],
+        ranges: Sequence[tuple[float, float]],
+        *,
+        device: torch.device | str | None = None,
+        qd_offset: float = 0.0,
+        learning_rate: float = 1.0,
+        threshold_min: float = -math.inf,
+        max_size: int = MAX_ARCHIVE_SIZE,
+        epsilon: float = 1e-6,
+    ) -> None:
+        dims = list(dims)
+        if not dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
+            raise ConfigError(f"dims must be positive ints, got {dims!r}", "GridArchive.dims")
+        if len(dims) != len(ranges):
+            raise ConfigError(
+                f"dims has {len(dims)} entries but ranges has {len(ranges)}", "GridArchive.ranges"
+            )
+        if not (math.isfinite(epsilon) and epsilon >= 0):
+            raise ConfigError(
+                f"epsilon must be finite and >= 0, got {epsilon!r}", "GridArchive.epsilon"
+            )
+        self._dims = dims
+        self._epsilon = float(epsilon)
+        super().__init__(
+            math.prod(dims),
+            ranges,
+            device=device,
+            qd_offset=qd_offset,
+            learning_rate=learning_rate,
+            threshold_min=threshold_min,
+            max_size=max_size,
+        )
+        self._dims_t = torch.tensor(dims, dtype=torch.float64, device=self.device)
+        strides = [math.prod(dims[i + 1 :]) for i in range(len(dims))]
+        self._strides = torch.tensor(strides, dtype=torch.int64, device=self.device)
+
+    @property
+    def dims(self) -> list[int]:
+        return list(self._dims)
+
+    def _cell_index(self, descriptors: torch.Tensor) -> torch.Tensor:
+        width = self._upper - self._lower
+        position = (self._dims_t * (descriptors - self._lower) + self._epsilon) / width
+        grid = position.clamp(min=torch.zeros_like(self._dims_t), max=self._dims_t - 1).long()
+        return (grid * self._strides).sum(dim=1)
+
+    def _config(self) -> dict[str, Any]:
+        return {"dims": list(self._dims), "epsilon": self._epsilon}
