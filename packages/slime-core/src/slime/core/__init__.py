@@ -1,19 +1,39 @@
 """slime.core: The Slime Mold Transformer: pseudopods, chemotaxis, the organism, observability and the user-facing API."""
 
+from slime.core.api import SlimeConfig as SlimeConfig
+from slime.core.api import SlimeModel as SlimeModel
+from slime.core.api import SlimeMoldEncoder as SlimeMoldEncoder
+from slime.core.blocks import MLP as MLP
+from slime.core.blocks import Block as Block
+from slime.core.chemotaxis import Chemotaxis as Chemotaxis
 from slime.core.observability import SLO as SLO
 from slime.core.observability import MetricsCollector as MetricsCollector
 from slime.core.observability import SLOReport as SLOReport
 from slime.core.observability import SLOSet as SLOSet
 from slime.core.observability import make_tracer as make_tracer
+from slime.core.organism import Organism as Organism
+from slime.core.organism import PoolListener as PoolListener
 from slime.core.placement import placement as placement
+from slime.core.pseudopod import DESCRIPTOR_NAMES as DESCRIPTOR_NAMES
+from slime.core.pseudopod import Pseudopod as Pseudopod
 from slime.core.state import FlowState as FlowState
 
 __all__ = [
+    "DESCRIPTOR_NAMES",
+    "MLP",
     "SLO",
+    "Block",
+    "Chemotaxis",
     "FlowState",
     "MetricsCollector",
+    "Organism",
+    "PoolListener",
+    "Pseudopod",
     "SLOReport",
     "SLOSet",
+    "SlimeConfig",
+    "SlimeModel",
+    "SlimeMoldEncoder",
     "make_tracer",
     "placement",
 ]

@@ -1,0 +1,7 @@
+"""User-facing API: the native causal LM and the nn.TransformerEncoder drop-in."""
+
+from slime.core.api.config import SlimeConfig as SlimeConfig
+from slime.core.api.native import SlimeModel as SlimeModel
+from slime.core.api.torch_compat import SlimeMoldEncoder as SlimeMoldEncoder
+
+__all__ = ["SlimeConfig", "SlimeModel", "SlimeMoldEncoder"]

@@ -1,0 +1,135 @@
+"""SlimeConfig: the native model's architecture, validated in one place."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from slime.core.pseudopod import DESCRIPTOR_NAMES
+from slime.memory import MAX_POOL_SIZE
+from slime.proto import ConfigError
+
+__all__ = ["SlimeConfig"]
+
+BACKENDS = ("auto", "torch", "triton")
+
+
+def _int_at_least(value: Any, low: int, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"expected an int >= {low}, got {value!r}", name)
+
+
+@dataclass
+class SlimeConfig:
+    """Architecture of a :class:`SlimeModel`.
+
+    With ``n_pods * head_dim == n_embd`` the model holds exactly the parameters of a nanoGPT with
+    ``n_head = n_pods`` (pods own the q/k/v/output slices of that GPT's attention).
+
+    Args:
+        vocab_size, block_size, n_layer, n_embd: as nanoGPT.
+        n_pods: live pods per layer at construction.
+        pod_capacity: slots per layer (the padded head count), ``n_pods <= pod_capacity <= 64``.
+        head_dim: pod width; None means ``n_embd // n_pods`` (which must then divide exactly).
+        mlp_ratio: MLP hidden width over ``n_embd``.
+        dropout: on embeddings, attention output and MLP (there is no dropout on attention
+            probabilities: the fused kernel computes none).
+        bias: biases in linear layers and LayerNorms.
+        archive_dims: cells per descriptor of each layer's grid archive; the descriptors are the
+            first ``len(archive_dims)`` of ``attention_distance, activation_sparsity,
+            weight_spread`` (see slime.core.pseudopod), each over [0, 1].
+        tube_capacity, tube_decay: each layer's TubeNetwork.
+        kernel_backend: ``"auto"``, ``"torch"`` or ``"triton"``.
+        memory_budget_bytes: per-layer budget on pod parameter bytes (None: none).
+        quiet_birth: newborn pods start with a zero output projection.
+        metabolic_rate: how far in descriptor space a birth ranges from current behaviour.
+    """
+
+    vocab_size: int
+    block_size: int = 64
+    n_layer: int = 2
+    n_embd: int = 64
+    n_pods: int = 4
+    pod_capacity: int = 8
+    head_dim: int | None = None
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    bias: bool = False
+    archive_dims: tuple[int, ...] = (8, 8)
+    tube_capacity: int = 16
+    tube_decay: float = 0.95
+    kernel_backend: str = "auto"
+    memory_budget_bytes: int | None = None
+    quiet_birth: bool = True
+    metabolic_rate: float = 0.25
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_embd", "n_pods", "tube_capacity"):
+            _int_at_least(getattr(self, name), 1, name)
+        _int_at_least(self.pod_capacity, 1, "pod_capacity")
+        if not self.n_pods <= self.pod_capacity <= MAX_POOL_SIZE:
+            raise ConfigError(
+                f"expected n_pods ({self.n_pods}) <= pod_capacity <= {MAX_POOL_SIZE}, "
+                f"got {self.pod_capacity}",
+                "pod_capacity",
+            )
+        if self.head_dim is None:
+            if self.n_embd % self.n_pods:
+                raise ConfigError(
+                    f"n_embd {self.n_embd} is not divisible by n_pods {self.n_pods}; give head_dim",
+                    "head_dim",
+                )
+            self.head_dim = self.n_embd // self.n_pods
+        _int_at_least(self.head_dim, 2, "head_dim")
+        for name in ("mlp_ratio", "metabolic_rate"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ConfigError(f"expected a number > 0, got {value!r}", name)
+            if not math.isfinite(value):
+                raise ConfigError(f"expected a finite number, got {value!r}", name)
+        if not isinstance(self.dropout, int | float) or not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"expected a number in [0, 1), got {self.dropout!r}", "dropout")
+        if not isinstance(self.tube_decay, int | float) or not 0.0 < self.tube_decay <= 1.0:
+            raise ConfigError(f"expected a number in (0, 1], got {self.tube_decay!r}", "tube_decay")
+        for name in ("bias", "quiet_birth"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"expected a bool, got {getattr(self, name)!r}", name)
+        dims = tuple(self.archive_dims) if isinstance(self.archive_dims, list | tuple) else None
+        if not dims or len(dims) > len(DESCRIPTOR_NAMES):
+            raise ConfigError(
+                f"expected 1 to {len(DESCRIPTOR_NAMES)} dims, got {self.archive_dims!r}",
+                "archive_dims",
+            )
+        for d in dims:
+            _int_at_least(d, 1, "archive_dims")
+        self.archive_dims = dims
+        if self.kernel_backend not in BACKENDS:
+            raise ConfigError(
+                f"expected one of {BACKENDS}, got {self.kernel_backend!r}", "kernel_backend"
+            )
+        if self.memory_budget_bytes is not None:
+            _int_at_least(self.memory_budget_bytes, 1, "memory_budget_bytes")
+
+    @property
+    def descriptor_names(self) -> tuple[str, ...]:
+        return DESCRIPTOR_NAMES[: len(self.archive_dims)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data."""
+        data = dataclasses.asdict(self)
+        data["archive_dims"] = list(self.archive_dims)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SlimeConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ConfigError naming them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown keys {unknown}; known: {sorted(known)}", unknown[0])
+        data = dict(data)
+        if "archive_dims" in data and isinstance(data["archive_dims"], list):
+            data["archive_dims"] = tuple(data["archive_dims"])
+        return cls(**data)

@@ -1,0 +1,293 @@
+"""SlimeModel: a causal language model whose attention layers are organisms.
+
+Pre-norm blocks as nanoGPT (token + position embeddings, LayerNorms, GELU MLP, tied output head),
+with each block's attention an :class:`~slime.core.organism.Organism`. Checkpoints are a directory
+of safetensors tensors and JSON (config, pool composition, fitness, archives): no pickle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from slime.core.api.config import SlimeConfig
+from slime.core.blocks import MLP, Block
+from slime.core.observability import MetricsCollector, span
+from slime.core.organism import Organism
+from slime.kernels import select_kernel
+from slime.memory import GridArchive, TubeNetwork
+from slime.proto import CheckpointError, ConfigError, DataError, Kernel
+from torch import Tensor, nn
+
+__all__ = ["SlimeModel"]
+
+FORMAT = "slime-model"
+FORMAT_VERSION = 1
+_TIED = "lm_head.weight"
+
+
+class SlimeModel(nn.Module):
+    """Causal LM of organism blocks.
+
+    Args:
+        config: the architecture.
+        kernel: compute backend for every pod (default: ``select_kernel(device,
+            config.kernel_backend)``).
+        metrics: records each forward's latency and tokens; per-pod counters.
+        tracer: OpenTelemetry tracer for spans (None: no spans).
+        generator: seeds the initialisation (N(0, 0.02); residual projections scaled by
+            ``1 / sqrt(2 n_layer)`` as GPT-2).
+    """
+
+    def __init__(
+        self,
+        config: SlimeConfig,
+        *,
+        kernel: Kernel | None = None,
+        metrics: MetricsCollector | None = None,
+        tracer: Any | None = None,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__()
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        if kernel is None:
+            kernel = select_kernel(device, backend=config.kernel_backend)
+        self.config, self.kernel, self.metrics, self.tracer = config, kernel, metrics, tracer
+        c = config
+        resid_std = 0.02 / math.sqrt(2 * c.n_layer)
+        self.wte = nn.Embedding(c.vocab_size, c.n_embd, device=device)
+        self.wpe = nn.Embedding(c.block_size, c.n_embd, device=device)
+        self.drop = nn.Dropout(c.dropout)
+        blocks = []
+        for i in range(c.n_layer):
+            organism = Organism(
+                c.n_embd,
+                pod_capacity=c.pod_capacity,
+                n_pods=c.n_pods,
+                head_dim=c.head_dim,
+                kernel=kernel,
+                bias=c.bias,
+                dropout=c.dropout,
+                out_std=resid_std,
+                metrics=metrics,
+                tracer=tracer,
+                archive=self._new_archive(device),
+                tubes=TubeNetwork(c.tube_capacity, c.tube_decay, device=device),
+                memory_budget_bytes=c.memory_budget_bytes,
+                quiet_birth=c.quiet_birth,
+                metabolic_rate=c.metabolic_rate,
+                name=f"layer{i}",
+                generator=generator,
+                device=device,
+            )
+            mlp = MLP(
+                c.n_embd, mlp_ratio=c.mlp_ratio, dropout=c.dropout, bias=c.bias, device=device
+            )
+            blocks.append(Block(organism, mlp, bias=c.bias, device=device))
+        self.blocks = nn.ModuleList(blocks)
+        self.ln_f = nn.LayerNorm(c.n_embd, bias=c.bias, device=device)
+        self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False, device=device)
+        self.lm_head.weight = self.wte.weight  # weight tying, as nanoGPT
+        self._init_weights(generator, resid_std)
+
+    def _new_archive(self, device: torch.device) -> GridArchive:
+        dims = self.config.archive_dims
+        return GridArchive(dims, [(0.0, 1.0)] * len(dims), device=device)
+
+    @torch.no_grad()
+    def _init_weights(self, generator: torch.Generator | None, resid_std: float) -> None:
+        for name, p in self.named_parameters():
+            if ".attn." in name:
+                continue  # pods initialise themselves; the organism's output bias starts at 0
+            if name.endswith("bias"):
+                p.zero_()
+            elif ".ln_" in name or name.startswith("ln_"):
+                p.fill_(1.0)
+            else:
+                std = resid_std if name.endswith("c_proj.weight") else 0.02
+                where = generator.device if generator is not None else p.device
+                p.copy_(torch.randn(p.shape, generator=generator, device=where) * std)
+
+    # -- pools ----------------------------------------------------------------------------------
+
+    @property
+    def organisms(self) -> list[Organism]:
+        """One organism per layer, bottom first."""
+        return [block.attn for block in self.blocks]
+
+    def add_pool_listener(self, fn: Callable[[list[nn.Parameter], list[nn.Parameter]], None]):
+        """Call ``fn(added, removed)`` with the parameters of every birth and death, any layer."""
+        for organism in self.organisms:
+            organism.add_pool_listener(fn)
+
+    def pod_gradient_norms(self) -> dict[tuple[int, int], Tensor]:
+        """``{(layer, slot): 0-d L2 norm of the pod's gradients}``; 0 for pods without grads.
+        Device tensors: reading them is the caller's (slow-timescale) host sync."""
+        norms = {}
+        for layer, organism in enumerate(self.organisms):
+            for slot in organism.live_slots():
+                pod = organism.pods[str(slot)]
+                grads = [p.grad.float().norm() for p in pod.parameters() if p.grad is not None]
+                zero = torch.zeros((), device=pod.o_weight.device)
+                norms[(layer, slot)] = torch.stack(grads).norm() if grads else zero
+        return norms
+
+    @contextlib.contextmanager
+    def ablate(self, slots_by_layer: dict[int, list[int]]) -> Iterator[None]:
+        """Mask ``{layer: [slot, ...]}`` out of attention inside the block."""
+        bad = sorted(k for k in slots_by_layer if not 0 <= k < len(self.blocks))
+        if bad:
+            raise ConfigError(f"layers {bad} do not exist (n_layer={len(self.blocks)})", "layer")
+        with contextlib.ExitStack() as stack:
+            for layer, slots in slots_by_layer.items():
+                stack.enter_context(self.organisms[layer].ablate(slots))
+            yield
+
+    @torch.no_grad()
+    def measure_behaviour(self, probe_idx: Tensor) -> list[Tensor]:
+        """Update every pod's smoothed descriptors from a probe batch ``(B, T)`` (medium
+        timescale). Returns each layer's smoothed descriptors ``(n_live, 3)``."""
+        x = self._embed(probe_idx)
+        measured = []
+        for block in self.blocks:
+            measured.append(block.attn.measure_behaviour(block.attention_input(x), causal=True))
+            x = block(x)
+        return measured
+
+    def num_params(self) -> int:
+        """Parameters counted once (the tied head is the token embedding)."""
+        return sum(p.numel() for p in self.parameters())
+
+    # -- forward --------------------------------------------------------------------------------
+
+    def _embed(self, idx: Tensor) -> Tensor:
+        if idx.dim() != 2 or idx.dtype != torch.long:
+            raise DataError(f"idx must be (B, T) int64, got {tuple(idx.shape)} {idx.dtype}")
+        if idx.shape[1] > self.config.block_size:
+            raise ConfigError(
+                f"sequence length {idx.shape[1]} exceeds block_size {self.config.block_size}",
+                "block_size",
+            )
+        pos = torch.arange(idx.shape[1], device=idx.device)
+        return self.drop(self.wte(idx) + self.wpe(pos))
+
+    def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """``idx`` ``(B, T)`` -> ``logits`` ``(B, T, V)`` and mean cross-entropy over ``targets``
+        ``(B, T)`` (``-1`` marks unscored positions), or None without targets."""
+        batch, seq = idx.shape[0], idx.shape[-1]
+        timer = self.metrics.time_forward(batch * seq) if self.metrics else contextlib.nullcontext()
+        with timer, span(self.tracer, "slime.forward", batch=batch, seq=seq):
+            x = self._embed(idx)
+            for block in self.blocks:
+                x = block(x, causal=True)
+            logits = self.lm_head(self.ln_f(x))
+            if targets is None:
+                return logits, None
+            loss = F.cross_entropy(
+                logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1
+            )
+            return logits, loss
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Sample ``max_new_tokens`` continuations of ``idx`` ``(B, T)``; returns ``(B, T + n)``."""
+        if not temperature > 0:
+            raise ConfigError(f"expected > 0, got {temperature!r}", "temperature")
+        if top_k is not None and top_k < 1:
+            raise ConfigError(f"expected >= 1 or None, got {top_k!r}", "top_k")
+        for _ in range(max_new_tokens):
+            logits, _ = self(idx[:, -self.config.block_size :])
+            logits = logits[:, -1, :] / temperature
+            if top_k is not None:
+                kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
+                logits = logits.masked_fill(logits < kth, -math.inf)
+            probs = F.softmax(logits, dim=-1)
+            idx = torch.cat([idx, torch.multinomial(probs, 1, generator=generator)], dim=1)
+        return idx
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write ``config.json``, ``model.safetensors`` and ``archive_<layer>/`` to ``directory``."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().contiguous() for k, v in self.state_dict().items() if k != _TIED}
+        save_file(tensors, str(directory / "model.safetensors"))
+        layers = []
+        for i, organism in enumerate(self.organisms):
+            organism.archive.save(directory / f"archive_{i}")
+            live = organism.live_slots()
+            layers.append({"live": live, "fitness": [organism.pods[str(s)].fitness for s in live]})
+        meta = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "layers": layers,
+        }
+        (directory / "config.json").write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory: str | Path,
+        *,
+        kernel: Kernel | None = None,
+        device: torch.device | str | None = None,
+        metrics: MetricsCollector | None = None,
+        tracer: Any | None = None,
+    ) -> SlimeModel:
+        """Rebuild a model written by :meth:`save_pretrained`, pools and archives included.
+
+        Raises:
+            CheckpointError: a file is missing or malformed, or does not match the config.
+        """
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        try:
+            meta = json.loads((directory / "config.json").read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"cannot read {directory / 'config.json'}: {e}") from e
+        if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
+            raise CheckpointError(
+                f"{directory} holds format {meta.get('format')!r} v{meta.get('version')!r}, "
+                f"expected {FORMAT!r} v{FORMAT_VERSION}"
+            )
+        config = SlimeConfig.from_dict(meta["config"])
+        model = cls(config, kernel=kernel, metrics=metrics, tracer=tracer, device=device)
+        try:
+            tensors = load_file(str(directory / "model.safetensors"), device=str(device or "cpu"))
+        except Exception as e:  # safetensors raises its own and OS errors; re-typed, not hidden
+            raise CheckpointError(f"cannot read {directory / 'model.safetensors'}: {e}") from e
+        tensors[_TIED] = tensors["wte.weight"]
+        try:
+            model.load_state_dict(tensors)
+        except RuntimeError as e:
+            raise CheckpointError(f"{directory} does not match its config: {e}") from e
+        layers = meta["layers"]
+        for i, (organism, layer) in enumerate(zip(model.organisms, layers, strict=True)):
+            if organism.live_slots() != layer["live"]:
+                raise CheckpointError(
+                    f"layer {i}: tensors hold slots {organism.live_slots()}, "
+                    f"config.json lists {layer['live']}"
+                )
+            for slot, fitness in zip(layer["live"], layer["fitness"], strict=True):
+                organism.pods[str(slot)].fitness = fitness
+            organism.replace_archive(GridArchive.load(directory / f"archive_{i}", device=device))
+        return model

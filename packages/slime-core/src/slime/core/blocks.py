@@ -1,0 +1,73 @@
+"""The language-model blocks around an organism: a pre-norm residual block as in nanoGPT."""
+
+from __future__ import annotations
+
+from slime.core.organism import Organism
+from torch import Tensor, nn
+
+__all__ = ["MLP", "Block"]
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward ``D -> int(mlp_ratio * D) -> D`` with GELU (or ``activation``)."""
+
+    def __init__(
+        self,
+        n_embd: int,
+        *,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        bias: bool = False,
+        activation: nn.Module | None = None,
+        device=None,
+    ):
+        super().__init__()
+        hidden = int(mlp_ratio * n_embd)
+        self.c_fc = nn.Linear(n_embd, hidden, bias=bias, device=device)
+        self.act = activation if activation is not None else nn.GELU()
+        self.c_proj = nn.Linear(hidden, n_embd, bias=bias, device=device)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """``x + organism(ln_1(x))``, then ``x + mlp(ln_2(x))``; ``norm_first=False`` gives the
+    post-norm order of ``nn.TransformerEncoderLayer``'s default instead."""
+
+    def __init__(
+        self,
+        organism: Organism,
+        mlp: MLP,
+        *,
+        bias: bool = False,
+        norm_first: bool = True,
+        eps: float = 1e-5,
+        device=None,
+    ):
+        super().__init__()
+        width = organism.n_embd
+        self.ln_1 = nn.LayerNorm(width, eps=eps, bias=bias, device=device)
+        self.attn = organism
+        self.ln_2 = nn.LayerNorm(width, eps=eps, bias=bias, device=device)
+        self.mlp = mlp
+        self.norm_first = norm_first
+
+    def attention_input(self, x: Tensor) -> Tensor:
+        """What the organism sees of the residual stream ``x``."""
+        return self.ln_1(x) if self.norm_first else x
+
+    def forward(
+        self, x: Tensor, *, causal: bool = True, key_padding_mask: Tensor | None = None
+    ) -> Tensor:
+        """``(B, T, D) -> (B, T, D)``; ``key_padding_mask`` ``(B, T)`` True where visible."""
+        if self.norm_first:
+            attended, _ = self.attn(
+                self.attention_input(x), causal=causal, key_padding_mask=key_padding_mask
+            )
+            x = x + attended
+            return x + self.mlp(self.ln_2(x))
+        attended, _ = self.attn(x, causal=causal, key_padding_mask=key_padding_mask)
+        x = self.ln_1(x + attended)
+        return self.ln_2(x + self.mlp(x))

@@ -1,0 +1,106 @@
+"""Chemotaxis: choosing where in behaviour space the next pseudopod grows from.
+
+Sources are archive elites: a location ``(k,)`` in descriptor space with a concentration (the
+elite's objective). Sampling picks one source with probability
+
+    softmax_i( hunger * c_i / CONCENTRATION_TEMPERATURE  -  |l_i - b| / metabolic_rate )
+
+where ``c_i`` is the concentration rescaled to [0, 1] over the current sources and ``b`` the
+organism's current behaviour, then steps from ``b`` toward the chosen source by at most
+``metabolic_rate``. A sated organism (hunger 0) grows toward nearby food; a hungry one (hunger 1)
+follows concentration; a high metabolic rate ranges far.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from slime.proto import ArchiveError, ConfigError
+from torch import Tensor
+
+__all__ = ["CONCENTRATION_TEMPERATURE", "Chemotaxis"]
+
+CONCENTRATION_TEMPERATURE = 0.1
+
+
+class Chemotaxis:
+    """Implements slime.proto.Chemotaxis over an archive's behaviour space.
+
+    Args:
+        archive: the archive whose elites are the food; :meth:`sense` adds them as sources and
+            its descriptor ranges bound every sampled location.
+        generator: randomness for :meth:`sample`.
+    """
+
+    def __init__(self, archive: Any, *, generator: torch.Generator | None = None):
+        self.archive = archive
+        self.generator = generator
+        self._locations: list[Tensor] = []
+        self._concentrations: list[Tensor] = []
+        self._nutrients: list[Tensor] = []
+
+    def __len__(self) -> int:
+        return len(self._locations)
+
+    def add_source(self, nutrient: Tensor, location: Tensor, concentration: float | Tensor) -> None:
+        """Add a source of ``nutrient`` (any payload tensor) at ``location`` ``(k,)``."""
+        location = torch.as_tensor(location, dtype=torch.float32)
+        if location.dim() != 1:
+            raise ArchiveError(f"location must be (k,), got shape {tuple(location.shape)}")
+        if self._locations and location.shape != self._locations[0].shape:
+            raise ArchiveError(
+                f"location shape {tuple(location.shape)} differs from the sources' "
+                f"{tuple(self._locations[0].shape)}"
+            )
+        self._locations.append(location)
+        self._concentrations.append(torch.as_tensor(concentration, dtype=torch.float32))
+        self._nutrients.append(torch.as_tensor(nutrient))
+
+    def sense(self) -> int:
+        """Replace the sources with the archive's current elites; returns how many there are."""
+        self.clear()
+        for elite in self.archive:  # ascending cell order: reproducible
+            self.add_source(torch.tensor(elite.cell), elite.descriptor.float(), elite.objective)
+        return len(self)
+
+    def sample(self, behavior: Tensor, metabolic_rate: float, hunger: float) -> Tensor | None:
+        """A location ``(k,)`` to grow toward from ``behavior`` ``(k,)``; None without sources.
+
+        Raises:
+            ConfigError: ``metabolic_rate <= 0`` or ``hunger`` outside [0, 1].
+        """
+        if not metabolic_rate > 0:
+            raise ConfigError(f"must be > 0, got {metabolic_rate!r}", "metabolic_rate")
+        if not 0.0 <= hunger <= 1.0:
+            raise ConfigError(f"must lie in [0, 1], got {hunger!r}", "hunger")
+        if not self._locations:
+            return None
+        locations = torch.stack(self._locations)
+        behavior = torch.as_tensor(behavior, dtype=torch.float32).to(locations.device)
+        if behavior.shape != locations.shape[1:]:
+            raise ArchiveError(
+                f"behavior shape {tuple(behavior.shape)} != source shape {tuple(locations.shape[1:])}"
+            )
+        conc = torch.stack(self._concentrations).to(locations.device)
+        span = conc.max() - conc.min()
+        conc01 = torch.where(span > 0, (conc - conc.min()) / span.clamp_min(1e-12), 1.0)
+        distance = torch.linalg.vector_norm(locations - behavior, dim=-1)
+        logits = hunger * conc01 / CONCENTRATION_TEMPERATURE - distance / metabolic_rate
+        probs = torch.softmax(logits, dim=0)
+        gen = self.generator
+        choice = torch.multinomial(probs.to(gen.device if gen else probs.device), 1, generator=gen)
+        target = locations[choice.to(locations.device)].squeeze(0)
+        step = target - behavior
+        length = torch.linalg.vector_norm(step)
+        reach = torch.where(length > metabolic_rate, metabolic_rate / length.clamp_min(1e-12), 1.0)
+        return self._clip(behavior + step * reach)
+
+    def _clip(self, location: Tensor) -> Tensor:
+        ranges = torch.as_tensor(self.archive.ranges, dtype=torch.float32, device=location.device)
+        return torch.minimum(torch.maximum(location, ranges[:, 0]), ranges[:, 1])
+
+    def clear(self) -> None:
+        self._locations.clear()
+        self._concentrations.clear()
+        self._nutrients.clear()
