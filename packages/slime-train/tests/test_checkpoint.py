@@ -36,6 +36,7 @@ def test_state_round_trips_exactly(tmp_path: Path) -> None:
     save_checkpoint(tmp_path, 7, _state())
     loaded = load_checkpoint(tmp_path)
     assert loaded.pop("step") == 7
+    assert loaded.pop("folder").name == "step_00000007"
     assert payloads_equal(loaded, _state())
     assert isinstance(loaded["pool"]["layer0"], tuple)
     assert list(loaded["optimizer"]["state"]) == [0]
@@ -58,27 +59,57 @@ def test_latest_is_the_highest_committed_step(tmp_path: Path) -> None:
     for step in (5, 20, 10):
         save_checkpoint(tmp_path, step, {"x": torch.tensor(step)}, keep=10)
     assert checkpoint_steps(tmp_path) == [5, 10, 20]
-    assert latest_checkpoint(tmp_path).name == "step_00000020.json"
+    assert latest_checkpoint(tmp_path).name == "step_00000020"
 
 
 def test_only_the_newest_checkpoints_are_kept(tmp_path: Path) -> None:
     for step in range(1, 6):
         save_checkpoint(tmp_path, step, {"x": torch.tensor(step)}, keep=2)
     assert checkpoint_steps(tmp_path) == [4, 5]
-    assert len(list((tmp_path / "checkpoints").glob("*.safetensors"))) == 2
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "step_00000004",
+        "step_00000005",
+    ]
 
 
-def test_tensors_without_their_json_are_not_a_checkpoint(tmp_path: Path) -> None:
+def test_a_half_written_checkpoint_is_not_a_checkpoint(tmp_path: Path) -> None:
     save_checkpoint(tmp_path, 1, {"x": torch.tensor(1)})
-    # A crash after the tensors were renamed into place but before the JSON commit:
-    (tmp_path / "checkpoints" / "step_00000002.safetensors").write_bytes(b"partial")
-    (tmp_path / "checkpoints" / ".step_00000002.json.tmp").write_bytes(b'{"form')
+    # A crash while step 2 was being written leaves only its temporary folder:
+    partial = tmp_path / "checkpoints" / ".step_00000002.tmp"
+    partial.mkdir()
+    (partial / "tensors.safetensors").write_bytes(b"partial")
     assert load_checkpoint(tmp_path)["step"] == 1
+    save_checkpoint(tmp_path, 2, {"x": torch.tensor(2)})  # the debris does not block a retry
+    assert load_checkpoint(tmp_path)["step"] == 2
+
+
+def test_rewriting_a_step_replaces_it(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path, 3, {"x": torch.tensor(1)})
+    save_checkpoint(tmp_path, 3, {"x": torch.tensor(2)})
+    assert int(load_checkpoint(tmp_path)["x"]) == 2
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_00000003"]
+
+
+def test_writers_fill_subfolders_that_load_returns(tmp_path: Path) -> None:
+    def write(folder: Path) -> None:
+        folder.mkdir()
+        (folder / "data.txt").write_text("archive")
+
+    save_checkpoint(tmp_path, 1, {}, writers={"archive_0": write})
+    folder = load_checkpoint(tmp_path)["folder"]
+    assert (folder / "archive_0" / "data.txt").read_text() == "archive"
+
+
+def test_missing_writer_folder_raises(tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path, 1, {}, writers={"archive_0": lambda f: f.mkdir()})
+    (path / "archive_0").rmdir()
+    with pytest.raises(CheckpointError, match="archive_0"):
+        load_checkpoint(path)
 
 
 def test_truncated_tensor_file_raises(tmp_path: Path) -> None:
     save_checkpoint(tmp_path, 1, _state())
-    blob = tmp_path / "checkpoints" / "step_00000001.safetensors"
+    blob = tmp_path / "checkpoints" / "step_00000001" / "tensors.safetensors"
     blob.write_bytes(blob.read_bytes()[:-9])
     with pytest.raises(CheckpointError, match="truncated or was modified"):
         load_checkpoint(tmp_path)
@@ -86,7 +117,7 @@ def test_truncated_tensor_file_raises(tmp_path: Path) -> None:
 
 def test_flipped_byte_in_tensor_file_raises(tmp_path: Path) -> None:
     save_checkpoint(tmp_path, 1, _state())
-    blob = tmp_path / "checkpoints" / "step_00000001.safetensors"
+    blob = tmp_path / "checkpoints" / "step_00000001" / "tensors.safetensors"
     data = bytearray(blob.read_bytes())
     data[-1] ^= 0xFF
     blob.write_bytes(bytes(data))
@@ -95,24 +126,24 @@ def test_flipped_byte_in_tensor_file_raises(tmp_path: Path) -> None:
 
 
 def test_truncated_json_raises(tmp_path: Path) -> None:
-    path = save_checkpoint(tmp_path, 1, _state())
+    path = save_checkpoint(tmp_path, 1, _state()) / "state.json"
     path.write_bytes(path.read_bytes()[:40])
     with pytest.raises(CheckpointError, match="not valid JSON"):
-        load_checkpoint(path)
+        load_checkpoint(path.parent)
 
 
 def test_edited_json_state_raises(tmp_path: Path) -> None:
     path = save_checkpoint(tmp_path, 1, _state())
-    manifest = json.loads(path.read_text())
+    manifest = json.loads((path / "state.json").read_text())
     manifest["state"]["__dict__"][3][1] = "edited"
-    path.write_text(json.dumps(manifest))
+    (path / "state.json").write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match="checksum"):
         load_checkpoint(path)
 
 
 def test_missing_tensor_file_raises(tmp_path: Path) -> None:
     path = save_checkpoint(tmp_path, 1, _state())
-    path.with_suffix(".safetensors").unlink()
+    (path / "tensors.safetensors").unlink()
     with pytest.raises(CheckpointError, match="missing"):
         load_checkpoint(path)
 

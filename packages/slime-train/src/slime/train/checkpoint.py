@@ -1,15 +1,16 @@
 """Checkpoints: tensors in safetensors, everything else in JSON, written so a crash cannot corrupt them.
 
-A checkpoint at step ``s`` is two files in ``run_dir/checkpoints/``:
+The checkpoint of step ``s`` is the folder ``run_dir/checkpoints/step_{s:08d}/`` holding
 
-- ``step_{s:08d}.safetensors``: every tensor of the state (model, optimizer moments, archive,
-  RNG states), keyed by its path in the state tree;
-- ``step_{s:08d}.json``: the tree itself with tensors replaced by references, plus the sha256 of the
-  safetensors file. It is written last and is the commit marker: a checkpoint exists once its JSON does.
+- ``tensors.safetensors``: every tensor of the state (model, optimizer moments, RNG states), keyed by
+  its path in the state tree;
+- ``state.json``: the tree with tensors replaced by references, and the sha256 of both;
+- optional sub-folders written by the caller (each layer's archive, via ``Archive.save``).
 
-Each file is written to a temporary name in the same folder, fsynced, then ``os.replace``d into place,
-so a crash mid-write leaves the previous checkpoint intact. Loading verifies the checksum: a truncated or
-tampered file raises :class:`~slime.proto.CheckpointError`.
+Everything is written into a temporary folder, each file fsynced, and the folder is then renamed into
+place with ``os.replace``: a checkpoint exists completely or not at all, and a crash mid-write leaves
+the previous checkpoint intact. Loading verifies the checksums: a truncated or tampered file raises
+:class:`~slime.proto.CheckpointError`.
 
 The state is any tree of dicts (str or int keys), lists, tuples, tensors and JSON scalars.
 """
@@ -21,6 +22,8 @@ import json
 import os
 import random
 import re
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +44,7 @@ __all__ = [
 ]
 
 FORMAT = "slime-checkpoint/1"
-_NAME = re.compile(r"^step_(\d{8})\.json$")
+_NAME = re.compile(r"^step_(\d{8})$")
 
 
 def _flatten(node: Any, path: str, tensors: dict[str, Tensor]) -> Any:
@@ -90,15 +93,16 @@ def _tree_digest(tree: Any) -> str:
     return hashlib.sha256(json.dumps(tree, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def _fsync_dir(path: Path) -> None:
+    if hasattr(os, "O_DIRECTORY"):  # makes a rename inside ``path`` durable
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(fd)
         finally:
@@ -106,7 +110,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def checkpoint_steps(run_dir: str | os.PathLike[str]) -> list[int]:
-    """Steps of the committed checkpoints (those whose JSON exists), ascending."""
+    """Steps of the committed checkpoints, ascending."""
     folder = Path(run_dir) / "checkpoints"
     if not folder.is_dir():
         return []
@@ -114,74 +118,95 @@ def checkpoint_steps(run_dir: str | os.PathLike[str]) -> list[int]:
 
 
 def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
-    """The JSON file of the newest committed checkpoint, or None when there is none."""
+    """The folder of the newest committed checkpoint, or None when there is none."""
     steps = checkpoint_steps(run_dir)
-    return Path(run_dir) / "checkpoints" / f"step_{steps[-1]:08d}.json" if steps else None
+    return Path(run_dir) / "checkpoints" / f"step_{steps[-1]:08d}" if steps else None
 
 
 def save_checkpoint(
-    run_dir: str | os.PathLike[str], step: int, state: dict[str, Any], *, keep: int = 3
+    run_dir: str | os.PathLike[str],
+    step: int,
+    state: dict[str, Any],
+    *,
+    writers: dict[str, Callable[[Path], None]] | None = None,
+    keep: int = 3,
 ) -> Path:
     """Write ``state`` as the checkpoint of ``step``; keep only the newest ``keep`` checkpoints.
 
+    Args:
+        writers: ``{name: fn}``; each ``fn(folder)`` writes the sub-folder ``name`` (it must
+            fsync what it writes, or accept that the OS may reorder it).
+
     Returns:
-        The path of the checkpoint's JSON file.
+        The checkpoint's folder.
     """
     folder = Path(run_dir) / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"step_{step:08d}"
+    tmp = folder / f".step_{step:08d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)  # debris of a crash during an earlier attempt
+    tmp.mkdir()
     tensors: dict[str, Tensor] = {}
     tree = _flatten(state, "state", tensors)
     blob = save_tensors(tensors)
-    stem = f"step_{step:08d}"
+    for name, write in (writers or {}).items():
+        write(tmp / name)
     manifest = {
         "format": FORMAT,
         "step": step,
-        "tensors": f"{stem}.safetensors",
         "sha256": hashlib.sha256(blob).hexdigest(),
         "state_sha256": _tree_digest(tree),
+        "folders": sorted(writers or {}),
         "state": tree,
     }
-    _write_atomic(folder / f"{stem}.safetensors", blob)
-    _write_atomic(folder / f"{stem}.json", json.dumps(manifest).encode("utf-8"))
+    _write_synced(tmp / "tensors.safetensors", blob)
+    _write_synced(tmp / "state.json", json.dumps(manifest).encode("utf-8"))
+    _fsync_dir(tmp)
+    if final.exists():  # re-reached after a resume: retire the old copy, then swap in the new one
+        retired = folder / f".step_{step:08d}.old"
+        shutil.rmtree(retired, ignore_errors=True)
+        os.replace(final, retired)
+        os.replace(tmp, final)
+        shutil.rmtree(retired)
+    else:
+        os.replace(tmp, final)
+    _fsync_dir(folder)
     for old in checkpoint_steps(run_dir)[:-keep] if keep > 0 else []:
-        (folder / f"step_{old:08d}.json").unlink()  # uncommit first, then drop the tensors
-        (folder / f"step_{old:08d}.safetensors").unlink(missing_ok=True)
-    return folder / f"{stem}.json"
+        shutil.rmtree(folder / f"step_{old:08d}")
+    return final
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`; tensors come back on the CPU.
 
     Args:
-        path: the checkpoint's JSON file, or a run directory (its latest checkpoint).
+        path: a checkpoint folder, or a run directory (its latest checkpoint).
 
     Returns:
-        The state tree, plus ``"step"``.
+        The state tree, plus ``"step"`` and ``"folder"`` (the checkpoint folder, a Path, where the
+        writers' sub-folders are).
 
     Raises:
         CheckpointError: missing, truncated, tampered-with or foreign files.
     """
     path = Path(path)
-    if path.is_dir():
+    if not _NAME.match(path.name):
         latest = latest_checkpoint(path)
         if latest is None:
             raise CheckpointError(f"no checkpoint in {str(path / 'checkpoints')!r}")
         path = latest
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    manifest_path, blob_path = path / "state.json", path / "tensors.safetensors"
+    for file in (manifest_path, blob_path):
+        if not file.is_file():
+            raise CheckpointError(f"checkpoint file {str(file)!r} is missing")
     try:
-        manifest = json.loads(path.read_bytes().decode("utf-8"))
+        manifest = json.loads(manifest_path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(
-            f"checkpoint {str(path)!r} is not valid JSON (truncated?): {exc}"
+            f"{str(manifest_path)!r} is not valid JSON (truncated?): {exc}"
         ) from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a {FORMAT} checkpoint")
-    blob_path = path.with_name(str(manifest.get("tensors")))
-    if not blob_path.is_file():
-        raise CheckpointError(
-            f"tensor file {str(blob_path)!r} of checkpoint {str(path)!r} is missing"
-        )
     blob = blob_path.read_bytes()
     digest = hashlib.sha256(blob).hexdigest()
     if digest != manifest.get("sha256"):
@@ -190,11 +215,15 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             "the file is truncated or was modified"
         )
     if _tree_digest(manifest.get("state")) != manifest.get("state_sha256"):
-        raise CheckpointError(f"the state in {str(path)!r} does not match its checksum (modified?)")
+        raise CheckpointError(f"the state in {str(manifest_path)!r} does not match its checksum")
+    for name in manifest.get("folders", []):
+        if not (path / name).is_dir():
+            raise CheckpointError(f"folder {str(path / name)!r} of the checkpoint is missing")
     state = _unflatten(manifest["state"], load_tensors(blob))
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {str(path)!r} state is not a mapping")
     state["step"] = manifest["step"]
+    state["folder"] = path
     return state
 
 
