@@ -1,0 +1,117 @@
+"""Behavioural-space analysis on synthetic data with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from slime.memory import (
+    bartlett_sphericity,
+    descriptor_stability,
+    descriptor_variance,
+    kernel_pca,
+    kmo,
+)
+from slime.proto import ArchiveError
+
+
+def independent(n: int = 400, k: int = 4, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, k, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def one_factor(n: int = 400, k: int = 4, noise: float = 0.3, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    factor = torch.randn(n, 1, generator=g, dtype=torch.float64)
+    return factor + noise * torch.randn(n, k, generator=g, dtype=torch.float64)
+
+
+def test_bartlett_does_not_reject_independent_dimensions() -> None:
+    _, p_value = bartlett_sphericity(independent())
+    assert p_value > 0.05
+
+
+def test_bartlett_rejects_strongly_correlated_dimensions() -> None:
+    statistic, p_value = bartlett_sphericity(one_factor())
+    assert p_value < 1e-10 and statistic > 100
+
+
+def test_bartlett_statistic_matches_the_formula_with_scipy_chi2() -> None:
+    x = one_factor(n=50, k=3, noise=1.0).numpy()
+    n, k = x.shape
+    expected = -(n - 1 - (2 * k + 5) / 6) * np.log(np.linalg.det(np.corrcoef(x.T)))
+    statistic, p_value = bartlett_sphericity(x)
+    assert statistic == pytest.approx(expected)
+    from scipy.stats import chi2
+
+    assert p_value == pytest.approx(chi2.sf(expected, 3))
+
+
+def test_kmo_is_low_for_independent_dimensions() -> None:
+    assert kmo(independent()).overall < 0.6
+
+
+def test_kmo_is_high_for_a_shared_factor() -> None:
+    result = kmo(one_factor())
+    assert result.overall > 0.85
+    assert bool((result.per_variable > 0.8).all())
+
+
+def test_kmo_of_a_two_variable_sample_is_one_half() -> None:
+    # With two variables the partial correlation equals the correlation.
+    assert kmo(one_factor(k=2)).overall == pytest.approx(0.5)
+
+
+def test_kmo_rejects_a_constant_dimension_by_index() -> None:
+    x = independent()
+    x[:, 2] = 1.0
+    with pytest.raises(ArchiveError, match="dimension 2 is constant"):
+        kmo(x)
+
+
+def test_non_finite_sample_raises_naming_the_row() -> None:
+    x = independent()
+    x[7, 1] = float("nan")
+    with pytest.raises(ArchiveError, match=r"samples\[7\]"):
+        bartlett_sphericity(x)
+
+
+def test_linear_kernel_pca_matches_covariance_eigenvalues() -> None:
+    x = one_factor(n=200)
+    result = kernel_pca(x, n_components=2, kernel="linear")
+    centred = x - x.mean(dim=0)
+    eigenvalues = torch.linalg.eigvalsh(centred.T @ centred).flip(0)
+    torch.testing.assert_close(result.eigenvalues, eigenvalues[:2])
+    torch.testing.assert_close(result.explained_ratio, eigenvalues[:2] / eigenvalues.sum())
+
+
+def test_rbf_kernel_pca_embeds_every_sample() -> None:
+    result = kernel_pca(one_factor(n=100), n_components=3)
+    assert result.embedding.shape == (100, 3)
+    assert bool((result.explained_ratio > 0).all()) and float(result.explained_ratio.sum()) <= 1
+
+
+def test_kernel_pca_rejects_unknown_kernel() -> None:
+    with pytest.raises(ArchiveError, match="kernel 'gauss'"):
+        kernel_pca(independent(), kernel="gauss")
+
+
+def test_descriptor_variance_is_the_unbiased_variance() -> None:
+    x = independent(n=50)
+    torch.testing.assert_close(descriptor_variance(x), x.var(dim=0))
+
+
+def test_a_still_descriptor_is_perfectly_stable() -> None:
+    result = descriptor_stability(torch.ones(10, 3))
+    assert (result.mean_step, result.drift) == (0.0, 0.0)
+    assert result.spread.tolist() == [0.0, 0.0, 0.0]
+
+
+def test_a_drifting_descriptor_reports_its_steps_and_drift() -> None:
+    series = torch.stack([torch.tensor([float(t), 0.0]) for t in range(5)])
+    result = descriptor_stability(series)
+    assert (result.mean_step, result.drift) == (1.0, 4.0)
+
+
+def test_stability_needs_two_observations() -> None:
+    with pytest.raises(ArchiveError, match=r"n >= 2"):
+        descriptor_stability(torch.ones(1, 2))

@@ -1,0 +1,125 @@
+"""Save/load: safetensors + JSON, exact round-trip, typed errors for damaged files."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from slime.memory import Archive, CVTArchive, GridArchive
+from slime.memory._persist import META, TENSORS
+from slime.proto import ArchiveError
+from slime.proto.testing import payloads_equal
+
+
+def populated_grid() -> GridArchive:
+    archive = GridArchive(
+        [3, 3], [(0.0, 1.0), (-1.0, 1.0)], qd_offset=-1.5, learning_rate=0.5, threshold_min=0.0
+    )
+    genomes = [
+        {
+            "w": torch.randn(2, 3, generator=torch.Generator().manual_seed(i)),
+            "steps": torch.tensor([i], dtype=torch.int64),
+            "meta": {"name": f"pod{i}", "shape": (2, 3), "tags": [True, None, 1.5, math.nan]},
+        }
+        for i in range(5)
+    ]
+    descriptors = torch.tensor([[0.1, -0.9], [0.5, 0.0], [0.9, 0.9], [0.5, 0.1], [0.2, 0.8]])
+    archive.add(genomes, torch.tensor([1.0, 2.0, 3.0, 2.5, 0.25]), descriptors)
+    return archive
+
+
+def assert_same_archive(a: Archive, b: Archive) -> None:
+    assert type(a) is type(b)
+    assert (a.cells, a.ranges, a.qd_offset, a.learning_rate, a.threshold_min, a.max_size) == (
+        b.cells,
+        b.ranges,
+        b.qd_offset,
+        b.learning_rate,
+        b.threshold_min,
+        b.max_size,
+    )
+    left, right = list(a), list(b)
+    assert [e.cell for e in left] == [e.cell for e in right]
+    for x, y in zip(left, right):
+        assert x.objective == y.objective
+        assert torch.equal(x.descriptor, y.descriptor)
+        assert payloads_equal(x.genome, y.genome)
+    assert a.stats == b.stats
+
+
+def test_grid_round_trips_exactly(tmp_path: Path) -> None:
+    archive = populated_grid()
+    archive.save(tmp_path / "a")
+    loaded = GridArchive.load(tmp_path / "a")
+    assert_same_archive(archive, loaded)
+
+
+def test_round_trip_preserves_thresholds_for_further_adds(tmp_path: Path) -> None:
+    archive = populated_grid()
+    archive.save(tmp_path / "a")
+    loaded = Archive.load(tmp_path / "a")
+    batch = ([{"x": torch.ones(1)}] * 2, torch.tensor([2.2, 0.3]), torch.tensor([[0.5, 0.0]] * 2))
+    expected, got = archive.add(*batch), loaded.add(*batch)
+    assert torch.equal(expected.status, got.status) and torch.equal(expected.value, got.value)
+
+
+def test_cvt_round_trips_with_its_centroids(tmp_path: Path) -> None:
+    archive = CVTArchive(6, [(0.0, 1.0), (0.0, 1.0)], samples=200, seed=3)
+    archive.add([{"x": torch.arange(3)}] * 3, torch.ones(3), torch.rand(3, 2))
+    archive.save(tmp_path / "c")
+    loaded = CVTArchive.load(tmp_path / "c")
+    assert torch.equal(loaded.centroids, archive.centroids)
+    assert_same_archive(archive, loaded)
+
+
+def test_empty_archive_round_trips(tmp_path: Path) -> None:
+    archive = GridArchive([2], [(0.0, 1.0)])
+    archive.save(tmp_path / "e")
+    assert len(GridArchive.load(tmp_path / "e")) == 0
+
+
+def test_no_pickle_is_written(tmp_path: Path) -> None:
+    populated_grid().save(tmp_path / "a")
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted([META, TENSORS])
+    json.loads((tmp_path / "a" / META).read_text())
+
+
+def test_truncated_tensor_file_raises(tmp_path: Path) -> None:
+    populated_grid().save(tmp_path / "a")
+    blob = (tmp_path / "a" / TENSORS).read_bytes()
+    (tmp_path / "a" / TENSORS).write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(ArchiveError, match="truncated or modified"):
+        GridArchive.load(tmp_path / "a")
+
+
+def test_tampered_tensor_file_raises(tmp_path: Path) -> None:
+    populated_grid().save(tmp_path / "a")
+    blob = bytearray((tmp_path / "a" / TENSORS).read_bytes())
+    blob[-1] ^= 0xFF
+    (tmp_path / "a" / TENSORS).write_bytes(bytes(blob))
+    with pytest.raises(ArchiveError, match="sha256"):
+        GridArchive.load(tmp_path / "a")
+
+
+def test_tampered_metadata_raises(tmp_path: Path) -> None:
+    populated_grid().save(tmp_path / "a")
+    path = tmp_path / "a" / META
+    document = json.loads(path.read_text())
+    document["meta"]["config"]["qd_offset"] = {"plain": 99.0}
+    path.write_text(json.dumps(document))
+    with pytest.raises(ArchiveError, match="metadata sha256"):
+        GridArchive.load(tmp_path / "a")
+
+
+def test_missing_directory_raises(tmp_path: Path) -> None:
+    with pytest.raises(ArchiveError, match="cannot read"):
+        GridArchive.load(tmp_path / "nothing")
+
+
+def test_loading_as_the_wrong_kind_raises(tmp_path: Path) -> None:
+    populated_grid().save(tmp_path / "a")
+    with pytest.raises(ArchiveError, match="'GridArchive' archive, not a CVTArchive"):
+        CVTArchive.load(tmp_path / "a")

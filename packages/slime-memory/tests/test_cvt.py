@@ -1,0 +1,58 @@
+"""CVTArchive: centroids from k-means or given, nearest-centroid cells."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from slime.memory import CVTArchive
+from slime.proto import ArchiveError, ConfigError
+
+RANGES = [(0.0, 1.0), (-2.0, 2.0)]
+
+
+def test_k_means_centroids_lie_in_the_ranges_and_are_seeded() -> None:
+    a = CVTArchive(8, RANGES, samples=400, seed=1)
+    b = CVTArchive(8, RANGES, samples=400, seed=1)
+    assert torch.equal(a.centroids, b.centroids)
+    assert a.centroids.shape == (8, 2)
+    assert bool((a.centroids[:, 0] >= 0).all() and (a.centroids[:, 1] <= 2).all())
+
+
+def test_given_centroids_are_used() -> None:
+    centroids = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    archive = CVTArchive(2, RANGES, centroids=centroids)
+    assert archive.cell_index(torch.tensor([[0.1, 0.2], [0.9, 0.7]])).tolist() == [0, 1]
+
+
+def test_cell_is_the_nearest_centroid_by_brute_force() -> None:
+    archive = CVTArchive(20, RANGES, samples=500, seed=0)
+    points = torch.rand(200, 2, generator=torch.Generator().manual_seed(0)) * torch.tensor([1, 4])
+    points = points - torch.tensor([0, 2])
+    expected = torch.cdist(points.double(), archive.centroids).argmin(dim=1)
+    assert torch.equal(archive.cell_index(points), expected)
+
+
+def test_centroids_of_wrong_shape_raise() -> None:
+    with pytest.raises(ConfigError, match=r"\(3, 2\), expected \(4, 2\)"):
+        CVTArchive(4, RANGES, centroids=torch.zeros(3, 2))
+
+
+def test_too_few_samples_raise() -> None:
+    with pytest.raises(ConfigError, match="samples"):
+        CVTArchive(10, RANGES, samples=5)
+
+
+def test_descriptor_of_wrong_width_raises() -> None:
+    archive = CVTArchive(2, RANGES, centroids=torch.zeros(2, 2))
+    with pytest.raises(ArchiveError, match=r"\(1, 3\), expected \(n, 2\)"):
+        archive.cell_index(torch.zeros(1, 3))
+
+
+@pytest.mark.gpu
+def test_batched_distance_on_cuda_matches_the_cpu_tree() -> None:
+    cpu = CVTArchive(64, RANGES, samples=2000, seed=0)
+    gpu = CVTArchive(64, RANGES, centroids=cpu.centroids, device="cuda")
+    points = torch.rand(10_000, 2, dtype=torch.float64) * torch.tensor([1, 4]) - torch.tensor(
+        [0, 2]
+    )
+    assert torch.equal(gpu.cell_index(points.cuda()).cpu(), cpu.cell_index(points))
