@@ -1,0 +1,59 @@
+"""SlimeConfig: validated in one place, plain-data round trip."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from slime.core import SlimeConfig
+from slime.proto import ConfigError
+
+
+def test_head_dim_defaults_to_width_over_pods():
+    assert SlimeConfig(vocab_size=10, n_embd=48, n_pods=6, pod_capacity=8).head_dim == 8
+
+
+@pytest.mark.parametrize(
+    ("kw", "field"),
+    [
+        ({"vocab_size": 0}, "vocab_size"),
+        ({"n_layer": 1.5}, "n_layer"),
+        ({"n_pods": 9, "pod_capacity": 8}, "pod_capacity"),
+        ({"pod_capacity": 65, "n_pods": 4}, "pod_capacity"),
+        ({"n_embd": 30, "n_pods": 4}, "head_dim"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"mlp_ratio": 0}, "mlp_ratio"),
+        ({"archive_dims": (8, 8, 8, 8)}, "archive_dims"),
+        ({"archive_dims": ()}, "archive_dims"),
+        ({"archive_dims": (8, 0)}, "archive_dims"),
+        ({"tube_decay": 0.0}, "tube_decay"),
+        ({"kernel_backend": "cuda"}, "kernel_backend"),
+        ({"bias": 1}, "bias"),
+        ({"memory_budget_bytes": 0}, "memory_budget_bytes"),
+    ],
+)
+def test_invalid_fields_raise_config_error_naming_them(kw, field):
+    with pytest.raises(ConfigError) as info:
+        SlimeConfig(**{"vocab_size": 10, **kw})
+    assert info.value.path == field
+
+
+def test_unknown_keys_in_from_dict_are_rejected():
+    with pytest.raises(ConfigError, match="n_head"):
+        SlimeConfig.from_dict({"vocab_size": 10, "n_head": 4})
+
+
+@given(
+    st.integers(1, 100),
+    st.integers(1, 8),
+    st.sampled_from([(8,), (8, 8), (4, 5, 6)]),
+    st.booleans(),
+)
+def test_to_dict_from_dict_round_trips(vocab, pods, dims, bias):
+    cfg = SlimeConfig(
+        vocab_size=vocab, n_pods=pods, pod_capacity=8, head_dim=4, archive_dims=dims, bias=bias
+    )
+    assert SlimeConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_descriptor_names_follow_archive_dims():
+    cfg = SlimeConfig(vocab_size=10, archive_dims=(4, 4, 4))
+    assert cfg.descriptor_names == ("attention_distance", "activation_sparsity", "weight_spread")

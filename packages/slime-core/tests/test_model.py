@@ -1,0 +1,259 @@
+"""SlimeModel: a causal LM whose pods really train, save, load and are counted like a GPT's heads."""
+
+import gc
+import weakref
+
+import pytest
+import torch
+from slime.core import MetricsCollector, SlimeConfig, SlimeModel
+from slime.proto import CheckpointError, ConfigError, DataError
+
+V, T = 13, 8
+
+
+def config(**kw):
+    base = dict(vocab_size=V, block_size=T, n_layer=2, n_embd=16, n_pods=4, pod_capacity=6)
+    return SlimeConfig(**{**base, **kw})
+
+
+def make(kernel, seed=0, **kw):
+    return SlimeModel(config(**kw), kernel=kernel, generator=torch.Generator().manual_seed(seed))
+
+
+def batch(seed=0, n=3):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, V, (n, T), generator=g), torch.randint(0, V, (n, T), generator=g)
+
+
+def gpt_param_count(c: SlimeConfig) -> int:
+    """nanoGPT with n_head = n_pods, tied head, LayerNorm weights (+ biases when bias)."""
+    D, hidden, b = c.n_embd, int(c.mlp_ratio * c.n_embd), int(c.bias)
+    attn = 4 * D * D + b * 4 * D
+    mlp = 2 * D * hidden + b * (hidden + D)
+    norms = 2 * (D + b * D)
+    return c.vocab_size * D + c.block_size * D + c.n_layer * (attn + mlp + norms) + D + b * D
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_parameter_count_equals_a_plain_gpt_with_n_head_pods(kernel, bias):
+    model = make(kernel, bias=bias, pod_capacity=4)
+    assert model.num_params() == gpt_param_count(model.config)
+
+
+def test_forward_returns_logits_and_loss(kernel):
+    idx, targets = batch()
+    logits, loss = make(kernel)(idx, targets)
+    assert logits.shape == (3, T, V) and loss.shape == ()
+    assert make(kernel)(idx)[1] is None
+
+
+def test_every_live_pod_is_in_parameters_gets_grads_and_moves_with_adam(kernel):
+    model = make(kernel)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    pods = [o.pods[str(s)] for o in model.organisms for s in o.live_slots()]
+    ids = {id(p) for p in model.parameters()}
+    before = [p.detach().clone() for pod in pods for p in pod.parameters()]
+    idx, targets = batch()
+    model(idx, targets)[1].backward()
+    for pod in pods:
+        for p in pod.parameters():
+            assert id(p) in ids and p.grad is not None and p.grad.abs().sum() > 0
+    opt.step()
+    after = [p for pod in pods for p in pod.parameters()]
+    assert all(not torch.equal(a, b) for a, b in zip(after, before))
+
+
+def test_a_newborn_pod_trains_once_the_listener_adds_it(kernel):
+    model = make(kernel)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.add_pool_listener(
+        lambda added, removed: opt.add_param_group({"params": added}) if added else None
+    )
+    slot = model.organisms[0].spawn()
+    newborn = model.organisms[0].pods[str(slot)]
+    start = {n: p.detach().clone() for n, p in newborn.named_parameters()}
+    idx, targets = batch()
+    for _ in range(2):  # quiet birth: step 1 moves o_weight off zero, step 2 moves q/k/v
+        opt.zero_grad()
+        model(idx, targets)[1].backward()
+        opt.step()
+    for name, p in newborn.named_parameters():
+        assert not torch.equal(p, start[name]), name
+
+
+def test_after_a_cull_nothing_references_the_dead_pod(kernel):
+    model = make(kernel)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+
+    def follow(added, removed):
+        gone = {id(p) for p in removed}
+        for group in opt.param_groups:
+            group["params"] = [p for p in group["params"] if id(p) not in gone]
+        for p in removed:
+            opt.state.pop(p, None)
+
+    model.add_pool_listener(follow)
+    idx, targets = batch()
+    model(idx, targets)[1].backward()
+    opt.step()
+    dead = weakref.ref(model.organisms[1].pods["2"])
+    model.organisms[1].cull([2])
+    model.zero_grad()
+    model(idx, targets)[1].backward()
+    opt.step()
+    gc.collect()
+    assert dead() is None
+
+
+def test_save_and_load_reproduce_outputs_exactly_after_spawns_and_culls(kernel, tmp_path):
+    model = make(kernel)
+    model.organisms[0].cull([1, 3])
+    model.organisms[1].spawn()
+    model.organisms[1].pods["4"].fitness = 0.5
+    probe, _ = batch(1)
+    model.measure_behaviour(probe)
+    model.organisms[1].archive_elites({0: 1.0, 4: 2.0})
+    with torch.no_grad():
+        model.organisms[1].pods["4"].o_weight.normal_()
+    model.save_pretrained(tmp_path)
+    loaded = SlimeModel.from_pretrained(tmp_path, kernel=kernel)
+    assert [o.live_slots() for o in loaded.organisms] == [[0, 2], [0, 1, 2, 3, 4]]
+    assert loaded.organisms[1].pods["4"].fitness == 0.5
+    assert loaded.organisms[1].archive.stats == model.organisms[1].archive.stats
+    idx, targets = batch(2)
+    a, la = model(idx, targets)
+    b, lb = loaded(idx, targets)
+    assert torch.equal(a, b) and torch.equal(la, lb)
+    assert torch.equal(
+        loaded.organisms[1].pods["0"].descriptors, model.organisms[1].pods["0"].descriptors
+    )
+
+
+def test_saved_model_keeps_its_weights_tied(kernel, tmp_path):
+    make(kernel).save_pretrained(tmp_path)
+    loaded = SlimeModel.from_pretrained(tmp_path, kernel=kernel)
+    assert loaded.lm_head.weight is loaded.wte.weight
+
+
+def test_loading_a_state_dict_of_another_composition_rebuilds_pools(kernel):
+    source = make(kernel)
+    source.organisms[0].cull([0])
+    source.organisms[1].spawn(slot=5)
+    target = make(kernel, seed=1)
+    target.load_state_dict(source.state_dict())
+    assert [o.live_slots() for o in target.organisms] == [[1, 2, 3], [0, 1, 2, 3, 5]]
+    idx, _ = batch()
+    assert torch.equal(target(idx)[0], source(idx)[0])
+
+
+def test_from_pretrained_without_files_raises_checkpoint_error(kernel, tmp_path):
+    with pytest.raises(CheckpointError, match="config.json"):
+        SlimeModel.from_pretrained(tmp_path, kernel=kernel)
+
+
+def test_from_pretrained_with_truncated_tensors_raises_checkpoint_error(kernel, tmp_path):
+    make(kernel).save_pretrained(tmp_path)
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        SlimeModel.from_pretrained(tmp_path, kernel=kernel)
+
+
+def test_changing_one_sample_never_changes_another(kernel):
+    model = make(kernel)
+    idx, _ = batch()
+    changed = idx.clone()
+    changed[1] = (changed[1] + 1) % V
+    a, b = model(idx)[0], model(changed)[0]
+    assert torch.equal(a[[0, 2]], b[[0, 2]])
+    assert not torch.equal(a[1], b[1])
+
+
+def test_changing_token_t_never_changes_earlier_outputs(kernel):
+    model = make(kernel)
+    idx, _ = batch()
+    changed = idx.clone()
+    changed[:, 5] = (changed[:, 5] + 1) % V
+    a, b = model(idx)[0], model(changed)[0]
+    assert torch.equal(a[:, :5], b[:, :5])
+    assert not torch.equal(a[:, 5], b[:, 5])
+
+
+def test_ablation_changes_the_loss_and_is_undone_on_exit(kernel):
+    model = make(kernel)
+    idx, targets = batch()
+    base = model(idx, targets)[1]
+    with model.ablate({0: [0, 1], 1: [3]}):
+        ablated = model(idx, targets)[1]
+    assert not torch.equal(ablated, base)
+    assert torch.equal(model(idx, targets)[1], base)
+
+
+def test_ablating_a_missing_layer_raises(kernel):
+    with pytest.raises(ConfigError, match="layers"), make(kernel).ablate({5: [0]}):
+        pass
+
+
+def test_pod_gradient_norms_cover_every_live_pod(kernel):
+    model = make(kernel)
+    idx, targets = batch()
+    model(idx, targets)[1].backward()
+    norms = model.pod_gradient_norms()
+    assert sorted(norms) == [(layer, s) for layer in range(2) for s in range(4)]
+    pod = model.organisms[0].pods["1"]
+    expected = torch.cat([p.grad.flatten() for p in pod.parameters()]).norm()
+    torch.testing.assert_close(norms[(0, 1)], expected)
+
+
+def test_measure_behaviour_updates_every_pod(kernel):
+    model = make(kernel)
+    probe, _ = batch()
+    measured = model.measure_behaviour(probe)
+    assert [m.shape for m in measured] == [(4, 3), (4, 3)]
+    assert all(
+        int(o.pods[str(s)].n_measurements) == 1 for o in model.organisms for s in o.live_slots()
+    )
+
+
+def test_generate_extends_the_sequence_reproducibly(kernel):
+    model = make(kernel)
+    idx = torch.zeros(2, 3, dtype=torch.long)
+    a = model.generate(idx, 7, top_k=4, generator=torch.Generator().manual_seed(3))
+    b = model.generate(idx, 7, top_k=4, generator=torch.Generator().manual_seed(3))
+    assert a.shape == (2, 10) and torch.equal(a, b) and torch.equal(a[:, :3], idx)
+
+
+def test_metrics_record_each_forward_and_pod(kernel):
+    metrics = MetricsCollector()
+    model = SlimeModel(config(), kernel=kernel, metrics=metrics)
+    idx, _ = batch()
+    model(idx)
+    model(idx)
+    summary = metrics.flush()
+    assert summary["forwards"] == 2 and summary["tokens"] == 2 * 3 * T
+    assert summary["counters"]["layer1/pod3/forwards"] == 2
+
+
+def test_forward_spans_are_traced(kernel):
+    sdk = pytest.importorskip("opentelemetry.sdk.trace")
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from slime.core import make_tracer
+
+    exporter = InMemorySpanExporter()
+    provider = sdk.TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    model = SlimeModel(config(), kernel=kernel, tracer=make_tracer(provider))
+    model(batch()[0])
+    model.organisms[0].spawn()
+    names = [s.name for s in exporter.get_finished_spans()]
+    assert names.count("organism.forward") == 2 and "slime.forward" in names
+    assert "organism.spawn" in names
+
+
+def test_bad_input_is_rejected(kernel):
+    model = make(kernel)
+    with pytest.raises(DataError, match="int64"):
+        model(torch.zeros(2, 3))
+    with pytest.raises(ConfigError, match="block_size"):
+        model(torch.zeros(1, T + 1, dtype=torch.long))
