@@ -40,7 +40,7 @@ class TubeNetwork:
         self._decay = float(decay)
         self._device = torch.device(device) if device is not None else None
         self._data: torch.Tensor | None = None  # (capacity, *shape)
-        self._weights: torch.Tensor | None = None  # (capacity,) float32, 0 for empty slots
+        self._weights: torch.Tensor | None = None  # (capacity,) >= float32, 0 for empty slots
         self._next = 0
         self._count = 0
 
@@ -77,7 +77,8 @@ class TubeNetwork:
         if self._data is None:
             device = self._device if self._device is not None else data.device
             self._data = torch.zeros((self._capacity, *data.shape), dtype=data.dtype, device=device)
-            self._weights = torch.zeros(self._capacity, dtype=torch.float32, device=device)
+            precision = torch.promote_types(data.dtype, torch.float32)
+            self._weights = torch.zeros(self._capacity, dtype=precision, device=device)
         assert self._weights is not None
         if tuple(data.shape) != self.shape:
             raise ArchiveError(
@@ -86,7 +87,7 @@ class TubeNetwork:
         if isinstance(weight, torch.Tensor):
             if weight.dim() != 0:
                 raise ArchiveError(f"weight must be 0-d, got shape {tuple(weight.shape)}")
-            weight = weight.detach().to(device=self._weights.device, dtype=torch.float32)
+            weight = weight.detach().to(device=self._weights.device, dtype=self._weights.dtype)
         elif isinstance(weight, bool) or not isinstance(weight, int | float):
             raise ArchiveError(f"weight must be a float or 0-d tensor, got {weight!r}")
         elif not (math.isfinite(weight) and weight >= 0):
@@ -104,10 +105,10 @@ class TubeNetwork:
         """
         if self._count == 0 or self._data is None or self._weights is None:
             return None
-        acc = torch.promote_types(self._data.dtype, torch.float32)
-        weights = self._weights.to(acc)
-        total = torch.tensordot(weights, self._data.to(acc), dims=1)
-        return (total / weights.sum().clamp(min=torch.finfo(acc).tiny)).to(self._data.dtype)
+        weights = self._weights  # float32 or wider: the accumulation precision
+        total = torch.tensordot(weights, self._data.to(weights.dtype), dims=1)
+        norm = weights.sum().clamp(min=torch.finfo(weights.dtype).tiny)
+        return (total / norm).to(self._data.dtype)
 
     def clear(self) -> None:
         """Forget everything, including the stored shape."""
