@@ -1,0 +1,164 @@
+"""Functional kernel API; pool attention is one ``torch.library`` custom op, ``slime::pool_attention``.
+
+Autograd, ``torch.compile`` and ``torch.export`` see that one op (its backward is a second op,
+``slime::pool_attention_backward``), with a fake implementation for shape propagation. Which code
+computes it is the op's ``backend`` argument: ``"auto"`` runs Triton on CUDA and the torch fallback
+elsewhere; ``"triton"`` also runs on CPU tensors through the Triton interpreter (tests only).
+
+Pool size: ``P`` is the pool's *capacity*, fixed for a model's life, and ``alive`` (``(P,)`` bool)
+marks the slots that hold a living pseudopod. Births and deaths flip bits of ``alive`` instead of
+changing a shape, so a compiled model is never re-specialised or recompiled when the live count
+changes; a dead slot costs its share of compute and outputs exactly 0 with zero gradients.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+from slime.kernels import torch_fallback, utils
+from slime.kernels.torch_fallback import coherence, correlation
+from slime.proto import KernelError
+from torch import Tensor
+
+__all__ = ["BACKENDS", "coherence", "correlation", "effective_rank", "pool_attention"]
+
+BACKENDS = ("auto", "torch", "triton")
+
+
+def triton_available() -> bool:
+    """Whether the ``triton`` package can be imported here."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def _resolve(backend: str, device: torch.device) -> str:
+    if backend not in BACKENDS:
+        raise KernelError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        return "triton" if device.type == "cuda" and triton_available() else "torch"
+    return backend
+
+
+@torch.library.custom_op("slime::pool_attention", mutates_args=())
+def _attention_op(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    key_padding_mask: Tensor | None,
+    alive: Tensor | None,
+    causal: bool,
+    scale: float,
+    backend: str,
+) -> tuple[Tensor, Tensor]:
+    if _resolve(backend, q.device) == "triton":
+        from slime.kernels import _triton_attention
+
+        return _triton_attention.forward(q, k, v, causal, scale, key_padding_mask, alive)
+    return torch_fallback.attention_forward(q, k, v, causal, scale, key_padding_mask, alive)
+
+
+@_attention_op.register_fake
+def _(q, k, v, key_padding_mask, alive, causal, scale, backend):
+    return torch.empty_like(q), q.new_empty(q.shape[:-1], dtype=torch.float32)
+
+
+@torch.library.custom_op("slime::pool_attention_backward", mutates_args=())
+def _attention_backward_op(
+    grad_out: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    lse: Tensor,
+    delta: Tensor,
+    key_padding_mask: Tensor | None,
+    alive: Tensor | None,
+    causal: bool,
+    scale: float,
+    backend: str,
+) -> tuple[Tensor, Tensor, Tensor]:
+    args = (grad_out, q, k, v, lse, delta, causal, scale, key_padding_mask, alive)
+    if _resolve(backend, q.device) == "triton":
+        from slime.kernels import _triton_attention
+
+        return _triton_attention.backward(*args)
+    return torch_fallback.attention_backward(*args)
+
+
+@_attention_backward_op.register_fake
+def _(grad_out, q, k, v, lse, delta, key_padding_mask, alive, causal, scale, backend):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    q, k, v, key_padding_mask, alive, causal, scale, backend = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse, key_padding_mask, alive)
+    ctx.causal, ctx.scale, ctx.backend = causal, scale, backend
+
+
+def _backward(ctx, grad_out: Tensor | None, grad_lse: Tensor | None):
+    q, k, v, out, lse, key_padding_mask, alive = ctx.saved_tensors
+    if grad_out is None:
+        grad_out = torch.zeros_like(out)
+    grad_out = grad_out.contiguous()
+    delta = (grad_out.float() * out.float()).sum(dim=-1)
+    if grad_lse is not None:
+        delta = delta - grad_lse
+    dq, dk, dv = _attention_backward_op(
+        grad_out, q, k, v, lse, delta, key_padding_mask, alive, ctx.causal, ctx.scale, ctx.backend
+    )
+    return dq, dk, dv, None, None, None, None, None
+
+
+_attention_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def pool_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    causal: bool = False,
+    scale: float | None = None,
+    key_padding_mask: Tensor | None = None,
+    alive: Tensor | None = None,
+    backend: str = "auto",
+) -> Tensor:
+    """Scaled dot-product attention of every pseudopod in a pool, as one differentiable op.
+
+    Args:
+        q, k, v: ``(B, P, T, d)`` float32/float16/bfloat16, same device; last dim contiguous.
+        causal: query ``t`` sees keys ``<= t`` only.
+        scale: logit scale; None means ``d ** -0.5``.
+        key_padding_mask: ``(B, T)`` bool, True where a key may be attended.
+        alive: ``(P,)`` bool, False for the empty slots of a pool below capacity.
+        backend: ``"auto"`` (Triton on CUDA, torch elsewhere), ``"torch"`` or ``"triton"``.
+
+    Returns:
+        ``(B, P, T, d)`` in the input dtype, accumulated in fp32. Queries with no visible key and
+        dead pseudopods output exactly 0, with zero (never NaN) gradients.
+
+    Raises:
+        KernelError: an argument violates the shapes, dtypes, devices or limits above.
+    """
+    resolved = _resolve(backend, q.device if isinstance(q, Tensor) else torch.device("cpu"))
+    head_dims = utils.TRITON_HEAD_DIMS if resolved == "triton" else None
+    utils.check_attention_inputs(q, k, v, key_padding_mask, alive, head_dims=head_dims)
+    scale = utils.resolve_scale(scale, q.shape[-1])
+    if resolved == "torch":
+        batch, pool, seq, _ = q.shape
+        utils.check_free_memory(3 * 4 * batch * pool * seq * seq, q.device, "torch pool attention")
+    out, _ = _attention_op(q, k, v, key_padding_mask, alive, causal, scale, backend)
+    return out
+
+
+def effective_rank(m: Tensor) -> Tensor:
+    """Roy & Vetterli effective rank ``(P, n, n) -> (P,)`` float32; Triton Jacobi on CUDA.
+
+    On CUDA (with triton) no host synchronisation happens; elsewhere ``torch.linalg.eigvalsh``.
+    """
+    if isinstance(m, Tensor) and _resolve("auto", m.device) == "triton":
+        from slime.kernels import _triton_erank
+
+        return _triton_erank.effective_rank(m)
+    return torch_fallback.effective_rank(m)

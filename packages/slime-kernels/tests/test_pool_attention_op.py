@@ -1,0 +1,68 @@
+"""The ``slime::pool_attention`` custom op: registration, autograd, fake tensors, export."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from slime.kernels import pool_attention
+from slime.kernels.functional import _attention_op
+
+
+def _qkv(shape, seed, requires_grad=True):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(shape, generator=gen).requires_grad_(requires_grad) for _ in range(3)]
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_opcheck_passes_on_cpu(masked):
+    q, k, v = _qkv((2, 3, 5, 8), seed=0)
+    kpm = torch.tensor([[True, True, False, True, True], [False] * 5]) if masked else None
+    alive = torch.tensor([True, False, True]) if masked else None
+    torch.library.opcheck(_attention_op, (q, k, v, kpm, alive, True, 0.35, "torch"))
+
+
+def test_forward_and_gradients_match_float64_reference(reference_attention):
+    q, k, v = _qkv((2, 2, 6, 8), seed=1)
+    kpm = torch.tensor([[True, False, True, True, True, False], [True] * 6])
+    kw = {"causal": True, "key_padding_mask": kpm, "alive": torch.tensor([True, False])}
+    out = pool_attention(q, k, v, **kw)
+    ref = reference_attention(q, k, v, **kw)
+    torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-4)
+    grad = torch.randn_like(out)
+    ours = torch.autograd.grad(out, (q, k, v), grad)
+    theirs = torch.autograd.grad(ref, (q, k, v), grad.double())
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a.double(), b.double(), atol=5e-5, rtol=1e-4)
+
+
+def test_gradient_through_logsumexp_output_is_exact():
+    q, k, v = _qkv((1, 2, 4, 8), seed=2)
+    out, lse = _attention_op(q, k, v, None, None, False, 0.5, "torch")
+    loss = out.sum() + lse.square().sum()
+    ours = torch.autograd.grad(loss, (q, k, v))
+    s = (q @ k.transpose(-1, -2)) * 0.5
+    ref_loss = (torch.softmax(s, -1) @ v).sum() + torch.logsumexp(s, -1).square().sum()
+    theirs = torch.autograd.grad(ref_loss, (q, k, v))
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_export_sees_one_pool_attention_op():
+    class Pool(torch.nn.Module):
+        def forward(self, q, k, v, alive):
+            return pool_attention(q, k, v, causal=True, alive=alive)
+
+    q, k, v = _qkv((1, 2, 4, 8), seed=3, requires_grad=False)
+    program = torch.export.export(Pool(), (q, k, v, torch.tensor([True, False])))
+    targets = [str(node.target) for node in program.graph.nodes if node.op == "call_function"]
+    assert sum("slime.pool_attention" in t for t in targets) == 1
+    assert not any("softmax" in t or "matmul" in t for t in targets)
+
+
+def test_changing_alive_mask_keeps_the_same_shapes():
+    q, k, v = _qkv((1, 3, 4, 8), seed=4, requires_grad=False)
+    a = pool_attention(q, k, v, alive=torch.tensor([True, True, True]))
+    b = pool_attention(q, k, v, alive=torch.tensor([True, False, True]))
+    assert a.shape == b.shape
+    torch.testing.assert_close(a[:, [0, 2]], b[:, [0, 2]])
+    assert torch.equal(b[:, 1], torch.zeros_like(b[:, 1]))
