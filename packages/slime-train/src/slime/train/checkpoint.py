@@ -100,6 +100,11 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
 def _fsync_dir(path: Path) -> None:
     if hasattr(os, "O_DIRECTORY"):  # makes a rename inside ``path`` durable
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -151,6 +156,9 @@ def save_checkpoint(
     blob = save_tensors(tensors)
     for name, write in (writers or {}).items():
         write(tmp / name)
+        for file in sorted((tmp / name).rglob("*")):
+            if file.is_file():
+                _fsync_file(file)
     manifest = {
         "format": FORMAT,
         "step": step,

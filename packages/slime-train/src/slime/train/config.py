@@ -174,10 +174,13 @@ class ModelConfig(_Section):
     mlp_ratio: float = field(default=4.0, metadata=_range(0.0, 64.0, lo_open=True))
     dropout: float = field(default=0.0, metadata=_range(0.0, 0.99))
     bias: bool = False
-    archive_dims: tuple[int, ...] = field(default=(8, 8, 8), metadata=_range(1, 1024))
+    archive_dims: tuple[int, ...] = field(default=(8, 8), metadata=_range(1, 1024))
     tube_capacity: int = field(default=16, metadata=_range(1, 1 << 20))
     tube_decay: float = field(default=0.95, metadata=_range(0.0, 1.0, lo_open=True))
     kernel_backend: Literal["auto", "torch", "triton"] = "auto"
+    memory_budget_bytes: int | None = field(default=None, metadata=_range(1))
+    quiet_birth: bool = True
+    metabolic_rate: float = field(default=0.25, metadata=_range(0.0, lo_open=True))
 
     def _check_relations(self) -> None:
         if self.n_pods > self.pod_capacity:
@@ -185,9 +188,10 @@ class ModelConfig(_Section):
                 f"expected n_pods <= pod_capacity ({self.pod_capacity}), got {self.n_pods}",
                 path="model.n_pods",
             )
-        if not self.archive_dims:
+        if not 1 <= len(self.archive_dims) <= 3:
             raise ConfigError(
-                "expected at least one archive dimension, got []", "model.archive_dims"
+                f"expected 1 to 3 dims (one per pod descriptor), got {list(self.archive_dims)}",
+                "model.archive_dims",
             )
 
 
@@ -246,7 +250,6 @@ class LifecycleConfig(_Section):
     births_per_event: int = field(default=1, metadata=_range(0, MAX_POOL_SIZE))
     cull_fraction: float = field(default=0.25, metadata=_range(0.0, 1.0))
     min_pods: int = field(default=1, metadata=_range(1, MAX_POOL_SIZE))
-    memory_budget_mb: float | None = field(default=None, metadata=_range(0.0, lo_open=True))
     probe_batch_size: int = field(default=4, metadata=_range(1))
 
     def _check_relations(self) -> None:
@@ -305,13 +308,18 @@ class DataConfig(_Section):
 
 @dataclass
 class SLOConfig(_Section):
-    """Service-level objectives checked on the run's measured numbers (``null`` = not checked)."""
+    """Service-level objectives, evaluated with ``slime.core.SLOSet`` at the end of a run.
+
+    The per-forward objectives (``null``: not checked) must hold for a ``target`` fraction of
+    forwards. The overhead limits are the blueprint's claims, checked by ``slime.train.compare``.
+    """
 
     SECTION: ClassVar[str] = "slo"
 
-    max_step_ms: float | None = field(default=None, metadata=_range(0.0, lo_open=True))
-    min_tokens_per_s: float | None = field(default=None, metadata=_range(0.0, lo_open=True))
+    max_forward_ms: float | None = field(default=None, metadata=_range(0.0, lo_open=True))
+    min_forward_tokens_per_s: float | None = field(default=None, metadata=_range(0.0, lo_open=True))
     max_peak_memory_mb: float | None = field(default=None, metadata=_range(0.0, lo_open=True))
+    target: float = field(default=0.95, metadata=_range(0.0, 0.999999, lo_open=True))
     max_lifecycle_overhead: float = field(default=0.02, metadata=_range(0.0))
     max_memory_overhead: float = field(default=0.01, metadata=_range(0.0))
 

@@ -8,6 +8,7 @@ Layout::
       checkpoints/       see slime.train.checkpoint
       loss.png           train and val loss against step
       pool.png           live pseudopods against step (slime runs)
+      summary.json       final numbers of the run
 """
 
 from __future__ import annotations
@@ -86,6 +87,16 @@ class RunDir:
         tmp = self.metrics_path.with_name(".metrics.jsonl.tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
         os.replace(tmp, self.metrics_path)
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / "summary.json"
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        """Write the run's summary as indented JSON (atomically)."""
+        tmp = self.path / ".summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, self.summary_path)
 
     def plot(self) -> list[Path]:
         """Write loss.png (and pool.png when pool sizes were logged); returns the files written."""

@@ -1,0 +1,85 @@
+"""From a RunConfig to the objects a run needs: device, dataset, model."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from slime.core import MetricsCollector, SlimeConfig, SlimeModel
+from slime.memory import GridArchive
+from slime.proto import ConfigError
+from slime.train.baseline import GPT
+from slime.train.config import DataConfig, ModelConfig
+from slime.train.datasets import CORPORA, Dataset, load_corpus
+from slime.train.tasks import CopyTask, RecallTask
+from torch import nn
+
+__all__ = ["build_dataset", "build_model", "resolve_device", "to_slime_config"]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` means CUDA when available, else the CPU.
+
+    Raises:
+        ConfigError: a CUDA device was asked for and none is available.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"expected an available device, got {name!r} (no CUDA)", "train.device")
+    return device
+
+
+def build_dataset(
+    cfg: DataConfig, block_size: int, data_dir: str | os.PathLike[str] | None = None
+) -> Dataset:
+    """The corpus or task named by ``cfg.name``, with windows of at most ``block_size`` tokens.
+
+    ``data_dir`` overrides ``cfg.dir`` (which overrides ``$SLIME_DATA_DIR``).
+    """
+    if cfg.name in CORPORA:
+        return load_corpus(cfg.name, block_size, data_dir if data_dir is not None else cfg.dir)
+    if cfg.name == "copy":
+        return CopyTask(cfg.task_vocab, block_size)
+    return RecallTask(cfg.task_vocab, block_size)
+
+
+def to_slime_config(cfg: ModelConfig, vocab_size: int) -> SlimeConfig:
+    """The core architecture config for ``cfg`` (``vocab_size`` from the dataset when unset)."""
+    fields = cfg.to_dict()
+    del fields["kind"]
+    fields["vocab_size"] = cfg.vocab_size if cfg.vocab_size is not None else vocab_size
+    fields["archive_dims"] = tuple(cfg.archive_dims)
+    return SlimeConfig(**fields)
+
+
+def build_model(
+    cfg: ModelConfig,
+    vocab_size: int,
+    *,
+    device: torch.device,
+    generator: torch.Generator,
+    metrics: MetricsCollector | None = None,
+    max_archive_size: int | None = None,
+) -> nn.Module:
+    """A SlimeModel or the baseline GPT, initialised from ``generator``, on ``device``.
+
+    ``max_archive_size`` rebuilds each layer's archive with that hard limit (slime only).
+    """
+    if cfg.kind == "baseline":
+        vocab = cfg.vocab_size if cfg.vocab_size is not None else vocab_size
+        resolved = ModelConfig(**{**cfg.to_dict(), "vocab_size": vocab})
+        return GPT(resolved, generator=generator).to(device)
+    model = SlimeModel(
+        to_slime_config(cfg, vocab_size), metrics=metrics, device=device, generator=generator
+    )
+    if max_archive_size is not None:
+        dims = model.config.archive_dims
+        for organism in model.organisms:
+            organism.replace_archive(
+                GridArchive(
+                    dims, [(0.0, 1.0)] * len(dims), device=device, max_size=max_archive_size
+                )
+            )
+    return model

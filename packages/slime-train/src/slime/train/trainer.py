@@ -1,0 +1,421 @@
+"""The training loop: one loop for slime and the baseline, with the lifecycle's three timescales.
+
+Every step (fast): forward, backward, gradient norms (one fused norm over all gradients feeds both
+clipping and the pods' gradient fitness), a non-finite check, the optimizer step and the loss gate's
+moving average. The step's only host synchronisation reads the loss and the gradient norm together.
+Every ``medium_interval`` and ``slow_interval`` steps the :class:`~slime.train.lifecycle.Lifecycle`
+runs (slime models with the lifecycle enabled). Evaluation, logging and checkpoints follow their
+own intervals.
+
+Runs are reproducible: every random stream (global torch/Python/numpy RNGs, the data sampler, the
+model's initialisation/birth generator) is seeded from ``train.seed`` and checkpointed, so a resumed
+run replays the uninterrupted one exactly on the CPU. The tubes' temporal memory is not part of a
+checkpoint; it is cleared after every checkpoint in every run, which keeps replays exact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+from slime.core import SLO, MetricsCollector, SlimeModel, SLOSet
+from slime.memory import GridArchive
+from slime.train.build import build_model, resolve_device
+from slime.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from slime.train.config import RunConfig
+from slime.train.datasets import Dataset
+from slime.train.fitness import FitnessTracker, PodKey
+from slime.train.lifecycle import Lifecycle
+from slime.train.loader import save_config
+from slime.train.optim import PoolOptimizer, learning_rate
+from slime.train.rundir import ProgressBar, RunDir
+
+__all__ = ["Trainer"]
+
+
+class Trainer:
+    """Trains ``cfg.model`` on ``dataset``; writes metrics, plots and checkpoints to ``run_dir``.
+
+    Args:
+        cfg: the resolved run configuration.
+        dataset: what to sample batches from (its ``vocab_size`` sets the model's when unset).
+        run_dir: where results go; None keeps everything in memory (tests, benchmarks).
+        device: overrides ``cfg.train.device``.
+        progress: stream for the progress bar (None: no bar).
+        sync_timing: synchronise the device around each timed phase, so ``timings`` attributes
+            GPU time to phases (profiling; costs throughput).
+    """
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        dataset: Dataset,
+        *,
+        run_dir: RunDir | None = None,
+        device: torch.device | str | None = None,
+        progress: TextIO | None = None,
+        sync_timing: bool = False,
+    ) -> None:
+        self.cfg, self.dataset, self.run_dir, self.progress = cfg, dataset, run_dir, progress
+        self.device = (
+            torch.device(device) if device is not None else resolve_device(cfg.train.device)
+        )
+        self.sync_timing = sync_timing
+        seed = cfg.train.seed
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        self.model_gen = torch.Generator().manual_seed(seed)
+        self.data_gen = torch.Generator().manual_seed(seed + 1)
+        self.metrics = MetricsCollector(device=self.device)
+        self.model = build_model(
+            cfg.model,
+            dataset.vocab_size,
+            device=self.device,
+            generator=self.model_gen,
+            metrics=self.metrics,
+            max_archive_size=cfg.lifecycle.max_archive_size,
+        )
+        self.is_slime = isinstance(self.model, SlimeModel)
+        self.optimizer = PoolOptimizer(self.model, cfg.train, fused=self.device.type == "cuda")
+        self.fitness = FitnessTracker(cfg.fitness)
+        self.lifecycle = (
+            Lifecycle(self.model, cfg.lifecycle, self.fitness)
+            if self.is_slime and cfg.lifecycle.enabled
+            else None
+        )
+        probe_gen = torch.Generator().manual_seed(seed + 2)
+        probe = dataset.batch("train", cfg.lifecycle.probe_batch_size, probe_gen)
+        self.probe = tuple(t.to(self.device) for t in probe)
+        self.step = 0
+        self.tokens_seen = 0
+        self.nonfinite = 0
+        self.last_loss = math.nan
+        self.status = "running"
+        self.timings: dict[str, float] = defaultdict(float)
+        self._last_eval: tuple[int, dict[str, float]] = (-1, {})
+        self._last_checkpoint = -1
+        self._layout_version = -1
+        self._layout: tuple[list[torch.nn.Parameter], int, list[PodKey], int] | None = None
+        if run_dir is not None and not run_dir.config_path.exists():
+            save_config(cfg, run_dir.config_path)
+
+    # -- fast timescale -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _timed(self, name: str) -> Iterator[None]:
+        if self.sync_timing and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t0 = time.perf_counter()
+        yield
+        if self.sync_timing and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.timings[name] += time.perf_counter() - t0
+
+    def _grad_layout(self) -> tuple[list[torch.nn.Parameter], int, list[PodKey], int]:
+        """Parameters ordered non-pod first, then pod by pod; rebuilt only after pool changes."""
+        if self._layout_version == self.optimizer.layout_version and self._layout is not None:
+            return self._layout
+        pod_params, keys = [], []
+        if self.is_slime:
+            for layer, organism in enumerate(self.model.organisms):
+                for slot in organism.live_slots():
+                    keys.append((layer, slot))
+                    pod_params.append(list(organism.pods[str(slot)].parameters()))
+        in_pods = {id(p) for params in pod_params for p in params}
+        others = [p for p in self.model.parameters() if id(p) not in in_pods]
+        per_pod = len(pod_params[0]) if pod_params else 0
+        flat = others + [p for params in pod_params for p in params]
+        self._layout = (flat, len(others), keys, per_pod)
+        self._layout_version = self.optimizer.layout_version
+        return self._layout
+
+    def _clip_and_measure(self) -> tuple[torch.Tensor, torch.Tensor, list[PodKey]]:
+        """Total gradient norm (clipping to ``grad_clip``) and per-pod norms, all on the device."""
+        params, n_other, keys, per_pod = self._grad_layout()
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        squares = torch.stack(torch._foreach_norm(grads)) ** 2  # (n_params,)
+        total = squares.sum().sqrt()
+        if self.cfg.train.grad_clip > 0:
+            coef = (self.cfg.train.grad_clip / (total + 1e-6)).clamp(max=1.0)
+            torch._foreach_mul_(grads, coef)
+        pod_norms = squares[n_other:].view(len(keys), per_pod).sum(1).sqrt()
+        return total, pod_norms, keys
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.cfg.train.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def train_step(self) -> tuple[float, float]:
+        """One optimisation step; returns ``(loss, grad_norm)`` (non-finite: the step was not applied)."""
+        tc = self.cfg.train
+        self.optimizer.set_lr(learning_rate(self.step + 1, tc))
+        idx, targets = self.dataset.batch("train", tc.batch_size, self.data_gen)
+        idx, targets = (
+            idx.to(self.device, non_blocking=True),
+            targets.to(self.device, non_blocking=True),
+        )
+        self.model.train()
+        with self._timed("forward"), self._autocast():
+            if self.is_slime:
+                _, loss = self.model(idx, targets)
+            else:
+                with self.metrics.time_forward(idx.numel()):
+                    _, loss = self.model(idx, targets)
+        with self._timed("backward"):
+            loss.backward()
+        with self._timed("grad_norms"):
+            total, pod_norms, keys = self._clip_and_measure()
+        loss_value, norm_value = torch.stack([loss.detach().float(), total]).tolist()  # host sync
+        if math.isfinite(loss_value) and math.isfinite(norm_value):
+            with self._timed("optimizer"):
+                self.optimizer.step()
+            if keys:
+                with self._timed("fitness"):
+                    self.fitness.observe_gradients(keys, pod_norms)
+        self.optimizer.zero_grad()
+        self.tokens_seen += idx.numel()
+        return loss_value, norm_value
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def fit(self, steps: int | None = None, *, max_seconds: float | None = None) -> dict[str, Any]:
+        """Train until ``steps`` (default ``train.steps``) or ``max_seconds`` of wall time.
+
+        Returns:
+            The run summary (also logged and written to ``summary.json`` in the run directory).
+        """
+        total = steps if steps is not None else self.cfg.train.steps
+        tc = self.cfg.train
+        bar = ProgressBar(total, start=self.step, stream=self.progress) if self.progress else None
+        t_start = time.perf_counter()
+        window_t, window_tokens = t_start, self.tokens_seen
+        while self.step < total:
+            if max_seconds is not None and time.perf_counter() - t_start >= max_seconds:
+                break
+            loss, grad_norm = self.train_step()
+            self.step += 1
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                if self._on_nonfinite(loss, grad_norm):
+                    break
+                continue
+            self.last_loss = loss
+            if self.lifecycle is not None:
+                self._lifecycle_work(loss)
+            if self.step % tc.log_interval == 0 or self.step == total:
+                now = time.perf_counter()
+                rate = (self.tokens_seen - window_tokens) / max(now - window_t, 1e-9)
+                window_t, window_tokens = now, self.tokens_seen
+                self._log(
+                    kind="train",
+                    loss=loss,
+                    grad_norm=grad_norm,
+                    lr=self.optimizer.param_groups[0]["lr"],
+                    tokens_per_s=rate,
+                    **self._pool_record(),
+                )
+                if bar is not None:
+                    bar.update(self.step, loss, rate)
+            if self.step % tc.eval_interval == 0 or self.step == total:
+                self._log(kind="eval", **self.evaluate())
+            if self.run_dir is not None and (
+                self.step % tc.checkpoint_interval == 0 or self.step == total
+            ):
+                self.save_checkpoint()
+        if bar is not None:
+            bar.close()
+        elapsed = time.perf_counter() - t_start
+        if self.status == "running" and self._last_eval[0] != self.step:
+            self._log(kind="eval", **self.evaluate())  # stopped by max_seconds between evals
+        if self.run_dir is not None and self._last_checkpoint != self.step:
+            self.save_checkpoint()
+        return self._finish(elapsed)
+
+    def _lifecycle_work(self, loss: float) -> None:
+        lc = self.cfg.lifecycle
+        self.lifecycle.gate.observe(loss)
+        if self.step % lc.medium_interval == 0:
+            with self._timed("lifecycle_medium"):
+                self._log(kind="medium", **self.lifecycle.medium(self.step, loss, self.probe))
+        if self.step % lc.slow_interval == 0:
+            with self._timed("lifecycle_slow"):
+                self._log(kind="slow", **self.lifecycle.slow(self.step))
+
+    def _on_nonfinite(self, loss: float, grad_norm: float) -> bool:
+        """Apply the non-finite policy; returns True when training must stop."""
+        self.nonfinite += 1
+        self._log(kind="nonfinite", loss=loss, grad_norm=grad_norm, count=self.nonfinite)
+        if self.cfg.train.nonfinite == "stop":
+            self.status = f"stopped: non-finite loss or gradient at step {self.step}"
+            return True
+        if self.nonfinite > self.cfg.train.max_nonfinite:
+            self.status = (
+                f"stopped: {self.nonfinite} non-finite steps, over train.max_nonfinite "
+                f"({self.cfg.train.max_nonfinite})"
+            )
+            return True
+        return False
+
+    def _pool_record(self) -> dict[str, Any]:
+        if not self.is_slime:
+            return {}
+        return {"pool_size": sum(len(o.live_slots()) for o in self.model.organisms)}
+
+    def _log(self, **record: Any) -> None:
+        if self.run_dir is not None:
+            self.run_dir.log({"step": self.step, **record})
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Mean loss over ``eval_iters`` fixed batches of each split (the same batches every time)."""
+        with self._timed("eval"):
+            self.model.eval()
+            out = {}
+            for offset, split in enumerate(("train", "val")):
+                gen = torch.Generator().manual_seed(self.cfg.train.seed + 3 + offset)
+                losses = []
+                for _ in range(self.cfg.train.eval_iters):
+                    idx, targets = self.dataset.batch(split, self.cfg.train.batch_size, gen)
+                    with self._autocast():
+                        losses.append(self.model(idx.to(self.device), targets.to(self.device))[1])
+                out[f"{split}_loss"] = torch.stack(losses).mean().item()
+            self.model.train()
+        self._last_eval = (self.step, out)
+        return out
+
+    def _finish(self, elapsed: float) -> dict[str, Any]:
+        if self.status == "running":
+            self.status = "completed"
+        final = self._last_eval[1] if self._last_eval[0] == self.step else {}
+        summary = {
+            "status": self.status,
+            "model": self.cfg.model.kind,
+            "steps": self.step,
+            "params": sum(p.numel() for p in self.model.parameters()),
+            "last_train_loss": self.last_loss,
+            **final,
+            "tokens_seen": self.tokens_seen,
+            "elapsed_s": elapsed,
+            "tokens_per_s": self.tokens_seen / elapsed if elapsed > 0 else None,
+            "nonfinite_steps": self.nonfinite,
+            "timings_s": dict(self.timings),
+            **self._pool_record(),
+            "slo": [vars(r) for r in self.slo_reports()],
+        }
+        if self.lifecycle is not None:
+            summary.update(births=self.lifecycle.births, deaths=self.lifecycle.deaths)
+        if self.run_dir is not None:
+            self._log(kind="summary", **summary)
+            self.run_dir.write_summary(summary)
+            self.run_dir.plot()
+        return summary
+
+    def slo_reports(self) -> list:
+        """Evaluate ``cfg.slo`` over the forwards recorded so far (``slime.core.SLOSet``)."""
+        s = self.cfg.slo
+        slos = []
+        if s.max_forward_ms is not None:
+            slos.append(SLO("forward_latency", "latency_ms", s.max_forward_ms, "max", s.target))
+        if s.min_forward_tokens_per_s is not None:
+            slos.append(
+                SLO(
+                    "forward_throughput",
+                    "tokens_per_s",
+                    s.min_forward_tokens_per_s,
+                    "min",
+                    s.target,
+                )
+            )
+        if s.max_peak_memory_mb is not None:
+            slos.append(
+                SLO(
+                    "peak_memory",
+                    "peak_memory_bytes",
+                    s.max_peak_memory_mb * 2**20,
+                    "max",
+                    s.target,
+                )
+            )
+        if not slos:
+            return []
+        self.metrics.flush()  # records the peak memory observation
+        return SLOSet(slos).evaluate(self.metrics.observations())
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def save_checkpoint(self) -> Path:
+        """Checkpoint everything a bit-exact resume needs into ``run_dir/checkpoints``."""
+        with self._timed("checkpoint"):
+            organisms = self.model.organisms if self.is_slime else []
+            state = {
+                "model": self.model.state_dict(),
+                "pod_fitness": [
+                    [layer, slot, o.pods[str(slot)].fitness]
+                    for layer, o in enumerate(organisms)
+                    for slot in o.live_slots()
+                ],
+                "optimizer": self.optimizer.state_dict(),
+                "rng": capture_rng(),
+                "data_rng": self.data_gen.get_state(),
+                "model_rng": self.model_gen.get_state(),
+                "fitness": self.fitness.state_dict(),
+                "lifecycle": self.lifecycle.state_dict() if self.lifecycle else None,
+                "trainer": {
+                    "tokens_seen": self.tokens_seen,
+                    "nonfinite": self.nonfinite,
+                    "last_loss": self.last_loss,
+                },
+            }
+            writers = {f"archive_{i}": o.archive.save for i, o in enumerate(organisms)}
+            path = save_checkpoint(self.run_dir.path, self.step, state, writers=writers)
+            self._last_checkpoint = self.step
+            for organism in organisms:
+                organism.reset_state()  # see the module docstring: keeps resumed runs exact
+        return path
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`save_checkpoint` state (from ``load_checkpoint``) into this trainer."""
+        self.model.load_state_dict(state["model"])  # rebuilds the pools' composition first
+        if self.is_slime:
+            for layer, slot, fitness in state["pod_fitness"]:
+                self.model.organisms[layer].pods[str(slot)].fitness = fitness
+            for i, organism in enumerate(self.model.organisms):
+                archive = GridArchive.load(state["folder"] / f"archive_{i}", device=self.device)
+                organism.replace_archive(archive)
+                organism.reset_state()
+        self.optimizer.load_state_dict(state["optimizer"])
+        restore_rng(state["rng"])
+        self.data_gen.set_state(state["data_rng"])
+        self.model_gen.set_state(state["model_rng"])
+        fitness = dict(state["fitness"])
+        if fitness["grad_ema"] is not None:
+            fitness["grad_ema"] = fitness["grad_ema"].to(self.device)
+        self.fitness.load_state_dict(fitness)
+        if self.lifecycle is not None:
+            self.lifecycle.load_state_dict(state["lifecycle"])
+        t = state["trainer"]
+        self.tokens_seen, self.nonfinite, self.last_loss = (
+            t["tokens_seen"],
+            t["nonfinite"],
+            t["last_loss"],
+        )
+        self.step = state["step"]
+        self._last_checkpoint = self.step
+        if self.run_dir is not None:
+            self.run_dir.truncate_metrics(self.step)
+
+    @classmethod
+    def resume(cls, run_dir: RunDir, dataset: Dataset, cfg: RunConfig, **kwargs: Any) -> Trainer:
+        """A trainer continuing ``run_dir`` from its latest checkpoint."""
+        trainer = cls(cfg, dataset, run_dir=run_dir, **kwargs)
+        trainer.load_state(load_checkpoint(run_dir.path))
+        return trainer
