@@ -145,3 +145,24 @@ def test_triton_effective_rank_of_zero_matrix_is_zero():
 def test_triton_effective_rank_rejects_matrices_above_its_limit():
     with pytest.raises(KernelError, match=f"n={MAX_N + 1}"):
         TritonKernel().effective_rank(torch.zeros(1, MAX_N + 1, MAX_N + 1))
+
+
+@pytest.mark.parametrize(("block_m", "block_n"), [(16, 32), (32, 16)])
+@pytest.mark.parametrize("causal", [False, True])
+def test_unequal_query_and_key_blocks_split_the_masked_phases_correctly(block_m, block_n, causal):
+    from slime.kernels import _triton_attention as kernels
+
+    q, k, v, kpm, alive = _case(1, 2, 45, 16, seed=600 + block_m + causal, masked=True)
+    cfg = {"BLOCK_M": block_m, "BLOCK_N": block_n, "num_warps": 4, "num_stages": 1}
+    args = (causal, 0.25, kpm, alive)
+    out, lse = kernels.forward(q.detach(), k.detach(), v.detach(), *args, config=cfg)
+    ref_out, ref_lse = fallback.attention_forward(q.detach(), k.detach(), v.detach(), *args)
+    torch.testing.assert_close(out, ref_out, **FWD)
+    torch.testing.assert_close(lse, ref_lse, **FWD)
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(7))
+    delta = (grad * out).sum(-1)
+    got = kernels.backward(grad, q.detach(), k.detach(), v.detach(), lse, delta, *args,
+                           configs=(cfg, cfg))  # fmt: skip
+    want = fallback.attention_backward(grad, q.detach(), k.detach(), v.detach(), lse, delta, *args)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **GRAD)

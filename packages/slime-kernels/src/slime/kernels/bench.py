@@ -1,0 +1,229 @@
+"""Benchmark: ``python -m slime.kernels.bench [--sweep] [--json PATH]`` on a CUDA machine.
+
+Prints markdown tables: pool attention forward and forward+backward TF/s next to torch SDPA's
+flash, cuDNN and memory-efficient backends (pinned with ``sdpa_kernel``) at the issue's shapes,
+bf16 causal; then the Triton effective rank against ``torch.linalg.eigvalsh``. ``--sweep`` first
+times every candidate launch config of the attention kernels and of the effective rank. Times are
+medians of ``triton.testing.do_bench``; FLOPs count causal attention as half the dense work and
+the backward as 2.5x the forward (the FlashAttention convention).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+
+import torch
+import triton
+from slime.kernels import _triton_attention, _triton_erank, pool_attention, torch_fallback
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.functional import scaled_dot_product_attention
+
+SHAPES = [(16, 12, 1024, 64), (64, 6, 256, 64)]
+SDPA = {
+    "sdpa-flash": SDPBackend.FLASH_ATTENTION,
+    "sdpa-cudnn": SDPBackend.CUDNN_ATTENTION,
+    "sdpa-efficient": SDPBackend.EFFICIENT_ATTENTION,
+}
+FWD_CONFIGS = [
+    (128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3),
+    (128, 32, 4, 4), (64, 32, 4, 4), (128, 64, 4, 4), (64, 128, 4, 3),
+]  # fmt: skip
+DKDV_CONFIGS = [
+    (32, 128, 8, 2), (64, 64, 4, 2), (64, 128, 8, 2), (32, 64, 4, 2), (64, 64, 4, 3),
+    (32, 128, 4, 3), (64, 128, 8, 3),
+]  # fmt: skip
+DQ_CONFIGS = [
+    (128, 32, 8, 2), (64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 3), (128, 32, 4, 3),
+    (64, 64, 4, 3), (128, 64, 8, 3),
+]  # fmt: skip
+ERANK_VARIANTS = [
+    {"shifts": 16, "iters": 7},
+    {"shifts": 16, "iters": 7, "num_warps": 8},
+    {"shifts": 8, "iters": 9},
+    {"shifts": 32, "iters": 6},
+    {"shifts": 16, "iters": 7, "rows": 8},
+    {"shifts": 16, "iters": 7, "rows": 16},
+    {"shifts": 8, "iters": 9, "rows": 8},
+    {"shifts": 32, "iters": 6, "rows": 4},
+]
+
+
+def _cfg(t: tuple[int, int, int, int]) -> dict[str, int]:
+    return {"BLOCK_M": t[0], "BLOCK_N": t[1], "num_warps": t[2], "num_stages": t[3]}
+
+
+def _ms(fn, grad_to_none=None) -> float:
+    return triton.testing.do_bench(
+        fn, warmup=25, rep=100, grad_to_none=grad_to_none, return_mode="median"
+    )
+
+
+def _attention_flops(batch, pool, seq, d) -> float:
+    return 4 * batch * pool * seq * seq * d * 0.5  # causal
+
+
+def _inputs(shape, dtype=torch.bfloat16):
+    return [torch.randn(shape, device="cuda", dtype=dtype, requires_grad=True) for _ in range(3)]
+
+
+def _fwd_bwd(fn, q, k, v, grad):
+    def run():
+        fn(q, k, v).backward(grad)
+
+    return run
+
+
+def attention_rows(shape) -> list[dict]:
+    """One row per implementation: forward and forward+backward ms and TF/s, error vs float32."""
+    q, k, v = _inputs(shape)
+    grad = torch.randn_like(q)
+    ref = scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True)
+    impls = {"slime-triton": lambda q, k, v: pool_attention(q, k, v, causal=True)}
+    for name, backend in SDPA.items():
+
+        def sdpa(q, k, v, backend=backend):
+            with sdpa_kernel(backend):
+                return scaled_dot_product_attention(q, k, v, is_causal=True)
+
+        impls[name] = sdpa
+    flops = _attention_flops(*shape)
+    rows = []
+    for name, fn in impls.items():
+        try:
+            with torch.no_grad():
+                out = fn(q, k, v)
+            err = ((out.float() - ref).norm() / ref.norm()).item()
+            fwd = _ms(lambda fn=fn: fn(q, k, v))
+            both = _ms(_fwd_bwd(fn, q, k, v, grad), grad_to_none=[q, k, v])
+        except RuntimeError as exc:  # a backend that does not support this shape or card
+            rows.append({"impl": name, "shape": shape, "error": str(exc).splitlines()[0][:80]})
+            continue
+        rows.append({
+            "impl": name, "shape": shape, "rel_err": err,
+            "fwd_ms": fwd, "fwd_tflops": flops / fwd * 1e-9,
+            "fwd_bwd_ms": both, "fwd_bwd_tflops": 3.5 * flops / both * 1e-9,
+        })  # fmt: skip
+    return rows
+
+
+def sweep_attention(shape) -> list[dict]:
+    """Time each candidate config of the three attention kernels at ``shape`` (bf16 causal)."""
+    q, k, v = (x.detach() for x in _inputs(shape))
+    scale = shape[-1] ** -0.5
+    args = (True, scale, None, None)
+    rows = []
+    for t in FWD_CONFIGS:
+        ms = _ms(lambda t=t: _triton_attention.forward(q, k, v, *args, config=_cfg(t)))
+        rows.append({"kernel": "fwd", "shape": shape, "config": t, "ms": ms})
+    out, lse = _triton_attention.forward(q, k, v, *args)
+    grad = torch.randn_like(out)
+    delta = (grad.float() * out.float()).sum(-1)
+    default_dq = _triton_attention.default_config("dq", shape[-1], q.device)
+    default_dkdv = _triton_attention.default_config("dkdv", shape[-1], q.device)
+    for t in DKDV_CONFIGS:
+        cfgs = (_cfg(t), default_dq)
+        ms = _ms(
+            lambda c=cfgs: _triton_attention.backward(grad, q, k, v, lse, delta, *args, configs=c)
+        )
+        rows.append({"kernel": "dkdv+default dq", "shape": shape, "config": t, "ms": ms})
+    for t in DQ_CONFIGS:
+        cfgs = (default_dkdv, _cfg(t))
+        ms = _ms(
+            lambda c=cfgs: _triton_attention.backward(grad, q, k, v, lse, delta, *args, configs=c)
+        )
+        rows.append({"kernel": "default dkdv+dq", "shape": shape, "config": t, "ms": ms})
+    return rows
+
+
+def _correlations(pool: int, d: int) -> torch.Tensor:
+    x = torch.randn(pool, 4 * d, d, device="cuda")
+    x[:, :, d // 2 :] += x[:, :, : d - d // 2] * 2  # correlated halves: a spread spectrum
+    return torch_fallback.correlation(x)
+
+
+def erank_rows(variants: list[dict]) -> list[dict]:
+    """Triton effective rank vs eigvalsh: ms, speed-up, max relative error vs float64 eigvalsh."""
+    rows = []
+    for pool in (8, 64):
+        for d in (32, 64, 128):
+            m = _correlations(pool, d)
+            exact = torch_fallback.entropy_rank(torch.linalg.eigvalsh(m.double()))
+            eig_ms = _ms(lambda m=m: torch.linalg.eigvalsh(m))
+            for kw in variants:
+                got = _triton_erank.effective_rank(m, **kw)
+                err = ((got.double() - exact).abs() / exact).max().item()
+                ms = _ms(lambda m=m, kw=kw: _triton_erank.effective_rank(m, **kw))
+                rows.append({
+                    "P": pool, "d": d, "variant": kw, "ms": ms, "eigvalsh_ms": eig_ms,
+                    "speedup": eig_ms / ms, "max_rel_err": err,
+                })  # fmt: skip
+    return rows
+
+
+def _print_table(rows: list[dict], columns: list[str]) -> None:
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        cells = []
+        for c in columns:
+            value = row.get(c, "")
+            cells.append(f"{value:.4g}" if isinstance(value, float) else str(value))
+        print("| " + " | ".join(cells) + " |")
+    print()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sweep", action="store_true", help="time every candidate config first")
+    parser.add_argument("--json", help="also write all rows to this JSON file")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("slime.kernels.bench needs a CUDA device", file=sys.stderr)
+        return 2
+    torch.manual_seed(0)
+    env = {
+        "card": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    print(" | ".join(f"{k}: {v}" for k, v in env.items()), "\n")
+    results: dict = {"env": env}
+    if args.sweep:
+        sweep = [row for shape in SHAPES for row in sweep_attention(shape)]
+        results["sweep"] = sweep
+        _print_table(sweep, ["kernel", "shape", "config", "ms"])
+        variants = erank_rows(ERANK_VARIANTS)
+        results["erank_sweep"] = variants
+        _print_table(variants, ["P", "d", "variant", "ms", "speedup", "max_rel_err"])
+    attention = [row for shape in SHAPES for row in attention_rows(shape)]
+    results["attention"] = attention
+    print("Pool attention, bf16, causal (B, P, T, d):")
+    _print_table(
+        attention,
+        [
+            "impl",
+            "shape",
+            "fwd_ms",
+            "fwd_tflops",
+            "fwd_bwd_ms",
+            "fwd_bwd_tflops",
+            "rel_err",
+            "error",
+        ],
+    )
+    erank = erank_rows([{}])
+    results["erank"] = erank
+    print("Effective rank of P correlation matrices (d x d), fp32 in:")
+    _print_table(erank, ["P", "d", "ms", "eigvalsh_ms", "speedup", "max_rel_err"])
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=1, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Compiled Triton kernels on a CUDA device vs the torch fallback vs float64 math, every dtype.
+
+Tolerances are the table in ``test_triton_equivalence.py``'s docstring. Run on the GPU machine
+with ``nox -s gpu`` or ``pytest packages/slime-kernels/tests -m gpu``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from slime.kernels import TritonKernel, effective_rank, pool_attention, select_kernel
+from slime.kernels import torch_fallback as fallback
+
+pytestmark = pytest.mark.gpu
+
+TOL = {
+    torch.float32: ({"atol": 2e-5, "rtol": 1e-4}, {"atol": 1e-4, "rtol": 1e-3}),
+    torch.float16: ({"atol": 2e-3, "rtol": 2e-3}, {"atol": 1e-2, "rtol": 1e-2}),
+    torch.bfloat16: ({"atol": 1.6e-2, "rtol": 1.6e-2}, {"atol": 6e-2, "rtol": 5e-2}),
+}
+
+
+def _case(batch, pool, seq, d, dtype, seed, masked):
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    q, k, v = (
+        torch.randn(batch, pool, seq, d, generator=gen, device="cuda", dtype=dtype).requires_grad_()
+        for _ in "qkv"
+    )
+    kpm = alive = None
+    if masked:
+        kpm = torch.rand(batch, seq, generator=gen, device="cuda") > 0.25
+        kpm[0] = False
+        alive = torch.ones(pool, dtype=torch.bool, device="cuda")
+        alive[-1] = False
+    return q, k, v, kpm, alive
+
+
+def _check(q, k, v, kw, reference_attention, seed):
+    fwd_tol, grad_tol = TOL[q.dtype]
+    out = pool_attention(q, k, v, **kw)
+    ref = reference_attention(q, k, v, **kw)
+    fb = fallback.attention(q, k, v, **kw)
+    assert out.dtype == q.dtype and torch.isfinite(out).all()
+    torch.testing.assert_close(out.double(), ref, **fwd_tol)
+    torch.testing.assert_close(out.float(), fb.float(), **fwd_tol)
+    gen = torch.Generator(device="cuda").manual_seed(seed + 1)
+    grad = torch.randn(out.shape, generator=gen, device="cuda", dtype=out.dtype)
+    ours = torch.autograd.grad(out, (q, k, v), grad)
+    refs = torch.autograd.grad(ref, (q, k, v), grad.double())
+    fbs = torch.autograd.grad(fb, (q, k, v), grad)
+    for a, b, c in zip(ours, refs, fbs):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a.double(), b.double(), **grad_tol)
+        torch.testing.assert_close(a.float(), c.float(), **grad_tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("d", [16, 32, 64, 128])
+@pytest.mark.parametrize("causal", [False, True])
+def test_compiled_kernels_match_reference(dtype, d, causal, reference_attention):
+    seed = d + 7 * causal
+    q, k, v, kpm, alive = _case(2, 3, 201, d, dtype, seed, masked=True)
+    kw = {"causal": causal, "key_padding_mask": kpm, "alive": alive}
+    _check(q, k, v, kw, reference_attention, seed)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_single_token_and_single_pseudopod(dtype, reference_attention):
+    q, k, v, _, _ = _case(3, 1, 1, 64, dtype, 11, masked=False)
+    _check(q, k, v, {"causal": True}, reference_attention, 11)
+
+
+def test_long_sequence_bf16_unmasked(reference_attention):
+    q, k, v, _, _ = _case(1, 2, 1024, 64, torch.bfloat16, 12, masked=False)
+    _check(q, k, v, {"causal": True}, reference_attention, 12)
+
+
+def test_bf16_values_near_overflow_stay_finite(reference_attention):
+    q, k, v, _, _ = _case(1, 2, 64, 64, torch.bfloat16, 13, masked=False)
+    with torch.no_grad():
+        q.mul_(1e3)
+        k.mul_(1e3)  # logits ~ 1e7: fine in the fp32 accumulator
+    out = pool_attention(q, k, v, causal=True)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(
+        out.double(), reference_attention(q, k, v, causal=True), **TOL[torch.bfloat16][0]
+    )
+
+
+def test_torch_compile_traces_the_custom_op_without_graph_breaks():
+    q, k, v, _, alive = _case(2, 3, 64, 32, torch.bfloat16, 14, masked=True)
+
+    def step(q, k, v, alive):
+        return pool_attention(q, k, v, causal=True, alive=alive).float().square().sum()
+
+    compiled = torch.compile(step, fullgraph=True)
+    loss = compiled(q, k, v, alive)
+    torch.testing.assert_close(loss, step(q, k, v, alive), rtol=1e-3, atol=1e-3)
+    loss.backward()
+    assert torch.isfinite(q.grad).all()
+
+
+def test_auto_selects_triton_on_cuda():
+    assert select_kernel("cuda").name == "triton"
+
+
+@pytest.mark.parametrize("pool", [8, 64])
+@pytest.mark.parametrize("n", [32, 64, 128])
+@pytest.mark.parametrize("rows", [None, 8])
+def test_effective_rank_matches_float64_eigvalsh(pool, n, rows):
+    from slime.kernels import _triton_erank
+
+    x = torch.randn(pool, 3 * n, n, device="cuda", dtype=torch.float64)
+    x[:, :, n // 2 :] += 2 * x[:, :, : n - n // 2]
+    m = fallback.correlation(x).double()
+    exact = fallback.entropy_rank(torch.linalg.eigvalsh(m))
+    got = _triton_erank.effective_rank(m, rows=rows)
+    torch.testing.assert_close(got.double(), exact, rtol=1e-4, atol=0)
+
+
+def test_effective_rank_does_not_synchronise_with_the_host():
+    m = fallback.correlation(torch.randn(8, 256, 64, device="cuda"))
+    TritonKernel().effective_rank(m)  # compile outside the checked region
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        effective_rank(m)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
