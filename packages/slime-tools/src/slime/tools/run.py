@@ -1,0 +1,138 @@
+"""Reading a run directory written by ``slime train``, without importing slime.train.
+
+The contract: ``RUN_DIR/metrics.jsonl`` holds one JSON object a line, each with ``step`` and
+``kind`` (``"train"``, ``"eval"``, lifecycle events, ...); ``RUN_DIR/model/`` holds the final
+``SlimeModel.save_pretrained`` output (``config.json``, ``model.safetensors``, ``archive_<i>/``).
+Baseline runs have no ``model/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from slime.core import SlimeModel
+from slime.kernels import TorchKernel
+from slime.memory import Archive
+from slime.proto import CheckpointError
+
+__all__ = [
+    "METRICS_FILE",
+    "MODEL_DIR",
+    "load_archives",
+    "load_run_model",
+    "metric_series",
+    "model_dir",
+    "read_metrics",
+    "run_path",
+]
+
+METRICS_FILE = "metrics.jsonl"
+MODEL_DIR = "model"
+
+
+def run_path(run_dir: str | os.PathLike[str]) -> Path:
+    """``run_dir`` as a Path; raises CheckpointError when it is not a directory."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise CheckpointError(f"run directory {str(path)!r} does not exist or is not a directory")
+    return path
+
+
+def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every record of ``RUN_DIR/metrics.jsonl`` in order; ``[]`` when the file is absent.
+
+    A torn last line (the trainer died mid-append) is dropped, as slime.train does.
+
+    Raises:
+        CheckpointError: a line before the last is not JSON, or a record is not an object with
+            ``step`` and ``kind`` (naming the line).
+    """
+    path = run_path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if number == len(lines):
+                break
+            raise CheckpointError(f"{path}:{number} is not JSON: {exc}") from exc
+        if not isinstance(record, dict) or "step" not in record or "kind" not in record:
+            raise CheckpointError(f"{path}:{number} is not a record with 'step' and 'kind'")
+        records.append(record)
+    return records
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def metric_series(
+    records: list[dict[str, Any]], key: str, *, kind: str | None = None
+) -> tuple[list[float], list[float]]:
+    """``(steps, values)`` of every record (of ``kind``, if given) whose ``key`` is a number.
+
+    Records without the key, or with a non-numeric value, are left out; NaN and inf stay (a
+    plot shows them as gaps, which is what happened).
+    """
+    steps, values = [], []
+    for record in records:
+        if kind is not None and record.get("kind") != kind:
+            continue
+        value, step = _number(record.get(key)), _number(record.get("step"))
+        if value is not None and step is not None and math.isfinite(step):
+            steps.append(step)
+            values.append(value)
+    return steps, values
+
+
+def model_dir(run_dir: str | os.PathLike[str]) -> Path:
+    """``RUN_DIR/model``; raises CheckpointError (saying why it may be absent) when missing."""
+    path = run_path(run_dir) / MODEL_DIR
+    if not (path / "config.json").is_file():
+        raise CheckpointError(
+            f"{path} holds no saved SlimeModel (no config.json): the trainer writes it at the "
+            "end of a slime run and with each checkpoint; baseline runs and runs stopped before "
+            "their first checkpoint have none"
+        )
+    return path
+
+
+def load_run_model(
+    run_dir: str | os.PathLike[str], *, device: torch.device | str | None = None
+) -> SlimeModel:
+    """The SlimeModel saved in ``RUN_DIR/model``, in eval mode, with the torch kernel on CPU.
+
+    Raises:
+        CheckpointError: no model saved there, or its files are unreadable or inconsistent.
+    """
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    kernel = TorchKernel() if device.type == "cpu" else None
+    model = SlimeModel.from_pretrained(model_dir(run_dir), kernel=kernel, device=device)
+    return model.eval()
+
+
+def load_archives(run_dir: str | os.PathLike[str]) -> list[Archive]:
+    """Each layer's archive (``RUN_DIR/model/archive_<i>``, grid or CVT), bottom layer first.
+
+    Raises:
+        CheckpointError: no model saved there, or no ``archive_0``.
+    """
+    root = model_dir(run_dir)
+    archives = []
+    while (root / f"archive_{len(archives)}").is_dir():
+        archives.append(Archive.load(root / f"archive_{len(archives)}"))
+    if not archives:
+        raise CheckpointError(f"{root} holds no archive_0 folder")
+    return archives
