@@ -29,6 +29,8 @@ class SlimeMoldEncoder(nn.Module):
     Args:
         pod_capacity: slots per layer (default ``nhead``); pods can be spawned up to it.
         kernel: compute backend (default: chosen for ``device``).
+        generator: seeds the pods and the MLPs (without one, the MLPs use torch's global RNG, as
+            ``nn.TransformerEncoderLayer`` does).
     """
 
     def __init__(
@@ -97,7 +99,18 @@ class SlimeMoldEncoder(nn.Module):
                 )
             )
         self.layers = nn.ModuleList(layers)
-        self.mlp_hidden = dim_feedforward
+        if generator is not None:
+            self._init_mlps(generator)
+
+    @torch.no_grad()
+    def _init_mlps(self, generator: torch.Generator) -> None:
+        """nn.Linear's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)), drawn from ``generator``."""
+        for layer in self.layers:
+            for linear in (layer.mlp.c_fc, layer.mlp.c_proj):
+                for p in linear.parameters():
+                    bound = linear.in_features**-0.5
+                    draw = torch.rand(p.shape, generator=generator, device=generator.device)
+                    p.copy_((draw * 2 - 1) * bound)
 
     @property
     def organisms(self) -> list[Organism]:
