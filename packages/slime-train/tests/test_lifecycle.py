@@ -1,0 +1,147 @@
+"""Lifecycle: phases, the loss gate, births on the medium timescale, deaths on the slow one."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from slime.core import SlimeConfig, SlimeModel
+from slime.train.config import FitnessConfig, LifecycleConfig
+from slime.train.fitness import FitnessTracker
+from slime.train.lifecycle import Lifecycle, LossGate, lifecycle_phase
+
+LC = LifecycleConfig(warmup_steps=10, gentle_steps=20, medium_interval=5, slow_interval=10)
+
+
+def _lifecycle(cfg: LifecycleConfig = LC, n_pods: int = 2, capacity: int = 4) -> Lifecycle:
+    c = SlimeConfig(
+        vocab_size=8,
+        block_size=8,
+        n_layer=2,
+        n_embd=16,
+        n_pods=n_pods,
+        pod_capacity=capacity,
+        head_dim=8,
+        kernel_backend="torch",
+    )
+    model = SlimeModel(c, generator=torch.Generator().manual_seed(0))
+    return Lifecycle(model, cfg, FitnessTracker(FitnessConfig()))
+
+
+def _probe() -> tuple[torch.Tensor, torch.Tensor]:
+    idx = torch.randint(0, 8, (4, 8), generator=torch.Generator().manual_seed(3))
+    return idx, idx
+
+
+@pytest.mark.parametrize(
+    ("step", "phase"),
+    [(0, "warmup"), (9, "warmup"), (10, "gentle"), (19, "gentle"), (20, "full"), (10**6, "full")],
+)
+def test_phase_follows_the_step(step: int, phase: str) -> None:
+    assert lifecycle_phase(step, LC) == phase
+
+
+def test_gate_closes_on_a_loss_spike_and_reopens_on_recovery() -> None:
+    gate = LossGate(ratio=10.0, decay=0.9)
+    for _ in range(20):
+        gate.observe(1.0)
+    assert not gate.check(9.9)
+    assert gate.check(10.5)
+    assert not gate.check(1.2)
+
+
+def test_gate_closes_on_a_non_finite_loss() -> None:
+    gate = LossGate(ratio=10.0, decay=0.9)
+    gate.observe(1.0)
+    assert gate.check(math.nan)
+
+
+def test_gate_ema_ignores_non_finite_losses() -> None:
+    gate = LossGate(ratio=10.0, decay=0.5)
+    gate.observe(2.0)
+    gate.observe(math.inf)
+    assert gate.ema == 2.0
+
+
+def test_no_births_during_warmup() -> None:
+    life = _lifecycle()
+    record = life.medium(5, 1.0, _probe())
+    assert record["phase"] == "warmup" and record["births"] == 0
+    assert life.pool_size() == 4
+
+
+def test_gentle_phase_grows_each_layer_by_births_per_event() -> None:
+    life = _lifecycle()
+    record = life.medium(10, 1.0, _probe())
+    assert record["births"] == 2
+    assert [len(o.live_slots()) for o in life.model.organisms] == [3, 3]
+
+
+def test_births_stop_at_the_pool_size_limit() -> None:
+    life = _lifecycle(
+        LifecycleConfig(warmup_steps=0, gentle_steps=20, max_pool_size=3, births_per_event=5)
+    )
+    life.medium(5, 1.0, _probe())
+    assert [len(o.live_slots()) for o in life.model.organisms] == [3, 3]
+
+
+def test_closed_gate_freezes_births() -> None:
+    life = _lifecycle()
+    for _ in range(10):
+        life.gate.observe(1.0)
+    record = life.medium(10, 50.0, _probe())
+    assert record["frozen"] and record["births"] == 0
+
+
+def test_medium_sets_every_pod_fitness_and_fills_the_archive() -> None:
+    life = _lifecycle()
+    life.medium(5, 1.0, _probe())
+    for organism in life.model.organisms:
+        assert len(organism.archive) >= 1
+        assert {organism.pods[str(s)].fitness for s in organism.live_slots()} != {0.0}
+
+
+def test_no_deaths_before_the_full_phase() -> None:
+    life = _lifecycle(n_pods=4)
+    life.medium(10, 1.0, _probe())
+    assert life.slow(10)["deaths"] == 0
+
+
+def test_full_phase_culls_the_least_fit_fraction() -> None:
+    life = _lifecycle(LifecycleConfig(warmup_steps=0, gentle_steps=0, cull_fraction=0.5), n_pods=4)
+    life.medium(20, 1.0, _probe())
+    organism = life.model.organisms[0]
+    ranked = sorted(organism.live_slots(), key=lambda s: organism.pods[str(s)].fitness)
+    record = life.slow(20)
+    assert record["deaths"] == 4
+    assert organism.live_slots() == sorted(ranked[2:])
+
+
+def test_culling_keeps_min_pods() -> None:
+    cfg = LifecycleConfig(warmup_steps=0, gentle_steps=0, cull_fraction=1.0, min_pods=3)
+    life = _lifecycle(cfg, n_pods=4)
+    life.medium(20, 1.0, _probe())
+    life.slow(20)
+    assert [len(o.live_slots()) for o in life.model.organisms] == [3, 3]
+
+
+def test_a_dying_elite_is_kept_in_the_archive() -> None:
+    life = _lifecycle(LifecycleConfig(warmup_steps=0, gentle_steps=0, cull_fraction=0.25), n_pods=4)
+    life.medium(20, 1.0, _probe())
+    organism = life.model.organisms[0]
+    organism.archive.clear()  # only the death itself may now add elites
+    victim = min(organism.live_slots(), key=lambda s: (organism.pods[str(s)].fitness, s))
+    weights = organism.pods[str(victim)].q_weight.detach().clone()
+    life.slow(20)
+    assert victim not in organism.live_slots()
+    stored = [e.genome for e in organism.archive]
+    assert len(stored) == 1
+    assert torch.equal(stored[0]["params"]["q_weight"], weights)
+
+
+def test_slow_reports_behavioural_analysis() -> None:
+    life = _lifecycle(n_pods=4)
+    life.medium(5, 1.0, _probe())
+    record = life.slow(5)
+    assert "kmo" in record or record["analysis"].startswith("undefined: ")
