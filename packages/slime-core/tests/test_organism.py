@@ -298,3 +298,22 @@ def test_stats_are_plain_data(kernel, gen):
     stats = org.stats()
     assert stats["live"] == 3 and stats["capacity"] == 6
     assert stats["archive"]["num_elites"] >= 1
+
+
+def test_triton_kernel_computes_the_same_organism_as_the_torch_kernel(kernel, gen):
+    from slime.kernels import TritonKernel
+
+    torch_org = Organism(
+        32, pod_capacity=3, n_pods=2, head_dim=16, kernel=kernel, generator=gen, init_std=0.3
+    )
+    triton_org = Organism(
+        32, pod_capacity=3, n_pods=2, head_dim=16, kernel=TritonKernel(), init_std=0.3
+    )
+    triton_org.load_state_dict(torch_org.state_dict())
+    x = torch.randn(1, 4, 32, generator=gen, requires_grad=True)
+    a, _ = torch_org(x, causal=True)
+    b, _ = triton_org(x, causal=True)
+    torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
+    (ga,) = torch.autograd.grad(a.square().sum(), x)
+    (gb,) = torch.autograd.grad(b.square().sum(), x)
+    torch.testing.assert_close(gb, ga, atol=1e-5, rtol=1e-4)
