@@ -1,0 +1,145 @@
+"""The ``slime visualize``, ``slime export`` and ``slime package`` subcommands.
+
+Each is a ``(argv) -> int`` callable registered in the ``slime.commands`` entry-point group, so
+slime-train's ``slime`` command dispatches to it without importing slime.tools; ``python -m
+slime.tools <name> ...`` reaches the same functions. Errors slime raises on purpose (SlimeError)
+end the command with a one-line message on stderr and exit status 1; argparse's usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from slime.proto import SlimeError
+
+__all__ = ["COMMANDS", "export_command", "main", "package_command", "visualize_command"]
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace | int:
+    """Parsed arguments, or the exit status argparse chose (``--help`` 0, a usage error 2)."""
+    try:
+        return parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+
+
+def _run(prog: str, action: Callable[[], None]) -> int:
+    try:
+        action()
+    except SlimeError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def visualize_command(argv: Sequence[str] | None = None) -> int:
+    """``slime visualize RUN_DIR [--format png|svg] [--out DIR] [--baseline RUN_DIR]``."""
+    from slime.tools.visualize import FORMATS, visualize_run
+
+    parser = argparse.ArgumentParser(
+        prog="slime visualize",
+        description="Plot a run: training curves, pool and lifecycle, archive coverage and QD "
+        "score, one archive heatmap per layer, and the live pods' behaviour in kernel PCA.",
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory of `slime train`")
+    parser.add_argument("--format", choices=FORMATS, default="png", help="image format")
+    parser.add_argument("--out", metavar="DIR", help="where to write (default RUN_DIR/plots)")
+    parser.add_argument("--baseline", metavar="RUN_DIR", help="a baseline run to compare with")
+    args = _parse(parser, argv)
+    if isinstance(args, int):
+        return args
+
+    def action() -> None:
+        report = visualize_run(args.run_dir, args.out, fmt=args.format, baseline=args.baseline)
+        for path in report.written:
+            print(path)
+        for note in report.skipped:
+            print(f"skipped {note}", file=sys.stderr)
+        if not report.written:
+            raise SlimeError(f"nothing to plot in {args.run_dir}")
+
+    return _run(parser.prog, action)
+
+
+def export_command(argv: Sequence[str] | None = None) -> int:
+    """``slime export RUN_DIR --format onnx|torch-export|torchscript [--out FILE]``."""
+    from slime.tools.export import FORMATS, ONNX_ATOL, ONNX_RTOL, export_run
+
+    parser = argparse.ArgumentParser(
+        prog="slime export",
+        description="Freeze the run's saved model (its live pods now, no lifecycle) and export "
+        "it; the export is run and compared with PyTorch on two (batch, seq) shapes.",
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory holding model/")
+    parser.add_argument("--format", choices=FORMATS, required=True, help="export format")
+    parser.add_argument("--out", metavar="FILE", help="default RUN_DIR/export/model.<suffix>")
+    args = _parse(parser, argv)
+    if isinstance(args, int):
+        return args
+
+    def action() -> None:
+        check = export_run(args.run_dir, args.format, args.out)
+        shapes = ", ".join(f"{b}x{t}" for b, t in check.shapes)
+        tolerance = f"atol {ONNX_ATOL} + rtol {ONNX_RTOL}" if check.format == "onnx" else "exact"
+        print(check.path)
+        print(
+            f"checked {check.format} against PyTorch on (batch x seq) {shapes}: "
+            f"max |logit difference| {check.max_abs_diff:.3g} ({tolerance})",
+            file=sys.stderr,
+        )
+
+    return _run(parser.prog, action)
+
+
+def package_command(argv: Sequence[str] | None = None) -> int:
+    """``slime package [--out DIR] [--onefile] [--spec-only]``."""
+    from slime.tools.package import build_executable, write_build_files
+
+    parser = argparse.ArgumentParser(
+        prog="slime package",
+        description="Build a standalone executable of the `slime` command with PyInstaller "
+        "(extra 'package'). Build on the OS you target: on Windows this gives slime.exe.",
+    )
+    parser.add_argument("--out", metavar="DIR", default="slime-package", help="build folder")
+    parser.add_argument("--onefile", action="store_true", help="one self-extracting file")
+    parser.add_argument(
+        "--spec-only", action="store_true", help="write the spec and launcher, do not build"
+    )
+    args = _parse(parser, argv)
+    if isinstance(args, int):
+        return args
+
+    def action() -> None:
+        if args.spec_only:
+            print(write_build_files(args.out, onefile=args.onefile).spec)
+        else:
+            print(build_executable(args.out, onefile=args.onefile))
+
+    return _run(parser.prog, action)
+
+
+COMMANDS: dict[str, Callable[[Sequence[str] | None], int]] = {
+    "visualize": visualize_command,
+    "export": export_command,
+    "package": package_command,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m slime.tools <command> ...``: dispatch to one of :data:`COMMANDS`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        names = ", ".join(COMMANDS)
+        if argv and argv[0] in ("-h", "--help"):
+            print(f"usage: python -m slime.tools {{{names}}} ...")
+            return 0
+        print(f"usage: python -m slime.tools {{{names}}} ...", file=sys.stderr)
+        got = repr(argv[0]) if argv else "nothing"
+        print(
+            f"python -m slime.tools: error: expected a command ({names}), got {got}",
+            file=sys.stderr,
+        )
+        return 2
+    return COMMANDS[argv[0]](argv[1:])

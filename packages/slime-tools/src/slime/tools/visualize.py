@@ -1,0 +1,145 @@
+"""``slime visualize``: every plot of a run directory, as PNG or SVG files.
+
+From ``metrics.jsonl``: training curves (slime vs a baseline run when given), pool size with
+cumulative births and deaths, archive coverage and QD score. From ``model/``: one archive heatmap
+per layer and the live pods' behaviour in kernel PCA. A plot whose data the run lacks is skipped
+with a note saying what was missing; nothing else is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from slime.proto import CheckpointError, ConfigError, DataError
+from slime.tools._archive_plots import (
+    DESCRIPTOR_LABELS,
+    OBJECTIVE_LABEL,
+    archive_heatmap,
+    behaviour_space,
+)
+from slime.tools._curve_plots import (
+    COVERAGE_KEYS,
+    QD_SCORE_KEYS,
+    archive_progress,
+    pool_over_time,
+    training_curves,
+)
+from slime.tools.run import load_archives, load_run_model, model_dir, read_metrics, run_path
+
+__all__ = [
+    "COVERAGE_KEYS",
+    "DESCRIPTOR_LABELS",
+    "FORMATS",
+    "OBJECTIVE_LABEL",
+    "QD_SCORE_KEYS",
+    "VisualizeReport",
+    "archive_heatmap",
+    "archive_progress",
+    "behaviour_space",
+    "pool_over_time",
+    "save_figure",
+    "training_curves",
+    "visualize_run",
+]
+
+FORMATS = ("png", "svg")
+
+
+@dataclass
+class VisualizeReport:
+    """Files written, and one note per plot skipped (what was missing)."""
+
+    written: list[Path] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 100) -> Path:
+    """Render ``fig`` headless (Agg) to ``path``; the suffix (.png or .svg) picks the format.
+
+    SVG text stays text (``svg.fonttype = none``), so titles are searchable in the file.
+
+    Raises:
+        ConfigError: the suffix is not one of FORMATS.
+    """
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower()
+    if fmt not in FORMATS:
+        raise ConfigError(
+            f"expected a file ending in one of {FORMATS}, got {str(path)!r}", "format"
+        )
+    FigureCanvasAgg(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        fig.savefig(path, format=fmt, dpi=dpi)
+    return path
+
+
+def _attempt(report: VisualizeReport, name: str, make: Callable[[], Figure], path: Path) -> None:
+    """Draw one plot into ``path``, or note in ``report`` why its data is missing."""
+    try:
+        fig = make()
+    except DataError as exc:
+        report.skipped.append(f"{name}: {exc}")
+        return
+    report.written.append(save_figure(fig, path))
+
+
+def visualize_run(
+    run_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    fmt: str = "png",
+    baseline: str | os.PathLike[str] | None = None,
+) -> VisualizeReport:
+    """Write every plot the run's data allows into ``out`` (default ``RUN_DIR/plots``).
+
+    Raises:
+        ConfigError: ``fmt`` is not png or svg.
+        CheckpointError: ``run_dir`` (or ``baseline``) is not a directory, or a file in it is
+            corrupt (a missing ``model/`` only skips the plots that need it).
+    """
+    if fmt not in FORMATS:
+        raise ConfigError(f"expected one of {FORMATS}, got {fmt!r}", "format")
+    root = run_path(run_dir)
+    out = Path(out) if out is not None else root / "plots"
+    records = read_metrics(root)
+    base_records = read_metrics(baseline) if baseline is not None else None
+    report = VisualizeReport()
+    if not records:
+        report.skipped.append(f"metrics: {root / 'metrics.jsonl'} is absent or empty")
+    else:
+        for name, make in (
+            ("training curves", lambda: training_curves(records, base_records)),
+            ("pool", lambda: pool_over_time(records)),
+            ("archive progress", lambda: archive_progress(records)),
+        ):
+            _attempt(report, name, make, out / f"{name.replace(' ', '_')}.{fmt}")
+    try:
+        model_dir(root)
+    except CheckpointError as exc:  # a baseline run: no SlimeModel, so no pool to draw
+        report.skipped.append(f"archive heatmaps and behaviour space: {exc}")
+        return report
+    model = load_run_model(root)
+    names = model.config.descriptor_names
+    for layer, archive in enumerate(load_archives(root)):
+        _attempt(
+            report,
+            f"archive of layer {layer}",
+            lambda a=archive, i=layer: archive_heatmap(a, names, title=f"layer {i} archive"),
+            out / f"archive_layer{layer}.{fmt}",
+        )
+    descriptors = [o.descriptors(full=True) for o in model.organisms]
+    fitness = [[o.pods[str(s)].fitness for s in o.live_slots()] for o in model.organisms]
+    _attempt(
+        report,
+        "behaviour space",
+        lambda: behaviour_space(descriptors, fitness),
+        out / f"behaviour_space.{fmt}",
+    )
+    return report
