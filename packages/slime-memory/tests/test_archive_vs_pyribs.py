@@ -26,10 +26,13 @@ def stream(seed: int, batches: int = 6, batch: int = 40):
         yield solutions, objectives, descriptors
 
 
-def feed(ours: Archive, theirs, seed: int) -> None:
+def feed(ours: Archive, theirs, seed: int, form: str = "payloads") -> None:
     for solutions, objectives, descriptors in stream(seed):
         expected = theirs.add(solutions, objectives, descriptors)
-        genomes = [{"solution": torch.from_numpy(s)} for s in solutions]
+        if form == "payloads":
+            genomes = [{"solution": torch.from_numpy(s)} for s in solutions]
+        else:
+            genomes = {"solution": torch.from_numpy(solutions)}
         got = ours.add(genomes, torch.from_numpy(objectives), torch.from_numpy(descriptors))
         np.testing.assert_array_equal(got.status.numpy(), expected["status"])
         np.testing.assert_allclose(got.value.numpy(), expected["value"], rtol=0, atol=1e-12)
@@ -55,13 +58,13 @@ def assert_same_stats(ours: Archive, theirs) -> None:
     assert mine.obj_mean == pytest.approx(float(ref.obj_mean))
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_grid_archive_matches_pyribs_cell_by_cell(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "form"), [(0, "payloads"), (1, "payloads"), (0, "columns")])
+def test_grid_archive_matches_pyribs_cell_by_cell(seed: int, form: str) -> None:
     ours = GridArchive([5, 4], RANGES, qd_offset=-2.0, max_size=20)
     theirs = ribs.GridArchive(
         solution_dim=SOLUTION_DIM, dims=[5, 4], ranges=RANGES, qd_score_offset=-2.0, seed=0
     )
-    feed(ours, theirs, seed)
+    feed(ours, theirs, seed, form)
     assert_same_elites(ours, theirs)
     assert_same_stats(ours, theirs)
     assert ours.stats.obj_max == float(theirs.stats.obj_max)
@@ -91,10 +94,11 @@ def test_cma_mae_thresholds_match_pyribs() -> None:
     assert_same_elites(ours, theirs)
 
 
-def test_cvt_archive_with_given_centroids_matches_pyribs() -> None:
+@pytest.mark.parametrize("form", ["payloads", "columns"])
+def test_cvt_archive_with_given_centroids_matches_pyribs(form: str) -> None:
     centroids = np.random.default_rng(4).uniform([-1.0, 0.0], [1.0, 2.0], size=(15, 2))
     ours = CVTArchive(15, RANGES, centroids=torch.from_numpy(centroids), max_size=15)
     theirs = ribs.CVTArchive(solution_dim=SOLUTION_DIM, centroids=centroids, ranges=RANGES, seed=0)
-    feed(ours, theirs, seed=5)
+    feed(ours, theirs, seed=5, form=form)
     assert_same_elites(ours, theirs)
     assert_same_stats(ours, theirs)

@@ -32,7 +32,9 @@ class SavedArchive:
     config: dict[str, Any]
     config_tensors: dict[str, torch.Tensor]
     state: dict[str, torch.Tensor]
+    store_kind: str | None  # "payloads", "columns" or None (never filled)
     genomes: dict[int, dict[str, Any]]
+    columns: dict[str, torch.Tensor]
 
 
 def _encode(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -80,12 +82,16 @@ def save_archive(
     config: dict[str, Any],
     config_tensors: dict[str, torch.Tensor],
     state: dict[str, torch.Tensor],
-    genomes: dict[int, dict[str, Any]],
+    store: Any,
 ) -> None:
     tensors: dict[str, torch.Tensor] = {}
     for name, tensor in {**config_tensors, **state}.items():
         tensors[f"archive/{name}"] = tensor.detach().cpu().contiguous()
+    genomes = store.payloads if store is not None and store.kind == "payloads" else {}
+    columns = store.columns if store is not None and store.kind == "columns" else {}
     encoded = {str(cell): _encode(g, f"genome/{cell}", tensors) for cell, g in genomes.items()}
+    for name, column in columns.items():
+        tensors[f"column/{name}"] = column.detach().cpu().contiguous()
     config_json = {k: _encode(v, f"config/{k}", tensors) for k, v in config.items()}
     blob = dump_tensors(tensors)
     meta = {
@@ -93,7 +99,9 @@ def save_archive(
         "kind": kind,
         "config": config_json,
         "config_tensors": sorted(config_tensors),
+        "store": None if store is None else store.kind,
         "genomes": encoded,
+        "columns": sorted(columns),
         "tensors_sha256": _digest(blob),
     }
     document = {"meta": meta, "meta_sha256": _digest(_canonical(meta))}
@@ -122,11 +130,15 @@ def load_archive(path: Path, *, device: torch.device | str | None) -> SavedArchi
     except SafetensorError as e:
         raise ArchiveError(f"{path / TENSORS} is not a valid safetensors file: {e}") from e
     target = torch.device(device) if device is not None else torch.device("cpu")
-    tensors = {k: v.to(target) for k, v in tensors.items()}
+    tensors = {k: v.to(target, copy=True) for k, v in tensors.items()}  # own, writable memory
     try:
         config = {k: _decode(v, tensors) for k, v in meta["config"].items()}
         genomes = {int(c): _decode(g, tensors) for c, g in meta["genomes"].items()}
         config_tensors = {n: tensors[f"archive/{n}"] for n in meta["config_tensors"]}
+        columns = {n: tensors[f"column/{n}"] for n in meta["columns"]}
+        store_kind = meta["store"]
+        if store_kind not in (None, "payloads", "columns"):
+            raise ValueError(f"unknown genome store {store_kind!r}")
     except (KeyError, ValueError, AttributeError, TypeError) as e:
         raise ArchiveError(f"{path / META} is malformed: {e!r}") from e
     state = {
@@ -134,4 +146,4 @@ def load_archive(path: Path, *, device: torch.device | str | None) -> SavedArchi
         for k, v in tensors.items()
         if k.startswith("archive/") and k.removeprefix("archive/") not in config_tensors
     }
-    return SavedArchive(meta["kind"], config, config_tensors, state, genomes)
+    return SavedArchive(meta["kind"], config, config_tensors, state, store_kind, genomes, columns)

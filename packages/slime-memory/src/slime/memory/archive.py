@@ -8,7 +8,7 @@ best, capacity, statistics) lives here, on the archive's device.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import torch
 from slime.memory import _persist
 from slime.memory._payload import blend_payloads, copy_payload
+from slime.memory._stores import ColumnStore, GenomeStore, PayloadStore, store_for
 from slime.proto import ArchiveError, ConfigError
 
 __all__ = ["MAX_ARCHIVE_SIZE", "AddResult", "Archive", "ArchiveStats", "Elite"]
@@ -23,7 +24,7 @@ __all__ = ["MAX_ARCHIVE_SIZE", "AddResult", "Archive", "ArchiveStats", "Elite"]
 MAX_ARCHIVE_SIZE = 1000
 """The blueprint's hard limit on elites held at once (default ``max_size``)."""
 
-_STATE = ("objective", "threshold", "occupied", "descriptors")
+_OBJ, _THR, _OCC, _DESC = 0, 1, 2, 3  # columns of Archive._state
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ class Archive:
         self._max_size = max_size
         bounds = torch.tensor(self._ranges, dtype=torch.float64, device=self._device)
         self._lower, self._upper = bounds[:, 0], bounds[:, 1]
-        self._genomes: dict[int, dict[str, Any]] = {}
+        self._store: GenomeStore | None = None  # chosen by the first batch's genome form
         self.clear()
 
     # ---- geometry -------------------------------------------------------------------------
@@ -183,111 +184,112 @@ class Archive:
 
     def add(
         self,
-        genomes: Sequence[dict[str, Any]],
+        genomes: Sequence[dict[str, Any]] | Mapping[str, torch.Tensor],
         objectives: torch.Tensor,
         descriptors: torch.Tensor,
     ) -> AddResult:
         """Insert a batch; see the class docstring for the rules.
 
         Args:
-            genomes: n ``to_dict()`` payloads. Only those that land are checked and copied.
+            genomes: either n ``to_dict()`` payloads (only those that land are checked and
+                deep-copied), or tensor columns ``{name: (n, ...)}`` with the same names, shapes
+                and dtypes every batch (stored in device buffers: the fast path). The first batch
+                fixes the form for the archive's life (until :meth:`clear`).
             objectives: ``(n,)`` finite floats, higher is better.
             descriptors: ``(n, k)`` finite floats.
 
+        Returns:
+            Per-item status and value on the archive's device.
+
         Raises:
             ArchiveError: mismatched shapes or counts (naming them), a NaN/Inf objective or
-                descriptor (naming its index), or a landing genome that holds something other
-                than tensors and plain data. The archive is unchanged when it raises.
+                descriptor (naming its index), genomes of the other form, or a landing payload
+                that holds something other than tensors and plain data. The archive is
+                unchanged when it raises.
         """
-        objectives, descriptors = self._check_batch(genomes, objectives, descriptors)
+        objectives, descriptors = self._check_batch(objectives, descriptors)
         n = objectives.shape[0]
+        store = self._store or store_for(genomes, self._cells, self._device)
+        store.check_batch(genomes, n)
         if n == 0:
             empty = torch.zeros(0, device=self._device)
             return AddResult(status=empty.to(torch.int32), value=empty.to(torch.float64))
-        finite = torch.isfinite(objectives) & torch.isfinite(descriptors).all(dim=1)
-        _raise_first_non_finite(finite, "objectives/descriptors")  # one host sync per batch
-        cells = self._cell_index(descriptors)
+        _check_finite(objectives, descriptors)  # host sync 1 of 2
+        # Work on the m distinct cells the batch touches, not on all C cells.
+        cells, inverse = torch.unique(self._cell_index(descriptors), return_inverse=True)
+        before = self._state.index_select(0, cells)  # (m, 3 + k)
+        occupied = before[:, _OCC] > 0
+        threshold = before[:, _THR]  # threshold_min where empty (kept so by every update)
 
-        occupied = self._occupied[cells]
-        threshold = torch.where(occupied, self._threshold[cells], self._threshold_min)
-        can_insert = objectives > threshold
-        status = torch.where(can_insert, torch.where(occupied, 1, 2), 0).to(torch.int32)
+        item_occupied = occupied.index_select(0, inverse)  # (n,)
+        item_threshold = threshold.index_select(0, inverse)
+        can_insert = objectives > item_threshold
+        # 0 not added, 1 improved an occupied cell, 2 new cell
+        status = can_insert.to(torch.int32) * (2 - item_occupied.to(torch.int32))
         empty_base = 0.0 if self._threshold_min == -math.inf else self._threshold_min
-        value = objectives - torch.where(occupied, threshold, empty_base)
+        value = objectives - torch.where(item_occupied, item_threshold, empty_base)
 
-        best, first = self._best_per_cell(cells, objectives, can_insert)
-        landed = first < n  # (C,) cells receiving an elite from this batch
+        best, first = _best_per_cell(inverse, objectives, can_insert, cells.shape[0])
+        landed = first < n  # (m,) cells receiving an elite from this batch
         source = first.clamp(max=n - 1)
-        objective = torch.where(landed, best, self._objective)
-        threshold_after = torch.where(
-            landed, self._new_thresholds(cells, objectives, can_insert, best), self._threshold
-        )
-        descriptors_after = torch.where(landed[:, None], descriptors[source], self._descriptors)
-        occupied_after = self._occupied | landed
-        evicted = self._evictions(objective, occupied_after, landed & ~self._occupied)
-        occupied_after &= ~evicted
-        status = torch.where(evicted[cells], 0, status).to(torch.int32)
+        threshold = self._new_thresholds(inverse, objectives, can_insert, best, threshold)
+        landing = [best, threshold, landed.to(torch.float64)]
+        after = torch.cat([torch.stack(landing, dim=1), descriptors.index_select(0, source)], dim=1)
+        after = torch.where(landed[:, None], after, before)  # (m, 3 + k)
+        evicted = self._evictions(cells, after, landed & ~occupied)
+        if evicted is None:
+            kept, lost = landed, None
+        else:
+            lost = evicted & (self._state[:, _OCC] > 0)
+            kept = landed & ~evicted.index_select(0, cells)
+            # Items whose cell was evicted in this very batch report status 0.
+            status = status.masked_fill(evicted.index_select(0, cells).index_select(0, inverse), 0)
 
-        # One host transfer: which cells took which batch item, and which lost their elite.
-        kept = landed & occupied_after
-        lost = evicted & self._occupied
-        changed = torch.nonzero(kept | lost).squeeze(1)
-        rows = torch.stack([changed, kept[changed].long(), source[changed]]).tolist()
-        new_genomes = {
-            cell: copy_payload(genomes[pos], f"genomes[{pos}]")
-            for cell, is_kept, pos in zip(*rows)
-            if is_kept
-        }
-        for cell, is_kept, _ in zip(*rows):
-            if not is_kept:
-                del self._genomes[cell]
-        self._genomes.update(new_genomes)
-        self._objective, self._threshold = objective, threshold_after
-        self._descriptors, self._occupied = descriptors_after, occupied_after
+        staged = store.stage(genomes, cells, kept, source, lost)  # host sync 2 of 2; may raise
+        store.apply(staged)
+        self._store = store
+        self._state.index_copy_(0, cells, after)
+        if evicted is not None:
+            self._state[:, _OCC].masked_fill_(evicted, 0.0)
+            self._state[:, _THR].masked_fill_(evicted, self._threshold_min)
         return AddResult(status=status, value=value)
-
-    def _best_per_cell(
-        self, cells: torch.Tensor, objectives: torch.Tensor, can_insert: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per cell ``(C,)``: the best insertable objective and the batch index holding it.
-
-        The index is the earliest among equal objectives, and ``n`` where nothing can land.
-        """
-        n = objectives.shape[0]
-        key = torch.where(can_insert, objectives, -math.inf)
-        best = torch.full((self._cells,), -math.inf, dtype=torch.float64, device=self._device)
-        best = best.scatter_reduce(0, cells, key, reduce="amax")
-        position = torch.arange(n, device=self._device)
-        candidate = torch.where(can_insert & (key == best[cells]), position, n)
-        first = torch.full((self._cells,), n, dtype=torch.int64, device=self._device)
-        return best, first.scatter_reduce(0, cells, candidate, reduce="amin")
 
     def _new_thresholds(
         self,
-        cells: torch.Tensor,
+        inverse: torch.Tensor,
         objectives: torch.Tensor,
         can_insert: torch.Tensor,
         best: torch.Tensor,
+        current: torch.Tensor,
     ) -> torch.Tensor:
-        """``(C,)`` thresholds for cells that receive an elite (other entries are unused)."""
+        """``(m,)`` thresholds for the touched cells that receive an elite (others unused).
+
+        ``current`` ``(m,)`` is each cell's threshold before the batch (``threshold_min`` if empty).
+        """
         if self._threshold_min == -math.inf:
             return best  # plain MAP-Elites: the threshold is the elite's objective
         # CMA-MAE batch rule (Fontaine & Nikolaidis 2023): move toward the mean of all the
         # batch's objectives that beat the cell's threshold, at rate 1 - (1 - lr) ** count.
         weight = can_insert.to(torch.float64)
-        zeros = torch.zeros(self._cells, dtype=torch.float64, device=self._device)
-        count = zeros.scatter_add(0, cells, weight)
-        total = zeros.scatter_add(0, cells, objectives * weight)
-        current = torch.where(self._occupied, self._threshold, self._threshold_min)
+        zeros = torch.zeros_like(current)
+        count = zeros.scatter_add(0, inverse, weight)
+        total = zeros.scatter_add(0, inverse, objectives * weight)
         keep = (1.0 - self._learning_rate) ** count
         return keep * current + (total / count.clamp(min=1.0)) * (1.0 - keep)
 
     def _evictions(
-        self, objective: torch.Tensor, occupied: torch.Tensor, newcomer: torch.Tensor
-    ) -> torch.Tensor:
-        """``(C,)`` bool: elites to drop so at most ``max_size`` remain (lowest objective first)."""
+        self, cells: torch.Tensor, after: torch.Tensor, newcomer: torch.Tensor
+    ) -> torch.Tensor | None:
+        """``(C,)`` bool: elites to drop so at most ``max_size`` remain (lowest objective first).
+
+        ``after`` ``(m, 3 + k)`` and ``newcomer`` ``(m,)`` describe the touched ``cells`` after
+        the batch. None when the archive cannot overflow (``max_size >= cells``).
+        """
         if self._max_size >= self._cells:
-            return torch.zeros_like(occupied)
+            return None
+        state = self._state.index_copy(0, cells, after)
+        objective, occupied = state[:, _OBJ], state[:, _OCC] > 0
+        newcomer = torch.zeros_like(occupied).index_copy_(0, cells, newcomer)
         excess = (occupied.sum() - self._max_size).clamp(min=0)
         # Order: objective ascending; on ties newcomers first, then higher cells first.
         order = torch.arange(self._cells - 1, -1, -1, device=self._device)
@@ -302,18 +304,26 @@ class Archive:
     # ---- queries --------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._genomes)
+        """Number of elites (one host sync)."""
+        return int(self._occupied.sum())
+
+    def occupied_cells(self) -> list[int]:
+        """Occupied cells in ascending order (one host transfer)."""
+        return torch.nonzero(self._occupied).squeeze(1).tolist()
 
     def __iter__(self) -> Iterator[Elite]:
         """Elites in ascending cell order (blueprint decision 3: reproducible iteration)."""
-        return iter(self._elites(sorted(self._genomes)))
+        return iter(self._elites(self.occupied_cells()))
 
     def retrieve(self, descriptors: torch.Tensor) -> tuple[torch.Tensor, list[Elite | None]]:
         """The elite of each descriptor's cell: ``(n, k)`` -> (occupied ``(n,)`` bool, elites)."""
         cells = self.cell_index(descriptors)
-        cell_list = cells.tolist()
-        found = {e.cell: e for e in self._elites(sorted(set(cell_list) & self._genomes.keys()))}
-        return self._occupied[cells], [found.get(c) for c in cell_list]
+        occupied = self._occupied.index_select(0, cells)
+        cell_list, flags = cells.tolist(), occupied.tolist()
+        found = {
+            e.cell: e for e in self._elites(sorted({c for c, f in zip(cell_list, flags) if f}))
+        }
+        return occupied, [found.get(c) for c in cell_list]
 
     def sample_elites(self, n: int, generator: torch.Generator) -> list[Elite]:
         """``n`` elites drawn uniformly with replacement; the same generator state, the same draw.
@@ -323,9 +333,9 @@ class Archive:
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ArchiveError(f"sample_elites needs n >= 1, got {n!r}")
-        if not self._genomes:
+        cells = self.occupied_cells()
+        if not cells:
             raise ArchiveError("sample_elites on an empty archive")
-        cells = sorted(self._genomes)
         picks = torch.randint(len(cells), (n,), generator=generator, device=generator.device)
         by_cell = {e.cell: e for e in self._elites(cells)}
         return [by_cell[cells[i]] for i in picks.tolist()]
@@ -333,10 +343,10 @@ class Archive:
     @property
     def stats(self) -> ArchiveStats:
         """Statistics of the current contents (one host transfer)."""
-        count = len(self._genomes)
+        objective = self._objective[self._occupied]
+        count = objective.shape[0]
         if count == 0:
             return ArchiveStats(0, 0.0, 0.0, 0.0, None, None)
-        objective = self._objective[self._occupied]
         total, top = torch.stack([objective.sum(), objective.max()]).tolist()
         qd_score = total - count * self._qd_offset
         return ArchiveStats(
@@ -355,7 +365,8 @@ class Archive:
         lower cell. Raises ArchiveError on an empty archive or a bad descriptor.
         """
         cells, _ = self._nearest_elites(descriptor, 1)
-        return copy_payload(self._genomes[cells[0]], "genome")
+        (genome,) = self._genomes(cells)
+        return copy_payload(genome, "genome")
 
     def interpolate(self, descriptor: torch.Tensor, k_neighbors: int = 2) -> dict[str, Any]:
         """Distance-weighted blend of the ``k_neighbors`` elites nearest to ``descriptor`` ``(k,)``.
@@ -367,46 +378,68 @@ class Archive:
         if isinstance(k_neighbors, bool) or not isinstance(k_neighbors, int) or k_neighbors < 1:
             raise ArchiveError(f"k_neighbors must be an int >= 1, got {k_neighbors!r}")
         cells, distances = self._nearest_elites(descriptor, k_neighbors)
+        genomes = self._genomes(cells)
         if distances[0] == 0.0:
-            return copy_payload(self._genomes[cells[0]], "genome")
-        weights = [1.0 / d for d in distances]
-        return blend_payloads([self._genomes[c] for c in cells], weights)
+            return copy_payload(genomes[0], "genome")
+        return blend_payloads(genomes, [1.0 / d for d in distances])
 
     def _nearest_elites(self, descriptor: torch.Tensor, k: int) -> tuple[list[int], list[float]]:
-        if not self._genomes:
-            raise ArchiveError("no elite to start from: the archive is empty")
         if not isinstance(descriptor, torch.Tensor) or descriptor.shape != (self.descriptor_dim,):
             shape = tuple(descriptor.shape) if isinstance(descriptor, torch.Tensor) else descriptor
             raise ArchiveError(f"descriptor must have shape ({self.descriptor_dim},), got {shape}")
         point = self._as_descriptors(descriptor[None], "descriptor")
         _raise_first_non_finite(torch.isfinite(point).all(dim=1), "descriptor")
         cells = torch.nonzero(self._occupied).squeeze(1)  # ascending: ties go to the lower cell
+        if cells.shape[0] == 0:
+            raise ArchiveError("no elite to start from: the archive is empty")
         scale = self._upper - self._lower
-        distance = torch.linalg.vector_norm((self._descriptors[cells] - point) / scale, dim=1)
+        offsets = (self._descriptors.index_select(0, cells) - point) / scale
+        distance = torch.linalg.vector_norm(offsets, dim=1)
         nearest = torch.sort(distance, stable=True).indices[: min(k, cells.shape[0])]
         return cells[nearest].tolist(), distance[nearest].tolist()
 
+    def _genomes(self, cells: list[int]) -> list[dict[str, Any]]:
+        assert self._store is not None, "occupied cells imply a store"
+        return self._store.get(cells)
+
     def _elites(self, cells: list[int]) -> list[Elite]:
         """Elites of occupied ``cells`` (one host transfer for all of them)."""
+        if not cells:
+            return []
         index = torch.tensor(cells, dtype=torch.int64, device=self._device)
-        objectives = self._objective[index].tolist()
-        descriptors = self._descriptors[index].cpu()
+        objectives = self._objective.index_select(0, index).tolist()
+        descriptors = self._descriptors.index_select(0, index).cpu()
         return [
-            Elite(cell=c, objective=o, descriptor=d, genome=self._genomes[c])
-            for c, o, d in zip(cells, objectives, descriptors.unbind(0))
+            Elite(cell=c, objective=o, descriptor=d, genome=g)
+            for c, o, d, g in zip(cells, objectives, descriptors.unbind(0), self._genomes(cells))
         ]
 
     # ---- housekeeping ---------------------------------------------------------------------
 
     def clear(self) -> None:
-        """Remove every elite and reset thresholds."""
-        c, k = self._cells, self.descriptor_dim
-        f64 = {"dtype": torch.float64, "device": self._device}
-        self._objective = torch.zeros(c, **f64)
-        self._threshold = torch.full((c,), self._threshold_min, **f64)
-        self._occupied = torch.zeros(c, dtype=torch.bool, device=self._device)
-        self._descriptors = torch.zeros(c, k, **f64)
-        self._genomes = {}
+        """Remove every elite and reset thresholds; the next batch may use either genome form."""
+        state = torch.zeros(self._cells, 3 + self.descriptor_dim, dtype=torch.float64)
+        state[:, _THR] = self._threshold_min
+        self._state = state.to(self._device)
+        self._store = None
+
+    # One (C, 3 + k) float64 matrix holds every cell's numbers, so a batch reads and writes
+    # them with one gather and one scatter. Columns: objective, threshold, occupied, descriptor.
+    @property
+    def _objective(self) -> torch.Tensor:
+        return self._state[:, _OBJ]
+
+    @property
+    def _threshold(self) -> torch.Tensor:
+        return self._state[:, _THR]
+
+    @property
+    def _occupied(self) -> torch.Tensor:
+        return self._state[:, _OCC] > 0
+
+    @property
+    def _descriptors(self) -> torch.Tensor:
+        return self._state[:, _DESC:]
 
     def _config(self) -> dict[str, Any]:
         """JSON-able constructor arguments (beyond the shared ones) for save/load."""
@@ -428,14 +461,18 @@ class Archive:
             "threshold_min": self._threshold_min,
             "max_size": self._max_size,
         }
-        state = {name: getattr(self, f"_{name}") for name in _STATE}
         _persist.save_archive(
             Path(path),
             kind=self.kind,
             config={**shared, **self._config()},
             config_tensors=self._config_tensors(),
-            state=state,
-            genomes=self._genomes,
+            state={
+                "objective": self._objective,
+                "threshold": self._threshold,
+                "occupied": self._occupied,
+                "descriptors": self._descriptors,
+            },
+            store=self._store,
         )
 
     @classmethod
@@ -464,11 +501,10 @@ class Archive:
             if tensor is None or tuple(tensor.shape) != shape:
                 got = None if tensor is None else tuple(tensor.shape)
                 raise ArchiveError(f"{path}: state {name!r} has shape {got}, expected {shape}")
-            setattr(archive, f"_{name}", tensor)
-        occupied = set(torch.nonzero(archive._occupied).squeeze(1).tolist())
-        if occupied != set(saved.genomes):
-            raise ArchiveError(f"{path}: occupied cells and stored genomes disagree")
-        archive._genomes = dict(saved.genomes)
+        state = saved.state
+        columns = [state["objective"], state["threshold"], state["occupied"].to(torch.float64)]
+        archive._state = torch.cat([torch.stack(columns, dim=1), state["descriptors"]], dim=1)
+        archive._store = _restore_store(saved, archive, path)
         return archive
 
     # ---- input checks ---------------------------------------------------------------------
@@ -483,7 +519,7 @@ class Archive:
         return descriptors.to(device=self._device, dtype=torch.float64)
 
     def _check_batch(
-        self, genomes: Sequence[dict[str, Any]], objectives: torch.Tensor, descriptors: torch.Tensor
+        self, objectives: torch.Tensor, descriptors: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(objectives, torch.Tensor):
             raise ArchiveError(
@@ -494,16 +530,10 @@ class Archive:
                 f"descriptors must be a torch.Tensor, got {type(descriptors).__name__}"
             )
         n = objectives.shape[0] if objectives.dim() == 1 else None
-        if (
-            n is None
-            or descriptors.dim() != 2
-            or descriptors.shape != (n, self.descriptor_dim)
-            or len(genomes) != n
-        ):
+        if n is None or descriptors.dim() != 2 or descriptors.shape != (n, self.descriptor_dim):
             raise ArchiveError(
                 f"batch shapes disagree: objectives {tuple(objectives.shape)}, descriptors "
-                f"{tuple(descriptors.shape)}, {len(genomes)} genomes; expected (n,), "
-                f"(n, {self.descriptor_dim}) and n genomes"
+                f"{tuple(descriptors.shape)}; expected (n,) and (n, {self.descriptor_dim})"
             )
         if objectives.is_complex() or descriptors.is_complex():
             raise ArchiveError("objectives and descriptors must be real-valued")
@@ -511,6 +541,34 @@ class Archive:
             objectives.to(device=self._device, dtype=torch.float64),
             descriptors.to(device=self._device, dtype=torch.float64),
         )
+
+
+def _best_per_cell(
+    inverse: torch.Tensor, objectives: torch.Tensor, can_insert: torch.Tensor, m: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per touched cell ``(m,)``: the best insertable objective and the batch index holding it.
+
+    ``inverse`` ``(n,)`` maps items to touched cells. The index is the earliest among equal
+    objectives, and ``n`` where nothing can land.
+    """
+    n = objectives.shape[0]
+    key = torch.where(can_insert, objectives, -math.inf)
+    best = torch.full((m,), -math.inf, dtype=torch.float64, device=objectives.device)
+    best = best.scatter_reduce(0, inverse, key, reduce="amax")
+    position = torch.arange(n, device=objectives.device)
+    candidate = torch.where(can_insert & (key == best.index_select(0, inverse)), position, n)
+    first = torch.full((m,), n, dtype=torch.int64, device=objectives.device)
+    return best, first.scatter_reduce(0, inverse, candidate, reduce="amin")
+
+
+def _check_finite(objectives: torch.Tensor, descriptors: torch.Tensor) -> None:
+    """Raise ArchiveError naming the first item with a NaN/Inf objective or descriptor."""
+    # A sum is finite only if every term is (one reduction, one sync); when it is not (a NaN, an
+    # Inf, or finite values overflowing), the exact per-item check decides.
+    if math.isfinite(float(objectives.sum() + descriptors.sum())):
+        return
+    finite = torch.isfinite(objectives) & torch.isfinite(descriptors).all(dim=1)
+    _raise_first_non_finite(finite, "objectives/descriptors")
 
 
 def _raise_first_non_finite(finite: torch.Tensor, name: str) -> None:
@@ -537,6 +595,26 @@ def _check_ranges(ranges: Sequence[tuple[float, float]], owner: str) -> list[tup
     if not checked:
         raise ConfigError("ranges is empty; need one (low, high) per dimension", f"{owner}.ranges")
     return checked
+
+
+def _restore_store(saved: _persist.SavedArchive, archive: Archive, path: Any) -> GenomeStore | None:
+    occupied = set(torch.nonzero(archive._occupied).squeeze(1).tolist())
+    if saved.store_kind is None:
+        if occupied:
+            raise ArchiveError(f"{path}: occupied cells but no stored genomes")
+        return None
+    if saved.store_kind == PayloadStore.kind:
+        if occupied != set(saved.genomes):
+            raise ArchiveError(f"{path}: occupied cells and stored genomes disagree")
+        payloads = PayloadStore()
+        payloads.payloads = dict(saved.genomes)
+        return payloads
+    columns = ColumnStore(archive.cells, archive.device)
+    for name, column in saved.columns.items():
+        if column.shape[:1] != (archive.cells,):
+            raise ArchiveError(f"{path}: genome column {name!r} has shape {tuple(column.shape)}")
+    columns.columns = dict(saved.columns)
+    return columns
 
 
 def _subclasses(cls: type) -> list[type]:

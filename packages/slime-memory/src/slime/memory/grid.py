@@ -63,6 +63,8 @@ class GridArchive(Archive):
             max_size=max_size,
         )
         self._dims_t = torch.tensor(dims, dtype=torch.float64, device=self.device)
+        self._width = self._upper - self._lower
+        self._last = self._dims_t - 1
         strides = [math.prod(dims[i + 1 :]) for i in range(len(dims))]
         self._strides = torch.tensor(strides, dtype=torch.int64, device=self.device)
 
@@ -71,10 +73,10 @@ class GridArchive(Archive):
         return list(self._dims)
 
     def _cell_index(self, descriptors: torch.Tensor) -> torch.Tensor:
-        width = self._upper - self._lower
-        position = (self._dims_t * (descriptors - self._lower) + self._epsilon) / width
-        grid = position.clamp(min=torch.zeros_like(self._dims_t), max=self._dims_t - 1).long()
-        return (grid * self._strides).sum(dim=1)
+        # pyribs' arithmetic, operation for operation, so boundary values land in the same cell.
+        position = (self._dims_t * (descriptors - self._lower) + self._epsilon) / self._width
+        grid = torch.minimum(position.clamp_(min=0.0), self._last).long()
+        return (grid * self._strides).sum(dim=1)  # row-major; int64 matmul is CPU-only
 
     def _config(self) -> dict[str, Any]:
         return {"dims": list(self._dims), "epsilon": self._epsilon}

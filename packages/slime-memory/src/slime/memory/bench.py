@@ -1,0 +1,198 @@
+"""Benchmark: adds per second of slime.memory archives against pyribs on the same stream.
+
+    python -m slime.memory.bench                 # CPU, pyribs alongside when installed
+    python -m slime.memory.bench --device cuda   # our archives on the GPU (pyribs still on CPU)
+
+Each configuration feeds the same random stream (solutions, objectives, descriptors) to both
+archives, batch by batch; only the ``add`` calls are timed. Our genomes are ``{"solution": row}``
+payloads built outside the timer, as a training loop hands over ``to_dict()`` results. pyribs
+(``ribs``) is optional: without it only our numbers are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from slime.memory.archive import Archive
+from slime.memory.cvt import CVTArchive
+from slime.memory.grid import GridArchive
+
+GRID_DIMS = (100, 100)
+CVT_CELLS = 1000
+RANGES = [(-1.0, 1.0), (-1.0, 1.0)]
+
+
+@dataclass(frozen=True)
+class Row:
+    archive: str
+    solution_dim: int
+    batch: int
+    items: int
+    columns: float  # adds per second, genomes as tensor columns {"solution": (B, dim)}
+    payloads: float | None  # adds per second, genomes as B dicts {"solution": (dim,)}
+    pyribs: float | None
+
+    def ratio(self, ours: float | None) -> str:
+        return "n/a" if ours is None or self.pyribs is None else f"{ours / self.pyribs:.2f}x"
+
+
+def _ours(kind: str, device: str, centroids: np.ndarray) -> Archive:
+    if kind == "grid":
+        cells = GRID_DIMS[0] * GRID_DIMS[1]
+        return GridArchive(GRID_DIMS, RANGES, device=device, max_size=cells)
+    return CVTArchive(
+        CVT_CELLS, RANGES, centroids=torch.from_numpy(centroids), device=device, max_size=CVT_CELLS
+    )
+
+
+def _theirs(kind: str, solution_dim: int, centroids: np.ndarray):
+    from ribs.archives import CVTArchive as RibsCVT
+    from ribs.archives import GridArchive as RibsGrid
+
+    if kind == "grid":
+        return RibsGrid(solution_dim=solution_dim, dims=GRID_DIMS, ranges=RANGES, seed=0)
+    return RibsCVT(solution_dim=solution_dim, centroids=centroids, ranges=RANGES, seed=0)
+
+
+def _timed(sync: Callable[[], None], fn: Callable[..., object], *args: object) -> float:
+    sync()
+    start = time.perf_counter()
+    fn(*args)
+    sync()
+    return time.perf_counter() - start
+
+
+def measure(
+    kind: str,
+    solution_dim: int,
+    batch: int,
+    items: int,
+    device: str,
+    *,
+    with_ribs: bool,
+    with_payloads: bool,
+    seed: int,
+) -> Row:
+    """Feed ``items`` random solutions in batches of ``batch`` to each archive; adds per second."""
+    rng = np.random.default_rng(seed)
+    centroids = rng.uniform(-1.0, 1.0, size=(CVT_CELLS, 2))
+    columns = _ours(kind, device, centroids)
+    payloads = _ours(kind, device, centroids) if with_payloads else None
+    theirs = _theirs(kind, solution_dim, centroids) if with_ribs else None
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    spent = {"columns": 0.0, "payloads": 0.0, "pyribs": 0.0}
+    batches = max(1, items // batch)
+    for _ in range(batches):
+        solutions = rng.normal(size=(batch, solution_dim))
+        objectives = rng.normal(size=batch)
+        descriptors = rng.uniform(-1.1, 1.1, size=(batch, 2))
+        solutions_t = torch.from_numpy(solutions).to(device)
+        objectives_t = torch.from_numpy(objectives).to(device)
+        descriptors_t = torch.from_numpy(descriptors).to(device)
+        spent["columns"] += _timed(
+            sync, columns.add, {"solution": solutions_t}, objectives_t, descriptors_t
+        )
+        if payloads is not None:
+            genomes = [{"solution": row} for row in solutions_t.unbind(0)]
+            spent["payloads"] += _timed(sync, payloads.add, genomes, objectives_t, descriptors_t)
+        if theirs is not None:
+            spent["pyribs"] += _timed(sync, theirs.add, solutions, objectives, descriptors)
+    n = batches * batch
+    return Row(
+        archive=f"{kind} ({columns.cells} cells)",
+        solution_dim=solution_dim,
+        batch=batch,
+        items=n,
+        columns=n / spent["columns"],
+        payloads=n / spent["payloads"] if payloads is not None else None,
+        pyribs=n / spent["pyribs"] if theirs is not None else None,
+    )
+
+
+def _warm_up(device: str, with_ribs: bool) -> None:
+    """Compile pyribs' numba kernels and torch's first-call paths outside the timings."""
+    for kind in ("grid", "cvt"):
+        measure(kind, 2, 64, 128, device, with_ribs=with_ribs, with_payloads=True, seed=99)
+
+
+def _format(rows: list[Row], device: str) -> str:
+    lines = [
+        f"| archive | solution dim | batch | items | ours, columns ({device}) | ours, payloads "
+        f"({device}) | pyribs (cpu) | columns / pyribs | payloads / pyribs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def rate(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:,.0f}"
+
+    for r in rows:
+        lines.append(
+            f"| {r.archive} | {r.solution_dim} | {r.batch:,} | {r.items:,} | {rate(r.columns)} "
+            f"| {rate(r.payloads)} | {rate(r.pyribs)} | {r.ratio(r.columns)} "
+            f"| {r.ratio(r.payloads)} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="device of our archives (cpu, cuda)")
+    parser.add_argument("--items", type=int, default=100_000, help="items per configuration")
+    parser.add_argument("--batches", type=int, nargs="+", default=[100, 1_000, 10_000])
+    parser.add_argument("--dims", type=int, nargs="+", default=[10, 1_000])
+    parser.add_argument("--archives", nargs="+", default=["grid", "cvt"], choices=["grid", "cvt"])
+    parser.add_argument("--no-ribs", action="store_true", help="skip pyribs even if installed")
+    parser.add_argument("--no-payloads", action="store_true", help="skip the per-item dict form")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1, like pyribs' numpy; 0 keeps torch's default)",
+    )
+    args = parser.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    with_ribs = not args.no_ribs and importlib.util.find_spec("ribs") is not None
+    versions = [f"python {platform.python_version()}", f"torch {torch.__version__}"]
+    if with_ribs:
+        import ribs
+
+        versions.append(f"ribs {ribs.__version__}")
+    else:
+        versions.append("ribs not installed: our numbers only")
+    if args.device.startswith("cuda"):
+        versions.append(torch.cuda.get_device_name(args.device))
+    versions.append(f"torch threads {torch.get_num_threads()}")
+    print(f"# {', '.join(versions)}; {platform.machine()}")
+    _warm_up(args.device, with_ribs)
+    rows = []
+    for kind in args.archives:
+        for dim in args.dims:
+            for batch in args.batches:
+                # Dimension 1000 streams fewer items so a run stays within minutes and memory.
+                items = max(batch, args.items if dim <= 100 else args.items // 5)
+                row = measure(
+                    kind,
+                    dim,
+                    batch,
+                    items,
+                    args.device,
+                    with_ribs=with_ribs,
+                    with_payloads=not args.no_payloads,
+                    seed=0,
+                )
+                rows.append(row)
+                print(_format([row], args.device).splitlines()[-1], flush=True)
+    print()
+    print(_format(rows, args.device))
+
+
+if __name__ == "__main__":
+    main()
