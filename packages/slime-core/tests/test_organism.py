@@ -6,7 +6,7 @@ import weakref
 
 import pytest
 import torch
-from slime.core import FlowState, Organism
+from slime.core import FlowState, Organism, placement
 from slime.core.pseudopod import hoyer_sparsity
 from slime.memory import MAX_POOL_SIZE, TubeNetwork
 from slime.proto import ConfigError, PoolError
@@ -317,3 +317,29 @@ def test_triton_kernel_computes_the_same_organism_as_the_torch_kernel(kernel, ge
     (ga,) = torch.autograd.grad(a.square().sum(), x)
     (gb,) = torch.autograd.grad(b.square().sum(), x)
     torch.testing.assert_close(gb, ga, atol=1e-5, rtol=1e-4)
+
+
+def test_pod_accessor_rejects_an_empty_slot(kernel, gen):
+    org = make(kernel, gen)
+    assert org.pod(1) is org.pods["1"]
+    with pytest.raises(PoolError, match="slot 4"):
+        org.pod(4)
+
+
+def test_ages_count_pool_ticks_since_birth(kernel, gen):
+    org = make(kernel, gen)
+    org.tick(3)
+    slot = org.spawn()
+    org.tick(2)
+    assert org.ages() == {0: 5, 1: 5, 2: 5, slot: 2}
+
+
+def test_placement_follows_the_archive_cell_and_is_stable(kernel, gen):
+    org = make(kernel, gen)
+    org.measure_behaviour(torch.randn(2, 6, D, generator=gen), causal=True)
+    first = org.placements(4)
+    assert first == org.placements(4)
+    cells = org.archive.cell_index(org.descriptors()).tolist()
+    for slot, cell in zip(org.live_slots(), cells):
+        assert first[slot] == placement((cell,), 4)
+    assert set(org.placements(1).values()) == {0}

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from slime.core.chemotaxis import Chemotaxis
 from slime.core.observability import MetricsCollector, span
+from slime.core.placement import placement
 from slime.core.pseudopod import DESCRIPTOR_NAMES, Pseudopod, hoyer_sparsity
 from slime.core.state import FlowState
 from slime.memory import MAX_POOL_SIZE, GridArchive, Pool
@@ -148,6 +149,31 @@ class Organism(nn.Module):
 
     def live_slots(self) -> list[int]:
         return list(self._live)
+
+    def pod(self, slot: int) -> Pseudopod:
+        """The live pod in ``slot``. Raises PoolError for an empty slot."""
+        if slot not in self._live:
+            raise PoolError(f"slot {slot} of {self.name} holds no pod; live are {self._live}")
+        return self.pods[str(slot)]
+
+    def tick(self, steps: int = 1) -> None:
+        """Advance the pool's clock (ages every pod)."""
+        self.pool.tick(steps)
+
+    def ages(self) -> dict[int, int]:
+        """``{slot: steps since birth}`` on the pool's clock (see :meth:`tick`)."""
+        return {slot: self.pool.age(self._pool_ids[slot]) for slot in self._live}
+
+    def placements(self, num_devices: int) -> dict[int, int]:
+        """``{slot: device index}``: a pure function of each pod's archive cell (slow timescale).
+
+        The cell comes from the pod's smoothed descriptors, so placement only changes when a
+        measurement moves a pod into another cell.
+        """
+        if not self._live:
+            return {}
+        cells = self.archive.cell_index(self.descriptors()).tolist()
+        return {slot: placement((cell,), num_devices) for slot, cell in zip(self._live, cells)}
 
     def _new_pod(self, out_std: float) -> Pseudopod:
         return Pseudopod(
@@ -292,9 +318,23 @@ class Organism(nn.Module):
         alive = torch.zeros(self.pod_capacity, dtype=torch.bool)
         alive[self._live] = True
         alive[list(self._ablated)] = False
-        self._alive = alive.to(self._device)
+        self._alive.copy_(alive)  # in place: compiled graphs keep reading the same buffer
 
     # -- the fast path --------------------------------------------------------------------------
+
+    @torch.compiler.disable
+    def _stacked_weights(self) -> tuple[Tensor, Tensor | None, Tensor]:
+        """Padded projections of every slot: ``w_in`` ``(3 P d, D)`` (q, k, v blocks), ``b_in``
+        ``(3 P d,)`` or None, ``w_out`` ``(D, P d)``. Run eagerly under torch.compile: which
+        pods are alive is Python state, and keeping it out of the graph means a birth or death
+        never recompiles the attention (its inputs keep their padded shapes)."""
+        cap, d, width = self.pod_capacity, self.head_dim, self.n_embd
+        w_in = torch.stack([self._padded(f"{p}_weight") for p in "qkv"]).reshape(3 * cap * d, width)
+        b_in = None
+        if self.bias:
+            b_in = torch.stack([self._padded(f"{p}_bias") for p in "qkv"]).flatten()
+        w_out = self._padded("o_weight").permute(1, 0, 2).reshape(width, cap * d)
+        return w_in, b_in, w_out
 
     def _padded(self, name: str) -> Tensor:
         """Stack the live pods' parameter ``name`` into a zero-padded ``(pod_capacity, ...)``."""
@@ -331,27 +371,26 @@ class Organism(nn.Module):
         batch, seq, width = stimulus.shape
         with span(self.tracer, "organism.forward", organism=self.name, batch=batch, seq=seq):
             cap, d = self.pod_capacity, self.head_dim
-            w_in = torch.stack([self._padded(f"{p}_weight") for p in "qkv"])  # (3, P, d, D)
-            b_in = torch.stack([self._padded(f"{p}_bias") for p in "qkv"]) if self.bias else None
-            qkv = nn.functional.linear(
-                stimulus, w_in.reshape(3 * cap * d, width), None if b_in is None else b_in.flatten()
-            )
+            w_in, b_in, w_out = self._stacked_weights()
+            qkv = nn.functional.linear(stimulus, w_in, b_in)
             q, k, v = qkv.view(batch, seq, 3, cap, d).permute(2, 0, 3, 1, 4).unbind(0)
             heads = self.kernel.attention(
                 q, k, v, causal=causal, key_padding_mask=key_padding_mask, alive=self._alive
             )  # (B, P, T, d)
-            w_out = self._padded("o_weight").permute(1, 0, 2).reshape(width, cap * d)
             merged = heads.permute(0, 2, 1, 3).reshape(batch, seq, cap * d)
             out = self.dropout(nn.functional.linear(merged, w_out, self.out_bias))
-            memory = self._remember(heads)
+            memory = self._record(heads)
+        return out, FlowState(input=stimulus, hidden=heads, residual=stimulus + out, memory=memory)
+
+    @torch.compiler.disable
+    def _record(self, heads: Tensor) -> Tensor | None:
+        """Side channels of a forward: per-pod counters, and the tubes fed each training forward's
+        per-slot activation sparsity, returning their decayed recall. Device-side only (no host
+        sync); kept out of torch.compile graphs because the tubes' ring position and the
+        counters are Python state that would otherwise force a recompile every step."""
         if self.metrics is not None:
             for slot in self._live:
                 self.metrics.increment(f"{self.name}/pod{slot}/forwards")
-        return out, FlowState(input=stimulus, hidden=heads, residual=stimulus + out, memory=memory)
-
-    def _remember(self, heads: Tensor) -> Tensor | None:
-        """Feed the tubes each training forward's per-slot activation sparsity; recall the decayed
-        average. Device-side only (no host sync)."""
         if self.tubes is None:
             return None
         if self.training and torch.is_grad_enabled():
