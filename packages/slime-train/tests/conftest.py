@@ -20,40 +20,9 @@ def data_dir() -> Path:
     return path
 
 
-def tiny_config(**sections: dict):
-    """A RunConfig small enough for CPU tests: 1-2 layers, width 16, recall task of 8 tokens."""
-    from slime.train.config import RunConfig
+@pytest.fixture(autouse=True, scope="session")
+def _one_cpu_thread() -> None:
+    """Tiny models gain nothing from intra-op threads; on a shared 2-core machine they cost ~50x."""
+    import torch
 
-    base = {
-        "model": {
-            "block_size": 16,
-            "n_layer": 1,
-            "n_embd": 16,
-            "n_pods": 2,
-            "pod_capacity": 4,
-            "head_dim": 8,
-            "kernel_backend": "torch",
-        },
-        "train": {
-            "steps": 12,
-            "batch_size": 8,
-            "lr": 3e-3,
-            "warmup_iters": 2,
-            "eval_interval": 6,
-            "eval_iters": 1,
-            "log_interval": 3,
-            "checkpoint_interval": 6,
-            "device": "cpu",
-        },
-        "lifecycle": {
-            "medium_interval": 3,
-            "slow_interval": 6,
-            "warmup_steps": 3,
-            "gentle_steps": 6,
-            "probe_batch_size": 4,
-        },
-        "data": {"name": "recall", "task_vocab": 8},
-    }
-    for name, changes in sections.items():
-        base.setdefault(name, {}).update(changes)
-    return RunConfig().replace(**base)
+    torch.set_num_threads(1)

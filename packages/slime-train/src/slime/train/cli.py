@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 
+import torch
 from slime.proto import ConfigError, SlimeError
 from slime.train.build import build_dataset, resolve_device
 from slime.train.loader import load_config, preset_names, save_config
@@ -88,6 +89,9 @@ def train_command(argv: list[str]) -> int:
         device = resolve_device(cfg.train.device)
         run = RunDir.create(args.out, f"{cfg.model.kind}-{cfg.data.name}")
         trainer = Trainer(cfg, dataset, run_dir=run, device=device, progress=progress)
+    if cfg.train.cpu_threads is not None:
+        # Process-wide; set here, at the application's edge, not inside the library.
+        torch.set_num_threads(cfg.train.cpu_threads)
     summary = trainer.fit()
     line = f"{summary['status']}: {summary['model']} on {cfg.data.name}, {summary['steps']} steps"
     if "val_loss" in summary:

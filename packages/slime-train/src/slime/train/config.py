@@ -217,6 +217,7 @@ class TrainConfig(_Section):
     seed: int = field(default=1337, metadata=_range(0, 2**63 - 1))
     device: str = "auto"
     amp: bool = True
+    cpu_threads: int | None = field(default=None, metadata=_range(1, 1024))
     nonfinite: Literal["skip", "stop"] = "skip"
     max_nonfinite: int = field(default=20, metadata=_range(1))
 
