@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from matplotlib.image import imread
@@ -91,7 +90,17 @@ def train_run(run_dir: Path, seed: int = 0) -> tuple[SlimeModel, list[dict]]:
     model.organisms[1].spawn()
     model.measure_behaviour(idx)
     records.append({"step": STEPS + 1, "kind": "slow", "deaths": 1, "pool_size": pool - 1})
-    records.append({"step": STEPS + 2, "kind": "medium", "births": 1, "pool_size": pool})
+    stats = [o.archive.stats for o in model.organisms]
+    records.append(
+        {
+            "step": STEPS + 2,
+            "kind": "medium",
+            "births": 1,
+            "pool_size": pool,
+            "archive_coverage": sum(s.coverage for s in stats) / len(stats),
+            "archive_qd_score": sum(s.qd_score for s in stats),
+        }
+    )
     write_metrics(run_dir, records)
     model.save_pretrained(run_dir / "model")
     return model, records
@@ -115,9 +124,9 @@ def baseline_run(tmp_path_factory) -> Path:
     return run_dir
 
 
-def _ink_pixels(path: Path) -> int:
+def _colour_pixels(path: Path) -> int:
     image = imread(path)[..., :3]
-    return int((np.abs(1.0 - image) > 0.05).any(axis=-1).sum())
+    return int((image.max(axis=-1) - image.min(axis=-1) > 0.1).sum())
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -126,9 +135,11 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 
 @pytest.fixture
-def ink_pixels():
-    """``ink_pixels(png) -> int``: pixels that are not (near) white, i.e. how much was drawn."""
-    return _ink_pixels
+def colour_pixels():
+    """``colour_pixels(png) -> int``: saturated pixels. Axes, ticks and text are black or grey,
+    so a figure with no data drawn has none; every plotted series, marker or heatmap cell adds
+    some."""
+    return _colour_pixels
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from itertools import accumulate
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from slime.proto import DataError
 from slime.tools.run import metric_series
 
@@ -85,15 +86,20 @@ def pool_over_time(records: Records) -> Figure:
     fig = Figure(figsize=(6.4, 6.0), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True)
     if pool[0]:
-        top.step(*pool, where="post", color="tab:green")
+        top.step(*pool, where="post", color="tab:green", marker="o", markersize=3)
+        top.yaxis.set_major_locator(MaxNLocator(integer=True))
     else:
         top.text(0.5, 0.5, "pool_size was not logged", ha="center", transform=top.transAxes)
     top.set_ylabel("live pseudopods (all layers)")
     top.set_title("pool size and lifecycle")
     for (steps, counts), name, colour in ((births, "births", "tab:blue"), (deaths, "deaths", "k")):
         if steps:
-            bottom.step(steps, list(accumulate(counts)), where="post", color=colour, label=name)
+            cumulative = list(accumulate(counts))
+            bottom.step(
+                steps, cumulative, where="post", color=colour, marker="o", markersize=3, label=name
+            )
     if births[0] or deaths[0]:
+        bottom.yaxis.set_major_locator(MaxNLocator(integer=True))
         bottom.legend()
     else:
         bottom.text(
