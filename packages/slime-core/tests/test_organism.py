@@ -8,8 +8,8 @@ import pytest
 import torch
 from slime.core import FlowState, Organism, placement
 from slime.core.pseudopod import hoyer_sparsity
-from slime.memory import MAX_POOL_SIZE, TubeNetwork
-from slime.proto import ConfigError, PoolError
+from slime.memory import MAX_POOL_SIZE, GridArchive, TubeNetwork
+from slime.proto import ConfigError, KernelError, PoolError
 from slime.proto import Organism as OrganismProtocol
 from slime.proto.testing import assert_conforms
 
@@ -343,3 +343,30 @@ def test_placement_follows_the_archive_cell_and_is_stable(kernel, gen):
     for slot, cell in zip(org.live_slots(), cells):
         assert first[slot] == placement((cell,), 4)
     assert set(org.placements(1).values()) == {0}
+
+
+def test_spawning_a_genome_of_another_shape_is_rejected(kernel, gen):
+    genome = Organism(D, pod_capacity=2, n_pods=1, head_dim=8, kernel=kernel).pods["0"].to_dict()
+    with pytest.raises(ConfigError, match="head_dim"):
+        make(kernel, gen).spawn(genome)
+
+
+def test_stimulus_of_the_wrong_width_is_rejected(kernel, gen):
+    with pytest.raises(KernelError, match=r"\(B, T, 16\)"):
+        make(kernel, gen)(torch.randn(1, 4, D + 1))
+
+
+def test_archives_with_more_dims_than_descriptors_are_rejected(kernel, gen):
+    archive = GridArchive((2, 2, 2, 2), [(0.0, 1.0)] * 4)
+    with pytest.raises(ConfigError, match="descriptor dims"):
+        make(kernel, gen, archive=archive)
+
+
+def test_spawn_with_a_genome_copies_it_and_starts_fresh(kernel, gen):
+    org = make(kernel, gen)
+    donor = org.pods["0"]
+    donor.fitness = 4.0
+    slot = org.spawn(donor.to_dict())
+    child = org.pods[str(slot)]
+    assert torch.equal(child.q_weight, donor.q_weight) and child.fitness == 0.0
+    assert child.q_weight is not donor.q_weight

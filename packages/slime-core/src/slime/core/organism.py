@@ -25,7 +25,7 @@ from slime.core.placement import placement
 from slime.core.pseudopod import DESCRIPTOR_NAMES, Pseudopod, hoyer_sparsity
 from slime.core.state import FlowState
 from slime.memory import MAX_POOL_SIZE, GridArchive, Pool
-from slime.proto import ConfigError, Kernel, Memory, PoolError
+from slime.proto import ConfigError, Kernel, KernelError, Memory, PoolError
 from torch import Tensor, nn
 
 __all__ = ["Organism", "PoolListener"]
@@ -93,6 +93,9 @@ class Organism(nn.Module):
             )
         if not metabolic_rate > 0:
             raise ConfigError(f"must be > 0, got {metabolic_rate}", "metabolic_rate")
+        for field, value in (("n_embd", n_embd), ("head_dim", head_dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+                raise ConfigError(f"must be an int >= 2, got {value!r}", field)
         self.n_embd, self.head_dim, self.pod_capacity = n_embd, head_dim, pod_capacity
         self.kernel, self.metrics, self.tracer = kernel, metrics, tracer
         self.bias, self.init_std = bias, init_std
@@ -105,6 +108,12 @@ class Organism(nn.Module):
         self.dropout = nn.Dropout(dropout)
         if archive is None:
             archive = GridArchive((8, 8), [(0.0, 1.0)] * 2, device=device)
+        if not 1 <= archive.descriptor_dim <= len(DESCRIPTOR_NAMES):
+            raise ConfigError(
+                f"archive has {archive.descriptor_dim} descriptor dims; pods measure "
+                f"{len(DESCRIPTOR_NAMES)} ({', '.join(DESCRIPTOR_NAMES)})",
+                "archive",
+            )
         self.archive = archive
         self.chemotaxis = (
             chemotaxis if chemotaxis is not None else Chemotaxis(archive, generator=generator)
@@ -238,6 +247,7 @@ class Organism(nn.Module):
             if genome is None:
                 pod = self._new_pod(0.0 if self.quiet_birth else self.out_std)
             else:
+                self._check_genome(genome)
                 pod = Pseudopod.from_dict(genome, kernel=self.kernel, device=self._device)
                 pod.reset()
                 if self.quiet_birth:
@@ -245,6 +255,15 @@ class Organism(nn.Module):
                         pod.o_weight.zero_()
             self._grow(slot, pod)
         return slot
+
+    def _check_genome(self, genome: dict[str, Any]) -> None:
+        expected = {"n_embd": self.n_embd, "head_dim": self.head_dim, "bias": self.bias}
+        for key, value in expected.items():
+            if genome.get(key) != value:
+                raise ConfigError(
+                    f"genome has {key}={genome.get(key)!r}, {self.name} needs {value!r}",
+                    f"genome.{key}",
+                )
 
     def _grow(self, slot: int, pod: Pseudopod) -> None:
         self._insert(slot, pod)
@@ -368,6 +387,10 @@ class Organism(nn.Module):
         Returns:
             ``(B, T, D)`` attention output (before the residual) and the new FlowState.
         """
+        if stimulus.dim() != 3 or stimulus.shape[-1] != self.n_embd:
+            raise KernelError(
+                f"stimulus must be (B, T, {self.n_embd}), got shape {tuple(stimulus.shape)}"
+            )
         batch, seq, width = stimulus.shape
         with span(self.tracer, "organism.forward", organism=self.name, batch=batch, seq=seq):
             cap, d = self.pod_capacity, self.head_dim
