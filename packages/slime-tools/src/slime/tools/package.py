@@ -219,12 +219,19 @@ def render_windows_version(version: str | None = None, name: str = EXECUTABLE) -
     return _VERSION.format(numbers=numbers, version=version, name=name)
 
 
-def write_build_files(out: str | os.PathLike[str], *, onefile: bool) -> BuildFiles:
-    """Write the launcher, spec and Windows version file into ``out``."""
+def write_build_files(
+    out: str | os.PathLike[str], *, onefile: bool, entry_point: str | None = None
+) -> BuildFiles:
+    """Write the launcher, spec and Windows version file into ``out``.
+
+    Args:
+        entry_point: ``"module:function"`` the executable runs; default :func:`cli_entry_point`.
+    """
+    entry_point = entry_point if entry_point is not None else cli_entry_point()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = BuildFiles(out / SPEC_FILE, out / LAUNCHER_FILE, out / VERSION_FILE)
-    files.launcher.write_text(render_launcher(cli_entry_point()), encoding="utf-8")
+    files.launcher.write_text(render_launcher(entry_point), encoding="utf-8")
     files.spec.write_text(render_spec(onefile=onefile), encoding="utf-8")
     files.version.write_text(render_windows_version(), encoding="utf-8")
     return files

@@ -1,0 +1,81 @@
+"""Reading run directories: metrics.jsonl as slime.train writes it, and the saved model."""
+
+import json
+
+import pytest
+import torch
+from slime.proto import CheckpointError
+from slime.tools import load_run_model, read_metrics
+from slime.tools.run import load_archives, metric_series
+
+
+def test_read_metrics_returns_every_record_in_order(slime_run):
+    run_dir, _, records = slime_run
+    assert read_metrics(run_dir) == records
+
+
+def test_a_torn_last_line_is_dropped_like_the_trainer_does(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text(
+        '{"step": 0, "kind": "train", "loss": 1.0}\n{"step": 1, "ki'
+    )
+    assert read_metrics(tmp_path) == [{"step": 0, "kind": "train", "loss": 1.0}]
+
+
+def test_a_corrupt_line_before_the_last_names_its_line_number(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text(
+        '{"step": 0, "kind": "train"}\nnot json\n{"step": 1, "kind": "eval"}\n'
+    )
+    with pytest.raises(CheckpointError, match=r"metrics.jsonl:2 is not JSON"):
+        read_metrics(tmp_path)
+
+
+def test_a_record_without_step_or_kind_is_rejected_by_line(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"loss": 1.0}) + "\n")
+    with pytest.raises(
+        CheckpointError, match=r"metrics.jsonl:1 is not a record with 'step' and 'kind'"
+    ):
+        read_metrics(tmp_path)
+
+
+def test_a_run_without_metrics_has_no_records(tmp_path):
+    assert read_metrics(tmp_path) == []
+
+
+def test_metric_series_keeps_numeric_values_of_the_requested_kind_only():
+    records = [
+        {"step": 0, "kind": "train", "loss": 2.0},
+        {"step": 1, "kind": "eval", "loss": 9.0},
+        {"step": 2, "kind": "train", "loss": "n/a"},
+        {"step": 3, "kind": "train", "loss": True},
+        {"step": 4, "kind": "train"},
+        {"step": 5, "kind": "train", "loss": 1.5},
+    ]
+    assert metric_series(records, "loss", kind="train") == ([0.0, 5.0], [2.0, 1.5])
+    assert metric_series(records, "loss") == ([0.0, 1.0, 5.0], [2.0, 9.0, 1.5])
+
+
+def test_the_saved_model_loads_with_its_pool_weights_and_fitness(slime_run):
+    run_dir, model, _ = slime_run
+    loaded = load_run_model(run_dir)
+    assert [o.live_slots() for o in loaded.organisms] == [o.live_slots() for o in model.organisms]
+    idx = torch.randint(0, 11, (2, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(idx)[0], model.eval()(idx)[0], rtol=0, atol=0)
+    fitness = [o.pods[str(s)].fitness for o in loaded.organisms for s in o.live_slots()]
+    assert fitness == [o.pods[str(s)].fitness for o in model.organisms for s in o.live_slots()]
+
+
+def test_archives_load_per_layer_with_their_elites(slime_run):
+    run_dir, model, _ = slime_run
+    archives = load_archives(run_dir)
+    assert [len(a) for a in archives] == [len(o.archive) for o in model.organisms]
+
+
+def test_a_run_without_a_model_folder_explains_why(baseline_run):
+    with pytest.raises(CheckpointError, match="baseline runs"):
+        load_run_model(baseline_run)
+
+
+def test_a_missing_run_directory_is_named(tmp_path):
+    with pytest.raises(CheckpointError, match="nowhere"):
+        read_metrics(tmp_path / "nowhere")
