@@ -161,7 +161,7 @@ def test_unequal_query_and_key_blocks_split_the_masked_phases_correctly(block_m,
     torch.testing.assert_close(lse, ref_lse, **FWD)
     grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(7))
     delta = (grad * out).sum(-1)
-    got = kernels.backward(grad, q.detach(), k.detach(), v.detach(), lse, delta, *args,
+    got = kernels.backward(grad, q.detach(), k.detach(), v.detach(), out, lse, None, *args,
                            configs=(cfg, cfg))  # fmt: skip
     want = fallback.attention_backward(grad, q.detach(), k.detach(), v.detach(), lse, delta, *args)
     for a, b in zip(got, want):

@@ -33,76 +33,59 @@ MAX_N = 128  # the (n, n) fp32 tile lives in registers: 64 per thread at 8 warps
 def _tridiagonalize(M, sm_p, sm_r, sm_c, n, pid, BN: tl.constexpr):
     """Load matrix ``pid`` (lower triangle mirrored) and reduce it to tridiagonal form.
 
-    Returns ``(d, e, radius)``: the diagonal (indexed by row), the sub-diagonal ``e[c] = T[c+1, c]``
-    (indexed by column) and each row's Gershgorin radius.
+    Returns ``(d, e, radius)``: the diagonal, the sub-diagonal ``e[i] = T[i + 1, i]`` and each
+    row's Gershgorin radius, all indexed by row.
     """
     ridx = tl.arange(0, BN)
-    cidx = tl.arange(0, BN)
     rows = ridx[:, None]
-    cols = cidx[None, :]
+    cols = tl.arange(0, BN)[None, :]
     inside = (rows < n) & (cols < n)
     src = M + pid * sm_p + tl.maximum(rows, cols) * sm_r + tl.minimum(rows, cols) * sm_c
     a = tl.load(src, mask=inside, other=0.0).to(tl.float32)
-    diagonal = rows == cols
     for k in range(0, n - 2):
-        x = tl.sum(tl.where(cols == k, a, 0.0), axis=1)  # column k, indexed by row
+        x = tl.sum(tl.where(cols == k, a, 0.0), axis=1)  # column k, rows below the diagonal
         x = tl.where(ridx > k, x, 0.0)
-        norm = tl.sqrt(tl.sum(x * x, axis=0))
+        norm2 = tl.sum(x * x, axis=0)
+        norm = tl.sqrt(norm2)
         x0 = tl.sum(tl.where(ridx == k + 1, x, 0.0), axis=0)
         alpha = tl.where(x0 >= 0, -norm, norm)  # opposite sign to x0: no cancellation in v
-        v_r = x - tl.where(ridx == k + 1, alpha, 0.0)
-        vn2 = tl.sum(v_r * v_r, axis=0)
+        v = x - tl.where(ridx == k + 1, alpha, 0.0)
+        vn2 = 2.0 * (norm2 + norm * tl.abs(x0))  # |v|^2, without another reduction
         tau = tl.where(vn2 > 0, 2.0 / tl.where(vn2 > 0, vn2, 1.0), 0.0)
-        # The column-indexed copies are transposed through the diagonal, not recomputed from
-        # column sums: two independently rounded copies let asymmetry grow ~5x per step.
-        v_c = tl.sum(tl.where(diagonal, v_r[:, None], 0.0), axis=0)
-        p_r = tau * tl.sum(a * v_c[None, :], axis=1)
-        kk = 0.5 * tau * tl.sum(v_r * p_r, axis=0)
-        w_r = p_r - kk * v_r
-        w_c = tl.sum(tl.where(diagonal, w_r[:, None], 0.0), axis=0)
-        a = a - (v_r[:, None] * w_c[None, :] + w_r[:, None] * v_c[None, :])
-    d = tl.sum(tl.where(diagonal, a, 0.0), axis=1)
-    e = tl.sum(tl.where(rows == cols + 1, a, 0.0), axis=0)
-    e = tl.where(cidx + 1 < n, e, 0.0)
-    radius = tl.sum(tl.where((rows == cols + 1) | (cols == rows + 1), tl.abs(a), 0.0), axis=1)
+        # One copy of v and w serves rows and columns (the compiler moves it between layouts),
+        # so the update stays symmetric; recomputing the column copies from column sums instead
+        # let rounding asymmetry grow ~5x per step.
+        p = tau * tl.sum(a * v[None, :], axis=1)
+        kk = 0.5 * tau * tl.sum(v * p, axis=0)
+        w = p - kk * v
+        a = a - (v[:, None] * w[None, :] + w[:, None] * v[None, :])
+    d = tl.sum(tl.where(rows == cols, a, 0.0), axis=1)
+    e = tl.sum(tl.where(cols == rows - 1, a, 0.0), axis=1)  # e[r - 1] = T[r, r - 1], at row r
+    radius = tl.sum(tl.where((cols == rows - 1) | (cols == rows + 1), tl.abs(a), 0.0), axis=1)
     return d, e, tl.where(ridx < n, radius, 0.0)
 
 
 @triton.jit
-def _store_tridiagonal(DIAG, OFFD2, BOUNDS, d, e, radius, n, pid, BN: tl.constexpr):
-    """Store ``d``, ``e^2`` shifted by one (``OFFD2[i] = e[i-1]^2``, ``OFFD2[0] = 0``) and the
-    Gershgorin interval and pivot floor ``BOUNDS = (lo, hi, pivmin)`` of matrix ``pid``."""
-    idx = tl.arange(0, BN)
-    base = pid * BN
-    tl.store(DIAG + base + idx, d)
-    tl.store(OFFD2 + base + idx + 1, e * e, mask=idx + 1 < BN)
-    tl.store(OFFD2 + base + idx, tl.zeros([BN], tl.float32), mask=idx == 0)
-    in_n = idx < n
-    g_lo = tl.min(tl.where(in_n, d - radius, float("inf")), axis=0)
-    g_hi = tl.max(tl.where(in_n, d + radius, -float("inf")), axis=0)
-    slack = 1e-6 * tl.maximum(tl.abs(g_lo), tl.abs(g_hi)) + 1e-30
-    pivmin = 1.2e-38 * tl.maximum(1.0, tl.max(e * e, axis=0))
-    tl.store(BOUNDS + pid * 4 + 0, g_lo - slack)
-    tl.store(BOUNDS + pid * 4 + 1, g_hi + slack)
-    tl.store(BOUNDS + pid * 4 + 2, pivmin)
-
-
-@triton.jit
-def _eigenvalues(DIAG, OFFD2, BOUNDS, n, pid, first,
-                 BN: tl.constexpr, ROWS: tl.constexpr, SHIFTS: tl.constexpr, ITERS: tl.constexpr):  # fmt: skip
-    """Eigenvalues ``first .. first + ROWS - 1`` (ascending) of tridiagonal ``pid``; 0 past ``n``."""
+def _eigenvalues(DIAG, OFFD2, n, first, g_lo, g_hi, pivmin,
+                 ROWS: tl.constexpr, SHIFTS: tl.constexpr, ITERS: tl.constexpr):  # fmt: skip
+    """Eigenvalues ``first .. first + ROWS - 1`` (ascending) of the tridiagonal whose diagonal is
+    ``DIAG[0:n]`` and squared sub-diagonal ``OFFD2[i] = e[i - 1]^2`` (``OFFD2[0] = 0``); 0 past n."""
     j = first + tl.arange(0, ROWS)
-    base = pid * BN
-    pivmin = tl.load(BOUNDS + pid * 4 + 2)
-    lo = tl.zeros([ROWS], tl.float32) + tl.load(BOUNDS + pid * 4 + 0)
-    hi = tl.zeros([ROWS], tl.float32) + tl.load(BOUNDS + pid * 4 + 1)
+    lo = tl.zeros([ROWS], tl.float32) + g_lo
+    hi = tl.zeros([ROWS], tl.float32) + g_hi
     frac = (tl.arange(0, SHIFTS) + 1).to(tl.float32) / (SHIFTS + 1)
     for _ in range(ITERS):
         x = lo[:, None] + (hi - lo)[:, None] * frac[None, :]  # (ROWS, SHIFTS)
         q = tl.full([ROWS, SHIFTS], 1.0, tl.float32)
         below = tl.zeros([ROWS, SHIFTS], tl.int32)
+        d_next = tl.load(DIAG)
+        e_next = tl.load(OFFD2)
         for i in range(0, n):
-            q = tl.load(DIAG + base + i) - x - tl.load(OFFD2 + base + i) / q
+            d_i = d_next
+            e_i = e_next
+            d_next = tl.load(DIAG + i + 1)  # issued a step early: the loop is latency-bound
+            e_next = tl.load(OFFD2 + i + 1)
+            q = d_i - x - e_i / q
             q = tl.where(tl.abs(q) < pivmin, -pivmin, q)
             below += (q < 0).to(tl.int32)
         at_or_above = below <= j[:, None]  # eigenvalue j >= x when fewer than j + 1 lie below x
@@ -112,45 +95,55 @@ def _eigenvalues(DIAG, OFFD2, BOUNDS, n, pid, first,
 
 
 @triton.jit
-def _entropy_rank(lam):
-    total = tl.sum(lam, axis=0)
-    p = lam / tl.where(total > 0, total, 1.0)
-    plogp = tl.where(p > 0, p * tl.log(tl.where(p > 0, p, 1.0)), 0.0)
-    return tl.where(total > 0, tl.exp(-tl.sum(plogp, axis=0)), 0.0)
-
-
-@triton.jit
-def _fused_kernel(M, DIAG, OFFD2, BOUNDS, OUT, n, sm_p, sm_r, sm_c,
-                  BN: tl.constexpr, SHIFTS: tl.constexpr, ITERS: tl.constexpr):  # fmt: skip
-    """One program per matrix: tridiagonalise, all eigenvalues, entropy."""
+def _erank_kernel(M, SCRATCH, COUNT, OUT, n, sm_p, sm_r, sm_c,
+                  BN: tl.constexpr, CHUNKS: tl.constexpr, SHIFTS: tl.constexpr,
+                  ITERS: tl.constexpr):  # fmt: skip
+    """Program (matrix, chunk): tridiagonalise the matrix (every chunk redundantly, in parallel),
+    find its ``BN / CHUNKS`` eigenvalues of the chunk, and the last chunk to finish turns the
+    per-chunk sums into the effective rank, in a fixed order (deterministic)."""
     pid = tl.program_id(0).to(tl.int64)
+    chunk = tl.program_id(1)
+    ROWS: tl.constexpr = BN // CHUNKS
     d, e, radius = _tridiagonalize(M, sm_p, sm_r, sm_c, n, pid, BN)
-    _store_tridiagonal(DIAG, OFFD2, BOUNDS, d, e, radius, n, pid, BN)
+    idx = tl.arange(0, BN)
+    in_n = idx < n
+    g_lo = tl.min(tl.where(in_n, d - radius, float("inf")), axis=0)
+    g_hi = tl.max(tl.where(in_n, d + radius, -float("inf")), axis=0)
+    scale = tl.maximum(tl.abs(g_lo), tl.abs(g_hi))  # 0 only for the zero matrix
+    slack = 1e-6 * scale + 1e-30
+    e2 = e * e
+    pivmin = 1.2e-38 * tl.maximum(1.0, tl.max(e2, axis=0))
+    # This program's scratch row: diag[0:BN+1], offd2[0:BN+1], then its two partial sums.
+    ROW: tl.constexpr = 2 * BN + 4
+    diag = SCRATCH + (pid * CHUNKS + chunk) * ROW
+    offd2 = diag + BN + 1
+    partial = diag + 2 * BN + 2
+    tl.store(diag + idx, d)
+    tl.store(offd2 + idx, e2)  # e2 at row r is e[r - 1]^2: exactly OFFD2's layout
     tl.debug_barrier()  # the scalar loads below read what other threads of this program stored
-    lam = _eigenvalues(DIAG, OFFD2, BOUNDS, n, pid, 0, BN, BN, SHIFTS, ITERS)
-    tl.store(OUT + pid, _entropy_rank(lam))
+    lam = _eigenvalues(diag, offd2, n, chunk * ROWS, g_lo - slack, g_hi + slack, pivmin,
+                       ROWS, SHIFTS, ITERS)  # fmt: skip
+    lam = tl.where(scale > 0, lam, 0.0)
+    # -sum p log p with p = lam / S equals log S - sum(lam log lam) / S.
+    total = tl.sum(lam, axis=0)
+    lam_log = tl.sum(tl.where(lam > 0, lam * tl.log(tl.where(lam > 0, lam, 1.0)), 0.0), axis=0)
+    tl.store(partial, total)
+    tl.store(partial + 1, lam_log)
+    tl.debug_barrier()
+    done = tl.atomic_add(COUNT + pid, 1, sem="acq_rel")  # publishes this chunk's partial sums
+    if done == CHUNKS - 1:
+        parts = SCRATCH + (pid * CHUNKS + tl.arange(0, CHUNKS)) * ROW + 2 * BN + 2
+        s = tl.sum(tl.load(parts, cache_modifier=".cg"), axis=0)
+        t = tl.sum(tl.load(parts + 1, cache_modifier=".cg"), axis=0)
+        rank = tl.where(
+            s > 0, tl.exp(tl.log(tl.where(s > 0, s, 1.0)) - t / tl.where(s > 0, s, 1.0)), 0.0
+        )
+        tl.store(OUT + pid, rank)
 
 
-@triton.jit
-def _tridiagonal_kernel(M, DIAG, OFFD2, BOUNDS, n, sm_p, sm_r, sm_c, BN: tl.constexpr):
-    pid = tl.program_id(0).to(tl.int64)
-    d, e, radius = _tridiagonalize(M, sm_p, sm_r, sm_c, n, pid, BN)
-    _store_tridiagonal(DIAG, OFFD2, BOUNDS, d, e, radius, n, pid, BN)
-
-
-@triton.jit
-def _eigenvalue_kernel(DIAG, OFFD2, BOUNDS, LAM, n,
-                       BN: tl.constexpr, ROWS: tl.constexpr, SHIFTS: tl.constexpr, ITERS: tl.constexpr):  # fmt: skip
-    pid = tl.program_id(0).to(tl.int64)
-    first = tl.program_id(1) * ROWS
-    lam = _eigenvalues(DIAG, OFFD2, BOUNDS, n, pid, first, BN, ROWS, SHIFTS, ITERS)
-    tl.store(LAM + pid * BN + first + tl.arange(0, ROWS), lam)
-
-
-@triton.jit
-def _entropy_kernel(LAM, OUT, BN: tl.constexpr):
-    pid = tl.program_id(0).to(tl.int64)
-    tl.store(OUT + pid, _entropy_rank(tl.load(LAM + pid * BN + tl.arange(0, BN))))
+def default_chunks(n: int) -> int:
+    """Programs per matrix: one per 16 eigenvalues (each repeats the cheap tridiagonalisation)."""
+    return max(1, triton.next_power_of_2(max(n, 16)) // 16)
 
 
 def effective_rank(
@@ -158,8 +151,8 @@ def effective_rank(
     *,
     shifts: int = 16,
     iters: int = 7,
-    rows: int | None = None,
-    num_warps: int | None = None,
+    chunks: int | None = None,
+    num_warps: int = 4,
 ) -> Tensor:
     """Roy & Vetterli effective rank of symmetric PSD ``(P, n, n)`` matrices -> ``(P,)`` float32.
 
@@ -167,38 +160,32 @@ def effective_rank(
         m: ``(P, n, n)``, ``n <= 128``; the lower triangle is read. Computed in fp32.
         shifts: Sturm-count points per interval and iteration (a power of two).
         iters: multisection iterations; ``(shifts + 1) ** iters`` must pass fp32 resolution.
-        rows: None runs one fused program per matrix; an int splits the eigenvalue search over
-            ``n / rows`` programs per matrix (three launches instead of one).
-        num_warps: warps of the tridiagonalisation program; None picks by size.
+        chunks: programs per matrix sharing its eigenvalue search (a power of two); None picks
+            :func:`default_chunks`.
+        num_warps: warps per program.
 
     Raises:
-        KernelError: ``m`` is not a batch of square matrices of at most ``MAX_N`` rows.
+        KernelError: ``m`` is not a batch of square matrices of at most ``MAX_N`` rows, or a
+            tuning argument is out of range.
     """
     utils.check_square_batch("m", m)
     pool, n, _ = m.shape
     if n == 0 or n > MAX_N:
         raise KernelError(f"m has n={n}; the Triton effective rank supports 1 <= n <= {MAX_N}")
-    if iters < 1 or shifts < 1 or shifts & (shifts - 1):
-        raise KernelError(f"shifts={shifts} must be a power of two and iters={iters} >= 1")
+    bn = max(16, triton.next_power_of_2(n))
+    chunks = default_chunks(n) if chunks is None else chunks
+    if iters < 1 or shifts < 1 or shifts & (shifts - 1) or chunks & (chunks - 1) or chunks > bn:
+        raise KernelError(
+            f"shifts={shifts} and chunks={chunks} must be powers of two (chunks <= {bn}), "
+            f"iters={iters} >= 1"
+        )
     if pool == 0:
         return torch.zeros(0, dtype=torch.float32, device=m.device)
-    bn = max(16, triton.next_power_of_2(n))
-    warps = num_warps or max(1, min(8, bn * bn // 1024))
-    diag = torch.empty((pool, bn), dtype=torch.float32, device=m.device)
-    offd2 = torch.empty((pool, bn), dtype=torch.float32, device=m.device)
-    bounds = torch.empty((pool, 4), dtype=torch.float32, device=m.device)
+    scratch = torch.empty((pool * chunks, 2 * bn + 4), dtype=torch.float32, device=m.device)
+    count = torch.zeros(pool, dtype=torch.int32, device=m.device)
     out = torch.empty(pool, dtype=torch.float32, device=m.device)
-    if rows is None:
-        _fused_kernel[(pool,)](
-            m, diag, offd2, bounds, out, n, *m.stride(),
-            BN=bn, SHIFTS=shifts, ITERS=iters, num_warps=warps,
-        )  # fmt: skip
-        return out
-    rows = min(rows, bn)
-    lam = torch.empty((pool, bn), dtype=torch.float32, device=m.device)
-    _tridiagonal_kernel[(pool,)](m, diag, offd2, bounds, n, *m.stride(), BN=bn, num_warps=warps)
-    _eigenvalue_kernel[(pool, bn // rows)](
-        diag, offd2, bounds, lam, n, BN=bn, ROWS=rows, SHIFTS=shifts, ITERS=iters, num_warps=1 if rows * shifts <= 128 else 4,
+    _erank_kernel[(pool, chunks)](
+        m, scratch, count, out, n, *m.stride(),
+        BN=bn, CHUNKS=chunks, SHIFTS=shifts, ITERS=iters, num_warps=num_warps,
     )  # fmt: skip
-    _entropy_kernel[(pool,)](lam, out, BN=bn, num_warps=1)
     return out

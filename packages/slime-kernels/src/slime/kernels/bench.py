@@ -3,8 +3,9 @@
 Prints markdown tables: pool attention forward and forward+backward TF/s next to torch SDPA's
 flash, cuDNN and memory-efficient backends (pinned with ``sdpa_kernel``) at the issue's shapes,
 bf16 causal; then the Triton effective rank against ``torch.linalg.eigvalsh``. ``--sweep`` first
-times every candidate launch config of the attention kernels and of the effective rank. Times are
-medians of ``triton.testing.do_bench``; FLOPs count causal attention as half the dense work and
+times every candidate launch config of the attention kernels and of the effective rank
+(``--sweep-erank``: the latter only). Times are medians of ``triton.testing.do_bench``, eager
+(host launch cost included) and, for attention, also replayed from a CUDA graph; FLOPs count causal attention as half the dense work and
 the backward as 2.5x the forward (the FlashAttention convention).
 """
 
@@ -40,14 +41,14 @@ DQ_CONFIGS = [
     (64, 64, 4, 3), (128, 64, 8, 3),
 ]  # fmt: skip
 ERANK_VARIANTS = [
-    {"shifts": 16, "iters": 7},
-    {"shifts": 16, "iters": 7, "num_warps": 8},
-    {"shifts": 8, "iters": 9},
-    {"shifts": 32, "iters": 6},
-    {"shifts": 16, "iters": 7, "rows": 8},
-    {"shifts": 16, "iters": 7, "rows": 16},
-    {"shifts": 8, "iters": 9, "rows": 8},
-    {"shifts": 32, "iters": 6, "rows": 4},
+    {"chunks": 1},
+    {"chunks": 2},
+    {"chunks": 4},
+    {"chunks": 8},
+    {"chunks": 4, "num_warps": 8},
+    {"chunks": 8, "num_warps": 8},
+    {"chunks": 4, "num_warps": 2},
+    {"chunks": 8, "shifts": 32, "iters": 6},
 ]
 
 
@@ -59,6 +60,20 @@ def _ms(fn, grad_to_none=None) -> float:
     return triton.testing.do_bench(
         fn, warmup=25, rep=100, grad_to_none=grad_to_none, return_mode="median"
     )
+
+
+def _graph_ms(fn) -> float:
+    """Median time of ``fn`` replayed from a CUDA graph: device time without host launch cost."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return _ms(graph.replay)
 
 
 def _attention_flops(batch, pool, seq, d) -> float:
@@ -101,11 +116,20 @@ def attention_rows(shape) -> list[dict]:
         except RuntimeError as exc:  # a backend that does not support this shape or card
             rows.append({"impl": name, "shape": shape, "error": str(exc).splitlines()[0][:80]})
             continue
-        rows.append({
+        row = {
             "impl": name, "shape": shape, "rel_err": err,
             "fwd_ms": fwd, "fwd_tflops": flops / fwd * 1e-9,
             "fwd_bwd_ms": both, "fwd_bwd_tflops": 3.5 * flops / both * 1e-9,
-        })  # fmt: skip
+        }  # fmt: skip
+        try:
+            with torch.no_grad():
+                gfwd = _graph_ms(lambda fn=fn: fn(q, k, v))
+            gboth = _graph_ms(_fwd_bwd(fn, q, k, v, grad))
+            row["graph_fwd_tflops"] = flops / gfwd * 1e-9
+            row["graph_fwd_bwd_tflops"] = 3.5 * flops / gboth * 1e-9
+        except RuntimeError as exc:
+            row["error"] = "graph: " + str(exc).splitlines()[0][:70]
+        rows.append(row)
     return rows
 
 
@@ -120,19 +144,22 @@ def sweep_attention(shape) -> list[dict]:
         rows.append({"kernel": "fwd", "shape": shape, "config": t, "ms": ms})
     out, lse = _triton_attention.forward(q, k, v, *args)
     grad = torch.randn_like(out)
-    delta = (grad.float() * out.float()).sum(-1)
     default_dq = _triton_attention.default_config("dq", shape[-1], q.device)
     default_dkdv = _triton_attention.default_config("dkdv", shape[-1], q.device)
     for t in DKDV_CONFIGS:
         cfgs = (_cfg(t), default_dq)
         ms = _ms(
-            lambda c=cfgs: _triton_attention.backward(grad, q, k, v, lse, delta, *args, configs=c)
+            lambda c=cfgs: _triton_attention.backward(
+                grad, q, k, v, out, lse, None, *args, configs=c
+            )
         )
         rows.append({"kernel": "dkdv+default dq", "shape": shape, "config": t, "ms": ms})
     for t in DQ_CONFIGS:
         cfgs = (default_dkdv, _cfg(t))
         ms = _ms(
-            lambda c=cfgs: _triton_attention.backward(grad, q, k, v, lse, delta, *args, configs=c)
+            lambda c=cfgs: _triton_attention.backward(
+                grad, q, k, v, out, lse, None, *args, configs=c
+            )
         )
         rows.append({"kernel": "default dkdv+dq", "shape": shape, "config": t, "ms": ms})
     return rows
@@ -178,6 +205,7 @@ def _print_table(rows: list[dict], columns: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweep", action="store_true", help="time every candidate config first")
+    parser.add_argument("--sweep-erank", action="store_true", help="sweep effective rank only")
     parser.add_argument("--json", help="also write all rows to this JSON file")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
@@ -196,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         sweep = [row for shape in SHAPES for row in sweep_attention(shape)]
         results["sweep"] = sweep
         _print_table(sweep, ["kernel", "shape", "config", "ms"])
+    if args.sweep or args.sweep_erank:
         variants = erank_rows(ERANK_VARIANTS)
         results["erank_sweep"] = variants
         _print_table(variants, ["P", "d", "variant", "ms", "speedup", "max_rel_err"])
@@ -211,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
             "fwd_tflops",
             "fwd_bwd_ms",
             "fwd_bwd_tflops",
+            "graph_fwd_tflops",
+            "graph_fwd_bwd_tflops",
             "rel_err",
             "error",
         ],

@@ -24,11 +24,13 @@ from torch import Tensor
 __all__ = ["BACKENDS", "coherence", "correlation", "effective_rank", "pool_attention"]
 
 BACKENDS = ("auto", "torch", "triton")
+# Looked up once: torch.compile cannot trace importlib, and the answer cannot change in a process.
+_HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 
 def triton_available() -> bool:
     """Whether the ``triton`` package can be imported here."""
-    return importlib.util.find_spec("triton") is not None
+    return _HAS_TRITON
 
 
 def _resolve(backend: str, device: torch.device) -> str:
@@ -68,24 +70,32 @@ def _attention_backward_op(
     q: Tensor,
     k: Tensor,
     v: Tensor,
+    out: Tensor,
     lse: Tensor,
-    delta: Tensor,
+    grad_lse: Tensor | None,
     key_padding_mask: Tensor | None,
     alive: Tensor | None,
     causal: bool,
     scale: float,
     backend: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    args = (grad_out, q, k, v, lse, delta, causal, scale, key_padding_mask, alive)
     if _resolve(backend, q.device) == "triton":
         from slime.kernels import _triton_attention
 
-        return _triton_attention.backward(*args)
-    return torch_fallback.attention_backward(*args)
+        return _triton_attention.backward(
+            grad_out, q, k, v, out, lse, grad_lse, causal, scale, key_padding_mask, alive
+        )
+    # delta = rowsum(dO * O) - dlse: with it dS = P * (dP - delta) covers both outputs.
+    delta = (grad_out.float() * out.float()).sum(dim=-1)
+    if grad_lse is not None:
+        delta = delta - grad_lse
+    return torch_fallback.attention_backward(
+        grad_out, q, k, v, lse, delta, causal, scale, key_padding_mask, alive
+    )
 
 
 @_attention_backward_op.register_fake
-def _(grad_out, q, k, v, lse, delta, key_padding_mask, alive, causal, scale, backend):
+def _(grad_out, q, k, v, out, lse, grad_lse, key_padding_mask, alive, causal, scale, backend):
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
@@ -100,13 +110,10 @@ def _backward(ctx, grad_out: Tensor | None, grad_lse: Tensor | None):
     q, k, v, out, lse, key_padding_mask, alive = ctx.saved_tensors
     if grad_out is None:
         grad_out = torch.zeros_like(out)
-    grad_out = grad_out.contiguous()
-    delta = (grad_out.float() * out.float()).sum(dim=-1)
-    if grad_lse is not None:
-        delta = delta - grad_lse
     dq, dk, dv = _attention_backward_op(
-        grad_out, q, k, v, lse, delta, key_padding_mask, alive, ctx.causal, ctx.scale, ctx.backend
-    )
+        grad_out.contiguous(), q, k, v, out, lse, grad_lse, key_padding_mask, alive,
+        ctx.causal, ctx.scale, ctx.backend,
+    )  # fmt: skip
     return dq, dk, dv, None, None, None, None, None
 
 
