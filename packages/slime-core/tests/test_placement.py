@@ -1,5 +1,9 @@
 """placement: a pure, process-independent function of an archive cell."""
 
+import hashlib
+import importlib
+import os
+import struct
 import subprocess
 import sys
 
@@ -10,6 +14,7 @@ from hypothesis import strategies as st
 from slime.core import placement
 from slime.proto import ConfigError
 
+placement_module = importlib.import_module("slime.core.placement")
 cells = st.lists(st.integers(-(2**40), 2**40), min_size=1, max_size=4)
 
 
@@ -32,11 +37,25 @@ def test_cells_spread_over_devices():
     assert used == {0, 1, 2, 3}
 
 
-def test_placement_is_identical_in_a_fresh_process():
+def test_placement_is_identical_in_a_fresh_process_with_another_hash_seed():
     here = [placement((i, 7 - i), 3) for i in range(8)]
-    code = "from slime.core import placement; print([placement((i, 7 - i), 3) for i in range(8)])"
-    there = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    code = (
+        "import importlib.util, sys; "
+        f"spec = importlib.util.spec_from_file_location('placement', {placement_module.__file__!r}); "
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
+        "print([m.placement((i, 7 - i), 3) for i in range(8)])"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    there = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
     assert there.stdout.strip() == str(here)
+
+
+@given(cells, st.integers(1, 16))
+def test_placement_is_blake2b_of_the_little_endian_cell(cell, n):
+    digest = hashlib.blake2b(struct.pack(f"<{len(cell)}q", *cell), digest_size=8).digest()
+    assert placement(tuple(cell), n) == int.from_bytes(digest, "little") % n
 
 
 @pytest.mark.parametrize("n", [0, -1, 1.5, True])

@@ -6,9 +6,12 @@ import hashlib
 import math
 import struct
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from slime.proto import ConfigError
-from torch import Tensor
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 __all__ = ["placement"]
 
@@ -38,7 +41,8 @@ def placement(cell: Tensor | Sequence[int | float], num_devices: int) -> int:
     """
     if isinstance(num_devices, bool) or not isinstance(num_devices, int) or num_devices < 1:
         raise ConfigError(f"num_devices must be an int >= 1, got {num_devices!r}", "num_devices")
-    coords = cell.detach().flatten().tolist() if isinstance(cell, Tensor) else list(cell)
+    # Tensors are recognised by duck typing: this module stays importable without torch.
+    coords = cell.detach().flatten().tolist() if hasattr(cell, "detach") else list(cell)
     if not coords:
         raise ConfigError("cell must have at least one coordinate, got an empty cell", "cell")
     packed = struct.pack(f"<{len(coords)}q", *(_quantize(c) for c in coords))
