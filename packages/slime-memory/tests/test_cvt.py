@@ -32,6 +32,31 @@ def test_cell_is_the_nearest_centroid_by_brute_force() -> None:
     assert torch.equal(archive.cell_index(points), expected)
 
 
+def test_brute_force_nearest_agrees_with_the_k_d_tree() -> None:
+    tree = CVTArchive(50, RANGES, samples=1000, seed=2)
+    brute = CVTArchive(50, RANGES, centroids=tree.centroids, nearest="brute_force")
+    points = torch.rand(5000, 2, generator=torch.Generator().manual_seed(1)) * 4 - 2
+    assert torch.equal(brute.cell_index(points), tree.cell_index(points))
+
+
+def test_brute_force_archive_matches_k_d_tree_archive_after_adds() -> None:
+    tree = CVTArchive(30, RANGES, samples=600, seed=0)
+    brute = CVTArchive(30, RANGES, centroids=tree.centroids, nearest="brute_force")
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        columns = {"x": torch.randn(64, 4, generator=g)}
+        objectives = torch.randn(64, generator=g)
+        points = torch.rand(64, 2, generator=g) * torch.tensor([1.0, 4.0]) - torch.tensor([0, 2])
+        a, b = tree.add(columns, objectives, points), brute.add(columns, objectives, points)
+        assert torch.equal(a.status, b.status)
+    assert [(e.cell, e.objective) for e in tree] == [(e.cell, e.objective) for e in brute]
+
+
+def test_unknown_nearest_method_raises() -> None:
+    with pytest.raises(ConfigError, match="nearest"):
+        CVTArchive(2, RANGES, centroids=torch.zeros(2, 2), nearest="ball_tree")
+
+
 def test_centroids_of_wrong_shape_raise() -> None:
     with pytest.raises(ConfigError, match=r"\(3, 2\), expected \(4, 2\)"):
         CVTArchive(4, RANGES, centroids=torch.zeros(3, 2))

@@ -23,7 +23,8 @@ class CVTArchive(Archive):
 
     Centroids come from k-means (scikit-learn, one Lloyd run from a random init) over ``samples``
     points drawn uniformly in the ranges, or are given. The nearest centroid is found with a scipy
-    k-d tree on CPU and with batched ``torch.cdist`` + argmin on other devices.
+    k-d tree on CPU and with batched ``torch.cdist`` + argmin on other devices (``nearest``
+    overrides the choice).
 
     Args:
         cells: number of centroids.
@@ -31,6 +32,8 @@ class CVTArchive(Archive):
         centroids: ``(cells, k)`` centroids to use instead of k-means.
         samples: uniform samples clustered by k-means (ignored with ``centroids``).
         seed: seeds the samples and k-means.
+        nearest: ``"auto"`` (k-d tree on CPU, batched distances elsewhere), ``"kd_tree"`` (CPU
+            only) or ``"brute_force"``.
         device, qd_offset, learning_rate, threshold_min, max_size: see :class:`Archive`.
     """
 
@@ -44,6 +47,7 @@ class CVTArchive(Archive):
         centroids: torch.Tensor | None = None,
         samples: int = 10_000,
         seed: int = 0,
+        nearest: str = "auto",
         device: torch.device | str | None = None,
         qd_offset: float = 0.0,
         learning_rate: float = 1.0,
@@ -74,9 +78,19 @@ class CVTArchive(Archive):
             )
         elif not bool(torch.isfinite(centroids).all()):
             raise ConfigError("centroids contain NaN or Inf", "CVTArchive.centroids")
-        self._samples, self._seed = samples, seed
+        if nearest not in ("auto", "kd_tree", "brute_force"):
+            raise ConfigError(
+                f"nearest must be auto, kd_tree or brute_force, got {nearest!r}",
+                "CVTArchive.nearest",
+            )
+        if nearest == "kd_tree" and self.device.type != "cpu":
+            raise ConfigError(
+                f"nearest='kd_tree' runs on CPU only, not {self.device}", "CVTArchive.nearest"
+            )
+        self._samples, self._seed, self._nearest = samples, seed, nearest
         self._centroids = centroids.detach().to(device=self.device, dtype=torch.float64)
-        self._tree = KDTree(self._centroids.cpu().numpy()) if self.device.type == "cpu" else None
+        use_tree = nearest == "kd_tree" or (nearest == "auto" and self.device.type == "cpu")
+        self._tree = KDTree(self._centroids.cpu().numpy()) if use_tree else None
 
     @property
     def centroids(self) -> torch.Tensor:
@@ -101,7 +115,12 @@ class CVTArchive(Archive):
         return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64, device=self.device)
 
     def _config(self) -> dict[str, Any]:
-        return {"cells": self.cells, "samples": self._samples, "seed": self._seed}
+        return {
+            "cells": self.cells,
+            "samples": self._samples,
+            "seed": self._seed,
+            "nearest": self._nearest,
+        }
 
     def _config_tensors(self) -> dict[str, torch.Tensor]:
         return {"centroids": self._centroids}

@@ -1,0 +1,37 @@
+"""The benchmark script runs end to end on a tiny stream, with and without pyribs."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+from slime.memory import bench
+
+TINY = ["--items", "200", "--batches", "100", "--dims", "4", "--repeats", "1", "--threads", "0"]
+
+
+def test_bench_without_pyribs_prints_only_our_numbers(capsys: pytest.CaptureFixture) -> None:
+    bench.main([*TINY, "--no-ribs", "--archives", "grid"])
+    out = capsys.readouterr().out
+    assert "ribs not installed" in out
+    row = next(line for line in out.splitlines() if line.startswith("| grid"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:4] == ["grid (10000 cells)", "4", "100", "200"]
+    assert float(cells[4].replace(",", "")) > 0  # columns rate
+    assert cells[6:] == ["n/a", "n/a", "n/a"]
+
+
+def test_bench_when_ribs_cannot_be_found(monkeypatch, capsys) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "ribs" else real(name, *a)
+    )
+    bench.main([*TINY, "--archives", "cvt", "--no-payloads"])
+    assert "ribs not installed" in capsys.readouterr().out
+
+
+def test_bench_with_pyribs_reports_a_ratio(capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("ribs")
+    bench.main([*TINY, "--archives", "grid"])
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| grid"))
+    assert row.rstrip(" |").endswith("x")
