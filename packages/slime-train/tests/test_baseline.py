@@ -86,3 +86,26 @@ def test_missing_vocab_size_is_rejected() -> None:
 def test_generate_appends_tokens() -> None:
     out = _model().generate(torch.zeros(2, 1, dtype=torch.long), 5, generator=torch.Generator())
     assert out.shape == (2, 6)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize(("n_pods", "head_dim"), [(2, 8), (4, 8), (3, 5)])
+def test_parameter_count_equals_slime_model_at_matching_config(
+    bias: bool, n_pods: int, head_dim: int
+) -> None:
+    from slime.core import SlimeModel
+    from slime.train.build import to_slime_config
+
+    cfg = ModelConfig(
+        vocab_size=11,
+        block_size=8,
+        n_layer=2,
+        n_embd=16,
+        n_pods=n_pods,
+        pod_capacity=4,
+        head_dim=head_dim,
+        bias=bias,
+        kernel_backend="torch",
+    )
+    slime = SlimeModel(to_slime_config(cfg, 11))
+    assert GPT(cfg).num_params() == slime.num_params()

@@ -1,0 +1,90 @@
+"""The `slime` command: `train` with overrides, resume, errors, entry-point subcommands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from slime.train import cli
+
+
+def _only_run(out: Path) -> Path:
+    (run,) = out.iterdir()
+    return run
+
+
+def test_train_writes_a_run_directory_and_says_where(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = cli.main(
+        ["train", "--config", "tiny", "--steps", "4", "--out", str(tmp_path), "--quiet"]
+    )
+    assert status == 0
+    run = _only_run(tmp_path)
+    assert f"results: {run}" in capsys.readouterr().out
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["model"] == "slime"
+
+
+def test_model_flag_trains_the_baseline(tmp_path: Path) -> None:
+    argv = ["train", "--config", "tiny", "--steps", "3", "--model", "baseline"]
+    assert cli.main([*argv, "--out", str(tmp_path), "--quiet"]) == 0
+    assert json.loads((_only_run(tmp_path) / "summary.json").read_text())["model"] == "baseline"
+
+
+def test_progress_bar_goes_to_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cli.main(["train", "--config", "tiny", "--steps", "3", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "3/3 loss" in err and "tok/s" in err and "ETA" in err
+
+
+def test_resume_continues_to_more_steps(tmp_path: Path) -> None:
+    cli.main(["train", "--config", "tiny", "--steps", "6", "--out", str(tmp_path), "--quiet"])
+    run = _only_run(tmp_path)
+    assert cli.main(["train", "--resume", str(run), "--steps", "9", "--quiet"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 9
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps)
+
+
+def test_bad_config_value_exits_2_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("train:\n  lr: -1\n")
+    assert cli.main(["train", "--config", str(config), "--out", str(tmp_path)]) == 2
+    assert "train.lr: expected a value > 0.0, got -1.0" in capsys.readouterr().err
+
+
+def test_missing_corpus_exits_2_with_a_data_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", "--data", "shakespeare", "--data-dir", str(tmp_path), "--out", str(tmp_path)]
+    assert cli.main(argv) == 2
+    assert "tinyshakespeare/input.txt" in capsys.readouterr().err
+
+
+def test_unknown_command_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["fly"]) == 2
+    assert "unknown command 'fly'" in capsys.readouterr().err
+
+
+def test_no_arguments_prints_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([]) == 2
+    assert "usage: slime {" in capsys.readouterr().out
+
+
+def test_entry_point_commands_are_dispatched(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list[str]] = []
+
+    class FakeEntryPoint:
+        name = "visualize"
+
+        def load(self):
+            return lambda argv: seen.append(argv) or 0
+
+    monkeypatch.setattr(cli, "entry_points", lambda group: [FakeEntryPoint()])
+    assert cli.main(["visualize", "run_dir", "--out", "x.png"]) == 0
+    assert seen == [["run_dir", "--out", "x.png"]]
