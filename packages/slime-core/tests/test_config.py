@@ -1,10 +1,12 @@
 """SlimeConfig: validated in one place, plain-data round trip."""
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 from slime.core import SlimeConfig
 from slime.proto import ConfigError
+
+pytest.importorskip("hypothesis")  # CPU-only property tests; the GPU machine may lack it
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 
 def test_head_dim_defaults_to_width_over_pods():

@@ -71,6 +71,7 @@ def test_triton_and_torch_kernels_give_the_same_loss_curve():
 
 
 def test_model_round_trips_through_a_checkpoint_on_the_gpu(tmp_path):
+    pytest.importorskip("safetensors")
     model = make(TritonKernel())
     model.organisms[1].cull([0])
     model.save_pretrained(tmp_path)

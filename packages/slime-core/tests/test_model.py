@@ -257,3 +257,31 @@ def test_bad_input_is_rejected(kernel):
         model(torch.zeros(2, 3))
     with pytest.raises(ConfigError, match="block_size"):
         model(torch.zeros(1, T + 1, dtype=torch.long))
+
+
+def test_a_full_lifecycle_inside_training_keeps_learning(kernel):
+    """measure -> archive -> cull -> chemotaxis-guided spawn, between optimizer steps."""
+    model = make(kernel)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.add_pool_listener(
+        lambda added, removed: opt.add_param_group({"params": added}) if added else None
+    )
+    idx, targets = batch()
+    losses = []
+    for step in range(12):
+        loss = model(idx, targets)[1]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if step == 5:
+            organism = model.organisms[0]
+            model.measure_behaviour(idx)
+            organism.archive_elites({s: float(s) for s in organism.live_slots()})
+            organism.cull([0])
+            sampled, sample = [], organism.chemotaxis.sample
+            organism.chemotaxis.sample = lambda *args: sampled.append(sample(*args)) or sampled[-1]
+            slot = organism.spawn()
+            expected = organism.archive.interpolate(sampled[0], k_neighbors=2)
+            assert torch.equal(organism.pods[str(slot)].k_weight, expected["params"]["k_weight"])
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]

@@ -370,3 +370,15 @@ def test_spawn_with_a_genome_copies_it_and_starts_fresh(kernel, gen):
     child = org.pods[str(slot)]
     assert torch.equal(child.q_weight, donor.q_weight) and child.fitness == 0.0
     assert child.q_weight is not donor.q_weight
+
+
+def test_hunger_rises_as_the_pool_empties(kernel, gen, monkeypatch):
+    org, _ = _archived(kernel, gen)  # 3 of 6 slots live
+    seen = []
+    monkeypatch.setattr(
+        org.chemotaxis, "sample", lambda b, rate, hunger: seen.append((rate, hunger))
+    )
+    org.birth_location()
+    org.cull([0, 1])
+    org.birth_location()
+    assert seen == [(org.metabolic_rate, 0.5), (org.metabolic_rate, 1 - 1 / 6)]

@@ -5,13 +5,15 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from slime.core import DESCRIPTOR_NAMES, Pseudopod
 from slime.core.pseudopod import hoyer_sparsity
 from slime.proto import Component, ConfigError
 from slime.proto import Pseudopod as PseudopodProtocol
 from slime.proto.testing import assert_conforms, assert_roundtrip, payloads_equal
+
+pytest.importorskip("hypothesis")  # CPU-only property tests; the GPU machine may lack it
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 D, d = 16, 4
 

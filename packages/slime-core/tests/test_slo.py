@@ -1,10 +1,12 @@
 """SLOs with error budgets: loaded from plain data, validated, reporting budget burn."""
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 from slime.core.observability import SLO, SLOSet
 from slime.proto import ConfigError
+
+pytest.importorskip("hypothesis")  # CPU-only property tests; the GPU machine may lack it
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 SPEC = {
     "latency_p95": {"metric": "latency_ms", "max": 10.0, "target": 0.95},
