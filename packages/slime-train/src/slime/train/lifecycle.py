@@ -13,7 +13,9 @@ space (KMO, Bartlett, kernel PCA over the live pods' descriptors).
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -72,11 +74,28 @@ class LossGate:
         self.ema, self.frozen = state["ema"], state["frozen"]
 
 
-class Lifecycle:
-    """Runs the medium and slow timescale work on a SlimeModel. Returns plain-data event records."""
+def _untimed(name: str) -> contextlib.AbstractContextManager:
+    return contextlib.nullcontext()
 
-    def __init__(self, model, cfg: LifecycleConfig, fitness: FitnessTracker) -> None:
-        self.model, self.cfg, self.fitness = model, cfg, fitness
+
+class Lifecycle:
+    """Runs the medium and slow timescale work on a SlimeModel. Returns plain-data event records.
+
+    Args:
+        timer: ``timer(name)`` returns a context manager timing the named part (``measure``,
+            ``fitness``, ``archive``, ``births``, ``cull``, ``budget``, ``analysis``); the trainer
+            passes its own so profiles can say where lifecycle time goes.
+    """
+
+    def __init__(
+        self,
+        model,
+        cfg: LifecycleConfig,
+        fitness: FitnessTracker,
+        *,
+        timer: Callable[[str], contextlib.AbstractContextManager] = _untimed,
+    ) -> None:
+        self.model, self.cfg, self.fitness, self.timer = model, cfg, fitness, timer
         self.gate = LossGate(cfg.loss_gate_ratio, cfg.loss_ema_decay)
         self.births = 0
         self.deaths = 0
@@ -88,24 +107,21 @@ class Lifecycle:
         """Behaviour, fitness, archive elites, loss gate, births. ``probe`` is ``(idx, targets)``."""
         idx, targets = probe
         phase = lifecycle_phase(step, self.cfg)
-        self.model.measure_behaviour(idx)
-        scores = self.fitness.assess(self.model, idx, targets)
+        with self.timer("measure"):
+            self.model.measure_behaviour(idx)
+        with self.timer("fitness"):
+            scores = self.fitness.assess(self.model, idx, targets)
         added = 0
-        for layer, organism in enumerate(self.model.organisms):
-            fitness = {slot: scores[(layer, slot)].fitness for slot in organism.live_slots()}
-            if fitness:
-                added += int((organism.archive_elites(fitness).status > 0).sum())
+        with self.timer("archive"):
+            for layer, organism in enumerate(self.model.organisms):
+                fitness = {slot: scores[(layer, slot)].fitness for slot in organism.live_slots()}
+                if fitness:
+                    added += int((organism.archive_elites(fitness).status > 0).sum())
         frozen = self.gate.check(loss)
         born = 0
         if phase != "warmup" and not frozen:
-            for organism in self.model.organisms:
-                room = min(
-                    self.cfg.max_pool_size - len(organism.live_slots()),
-                    organism.pod_capacity - len(organism.live_slots()),
-                )
-                for _ in range(max(0, min(self.cfg.births_per_event, room))):
-                    organism.spawn()
-                    born += 1
+            with self.timer("births"):
+                born = self._grow()
         self.births += born
         task = [s.task for s in scores.values()]
         return {
@@ -118,23 +134,39 @@ class Lifecycle:
             "fitness_max": max((s.fitness for s in scores.values()), default=0.0),
         }
 
+    def _grow(self) -> int:
+        born = 0
+        for organism in self.model.organisms:
+            room = min(
+                self.cfg.max_pool_size - len(organism.live_slots()),
+                organism.pod_capacity - len(organism.live_slots()),
+            )
+            for _ in range(max(0, min(self.cfg.births_per_event, room))):
+                organism.spawn()
+                born += 1
+        return born
+
     def slow(self, step: int) -> dict:
         """Culling (full phase, gate open), memory budget, hard limits, behavioural analysis."""
         phase = lifecycle_phase(step, self.cfg)
         culled = 0
         if phase == "full" and not self.gate.frozen:
+            with self.timer("cull"):
+                for organism in self.model.organisms:
+                    culled += self._cull_least_fit(organism)
+        with self.timer("budget"):
             for organism in self.model.organisms:
-                culled += self._cull_least_fit(organism)
-        for organism in self.model.organisms:
-            culled += len(organism.enforce_budget())
-            culled += self._enforce_pool_limit(organism)
-            if len(organism.archive) > self.cfg.max_archive_size:
-                raise PoolError(
-                    f"{organism.name} archive holds {len(organism.archive)} elites, "
-                    f"over the hard limit {self.cfg.max_archive_size}"
-                )
+                culled += len(organism.enforce_budget())
+                culled += self._enforce_pool_limit(organism)
+                if len(organism.archive) > self.cfg.max_archive_size:
+                    raise PoolError(
+                        f"{organism.name} archive holds {len(organism.archive)} elites, "
+                        f"over the hard limit {self.cfg.max_archive_size}"
+                    )
         self.deaths += culled
-        return {"phase": phase, "deaths": culled, "pool_size": self.pool_size(), **self.analyse()}
+        with self.timer("analysis"):
+            analysis = self.analyse()
+        return {"phase": phase, "deaths": culled, "pool_size": self.pool_size(), **analysis}
 
     def _cull_least_fit(self, organism) -> int:
         live = organism.live_slots()

@@ -88,7 +88,12 @@ class Trainer:
         self.optimizer = PoolOptimizer(self.model, cfg.train, fused=self.device.type == "cuda")
         self.fitness = FitnessTracker(cfg.fitness)
         self.lifecycle = (
-            Lifecycle(self.model, cfg.lifecycle, self.fitness)
+            Lifecycle(
+                self.model,
+                cfg.lifecycle,
+                self.fitness,
+                timer=lambda name: self._timed(f"lifecycle/{name}"),
+            )
             if self.is_slime and cfg.lifecycle.enabled
             else None
         )
