@@ -10,6 +10,16 @@ import pytest
 from slime.tools import cli
 
 
+def _installed(dist):
+    try:
+        importlib.metadata.distribution(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+# The GPU machine imports slime from packages/*/src without installing it: no entry points there.
+@pytest.mark.skipif(not _installed("slime-tools"), reason="slime-tools is not installed")
 def test_entry_points_name_the_three_subcommands():
     found = {ep.name: ep.load() for ep in importlib.metadata.entry_points(group="slime.commands")}
     assert found["visualize"] is cli.visualize_command
