@@ -122,6 +122,15 @@ def test_triton_effective_rank_matches_eigvalsh_in_float64(n, rank):
     torch.testing.assert_close(got.double(), _eigvalsh_erank(m), rtol=1e-4, atol=0)
 
 
+@pytest.mark.parametrize("chunks", [2, 4])
+def test_triton_effective_rank_split_over_programs_matches_eigvalsh(chunks):
+    from slime.kernels import _triton_erank
+
+    m = _psd(2, 20, 20, seed=chunks)
+    got = _triton_erank.effective_rank(m, chunks=chunks)
+    torch.testing.assert_close(got.double(), _eigvalsh_erank(m), rtol=1e-4, atol=0)
+
+
 def test_triton_effective_rank_of_correlation_with_clustered_spectrum():
     base = torch.randn(2, 200, 4, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
     x = base.repeat(1, 1, 8) + 1e-3 * torch.randn(2, 200, 32, dtype=torch.float64)

@@ -17,6 +17,8 @@ The lower triangle is read, as ``torch.linalg.eigvalsh`` does.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -141,8 +143,11 @@ def _erank_kernel(M, SCRATCH, COUNT, OUT, n, sm_p, sm_r, sm_c,
         tl.store(OUT + pid, rank)
 
 
-def default_chunks(n: int) -> int:
-    """Programs per matrix: one per 16 eigenvalues (each repeats the cheap tridiagonalisation)."""
+def default_chunks(n: int, device: torch.device) -> int:
+    """Programs per matrix: on a GPU one per 16 eigenvalues (each repeats the tridiagonalisation,
+    in parallel); in the interpreter, where programs run one after another, a single one."""
+    if device.type != "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
+        return 1
     return max(1, triton.next_power_of_2(max(n, 16)) // 16)
 
 
@@ -173,7 +178,7 @@ def effective_rank(
     if n == 0 or n > MAX_N:
         raise KernelError(f"m has n={n}; the Triton effective rank supports 1 <= n <= {MAX_N}")
     bn = max(16, triton.next_power_of_2(n))
-    chunks = default_chunks(n) if chunks is None else chunks
+    chunks = default_chunks(n, m.device) if chunks is None else chunks
     if iters < 1 or shifts < 1 or shifts & (shifts - 1) or chunks & (chunks - 1) or chunks > bn:
         raise KernelError(
             f"shifts={shifts} and chunks={chunks} must be powers of two (chunks <= {bn}), "
