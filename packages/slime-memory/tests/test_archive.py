@@ -128,6 +128,19 @@ def test_stored_genome_is_a_copy_of_the_payload() -> None:
     assert next(iter(archive)).genome["w"].tolist() == [0.0, 0.0, 0.0]
 
 
+@pytest.mark.parametrize("form", ["columns", "payloads"])
+def test_inputs_that_require_grad_leave_no_graph_in_the_archive(form: str) -> None:
+    archive = grid()
+    objectives = torch.tensor([1.0, 2.0], requires_grad=True)
+    weights = torch.ones(2, 3, requires_grad=True) * 2
+    points = desc((0.1, 0.1), (0.9, 0.9)).requires_grad_()
+    genomes = {"w": weights} if form == "columns" else [{"w": w} for w in weights]
+    result = archive.add(genomes, objectives * 3, points * 1)
+    assert not result.value.requires_grad
+    for elite in archive:
+        assert not (elite.genome["w"].requires_grad or elite.descriptor.requires_grad)
+
+
 def test_genome_with_object_reference_raises_naming_its_path() -> None:
     with pytest.raises(ArchiveError, match=r"genomes\[0\]\['module'\] is a Linear"):
         grid().add([{"module": torch.nn.Linear(2, 2)}], torch.ones(1), desc((0.1, 0.1)))

@@ -86,3 +86,23 @@ def test_a_full_archive_keeps_a_newcomer_only_if_it_beat_the_worst(stream, max_s
     newcomers = [e for e in archive if e.cell not in before]
     if len(before) == max_size and newcomers:
         assert min(e.objective for e in newcomers) > min(before.values())
+
+
+@settings(max_examples=40, deadline=None)
+@given(stream=batches, max_size=st.integers(1, 7))
+def test_payload_and_column_forms_give_the_same_archive(stream, max_size) -> None:
+    payloads = GridArchive(DIMS, RANGES, max_size=max_size)
+    columns = GridArchive(DIMS, RANGES, max_size=max_size)
+    start = 0
+    for batch in stream:
+        objectives = torch.tensor([o for o, _, _ in batch], dtype=torch.float64)
+        descriptors = torch.tensor([[x, y] for _, x, y in batch], dtype=torch.float64)
+        ids = torch.arange(start, start + len(batch))
+        a = payloads.add([{"id": i} for i in ids], objectives, descriptors)
+        b = columns.add({"id": ids}, objectives, descriptors)
+        assert torch.equal(a.status, b.status) and torch.equal(a.value, b.value)
+        start += len(batch)
+    left, right = list(payloads), list(columns)
+    assert [(e.cell, e.objective, int(e.genome["id"])) for e in left] == [
+        (e.cell, e.objective, int(e.genome["id"])) for e in right
+    ]

@@ -17,6 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as dump_tensors
+from slime.memory._stores import ColumnStore, GenomeStore, PayloadStore
 from slime.proto import ArchiveError
 
 __all__ = ["SavedArchive", "load_archive", "save_archive"]
@@ -28,6 +29,9 @@ META = "archive.json"
 
 @dataclass(frozen=True)
 class SavedArchive:
+    """What :func:`load_archive` read, checked against the archive it is loaded into."""
+
+    path: Path
     kind: str
     config: dict[str, Any]
     config_tensors: dict[str, torch.Tensor]
@@ -35,6 +39,45 @@ class SavedArchive:
     store_kind: str | None  # "payloads", "columns" or None (never filled)
     genomes: dict[int, dict[str, Any]]
     columns: dict[str, torch.Tensor]
+
+    def state_matrix(self, cells: int, k: int) -> torch.Tensor:
+        """The archive's ``(cells, 3 + k)`` state: objective, threshold, occupied, descriptor."""
+        expected = {
+            "objective": (cells,),
+            "threshold": (cells,),
+            "occupied": (cells,),
+            "descriptors": (cells, k),
+        }
+        for name, shape in expected.items():
+            tensor = self.state.get(name)
+            if tensor is None or tuple(tensor.shape) != shape:
+                got = None if tensor is None else tuple(tensor.shape)
+                raise ArchiveError(f"{self.path}: {name!r} has shape {got}, expected {shape}")
+        s = self.state
+        numbers = [s["objective"], s["threshold"], s["occupied"].to(torch.float64)]
+        return torch.cat([torch.stack(numbers, dim=1), s["descriptors"]], dim=1)
+
+    def genome_store(
+        self, occupied: list[int], cells: int, device: torch.device
+    ) -> GenomeStore | None:
+        """The genome store, checked to hold a genome for every ``occupied`` cell."""
+        if self.store_kind is None:
+            if occupied:
+                raise ArchiveError(f"{self.path}: occupied cells but no stored genomes")
+            return None
+        if self.store_kind == PayloadStore.kind:
+            if set(occupied) != set(self.genomes):
+                raise ArchiveError(f"{self.path}: occupied cells and stored genomes disagree")
+            payloads = PayloadStore()
+            payloads.payloads = dict(self.genomes)
+            return payloads
+        for name, column in self.columns.items():
+            if column.shape[:1] != (cells,):
+                shape = tuple(column.shape)
+                raise ArchiveError(f"{self.path}: genome column {name!r} has shape {shape}")
+        store = ColumnStore(cells, device)
+        store.columns = dict(self.columns)
+        return store
 
 
 def _encode(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -146,4 +189,6 @@ def load_archive(path: Path, *, device: torch.device | str | None) -> SavedArchi
         for k, v in tensors.items()
         if k.startswith("archive/") and k.removeprefix("archive/") not in config_tensors
     }
-    return SavedArchive(meta["kind"], config, config_tensors, state, store_kind, genomes, columns)
+    return SavedArchive(
+        path, meta["kind"], config, config_tensors, state, store_kind, genomes, columns
+    )

@@ -15,8 +15,15 @@ from typing import Any, ClassVar
 
 import torch
 from slime.memory import _persist
+from slime.memory._insertion import (
+    best_per_cell,
+    check_finite,
+    cma_mae_thresholds,
+    eviction_mask,
+    raise_first_non_finite,
+)
 from slime.memory._payload import blend_payloads, copy_payload
-from slime.memory._stores import ColumnStore, GenomeStore, PayloadStore, store_for
+from slime.memory._stores import GenomeStore, store_for
 from slime.proto import ArchiveError, ConfigError
 
 __all__ = ["MAX_ARCHIVE_SIZE", "AddResult", "Archive", "ArchiveStats", "Elite"]
@@ -173,7 +180,7 @@ class Archive:
             ArchiveError: wrong shape, or a NaN/Inf descriptor (naming its index).
         """
         descriptors = self._as_descriptors(descriptors, "descriptors")
-        _raise_first_non_finite(torch.isfinite(descriptors).all(dim=1), "descriptors")
+        raise_first_non_finite(torch.isfinite(descriptors).all(dim=1), "descriptors")
         return self._cell_index(descriptors)
 
     def _cell_index(self, descriptors: torch.Tensor) -> torch.Tensor:
@@ -214,7 +221,7 @@ class Archive:
         if n == 0:
             empty = torch.zeros(0, device=self._device)
             return AddResult(status=empty.to(torch.int32), value=empty.to(torch.float64))
-        _check_finite(objectives, descriptors)  # host sync 1 of 2
+        check_finite(objectives, descriptors)  # host sync 1 of 2
         # Work on the m distinct cells the batch touches, not on all C cells.
         cells, inverse = torch.unique(self._cell_index(descriptors), return_inverse=True)
         before = self._state.index_select(0, cells)  # (m, 3 + k)
@@ -229,10 +236,15 @@ class Archive:
         empty_base = 0.0 if self._threshold_min == -math.inf else self._threshold_min
         value = objectives - torch.where(item_occupied, item_threshold, empty_base)
 
-        best, first = _best_per_cell(inverse, objectives, can_insert, cells.shape[0])
+        best, first = best_per_cell(inverse, objectives, can_insert, cells.shape[0])
         landed = first < n  # (m,) cells receiving an elite from this batch
         source = first.clamp(max=n - 1)
-        threshold = self._new_thresholds(inverse, objectives, can_insert, best, threshold)
+        if self._threshold_min != -math.inf:
+            threshold = cma_mae_thresholds(
+                inverse, objectives, can_insert, threshold, self._learning_rate
+            )
+        else:
+            threshold = best  # plain MAP-Elites: a cell's threshold is its elite's objective
         landing = [best, threshold, landed.to(torch.float64)]
         after = torch.cat([torch.stack(landing, dim=1), descriptors.index_select(0, source)], dim=1)
         after = torch.where(landed[:, None], after, before)  # (m, 3 + k)
@@ -254,33 +266,10 @@ class Archive:
             self._state[:, _THR].masked_fill_(evicted, self._threshold_min)
         return AddResult(status=status, value=value)
 
-    def _new_thresholds(
-        self,
-        inverse: torch.Tensor,
-        objectives: torch.Tensor,
-        can_insert: torch.Tensor,
-        best: torch.Tensor,
-        current: torch.Tensor,
-    ) -> torch.Tensor:
-        """``(m,)`` thresholds for the touched cells that receive an elite (others unused).
-
-        ``current`` ``(m,)`` is each cell's threshold before the batch (``threshold_min`` if empty).
-        """
-        if self._threshold_min == -math.inf:
-            return best  # plain MAP-Elites: the threshold is the elite's objective
-        # CMA-MAE batch rule (Fontaine & Nikolaidis 2023): move toward the mean of all the
-        # batch's objectives that beat the cell's threshold, at rate 1 - (1 - lr) ** count.
-        weight = can_insert.to(torch.float64)
-        zeros = torch.zeros_like(current)
-        count = zeros.scatter_add(0, inverse, weight)
-        total = zeros.scatter_add(0, inverse, objectives * weight)
-        keep = (1.0 - self._learning_rate) ** count
-        return keep * current + (total / count.clamp(min=1.0)) * (1.0 - keep)
-
     def _evictions(
         self, cells: torch.Tensor, after: torch.Tensor, newcomer: torch.Tensor
     ) -> torch.Tensor | None:
-        """``(C,)`` bool: elites to drop so at most ``max_size`` remain (lowest objective first).
+        """``(C,)`` bool: elites to drop to respect ``max_size`` (see :func:`eviction_mask`).
 
         ``after`` ``(m, 3 + k)`` and ``newcomer`` ``(m,)`` describe the touched ``cells`` after
         the batch. None when the archive cannot overflow (``max_size >= cells``).
@@ -288,18 +277,10 @@ class Archive:
         if self._max_size >= self._cells:
             return None
         state = self._state.index_copy(0, cells, after)
-        objective, occupied = state[:, _OBJ], state[:, _OCC] > 0
-        newcomer = torch.zeros_like(occupied).index_copy_(0, cells, newcomer)
-        excess = (occupied.sum() - self._max_size).clamp(min=0)
-        # Order: objective ascending; on ties newcomers first, then higher cells first.
-        order = torch.arange(self._cells - 1, -1, -1, device=self._device)
-        order = order[torch.argsort((~newcomer[order]).to(torch.int8), stable=True)]
-        key = torch.where(occupied, objective, math.inf)
-        order = order[torch.argsort(key[order], stable=True)]
-        rank = torch.empty_like(order).scatter_(
-            0, order, torch.arange(self._cells, device=self._device)
+        newcomer = torch.zeros(self._cells, dtype=torch.bool, device=self._device).index_copy_(
+            0, cells, newcomer
         )
-        return occupied & (rank < excess)
+        return eviction_mask(state[:, _OBJ], state[:, _OCC] > 0, newcomer, self._max_size)
 
     # ---- queries --------------------------------------------------------------------------
 
@@ -388,7 +369,7 @@ class Archive:
             shape = tuple(descriptor.shape) if isinstance(descriptor, torch.Tensor) else descriptor
             raise ArchiveError(f"descriptor must have shape ({self.descriptor_dim},), got {shape}")
         point = self._as_descriptors(descriptor[None], "descriptor")
-        _raise_first_non_finite(torch.isfinite(point).all(dim=1), "descriptor")
+        raise_first_non_finite(torch.isfinite(point).all(dim=1), "descriptor")
         cells = torch.nonzero(self._occupied).squeeze(1)  # ascending: ties go to the lower cell
         if cells.shape[0] == 0:
             raise ArchiveError("no elite to start from: the archive is empty")
@@ -490,21 +471,8 @@ class Archive:
         config = dict(saved.config)
         config["ranges"] = [tuple(r) for r in config["ranges"]]
         archive = target(**config, **saved.config_tensors, device=device)
-        expected = {
-            "objective": (archive.cells,),
-            "threshold": (archive.cells,),
-            "occupied": (archive.cells,),
-            "descriptors": (archive.cells, archive.descriptor_dim),
-        }
-        for name, shape in expected.items():
-            tensor = saved.state.get(name)
-            if tensor is None or tuple(tensor.shape) != shape:
-                got = None if tensor is None else tuple(tensor.shape)
-                raise ArchiveError(f"{path}: state {name!r} has shape {got}, expected {shape}")
-        state = saved.state
-        columns = [state["objective"], state["threshold"], state["occupied"].to(torch.float64)]
-        archive._state = torch.cat([torch.stack(columns, dim=1), state["descriptors"]], dim=1)
-        archive._store = _restore_store(saved, archive, path)
+        archive._state = saved.state_matrix(archive.cells, archive.descriptor_dim)
+        archive._store = saved.genome_store(archive.occupied_cells(), archive.cells, archive.device)
         return archive
 
     # ---- input checks ---------------------------------------------------------------------
@@ -516,7 +484,7 @@ class Archive:
             raise ArchiveError(
                 f"{name} has shape {tuple(descriptors.shape)}, expected (n, {self.descriptor_dim})"
             )
-        return descriptors.to(device=self._device, dtype=torch.float64)
+        return descriptors.detach().to(device=self._device, dtype=torch.float64)
 
     def _check_batch(
         self, objectives: torch.Tensor, descriptors: torch.Tensor
@@ -537,45 +505,11 @@ class Archive:
             )
         if objectives.is_complex() or descriptors.is_complex():
             raise ArchiveError("objectives and descriptors must be real-valued")
+        # Detached: the archive keeps numbers, never a piece of someone's autograd graph.
         return (
-            objectives.to(device=self._device, dtype=torch.float64),
-            descriptors.to(device=self._device, dtype=torch.float64),
+            objectives.detach().to(device=self._device, dtype=torch.float64),
+            descriptors.detach().to(device=self._device, dtype=torch.float64),
         )
-
-
-def _best_per_cell(
-    inverse: torch.Tensor, objectives: torch.Tensor, can_insert: torch.Tensor, m: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per touched cell ``(m,)``: the best insertable objective and the batch index holding it.
-
-    ``inverse`` ``(n,)`` maps items to touched cells. The index is the earliest among equal
-    objectives, and ``n`` where nothing can land.
-    """
-    n = objectives.shape[0]
-    key = torch.where(can_insert, objectives, -math.inf)
-    best = torch.full((m,), -math.inf, dtype=torch.float64, device=objectives.device)
-    best = best.scatter_reduce(0, inverse, key, reduce="amax")
-    position = torch.arange(n, device=objectives.device)
-    candidate = torch.where(can_insert & (key == best.index_select(0, inverse)), position, n)
-    first = torch.full((m,), n, dtype=torch.int64, device=objectives.device)
-    return best, first.scatter_reduce(0, inverse, candidate, reduce="amin")
-
-
-def _check_finite(objectives: torch.Tensor, descriptors: torch.Tensor) -> None:
-    """Raise ArchiveError naming the first item with a NaN/Inf objective or descriptor."""
-    # A sum is finite only if every term is (one reduction, one sync); when it is not (a NaN, an
-    # Inf, or finite values overflowing), the exact per-item check decides.
-    if math.isfinite(float(objectives.sum() + descriptors.sum())):
-        return
-    finite = torch.isfinite(objectives) & torch.isfinite(descriptors).all(dim=1)
-    _raise_first_non_finite(finite, "objectives/descriptors")
-
-
-def _raise_first_non_finite(finite: torch.Tensor, name: str) -> None:
-    """Raise ArchiveError naming the first False entry of ``finite`` ``(n,)``, if any."""
-    if not bool(finite.all()):
-        index = int(torch.nonzero(~finite)[0, 0])
-        raise ArchiveError(f"{name}[{index}] is not finite (NaN or Inf)")
 
 
 def _check_ranges(ranges: Sequence[tuple[float, float]], owner: str) -> list[tuple[float, float]]:
@@ -595,26 +529,6 @@ def _check_ranges(ranges: Sequence[tuple[float, float]], owner: str) -> list[tup
     if not checked:
         raise ConfigError("ranges is empty; need one (low, high) per dimension", f"{owner}.ranges")
     return checked
-
-
-def _restore_store(saved: _persist.SavedArchive, archive: Archive, path: Any) -> GenomeStore | None:
-    occupied = set(torch.nonzero(archive._occupied).squeeze(1).tolist())
-    if saved.store_kind is None:
-        if occupied:
-            raise ArchiveError(f"{path}: occupied cells but no stored genomes")
-        return None
-    if saved.store_kind == PayloadStore.kind:
-        if occupied != set(saved.genomes):
-            raise ArchiveError(f"{path}: occupied cells and stored genomes disagree")
-        payloads = PayloadStore()
-        payloads.payloads = dict(saved.genomes)
-        return payloads
-    columns = ColumnStore(archive.cells, archive.device)
-    for name, column in saved.columns.items():
-        if column.shape[:1] != (archive.cells,):
-            raise ArchiveError(f"{path}: genome column {name!r} has shape {tuple(column.shape)}")
-    columns.columns = dict(saved.columns)
-    return columns
 
 
 def _subclasses(cls: type) -> list[type]:
