@@ -259,6 +259,21 @@ def test_bad_input_is_rejected(kernel):
         model(torch.zeros(1, T + 1, dtype=torch.long))
 
 
+def spawn_recording_location(organism):
+    """Spawn, returning the slot and the location chemotaxis sampled for it."""
+    sampled, sample = [], organism.chemotaxis.sample
+
+    def recording(*args):
+        sampled.append(sample(*args))
+        return sampled[-1]
+
+    organism.chemotaxis.sample = recording
+    try:
+        return organism.spawn(), sampled[0]
+    finally:
+        organism.chemotaxis.sample = sample
+
+
 def test_a_full_lifecycle_inside_training_keeps_learning(kernel):
     """measure -> archive -> cull -> chemotaxis-guided spawn, between optimizer steps."""
     model = make(kernel)
@@ -279,9 +294,7 @@ def test_a_full_lifecycle_inside_training_keeps_learning(kernel):
             model.measure_behaviour(idx)
             organism.archive_elites({s: float(s) for s in organism.live_slots()})
             organism.cull([0])
-            sampled, sample = [], organism.chemotaxis.sample
-            organism.chemotaxis.sample = lambda *args: sampled.append(sample(*args)) or sampled[-1]
-            slot = organism.spawn()
-            expected = organism.archive.interpolate(sampled[0], k_neighbors=2)
+            slot, location = spawn_recording_location(organism)
+            expected = organism.archive.interpolate(location, k_neighbors=2)
             assert torch.equal(organism.pods[str(slot)].k_weight, expected["params"]["k_weight"])
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]

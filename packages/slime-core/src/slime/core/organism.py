@@ -365,6 +365,8 @@ class Organism(nn.Module):
             )
             return torch.zeros((self.pod_capacity, *shape), device=self._device)
         values = torch.stack([getattr(pod, name) for pod in pods])
+        if len(pods) == self.pod_capacity:
+            return values  # a full pool: slots 0..P-1 in order, nothing to scatter
         padded = values.new_zeros((self.pod_capacity, *values.shape[1:]))
         return padded.index_put((self._slot_index,), values)
 
