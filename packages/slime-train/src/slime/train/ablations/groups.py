@@ -1,0 +1,283 @@
+"""The six comparisons of blueprint §12 and issue 7, with their decision rules fixed before any run.
+
+One rule decides every pairwise check: **arm A is better than arm B on a metric when A's 95%
+Student-t confidence interval over seeds lies entirely on the better side of B's; worse when it lies
+entirely on the worse side; otherwise there is no clear difference.** Welch's p-value is reported
+beside it but does not decide. Each group turns its checks into a verdict with the rule stated in
+:attr:`Group.rule`; the report prints these rules before the results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from slime.proto import ConfigError
+from slime.train.ablations.stats import Better
+
+__all__ = ["GROUPS", "METRICS", "PAIR_RULE", "Check", "Group", "groups"]
+
+PAIR_RULE = (
+    "A is better than B on a metric when A's 95% Student-t confidence interval over seeds lies "
+    "entirely on the better side of B's, worse when entirely on the worse side, and otherwise there "
+    "is no clear difference. Welch's t-test p-value is shown but does not decide."
+)
+
+# metric -> (better direction, plain description)
+METRICS: dict[str, tuple[Better, str]] = {
+    "val_loss": ("lower", "final held-out loss (nats/token) on fixed validation batches"),
+    "val_acc": ("higher", "final held-out next-token accuracy on scored targets"),
+    "val_loss_auc": (
+        "lower",
+        "mean validation loss over the run's evaluation points (speed of convergence)",
+    ),
+    "tokens_per_s": ("higher", "training tokens per second (evaluation and diagnostics excluded)"),
+    "peak_memory_mb": ("lower", "CUDA allocator peak (MiB); not measured on the CPU"),
+    "wall_s": ("lower", "training wall time (s), evaluation and diagnostics excluded"),
+    "head_similarity": ("lower", "mean pairwise |cosine| of head contributions (1 = collapsed)"),
+    "live_pods": ("lower", "live pods at the end (all layers)"),
+    "newborn_survival": (
+        "higher",
+        "fraction of newborn pods that faced a cull and are alive at the end",
+    ),
+    "descriptor_variance": ("higher", "mean per-descriptor variance across live pods at the end"),
+    "coverage": ("higher", "archive coverage at the end (mean over layers)"),
+    "qd_score": ("higher", "archive QD score at the end (sum over layers)"),
+    "spearman_fitness": ("higher", "Spearman(own fitness, held-out masked-loss contribution)"),
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    """Arm ``a`` against arm ``b`` on ``metric`` (direction from :data:`METRICS`)."""
+
+    a: str
+    b: str
+    metric: str
+
+    @property
+    def better(self) -> Better:
+        return METRICS[self.metric][0]
+
+
+Outcome = Callable[[str, Check], str]  # (task, check) -> "better" | "worse" | ...
+
+
+@dataclass(frozen=True)
+class Group:
+    """One comparison of the suite: its arms, its checks and how they become a verdict."""
+
+    key: str
+    number: int
+    title: str
+    hypothesis: str
+    arms: tuple[str, ...]
+    scope: Literal["baseline", "ablation"]
+    checks: tuple[Check, ...]
+    rule: str
+    decide: Callable[[Outcome, tuple[str, ...]], str]
+
+
+def _tasks_where(outcome: Outcome, tasks: tuple[str, ...], check: Check, result: str) -> list[str]:
+    return [t for t in tasks if outcome(t, check) == result]
+
+
+def _decide_baseline(outcome: Outcome, tasks: tuple[str, ...]) -> str:
+    acc, speed = Check("slime", "baseline", "val_loss"), Check("slime", "baseline", "tokens_per_s")
+    sim = Check("slime", "baseline", "head_similarity")
+    won = {
+        "accuracy": _tasks_where(outcome, tasks, acc, "better"),
+        "speed": _tasks_where(outcome, tasks, speed, "better"),
+    }
+    lost = {
+        "accuracy": _tasks_where(outcome, tasks, acc, "worse"),
+        "speed": _tasks_where(outcome, tasks, speed, "worse"),
+    }
+    parts = [
+        f"better on {dim} in {', '.join(won[dim]) or 'no task'}; worse in {', '.join(lost[dim]) or 'no task'}"
+        for dim in ("accuracy", "speed")
+    ]
+    if won["accuracy"] or won["speed"]:
+        verdict = "PASSES §12's bar (better on at least one of speed or accuracy somewhere)"
+    elif all(t in lost["accuracy"] and t in lost["speed"] for t in tasks):
+        verdict = "FAILS §12's bar: worse on both speed and accuracy in every task; simplify"
+    else:
+        verdict = "NOT SHOWN: slime is better on neither speed nor accuracy in any task"
+    less = _tasks_where(outcome, tasks, sim, "better")
+    more = _tasks_where(outcome, tasks, sim, "worse")
+    diversity = (
+        f"Heads less similar than the baseline's (decision 11) in {', '.join(less) or 'no task'}; "
+        f"more similar in {', '.join(more) or 'no task'}."
+    )
+    return f"Slime is {parts[0]}; {parts[1]}. {verdict}. {diversity}"
+
+
+def _decide_benefit(a: str, b: str, what: str, metrics: tuple[str, ...]) -> Callable:
+    def decide(outcome: Outcome, tasks: tuple[str, ...]) -> str:
+        lines = []
+        for task in tasks:
+            results = {m: outcome(task, Check(a, b, m)) for m in metrics}
+            good = [m for m, r in results.items() if r == "better"]
+            bad = [m for m, r in results.items() if r == "worse"]
+            if good and not bad:
+                lines.append(f"{task}: {what} HELPS ({', '.join(good)} better)")
+            elif bad and not good:
+                lines.append(f"{task}: {what} HURTS ({', '.join(bad)} worse)")
+            elif good and bad:
+                lines.append(f"{task}: {what} is a TRADE-OFF (better {good}, worse {bad})")
+            else:
+                lines.append(
+                    f"{task}: {what} shows NO CLEAR BENEFIT ({', '.join(metrics)} overlap)"
+                )
+        return "; ".join(lines) + "."
+
+    return decide
+
+
+def _decide_efficiency(outcome: Outcome, tasks: tuple[str, ...]) -> str:
+    check = Check("eff_latency", "acc_only", "tokens_per_s")
+    faster = _tasks_where(outcome, tasks, check, "better")
+    if faster:
+        return f"The efficiency term FINDS FASTER configurations in {', '.join(faster)}."
+    return (
+        "The efficiency term does NOT find faster configurations (tokens/s intervals overlap or "
+        "are worse in every task)."
+    )
+
+
+def _decide_fitness(outcome: Outcome, tasks: tuple[str, ...]) -> str:
+    # The pooled Spearman verdict needs every run's correlations; the report adds it.
+    parts = []
+    for task in tasks:
+        for other in ("task_only", "grad_only"):
+            r = outcome(task, Check(other, "slime", "val_loss"))
+            parts.append(f"{task}: training with {other} vs the blend: final loss {r}")
+    return "; ".join(parts) + "."
+
+
+GROUPS: tuple[Group, ...] = (
+    Group(
+        "baseline",
+        1,
+        "Slime vs the baseline transformer (equal parameters at initialisation, equal compute)",
+        "§12.1: slime must beat a plain transformer of the same size on speed or accuracy; "
+        "decision 11: heads stay behaviourally distinct (no mode collapse).",
+        ("slime", "baseline"),
+        "baseline",
+        tuple(
+            Check("slime", "baseline", m)
+            for m in (
+                "val_loss",
+                "val_acc",
+                "tokens_per_s",
+                "peak_memory_mb",
+                "wall_s",
+                "head_similarity",
+            )
+        ),
+        "Accuracy = val_loss, speed = tokens_per_s. Slime passes if it is better on either in at "
+        "least one task; it fails if it is worse on both in every task; otherwise not shown.",
+        _decide_baseline,
+    ),
+    Group(
+        "archive",
+        2,
+        "With archive vs without (births re-initialise randomly)",
+        "§12.2: archive-guided bootstrapping improves convergence (or is overhead with no benefit).",
+        ("slime", "no_archive"),
+        "ablation",
+        tuple(
+            Check("slime", "no_archive", m)
+            for m in ("val_loss", "val_loss_auc", "newborn_survival")
+        ),
+        "The archive helps if slime is better than no_archive on val_loss or val_loss_auc and "
+        "worse on neither; it hurts if worse on one and better on neither; else no clear benefit.",
+        _decide_benefit("slime", "no_archive", "the archive", ("val_loss", "val_loss_auc")),
+    ),
+    Group(
+        "lifecycle",
+        3,
+        "Lifecycle (birth/death) vs a static pool of the same initial size",
+        "§12.3: birth and death improve over a fixed architecture (or instability hurts more).",
+        ("slime", "static"),
+        "ablation",
+        tuple(
+            Check("slime", "static", m)
+            for m in ("val_loss", "val_loss_auc", "tokens_per_s", "descriptor_variance")
+        ),
+        "The lifecycle helps if slime is better than static on val_loss or val_loss_auc and worse "
+        "on neither; it hurts if worse on one and better on neither; else no clear benefit.",
+        _decide_benefit("slime", "static", "the lifecycle", ("val_loss", "val_loss_auc")),
+    ),
+    Group(
+        "efficiency",
+        4,
+        "Efficiency term in fitness vs accuracy-only fitness",
+        "§12.5 / decision 10: an efficiency term in fitness discovers faster configurations.",
+        ("eff_latency", "acc_only"),
+        "ablation",
+        tuple(
+            Check("eff_latency", "acc_only", m)
+            for m in ("tokens_per_s", "live_pods", "val_loss", "peak_memory_mb")
+        ),
+        "The efficiency term finds faster configurations if eff_latency is better than acc_only "
+        "on tokens_per_s in at least one task.",
+        _decide_efficiency,
+    ),
+    Group(
+        "fitness",
+        5,
+        "Fitness metrics: gradient magnitude vs masked-loss contribution vs the 0.7/0.2/0.1 blend",
+        "Decisions 6 and 8: fitness must correlate with the task (held-out masked-loss "
+        "contribution); the blueprint picks gradient magnitude.",
+        ("slime", "task_only", "grad_only"),
+        "ablation",
+        tuple(
+            Check(a, "slime", m)
+            for a in ("task_only", "grad_only")
+            for m in ("val_loss", "spearman_fitness")
+        ),
+        "A metric tracks the task if the 95% interval of its Spearman correlation with the held-out "
+        "masked-loss contribution (one value per run, all runs of this group) lies entirely above "
+        "0. Final loss of each single-metric fitness is compared with the blend by the pair rule.",
+        _decide_fitness,
+    ),
+    Group(
+        "births",
+        6,
+        "Chemotaxis-guided births vs uniform elite sampling; tubes on vs off",
+        "Chemotaxis picks better birth locations than uniform sampling of elites; the tubes' "
+        "temporal memory helps.",
+        ("slime", "uniform", "no_tubes"),
+        "ablation",
+        tuple(
+            Check("slime", "uniform", m)
+            for m in ("val_loss", "val_loss_auc", "newborn_survival", "coverage")
+        )
+        + tuple(Check("slime", "no_tubes", m) for m in ("val_loss", "val_loss_auc")),
+        "Chemotaxis (tubes) earns its place if slime is better than uniform (no_tubes) on val_loss "
+        "or val_loss_auc and worse on neither.",
+        lambda outcome, tasks: " ".join(
+            (
+                _decide_benefit("slime", "uniform", "chemotaxis", ("val_loss", "val_loss_auc"))(
+                    outcome, tasks
+                ),
+                _decide_benefit("slime", "no_tubes", "tubes", ("val_loss", "val_loss_auc"))(
+                    outcome, tasks
+                ),
+            )
+        ),
+    ),
+)
+
+
+def groups(keys: list[str] | None = None) -> tuple[Group, ...]:
+    """The groups named by ``keys`` (all when None), in suite order. Raises ConfigError."""
+    known = {g.key: g for g in GROUPS}
+    if keys is None:
+        return GROUPS
+    bad = [k for k in keys if k not in known]
+    if bad:
+        raise ConfigError(f"unknown groups {bad}; expected some of {list(known)}", "--groups")
+    return tuple(g for g in GROUPS if g.key in keys)

@@ -1,0 +1,122 @@
+"""Measurements taken on a trained model with fixed held-out batches (no RNG consumed, no grads).
+
+- :func:`heldout_eval`: loss and token accuracy on the scored targets of fixed validation batches,
+  the same batches for every arm of a seed, so arms are compared on identical data.
+- :func:`head_similarity`: mean pairwise ``|cosine|`` between the heads' contributions to the
+  residual stream (blueprint decision 11: do heads stay behaviourally distinct?). Works for the
+  SlimeModel (one head per live pod) and for the baseline GPT (its ``n_head`` heads).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from slime.core import SlimeModel
+from slime.proto import ConfigError
+from torch import Tensor
+
+__all__ = ["head_contributions", "head_similarity", "heldout_batches", "heldout_eval"]
+
+
+def heldout_batches(
+    dataset, n_batches: int, batch_size: int, seed: int, device: torch.device
+) -> list[tuple[Tensor, Tensor]]:
+    """``n_batches`` validation batches ``(idx, targets)`` drawn from a generator seeded ``seed``."""
+    if n_batches < 1:
+        raise ConfigError(f"expected at least one held-out batch, got {n_batches}", "n_batches")
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n_batches):
+        idx, targets = dataset.batch("val", batch_size, gen)
+        out.append((idx.to(device), targets.to(device)))
+    return out
+
+
+@torch.no_grad()
+def heldout_eval(model, batches: list[tuple[Tensor, Tensor]]) -> dict[str, float]:
+    """Mean cross-entropy and argmax accuracy over every scored target of ``batches``."""
+    was_training = model.training
+    model.eval()
+    try:
+        nll, correct, count = 0.0, 0, 0
+        for idx, targets in batches:
+            logits, _ = model(idx)
+            scored = targets >= 0
+            flat = logits.float()[scored]  # (n, V)
+            gold = targets[scored]
+            nll += F.cross_entropy(flat, gold, reduction="sum").item()
+            correct += int((flat.argmax(-1) == gold).sum())
+            count += int(scored.sum())
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ConfigError("held-out batches hold no scored target", "heldout")
+    return {"loss": nll / count, "accuracy": correct / count}
+
+
+def _slime_heads(model: SlimeModel, idx: Tensor) -> list[Tensor]:
+    """Per layer: ``(n_live, B*T*D)`` contributions of each live pod to the residual stream."""
+    x = model.drop(model.wte(idx) + model.wpe(torch.arange(idx.shape[1], device=idx.device)))
+    layers = []
+    for block in model.blocks:
+        latent = block.attention_input(x)
+        organism = block.attn
+        rows = []
+        for slot in organism.live_slots():
+            pod = organism.pods[str(slot)]
+            rows.append(pod.contribution(pod(latent, causal=True)).flatten())
+        layers.append(torch.stack(rows) if rows else latent.new_zeros(0, latent.numel()))
+        x = block(x)
+    return layers
+
+
+def _baseline_heads(model, idx: Tensor) -> list[Tensor]:
+    """Per layer: ``(n_head, B*T*D)`` contributions of each head of the baseline GPT."""
+    B, T = idx.shape
+    x = model.drop(model.wte(idx) + model.wpe(torch.arange(T, device=idx.device)))
+    layers = []
+    for block in model.blocks:
+        attn = block.attn
+        h, d = attn.n_head, attn.head_dim
+        q, k, v = attn.c_attn(block.ln_1(x)).split(h * d, dim=2)
+        q, k, v = (t.view(B, T, h, d).transpose(1, 2) for t in (q, k, v))  # (B, H, T, d)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, d)
+        w = attn.c_proj.weight.view(-1, h, d)  # (D, H, d)
+        per_head = torch.einsum("bhtd,ehd->hbte", y, w)  # (H, B, T, D)
+        layers.append(per_head.reshape(h, -1))
+        x = block(x)
+    return layers
+
+
+@torch.no_grad()
+def head_contributions(model, idx: Tensor) -> list[Tensor]:
+    """Each layer's head contributions ``(n_heads, B*T*D)`` on ``idx`` ``(B, T)``, in eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        if isinstance(model, SlimeModel):
+            return _slime_heads(model, idx)
+        return _baseline_heads(model, idx)
+    finally:
+        model.train(was_training)
+
+
+def head_similarity(model, idx: Tensor, *, min_norm: float = 1e-8) -> float | None:
+    """Mean over layers of the mean pairwise ``|cosine|`` between head contributions.
+
+    Heads whose contribution is (near) zero, such as quiet newborn pods whose output projection is
+    still zero, have no direction and are left out. None when no layer has two heads left.
+    """
+    values = []
+    for heads in head_contributions(model, idx):
+        heads = heads.float()
+        norms = heads.norm(dim=1)
+        heads = heads[norms > min_norm]
+        n = heads.shape[0]
+        if n < 2:
+            continue
+        unit = heads / heads.norm(dim=1, keepdim=True)
+        cos = (unit @ unit.T).abs()
+        off = cos[~torch.eye(n, dtype=torch.bool, device=cos.device)]
+        values.append(off.mean().item())
+    return sum(values) / len(values) if values else None

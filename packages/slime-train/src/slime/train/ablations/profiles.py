@@ -1,0 +1,176 @@
+"""Profiles: how big the models are, how long the runs last and which tasks each group uses.
+
+``cpu-small`` is a smoke profile for CI (2 CPU cores, the whole suite in a few minutes): its numbers
+show that the machinery works, not how the architecture performs. ``gpu-full`` is meant for one H100
+and sizes its runs to a time budget: a short calibration measures the seconds per step of both
+models, and the step count (the same for every arm: equal compute) is the largest that fits the
+budget, between ``min_steps`` and ``steps``.
+
+Lifecycle timescales are fractions of the run, so that warmup, gentle and full phases (and the
+births and culls in them) happen whatever the step count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from slime.proto import ConfigError
+from slime.train.config import (
+    DataConfig,
+    FitnessConfig,
+    LifecycleConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+)
+
+__all__ = ["PROFILES", "Profile", "profile"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One sizing of the whole suite.
+
+    Args:
+        name: ``cpu-small`` or ``gpu-full``.
+        model: ModelConfig fields shared by every arm (both model kinds read the same section).
+        steps: steps per run (``time_budget_s`` set: the most steps per run).
+        min_steps: the fewest steps a calibrated run may get.
+        batch_size, lr, min_lr, warmup_iters: optimisation, the same for every arm.
+        evals: evaluation points per run (the loss curves' resolution).
+        eval_iters: batches per split at each evaluation point.
+        heldout_batches: fixed validation batches of the final held-out evaluation.
+        baseline_tasks: tasks of group 1 (slime against the baseline).
+        ablation_tasks: tasks of groups 2 to 6.
+        seeds: independent runs per arm and task.
+        device: ``cpu`` or ``auto``.
+        time_budget_s: total seconds for the suite (None: fixed ``steps``, no calibration).
+        threads: torch CPU threads (None: torch's default).
+        lifecycle: fractions of the run: ``warmup``, ``gentle`` phase ends, ``medium`` and ``slow``
+            intervals.
+        task_vocab: vocabulary of the copy and recall tasks.
+    """
+
+    name: str
+    model: dict[str, Any]
+    steps: int
+    min_steps: int
+    batch_size: int
+    lr: float
+    min_lr: float
+    warmup_iters: int
+    evals: int
+    eval_iters: int
+    heldout_batches: int
+    baseline_tasks: tuple[str, ...]
+    ablation_tasks: tuple[str, ...]
+    seeds: int = 3
+    device: str = "cpu"
+    time_budget_s: float | None = None
+    threads: int | None = None
+    lifecycle: dict[str, float] = field(
+        default_factory=lambda: {"warmup": 0.15, "gentle": 0.4, "medium": 1 / 15, "slow": 0.2}
+    )
+    task_vocab: int = 16
+
+    def run_config(self, task: str, steps: int, seed: int, data_dir: str | None) -> RunConfig:
+        """The shared RunConfig of one run (an arm then applies its own switches)."""
+        if steps < 10:
+            raise ConfigError(f"expected at least 10 steps per run, got {steps}", "steps")
+        frac = self.lifecycle
+        medium = max(1, round(frac["medium"] * steps))
+        slow = max(medium, round(frac["slow"] * steps) // medium * medium)
+        warmup = round(frac["warmup"] * steps)
+        return RunConfig(
+            model=ModelConfig(**self.model),
+            train=TrainConfig(
+                steps=steps,
+                batch_size=self.batch_size,
+                lr=self.lr,
+                min_lr=self.min_lr,
+                warmup_iters=min(self.warmup_iters, steps // 2),
+                eval_interval=max(1, steps // self.evals),
+                eval_iters=self.eval_iters,
+                log_interval=max(1, steps // self.evals),
+                checkpoint_interval=steps,
+                seed=seed,
+                device=self.device,
+            ),
+            lifecycle=LifecycleConfig(
+                medium_interval=medium,
+                slow_interval=slow,
+                warmup_steps=warmup,
+                gentle_steps=max(warmup, round(frac["gentle"] * steps)),
+            ),
+            fitness=FitnessConfig(),
+            data=DataConfig(name=task, dir=data_dir, task_vocab=self.task_vocab),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self).items()}
+
+
+_CPU_SMALL = Profile(
+    name="cpu-small",
+    model={
+        "block_size": 32,
+        "n_layer": 2,
+        "n_embd": 32,
+        "n_pods": 2,
+        "pod_capacity": 4,
+        "head_dim": 16,
+        "kernel_backend": "torch",
+    },
+    steps=120,
+    min_steps=120,
+    batch_size=16,
+    lr=3e-3,
+    min_lr=3e-4,
+    warmup_iters=10,
+    evals=6,
+    eval_iters=2,
+    heldout_batches=4,
+    baseline_tasks=("shakespeare", "wikitext2", "recall", "copy"),
+    ablation_tasks=("shakespeare",),
+    device="cpu",
+    threads=1,
+    lifecycle={"warmup": 0.15, "gentle": 0.4, "medium": 0.1, "slow": 0.2},
+)
+
+_GPU_FULL = Profile(
+    name="gpu-full",
+    model={
+        "block_size": 128,
+        "n_layer": 4,
+        "n_embd": 256,
+        "n_pods": 4,
+        "pod_capacity": 8,
+        "head_dim": 64,
+        "dropout": 0.0,
+    },
+    steps=2000,
+    min_steps=200,
+    batch_size=32,
+    lr=1e-3,
+    min_lr=1e-4,
+    warmup_iters=50,
+    evals=10,
+    eval_iters=8,
+    heldout_batches=16,
+    baseline_tasks=("shakespeare", "wikitext2", "recall"),
+    ablation_tasks=("shakespeare",),
+    device="auto",
+    time_budget_s=420.0,
+)
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (_CPU_SMALL, _GPU_FULL)}
+
+
+def profile(name: str) -> Profile:
+    """The profile called ``name``. Raises ConfigError for an unknown name."""
+    if name not in PROFILES:
+        raise ConfigError(
+            f"unknown profile {name!r}; expected one of {sorted(PROFILES)}", "profile"
+        )
+    return PROFILES[name]

@@ -1,0 +1,191 @@
+"""REPORT.md from ``results.json``: setup, the decision rules, tables, verdicts and QD diagnostics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from slime.train.ablations.analysis import arm_table
+from slime.train.ablations.groups import METRICS, PAIR_RULE, groups
+from slime.train.ablations.variants import ARMS
+
+__all__ = ["render_report"]
+
+MAIN_METRICS = ("val_loss", "val_acc", "tokens_per_s", "peak_memory_mb", "wall_s")
+QD_METRICS = (
+    "descriptor_variance",
+    "coverage",
+    "qd_score",
+    "newborn_survival",
+    "spearman_fitness",
+    "head_similarity",
+    "live_pods",
+)
+SMOKE_NOTE = (
+    "> **This is a `cpu-small` smoke run** on a shared CPU: tiny models and very few steps. It "
+    "shows that the suite runs end to end and reports honestly; its numbers say nothing about "
+    "the architecture at scale. The `gpu-full` profile's report replaces this file."
+)
+
+
+def _cell(ci: dict[str, Any] | None) -> str:
+    if ci is None:
+        return "n/a"
+    mean = ci["mean"]
+    text = f"{mean:,.0f}" if abs(mean) >= 1000 else f"{mean:.4g}"
+    if ci["low"] is None:
+        return f"{text} (n={ci['n']})"
+    half = (ci["high"] - ci["low"]) / 2
+    return f"{text} ± {half:,.0f}" if abs(mean) >= 1000 else f"{text} ± {half:.2g}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _setup(results: dict[str, Any]) -> list[str]:
+    p = results["profile"]
+    m = p["model"]
+    lc = p["lifecycle"]
+    lines = [
+        "## Setup",
+        "",
+        f"- Profile `{p['name']}` on {results['device']}, torch {results['torch']}, created "
+        f"{results['created']}; whole suite {results['suite_wall_s']:.0f} s.",
+        f"- Every arm: {results['steps']} steps, batch {p['batch_size']}, context "
+        f"{m['block_size']} (equal compute per step count), AdamW lr {p['lr']} cosine to "
+        f"{p['min_lr']}, seeds {results['seeds']}.",
+        f"- Model: {m['n_layer']} layers, width {m['n_embd']}, {m['n_pods']} pods (heads) of "
+        f"{m['head_dim']}, pod capacity {m['pod_capacity']}.",
+        f"- Lifecycle as fractions of the run: warmup {lc['warmup']:.0%}, gentle until "
+        f"{lc['gentle']:.0%}, medium every {lc['medium']:.1%}, slow every {lc['slow']:.0%}.",
+        f"- Tasks: group 1 on {', '.join(results['tasks']['baseline'])}; groups 2-6 on "
+        f"{', '.join(results['tasks']['ablation'])}. WikiText-2 (character level): the offline "
+        "copy has no train split, so **valid.txt is trained on and test.txt is the held-out set**. "
+        "Tiny-shakespeare: first 90% train, last 10% held out. Copy / recall: fresh random "
+        "sequences.",
+        f"- Held-out numbers come from {p['heldout_batches']} fixed validation batches per task, "
+        "the same for every arm and seed. Throughput and wall time leave out evaluation and the "
+        "diagnostics; they include the lifecycle's own work.",
+    ]
+    for task, counts in results["params"].items():
+        lines.append(
+            f"- Parameters at initialisation on {task}: slime {counts['slime']:,}, baseline "
+            f"{counts['baseline']:,} (asserted equal). Slime's count then follows its pool."
+        )
+    if results.get("calibration"):
+        c = results["calibration"]
+        per = ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in c["seconds_per_step"].items())
+        lines.append(
+            f"- Steps calibrated to a {c['budget_s']:.0f} s budget: measured {per} per bare "
+            f"training step; {c['steps']} steps per run (planned {c['planned_s']:.0f} s)."
+        )
+    return lines + [""]
+
+
+def _rules(results: dict[str, Any]) -> list[str]:
+    lines = ["## Decision rules (fixed in code before the runs)", "", f"- Pair rule: {PAIR_RULE}"]
+    for g in groups(results["groups"]):
+        lines.append(f"- Group {g.number} ({g.key}): {g.rule}")
+    lines += ["", "Metrics:", ""]
+    lines += [f"- `{k}` ({better} is better): {text}" for k, (better, text) in METRICS.items()]
+    return lines + [""]
+
+
+def _group(results: dict[str, Any], analysis: dict[str, Any], group) -> list[str]:
+    runs = results["runs"]
+    tasks = results["tasks"][group.scope]
+    extra = tuple(dict.fromkeys(c.metric for c in group.checks if c.metric not in MAIN_METRICS))
+    metrics = MAIN_METRICS + extra
+    lines = [f"## {group.number}. {group.title}", "", f"Hypothesis: {group.hypothesis}", ""]
+    lines += ["Arms: " + "; ".join(f"`{a}` = {ARMS[a].label}" for a in group.arms) + ".", ""]
+    rows = []
+    for task in tasks:
+        for arm in group.arms:
+            table = arm_table(runs, task, arm, metrics)
+            rows.append([task, arm] + [_cell(table[m]) for m in metrics])
+    lines += _table(["task", "arm", *metrics], rows) + [""]
+    checks = []
+    for row in analysis[group.key]["checks"]:
+        comp = row["comparison"]
+        p = "n/a" if comp is None or comp["p_value"] is None else f"{comp['p_value']:.3g}"
+        checks.append([row["task"], f"{row['a']} vs {row['b']}", row["metric"], row["outcome"], p])
+    lines += _table(["task", "check", "metric", "outcome", "Welch p"], checks) + [""]
+    pooled = analysis[group.key].get("pooled_spearman")
+    if pooled:
+        rows = [[k, _cell(v)] for k, v in pooled.items()]
+        lines += [
+            "Spearman with the held-out masked-loss contribution, all runs of this group:",
+            "",
+        ]
+        lines += _table(["metric", "rho (mean ± 95% CI)"], rows) + [""]
+    lines += [f"**Verdict:** {analysis[group.key]['verdict']}", ""]
+    lines += [f"![bars](bars_{group.number}_{group.key}.png)", ""]
+    return lines
+
+
+def _diagnostics(results: dict[str, Any]) -> list[str]:
+    runs = results["runs"]
+    rows = []
+    for task in dict.fromkeys(r["task"] for r in runs):
+        arms = list(dict.fromkeys(r["arm"] for r in runs if r["task"] == task))
+        for arm in arms:
+            if arm == "baseline":
+                continue
+            table = arm_table(runs, task, arm, QD_METRICS)
+            births = [r.get("births", 0) for r in runs if r["task"] == task and r["arm"] == arm]
+            rows.append([task, arm, *(_cell(table[m]) for m in QD_METRICS), str(sum(births))])
+    lines = [
+        "## Quality-diversity diagnostics (every slime run)",
+        "",
+        "Descriptor variance across live pods, archive coverage and QD score at the end (their "
+        "course is in pool_size.png, coverage.png, qd_score.png), survival of newborn pods that "
+        "faced a cull, mean Spearman(fitness, held-out masked-loss contribution) over the medium "
+        "events, and head similarity (mean pairwise |cosine| of head contributions; the "
+        "baseline's is in group 1).",
+        "",
+    ]
+    return lines + _table(["task", "arm", *QD_METRICS, "births (all seeds)"], rows) + [""]
+
+
+def _failures(results: dict[str, Any]) -> list[str]:
+    bad = [r for r in results["runs"] if r["status"] != "completed" or r["nonfinite_steps"]]
+    if not bad:
+        return ["Every run completed with finite losses.", ""]
+    return [
+        f"- {r['task']} {r['arm']} seed {r['seed']}: {r['status']}, "
+        f"{r['nonfinite_steps']} non-finite steps"
+        for r in bad
+    ] + [""]
+
+
+def render_report(results: dict[str, Any], analysis: dict[str, Any], path: Path) -> Path:
+    """Write REPORT.md for ``results`` and their ``analysis`` (see :func:`analyse`)."""
+    selected = groups(results["groups"])
+    lines = ["# Ablations: does slime beat a plain transformer?", ""]
+    if results["profile"]["name"] == "cpu-small":
+        lines += [SMOKE_NOTE, ""]
+    lines += ["## Verdicts", ""]
+    lines += [f"{g.number}. **{g.title}.** {analysis[g.key]['verdict']}" for g in selected]
+    lines += [""] + _setup(results) + _rules(results)
+    for group in selected:
+        lines += _group(results, analysis, group)
+    lines += _diagnostics(results)
+    lines += ["## Plots", ""]
+    lines += [
+        f"![{n}]({n}.png)"
+        for n in ("loss_baseline", "loss_ablations", "pool_size", "coverage", "qd_score")
+    ]
+    lines += ["", "## Run health", ""] + _failures(results)
+    lines += [
+        "## Caveats",
+        "",
+        "- Slime's attention runs over all `pod_capacity` slots with an alive mask (static shapes,"
+        " no recompiles), so its attention cost follows the capacity, not the live pods.",
+        "- Peak memory is the CUDA allocator's peak; on the CPU it is not measured (n/a).",
+        "- With 3 seeds an interval is wide: 'no clear difference' means not detected, not equal.",
+        "",
+    ]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path

@@ -1,0 +1,90 @@
+"""``python -m slime.train.ablations``: run the suite and write REPORT.md, results.json and PNGs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from slime.proto import SlimeError
+from slime.train.ablations.analysis import analyse
+from slime.train.ablations.groups import GROUPS, groups
+from slime.train.ablations.plots import write_plots
+from slime.train.ablations.profiles import PROFILES, profile
+from slime.train.ablations.report import render_report
+from slime.train.ablations.runner import run_suite
+
+__all__ = ["main", "write_outputs"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m slime.train.ablations",
+        description="Ablations of blueprint §12: each comparison over seeds, with 95% intervals.",
+    )
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu-small")
+    parser.add_argument("--out", required=True, help="folder for REPORT.md, results.json, *.png")
+    parser.add_argument(
+        "--groups", nargs="+", choices=[g.key for g in GROUPS], help="default: all six"
+    )
+    parser.add_argument("--seeds", type=int, help="runs per arm and task (default: profile's, 3)")
+    parser.add_argument("--steps", type=int, help="fix the steps per run (skips calibration)")
+    parser.add_argument("--tasks", nargs="+", help="restrict the profile's tasks to these")
+    parser.add_argument(
+        "--data-dir", help="corpora folder (default: $SLIME_DATA_DIR, ../shared/data)"
+    )
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: profile's)")
+    return parser
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe copy: non-finite floats become None (results.json stays strict JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_outputs(results: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Analyse ``results`` and write results.json, REPORT.md and the plots into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    analysis = analyse(results)
+    payload = _clean({**results, "analysis": analysis})
+    (out / "results.json").write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    write_plots(results, out)
+    render_report(results, analysis, out / "REPORT.md")
+    return analysis
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    prof = profile(args.profile)
+    threads = args.threads if args.threads is not None else prof.threads
+    if threads is not None:
+        torch.set_num_threads(threads)  # process-wide: set at the application's edge
+    try:
+        results = run_suite(
+            prof,
+            groups(args.groups),
+            seeds=args.seeds,
+            steps=args.steps,
+            tasks=tuple(args.tasks) if args.tasks else None,
+            data_dir=args.data_dir,
+            log=lambda line: print(line, flush=True),
+        )
+        analysis = write_outputs(results, Path(args.out))
+    except SlimeError as exc:
+        print(f"ablations: error: {exc}", file=sys.stderr)
+        return 2
+    for key, entry in analysis.items():
+        print(f"{key}: {entry['verdict']}")
+    print(f"wrote {Path(args.out) / 'REPORT.md'}")
+    return 0
