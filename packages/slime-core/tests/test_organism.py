@@ -206,6 +206,16 @@ def test_memory_budget_culls_the_least_fit_pods(kernel, gen):
     assert org.enforce_budget() == []
 
 
+def test_memory_budget_culls_repeatedly_until_it_fits(kernel, gen):
+    pod_bytes = 4 * D * d * 4
+    org = make(kernel, gen, n_pods=5, capacity=5, memory_budget_bytes=2 * pod_bytes)
+    for slot, fit in zip(range(5), [4.0, 2.0, 0.0, 3.0, 1.0]):
+        org.pods[str(slot)].fitness = fit
+    genomes = org.enforce_budget()
+    assert org.live_slots() == [0, 3]
+    assert [g["fitness"] for g in genomes] == [0.0, 1.0, 2.0]
+
+
 def test_loading_a_state_dict_with_another_composition_rebuilds_the_pool(kernel, gen):
     source = make(kernel, gen)
     source.cull([0])

@@ -309,13 +309,19 @@ class Organism(nn.Module):
         return sum(pod.parameter_bytes() for pod in self.pods.values())
 
     def enforce_budget(self) -> list[dict[str, Any]]:
-        """Cull the least fit pods until the pods' bytes fit the memory budget (slow timescale).
+        """Over the memory budget, cull the least fit 20% of pods (the pool's soft limit) until
+        the pods' parameter bytes fit (slow timescale).
 
         Returns:
-            Genomes of the culled pods (empty when within budget or without a budget).
+            Genomes of the culled pods, least fit first (empty within budget or without one).
         """
-        victims = {id(pod) for pod in self.pool.enforce_budget(self._total_pod_bytes())}
-        return self._bury([s for s in self._live if id(self.pods[str(s)]) in victims])
+        genomes: list[dict[str, Any]] = []
+        while True:
+            culled = self.pool.enforce_budget(self._total_pod_bytes())  # worst first
+            if not culled:
+                return genomes
+            slot_of = {id(self.pods[str(s)]): s for s in self._live}
+            genomes += self._bury([slot_of[id(pod)] for pod in culled])
 
     @contextmanager
     def ablate(self, slots: Iterable[int]) -> Iterator[None]:
