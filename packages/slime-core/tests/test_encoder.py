@@ -107,3 +107,42 @@ def test_encoder_trains_inside_a_users_module(kernel):
         opt.step()
         losses.append(loss.item())
     assert sum(losses[-20:]) / 20 < 0.1  # chance level is ln 2 = 0.69
+
+
+def copy_torch_encoder_into(ours: SlimeMoldEncoder, theirs: nn.TransformerEncoder) -> None:
+    """Move nn.TransformerEncoder weights into the organisms: head h of in_proj/out_proj is pod h."""
+    d = D // H
+    with torch.no_grad():
+        for mine, layer in zip(ours.layers, theirs.layers):
+            attn = layer.self_attn
+            q, k, v = attn.in_proj_weight.chunk(3)
+            qb, kb, vb = attn.in_proj_bias.chunk(3)
+            for h in range(H):
+                pod, rows = mine.attn.pods[str(h)], slice(h * d, (h + 1) * d)
+                for name, w, b in (("q", q, qb), ("k", k, kb), ("v", v, vb)):
+                    getattr(pod, f"{name}_weight").copy_(w[rows])
+                    getattr(pod, f"{name}_bias").copy_(b[rows])
+                pod.o_weight.copy_(attn.out_proj.weight[:, rows])
+            mine.attn.out_bias.copy_(attn.out_proj.bias)
+            mine.mlp.c_fc.load_state_dict(layer.linear1.state_dict())
+            mine.mlp.c_proj.load_state_dict(layer.linear2.state_dict())
+            mine.ln_1.load_state_dict(layer.norm1.state_dict())
+            mine.ln_2.load_state_dict(layer.norm2.state_dict())
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("causal", [False, True])
+def test_outputs_equal_nn_transformer_encoder_with_the_same_weights(kernel, norm_first, causal):
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(D, H, 32, 0.0, batch_first=True, norm_first=norm_first)
+    theirs = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+    ours = make(kernel, norm_first=norm_first).eval()
+    copy_torch_encoder_into(ours, theirs)
+    x = torch.randn(3, T, D)
+    pad = torch.zeros(3, T, dtype=torch.bool)
+    pad[1, 4:] = True
+    mask = nn.Transformer.generate_square_subsequent_mask(T).isinf() if causal else None
+    expected = theirs(x, mask=mask, src_key_padding_mask=pad, is_causal=causal)
+    got = ours(x, src_key_padding_mask=pad, is_causal=causal)
+    torch.testing.assert_close(got[:, :4], expected[:, :4], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(got[0], expected[0], atol=1e-5, rtol=1e-4)
