@@ -298,3 +298,24 @@ def test_a_full_lifecycle_inside_training_keeps_learning(kernel):
             expected = organism.archive.interpolate(location, k_neighbors=2)
             assert torch.equal(organism.pods[str(slot)].k_weight, expected["params"]["k_weight"])
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+
+
+def reference_logits(model, idx):
+    """nanoGPT's forward written with torch SDPA from the model's own weights, pod by pod."""
+    F = torch.nn.functional
+    x = model.wte(idx) + model.wpe(torch.arange(idx.shape[1]))
+    for block in model.blocks:
+        h = block.ln_1(x)
+        pods = [block.attn.pods[str(s)] for s in block.attn.live_slots()]
+        q, k, v = (torch.stack([h @ getattr(p, f"{n}_weight").T for p in pods], 1) for n in "qkv")
+        heads = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, d)
+        x = x + sum(heads[:, i] @ p.o_weight.T for i, p in enumerate(pods))
+        x = x + block.mlp(block.ln_2(x))
+    return model.ln_f(x) @ model.wte.weight.T
+
+
+def test_logits_equal_a_reference_gpt_with_the_same_weights(kernel):
+    model = make(kernel)
+    model.organisms[1].cull([2])  # also with a gap in the pool
+    idx, _ = batch()
+    torch.testing.assert_close(model(idx)[0], reference_logits(model, idx), atol=1e-5, rtol=1e-4)
