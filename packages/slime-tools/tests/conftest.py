@@ -49,6 +49,16 @@ def write_metrics(run_dir: Path, records: list[dict]) -> None:
     (run_dir / "metrics.jsonl").write_text(lines, encoding="utf-8")
 
 
+def _pool_size(model: SlimeModel) -> int:
+    return sum(len(o.live_slots()) for o in model.organisms)
+
+
+def _checkpoint_archives(model: SlimeModel, run_dir: Path, step: int) -> None:
+    """What slime.train's checkpoints hold for tools: ``step_<n>/archive_<i>/`` per layer."""
+    for i, organism in enumerate(model.organisms):
+        organism.archive.save(run_dir / "checkpoints" / f"step_{step:08d}" / f"archive_{i}")
+
+
 def train_run(run_dir: Path, seed: int = 0) -> tuple[SlimeModel, list[dict]]:
     """Train, evolve and save a tiny model into ``run_dir``; returns it and its records."""
     torch.manual_seed(seed)
@@ -58,52 +68,43 @@ def train_run(run_dir: Path, seed: int = 0) -> tuple[SlimeModel, list[dict]]:
     data = torch.randint(0, VOCAB, (4, BLOCK + 1), generator=g)
     idx, targets = data[:, :-1], data[:, 1:]
     records = []
-    for step in range(STEPS):
-        model.train()
-        loss = model(idx, targets)[1]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        records.append({"step": step, "kind": "train", "loss": loss.item(), "lr": 3e-2})
+
+    def train_steps(first: int, last: int) -> None:
+        for step in range(first, last):
+            model.train()
+            loss = model(idx, targets)[1]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            record = {"step": step, "kind": "train", "loss": loss.item(), "lr": 3e-2}
+            records.append({**record, "pool_size": _pool_size(model)})
+
+    train_steps(1, STEPS)
     model.eval()
     with torch.no_grad():
-        records.append({"step": STEPS, "kind": "eval", "val_loss": model(idx, targets)[1].item()})
+        loss = model(idx, targets)[1].item()
+    records.append({"step": STEPS, "kind": "eval", "train_loss": loss, "val_loss": loss + 0.1})
+    _checkpoint_archives(model, run_dir, STEPS)  # before any elite: empty archives
     model.measure_behaviour(idx)
     for layer, organism in enumerate(model.organisms):
         fitness = {s: float(layer + s + 1) for s in organism.live_slots()}
         for slot, value in fitness.items():
             organism.pods[str(slot)].fitness = value
         organism.archive_elites(fitness)
-    pool = sum(len(o.live_slots()) for o in model.organisms)
-    stats = [o.archive.stats for o in model.organisms]
     records.append(
-        {
-            "step": STEPS,
-            "kind": "medium",
-            "births": 0,
-            "pool_size": pool,
-            "archive_coverage": sum(s.coverage for s in stats) / len(stats),
-            "archive_qd_score": sum(s.qd_score for s in stats),
-        }
+        {"step": STEPS, "kind": "medium", "births": 0, "archive_added": 5, "pool_size": 6}
     )
     model.organisms[0].cull([0])
+    records.append({"step": STEPS + 1, "kind": "slow", "deaths": 1, "pool_size": 5})
     model.organisms[1].spawn()
     model.measure_behaviour(idx)
-    records.append({"step": STEPS + 1, "kind": "slow", "deaths": 1, "pool_size": pool - 1})
-    stats = [o.archive.stats for o in model.organisms]
-    records.append(
-        {
-            "step": STEPS + 2,
-            "kind": "medium",
-            "births": 1,
-            "pool_size": pool,
-            "archive_coverage": sum(s.coverage for s in stats) / len(stats),
-            "archive_qd_score": sum(s.qd_score for s in stats),
-        }
-    )
+    records.append({"step": STEPS + 2, "kind": "medium", "births": 1, "pool_size": 6})
+    train_steps(STEPS + 2, STEPS + 4)
+    _checkpoint_archives(model, run_dir, STEPS + 3)
+    records.append({"step": STEPS + 3, "kind": "summary", "births": 1, "deaths": 1, "pool_size": 6})
     write_metrics(run_dir, records)
     model.save_pretrained(run_dir / "model")
-    return model, records
+    return model.eval(), records
 
 
 @pytest.fixture(scope="session")

@@ -4,9 +4,9 @@ import json
 
 import pytest
 import torch
-from slime.proto import CheckpointError
+from slime.proto import CheckpointError, ConfigError
 from slime.tools import load_run_model, read_metrics
-from slime.tools.run import load_archives, metric_series
+from slime.tools.run import archive_history, load_archives, metric_series
 
 
 def test_read_metrics_returns_every_record_in_order(slime_run):
@@ -79,3 +79,30 @@ def test_a_run_without_a_model_folder_explains_why(baseline_run):
 def test_a_missing_run_directory_is_named(tmp_path):
     with pytest.raises(CheckpointError, match="nowhere"):
         read_metrics(tmp_path / "nowhere")
+
+
+def test_archive_history_reads_each_checkpoints_archives_in_step_order(slime_run):
+    run_dir, model, _ = slime_run
+    history = archive_history(run_dir)
+    assert [h["step"] for h in history] == [6, 9]
+    assert history[0]["archive_coverage"] == 0.0 and history[0]["archive_qd_score"] == 0.0
+    stats = [o.archive.stats for o in model.organisms]
+    assert history[1]["archive_coverage"] == sum(s.coverage for s in stats) / 2
+    assert history[1]["archive_qd_score"] == sum(s.qd_score for s in stats)
+
+
+def test_archive_history_samples_at_most_max_points_keeping_the_last(tmp_path, make_model):
+    archive = make_model().organisms[0].archive
+    for step in range(0, 50, 5):
+        archive.save(tmp_path / "checkpoints" / f"step_{step:08d}" / "archive_0")
+    steps = [h["step"] for h in archive_history(tmp_path, max_points=4)]
+    assert steps == [0, 15, 30, 45]
+
+
+def test_archive_history_of_a_run_without_checkpoints_is_empty(baseline_run):
+    assert archive_history(baseline_run) == []
+
+
+def test_archive_history_rejects_a_max_points_below_one(baseline_run):
+    with pytest.raises(ConfigError, match="max_points"):
+        archive_history(baseline_run, max_points=0)

@@ -149,6 +149,16 @@ def test_pool_plot_shows_pool_size_and_cumulative_births_and_deaths():
     assert births.get_ydata().tolist() == [0, 2, 3] and deaths.get_ydata().tolist() == [1]
 
 
+def test_pool_plot_leaves_out_the_summary_records_run_totals():
+    records = [
+        {"step": 10, "kind": "medium", "pool_size": 5, "births": 2},
+        {"step": 20, "kind": "summary", "pool_size": 5, "births": 2, "deaths": 0},
+    ]
+    top, bottom = pool_over_time(records).axes
+    assert top.lines[0].get_xdata().tolist() == [10]
+    assert [line.get_ydata().tolist() for line in bottom.lines] == [[2]]
+
+
 def test_pool_plot_without_births_or_deaths_says_so_in_the_panel():
     fig = pool_over_time([{"step": 0, "kind": "medium", "pool_size": 4}])
     assert [t.get_text() for t in fig.axes[1].texts] == ["births / deaths were not logged"]
@@ -162,7 +172,7 @@ def test_archive_progress_plots_coverage_in_percent_and_qd_score():
     top, bottom = archive_progress(records).axes
     assert top.lines[0].get_ydata().tolist() == [25.0, 50.0]
     assert bottom.lines[0].get_ydata().tolist() == [1.5, 4.0]
-    assert top.get_ylabel() == "coverage (% of cells)"
+    assert top.get_ylabel() == "coverage (% of cells, mean of layers)"
 
 
 def test_archive_progress_without_statistics_names_the_keys_looked_for():
@@ -199,12 +209,17 @@ def test_visualize_run_writes_every_plot_of_a_slime_run(slime_run, tmp_path, col
     assert all(colour_pixels(p) > DRAWN for p in report.written)
 
 
+def test_visualize_run_reads_archive_progress_from_the_checkpoints(slime_run, tmp_path):
+    report = visualize_run(slime_run[0], tmp_path)
+    assert tmp_path / "archive_progress.png" in report.written  # metrics.jsonl has no coverage
+
+
 def test_visualize_run_of_a_baseline_plots_curves_and_notes_what_it_skipped(baseline_run, tmp_path):
     report = visualize_run(baseline_run, tmp_path, fmt="svg")
     assert [p.name for p in report.written] == ["training_curves.svg"]
     skipped = "\n".join(report.skipped)
     assert "pool: no pool events logged" in skipped
-    assert "archive progress: no archive statistics logged" in skipped
+    assert "archive progress: metrics.jsonl logs none of" in skipped
     assert "archive heatmaps and behaviour space" in skipped and "baseline runs" in skipped
 
 

@@ -74,10 +74,12 @@ def training_curves(records: Records, baseline: Records | None = None) -> Figure
 def pool_over_time(records: Records) -> Figure:
     """Live pods (``pool_size``, all layers) and cumulative births and deaths (per-event
     ``births`` / ``deaths`` counts) against step; a panel whose fields are absent says so.
+    ``kind == "summary"`` records are left out: they hold the run's totals, not events.
 
     Raises:
         DataError: none of ``pool_size``, ``births``, ``deaths`` was logged.
     """
+    records = [r for r in records if r.get("kind") != "summary"]
     pool = metric_series(list(records), "pool_size")
     births = metric_series(list(records), "births")
     deaths = metric_series(list(records), "deaths")
@@ -113,8 +115,9 @@ def pool_over_time(records: Records) -> Figure:
 
 
 def archive_progress(records: Records) -> Figure:
-    """Archive coverage (% of cells holding an elite) and QD score (sum of elite fitness)
-    against step, from the first of :data:`COVERAGE_KEYS` / :data:`QD_SCORE_KEYS` logged.
+    """Archive coverage (% of cells holding an elite, mean over layers) and QD score (sum of
+    elite fitness over layers) against step, from the first of :data:`COVERAGE_KEYS` /
+    :data:`QD_SCORE_KEYS` in the records (metrics.jsonl, or slime.tools.run.archive_history).
 
     Raises:
         DataError: neither statistic was logged.
@@ -132,14 +135,14 @@ def archive_progress(records: Records) -> Figure:
         top.plot(steps, [100 * v for v in values], marker="o", markersize=3)
     else:
         top.text(0.5, 0.5, "coverage was not logged", ha="center", transform=top.transAxes)
-    top.set_ylabel("coverage (% of cells)")
+    top.set_ylabel("coverage (% of cells, mean of layers)")
     top.set_title("archive coverage and QD score")
     if qd is not None:
         _, steps, values = qd
         bottom.plot(steps, values, marker="o", markersize=3, color="tab:purple")
     else:
         bottom.text(0.5, 0.5, "QD score was not logged", ha="center", transform=bottom.transAxes)
-    bottom.set_ylabel("QD score (sum of elite fitness)")
+    bottom.set_ylabel("QD score (sum of elite fitness, all layers)")
     bottom.set_xlabel(STEP_LABEL)
     for ax in (top, bottom):
         ax.grid(alpha=0.3)

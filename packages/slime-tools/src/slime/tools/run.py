@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,13 @@ import torch
 from slime.core import SlimeModel
 from slime.kernels import TorchKernel
 from slime.memory import Archive
-from slime.proto import CheckpointError
+from slime.proto import CheckpointError, ConfigError
 
 __all__ = [
+    "CHECKPOINTS_DIR",
     "METRICS_FILE",
     "MODEL_DIR",
+    "archive_history",
     "load_archives",
     "load_run_model",
     "metric_series",
@@ -33,6 +36,8 @@ __all__ = [
 
 METRICS_FILE = "metrics.jsonl"
 MODEL_DIR = "model"
+CHECKPOINTS_DIR = "checkpoints"
+_CHECKPOINT = re.compile(r"^step_(\d+)$")
 
 
 def run_path(run_dir: str | os.PathLike[str]) -> Path:
@@ -136,3 +141,54 @@ def load_archives(run_dir: str | os.PathLike[str]) -> list[Archive]:
     if not archives:
         raise CheckpointError(f"{root} holds no archive_0 folder")
     return archives
+
+
+def _checkpoint_archives(folder: Path) -> list[Path]:
+    found = []
+    while (folder / f"archive_{len(found)}").is_dir():
+        found.append(folder / f"archive_{len(found)}")
+    return found
+
+
+def archive_history(
+    run_dir: str | os.PathLike[str], *, max_points: int = 20
+) -> list[dict[str, Any]]:
+    """Archive statistics over training, from the archives saved with each checkpoint.
+
+    slime.train writes each layer's archive into ``checkpoints/step_<n>/archive_<i>/``. Every
+    archive is loaded whole (genomes included), so at most ``max_points`` checkpoints are read,
+    evenly spread and always including the last.
+
+    Returns:
+        One record per checkpoint read, oldest first: ``{"step", "kind": "checkpoint",
+        "archive_coverage"`` (mean over layers, 0-1), ``"archive_qd_score"`` (sum over layers)``}``;
+        ``[]`` when no checkpoint holds an archive.
+
+    Raises:
+        ConfigError: ``max_points`` < 1.
+        ArchiveError: a checkpoint's archive is truncated or tampered with.
+    """
+    if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 1:
+        raise ConfigError(f"expected an int >= 1, got {max_points!r}", "max_points")
+    root = run_path(run_dir) / CHECKPOINTS_DIR
+    folders = sorted(
+        (int(m.group(1)), p)
+        for p in (root.iterdir() if root.is_dir() else [])
+        if (m := _CHECKPOINT.match(p.name)) and _checkpoint_archives(p)
+    )
+    if len(folders) > max_points:
+        last = len(folders) - 1
+        folders = [folders[round(i * last / (max_points - 1))] for i in range(max_points)]
+        folders = list(dict.fromkeys(folders))
+    history = []
+    for step, folder in folders:
+        stats = [Archive.load(path).stats for path in _checkpoint_archives(folder)]
+        history.append(
+            {
+                "step": step,
+                "kind": "checkpoint",
+                "archive_coverage": sum(s.coverage for s in stats) / len(stats),
+                "archive_qd_score": sum(s.qd_score for s in stats),
+            }
+        )
+    return history

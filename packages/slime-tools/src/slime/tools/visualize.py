@@ -1,8 +1,9 @@
 """``slime visualize``: every plot of a run directory, as PNG or SVG files.
 
 From ``metrics.jsonl``: training curves (slime vs a baseline run when given), pool size with
-cumulative births and deaths, archive coverage and QD score. From ``model/``: one archive heatmap
-per layer and the live pods' behaviour in kernel PCA. A plot whose data the run lacks is skipped
+cumulative births and deaths, archive coverage and QD score (from the archives saved with each
+checkpoint when the metrics hold none). From ``model/``: one archive heatmap per layer and the
+live pods' behaviour in kernel PCA. A plot whose data the run lacks is skipped
 with a note saying what was missing; nothing else is skipped.
 """
 
@@ -30,7 +31,14 @@ from slime.tools._curve_plots import (
     pool_over_time,
     training_curves,
 )
-from slime.tools.run import load_archives, load_run_model, model_dir, read_metrics, run_path
+from slime.tools.run import (
+    archive_history,
+    load_archives,
+    load_run_model,
+    model_dir,
+    read_metrics,
+    run_path,
+)
 
 __all__ = [
     "COVERAGE_KEYS",
@@ -103,6 +111,7 @@ def visualize_run(
         ConfigError: ``fmt`` is not png or svg.
         CheckpointError: ``run_dir`` (or ``baseline``) is not a directory, or a file in it is
             corrupt (a missing ``model/`` only skips the plots that need it).
+        ArchiveError: an archive saved in ``model/`` or a checkpoint is truncated or tampered.
     """
     if fmt not in FORMATS:
         raise ConfigError(f"expected one of {FORMATS}, got {fmt!r}", "format")
@@ -112,14 +121,31 @@ def visualize_run(
     base_records = read_metrics(baseline) if baseline is not None else None
     report = VisualizeReport()
     if not records:
-        report.skipped.append(f"metrics: {root / 'metrics.jsonl'} is absent or empty")
+        report.skipped.append(
+            f"training curves and pool: {root / 'metrics.jsonl'} is absent or empty"
+        )
     else:
-        for name, make in (
-            ("training curves", lambda: training_curves(records, base_records)),
-            ("pool", lambda: pool_over_time(records)),
-            ("archive progress", lambda: archive_progress(records)),
-        ):
-            _attempt(report, name, make, out / f"{name.replace(' ', '_')}.{fmt}")
+        _attempt(
+            report,
+            "training curves",
+            lambda: training_curves(records, base_records),
+            out / f"training_curves.{fmt}",
+        )
+        _attempt(report, "pool", lambda: pool_over_time(records), out / f"pool.{fmt}")
+    logged = any(k in r for r in records for k in COVERAGE_KEYS + QD_SCORE_KEYS)
+    progress = records if logged else archive_history(root)
+    if progress:
+        _attempt(
+            report,
+            "archive progress",
+            lambda: archive_progress(progress),
+            out / f"archive_progress.{fmt}",
+        )
+    else:
+        report.skipped.append(
+            f"archive progress: metrics.jsonl logs none of {list(COVERAGE_KEYS + QD_SCORE_KEYS)} "
+            f"and no checkpoint under {root / 'checkpoints'} holds an archive"
+        )
     try:
         model_dir(root)
     except CheckpointError as exc:  # a baseline run: no SlimeModel, so no pool to draw
