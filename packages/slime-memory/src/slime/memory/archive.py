@@ -222,8 +222,7 @@ class Archive:
             empty = torch.zeros(0, device=self._device)
             return AddResult(status=empty.to(torch.int32), value=empty.to(torch.float64))
         check_finite(objectives, descriptors)  # host sync 1 of 2
-        # Work on the m distinct cells the batch touches, not on all C cells.
-        cells, inverse = torch.unique(self._cell_index(descriptors), return_inverse=True)
+        cells, inverse = self._touched_cells(self._cell_index(descriptors))
         before = self._state.index_select(0, cells)  # (m, 3 + k)
         occupied = before[:, _OCC] > 0
         threshold = before[:, _THR]  # threshold_min where empty (kept so by every update)
@@ -265,6 +264,16 @@ class Archive:
             self._state[:, _OCC].masked_fill_(evicted, 0.0)
             self._state[:, _THR].masked_fill_(evicted, self._threshold_min)
         return AddResult(status=status, value=value)
+
+    def _touched_cells(self, item_cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``m`` cells a batch works on and each item's position among them ``(n,)``.
+
+        A small batch works on the distinct cells it touches (a sort); a batch about as large as
+        the archive works on every cell, which skips the sort (and its host sync on a GPU).
+        """
+        if self._cells <= 2 * item_cells.shape[0]:
+            return torch.arange(self._cells, device=self._device), item_cells
+        return torch.unique(item_cells, return_inverse=True)
 
     def _evictions(
         self, cells: torch.Tensor, after: torch.Tensor, newcomer: torch.Tensor
