@@ -143,12 +143,18 @@ def _erank_kernel(M, SCRATCH, COUNT, OUT, n, sm_p, sm_r, sm_c,
         tl.store(OUT + pid, rank)
 
 
-def default_chunks(n: int, device: torch.device) -> int:
-    """Programs per matrix: on a GPU one per 16 eigenvalues (each repeats the tridiagonalisation,
-    in parallel); in the interpreter, where programs run one after another, a single one."""
+def default_chunks(pool: int, n: int, device: torch.device) -> int:
+    """Programs per matrix: enough to fill the GPU's SMs (each program repeats the
+    tridiagonalisation in parallel, then searches ``n / chunks`` eigenvalues), at most one per 16
+    eigenvalues. One in the interpreter, where programs run one after another.
+
+    Measured on an H100 (BENCHMARKS.md): 8 matrices of 64 want 4, 64 matrices want 2.
+    """
     if device.type != "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
         return 1
-    return max(1, triton.next_power_of_2(max(n, 16)) // 16)
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    fill = 1 << max(0, (sms // max(pool, 1)).bit_length() - 1)  # largest power of two <= sms / P
+    return max(1, min(fill, triton.next_power_of_2(max(n, 16)) // 16))
 
 
 def effective_rank(
@@ -178,7 +184,7 @@ def effective_rank(
     if n == 0 or n > MAX_N:
         raise KernelError(f"m has n={n}; the Triton effective rank supports 1 <= n <= {MAX_N}")
     bn = max(16, triton.next_power_of_2(n))
-    chunks = default_chunks(n, m.device) if chunks is None else chunks
+    chunks = default_chunks(pool, n, m.device) if chunks is None else chunks
     if iters < 1 or shifts < 1 or shifts & (shifts - 1) or chunks & (chunks - 1) or chunks > bn:
         raise KernelError(
             f"shifts={shifts} and chunks={chunks} must be powers of two (chunks <= {bn}), "
@@ -186,9 +192,13 @@ def effective_rank(
         )
     if pool == 0:
         return torch.zeros(0, dtype=torch.float32, device=m.device)
-    scratch = torch.empty((pool * chunks, 2 * bn + 4), dtype=torch.float32, device=m.device)
-    count = torch.zeros(pool, dtype=torch.int32, device=m.device)
-    out = torch.empty(pool, dtype=torch.float32, device=m.device)
+    # One zeroed buffer (one allocation, one memset): per-program scratch rows, then the result,
+    # then the chunk counters (int32, reinterpreted; they must start at zero).
+    row = 2 * bn + 4
+    buf = torch.zeros(pool * chunks * row + 2 * pool, dtype=torch.float32, device=m.device)
+    scratch = buf[: pool * chunks * row]
+    out = buf[pool * chunks * row : pool * chunks * row + pool]
+    count = buf[pool * chunks * row + pool :].view(torch.int32)
     _erank_kernel[(pool, chunks)](
         m, scratch, count, out, n, *m.stride(),
         BN=bn, CHUNKS=chunks, SHIFTS=shifts, ITERS=iters, num_warps=num_warps,
