@@ -1,3 +1,99 @@
 """slime.train: Trainer with timescales and lifecycle, fitness, configs, datasets, the baseline transformer and the `slime` command."""
 
-__all__: list[str] = []
+from slime.train.baseline import GPT as GPT
+from slime.train.build import build_dataset as build_dataset
+from slime.train.build import build_model as build_model
+from slime.train.build import resolve_device as resolve_device
+from slime.train.build import to_slime_config as to_slime_config
+from slime.train.checkpoint import capture_rng as capture_rng
+from slime.train.checkpoint import latest_checkpoint as latest_checkpoint
+from slime.train.checkpoint import load_checkpoint as load_checkpoint
+from slime.train.checkpoint import restore_rng as restore_rng
+from slime.train.checkpoint import save_checkpoint as save_checkpoint
+from slime.train.config import DataConfig as DataConfig
+from slime.train.config import FitnessConfig as FitnessConfig
+from slime.train.config import LifecycleConfig as LifecycleConfig
+from slime.train.config import ModelConfig as ModelConfig
+from slime.train.config import RunConfig as RunConfig
+from slime.train.config import SLOConfig as SLOConfig
+from slime.train.config import TrainConfig as TrainConfig
+from slime.train.datasets import CharCorpus as CharCorpus
+from slime.train.datasets import Dataset as Dataset
+from slime.train.datasets import download_corpus as download_corpus
+from slime.train.datasets import load_corpus as load_corpus
+from slime.train.datasets import resolve_data_dir as resolve_data_dir
+from slime.train.fitness import FitnessTracker as FitnessTracker
+from slime.train.fitness import PodScore as PodScore
+from slime.train.fitness import masked_loss_contributions as masked_loss_contributions
+from slime.train.lifecycle import Lifecycle as Lifecycle
+from slime.train.lifecycle import LossGate as LossGate
+from slime.train.lifecycle import lifecycle_phase as lifecycle_phase
+from slime.train.loader import config_from_dict as config_from_dict
+from slime.train.loader import load_config as load_config
+from slime.train.loader import preset_names as preset_names
+from slime.train.loader import save_config as save_config
+from slime.train.optim import PoolOptimizer as PoolOptimizer
+from slime.train.optim import learning_rate as learning_rate
+from slime.train.profile import StepProfile as StepProfile
+from slime.train.profile import flops_per_token as flops_per_token
+from slime.train.profile import profile_steps as profile_steps
+from slime.train.rundir import ProgressBar as ProgressBar
+from slime.train.rundir import RunDir as RunDir
+from slime.train.slo import slo_reports as slo_reports
+from slime.train.stability import GradientMonitor as GradientMonitor
+from slime.train.tasks import CopyTask as CopyTask
+from slime.train.tasks import RecallTask as RecallTask
+from slime.train.tasks import parity_classification as parity_classification
+from slime.train.tasks import sine_regression as sine_regression
+from slime.train.tasks import xor_classification as xor_classification
+from slime.train.trainer import Trainer as Trainer
+
+__all__ = [
+    "GPT",
+    "CharCorpus",
+    "CopyTask",
+    "DataConfig",
+    "Dataset",
+    "FitnessConfig",
+    "FitnessTracker",
+    "GradientMonitor",
+    "Lifecycle",
+    "LifecycleConfig",
+    "LossGate",
+    "ModelConfig",
+    "PodScore",
+    "PoolOptimizer",
+    "ProgressBar",
+    "RecallTask",
+    "RunConfig",
+    "RunDir",
+    "SLOConfig",
+    "StepProfile",
+    "TrainConfig",
+    "Trainer",
+    "build_dataset",
+    "build_model",
+    "capture_rng",
+    "config_from_dict",
+    "download_corpus",
+    "flops_per_token",
+    "latest_checkpoint",
+    "learning_rate",
+    "lifecycle_phase",
+    "load_checkpoint",
+    "load_config",
+    "load_corpus",
+    "masked_loss_contributions",
+    "parity_classification",
+    "preset_names",
+    "profile_steps",
+    "resolve_data_dir",
+    "resolve_device",
+    "restore_rng",
+    "save_checkpoint",
+    "save_config",
+    "sine_regression",
+    "slo_reports",
+    "to_slime_config",
+    "xor_classification",
+]

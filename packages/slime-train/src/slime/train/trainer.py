@@ -26,17 +26,19 @@ from typing import Any, TextIO
 
 import numpy as np
 import torch
-from slime.core import SLO, MetricsCollector, SlimeModel, SLOSet
+from slime.core import MetricsCollector, SlimeModel
 from slime.memory import GridArchive
 from slime.train.build import build_model, resolve_device
 from slime.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from slime.train.config import RunConfig
 from slime.train.datasets import Dataset
-from slime.train.fitness import FitnessTracker, PodKey
+from slime.train.fitness import FitnessTracker
 from slime.train.lifecycle import Lifecycle
 from slime.train.loader import save_config
 from slime.train.optim import PoolOptimizer, learning_rate
 from slime.train.rundir import ProgressBar, RunDir
+from slime.train.slo import slo_reports
+from slime.train.stability import GradientMonitor
 
 __all__ = ["Trainer"]
 
@@ -86,6 +88,7 @@ class Trainer:
         )
         self.is_slime = isinstance(self.model, SlimeModel)
         self.optimizer = PoolOptimizer(self.model, cfg.train, fused=self.device.type == "cuda")
+        self.gradients = GradientMonitor(self.model, cfg.train.grad_clip)
         self.fitness = FitnessTracker(cfg.fitness)
         self.lifecycle = (
             Lifecycle(
@@ -108,8 +111,6 @@ class Trainer:
         self.timings: dict[str, float] = defaultdict(float)
         self._last_eval: tuple[int, dict[str, float]] = (-1, {})
         self._last_checkpoint = -1
-        self._layout_version = -1
-        self._layout: tuple[list[torch.nn.Parameter], int, list[PodKey], int] | None = None
         if run_dir is not None and not run_dir.config_path.exists():
             save_config(cfg, run_dir.config_path)
 
@@ -124,36 +125,6 @@ class Trainer:
         if self.sync_timing and self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.timings[name] += time.perf_counter() - t0
-
-    def _grad_layout(self) -> tuple[list[torch.nn.Parameter], int, list[PodKey], int]:
-        """Parameters ordered non-pod first, then pod by pod; rebuilt only after pool changes."""
-        if self._layout_version == self.optimizer.layout_version and self._layout is not None:
-            return self._layout
-        pod_params, keys = [], []
-        if self.is_slime:
-            for layer, organism in enumerate(self.model.organisms):
-                for slot in organism.live_slots():
-                    keys.append((layer, slot))
-                    pod_params.append(list(organism.pods[str(slot)].parameters()))
-        in_pods = {id(p) for params in pod_params for p in params}
-        others = [p for p in self.model.parameters() if id(p) not in in_pods]
-        per_pod = len(pod_params[0]) if pod_params else 0
-        flat = others + [p for params in pod_params for p in params]
-        self._layout = (flat, len(others), keys, per_pod)
-        self._layout_version = self.optimizer.layout_version
-        return self._layout
-
-    def _clip_and_measure(self) -> tuple[torch.Tensor, torch.Tensor, list[PodKey]]:
-        """Total gradient norm (clipping to ``grad_clip``) and per-pod norms, all on the device."""
-        params, n_other, keys, per_pod = self._grad_layout()
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        squares = torch.stack(torch._foreach_norm(grads)) ** 2  # (n_params,)
-        total = squares.sum().sqrt()
-        if self.cfg.train.grad_clip > 0:
-            coef = (self.cfg.train.grad_clip / (total + 1e-6)).clamp(max=1.0)
-            torch._foreach_mul_(grads, coef)
-        pod_norms = squares[n_other:].view(len(keys), per_pod).sum(1).sqrt()
-        return total, pod_norms, keys
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.cfg.train.amp and self.device.type == "cuda":
@@ -179,7 +150,7 @@ class Trainer:
         with self._timed("backward"):
             loss.backward()
         with self._timed("grad_norms"):
-            total, pod_norms, keys = self._clip_and_measure()
+            total, pod_norms, keys = self.gradients.clip_and_measure(self.optimizer.layout_version)
         loss_value, norm_value = torch.stack([loss.detach().float(), total]).tolist()  # host sync
         if math.isfinite(loss_value) and math.isfinite(norm_value):
             with self._timed("optimizer"):
@@ -314,7 +285,7 @@ class Trainer:
             "nonfinite_steps": self.nonfinite,
             "timings_s": dict(self.timings),
             **self._pool_record(),
-            "slo": [vars(r) for r in self.slo_reports()],
+            "slo": [vars(r) for r in slo_reports(self.cfg.slo, self.metrics)],
         }
         if self.lifecycle is not None:
             summary.update(births=self.lifecycle.births, deaths=self.lifecycle.deaths)
@@ -323,37 +294,6 @@ class Trainer:
             self.run_dir.write_summary(summary)
             self.run_dir.plot()
         return summary
-
-    def slo_reports(self) -> list:
-        """Evaluate ``cfg.slo`` over the forwards recorded so far (``slime.core.SLOSet``)."""
-        s = self.cfg.slo
-        slos = []
-        if s.max_forward_ms is not None:
-            slos.append(SLO("forward_latency", "latency_ms", s.max_forward_ms, "max", s.target))
-        if s.min_forward_tokens_per_s is not None:
-            slos.append(
-                SLO(
-                    "forward_throughput",
-                    "tokens_per_s",
-                    s.min_forward_tokens_per_s,
-                    "min",
-                    s.target,
-                )
-            )
-        if s.max_peak_memory_mb is not None:
-            slos.append(
-                SLO(
-                    "peak_memory",
-                    "peak_memory_bytes",
-                    s.max_peak_memory_mb * 2**20,
-                    "max",
-                    s.target,
-                )
-            )
-        if not slos:
-            return []
-        self.metrics.flush()  # records the peak memory observation
-        return SLOSet(slos).evaluate(self.metrics.observations())
 
     # -- checkpoints ----------------------------------------------------------------------------
 

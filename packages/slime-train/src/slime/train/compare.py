@@ -1,0 +1,267 @@
+"""Slime vs the equal-parameter baseline on tiny-shakespeare, same wall time, one device.
+
+Usage::
+
+    PYTHONPATH=$(ls -d packages/*/src | paste -sd:) \\
+        python -m slime.train.compare --data-dir ../shared/data --seconds 300 --out compare-out
+
+For each model it first profiles (device synchronised around every phase) ``--profile-steps``
+training steps and one medium- and one slow-timescale event, timed in the phases where births and
+deaths happen; then it trains a fresh copy for ``--seconds`` of wall time with the schedule sized to
+the measured step time, and evaluates. It prints one table and writes ``compare.json`` plus each run's
+directory under ``--out``.
+
+Overhead ratios (the blueprint claims <= 2% of step time, <= 1% of memory):
+
+- lifecycle time per step = fitness tracking (every step) + medium event / medium_interval + slow
+  event / slow_interval, over the slime step (forward + backward + gradient norms + optimizer);
+- step ratio = slime step / baseline step (architecture cost: padded pool attention, stacking);
+- memory: archive genome bytes over the model's parameter + optimizer bytes, and slime's peak over
+  the baseline's peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from slime.train.build import build_dataset, resolve_device
+from slime.train.config import RunConfig
+from slime.train.datasets import Dataset
+from slime.train.loader import load_config
+from slime.train.profile import flops_per_token, peak_flops
+from slime.train.rundir import RunDir
+from slime.train.trainer import Trainer
+
+__all__ = ["main", "profile_model", "train_for"]
+
+_STEP_PARTS = ("forward", "backward", "grad_norms", "optimizer")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_mb(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+
+
+def _tensor_bytes(tree: Any) -> int:
+    if isinstance(tree, torch.Tensor):
+        return tree.numel() * tree.element_size()
+    if isinstance(tree, dict):
+        return sum(_tensor_bytes(v) for v in tree.values())
+    if isinstance(tree, list | tuple):
+        return sum(_tensor_bytes(v) for v in tree)
+    return 0
+
+
+def _attention_widths(trainer: Trainer) -> list[int]:
+    c = trainer.cfg.model
+    if not trainer.is_slime:
+        return [c.n_pods * c.head_dim] * c.n_layer
+    return [len(o.live_slots()) * c.head_dim for o in trainer.model.organisms]
+
+
+def profile_model(
+    cfg: RunConfig, dataset: Dataset, device: torch.device, steps: int, warmup: int = 10
+) -> dict[str, Any]:
+    """Per-step time by phase, lifecycle event costs, memory, FLOPs and MFU of one model."""
+    trainer = Trainer(cfg, dataset, device=device, sync_timing=True)
+    for _ in range(warmup):
+        trainer.train_step()
+        trainer.step += 1
+    trainer.timings.clear()
+    _reset_peak(device)
+    for _ in range(steps):
+        trainer.train_step()
+        trainer.step += 1
+    _sync(device)
+    per_step = {k: v / steps for k, v in trainer.timings.items()}
+    step_s = sum(per_step.get(k, 0.0) for k in _STEP_PARTS)
+    out: dict[str, Any] = {
+        "params": sum(p.numel() for p in trainer.model.parameters()),
+        "step_ms": step_s * 1e3,
+        "phases_ms": {k: v * 1e3 for k, v in per_step.items()},
+        "peak_memory_mb": _peak_mb(device),
+    }
+    n_params = out["params"] - trainer.model.wpe.weight.numel()
+    fpt = flops_per_token(n_params, _attention_widths(trainer), trainer.probe[0].shape[1])
+    tokens_per_step = cfg.train.batch_size * cfg.model.block_size
+    out["flops_per_token"] = fpt
+    peak = peak_flops(device)
+    out["mfu"] = tokens_per_step / step_s * fpt / peak if peak else None
+    if trainer.lifecycle is not None:
+        out.update(_profile_lifecycle(trainer, device))
+        per_step_lifecycle = (
+            per_step.get("fitness", 0.0)
+            + out["medium_event_ms"] / 1e3 / cfg.lifecycle.medium_interval
+            + out["slow_event_ms"] / 1e3 / cfg.lifecycle.slow_interval
+        )
+        out["lifecycle_ms_per_step"] = per_step_lifecycle * 1e3
+        out["lifecycle_overhead"] = per_step_lifecycle / step_s
+        model_bytes = _tensor_bytes(dict(trainer.model.named_parameters()))
+        optim_bytes = _tensor_bytes(trainer.optimizer.optimizer.state_dict()["state"])
+        archive_bytes = sum(
+            _tensor_bytes([e.genome for e in o.archive]) for o in trainer.model.organisms
+        )
+        out["archive_bytes"] = archive_bytes
+        out["archive_memory_overhead"] = archive_bytes / (model_bytes + optim_bytes)
+    return out
+
+
+def _profile_lifecycle(trainer: Trainer, device: torch.device) -> dict[str, Any]:
+    """Time a medium event in the gentle phase (with births) and a slow one in the full phase."""
+    lc, life = trainer.cfg.lifecycle, trainer.lifecycle
+    for _ in range(3):  # fill the gate's moving average so the gate stays open
+        loss = trainer.train_step()[0]
+        life.gate.observe(loss)
+    trainer.timings.clear()
+    medium = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        record = life.medium(lc.warmup_steps, loss, trainer.probe)
+        _sync(device)
+        medium.append((time.perf_counter() - t0, record["births"]))
+    t0 = time.perf_counter()
+    record = life.slow(lc.gentle_steps)
+    _sync(device)
+    slow_s = time.perf_counter() - t0
+    parts = {k.removeprefix("lifecycle/"): v * 1e3 for k, v in trainer.timings.items()}
+    return {
+        "medium_event_ms": statistics.mean(t for t, _ in medium) * 1e3,
+        "medium_births": [b for _, b in medium],
+        "slow_event_ms": slow_s * 1e3,
+        "slow_deaths": record["deaths"],
+        "lifecycle_parts_ms": parts,  # summed over the two medium events and the slow one
+    }
+
+
+def train_for(
+    cfg: RunConfig,
+    dataset: Dataset,
+    device: torch.device,
+    seconds: float,
+    step_ms: float,
+    out: Path,
+) -> dict[str, Any]:
+    """Train a fresh model for ``seconds``; the cosine schedule is sized from ``step_ms``."""
+    steps = max(1, int(seconds * 1e3 / step_ms))
+    cfg = cfg.replace(train={"steps": steps, "eval_interval": steps, "checkpoint_interval": steps})
+    run = RunDir.create(out, cfg.model.kind)
+    trainer = Trainer(cfg, dataset, run_dir=run, device=device, progress=sys.stderr)
+    _reset_peak(device)
+    summary = trainer.fit(max_seconds=seconds)
+    summary["peak_memory_mb"] = _peak_mb(device)
+    summary["planned_steps"] = steps
+    summary["run_dir"] = str(run.path)
+    return summary
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _fmt(value: Any, spec: str = ".4g") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, spec) if isinstance(value, int | float) else str(value)
+
+
+def _table(results: dict[str, Any]) -> str:
+    s, b = results["slime"], results["baseline"]
+    rows = [
+        ("parameters (start)", s["profile"]["params"], b["profile"]["params"]),
+        ("parameters (end)", s["train"]["params"], b["train"]["params"]),
+        ("steps in budget", s["train"]["steps"], b["train"]["steps"]),
+        ("val loss", s["train"].get("val_loss"), b["train"].get("val_loss")),
+        ("train loss", s["train"].get("train_loss"), b["train"].get("train_loss")),
+        ("tokens/s (whole run)", s["train"]["tokens_per_s"], b["train"]["tokens_per_s"]),
+        ("step ms (profiled)", s["profile"]["step_ms"], b["profile"]["step_ms"]),
+        ("peak memory MB (train)", s["train"]["peak_memory_mb"], b["train"]["peak_memory_mb"]),
+        ("MFU (profiled)", s["profile"]["mfu"], b["profile"]["mfu"]),
+    ]
+    for phase in ("forward", "backward", "grad_norms", "optimizer", "fitness"):
+        rows.append(
+            (
+                f"  {phase} ms/step",
+                s["profile"]["phases_ms"].get(phase),
+                b["profile"]["phases_ms"].get(phase),
+            )
+        )
+    lines = [f"{'':28s} {'slime':>14s} {'baseline':>14s}"]
+    lines += [f"{name:28s} {_fmt(x):>14s} {_fmt(y):>14s}" for name, x, y in rows]
+    r = results["ratios"]
+    lines.append("")
+    lines.append(
+        f"medium event ms: {_fmt(s['profile'].get('medium_event_ms'))}, "
+        f"slow event ms: {_fmt(s['profile'].get('slow_event_ms'))}"
+    )
+    lines.append(f"lifecycle parts ms: {s['profile'].get('lifecycle_parts_ms')}")
+    for name, value in r.items():
+        lines.append(f"{name:40s} {_fmt(value)}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m slime.train.compare", description=__doc__)
+    parser.add_argument("--data-dir", required=True, help="folder holding tinyshakespeare/")
+    parser.add_argument("--seconds", type=float, default=300.0, help="training wall time per model")
+    parser.add_argument("--out", default="compare-out", help="folder for compare.json and runs")
+    parser.add_argument("--config", default="shakespeare", help="preset or YAML (model: slime)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--profile-steps", type=int, default=50)
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(args.device)
+    base_cfg = load_config(args.config).replace(train={"device": str(device)})
+    if base_cfg.train.cpu_threads is not None:
+        torch.set_num_threads(base_cfg.train.cpu_threads)  # process-wide, at the script's edge
+    dataset = build_dataset(base_cfg.data, base_cfg.model.block_size, args.data_dir)
+    results: dict[str, Any] = {"device": str(device), "seconds": args.seconds}
+    if device.type == "cuda":
+        results["device_name"] = torch.cuda.get_device_name(device)
+    results["torch"] = torch.__version__
+    for kind in ("baseline", "slime"):
+        cfg = base_cfg.replace(model={"kind": kind})
+        print(f"profiling {kind} ...", file=sys.stderr)
+        prof = profile_model(cfg, dataset, device, args.profile_steps)
+        step_ms = prof["step_ms"] + prof.get("lifecycle_ms_per_step", 0.0)
+        print(f"training {kind} for {args.seconds:.0f} s ...", file=sys.stderr)
+        trained = train_for(cfg, dataset, device, args.seconds, step_ms, out)
+        results[kind] = {"profile": prof, "train": trained, "config": cfg.to_dict()}
+    s, b = results["slime"], results["baseline"]
+    results["ratios"] = {
+        "lifecycle time / slime step": s["profile"].get("lifecycle_overhead"),
+        "slime step / baseline step": _ratio(s["profile"]["step_ms"], b["profile"]["step_ms"]),
+        "slime tokens/s / baseline tokens/s": _ratio(
+            s["train"]["tokens_per_s"], b["train"]["tokens_per_s"]
+        ),
+        "archive bytes / (params + optimizer) bytes": s["profile"].get("archive_memory_overhead"),
+        "slime peak memory / baseline peak memory": _ratio(
+            s["train"]["peak_memory_mb"], b["train"]["peak_memory_mb"]
+        ),
+    }
+    (out / "compare.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(_table(results))
+    print(f"\nwritten: {out / 'compare.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

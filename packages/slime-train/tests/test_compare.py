@@ -1,0 +1,51 @@
+"""The comparison script runs end to end on a tiny configuration and reports every ratio."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from slime.train import compare
+from slime.train.loader import load_config
+
+
+def test_compare_prints_the_table_and_writes_json(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = load_config("tiny").replace(
+        data={"name": "shakespeare"},
+        lifecycle={
+            "medium_interval": 5,
+            "slow_interval": 10,
+            "warmup_steps": 5,
+            "gentle_steps": 10,
+        },
+    )
+    config = tmp_path / "tiny-shakespeare.yaml"
+    config.write_text(yaml.safe_dump(cfg.to_dict()))
+    argv = [
+        "--data-dir",
+        str(data_dir),
+        "--seconds",
+        "1",
+        "--out",
+        str(tmp_path / "out"),
+        "--config",
+        str(config),
+        "--device",
+        "cpu",
+        "--profile-steps",
+        "3",
+    ]
+    assert compare.main(argv) == 0
+    table = capsys.readouterr().out
+    assert "val loss" in table and "lifecycle time / slime step" in table
+    results = json.loads((tmp_path / "out" / "compare.json").read_text())
+    assert results["slime"]["profile"]["params"] == results["baseline"]["profile"]["params"]
+    assert results["slime"]["profile"]["medium_births"][0] > 0
+    assert results["slime"]["profile"]["slow_deaths"] > 0
+    for name, value in results["ratios"].items():
+        if "peak memory" not in name:  # no CUDA allocator on the CPU
+            assert value is not None and value > 0, name
