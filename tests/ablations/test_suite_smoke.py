@@ -1,0 +1,100 @@
+"""CI smoke test of the whole suite: cpu-small, every group, 3 seeds, 20 steps, the recall task.
+
+Asserts only that the report is complete and sane (every group, finite intervals, verdicts,
+plots, raw numbers); never which arm wins.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from slime.train.ablations import GROUPS, main
+
+SEEDS = 3
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ablations")
+    argv = ["--profile", "cpu-small", "--out", str(out), "--seeds", str(SEEDS)]
+    assert main([*argv, "--steps", "20", "--tasks", "recall"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def results(suite: Path) -> dict:
+    return json.loads((suite / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def report(suite: Path) -> str:
+    return (suite / "REPORT.md").read_text()
+
+
+def test_every_group_has_a_section_and_a_verdict(report: str, results: dict) -> None:
+    for group in GROUPS:
+        assert f"## {group.number}. {group.title}" in report
+        assert f"{group.number}. **{group.title}.**" in report
+        assert results["analysis"][group.key]["verdict"].strip()
+    assert report.count("**Verdict:**") == len(GROUPS)
+
+
+def test_decision_rules_are_stated_in_the_report(report: str) -> None:
+    assert "## Decision rules (fixed in code before the runs)" in report
+    for group in GROUPS:
+        assert f"Group {group.number} ({group.key}): {group.rule}" in report
+
+
+def test_every_arm_ran_every_seed(results: dict) -> None:
+    arms = {a for g in GROUPS for a in g.arms}
+    seen = {(r["arm"], r["seed"]) for r in results["runs"]}
+    assert seen == {(a, s) for a in arms for s in results["seeds"]}
+    assert len(results["seeds"]) == SEEDS
+    assert all(r["status"] == "completed" and r["steps"] == 20 for r in results["runs"])
+
+
+def test_measured_comparisons_have_finite_intervals(results: dict) -> None:
+    measured = 0
+    for entry in results["analysis"].values():
+        for row in entry["checks"]:
+            if row["outcome"] == "not measured":
+                assert row["metric"] == "peak_memory_mb"  # CUDA only
+                continue
+            comparison = row["comparison"]
+            for side in ("a", "b"):
+                ci = comparison[side]
+                assert ci["n"] == SEEDS
+                assert all(math.isfinite(ci[k]) for k in ("mean", "low", "high"))
+                assert ci["low"] <= ci["mean"] <= ci["high"]
+            assert row["outcome"] in ("better", "worse", "no clear difference")
+            measured += 1
+    assert measured > 0
+
+
+def test_equal_parameters_are_recorded_for_the_baseline_comparison(results: dict) -> None:
+    counts = results["params"]["recall"]
+    assert counts["slime"] == counts["baseline"] > 0
+    initial = {r["params_init"] for r in results["runs"]}
+    assert initial == {counts["slime"]}
+
+
+def test_slime_runs_carry_quality_diversity_diagnostics(results: dict) -> None:
+    slime_runs = [r for r in results["runs"] if r["arm"] != "baseline"]
+    for run in slime_runs:
+        assert run["timeline"], f"{run['arm']} recorded no medium event"
+        for point in run["timeline"]:
+            assert 0.0 <= point["coverage"] <= 1.0 and point["pool_size"] >= 1
+            assert math.isfinite(point["qd_score"])
+        assert run["fitness_events"] and run["survival"]["births"] >= 0
+    assert any(r["head_similarity"] is not None for r in slime_runs)
+
+
+def test_plots_are_written(suite: Path) -> None:
+    names = ["loss_baseline", "loss_ablations", "pool_size", "coverage", "qd_score"]
+    names += [f"bars_{g.number}_{g.key}" for g in GROUPS]
+    for name in names:
+        png = suite / f"{name}.png"
+        assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
