@@ -88,9 +88,17 @@ def integration(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def ablations(session: nox.Session) -> None:
-    """The ablation suite (cpu-small profile unless SLIME_ABLATION_PROFILE says otherwise)."""
+    """The ablation suite into ablations/ (REPORT.md, results.json, PNGs), then its tests.
+
+    The profile comes from SLIME_ABLATION_PROFILE (default cpu-small); extra arguments after
+    ``--`` go to the suite (e.g. ``nox -s ablations -- --groups baseline archive``).
+    """
     _sync(session, "--all-packages")
-    _pytest(session, ROOT / "tests" / "ablations", marker="not gpu")
+    profile = os.environ.get("SLIME_ABLATION_PROFILE", "cpu-small")
+    out = ROOT / "ablations"
+    suite = ["python", "-m", "slime.train.ablations", "--profile", profile, "--out", str(out)]
+    session.run(*suite, *session.posargs)
+    session.run("pytest", str(ROOT / "tests" / "ablations"), "-m", "not gpu and not slow")
 
 
 @nox.session
