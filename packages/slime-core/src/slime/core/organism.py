@@ -348,28 +348,31 @@ class Organism(nn.Module):
     # -- the fast path --------------------------------------------------------------------------
 
     @torch.compiler.disable
-    def _stacked_weights(self) -> tuple[Tensor, Tensor | None, Tensor]:
+    def _stacked_weights(self, dtype: torch.dtype) -> tuple[Tensor, Tensor | None, Tensor]:
         """Padded projections of every slot: ``w_in`` ``(3 P d, D)`` (q, k, v blocks), ``b_in``
         ``(3 P d,)`` or None, ``w_out`` ``(D, P d)``. Run eagerly under torch.compile: which
         pods are alive is Python state, and keeping it out of the graph means a birth or death
         never recompiles the attention (its inputs keep their padded shapes)."""
         cap, d, width = self.pod_capacity, self.head_dim, self.n_embd
-        w_in = torch.stack([self._padded(f"{p}_weight") for p in "qkv"]).reshape(3 * cap * d, width)
+        w_in = torch.stack([self._padded(f"{p}_weight", dtype) for p in "qkv"]).reshape(
+            3 * cap * d, width
+        )
         b_in = None
         if self.bias:
-            b_in = torch.stack([self._padded(f"{p}_bias") for p in "qkv"]).flatten()
-        w_out = self._padded("o_weight").permute(1, 0, 2).reshape(width, cap * d)
+            b_in = torch.stack([self._padded(f"{p}_bias", dtype) for p in "qkv"]).flatten()
+        w_out = self._padded("o_weight", dtype).permute(1, 0, 2).reshape(width, cap * d)
         return w_in, b_in, w_out
 
-    def _padded(self, name: str) -> Tensor:
-        """Stack the live pods' parameter ``name`` into a zero-padded ``(pod_capacity, ...)``."""
+    def _padded(self, name: str, dtype: torch.dtype) -> Tensor:
+        """Stack the live pods' parameter ``name`` into a zero-padded ``(pod_capacity, ...)``
+        (``dtype`` only matters for an empty pool; live pods keep their parameters' dtype)."""
         pods = [self.pods[str(s)] for s in self._live]
         if not pods:
             d, width = self.head_dim, self.n_embd
             shape = {"o_weight": (width, d)}.get(
                 name, (d,) if name.endswith("bias") else (d, width)
             )
-            return torch.zeros((self.pod_capacity, *shape), device=self._device)
+            return torch.zeros((self.pod_capacity, *shape), device=self._device, dtype=dtype)
         values = torch.stack([getattr(pod, name) for pod in pods])
         if len(pods) == self.pod_capacity:
             return values  # a full pool: slots 0..P-1 in order, nothing to scatter
@@ -402,7 +405,7 @@ class Organism(nn.Module):
         batch, seq, width = stimulus.shape
         with span(self.tracer, "organism.forward", organism=self.name, batch=batch, seq=seq):
             cap, d = self.pod_capacity, self.head_dim
-            w_in, b_in, w_out = self._stacked_weights()
+            w_in, b_in, w_out = self._stacked_weights(stimulus.dtype)
             qkv = nn.functional.linear(stimulus, w_in, b_in)
             q, k, v = qkv.view(batch, seq, 3, cap, d).permute(2, 0, 3, 1, 4).unbind(0)
             heads = self.kernel.attention(
