@@ -319,3 +319,11 @@ def test_logits_equal_a_reference_gpt_with_the_same_weights(kernel):
     model.organisms[1].cull([2])  # also with a gap in the pool
     idx, _ = batch()
     torch.testing.assert_close(model(idx)[0], reference_logits(model, idx), atol=1e-5, rtol=1e-4)
+
+
+def test_measure_behaviour_ignores_dropout_and_keeps_the_training_mode(kernel):
+    probe, _ = batch()
+    a, b = make(kernel, dropout=0.5), make(kernel, dropout=0.5)
+    first, second = a.measure_behaviour(probe), b.measure_behaviour(probe)
+    assert all(torch.equal(x, y) for x, y in zip(first, second))
+    assert a.training

@@ -154,11 +154,17 @@ class SlimeModel(nn.Module):
     def measure_behaviour(self, probe_idx: Tensor) -> list[Tensor]:
         """Update every pod's smoothed descriptors from a probe batch ``(B, T)`` (medium
         timescale). Returns each layer's smoothed descriptors ``(n_live, 3)``."""
-        x = self._embed(probe_idx)
-        measured = []
-        for block in self.blocks:
-            measured.append(block.attn.measure_behaviour(block.attention_input(x), causal=True))
-            x = block(x)
+        was_training = self.training
+        self.eval()  # no dropout: a probe measures the pods, not the noise
+        try:
+            x = self._embed(probe_idx)
+            measured = []
+            for block in self.blocks:
+                latent = block.attention_input(x)
+                measured.append(block.attn.measure_behaviour(latent, causal=True))
+                x = block(x)
+        finally:
+            self.train(was_training)
         return measured
 
     def num_params(self) -> int:
