@@ -168,3 +168,19 @@ def test_onnx_check_without_onnxruntime_names_the_extra(slime_run, tmp_path, mon
     monkeypatch.setattr(importlib.util, "find_spec", without_ort)
     with pytest.raises(MissingExtraError, match=r"slime-tools\[onnx\]"):
         verify_onnx(freeze(slime_run[1]), tmp_path / "never-written.onnx")
+
+
+@pytest.mark.filterwarnings("ignore:.*torch.jit.*deprecated:FutureWarning")
+def test_torchscript_trace_has_no_sequence_length_check(slime_run, tmp_path):
+    """What the README says the trace does not cover: it fails in the position embedding."""
+    frozen = freeze(slime_run[1])
+    traced = torch.jit.load(str(export_torchscript(frozen, tmp_path / "model.ts")))
+    with pytest.raises(Exception, match="index out of range"):
+        traced(tokens(1, BLOCK + 1))
+
+
+@pytest.mark.filterwarnings("ignore:.*torch.jit.*deprecated:FutureWarning")
+def test_scripting_the_frozen_model_is_not_supported(slime_run):
+    """What the README says TorchScript does not cover: torch.jit.script fails to compile it."""
+    with pytest.raises(RuntimeError):
+        torch.jit.script(freeze(slime_run[1]))
