@@ -327,3 +327,23 @@ def test_measure_behaviour_ignores_dropout_and_keeps_the_training_mode(kernel):
     first, second = a.measure_behaviour(probe), b.measure_behaviour(probe)
     assert all(torch.equal(x, y) for x, y in zip(first, second))
     assert a.training
+
+
+def test_triton_and_torch_kernels_train_alike_in_the_interpreter(kernel):
+    """A CPU stand-in for the GPU loss-curve test: three AdamW steps, Triton (interpreted) vs torch."""
+    from slime.kernels import TritonKernel
+
+    curves = []
+    for k in (TritonKernel(), kernel):
+        model = make(k, n_embd=32, n_pods=2, pod_capacity=3)  # head_dim 16, a Triton size
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        idx, targets = batch(n=1)
+        losses = []
+        for _ in range(3):
+            loss = model(idx[:, :4], targets[:, :4])[1]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.detach())
+        curves.append(torch.stack(losses))
+    torch.testing.assert_close(curves[0], curves[1], atol=1e-5, rtol=1e-4)
