@@ -67,3 +67,34 @@ def test_changing_alive_mask_keeps_the_same_shapes():
     assert a.shape == b.shape
     torch.testing.assert_close(a[:, [0, 2]], b[:, [0, 2]])
     assert torch.equal(b[:, 1], torch.zeros_like(b[:, 1]))
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_eager_path_matches_the_custom_op_bitwise(backend):
+    q, k, v = _qkv((2, 2, 5, 16), seed=5)
+    kpm = torch.tensor([[True, True, False, True, True], [True] * 5])
+    alive = torch.tensor([True, False])
+    eager = pool_attention(q, k, v, causal=True, key_padding_mask=kpm, alive=alive, backend=backend)
+    op, _ = _attention_op(q, k, v, kpm, alive, True, 0.25, backend)
+    assert torch.equal(eager, op)
+    grad = torch.randn_like(op)
+    for a, b in zip(
+        torch.autograd.grad(eager, (q, k, v), grad), torch.autograd.grad(op, (q, k, v), grad)
+    ):
+        assert torch.equal(a, b)
+
+
+def test_torch_compile_sees_the_custom_op_without_graph_breaks():
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    counter = CompileCounterWithBackend("eager")
+    q, k, v = _qkv((1, 2, 4, 8), seed=6)
+
+    def step(q, k, v):
+        return pool_attention(q, k, v, causal=True).sum()
+
+    loss = torch.compile(step, backend=counter, fullgraph=True)(q, k, v)
+    torch.testing.assert_close(loss, step(q, k, v))
+    graph = counter.graphs[0]
+    targets = [str(n.target) for n in graph.graph.nodes if n.op == "call_function"]
+    assert any("slime.pool_attention" in t for t in targets)
