@@ -86,12 +86,12 @@ class FrozenBlock(nn.Module):
             q.contiguous(),
             k.contiguous(),
             v.contiguous(),
-            None,
-            None,
-            True,
-            self.scale,
-            self.backend,
-        )
+            key_padding_mask=None,
+            alive=None,
+            causal=True,
+            scale=self.scale,
+            backend=self.backend,
+        )  # (B, n, T, d); the op's second output is the logsumexp, unused here
         merged = heads.permute(0, 2, 1, 3).reshape(batch, seq, n * d)
         return F.linear(merged, self.out_weight, self.out_bias)
 
