@@ -58,11 +58,20 @@ def assert_same_stats(ours: Archive, theirs) -> None:
     assert mine.obj_mean == pytest.approx(float(ref.obj_mean))
 
 
-@pytest.mark.parametrize(("seed", "form"), [(0, "payloads"), (1, "payloads"), (0, "columns")])
-def test_grid_archive_matches_pyribs_cell_by_cell(seed: int, form: str) -> None:
-    ours = GridArchive([5, 4], RANGES, qd_offset=-2.0, max_size=20)
+@pytest.mark.parametrize(
+    ("seed", "form", "dims"),
+    [
+        (0, "payloads", [5, 4]),  # batches of 40 cover all 20 cells: the dense path
+        (1, "payloads", [12, 9]),  # 108 cells: the batch works on the cells it touches
+        (0, "columns", [5, 4]),
+        (2, "columns", [12, 9]),
+    ],
+)
+def test_grid_archive_matches_pyribs_cell_by_cell(seed: int, form: str, dims: list[int]) -> None:
+    cells = dims[0] * dims[1]
+    ours = GridArchive(dims, RANGES, qd_offset=-2.0, max_size=cells)
     theirs = ribs.GridArchive(
-        solution_dim=SOLUTION_DIM, dims=[5, 4], ranges=RANGES, qd_score_offset=-2.0, seed=0
+        solution_dim=SOLUTION_DIM, dims=dims, ranges=RANGES, qd_score_offset=-2.0, seed=0
     )
     feed(ours, theirs, seed, form)
     assert_same_elites(ours, theirs)
@@ -80,11 +89,13 @@ def test_grid_cell_index_matches_pyribs_index_of() -> None:
     np.testing.assert_array_equal(ours.cell_index(torch.from_numpy(points)).numpy(), expected)
 
 
-def test_cma_mae_thresholds_match_pyribs() -> None:
-    ours = GridArchive([5, 4], RANGES, learning_rate=0.3, threshold_min=-0.5, max_size=20)
+@pytest.mark.parametrize("dims", [[5, 4], [12, 9]])
+def test_cma_mae_thresholds_match_pyribs(dims: list[int]) -> None:
+    cells = dims[0] * dims[1]
+    ours = GridArchive(dims, RANGES, learning_rate=0.3, threshold_min=-0.5, max_size=cells)
     theirs = ribs.GridArchive(
         solution_dim=SOLUTION_DIM,
-        dims=[5, 4],
+        dims=dims,
         ranges=RANGES,
         learning_rate=0.3,
         threshold_min=-0.5,
