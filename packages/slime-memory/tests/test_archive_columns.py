@@ -101,7 +101,7 @@ def test_column_archive_round_trips(tmp_path: Path) -> None:
 
 @pytest.mark.gpu
 def test_add_on_cuda_synchronises_a_few_times_per_batch_not_per_item() -> None:
-    # Expected syncs: the finiteness sum, torch.unique's output size, the landing count.
+    # Expected: the finiteness check; torch.unique's output size when the batch is small.
     archive = GridArchive([32, 32], [(0.0, 1.0), (0.0, 1.0)], device="cuda", max_size=1024)
     columns = {"w": torch.randn(4096, 64, device="cuda")}
     objectives = torch.randn(4096, device="cuda")
@@ -114,5 +114,5 @@ def test_add_on_cuda_synchronises_a_few_times_per_batch_not_per_item() -> None:
             result = archive.add(columns, objectives + 1.0, descriptors)
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    assert len(caught) <= 4
+    assert len(caught) <= 3
     assert result.status.device.type == "cuda"

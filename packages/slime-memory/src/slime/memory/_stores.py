@@ -7,7 +7,7 @@ An archive picks the store from the first batch it is given:
 - ``ColumnStore``: a mapping ``name -> (n, ...)`` tensor, one row per item, the same names, shapes
   and dtypes every batch. Rows are copied into ``(cells, ...)`` buffers on the archive's device
   with one ``index_copy_`` per column: no per-item Python work, which is what makes large batches
-  fast (and the GPU path host-sync-free apart from one count).
+  fast, and no host synchronisation on an accelerator.
 """
 
 from __future__ import annotations
@@ -90,9 +90,11 @@ class PayloadStore(GenomeStore):
 class ColumnStore(GenomeStore):
     kind = "columns"
 
-    def __init__(self, cells: int, device: torch.device) -> None:
+    def __init__(self, cells: int, device: torch.device, sync_free: bool | None = None) -> None:
         self.cells = cells
         self.device = device
+        # Sync-free staging rewrites every touched row; the default uses it off the CPU only.
+        self.sync_free = device.type != "cpu" if sync_free is None else sync_free
         self.columns: dict[str, torch.Tensor] = {}  # name -> (cells, ...)
 
     def check_batch(self, genomes: Any, n: int) -> None:
@@ -120,25 +122,34 @@ class ColumnStore(GenomeStore):
                 raise ArchiveError(f"genome columns {got} differ from the archive's {expected}")
 
     def stage(self, genomes, cells, kept, source, lost):
-        landing = torch.nonzero(kept).squeeze(1)  # one sync: how many rows land
-        target = cells.index_select(0, landing)
-        rows = source.index_select(0, landing)
-        values = {
-            name: column.detach().to(self.device).index_select(0, rows)
-            for name, column in genomes.items()
+        buffers = self.columns or {
+            name: torch.zeros((self.cells, *c.shape[1:]), dtype=c.dtype, device=self.device)
+            for name, c in genomes.items()
         }
-        shapes = {name: (tuple(c.shape[1:]), c.dtype) for name, c in genomes.items()}
-        return target, values, shapes
+        if not self.sync_free:
+            # Copy only the rows that land (finding them is free on the host).
+            landing = torch.nonzero(kept).squeeze(1)
+            cells, source = cells.index_select(0, landing), source.index_select(0, landing)
+            values = {
+                name: column.detach().to(self.device).index_select(0, source)
+                for name, column in genomes.items()
+            }
+        else:
+            # On an accelerator, rewrite every touched row (old or new) rather than count the
+            # landing rows, which would synchronise with the host.
+            values = {}
+            for name, column in genomes.items():
+                new = column.detach().to(self.device).index_select(0, source)
+                old = buffers[name].index_select(0, cells)
+                mask = kept.view(-1, *([1] * (new.dim() - 1)))
+                values[name] = torch.where(mask, new, old)
+        return buffers, cells, values
 
     def apply(self, staged) -> None:
-        target, values, shapes = staged
-        if not self.columns:
-            self.columns = {
-                name: torch.zeros((self.cells, *shape), dtype=dtype, device=self.device)
-                for name, (shape, dtype) in shapes.items()
-            }
+        buffers, cells, values = staged
+        self.columns = buffers
         for name, value in values.items():
-            self.columns[name].index_copy_(0, target, value)
+            self.columns[name].index_copy_(0, cells, value)
 
     def get(self, cells: list[int]) -> list[dict[str, Any]]:
         index = torch.tensor(cells, dtype=torch.int64, device=self.device)

@@ -247,7 +247,7 @@ class Archive:
         landing = [best, threshold, landed.to(torch.float64)]
         after = torch.cat([torch.stack(landing, dim=1), descriptors.index_select(0, source)], dim=1)
         after = torch.where(landed[:, None], after, before)  # (m, 3 + k)
-        evicted = self._evictions(cells, after, landed & ~occupied)
+        evicted = self._evictions(cells, after, landed, occupied)
         if evicted is None:
             kept, lost = landed, None
         else:
@@ -276,18 +276,19 @@ class Archive:
         return torch.unique(item_cells, return_inverse=True)
 
     def _evictions(
-        self, cells: torch.Tensor, after: torch.Tensor, newcomer: torch.Tensor
+        self, cells: torch.Tensor, after: torch.Tensor, landed: torch.Tensor, occupied: torch.Tensor
     ) -> torch.Tensor | None:
         """``(C,)`` bool: elites to drop to respect ``max_size`` (see :func:`eviction_mask`).
 
-        ``after`` ``(m, 3 + k)`` and ``newcomer`` ``(m,)`` describe the touched ``cells`` after
-        the batch. None when the archive cannot overflow (``max_size >= cells``).
+        ``after`` ``(m, 3 + k)`` is the touched ``cells``' state after the batch; ``landed`` and
+        ``occupied`` ``(m,)`` say which received an elite and which held one before. None when
+        the archive cannot overflow (``max_size >= cells``).
         """
         if self._max_size >= self._cells:
             return None
         state = self._state.index_copy(0, cells, after)
         newcomer = torch.zeros(self._cells, dtype=torch.bool, device=self._device).index_copy_(
-            0, cells, newcomer
+            0, cells, landed & ~occupied
         )
         return eviction_mask(state[:, _OBJ], state[:, _OCC] > 0, newcomer, self._max_size)
 

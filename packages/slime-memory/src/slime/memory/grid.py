@@ -64,7 +64,7 @@ class GridArchive(Archive):
         )
         self._dims_t = torch.tensor(dims, dtype=torch.float64, device=self.device)
         self._width = self._upper - self._lower
-        self._last = self._dims_t - 1
+        self._first, self._last = torch.zeros_like(self._dims_t), self._dims_t - 1
         strides = [math.prod(dims[i + 1 :]) for i in range(len(dims))]
         self._strides = torch.tensor(strides, dtype=torch.int64, device=self.device)
 
@@ -75,7 +75,7 @@ class GridArchive(Archive):
     def _cell_index(self, descriptors: torch.Tensor) -> torch.Tensor:
         # pyribs' arithmetic, operation for operation, so boundary values land in the same cell.
         position = (self._dims_t * (descriptors - self._lower) + self._epsilon) / self._width
-        grid = torch.minimum(position.clamp_(min=0.0), self._last).long()
+        grid = position.clamp_(min=self._first, max=self._last).long()
         return (grid * self._strides).sum(dim=1)  # row-major; int64 matmul is CPU-only
 
     def _config(self) -> dict[str, Any]:
