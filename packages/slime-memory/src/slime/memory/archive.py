@@ -221,7 +221,7 @@ class Archive:
         if n == 0:
             empty = torch.zeros(0, device=self._device)
             return AddResult(status=empty.to(torch.int32), value=empty.to(torch.float64))
-        check_finite(objectives, descriptors)  # host sync 1 of 2
+        check_finite(objectives, descriptors)  # the one host sync every batch pays
         cells, inverse = self._touched_cells(self._cell_index(descriptors))
         before = self._state.index_select(0, cells)  # (m, 3 + k)
         occupied = before[:, _OCC] > 0
@@ -256,7 +256,7 @@ class Archive:
             # Items whose cell was evicted in this very batch report status 0.
             status = status.masked_fill(evicted.index_select(0, cells).index_select(0, inverse), 0)
 
-        staged = store.stage(genomes, cells, kept, source, lost)  # host sync 2 of 2; may raise
+        staged = store.stage(genomes, cells, kept, source, lost)  # may raise; changes nothing
         store.apply(staged)
         self._store = store
         self._state.index_copy_(0, cells, after)
