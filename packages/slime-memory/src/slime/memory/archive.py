@@ -70,23 +70,29 @@ class ArchiveStats:
 
 
 class Archive:
-    """A MAP-Elites archive of genomes (``to_dict()`` payloads) indexed by behavioural descriptor.
+    """A MAP-Elites archive of genomes indexed by behavioural descriptor.
 
-    Insertion follows pyribs 0.12: a candidate lands if its objective beats its cell's threshold;
+    Genomes are ``to_dict()`` payloads or tensor columns (see :meth:`add`); the archive never
+    holds live objects. Insertion follows pyribs 0.12: a candidate lands if its objective beats its cell's threshold;
     of a batch, only the best candidate per cell lands (ties: the earliest). With ``learning_rate``
     < 1 and a finite ``threshold_min`` the thresholds follow CMA-MAE's batch update.
 
     Capacity: at most ``max_size`` cells hold an elite. When a batch would exceed it, the lowest
     objectives are evicted until it fits; on equal objectives a newcomer goes before an elite that
     was already there, so a new cell enters a full archive only by beating its worst elite. Items
-    of the batch whose cell was evicted report status 0.
+    of the batch whose cell was evicted report status 0. A ``max_size`` at or above ``cells``
+    never binds. Eviction empties the cell (its threshold returns to ``threshold_min``).
+
+    ``stats.obj_max`` is the best objective held now (pyribs reports the best ever inserted,
+    which differs only for CMA-MAE or after evictions).
 
     Args:
         cells: number of cells.
         ranges: ``(low, high)`` per descriptor dimension.
         device: where the archive's tensors live; inputs on another device are copied there.
         qd_offset: subtracted from each objective in ``qd_score``.
-        learning_rate: CMA-MAE threshold learning rate in ``(0, 1]``.
+        learning_rate: CMA-MAE threshold learning rate in ``(0, 1]``; with a finite
+            ``threshold_min`` the batch threshold rule applies even at 1, as in pyribs.
         threshold_min: initial threshold of every cell; must be finite when ``learning_rate`` < 1.
         max_size: most elites held at once (see Capacity).
     """
