@@ -243,3 +243,18 @@ def test_constructor_rejects_mismatched_dims_and_ranges() -> None:
 def test_constructor_rejects_cma_mae_without_threshold_min() -> None:
     with pytest.raises(ConfigError, match="threshold_min"):
         grid(learning_rate=0.5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"learning_rate": "0.5"}, "learning_rate"),
+        ({"learning_rate": 0.0}, "learning_rate"),
+        ({"threshold_min": math.nan}, "threshold_min"),
+        ({"qd_offset": math.inf}, "qd_offset"),
+        ({"max_size": 0}, "max_size"),
+    ],
+)
+def test_constructor_rejects_bad_numbers_naming_the_field(kwargs, field) -> None:
+    with pytest.raises(ConfigError, match=f"GridArchive.{field}"):
+        grid(**kwargs)

@@ -114,6 +114,13 @@ class Archive:
         if isinstance(cells, bool) or not isinstance(cells, int) or cells < 1:
             raise ConfigError(f"cells must be a positive int, got {cells!r}", f"{name}.cells")
         self._ranges = _check_ranges(ranges, name)
+        for field, number in (
+            ("learning_rate", learning_rate),
+            ("threshold_min", threshold_min),
+            ("qd_offset", qd_offset),
+        ):
+            if isinstance(number, bool) or not isinstance(number, int | float):
+                raise ConfigError(f"{field} must be a number, got {number!r}", f"{name}.{field}")
         if not 0.0 < learning_rate <= 1.0:
             raise ConfigError(
                 f"learning_rate must be in (0, 1], got {learning_rate!r}", f"{name}.learning_rate"
