@@ -8,9 +8,23 @@ from typing import Any
 import torch
 from slime.proto import ArchiveError
 
-__all__ = ["blend_payloads", "copy_payload", "payload_nbytes", "tensor_leaves"]
+__all__ = ["as_numbers", "blend_payloads", "copy_payload", "payload_nbytes", "tensor_leaves"]
 
 _PLAIN = (str, int, float, bool, type(None))
+
+
+def as_numbers(
+    tensor: torch.Tensor, device: torch.device, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """``tensor`` detached from autograd on ``device`` (in ``dtype``), copying only if needed.
+
+    Skips the no-op calls when possible: at small batch sizes each dispatch costs microseconds.
+    """
+    if tensor.requires_grad:
+        tensor = tensor.detach()
+    if tensor.device != device or (dtype is not None and tensor.dtype != dtype):
+        tensor = tensor.to(device=device, dtype=dtype)
+    return tensor
 
 
 def copy_payload(payload: Any, path: str) -> Any:

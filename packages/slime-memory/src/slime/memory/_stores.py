@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from slime.memory._payload import copy_payload
+from slime.memory._payload import as_numbers, copy_payload
 from slime.proto import ArchiveError
 
 __all__ = ["ColumnStore", "GenomeStore", "PayloadStore", "store_for"]
@@ -131,7 +131,7 @@ class ColumnStore(GenomeStore):
             landing = torch.nonzero(kept).squeeze(1)
             cells, source = cells.index_select(0, landing), source.index_select(0, landing)
             values = {
-                name: column.detach().to(self.device).index_select(0, source)
+                name: as_numbers(column, self.device).index_select(0, source)
                 for name, column in genomes.items()
             }
         else:
@@ -139,7 +139,7 @@ class ColumnStore(GenomeStore):
             # landing rows, which would synchronise with the host.
             values = {}
             for name, column in genomes.items():
-                new = column.detach().to(self.device).index_select(0, source)
+                new = as_numbers(column, self.device).index_select(0, source)
                 old = buffers[name].index_select(0, cells)
                 mask = kept.view(-1, *([1] * (new.dim() - 1)))
                 values[name] = torch.where(mask, new, old)

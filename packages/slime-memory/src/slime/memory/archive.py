@@ -22,7 +22,7 @@ from slime.memory._insertion import (
     eviction_mask,
     raise_first_non_finite,
 )
-from slime.memory._payload import blend_payloads, copy_payload
+from slime.memory._payload import as_numbers, blend_payloads, copy_payload
 from slime.memory._stores import GenomeStore, store_for
 from slime.proto import ArchiveError, ConfigError
 
@@ -507,7 +507,7 @@ class Archive:
             raise ArchiveError(
                 f"{name} has shape {tuple(descriptors.shape)}, expected (n, {self.descriptor_dim})"
             )
-        return descriptors.detach().to(device=self._device, dtype=torch.float64)
+        return as_numbers(descriptors, self._device, torch.float64)
 
     def _check_batch(
         self, objectives: torch.Tensor, descriptors: torch.Tensor
@@ -530,8 +530,8 @@ class Archive:
             raise ArchiveError("objectives and descriptors must be real-valued")
         # Detached: the archive keeps numbers, never a piece of someone's autograd graph.
         return (
-            objectives.detach().to(device=self._device, dtype=torch.float64),
-            descriptors.detach().to(device=self._device, dtype=torch.float64),
+            as_numbers(objectives, self._device, torch.float64),
+            as_numbers(descriptors, self._device, torch.float64),
         )
 
 
