@@ -159,7 +159,10 @@ class BirthLedger:
 
 
 class RecordingLifecycle(Lifecycle):
-    """The shipped lifecycle plus a timeline point after each medium event."""
+    """The shipped lifecycle plus a timeline point after each medium event.
+
+    Extra keyword arguments (the trainer's ``timer``) go to :class:`Lifecycle` unchanged.
+    """
 
     def __init__(
         self,
@@ -169,8 +172,9 @@ class RecordingLifecycle(Lifecycle):
         *,
         ledger: BirthLedger,
         stopwatch: Stopwatch,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(model, cfg, fitness)
+        super().__init__(model, cfg, fitness, **kwargs)
         self.ledger, self.stopwatch = ledger, stopwatch
         self.timeline: list[dict[str, Any]] = []
 

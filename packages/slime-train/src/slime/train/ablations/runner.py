@@ -9,6 +9,7 @@ of a shared machine spreads over every arm.
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections.abc import Callable
@@ -64,6 +65,7 @@ class AblationTrainer(Trainer):
                 self.fitness,
                 ledger=self.ledger,
                 stopwatch=self.stopwatch,
+                timer=self.lifecycle.timer,
             )
 
     def evaluate(self) -> dict[str, float]:
@@ -90,6 +92,7 @@ def run_one(
 ) -> dict[str, Any]:
     """Train one arm on one task with one seed; returns its plain-data record."""
     cfg = arm_.configure(profile.run_config(task, steps, seed, data_dir))
+    gc.collect()  # earlier trainers hold reference cycles (pool listeners); free them first
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.empty_cache()
