@@ -1,0 +1,81 @@
+"""On a CUDA device the archives give exactly what they give on the CPU (run with -m gpu)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from slime.memory import Archive, CVTArchive, GridArchive
+
+pytestmark = pytest.mark.gpu
+
+RANGES = [(-1.0, 1.0), (0.0, 2.0)]
+
+
+def stream(batches: int = 5, batch: int = 300, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(batches):
+        solutions = torch.randn(batch, 8, generator=g, dtype=torch.float64)
+        objectives = torch.randint(-4, 5, (batch,), generator=g).double() / 2  # ties
+        descriptors = torch.rand(batch, 2, generator=g, dtype=torch.float64) * 2.6
+        yield solutions, objectives, descriptors - torch.tensor([1.3, 0.3])
+
+
+def assert_same(cpu: Archive, gpu: Archive, form: str) -> None:
+    for solutions, objectives, descriptors in stream():
+        results = []
+        for archive in (cpu, gpu):
+            device = archive.device
+            s, o, d = solutions.to(device), objectives.to(device), descriptors.to(device)
+            genomes = {"x": s} if form == "columns" else [{"x": row} for row in s]
+            results.append(archive.add(genomes, o, d))
+        assert torch.equal(results[0].status, results[1].status.cpu())
+        assert torch.equal(results[0].value, results[1].value.cpu())
+    left, right = list(cpu), list(gpu)
+    assert [(e.cell, e.objective) for e in left] == [(e.cell, e.objective) for e in right]
+    for a, b in zip(left, right):
+        assert torch.equal(a.genome["x"], b.genome["x"].cpu())
+
+
+@pytest.mark.parametrize("form", ["columns", "payloads"])
+@pytest.mark.parametrize("dims", [[6, 5], [40, 30]])
+def test_grid_on_cuda_matches_cpu(form: str, dims: list[int]) -> None:
+    cells = dims[0] * dims[1]
+    cpu = GridArchive(dims, RANGES, max_size=cells)
+    gpu = GridArchive(dims, RANGES, max_size=cells, device="cuda")
+    assert_same(cpu, gpu, form)
+
+
+def test_grid_with_eviction_and_cma_mae_on_cuda_matches_cpu() -> None:
+    kwargs = {"max_size": 50, "learning_rate": 0.4, "threshold_min": -1.0}
+    cpu = GridArchive([20, 20], RANGES, **kwargs)
+    gpu = GridArchive([20, 20], RANGES, device="cuda", **kwargs)
+    assert_same(cpu, gpu, "columns")
+
+
+def test_cvt_on_cuda_matches_cpu_k_d_tree() -> None:
+    cpu = CVTArchive(64, RANGES, samples=2000, seed=0, max_size=64)
+    gpu = CVTArchive(64, RANGES, centroids=cpu.centroids, device="cuda", max_size=64)
+    assert_same(cpu, gpu, "columns")
+
+
+def test_cuda_archive_saves_and_loads_on_cpu(tmp_path: Path) -> None:
+    gpu = GridArchive([6, 5], RANGES, device="cuda")
+    for solutions, objectives, descriptors in stream(batches=2):
+        gpu.add({"x": solutions.cuda()}, objectives.cuda(), descriptors.cuda())
+    gpu.save(tmp_path / "a")
+    cpu = GridArchive.load(tmp_path / "a")
+    assert [(e.cell, e.objective) for e in cpu] == [(e.cell, e.objective) for e in gpu]
+    again = GridArchive.load(tmp_path / "a", device="cuda")
+    assert again.device.type == "cuda" and len(again) == len(gpu)
+
+
+def test_bootstrap_and_interpolate_on_cuda() -> None:
+    gpu = GridArchive([6, 5], RANGES, device="cuda")
+    points = torch.tensor([[-0.9, 0.1], [0.9, 1.9]], device="cuda")
+    gpu.add({"x": torch.tensor([[0.0, 0.0], [2.0, 4.0]], device="cuda")}, torch.ones(2), points)
+    assert gpu.bootstrap(torch.tensor([0.8, 1.8]))["x"].tolist() == [2.0, 4.0]
+    blended = gpu.interpolate(torch.tensor([0.0, 1.0]))["x"]
+    assert blended.device.type == "cuda"
+    torch.testing.assert_close(blended.cpu(), torch.tensor([1.0, 2.0]))
