@@ -88,6 +88,7 @@ def test_birth_ledger_counts_newborns_that_survive_a_cull(tiny_slime) -> None:
         "exposed": 2,
         "survived": 1,
         "survival_rate": 0.5,
+        "bootstrapped_survival_rate": None,  # no bootstrapped newborn faced a cull
     }
     assert late in organism.live_slots() and second in organism.live_slots()
 
@@ -107,3 +108,17 @@ def test_recording_fitness_records_one_correlation_event_per_assessment(tiny_sli
     assert event["pods"] == len(scores) == 4
     assert event["distinct_costs"] == 1  # equal-width pods: parameter bytes never differ
     assert tracker.stopwatch.seconds > 0
+
+
+def test_birth_ledger_separates_bootstrapped_newborns(tiny_slime, tokens) -> None:
+    organism = tiny_slime.organisms[0]
+    ledger = BirthLedger(tiny_slime, uses_archive=True)
+    fresh = organism.spawn()  # empty archive: a fresh pod
+    tiny_slime.measure_behaviour(tokens)
+    organism.archive_elites({s: 1.0 for s in organism.live_slots()})
+    organism.spawn()  # stocked archive: bootstrapped
+    ledger.expose()
+    organism.cull([fresh])
+    summary = ledger.summary()
+    assert (summary["bootstrapped"], summary["survival_rate"]) == (1, 0.5)
+    assert summary["bootstrapped_survival_rate"] == 1.0

@@ -147,14 +147,21 @@ class BirthLedger:
             self.entries[index]["exposed"] = True
 
     def summary(self) -> dict[str, Any]:
+        """Counts of births, exposed and surviving newborns; survival rates of all newborns and
+        of the bootstrapped ones (None where no newborn of that kind faced a cull)."""
         exposed = [e for e in self.entries if e["exposed"]]
         survived = [e for e in exposed if e["alive"]]
+        boot_exposed = [e for e in exposed if e["bootstrapped"]]
+        boot_survived = [e for e in boot_exposed if e["alive"]]
         return {
             "births": len(self.entries),
             "bootstrapped": sum(e["bootstrapped"] for e in self.entries),
             "exposed": len(exposed),
             "survived": len(survived),
             "survival_rate": len(survived) / len(exposed) if exposed else None,
+            "bootstrapped_survival_rate": (
+                len(boot_survived) / len(boot_exposed) if boot_exposed else None
+            ),
         }
 
 

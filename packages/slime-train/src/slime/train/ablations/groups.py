@@ -41,6 +41,10 @@ METRICS: dict[str, tuple[Better, str]] = {
         "higher",
         "fraction of newborn pods that faced a cull and are alive at the end",
     ),
+    "bootstrapped_survival": (
+        "higher",
+        "the same, counting only newborns bootstrapped from the archive",
+    ),
     "descriptor_variance": ("higher", "mean per-descriptor variance across live pods at the end"),
     "coverage": ("higher", "archive coverage at the end (mean over layers)"),
     "qd_score": ("higher", "archive QD score at the end (sum over layers)"),

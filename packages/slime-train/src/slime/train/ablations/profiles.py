@@ -161,7 +161,7 @@ _GPU_FULL = Profile(
     baseline_tasks=("shakespeare", "wikitext2", "recall"),
     ablation_tasks=("shakespeare",),
     device="auto",
-    time_budget_s=420.0,
+    time_budget_s=360.0,
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (_CPU_SMALL, _GPU_FULL)}

@@ -17,6 +17,7 @@ QD_METRICS = (
     "coverage",
     "qd_score",
     "newborn_survival",
+    "bootstrapped_survival",
     "spearman_fitness",
     "head_similarity",
     "live_pods",

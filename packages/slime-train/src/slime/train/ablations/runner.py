@@ -36,6 +36,7 @@ __all__ = ["AblationTrainer", "default_data_dir", "plan", "run_one", "run_suite"
 
 SEED_BASE = 1337
 HELDOUT_SEED = 99_991  # the held-out batches of a task are the same for every arm and seed
+DIAGNOSTIC_BATCH = 8  # sequences of the held-out batch used for per-pod contributions in training
 CORPUS_TASKS = ("shakespeare", "wikitext2", "tinystories")
 
 
@@ -52,9 +53,10 @@ class AblationTrainer(Trainer):
             return
         arm.inject(self.model)
         self.ledger = BirthLedger(self.model, uses_archive=arm.births != "fresh")
+        idx, targets = heldout[0]
         self.fitness = RecordingFitness(
             cfg.fitness,
-            heldout=heldout[0],
+            heldout=(idx[:DIAGNOSTIC_BATCH], targets[:DIAGNOSTIC_BATCH]),
             stopwatch=self.stopwatch,
             cost_fn=pod_latency_costs if arm.cost == "latency" else None,
         )
@@ -141,6 +143,7 @@ def _slime_record(trainer: AblationTrainer, summary: dict[str, Any]) -> dict[str
         "fitness_events": events,
         "survival": survival,
         "newborn_survival": survival["survival_rate"],
+        "bootstrapped_survival": survival["bootstrapped_survival_rate"],
         "descriptor_variance": last.get("descriptor_variance"),
         "coverage": last.get("coverage"),
         "qd_score": last.get("qd_score"),

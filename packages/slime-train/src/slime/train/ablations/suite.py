@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -39,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
         "--data-dir", help="corpora folder (default: $SLIME_DATA_DIR, ../shared/data)"
     )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: profile's)")
+    parser.add_argument(
+        "--budget-s", type=float, help="seconds the calibrated suite may plan for (gpu-full: 360)"
+    )
     return parser
 
 
@@ -67,6 +71,8 @@ def write_outputs(results: dict[str, Any], out: Path) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     prof = profile(args.profile)
+    if args.budget_s is not None:
+        prof = dataclasses.replace(prof, time_budget_s=args.budget_s)
     threads = args.threads if args.threads is not None else prof.threads
     if threads is not None:
         torch.set_num_threads(threads)  # process-wide: set at the application's edge

@@ -1,0 +1,51 @@
+"""Planning and sizing of the suite: shared arms run once, calibrated steps respect the budget."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from slime.train.ablations import GROUPS, PROFILES
+from slime.train.ablations.groups import groups
+from slime.train.ablations.runner import calibrate_steps, default_data_dir, plan
+from slime.train.build import build_dataset
+
+
+def test_plan_runs_each_arm_once_per_task_even_when_groups_share_it() -> None:
+    work = plan(PROFILES["cpu-small"], GROUPS)
+    for task, arms in work.items():
+        assert len(arms) == len(set(arms)), task
+    assert work["shakespeare"].count("slime") == 1
+    assert set(work["recall"]) == {"slime", "baseline"}  # group 1 only on the toy tasks
+
+
+def test_plan_for_one_group_holds_only_its_arms() -> None:
+    work = plan(PROFILES["cpu-small"], groups(["archive"]))
+    assert work == {"shakespeare": ["slime", "no_archive"]}
+
+
+def test_calibrated_steps_fit_the_budget_within_the_profile_bounds() -> None:
+    profile = dataclasses.replace(
+        PROFILES["cpu-small"],
+        steps=2000,
+        min_steps=50,
+        time_budget_s=40.0,
+        baseline_tasks=("recall",),
+        ablation_tasks=("recall",),
+    )
+    work = plan(profile, groups(["baseline"]))
+    data = {"recall": build_dataset(profile.run_config("recall", 10, 0, None).data, 32)}
+    result = calibrate_steps(profile, work, 3, data, profile.device, None)
+    assert 50 <= result["steps"] <= 2000 and result["steps"] % 50 == 0
+    assert result["runs"] == {"slime": 3, "baseline": 3}
+    if result["steps"] > profile.min_steps:
+        assert result["planned_s"] <= profile.time_budget_s
+
+
+def test_data_dir_prefers_the_argument_then_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLIME_DATA_DIR", str(tmp_path / "env"))
+    assert default_data_dir(str(tmp_path)) == str(tmp_path)
+    assert default_data_dir(None) == str(tmp_path / "env")
