@@ -5,17 +5,19 @@ Usage::
     PYTHONPATH=$(ls -d packages/*/src | paste -sd:) \\
         python -m slime.train.compare --data-dir ../shared/data --seconds 300 --out compare-out
 
-For each model it first profiles (device synchronised around every phase) ``--profile-steps``
-training steps and one medium- and one slow-timescale event, timed in the phases where births and
-deaths happen; then it trains a fresh copy for ``--seconds`` of wall time with the schedule sized to
-the measured step time, and evaluates. It prints one table and writes ``compare.json`` plus each run's
+For each model it first profiles ``--profile-steps`` training steps with the device synchronised
+around every phase (where the time goes), as many free-running (the step time a run sees), and one
+medium- and one slow-timescale event, timed in the phases where births and deaths happen; then it
+trains a fresh copy for ``--seconds`` of wall time with the cosine schedule sized to the measured
+step time, and evaluates. It prints one table and writes ``compare.json`` plus each run's
 directory under ``--out``.
 
 Overhead ratios (the blueprint claims <= 2% of step time, <= 1% of memory):
 
 - lifecycle time per step = fitness tracking (every step) + medium event / medium_interval + slow
-  event / slow_interval, over the slime step (forward + backward + gradient norms + optimizer);
-- step ratio = slime step / baseline step (architecture cost: padded pool attention, stacking);
+  event / slow_interval, over the free-running slime step;
+- step ratio = slime step / baseline step, free-running (architecture cost: padded pool
+  attention over ``pod_capacity`` slots, weight stacking);
 - memory: archive genome bytes over the model's parameter + optimizer bytes, and slime's peak over
   the baseline's peak.
 """
@@ -23,6 +25,7 @@ Overhead ratios (the blueprint claims <= 2% of step time, <= 1% of memory):
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import statistics
@@ -51,8 +54,11 @@ def _sync(device: torch.device) -> None:
 
 
 def _reset_peak(device: torch.device) -> None:
+    """Free what earlier models left (trainers hold reference cycles), then reset the peak."""
+    gc.collect()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
 
 
@@ -93,18 +99,27 @@ def profile_model(
     _sync(device)
     per_step = {k: v / steps for k, v in trainer.timings.items()}
     step_s = sum(per_step.get(k, 0.0) for k in _STEP_PARTS)
+    peak = _peak_mb(device)
+    trainer.sync_timing = False  # free-running: the step time a real run sees
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        trainer.train_step()
+        trainer.step += 1
+    _sync(device)
     out: dict[str, Any] = {
         "params": sum(p.numel() for p in trainer.model.parameters()),
         "step_ms": step_s * 1e3,
+        "free_step_ms": (time.perf_counter() - t0) / steps * 1e3,
         "phases_ms": {k: v * 1e3 for k, v in per_step.items()},
-        "peak_memory_mb": _peak_mb(device),
+        "peak_memory_mb": peak,
     }
     n_params = out["params"] - trainer.model.wpe.weight.numel()
     fpt = flops_per_token(n_params, _attention_widths(trainer), trainer.probe[0].shape[1])
     tokens_per_step = cfg.train.batch_size * cfg.model.block_size
     out["flops_per_token"] = fpt
-    peak = peak_flops(device)
-    out["mfu"] = tokens_per_step / step_s * fpt / peak if peak else None
+    device_peak = peak_flops(device)
+    free_s = out["free_step_ms"] / 1e3
+    out["mfu"] = tokens_per_step / free_s * fpt / device_peak if device_peak else None
     if trainer.lifecycle is not None:
         out.update(_profile_lifecycle(trainer, device))
         per_step_lifecycle = (
@@ -113,7 +128,7 @@ def profile_model(
             + out["slow_event_ms"] / 1e3 / cfg.lifecycle.slow_interval
         )
         out["lifecycle_ms_per_step"] = per_step_lifecycle * 1e3
-        out["lifecycle_overhead"] = per_step_lifecycle / step_s
+        out["lifecycle_overhead"] = per_step_lifecycle / free_s
         model_bytes = _tensor_bytes(dict(trainer.model.named_parameters()))
         optim_bytes = _tensor_bytes(trainer.optimizer.optimizer.state_dict()["state"])
         archive_bytes = sum(
@@ -191,7 +206,8 @@ def _table(results: dict[str, Any]) -> str:
         ("val loss", s["train"].get("val_loss"), b["train"].get("val_loss")),
         ("train loss", s["train"].get("train_loss"), b["train"].get("train_loss")),
         ("tokens/s (whole run)", s["train"]["tokens_per_s"], b["train"]["tokens_per_s"]),
-        ("step ms (profiled)", s["profile"]["step_ms"], b["profile"]["step_ms"]),
+        ("step ms (free-running)", s["profile"]["free_step_ms"], b["profile"]["free_step_ms"]),
+        ("step ms (phases synced)", s["profile"]["step_ms"], b["profile"]["step_ms"]),
         ("peak memory MB (train)", s["train"]["peak_memory_mb"], b["train"]["peak_memory_mb"]),
         ("MFU (profiled)", s["profile"]["mfu"], b["profile"]["mfu"]),
     ]
@@ -241,14 +257,16 @@ def main(argv: list[str] | None = None) -> int:
         cfg = base_cfg.replace(model={"kind": kind})
         print(f"profiling {kind} ...", file=sys.stderr)
         prof = profile_model(cfg, dataset, device, args.profile_steps)
-        step_ms = prof["step_ms"] + prof.get("lifecycle_ms_per_step", 0.0)
+        step_ms = prof["free_step_ms"] + prof.get("lifecycle_ms_per_step", 0.0)
         print(f"training {kind} for {args.seconds:.0f} s ...", file=sys.stderr)
         trained = train_for(cfg, dataset, device, args.seconds, step_ms, out)
         results[kind] = {"profile": prof, "train": trained, "config": cfg.to_dict()}
     s, b = results["slime"], results["baseline"]
     results["ratios"] = {
         "lifecycle time / slime step": s["profile"].get("lifecycle_overhead"),
-        "slime step / baseline step": _ratio(s["profile"]["step_ms"], b["profile"]["step_ms"]),
+        "slime step / baseline step": _ratio(
+            s["profile"]["free_step_ms"], b["profile"]["free_step_ms"]
+        ),
         "slime tokens/s / baseline tokens/s": _ratio(
             s["train"]["tokens_per_s"], b["train"]["tokens_per_s"]
         ),
