@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from slime.train.ablations import GROUPS, PROFILES
+from slime.train.ablations import GROUPS, PROFILES, run_suite, write_outputs
 from slime.train.ablations.groups import groups
 from slime.train.ablations.runner import calibrate_steps, default_data_dir, plan
 from slime.train.build import build_dataset
@@ -49,3 +49,14 @@ def test_data_dir_prefers_the_argument_then_the_environment(
     monkeypatch.setenv("SLIME_DATA_DIR", str(tmp_path / "env"))
     assert default_data_dir(str(tmp_path)) == str(tmp_path)
     assert default_data_dir(None) == str(tmp_path / "env")
+
+
+def test_a_suite_past_its_deadline_starts_no_run_and_reports_itself_incomplete(
+    tmp_path: Path,
+) -> None:
+    profile = dataclasses.replace(PROFILES["cpu-small"], deadline_s=0.0)
+    results = run_suite(profile, groups(["archive"]), tasks=("recall",), log=lambda line: None)
+    assert results["runs"] == [] and results["runs_not_started"] == 6
+    analysis = write_outputs(results, tmp_path)
+    assert all(row["outcome"] == "not measured" for row in analysis["archive"]["checks"])
+    assert "**Incomplete:**" in (tmp_path / "REPORT.md").read_text()

@@ -46,6 +46,8 @@ class Profile:
         seeds: independent runs per arm and task.
         device: ``cpu`` or ``auto``.
         time_budget_s: total seconds for the suite (None: fixed ``steps``, no calibration).
+        deadline_s: no run starts once the suite has spent this many seconds minus its longest
+            run so far (None: no deadline); the report then says how many runs were not started.
         threads: torch CPU threads (None: torch's default).
         lifecycle: fractions of the run: ``warmup``, ``gentle`` phase ends, ``medium`` and ``slow``
             intervals.
@@ -68,6 +70,7 @@ class Profile:
     seeds: int = 3
     device: str = "cpu"
     time_budget_s: float | None = None
+    deadline_s: float | None = None
     threads: int | None = None
     lifecycle: dict[str, float] = field(
         default_factory=lambda: {"warmup": 0.15, "gentle": 0.4, "medium": 1 / 15, "slow": 0.2}
@@ -162,6 +165,7 @@ _GPU_FULL = Profile(
     ablation_tasks=("shakespeare",),
     device="auto",
     time_budget_s=360.0,
+    deadline_s=510.0,
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (_CPU_SMALL, _GPU_FULL)}

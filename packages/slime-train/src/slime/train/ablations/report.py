@@ -167,6 +167,12 @@ def render_report(results: dict[str, Any], analysis: dict[str, Any], path: Path)
     lines = ["# Ablations: does slime beat a plain transformer?", ""]
     if results["profile"]["name"] == "cpu-small":
         lines += [SMOKE_NOTE, ""]
+    if results.get("runs_not_started"):
+        lines += [
+            f"> **Incomplete:** the suite hit its deadline; {results['runs_not_started']} runs "
+            "were not started, so some intervals hold fewer seeds (see `n` in results.json).",
+            "",
+        ]
     lines += ["## Verdicts", ""]
     lines += [f"{g.number}. **{g.title}.** {analysis[g.key]['verdict']}" for g in selected]
     lines += [""] + _setup(results) + _rules(results)

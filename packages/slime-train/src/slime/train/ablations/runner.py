@@ -3,8 +3,9 @@
 Each run is an ordinary :class:`~slime.train.trainer.Trainer` run; :class:`AblationTrainer` adds the
 arm's injected parts and the diagnostics by composition (public attributes and the public
 ``evaluate``), so the training loop measured here is the shipped one. Arms that several groups
-share (``slime``) run once per task and seed. Runs go seed by seed, arms interleaved, so slow drift
-of a shared machine spreads over every arm.
+share (``slime``) run once per task and seed. Runs go seed by seed (every task and arm of the first
+seed, then the second, ...), so slow drift of a shared machine spreads over every arm, and a suite
+stopped by the profile's deadline still holds whole seeds of every comparison.
 """
 
 from __future__ import annotations
@@ -268,32 +269,43 @@ def run_suite(
         log(f"calibrated: {calibration}")
     steps = profile.steps if steps is None else steps
     params = _check_equal_params(profile, work, datasets, device, data_dir, log)
-    runs = []
-    total = sum(len(arms) for arms in work.values()) * n_seeds
-    for task, arm_names in work.items():
-        heldout = heldout_batches(
+    runs: list[dict[str, Any]] = []
+    schedule = [
+        (i, task, name) for i in range(n_seeds) for task, arms in work.items() for name in arms
+    ]
+    heldout = {
+        task: heldout_batches(
             datasets[task], profile.heldout_batches, profile.batch_size, HELDOUT_SEED, device
         )
-        for i in range(n_seeds):
-            for name in arm_names:
-                t0 = time.perf_counter()
-                record = run_one(
-                    profile,
-                    task,
-                    arm(name),
-                    SEED_BASE + i,
-                    steps,
-                    datasets[task],
-                    heldout,
-                    device,
-                    data_dir,
-                )
-                runs.append(record)
-                log(
-                    f"[{len(runs)}/{total}] {task} {name} seed {record['seed']}: "
-                    f"val_loss {record['val_loss']:.4f}, {record['tokens_per_s']:,.0f} tok/s, "
-                    f"{time.perf_counter() - t0:.1f} s"
-                )
+        for task in work
+    }
+    skipped = 0
+    for i, task, name in schedule:
+        elapsed = time.perf_counter() - t_suite
+        longest = max((r["run_s"] for r in runs), default=0.0)
+        if profile.deadline_s is not None and elapsed + longest > profile.deadline_s:
+            skipped = len(schedule) - len(runs)
+            log(f"deadline: {elapsed:.0f} s spent, {skipped} runs not started")
+            break
+        t0 = time.perf_counter()
+        record = run_one(
+            profile,
+            task,
+            arm(name),
+            SEED_BASE + i,
+            steps,
+            datasets[task],
+            heldout[task],
+            device,
+            data_dir,
+        )
+        record["run_s"] = time.perf_counter() - t0
+        runs.append(record)
+        log(
+            f"[{len(runs)}/{len(schedule)}] {task} {name} seed {record['seed']}: "
+            f"val_loss {record['val_loss']:.4f}, {record['tokens_per_s']:,.0f} tok/s, "
+            f"{record['run_s']:.1f} s"
+        )
     return {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "profile": profile.to_dict(),
@@ -310,6 +322,7 @@ def run_suite(
         },
         "vocab": {t: d.vocab_size for t, d in datasets.items()},
         "runs": runs,
+        "runs_not_started": skipped,
         "suite_wall_s": time.perf_counter() - t_suite,
     }
 
