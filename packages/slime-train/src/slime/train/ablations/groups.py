@@ -117,7 +117,11 @@ def _decide_baseline(outcome: Outcome, tasks: tuple[str, ...]) -> str:
     return f"Slime is {parts[0]}; {parts[1]}. {verdict}. {diversity}"
 
 
-def _decide_benefit(a: str, b: str, what: str, metrics: tuple[str, ...]) -> Callable:
+def _decide_benefit(
+    a: str, b: str, what: str, metrics: tuple[str, ...]
+) -> Callable[[Outcome, tuple[str, ...]], str]:
+    """A verdict: ``a`` (with ``what``) helps, hurts, trades off or shows no clear benefit."""
+
     def decide(outcome: Outcome, tasks: tuple[str, ...]) -> str:
         lines = []
         for task in tasks:
@@ -137,6 +141,12 @@ def _decide_benefit(a: str, b: str, what: str, metrics: tuple[str, ...]) -> Call
         return "; ".join(lines) + "."
 
     return decide
+
+
+def _decide_births(outcome: Outcome, tasks: tuple[str, ...]) -> str:
+    chemotaxis = _decide_benefit("slime", "uniform", "chemotaxis", ("val_loss", "val_loss_auc"))
+    tubes = _decide_benefit("slime", "no_tubes", "tubes", ("val_loss", "val_loss_auc"))
+    return f"{chemotaxis(outcome, tasks)} {tubes(outcome, tasks)}"
 
 
 def _decide_efficiency(outcome: Outcome, tasks: tuple[str, ...]) -> str:
@@ -262,16 +272,7 @@ GROUPS: tuple[Group, ...] = (
         + tuple(Check("slime", "no_tubes", m) for m in ("val_loss", "val_loss_auc")),
         "Chemotaxis (tubes) earns its place if slime is better than uniform (no_tubes) on val_loss "
         "or val_loss_auc and worse on neither.",
-        lambda outcome, tasks: " ".join(
-            (
-                _decide_benefit("slime", "uniform", "chemotaxis", ("val_loss", "val_loss_auc"))(
-                    outcome, tasks
-                ),
-                _decide_benefit("slime", "no_tubes", "tubes", ("val_loss", "val_loss_auc"))(
-                    outcome, tasks
-                ),
-            )
-        ),
+        _decide_births,
     ),
 )
 

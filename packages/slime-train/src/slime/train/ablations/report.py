@@ -71,9 +71,17 @@ def _setup(results: dict[str, Any]) -> list[str]:
         "diagnostics; they include the lifecycle's own work.",
     ]
     for task, counts in results["params"].items():
+        final = [
+            r["params_final"] for r in results["runs"] if r["task"] == task and r["arm"] == "slime"
+        ]
+        grown = (
+            f"; slime's pool then grew to {sum(final) / len(final):,.0f} on average"
+            if final
+            else ""
+        )
         lines.append(
             f"- Parameters at initialisation on {task}: slime {counts['slime']:,}, baseline "
-            f"{counts['baseline']:,} (asserted equal). Slime's count then follows its pool."
+            f"{counts['baseline']:,} (asserted equal){grown}."
         )
     if results.get("calibration"):
         c = results["calibration"]

@@ -10,6 +10,7 @@ stopped by the profile's deadline still holds whole seeds of every comparison.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import time
@@ -328,8 +329,6 @@ def run_suite(
 
 
 def _restrict(profile: Profile, tasks: tuple[str, ...]) -> Profile:
-    import dataclasses
-
     return dataclasses.replace(
         profile,
         baseline_tasks=tuple(t for t in profile.baseline_tasks if t in tasks) or tasks,

@@ -53,12 +53,6 @@ class Interval:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def text(self, digits: int = 4) -> str:
-        """``"1.234 ± 0.056"`` (half-width of the interval), or the mean alone when undefined."""
-        if self.low is None or self.high is None:
-            return f"{self.mean:.{digits}g} (n={self.n})"
-        return f"{self.mean:.{digits}g} ± {(self.high - self.low) / 2:.{min(digits, 2)}g}"
-
 
 def mean_ci(values: Sequence[float], level: float = 0.95, name: str = "values") -> Interval:
     """Mean and Student-t confidence interval of independent samples ``values``.
