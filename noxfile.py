@@ -76,12 +76,17 @@ def tests(session: nox.Session, package: str, device: str) -> None:
 
 @nox.session
 def integration(session: nox.Session) -> None:
-    """Cross-package tests: end-to-end training, SLO machinery."""
+    """Cross-package tests: end-to-end training, SLO machinery, the ablation suite's smoke test.
+
+    tests/ablations runs here too so CI exercises the cpu-small ablation machinery on every run;
+    `nox -s ablations` additionally regenerates ablations/REPORT.md.
+    """
     _sync(session, "--all-packages")
     _pytest(
         session,
         ROOT / "tests" / "integration",
         ROOT / "tests" / "slo",
+        ROOT / "tests" / "ablations",
         marker="not gpu and not slow",
     )
 
