@@ -241,11 +241,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="shakespeare", help="preset or YAML (model: slime)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--profile-steps", type=int, default=50)
+    parser.add_argument(
+        "--fitness-task",
+        choices=("masked", "taylor"),
+        help="overrides fitness.task (taylor: no probe forwards on the medium timescale)",
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
     base_cfg = load_config(args.config).replace(train={"device": str(device)})
+    if args.fitness_task is not None:
+        base_cfg = base_cfg.replace(fitness={"task": args.fitness_task})
     if base_cfg.train.cpu_threads is not None:
         torch.set_num_threads(base_cfg.train.cpu_threads)  # process-wide, at the script's edge
     dataset = build_dataset(base_cfg.data, base_cfg.model.block_size, args.data_dir)

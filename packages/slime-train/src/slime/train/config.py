@@ -275,10 +275,16 @@ class LifecycleConfig(_Section):
 
 @dataclass
 class FitnessConfig(_Section):
-    """fitness = w_task * task + w_eff * efficiency + w_grad * gradient (blueprint decision 10)."""
+    """fitness = w_task * task + w_eff * efficiency + w_grad * gradient (blueprint decision 10).
+
+    ``task``: ``masked`` measures each pod's masked-loss increase on the probe batch (1 + n_pods
+    forwards per assessment); ``taylor`` uses the first-order estimate of it that every training
+    step yields for free (``slime.train.stability``), averaged like the gradient term.
+    """
 
     SECTION: ClassVar[str] = "fitness"
 
+    task: Literal["masked", "taylor"] = "masked"
     w_task: float = field(default=0.7, metadata=_range(0.0))
     w_eff: float = field(default=0.2, metadata=_range(0.0))
     w_grad: float = field(default=0.1, metadata=_range(0.0))

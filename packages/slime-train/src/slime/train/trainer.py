@@ -150,14 +150,14 @@ class Trainer:
         with self._timed("backward"):
             loss.backward()
         with self._timed("grad_norms"):
-            total, pod_norms, keys = self.gradients.clip_and_measure(self.optimizer.layout_version)
-        loss_value, norm_value = torch.stack([loss.detach().float(), total]).tolist()  # host sync
+            grads = self.gradients.clip_and_measure(self.optimizer.layout_version)
+        loss_value, norm_value = torch.stack([loss.detach().float(), grads.total]).tolist()  # sync
         if math.isfinite(loss_value) and math.isfinite(norm_value):
             with self._timed("optimizer"):
                 self.optimizer.step()
-            if keys:
+            if grads.keys:
                 with self._timed("fitness"):
-                    self.fitness.observe_gradients(keys, pod_norms)
+                    self.fitness.observe_gradients(grads.keys, grads.pod_norms, grads.pod_taylor)
         self.optimizer.zero_grad()
         self.tokens_seen += idx.numel()
         return loss_value, norm_value
@@ -342,8 +342,8 @@ class Trainer:
         self.data_gen.set_state(state["data_rng"])
         self.model_gen.set_state(state["model_rng"])
         fitness = dict(state["fitness"])
-        if fitness["grad_ema"] is not None:
-            fitness["grad_ema"] = fitness["grad_ema"].to(self.device)
+        if fitness["ema"] is not None:
+            fitness["ema"] = fitness["ema"].to(self.device)
         self.fitness.load_state_dict(fitness)
         if self.lifecycle is not None:
             self.lifecycle.load_state_dict(state["lifecycle"])
