@@ -139,8 +139,8 @@ def save_checkpoint(
     """Write ``state`` as the checkpoint of ``step``; keep only the newest ``keep`` checkpoints.
 
     Args:
-        writers: ``{name: fn}``; each ``fn(folder)`` writes the sub-folder ``name`` (it must
-            fsync what it writes, or accept that the OS may reorder it).
+        writers: ``{name: fn}``; each ``fn(folder)`` writes the sub-folder ``name`` (its files are
+            fsynced before the checkpoint is committed).
 
     Returns:
         The checkpoint's folder.
@@ -149,7 +149,8 @@ def save_checkpoint(
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step_{step:08d}"
     tmp = folder / f".step_{step:08d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)  # debris of a crash during an earlier attempt
+    if tmp.exists():  # debris of a crash during an earlier attempt
+        shutil.rmtree(tmp)
     tmp.mkdir()
     tensors: dict[str, Tensor] = {}
     tree = _flatten(state, "state", tensors)
@@ -172,7 +173,8 @@ def save_checkpoint(
     _fsync_dir(tmp)
     if final.exists():  # re-reached after a resume: retire the old copy, then swap in the new one
         retired = folder / f".step_{step:08d}.old"
-        shutil.rmtree(retired, ignore_errors=True)
+        if retired.exists():
+            shutil.rmtree(retired)
         os.replace(final, retired)
         os.replace(tmp, final)
         shutil.rmtree(retired)
