@@ -98,9 +98,13 @@ def _decide_baseline(outcome: Outcome, tasks: tuple[str, ...]) -> str:
         "accuracy": _tasks_where(outcome, tasks, acc, "worse"),
         "speed": _tasks_where(outcome, tasks, speed, "worse"),
     }
+
+    def where(found: list[str]) -> str:
+        return ", ".join(found) if found else "none"
+
     parts = [
-        f"better on {dim} in {', '.join(won[dim]) or 'no task'}; worse in {', '.join(lost[dim]) or 'no task'}"
-        for dim in ("accuracy", "speed")
+        f"{dim} ({metric}) better in {where(won[dim])}, worse in {where(lost[dim])}"
+        for dim, metric in (("accuracy", "val_loss"), ("speed", "tokens/s"))
     ]
     if won["accuracy"] or won["speed"]:
         verdict = "PASSES §12's bar (better on at least one of speed or accuracy somewhere)"
@@ -111,10 +115,10 @@ def _decide_baseline(outcome: Outcome, tasks: tuple[str, ...]) -> str:
     less = _tasks_where(outcome, tasks, sim, "better")
     more = _tasks_where(outcome, tasks, sim, "worse")
     diversity = (
-        f"Heads less similar than the baseline's (decision 11) in {', '.join(less) or 'no task'}; "
-        f"more similar in {', '.join(more) or 'no task'}."
+        f"Heads less similar than the baseline's (decision 11) in {where(less)}; more similar "
+        f"in {where(more)}."
     )
-    return f"Slime is {parts[0]}; {parts[1]}. {verdict}. {diversity}"
+    return f"Over {len(tasks)} tasks, slime's {parts[0]}; {parts[1]}. {verdict}. {diversity}"
 
 
 def _decide_benefit(

@@ -33,11 +33,14 @@ def _cell(ci: dict[str, Any] | None) -> str:
     if ci is None:
         return "n/a"
     mean = ci["mean"]
-    text = f"{mean:,.0f}" if abs(mean) >= 1000 else f"{mean:.4g}"
+    large = abs(mean) >= 1000
+    text = f"{mean:,.0f}" if large else f"{mean:#.4g}"
     if ci["low"] is None:
         return f"{text} (n={ci['n']})"
     half = (ci["high"] - ci["low"]) / 2
-    return f"{text} ± {half:,.0f}" if abs(mean) >= 1000 else f"{text} ± {half:.2g}"
+    if half <= 1e-12 * max(abs(mean), 1.0):
+        return f"{text} ± 0"
+    return f"{text} ± {half:,.0f}" if large else f"{text} ± {half:.2g}"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -200,6 +203,11 @@ def render_report(results: dict[str, Any], analysis: dict[str, Any], path: Path)
         " no recompiles), so its attention cost follows the capacity, not the live pods.",
         "- Peak memory is the CUDA allocator's peak; on the CPU it is not measured (n/a).",
         "- With 3 seeds an interval is wide: 'no clear difference' means not detected, not equal.",
+        "- Births refill free slots at every medium event of the gentle and full phases, so the"
+        " pool spends most of a run at capacity; `live_pods` at the end mostly reflects the last"
+        " cull.",
+        "- `acc_only` and `slime` are the same recipe in effect while every pod costs the same"
+        " (parameter bytes): their numbers are expected to coincide.",
         "",
     ]
     path.write_text("\n".join(lines), encoding="utf-8")
