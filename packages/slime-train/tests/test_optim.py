@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 
+import pytest
 import torch
 from slime.core import SlimeConfig, SlimeModel
 from slime.train.config import TrainConfig
@@ -112,3 +113,10 @@ def test_state_reloads_by_name_into_a_rebuilt_pool() -> None:
     _train_once(other, other_opt)
     for (name, p), (_, q) in zip(model.named_parameters(), other.named_parameters()):
         assert torch.equal(p, q), name
+
+
+def test_progress_replaces_the_step_count_in_the_decay() -> None:
+    assert learning_rate(50, CFG, progress=0.0) == pytest.approx(1e-2)
+    assert learning_rate(50, CFG, progress=1.0) == pytest.approx(1e-3)
+    assert learning_rate(50, CFG, progress=2.0) == pytest.approx(1e-3)  # past the budget
+    assert learning_rate(5, CFG, progress=0.9) == learning_rate(5, CFG)  # warmup is by step

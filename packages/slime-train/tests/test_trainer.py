@@ -151,3 +151,17 @@ def test_slo_reports_use_core_slo_machinery() -> None:
 
 def test_model_is_a_slime_model_by_default() -> None:
     assert isinstance(_trainer().model, SlimeModel)
+
+
+def test_an_injected_lr_schedule_replaces_the_configured_one() -> None:
+    cfg = _config(lifecycle={"enabled": False})
+    seen: list[int] = []
+    trainer = Trainer(
+        cfg,
+        build_dataset(cfg.data, cfg.model.block_size),
+        lr_schedule=lambda step: seen.append(step) or 0.0,
+    )
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.fit(steps=3)
+    assert seen == [1, 2, 3]
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))

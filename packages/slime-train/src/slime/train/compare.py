@@ -8,9 +8,9 @@ Usage::
 For each model it first profiles ``--profile-steps`` training steps with the device synchronised
 around every phase (where the time goes), as many free-running (the step time a run sees), and one
 medium- and one slow-timescale event, timed in the phases where births and deaths happen; then it
-trains a fresh copy for ``--seconds`` of wall time with the cosine schedule sized to the measured
-step time, and evaluates. It prints one table and writes ``compare.json`` plus each run's
-directory under ``--out``.
+trains a fresh copy for ``--seconds`` of wall time, the cosine decay following the clock (so both
+models use the whole budget and finish their schedule), and evaluates. It prints one table and
+writes ``compare.json`` plus each run's directory (metrics, plots, final checkpoint) under ``--out``.
 
 Overhead ratios (the blueprint claims <= 2% of step time, <= 1% of memory):
 
@@ -39,6 +39,7 @@ from slime.train.build import build_dataset, resolve_device
 from slime.train.config import RunConfig
 from slime.train.datasets import Dataset
 from slime.train.loader import load_config
+from slime.train.optim import learning_rate
 from slime.train.profile import flops_per_token, peak_flops
 from slime.train.rundir import RunDir
 from slime.train.trainer import Trainer
@@ -167,22 +168,23 @@ def _profile_lifecycle(trainer: Trainer, device: torch.device) -> dict[str, Any]
 
 
 def train_for(
-    cfg: RunConfig,
-    dataset: Dataset,
-    device: torch.device,
-    seconds: float,
-    step_ms: float,
-    out: Path,
+    cfg: RunConfig, dataset: Dataset, device: torch.device, seconds: float, out: Path
 ) -> dict[str, Any]:
-    """Train a fresh model for ``seconds``; the cosine schedule is sized from ``step_ms``."""
-    steps = max(1, int(seconds * 1e3 / step_ms))
-    cfg = cfg.replace(train={"steps": steps, "eval_interval": steps, "checkpoint_interval": steps})
+    """Train a fresh model for ``seconds`` of wall time, the cosine decay following the clock."""
+    cfg = cfg.replace(train={"steps": 10**9, "eval_interval": 10**9, "checkpoint_interval": 10**9})
+    clock: list[float] = []
+
+    def by_time(step: int) -> float:
+        if not clock:
+            clock.append(time.perf_counter())
+        progress = (time.perf_counter() - clock[0]) / seconds
+        return learning_rate(step, cfg.train, progress=progress)
+
     run = RunDir.create(out, cfg.model.kind)
-    trainer = Trainer(cfg, dataset, run_dir=run, device=device, progress=sys.stderr)
+    trainer = Trainer(cfg, dataset, run_dir=run, device=device, lr_schedule=by_time)
     _reset_peak(device)
     summary = trainer.fit(max_seconds=seconds)
     summary["peak_memory_mb"] = _peak_mb(device)
-    summary["planned_steps"] = steps
     summary["run_dir"] = str(run.path)
     return summary
 
@@ -264,9 +266,12 @@ def main(argv: list[str] | None = None) -> int:
         cfg = base_cfg.replace(model={"kind": kind})
         print(f"profiling {kind} ...", file=sys.stderr)
         prof = profile_model(cfg, dataset, device, args.profile_steps)
-        step_ms = prof["free_step_ms"] + prof.get("lifecycle_ms_per_step", 0.0)
         print(f"training {kind} for {args.seconds:.0f} s ...", file=sys.stderr)
-        trained = train_for(cfg, dataset, device, args.seconds, step_ms, out)
+        trained = train_for(cfg, dataset, device, args.seconds, out)
+        print(
+            f"  {kind}: {trained['steps']} steps, val loss {trained.get('val_loss', math.nan):.4f}",
+            file=sys.stderr,
+        )
         results[kind] = {"profile": prof, "train": trained, "config": cfg.to_dict()}
     s, b = results["slime"], results["baseline"]
     results["ratios"] = {

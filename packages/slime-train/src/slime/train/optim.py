@@ -21,16 +21,22 @@ from torch import nn
 __all__ = ["PoolOptimizer", "learning_rate"]
 
 
-def learning_rate(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup over ``warmup_iters``, then cosine decay to ``min_lr`` at ``steps`` (nanoGPT).
+def learning_rate(step: int, cfg: TrainConfig, progress: float | None = None) -> float:
+    """Linear warmup over ``warmup_iters``, then cosine decay to ``min_lr`` (nanoGPT).
 
-    ``step`` counts from 1. Without ``cosine``, the rate stays at ``lr`` after warmup.
+    ``step`` counts from 1. The decay runs over the steps after warmup up to ``steps``, or, when
+    ``progress`` in [0, 1] is given, follows it instead (e.g. the elapsed fraction of a time
+    budget). Without ``cosine``, the rate stays at ``lr`` after warmup.
     """
     if step <= cfg.warmup_iters:
         return cfg.lr * step / (cfg.warmup_iters + 1)
-    if not cfg.cosine or cfg.steps <= cfg.warmup_iters:
+    if not cfg.cosine:
         return cfg.lr
-    ratio = min(1.0, (step - cfg.warmup_iters) / (cfg.steps - cfg.warmup_iters))
+    if progress is None:
+        if cfg.steps <= cfg.warmup_iters:
+            return cfg.lr
+        progress = (step - cfg.warmup_iters) / (cfg.steps - cfg.warmup_iters)
+    ratio = min(1.0, max(0.0, progress))
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.lr - cfg.min_lr)
 
 

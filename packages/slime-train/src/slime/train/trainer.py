@@ -20,7 +20,7 @@ import math
 import random
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -52,6 +52,8 @@ class Trainer:
         run_dir: where results go; None keeps everything in memory (tests, benchmarks).
         device: overrides ``cfg.train.device``.
         progress: stream for the progress bar (None: no bar).
+        lr_schedule: ``fn(step) -> lr`` replacing :func:`~slime.train.optim.learning_rate`
+            (e.g. a schedule over a wall-time budget, as ``slime.train.compare`` uses).
         sync_timing: synchronise the device around each timed phase, so ``timings`` attributes
             GPU time to phases (profiling; costs throughput).
     """
@@ -65,12 +67,14 @@ class Trainer:
         device: torch.device | str | None = None,
         progress: TextIO | None = None,
         sync_timing: bool = False,
+        lr_schedule: Callable[[int], float] | None = None,
     ) -> None:
         self.cfg, self.dataset, self.run_dir, self.progress = cfg, dataset, run_dir, progress
         self.device = (
             torch.device(device) if device is not None else resolve_device(cfg.train.device)
         )
         self.sync_timing = sync_timing
+        self.lr_schedule = lr_schedule or (lambda step: learning_rate(step, cfg.train))
         seed = cfg.train.seed
         torch.manual_seed(seed)
         random.seed(seed)
@@ -134,7 +138,7 @@ class Trainer:
     def train_step(self) -> tuple[float, float]:
         """One optimisation step; returns ``(loss, grad_norm)`` (non-finite: the step was not applied)."""
         tc = self.cfg.train
-        self.optimizer.set_lr(learning_rate(self.step + 1, tc))
+        self.optimizer.set_lr(self.lr_schedule(self.step + 1))
         idx, targets = self.dataset.batch("train", tc.batch_size, self.data_gen)
         idx, targets = (
             idx.to(self.device, non_blocking=True),
