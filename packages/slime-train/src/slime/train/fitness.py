@@ -29,9 +29,9 @@ PodKey = tuple[int, int]  # (layer, slot)
 
 @dataclass(frozen=True)
 class PodScore:
-    """One pod's assessment: raw terms, normalised terms and the weighted fitness."""
+    """One pod's assessment: the raw terms (before normalisation) and the weighted fitness."""
 
-    task: float  # masked-loss increase (nats)
+    task: float  # masked-loss increase in nats (measured, or its Taylor estimate)
     cost: float
     gradient: float  # EMA of the gradient norm
     fitness: float
