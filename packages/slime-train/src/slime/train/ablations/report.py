@@ -132,6 +132,8 @@ def _group(results: dict[str, Any], analysis: dict[str, Any], group) -> list[str
             "",
         ]
         lines += _table(["metric", "rho (mean ± 95% CI)"], rows) + [""]
+    spent = sum(r.get("run_s", 0.0) for r in runs if r["task"] in tasks and r["arm"] in group.arms)
+    lines += [f"Its runs took {spent:.0f} s in all (arms shared with other groups included).", ""]
     lines += [f"**Verdict:** {analysis[group.key]['verdict']}", ""]
     lines += [f"![bars](bars_{group.number}_{group.key}.png)", ""]
     return lines
@@ -202,6 +204,8 @@ def render_report(results: dict[str, Any], analysis: dict[str, Any], path: Path)
         "- Slime's attention runs over all `pod_capacity` slots with an alive mask (static shapes,"
         " no recompiles), so its attention cost follows the capacity, not the live pods.",
         "- Peak memory is the CUDA allocator's peak; on the CPU it is not measured (n/a).",
+        "- §12.4 (behavioural vs random device placement) needs several GPUs and is not part of"
+        " this suite.",
         "- With 3 seeds an interval is wide: 'no clear difference' means not detected, not equal.",
         "- Births refill free slots at every medium event of the gentle and full phases, so the"
         " pool spends most of a run at capacity; `live_pods` at the end mostly reflects the last"

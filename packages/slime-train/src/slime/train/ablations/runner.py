@@ -182,17 +182,45 @@ def plan(profile: Profile, selected: tuple[Group, ...]) -> dict[str, list[str]]:
     return out
 
 
-def _seconds_per_step(trainer: Trainer, n: int) -> float:
-    for _ in range(3):
-        trainer.train_step()
-    if trainer.device.type == "cuda":
-        torch.cuda.synchronize(trainer.device)
+def _seconds(device: torch.device, fn: Callable[[], object]) -> float:
+    """Wall seconds of ``fn()``, the device synchronised before and after."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     t0 = time.perf_counter()
-    for _ in range(n):
-        trainer.train_step()
-    if trainer.device.type == "cuda":
-        torch.cuda.synchronize(trainer.device)
-    return (time.perf_counter() - t0) / n
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
+
+
+def _run_parts(profile: Profile, task: str, dataset, heldout, device, data_dir, name: str) -> dict:
+    """Measured seconds of each part of one run of arm ``name``: setup, a training step, one
+    evaluation, the final held-out probes and (slime) one medium and one slow lifecycle event."""
+    arm_ = arm(name)
+    cfg = arm_.configure(profile.run_config(task, profile.steps, SEED_BASE, data_dir))
+    t0 = time.perf_counter()
+    trainer = AblationTrainer(cfg, dataset, arm_, heldout=heldout, device=device)
+    parts = {"setup": time.perf_counter() - t0}
+    for _ in range(3):  # warm-up: allocator, kernels, autotuning
+        loss, _ = trainer.train_step()
+    parts["step"] = _seconds(device, lambda: [trainer.train_step() for _ in range(10)]) / 10
+    parts["eval"] = _seconds(device, trainer.evaluate)
+    parts["final"] = _seconds(
+        device,
+        lambda: (
+            heldout_eval(trainer.model, heldout),
+            head_similarity(trainer.model, heldout[0][0]),
+        ),
+    )
+    if trainer.lifecycle is not None:
+        lc, lifecycle = cfg.lifecycle, trainer.lifecycle
+        lifecycle.gate.observe(loss)
+        lifecycle.medium(lc.warmup_steps, loss, trainer.probe)  # first event: empty archive
+        parts["medium"] = _seconds(
+            device, lambda: lifecycle.medium(lc.warmup_steps, loss, trainer.probe)
+        )
+        parts["slow"] = _seconds(device, lambda: lifecycle.slow(lc.gentle_steps))
+    return parts
 
 
 def calibrate_steps(
@@ -200,35 +228,41 @@ def calibrate_steps(
 ) -> dict[str, Any]:
     """The largest step count (multiple of 50) whose planned suite fits ``time_budget_s``.
 
-    Per-run cost model: ``steps * s_step * overhead`` plus evaluation forwards and a fixed setup;
-    the lifecycle, fitness probes and diagnostics make a slime step dearer than its bare
-    ``train_step`` (``overhead`` 1.35 for slime, 1.05 for the baseline).
+    One slime and one baseline run of the first task are taken apart and each part timed: setup,
+    a training step, an evaluation, the final probes, a medium and a slow event (with the
+    diagnostics). A run of ``s`` steps then costs ``fixed + s * step``, where ``fixed`` counts the
+    events a run holds whatever its length (the lifecycle's intervals are fractions of the run).
     """
+    device = torch.device(device)
     task = next(iter(work))
-    per_step = {}
-    for kind in ("slime", "baseline"):
-        cfg = profile.run_config(task, profile.steps, SEED_BASE, data_dir).replace(
-            model={"kind": kind}
-        )
-        per_step[kind] = _seconds_per_step(Trainer(cfg, datasets[task], device=device), 20)
-    n_slime = sum(a != "baseline" for arms in work.values() for a in arms) * seeds
-    n_base = sum(a == "baseline" for arms in work.values() for a in arms) * seeds
-    evals = profile.evals * profile.eval_iters * 2 / 3  # forwards cost ~1/3 of a training step
-    setup_s = 1.5
-    per_unit = n_slime * per_step["slime"] * 1.35 + n_base * per_step["baseline"] * 1.05
-    fixed = (n_slime + n_base) * setup_s + evals * (
-        n_slime * per_step["slime"] + n_base * per_step["baseline"]
+    heldout = heldout_batches(
+        datasets[task], profile.heldout_batches, profile.batch_size, HELDOUT_SEED, device
     )
-    budget = profile.time_budget_s - fixed
+    frac = profile.lifecycle
+    parts, fixed, per_step = {}, {}, {}
+    for kind in ("slime", "baseline"):
+        p = _run_parts(profile, task, datasets[task], heldout, device, data_dir, kind)
+        parts[kind] = p
+        events = p.get("medium", 0.0) / frac["medium"] + p.get("slow", 0.0) / frac["slow"]
+        fixed[kind] = p["setup"] + p["final"] + (profile.evals + 1) * p["eval"] + events
+        per_step[kind] = p["step"]
+    runs = {
+        "slime": sum(a != "baseline" for arms in work.values() for a in arms) * seeds,
+        "baseline": sum(a == "baseline" for arms in work.values() for a in arms) * seeds,
+    }
+    fixed_total = sum(runs[k] * fixed[k] for k in runs)
+    per_unit = sum(runs[k] * per_step[k] for k in runs)
+    budget = profile.time_budget_s - fixed_total
     fit = int(budget / per_unit) // 50 * 50 if budget > 0 else 0
     steps = max(profile.min_steps, min(profile.steps, fit))
     return {
+        "parts_s": parts,
         "seconds_per_step": per_step,
-        "runs": {"slime": n_slime, "baseline": n_base},
+        "runs": runs,
         "budget_s": profile.time_budget_s,
         "steps_fitting_budget": fit,
         "steps": steps,
-        "planned_s": fixed + per_unit * steps,
+        "planned_s": fixed_total + per_unit * steps,
     }
 
 
