@@ -3,7 +3,7 @@
 Usage::
 
     PYTHONPATH=$(ls -d packages/*/src | paste -sd:) \\
-        python -m slime.train.compare --data-dir ../shared/data --seconds 300 --out compare-out
+        python -m slime.train.compare --data-dir ../shared/data --seconds 300 --out runs/compare
 
 For each model it first profiles ``--profile-steps`` training steps with the device synchronised
 around every phase (where the time goes), as many free-running (the step time a run sees), and one
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m slime.train.compare", description=__doc__)
     parser.add_argument("--data-dir", required=True, help="folder holding tinyshakespeare/")
     parser.add_argument("--seconds", type=float, default=300.0, help="training wall time per model")
-    parser.add_argument("--out", default="compare-out", help="folder for compare.json and runs")
+    parser.add_argument("--out", default="runs/compare", help="folder for compare.json and runs")
     parser.add_argument("--config", default="shakespeare", help="preset or YAML (model: slime)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--profile-steps", type=int, default=50)
