@@ -88,3 +88,9 @@ def test_fitness_arms_set_the_weights_they_name() -> None:
 
 def test_baseline_arm_selects_the_baseline_model() -> None:
     assert ARMS["baseline"].configure(RunConfig()).model.kind == "baseline"
+
+
+def test_taylor_arm_scores_the_task_by_the_first_order_estimate() -> None:
+    cfg = ARMS["taylor_only"].configure(RunConfig())
+    assert cfg.fitness.task == "taylor" and cfg.fitness.w_task == 1.0
+    assert ARMS["slime"].configure(RunConfig()).fitness.task == "masked"

@@ -13,6 +13,7 @@ SPEARMAN_METRICS = {
     "grad": "gradient magnitude",
     "task": "masked-loss contribution (probe batch)",
     "blend": "0.7/0.2/0.1 blend",
+    "taylor": "first-order (Taylor) estimate",
 }
 
 

@@ -2,8 +2,9 @@
 
 - :class:`RecordingFitness` scores pods as :class:`~slime.train.fitness.FitnessTracker` does
   (optionally with measured costs), then measures each pod's masked-loss contribution on a fixed
-  held-out batch and records how well the fitness, and each of its candidate metrics, rank-correlate
-  with it (Spearman).
+  held-out batch and records how well the fitness, and each candidate metric (probe-batch masked
+  loss, gradient norm, the blueprint's blend, the first-order Taylor estimate), rank-correlate with
+  it (Spearman).
 - :class:`RecordingLifecycle` runs the lifecycle unchanged and appends a timeline point after each
   medium event: pool size, archive coverage and QD score, descriptor variance across pods.
 - :class:`BirthLedger` follows every pod born during the run to compute the survival rate of
@@ -91,6 +92,10 @@ class RecordingFitness(FitnessTracker):
         param_bytes = [
             float(model.organisms[layer].pods[str(slot)].parameter_bytes()) for layer, slot in keys
         ]
+        taylor_by_key = (
+            dict(zip(self.keys, self.taylor_ema.tolist())) if self.taylor_ema is not None else {}
+        )
+        taylor = [taylor_by_key.get(k, 0.0) for k in keys]
         terms = (minmax(task), minmax([-c for c in param_bytes]), minmax(grad))
         blend = [sum(w * t[i] for w, t in zip(BLEND, terms)) for i in range(len(keys))]
         return {
@@ -99,6 +104,7 @@ class RecordingFitness(FitnessTracker):
             "task": spearman(task, truth),
             "grad": spearman(grad, truth),
             "blend": spearman(blend, truth),
+            "taylor": spearman(taylor, truth),
             "distinct_costs": len(set(own_cost)),
         }
 

@@ -168,7 +168,7 @@ def _decide_fitness(outcome: Outcome, tasks: tuple[str, ...]) -> str:
     # The pooled Spearman verdict needs every run's correlations; the report adds it.
     parts = []
     for task in tasks:
-        for other in ("task_only", "grad_only"):
+        for other in ("task_only", "grad_only", "taylor_only"):
             r = outcome(task, Check(other, "slime", "val_loss"))
             parts.append(f"{task}: training with {other} vs the blend: final loss {r}")
     return "; ".join(parts) + "."
@@ -246,14 +246,15 @@ GROUPS: tuple[Group, ...] = (
     Group(
         "fitness",
         5,
-        "Fitness metrics: gradient magnitude vs masked-loss contribution vs the 0.7/0.2/0.1 blend",
+        "Fitness metrics: gradient magnitude vs masked-loss contribution vs the 0.7/0.2/0.1 blend "
+        "(and the first-order Taylor estimate)",
         "Decisions 6 and 8: fitness must correlate with the task (held-out masked-loss "
         "contribution); the blueprint picks gradient magnitude.",
-        ("slime", "task_only", "grad_only"),
+        ("slime", "task_only", "grad_only", "taylor_only"),
         "ablation",
         tuple(
             Check(a, "slime", m)
-            for a in ("task_only", "grad_only")
+            for a in ("task_only", "grad_only", "taylor_only")
             for m in ("val_loss", "spearman_fitness")
         ),
         "A metric tracks the task if the 95% interval of its Spearman correlation with the held-out "

@@ -153,6 +153,7 @@ def _slime_record(trainer: AblationTrainer, summary: dict[str, Any]) -> dict[str
         "spearman_task": _mean([e["task"] for e in events]),
         "spearman_grad": _mean([e["grad"] for e in events]),
         "spearman_blend": _mean([e["blend"] for e in events]),
+        "spearman_taylor": _mean([e["taylor"] for e in events]),
         "distinct_costs": max((e["distinct_costs"] for e in events), default=None),
     }
 

@@ -130,6 +130,7 @@ class Arm:
         tubes: whether the organisms keep their temporal memory.
         cost: the efficiency term's cost per pod.
         weights: fitness ``(w_task, w_eff, w_grad)``.
+        task: how the task term is measured (``fitness.task``).
         static: no births and no culls (the lifecycle still measures, scores and archives).
     """
 
@@ -140,6 +141,7 @@ class Arm:
     tubes: bool = True
     cost: Cost = "params"
     weights: tuple[float, float, float] = (0.7, 0.2, 0.1)
+    task: Literal["masked", "taylor"] = "masked"
     static: bool = False
 
     def configure(self, cfg: RunConfig) -> RunConfig:
@@ -147,7 +149,7 @@ class Arm:
         w_task, w_eff, w_grad = self.weights
         changes: dict[str, dict[str, Any]] = {
             "model": {"kind": self.kind},
-            "fitness": {"w_task": w_task, "w_eff": w_eff, "w_grad": w_grad},
+            "fitness": {"w_task": w_task, "w_eff": w_eff, "w_grad": w_grad, "task": self.task},
         }
         if self.static:
             changes["lifecycle"] = {"births_per_event": 0, "cull_fraction": 0.0}
@@ -173,6 +175,12 @@ _ARMS = (
     Arm("eff_latency", "efficiency term on measured pod latency (0.7/0.2/0.1)", cost="latency"),
     Arm("task_only", "fitness = masked-loss contribution only", weights=(1.0, 0.0, 0.0)),
     Arm("grad_only", "fitness = gradient magnitude only", weights=(0.0, 0.0, 1.0)),
+    Arm(
+        "taylor_only",
+        "fitness = first-order (Taylor) estimate of the masked-loss contribution only",
+        weights=(1.0, 0.0, 0.0),
+        task="taylor",
+    ),
     Arm("uniform", "births copy a uniformly sampled elite (no chemotaxis)", births="uniform"),
     Arm("no_tubes", "tubes off (no temporal memory of activation sparsity)", tubes=False),
 )
