@@ -145,3 +145,25 @@ def test_slow_reports_behavioural_analysis() -> None:
     life.medium(5, 1.0, _probe())
     record = life.slow(5)
     assert "kmo" in record or record["analysis"].startswith("undefined: ")
+
+
+def test_newborns_younger_than_maturity_are_not_culled() -> None:
+    cfg = LifecycleConfig(warmup_steps=0, gentle_steps=0, cull_fraction=1.0, maturity_steps=50)
+    life = _lifecycle(cfg, n_pods=2)
+    life.medium(100, 1.0, _probe())  # one birth per layer at step 100
+    newborns = {(layer, s) for (layer, s) in life.born_at}
+    assert len(newborns) == 2
+    life.slow(120)  # the newborns are 20 steps old: only the founders may die
+    live = {(layer, s) for layer, o in enumerate(life.model.organisms) for s in o.live_slots()}
+    assert newborns <= live
+    life.slow(150)  # now 50 steps old: mature
+    live = {(layer, s) for layer, o in enumerate(life.model.organisms) for s in o.live_slots()}
+    assert len(live) == 2  # min_pods per layer
+
+
+def test_birth_steps_survive_a_state_round_trip() -> None:
+    life = _lifecycle(LifecycleConfig(warmup_steps=0, gentle_steps=20))
+    life.medium(7, 1.0, _probe())
+    other = _lifecycle()
+    other.load_state_dict(life.state_dict())
+    assert other.born_at == life.born_at == {(0, 2): 7, (1, 2): 7}

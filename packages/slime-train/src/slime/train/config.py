@@ -235,7 +235,12 @@ class TrainConfig(_Section):
 
 @dataclass
 class LifecycleConfig(_Section):
-    """Timescales, phases, loss gate and hard limits of the pseudopod lifecycle (invariants 6, 9)."""
+    """Timescales, phases, loss gate and hard limits of the pseudopod lifecycle (invariants 6, 9).
+
+    ``maturity_steps``: a pod born less than this many steps ago is not culled for low fitness
+    (continual backprop's maturity threshold; a quiet newborn starts with no contribution). The
+    memory budget and the hard limits still apply to it.
+    """
 
     SECTION: ClassVar[str] = "lifecycle"
 
@@ -251,6 +256,7 @@ class LifecycleConfig(_Section):
     births_per_event: int = field(default=1, metadata=_range(0, MAX_POOL_SIZE))
     cull_fraction: float = field(default=0.25, metadata=_range(0.0, 1.0))
     min_pods: int = field(default=1, metadata=_range(1, MAX_POOL_SIZE))
+    maturity_steps: int = field(default=0, metadata=_range(0))
     probe_batch_size: int = field(default=4, metadata=_range(1))
 
     def _check_relations(self) -> None:

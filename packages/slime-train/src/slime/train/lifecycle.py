@@ -6,8 +6,8 @@ pods into free slots. A birth bootstraps from archive elites picked by chemotaxi
 (``Organism.spawn``): initialisation only, the newborn then trains with the network.
 
 Slow (every ``slow_interval`` steps): in the full phase with the gate open, cull the least fit
-fraction of each layer (offering the dying pods to the archive first, so an elite survives as a
-genome); then always enforce the memory budget and the hard limits, and analyse the behavioural
+fraction of each layer among pods past ``maturity_steps`` (offering the dying pods to the archive
+first, so an elite survives as a genome); then always enforce the memory budget and the hard limits, and analyse the behavioural
 space (KMO, Bartlett, kernel PCA over the live pods' descriptors).
 """
 
@@ -99,6 +99,7 @@ class Lifecycle:
         self.gate = LossGate(cfg.loss_gate_ratio, cfg.loss_ema_decay)
         self.births = 0
         self.deaths = 0
+        self.born_at: dict[tuple[int, int], int] = {}  # (layer, slot) -> step, for pods born here
 
     def pool_size(self) -> int:
         return sum(len(o.live_slots()) for o in self.model.organisms)
@@ -121,7 +122,7 @@ class Lifecycle:
         born = 0
         if phase != "warmup" and not frozen:
             with self.timer("births"):
-                born = self._grow()
+                born = self._grow(step)
         self.births += born
         task = [s.task for s in scores.values()]
         return {
@@ -134,15 +135,15 @@ class Lifecycle:
             "fitness_max": max((s.fitness for s in scores.values()), default=0.0),
         }
 
-    def _grow(self) -> int:
+    def _grow(self, step: int) -> int:
         born = 0
-        for organism in self.model.organisms:
+        for layer, organism in enumerate(self.model.organisms):
             room = min(
                 self.cfg.max_pool_size - len(organism.live_slots()),
                 organism.pod_capacity - len(organism.live_slots()),
             )
             for _ in range(max(0, min(self.cfg.births_per_event, room))):
-                organism.spawn()
+                self.born_at[(layer, organism.spawn())] = step
                 born += 1
         return born
 
@@ -152,8 +153,8 @@ class Lifecycle:
         culled = 0
         if phase == "full" and not self.gate.frozen:
             with self.timer("cull"):
-                for organism in self.model.organisms:
-                    culled += self._cull_least_fit(organism)
+                for layer, organism in enumerate(self.model.organisms):
+                    culled += self._cull_least_fit(layer, organism, step)
         with self.timer("budget"):
             for organism in self.model.organisms:
                 culled += len(organism.enforce_budget())
@@ -164,20 +165,32 @@ class Lifecycle:
                         f"over the hard limit {self.cfg.max_archive_size}"
                     )
         self.deaths += culled
+        self._forget_dead()
         with self.timer("analysis"):
             analysis = self.analyse()
         return {"phase": phase, "deaths": culled, "pool_size": self.pool_size(), **analysis}
 
-    def _cull_least_fit(self, organism) -> int:
+    def _cull_least_fit(self, layer: int, organism, step: int) -> int:
         live = organism.live_slots()
         n = min(int(self.cfg.cull_fraction * len(live)), len(live) - self.cfg.min_pods)
+        mature = [s for s in live if self._is_mature(layer, s, step)]
+        n = min(n, len(mature))
         if n <= 0:
             return 0
-        ranked = sorted(live, key=lambda s: (organism.pods[str(s)].fitness, s))
+        ranked = sorted(mature, key=lambda s: (organism.pods[str(s)].fitness, s))
         dying = ranked[:n]
         organism.archive_elites({s: organism.pods[str(s)].fitness for s in dying})
         organism.cull(dying)
         return n
+
+    def _is_mature(self, layer: int, slot: int, step: int) -> bool:
+        """Pods present from the start have no birth step here and count as mature."""
+        born = self.born_at.get((layer, slot))
+        return born is None or step - born >= self.cfg.maturity_steps
+
+    def _forget_dead(self) -> None:
+        live = {(layer, s) for layer, o in enumerate(self.model.organisms) for s in o.live_slots()}
+        self.born_at = {k: v for k, v in self.born_at.items() if k in live}
 
     def _enforce_pool_limit(self, organism) -> int:
         live = organism.live_slots()
@@ -209,8 +222,14 @@ class Lifecycle:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"gate": self.gate.state_dict(), "births": self.births, "deaths": self.deaths}
+        return {
+            "gate": self.gate.state_dict(),
+            "births": self.births,
+            "deaths": self.deaths,
+            "born_at": [[layer, slot, step] for (layer, slot), step in self.born_at.items()],
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.gate.load_state_dict(state["gate"])
         self.births, self.deaths = state["births"], state["deaths"]
+        self.born_at = {(layer, slot): step for layer, slot, step in state["born_at"]}
