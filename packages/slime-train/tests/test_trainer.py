@@ -165,3 +165,18 @@ def test_an_injected_lr_schedule_replaces_the_configured_one() -> None:
     trainer.fit(steps=3)
     assert seen == [1, 2, 3]
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+
+
+def test_a_loss_spike_freezes_the_lifecycle_until_the_loss_recovers(tmp_path: Path) -> None:
+    trainer = _trainer(tmp_path)
+    forward = trainer.model.forward
+
+    def spiking(idx, targets=None):
+        logits, loss = forward(idx, targets)
+        return (logits, loss * 1000.0) if trainer.step + 1 == 9 else (logits, loss)
+
+    trainer.model.forward = spiking
+    trainer.fit()
+    medium = {r["step"]: r for r in _records(tmp_path, "medium")}
+    assert medium[9]["frozen"] and medium[9]["births"] == 0
+    assert not medium[12]["frozen"] and medium[12]["births"] > 0
