@@ -38,7 +38,7 @@ __all__ = ["AblationTrainer", "default_data_dir", "plan", "run_one", "run_suite"
 
 SEED_BASE = 1337
 HELDOUT_SEED = 99_991  # the held-out batches of a task are the same for every arm and seed
-DIAGNOSTIC_BATCH = 8  # sequences of the held-out batch used for per-pod contributions in training
+DIAGNOSTIC_BATCH = 16  # sequences of the held-out batch used for per-pod contributions in training
 CORPUS_TASKS = ("shakespeare", "wikitext2", "tinystories")
 
 
