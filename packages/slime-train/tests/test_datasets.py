@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 from pathlib import Path
 
 import pytest
 import torch
 from slime.proto import DataError
+from slime.train import datasets
 from slime.train.datasets import CORPORA, CharCorpus, Dataset, load_corpus, resolve_data_dir
 
 
@@ -87,3 +90,54 @@ def test_unknown_split_is_rejected() -> None:
     corpus = CharCorpus("abcdefghij", "abcdefghij", 4)
     with pytest.raises(DataError, match="unknown split 'test'"):
         corpus.batch("test", 1, torch.Generator())
+
+
+class _Response(io.BytesIO):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _serve(monkeypatch: pytest.MonkeyPatch, payload: bytes) -> list[str]:
+    """Answer every download with ``payload`` (no network in tests); returns the URLs asked."""
+    asked: list[str] = []
+
+    def urlopen(url: str, timeout: float):
+        asked.append(url)
+        return _Response(payload)
+
+    monkeypatch.setattr(datasets.urllib.request, "urlopen", urlopen)
+    return asked
+
+
+def test_download_refuses_a_file_whose_pinned_checksum_differs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked = _serve(monkeypatch, b"not shakespeare")
+    with pytest.raises(DataError, match="expected 86c4e6aa"):
+        datasets.download_corpus("shakespeare", tmp_path)
+    assert asked == [CORPORA["shakespeare"]["all"].url]
+    assert not list(tmp_path.rglob("*.txt")) and not list(tmp_path.rglob("*.part"))
+
+
+def test_download_keeps_an_unpinned_file_and_prints_its_checksum(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _serve(monkeypatch, b"Once upon a time.")
+    (path,) = datasets.download_corpus("tinystories", tmp_path)
+    assert path.read_bytes() == b"Once upon a time."
+    digest = hashlib.sha256(b"Once upon a time.").hexdigest()
+    assert f"sha256 {digest} (not pinned)" in capsys.readouterr().out
+
+
+def test_download_skips_files_already_present(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "tinystories" / "tinystories_val.txt"
+    target.parent.mkdir()
+    target.write_text("kept")
+    asked = _serve(monkeypatch, b"new")
+    datasets.download_corpus("tinystories", tmp_path)
+    assert target.read_text() == "kept" and asked == []
