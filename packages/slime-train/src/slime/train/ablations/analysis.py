@@ -61,6 +61,8 @@ def _spearman_verdict(pooled: dict[str, Any]) -> str:
             parts.append(f"{label}: not enough runs")
         elif ci["low"] > 0:
             parts.append(f"{label} TRACKS the task (rho {ci['mean']:.2f}, CI above 0)")
+        elif ci["high"] < 0:
+            parts.append(f"{label} runs AGAINST the task (rho {ci['mean']:.2f}, CI below 0)")
         else:
             parts.append(
                 f"{label} does NOT clearly track the task (rho {ci['mean']:.2f}, CI reaches 0)"

@@ -259,7 +259,8 @@ GROUPS: tuple[Group, ...] = (
         ),
         "A metric tracks the task if the 95% interval of its Spearman correlation with the held-out "
         "masked-loss contribution (one value per run, all runs of this group) lies entirely above "
-        "0. Final loss of each single-metric fitness is compared with the blend by the pair rule.",
+        "0 (against the task if it lies entirely below 0). Final loss of each single-metric "
+        "fitness is compared with the blend by the pair rule.",
         _decide_fitness,
     ),
     Group(
