@@ -19,7 +19,12 @@ __all__ = ["GPT", "MLP", "Block", "CausalSelfAttention"]
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention with torch SDPA: ``(B, T, D) -> (B, T, D)``."""
+    """Multi-head causal self-attention with torch SDPA: ``(B, T, D) -> (B, T, D)``.
+
+    Dropout applies to the attention output only, not to the attention probabilities (nanoGPT
+    drops both): SlimeModel's fused pool attention has no probability dropout, and the comparison
+    must differ in architecture, not in regularisation.
+    """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -27,7 +32,6 @@ class CausalSelfAttention(nn.Module):
         inner = self.n_head * self.head_dim
         self.c_attn = nn.Linear(cfg.n_embd, 3 * inner, bias=cfg.bias)
         self.c_proj = nn.Linear(inner, cfg.n_embd, bias=cfg.bias)
-        self.dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -35,8 +39,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.c_attn(x).split(self.n_head * self.head_dim, dim=2)
         # (B, T, H*d) -> (B, H, T, d)
         q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))
-        p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)
         return self.resid_dropout(self.c_proj(y))
 
