@@ -188,7 +188,14 @@ def render_report(results: dict[str, Any], analysis: dict[str, Any], path: Path)
         ]
     lines += ["## Verdicts", ""]
     lines += [f"{g.number}. **{g.title}.** {analysis[g.key]['verdict']}" for g in selected]
-    lines += [""] + _setup(results) + _rules(results)
+    lines += [
+        "",
+        f"Reproduce: `python -m slime.train.ablations --profile {results['profile']['name']} "
+        "--out DIR` (add `--data-dir` for the corpora), or `nox -s ablations` with "
+        "`SLIME_ABLATION_PROFILE` set; raw per-seed numbers are in results.json.",
+        "",
+    ]
+    lines += _setup(results) + _rules(results)
     for group in selected:
         lines += _group(results, analysis, group)
     lines += _diagnostics(results)
