@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from scipy import stats as sps
 from slime.proto import ConfigError
 from slime.train.ablations import compare, mean_ci, spearman, welch_p
+
+pytest.importorskip("hypothesis")  # the GPU machine may lack it; these are CPU tests
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 samples = st.lists(
     st.floats(min_value=-1e3, max_value=1e3, allow_nan=False), min_size=2, max_size=12
@@ -70,7 +72,7 @@ def test_welch_p_is_undefined_without_variance_or_samples() -> None:
 
 def test_spearman_matches_scipy_and_is_none_when_undefined() -> None:
     a, b = [0.1, 0.4, 0.2, 0.9], [1.0, 3.0, 2.5, 2.0]
-    assert spearman(a, b) == pytest.approx(sps.spearmanr(a, b).statistic)
+    assert spearman(a, b) == pytest.approx(sps.spearmanr(a, b)[0])
     assert spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]) is None
     assert spearman([1.0, 2.0], [2.0, 1.0]) is None
 

@@ -14,8 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from slime.core import SLO, SLOSet
 from slime.proto import ConfigError
 from slime.train.build import build_dataset
@@ -30,6 +28,10 @@ from slime.train.config import (
 from slime.train.rundir import RunDir
 from slime.train.slo import slo_reports
 from slime.train.trainer import Trainer
+
+pytest.importorskip("hypothesis")  # the GPU machine may lack it; these are CPU tests
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 TARGETS = (0.5, 0.8, 0.95, 0.99)
 

@@ -96,7 +96,8 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
         raise ConfigError(f"expected paired samples, got lengths {len(xs)} and {len(ys)}", "b")
     if len(xs) < 3 or max(xs) == min(xs) or max(ys) == min(ys):
         return None
-    rho = float(sps.spearmanr(xs, ys).statistic)
+    rho, _ = sps.spearmanr(xs, ys)  # unpacking works on every scipy version
+    rho = float(rho)
     return rho if math.isfinite(rho) else None
 
 
