@@ -93,7 +93,9 @@ class TubeNetwork:
         elif not (math.isfinite(weight) and weight >= 0):
             raise ArchiveError(f"weight must be finite and >= 0, got {weight!r}")
         self._weights.mul_(self._decay)
-        self._weights[self._next] = weight
+        # fill_ takes a Python scalar as a kernel argument; item assignment would copy it from
+        # pageable host memory, which synchronises a CUDA stream (caught by the zero-sync test).
+        self._weights[self._next].fill_(weight)
         self._data[self._next].copy_(data.detach())
         self._next = (self._next + 1) % self._capacity
         self._count = min(self._count + 1, self._capacity)
