@@ -96,6 +96,7 @@ def test_slime_runs_carry_quality_diversity_diagnostics(results: dict) -> None:
 
 def test_plots_are_written(suite: Path) -> None:
     names = ["loss_baseline", "loss_ablations", "pool_size", "coverage", "qd_score"]
+    names.append("descriptor_variance")
     names += [f"bars_{g.number}_{g.key}" for g in GROUPS]
     for name in names:
         png = suite / f"{name}.png"

@@ -206,11 +206,15 @@ class RecordingLifecycle(Lifecycle):
 
     def snapshot(self) -> dict[str, Any]:
         """Pool size, archive coverage (mean over layers), QD score and elites (sums over layers),
-        and the mean per-dimension variance of all live pods' descriptors."""
+        and the mean per-dimension variance of the descriptors of the live pods measured so far
+        (a pod born in this event holds zero descriptors until its first measurement)."""
         organisms = self.model.organisms
         stats = [o.archive.stats for o in organisms]
-        descs = torch.cat([o.descriptors(full=True) for o in organisms])
-        variance = descriptor_variance(descs).mean().item() if descs.shape[0] >= 2 else None
+        pods = [o.pods[str(s)] for o in organisms for s in o.live_slots()]
+        measured = [p.descriptors for p in pods if int(p.n_measurements) > 0]  # host sync
+        variance = (
+            descriptor_variance(torch.stack(measured)).mean().item() if len(measured) >= 2 else None
+        )
         return {
             "pool_size": self.pool_size(),
             "coverage": sum(s.coverage for s in stats) / len(stats),

@@ -107,6 +107,7 @@ def write_plots(results: dict[str, Any], out: Path) -> list[Path]:
             ("pool_size", "live pods (all layers)", "pool_size.png"),
             ("coverage", "archive coverage", "coverage.png"),
             ("qd_score", "QD score (sum over layers)", "qd_score.png"),
+            ("descriptor_variance", "descriptor variance across pods", "descriptor_variance.png"),
         ):
             written.append(_curves(results, ablation, "timeline", key, label, out / name))
     for group in groups(results["groups"]):

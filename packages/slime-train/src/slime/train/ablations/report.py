@@ -202,7 +202,14 @@ def render_report(results: dict[str, Any], analysis: dict[str, Any], path: Path)
     lines += ["## Plots", ""]
     lines += [
         f"![{n}]({n}.png)"
-        for n in ("loss_baseline", "loss_ablations", "pool_size", "coverage", "qd_score")
+        for n in (
+            "loss_baseline",
+            "loss_ablations",
+            "pool_size",
+            "coverage",
+            "qd_score",
+            "descriptor_variance",
+        )
     ]
     lines += ["", "## Run health", ""] + _failures(results)
     lines += [
