@@ -180,3 +180,25 @@ def test_a_loss_spike_freezes_the_lifecycle_until_the_loss_recovers(tmp_path: Pa
     medium = {r["step"]: r for r in _records(tmp_path, "medium")}
     assert medium[9]["frozen"] and medium[9]["births"] == 0
     assert not medium[12]["frozen"] and medium[12]["births"] > 0
+
+
+def test_a_slime_run_exports_its_final_model_for_slime_tools(tmp_path: Path) -> None:
+    trainer = _trainer(tmp_path, lifecycle={"cull_fraction": 0.5})
+    trainer.fit()
+    loaded = SlimeModel.from_pretrained(tmp_path / "model")
+    idx, _ = trainer.dataset.batch("val", 2, torch.Generator().manual_seed(0))
+    trainer.model.eval()
+    loaded.eval()
+    with torch.no_grad():
+        expected, _ = trainer.model(idx)
+        got, _ = loaded(idx)
+    assert torch.equal(got, expected)
+    assert [o.live_slots() for o in loaded.organisms] == [
+        o.live_slots() for o in trainer.model.organisms
+    ]
+    assert not (tmp_path / "model.partial").exists()
+
+
+def test_a_baseline_run_has_no_slime_model_export(tmp_path: Path) -> None:
+    _trainer(tmp_path, model={"kind": "baseline"}).fit()
+    assert not (tmp_path / "model").exists()

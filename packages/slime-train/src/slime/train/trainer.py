@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
+import shutil
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -297,7 +299,23 @@ class Trainer:
             self._log(kind="summary", **summary)
             self.run_dir.write_summary(summary)
             self.run_dir.plot()
+            if self.is_slime:
+                self._export_model()
         return summary
+
+    def _export_model(self) -> None:
+        """Write the final model to ``run_dir/model`` with ``save_pretrained`` (slime-tools reads it).
+
+        Written beside and renamed into place, so a crash leaves the previous export intact.
+        """
+        final = self.run_dir.path / "model"
+        staging = final.with_name("model.partial")
+        if staging.exists():
+            shutil.rmtree(staging)
+        self.model.save_pretrained(staging)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
 
     # -- checkpoints ----------------------------------------------------------------------------
 
