@@ -139,11 +139,6 @@ def test_reports_agree_with_a_numpy_count_for_any_recording(values, target, dire
     assert report.budget_burned == pytest.approx(bad / len(values) / (1 - target))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="slime.core SLOSet: a budget spent exactly (10 bad of 100 at target 0.9) burns "
-    "1.0000000000000002 in floating point and is reported as violated",
-)
 def test_a_budget_spent_exactly_is_met() -> None:
     (report,) = SLOSet([SLO("s", "latency_ms", 1.0, "max", 0.9)]).evaluate(
         {"latency_ms": [0.5] * 90 + [2.0] * 10}

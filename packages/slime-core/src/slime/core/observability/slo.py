@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 from slime.proto import ConfigError
@@ -125,8 +126,13 @@ class SLOSet:
             values = observations.get(slo.metric, ())
             bad = sum(not slo.is_good(v) for v in values)
             total = len(values)
-            burned = (bad / total) / slo.error_budget if total else 0.0
+            # Exact rational arithmetic on the target as written (0.9, not 0.9000000000000000222):
+            # a budget spent exactly burns 1.0 and is met, rather than 1.0000000000000002.
+            budget = 1 - Fraction(repr(slo.target))
+            burned = Fraction(bad, total) / budget if total else Fraction(0)
             reports.append(
-                SLOReport(slo.name, slo.metric, total, bad, slo.error_budget, burned, burned <= 1.0)
+                SLOReport(
+                    slo.name, slo.metric, total, bad, slo.error_budget, float(burned), burned <= 1
+                )
             )
         return reports
