@@ -4,43 +4,18 @@ from __future__ import annotations
 
 import pytest
 from slime.train.build import build_dataset
-from slime.train.config import (
-    DataConfig,
-    LifecycleConfig,
-    ModelConfig,
-    RunConfig,
-    TrainConfig,
-)
+from slime.train.config import RunConfig
+from slime.train.loader import load_config
 
 
 def _tiny_config(**sections: dict) -> RunConfig:
-    """One layer of width 16 on associative recall; every timescale a few steps long."""
-    cfg = RunConfig(
-        model=ModelConfig(
-            block_size=16,
-            n_layer=1,
-            n_embd=16,
-            n_pods=2,
-            pod_capacity=6,
-            head_dim=8,
-            kernel_backend="torch",
-            archive_dims=(16, 16),
-        ),
-        train=TrainConfig(
-            steps=24,
-            batch_size=8,
-            lr=3e-3,
-            warmup_iters=2,
-            eval_interval=1000,
-            eval_iters=1,
-            log_interval=3,
-            checkpoint_interval=1000,
-            device="cpu",
-        ),
-        lifecycle=LifecycleConfig(
-            medium_interval=3, slow_interval=6, warmup_steps=3, gentle_steps=24
-        ),
-        data=DataConfig(name="recall", task_vocab=8),
+    """The shipped ``tiny`` preset (one layer of width 16 on associative recall, every timescale a
+    few steps long), run for 24 steps with room for births (6 slots, a 16x16 archive) and no
+    evaluation or checkpoints getting in the way."""
+    cfg = load_config("tiny").replace(
+        model={"pod_capacity": 6, "archive_dims": (16, 16)},
+        train={"steps": 24, "eval_interval": 1000, "checkpoint_interval": 1000},
+        lifecycle={"gentle_steps": 24},
     )
     return cfg.replace(**sections)
 

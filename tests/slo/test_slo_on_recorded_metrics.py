@@ -7,6 +7,7 @@ the budget arithmetic and the reporting path, not about how fast this machine is
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -17,14 +18,8 @@ import yaml
 from slime.core import SLO, SLOSet
 from slime.proto import ConfigError
 from slime.train.build import build_dataset
-from slime.train.config import (
-    DataConfig,
-    LifecycleConfig,
-    ModelConfig,
-    RunConfig,
-    SLOConfig,
-    TrainConfig,
-)
+from slime.train.config import RunConfig, SLOConfig
+from slime.train.loader import load_config
 from slime.train.rundir import RunDir
 from slime.train.slo import slo_reports
 from slime.train.trainer import Trainer
@@ -37,31 +32,9 @@ TARGETS = (0.5, 0.8, 0.95, 0.99)
 
 
 def _config(slo: SLOConfig) -> RunConfig:
-    return RunConfig(
-        model=ModelConfig(
-            block_size=16,
-            n_layer=1,
-            n_embd=16,
-            n_pods=2,
-            pod_capacity=4,
-            head_dim=8,
-            kernel_backend="torch",
-        ),
-        train=TrainConfig(
-            steps=12,
-            batch_size=8,
-            eval_interval=6,
-            eval_iters=1,
-            log_interval=3,
-            checkpoint_interval=1000,
-            device="cpu",
-        ),
-        lifecycle=LifecycleConfig(
-            medium_interval=3, slow_interval=6, warmup_steps=3, gentle_steps=6
-        ),
-        data=DataConfig(name="recall", task_vocab=8),
-        slo=slo,
-    )
+    """The shipped ``tiny`` preset (12 steps, every timescale a few steps long) with ``slo``."""
+    tiny = load_config("tiny").replace(train={"checkpoint_interval": 1000})
+    return dataclasses.replace(tiny, slo=slo)
 
 
 def _train(slo: SLOConfig, run_dir: Path | None = None) -> Trainer:
