@@ -24,7 +24,28 @@ ROOT = pathlib.Path(__file__).parent
 PACKAGES = ["proto", "kernels", "memory", "core", "train", "tools"]
 SRC_DIRS = [str(ROOT / "packages" / f"slime-{name}" / "src") for name in PACKAGES]
 # Packages whose wheels must install and import alone (with only the packages below them).
-ALONE = {"proto": ["proto"], "kernels": ["proto", "kernels"], "memory": ["proto", "memory"]}
+ALONE = {
+    "proto": ["proto"],
+    "kernels": ["proto", "kernels"],
+    "memory": ["proto", "memory"],
+    "core": ["proto", "kernels", "memory", "core"],
+    "tools": ["proto", "kernels", "memory", "core", "tools"],
+}
+
+
+_ENCODER_STEP = """
+import torch
+from slime.core import SlimeMoldEncoder
+model = torch.nn.Sequential(torch.nn.Linear(4, 16), SlimeMoldEncoder(16, 2, 1, 32, dropout=0.0))
+opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+x = torch.randn(3, 5, 4)
+before = model(x).pow(2).mean()
+before.backward()
+opt.step()
+after = model(x).pow(2).mean()
+assert after.item() != before.item(), "an optimizer step changed nothing"
+print('slime-core alone: trained SlimeMoldEncoder one step', before.item(), '->', after.item())
+"""
 
 
 def _sync(session: nox.Session, *args: str) -> None:
@@ -106,9 +127,17 @@ def ablations(session: nox.Session) -> None:
     session.run("pytest", str(ROOT / "tests" / "ablations"), "-m", "not gpu and not slow")
 
 
+@nox.session(default=False)
+def package(session: nox.Session) -> None:
+    """Build the standalone `slime` executable with PyInstaller and run it (slow, minutes)."""
+    _sync(session, "--all-packages", "--extra", "package")
+    _pytest(session, ROOT / "packages" / "slime-tools" / "tests", marker="slow")
+
+
 @nox.session
 def wheels(session: nox.Session) -> None:
-    """Build all six wheels; install proto, kernels and memory alone in fresh venvs; import them."""
+    """Build all six wheels; install proto, kernels, memory, core and tools (each with only the
+    packages below it) in fresh venvs; import them."""
     import zipfile
 
     dist = pathlib.Path(session.create_tmp()) / "dist"
@@ -166,6 +195,8 @@ def wheels(session: nox.Session) -> None:
                 "assert 'torch' not in sys.modules, 'slime.proto imported torch';"
                 "print('slime.proto alone: imported without torch')"
             )
+        if top == "core":  # the issue's promise: train SlimeMoldEncoder inside your own module
+            check += "\n" + _ENCODER_STEP
         session.run(python, "-c", check, external=True)
 
 
