@@ -97,7 +97,13 @@ def train_command(argv: list[str]) -> int:
     if "val_loss" in summary:
         line += f", val loss {summary['val_loss']:.4f}"
     print(line)
-    print(f"results: {run.path} (config.yaml, metrics.jsonl, summary.json, *.png, checkpoints/)")
+    files = "config.yaml, metrics.jsonl, summary.json, *.png, checkpoints/"
+    if cfg.model.kind == "slime":
+        files += ", model/"
+    print(f"results: {run.path} ({files})")
+    plugins = {ep.name for ep in entry_points(group=GROUP)}
+    if cfg.model.kind == "slime" and {"visualize", "export"} <= plugins:  # slime-tools installed
+        print(f"next: slime visualize {run.path}  |  slime export {run.path} --format onnx")
     return 0 if summary["status"] == "completed" else 1
 
 
