@@ -11,6 +11,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from slime.core import generate_tokens
 from slime.proto import ConfigError
 from slime.train.config import ModelConfig
 from torch import Tensor, nn
@@ -137,19 +138,21 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.wpe.weight.numel() if non_embedding else n
 
-    @torch.no_grad()
     def generate(
         self,
         idx: Tensor,
         max_new_tokens: int,
         temperature: float = 1.0,
+        top_k: int | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """Sample ``max_new_tokens`` continuations of ``idx`` ``(B, T)``; returns ``(B, T + n)``."""
-        for _ in range(max_new_tokens):
-            context = idx[:, -self.config.block_size :]
-            logits, _ = self(context)
-            probs = F.softmax(logits[:, -1, :] / temperature, dim=-1)
-            nxt = torch.multinomial(probs, 1, generator=generator)
-            idx = torch.cat([idx, nxt], dim=1)
-        return idx
+        return generate_tokens(
+            self,
+            idx,
+            max_new_tokens,
+            block_size=self.config.block_size,
+            temperature=temperature,
+            top_k=top_k,
+            generator=generator,
+        )

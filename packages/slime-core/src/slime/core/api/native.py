@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from slime.core.api.config import SlimeConfig
+from slime.core.api.sampling import generate_tokens
 from slime.core.blocks import MLP, Block
 from slime.core.observability import MetricsCollector, span
 from slime.core.organism import Organism
@@ -211,19 +212,15 @@ class SlimeModel(nn.Module):
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """Sample ``max_new_tokens`` continuations of ``idx`` ``(B, T)``; returns ``(B, T + n)``."""
-        if not temperature > 0:
-            raise ConfigError(f"expected > 0, got {temperature!r}", "temperature")
-        if top_k is not None and top_k < 1:
-            raise ConfigError(f"expected >= 1 or None, got {top_k!r}", "top_k")
-        for _ in range(max_new_tokens):
-            logits, _ = self(idx[:, -self.config.block_size :])
-            logits = logits[:, -1, :] / temperature
-            if top_k is not None:
-                kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
-                logits = logits.masked_fill(logits < kth, -math.inf)
-            probs = F.softmax(logits, dim=-1)
-            idx = torch.cat([idx, torch.multinomial(probs, 1, generator=generator)], dim=1)
-        return idx
+        return generate_tokens(
+            self,
+            idx,
+            max_new_tokens,
+            block_size=self.config.block_size,
+            temperature=temperature,
+            top_k=top_k,
+            generator=generator,
+        )
 
     # -- checkpoints ----------------------------------------------------------------------------
 
