@@ -209,5 +209,7 @@ def wheels(session: nox.Session) -> None:
 def gpu(session: nox.Session) -> None:
     """GPU-marked tests with the interpreter's own torch/triton; installs nothing (device machine)."""
     env = {"PYTHONPATH": os.pathsep.join([*SRC_DIRS, os.environ.get("PYTHONPATH", "")])}
-    paths = [p for p in glob.glob(str(ROOT / "packages" / "*" / "tests")) + [str(ROOT / "tests")]]
+    paths = sorted(glob.glob(str(ROOT / "packages" / "*" / "tests"))) + [str(ROOT / "tests")]
+    # The kernel tests compile dozens of Triton specialisations: last, so a time limit cuts them.
+    paths.sort(key=lambda p: "slime-kernels" in p)
     session.run(sys.executable, "-m", "pytest", *paths, "-m", "gpu", *session.posargs, env=env)

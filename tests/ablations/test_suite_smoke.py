@@ -101,3 +101,32 @@ def test_plots_are_written(suite: Path) -> None:
     for name in names:
         png = suite / f"{name}.png"
         assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_suite_split_into_parts_merges_back_to_the_same_verdicts(
+    results: dict, tmp_path: Path
+) -> None:
+    split = [("baseline", "archive", "lifecycle"), ("efficiency", "fitness", "births")]
+    paths = []
+    for i, keys in enumerate(split):
+        arms = {a for g in GROUPS if g.key in keys for a in g.arms}
+        part = {
+            **results,
+            "groups": list(keys),
+            "runs": [r for r in results["runs"] if r["arm"] in arms],
+        }
+        part.pop("analysis")
+        paths.append(tmp_path / f"part{i}.json")
+        paths[-1].write_text(json.dumps(part))
+    out = tmp_path / "merged"
+    assert main(["--merge", *map(str, paths), "--out", str(out)]) == 0
+    merged = json.loads((out / "results.json").read_text())
+    for key, entry in results["analysis"].items():
+        assert merged["analysis"][key]["verdict"] == entry["verdict"]
+        outcomes = [(c["task"], c["a"], c["b"], c["metric"], c["outcome"]) for c in entry["checks"]]
+        assert [
+            (c["task"], c["a"], c["b"], c["metric"], c["outcome"])
+            for c in merged["analysis"][key]["checks"]
+        ] == outcomes
+    assert len(merged["duplicates"]) == SEEDS  # slime ran in both parts
+    assert "## Parts" in (out / "REPORT.md").read_text()

@@ -34,11 +34,13 @@ FWD_CONFIGS = [
 ]  # fmt: skip
 DKDV_CONFIGS = [
     (32, 128, 8, 2), (64, 64, 4, 2), (64, 128, 8, 2), (32, 64, 4, 2), (64, 64, 4, 3),
-    (32, 128, 4, 3), (64, 128, 8, 3),
+    (32, 128, 4, 3), (64, 128, 8, 3), (32, 128, 4, 4), (32, 128, 4, 5), (64, 128, 4, 3),
+    (16, 128, 4, 3), (32, 64, 4, 4),
 ]  # fmt: skip
 DQ_CONFIGS = [
     (128, 32, 8, 2), (64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 3), (128, 32, 4, 3),
-    (64, 64, 4, 3), (128, 64, 8, 3),
+    (64, 64, 4, 3), (128, 64, 8, 3), (128, 32, 4, 4), (128, 32, 4, 5), (128, 64, 4, 3),
+    (64, 32, 4, 4), (128, 16, 4, 3),
 ]  # fmt: skip
 ERANK_VARIANTS = [
     {"chunks": 1},
@@ -125,8 +127,9 @@ def attention_rows(shape) -> list[dict]:
 
 
 def graph_rows(shape) -> list[dict]:
-    """Forward TF/s replayed from a CUDA graph: device time, without the host's launch cost."""
-    q, k, v = (x.detach() for x in _inputs(shape))
+    """Forward and forward+backward replayed from a CUDA graph: device time, no host launch cost."""
+    q, k, v = _inputs(shape)
+    grad = torch.randn_like(q)
     impls = {"slime-triton": lambda: pool_attention(q, k, v, causal=True)}
     for name, backend in SDPA.items():
 
@@ -135,15 +138,23 @@ def graph_rows(shape) -> list[dict]:
                 return scaled_dot_product_attention(q, k, v, is_causal=True)
 
         impls[name] = sdpa
+    flops = _attention_flops(*shape)
     rows = []
     for name, fn in impls.items():
+
+        def both(fn=fn):
+            return torch.autograd.grad(fn(), (q, k, v), grad)
+
         try:
-            ms = _graph_ms(fn)
+            with torch.no_grad():
+                ms = _graph_ms(fn)
+            both_ms = _graph_ms(both)
         except RuntimeError as exc:
             rows.append({"impl": name, "shape": shape, "error": str(exc).splitlines()[0][:80]})
             continue
         rows.append({"impl": name, "shape": shape, "graph_fwd_ms": ms,
-                     "graph_fwd_tflops": _attention_flops(*shape) / ms * 1e-9})  # fmt: skip
+                     "graph_fwd_tflops": flops / ms * 1e-9, "graph_fwd_bwd_ms": both_ms,
+                     "graph_fwd_bwd_tflops": 3.5 * flops / both_ms * 1e-9})  # fmt: skip
     return rows
 
 
@@ -278,8 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     _print_table(erank_graph, ["P", "d", "graph_ms", "error"])
     graphs = [row for shape in SHAPES for row in graph_rows(shape)]
     results["attention_graph"] = graphs
-    print("Attention forward replayed from a CUDA graph (device time):")
-    _print_table(graphs, ["impl", "shape", "graph_fwd_ms", "graph_fwd_tflops", "error"])
+    print("Attention replayed from a CUDA graph (device time):")
+    columns = ["impl", "shape", "graph_fwd_ms", "graph_fwd_tflops", "graph_fwd_bwd_ms"]
+    _print_table(graphs, [*columns, "graph_fwd_bwd_tflops", "error"])
     _dump(results, args.json)
     return 0
 

@@ -163,6 +163,48 @@ def _diagnostics(results: dict[str, Any]) -> list[str]:
     return lines + _table(["task", "arm", *QD_METRICS, "births (all seeds)"], rows) + [""]
 
 
+def _parts(results: dict[str, Any]) -> list[str]:
+    """Where each part of a merged suite ran (empty for a suite run in one command)."""
+    if not results.get("parts"):
+        return []
+    lines = [
+        "## Parts",
+        "",
+        "The suite ran as separate commands (one per row), merged with `--merge`; the steps, seeds, "
+        "profile and model sizes of every part are checked equal.",
+        "",
+    ]
+    rows = [
+        [
+            str(i), p["created"], p["device"], ", ".join(p["groups"]),
+            ", ".join(_union_tasks(p["tasks"])), str(p["runs"]), f"{p['suite_wall_s']:.0f}",
+        ]
+        for i, p in enumerate(results["parts"])
+    ]  # fmt: skip
+    lines += _table(["part", "created", "device", "groups", "tasks", "runs", "wall s"], rows)
+    dups = results.get("duplicates") or []
+    if dups:
+        lines += [
+            "",
+            "Runs that more than one part made are kept from the first part; the others, with "
+            "both held-out losses (same seed, separate process):",
+            "",
+        ]
+        lines += _table(
+            ["task", "arm", "seed", "kept part", "kept val loss", "part", "val loss"],
+            [
+                [d["task"], d["arm"], str(d["seed"]), str(d["kept_part"]),
+                 f"{d['kept_val_loss']:.4f}", str(d["part"]), f"{d['val_loss']:.4f}"]
+                for d in dups
+            ],
+        )  # fmt: skip
+    return lines + [""]
+
+
+def _union_tasks(tasks: dict[str, list[str]]) -> list[str]:
+    return list(dict.fromkeys(tasks["baseline"] + tasks["ablation"]))
+
+
 def _failures(results: dict[str, Any]) -> list[str]:
     bad = [r for r in results["runs"] if r["status"] != "completed" or r["nonfinite_steps"]]
     if not bad:
@@ -195,7 +237,7 @@ def render_report(results: dict[str, Any], analysis: dict[str, Any], path: Path)
         "`SLIME_ABLATION_PROFILE` set; raw per-seed numbers are in results.json.",
         "",
     ]
-    lines += _setup(results) + _rules(results)
+    lines += _setup(results) + _parts(results) + _rules(results)
     for group in selected:
         lines += _group(results, analysis, group)
     lines += _diagnostics(results)

@@ -15,6 +15,7 @@ import torch
 from slime.proto import SlimeError
 from slime.train.ablations.analysis import analyse
 from slime.train.ablations.groups import GROUPS, groups
+from slime.train.ablations.merge import merge_results
 from slime.train.ablations.plots import write_plots
 from slime.train.ablations.profiles import PROFILES, profile
 from slime.train.ablations.report import render_report
@@ -43,6 +44,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--budget-s", type=float, help="seconds the calibrated suite may plan for (gpu-full: 360)"
     )
+    parser.add_argument(
+        "--deadline-s", type=float, help="start no run after this many seconds (gpu-full: 510)"
+    )
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="RESULTS_JSON",
+        help="run nothing: merge these results.json files (parts of one suite) into --out",
+    )
     return parser
 
 
@@ -70,9 +80,13 @@ def write_outputs(results: dict[str, Any], out: Path) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.merge:
+        return _merge(args.merge, Path(args.out))
     prof = profile(args.profile)
     if args.budget_s is not None:
         prof = dataclasses.replace(prof, time_budget_s=args.budget_s)
+    if args.deadline_s is not None:
+        prof = dataclasses.replace(prof, deadline_s=args.deadline_s)
     threads = args.threads if args.threads is not None else prof.threads
     if threads is not None:
         torch.set_num_threads(threads)  # process-wide: set at the application's edge
@@ -90,7 +104,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SlimeError as exc:
         print(f"ablations: error: {exc}", file=sys.stderr)
         return 2
+    _print_verdicts(analysis, Path(args.out))
+    return 0
+
+
+def _print_verdicts(analysis: dict[str, Any], out: Path) -> None:
     for key, entry in analysis.items():
         print(f"{key}: {entry['verdict']}")
-    print(f"wrote {Path(args.out) / 'REPORT.md'}")
+    print(f"wrote {out / 'REPORT.md'}")
+
+
+def _merge(paths: list[str], out: Path) -> int:
+    try:
+        parts = [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
+        for part in parts:
+            part.pop("analysis", None)  # recomputed from the merged runs
+        analysis = write_outputs(merge_results(parts), out)
+    except (OSError, json.JSONDecodeError, SlimeError) as exc:
+        print(f"ablations: error: {exc}", file=sys.stderr)
+        return 2
+    _print_verdicts(analysis, out)
     return 0

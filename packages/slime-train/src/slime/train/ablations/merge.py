@@ -1,0 +1,104 @@
+"""One results dict from several suite runs ("parts"), e.g. groups run in separate device commands.
+
+Parts must share what makes their runs comparable: profile (apart from the task lists), steps per
+run, seeds and model sizes. Each run keeps the index of its part. A (task, arm, seed) that more than
+one part ran is kept from the first part listed and the others are recorded under
+``duplicates`` (with both losses), never silently merged into an interval with more seeds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slime.proto import ConfigError
+from slime.train.ablations.groups import GROUPS
+
+__all__ = ["merge_results"]
+
+_TASK_FIELDS = ("baseline_tasks", "ablation_tasks")
+
+
+def _same(parts: list[dict[str, Any]], key: str, value) -> None:
+    first = value(parts[0])
+    for i, part in enumerate(parts[1:], start=1):
+        if value(part) != first:
+            raise ConfigError(
+                f"part {i} has {key} {value(part)!r}, part 0 has {first!r}; "
+                "only runs of one setup can be merged",
+                key,
+            )
+
+
+def _union(lists) -> list:
+    return list(dict.fromkeys(x for items in lists for x in items))
+
+
+def merge_results(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The parts' runs as one results dict (see the module docstring). Raises ConfigError."""
+    if len(parts) < 2:
+        raise ConfigError(f"expected at least 2 results to merge, got {len(parts)}", "merge")
+    _same(parts, "profile", lambda r: {k: v for k, v in r["profile"].items() if k not in _TASK_FIELDS})  # fmt: skip
+    _same(parts, "steps", lambda r: r["steps"])
+    _same(parts, "seeds", lambda r: r["seeds"])
+    params: dict[str, Any] = {}
+    for i, part in enumerate(parts):
+        for task, counts in part["params"].items():
+            if params.setdefault(task, counts) != counts:
+                raise ConfigError(
+                    f"part {i} has parameters {counts} on {task}, an earlier part {params[task]}",
+                    "params",
+                )
+    runs, seen, duplicates = [], {}, []
+    for i, part in enumerate(parts):
+        for run in part["runs"]:
+            key = (run["task"], run["arm"], run["seed"])
+            if key in seen:
+                kept = seen[key]
+                duplicates.append({
+                    "task": run["task"], "arm": run["arm"], "seed": run["seed"], "part": i,
+                    "val_loss": run["val_loss"], "kept_part": kept["part"],
+                    "kept_val_loss": kept["val_loss"],
+                })  # fmt: skip
+                continue
+            seen[key] = {**run, "part": i}
+            runs.append(seen[key])
+    present = set(_union(p["groups"] for p in parts))
+    if unknown := present - {g.key for g in GROUPS}:
+        raise ConfigError(f"unknown groups {sorted(unknown)} in the parts", "groups")
+    profile = dict(parts[0]["profile"])
+    for field in _TASK_FIELDS:
+        profile[field] = _union(p["profile"][field] for p in parts)
+    devices = _union([p["device"]] for p in parts)
+    torches = _union([p["torch"]] for p in parts)
+    return {
+        "created": max(p["created"] for p in parts),
+        "profile": profile,
+        "groups": [g.key for g in GROUPS if g.key in present],
+        "steps": parts[0]["steps"],
+        "seeds": parts[0]["seeds"],
+        "device": " / ".join(devices),
+        "torch": " / ".join(torches),
+        "calibration": None,
+        "params": params,
+        "tasks": {
+            "baseline": _union(p["tasks"]["baseline"] for p in parts),
+            "ablation": _union(p["tasks"]["ablation"] for p in parts),
+        },
+        "vocab": {t: v for p in parts for t, v in p["vocab"].items()},
+        "runs": runs,
+        "runs_not_started": sum(p["runs_not_started"] for p in parts),
+        "suite_wall_s": sum(p["suite_wall_s"] for p in parts),
+        "parts": [
+            {
+                "created": p["created"],
+                "device": p["device"],
+                "groups": p["groups"],
+                "tasks": p["tasks"],
+                "runs": len(p["runs"]),
+                "runs_not_started": p["runs_not_started"],
+                "suite_wall_s": p["suite_wall_s"],
+            }
+            for p in parts
+        ],
+        "duplicates": duplicates,
+    }

@@ -1,0 +1,105 @@
+"""Merging suite parts: one setup only, every run kept once, duplicates reported not pooled."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from slime.proto import ConfigError
+from slime.train.ablations.analysis import analyse
+from slime.train.ablations.merge import merge_results
+
+SEEDS = [1337, 1338, 1339]
+
+
+def _run(task: str, arm: str, seed: int, loss: float) -> dict:
+    return {"task": task, "arm": arm, "seed": seed, "val_loss": loss, "tokens_per_s": 1e5}
+
+
+def _part(groups: list[str], tasks: list[str], arms: list[str], offset: float = 0.0) -> dict:
+    runs = [
+        _run(t, a, s, 2.0 + 0.1 * i + 0.01 * j + offset)
+        for t in tasks
+        for i, a in enumerate(arms)
+        for j, s in enumerate(SEEDS)
+    ]
+    return {
+        "created": "2026-11-25T21:00:00+00:00",
+        "profile": {
+            "name": "gpu-full",
+            "lr": 1e-3,
+            "baseline_tasks": tasks,
+            "ablation_tasks": tasks,
+        },
+        "groups": groups,
+        "steps": 400,
+        "seeds": SEEDS,
+        "device": "NVIDIA H100 80GB HBM3",
+        "torch": "2.11.0",
+        "calibration": None,
+        "params": {t: {"slime": 10, "baseline": 10} for t in tasks},
+        "tasks": {"baseline": tasks, "ablation": tasks},
+        "vocab": {t: 65 for t in tasks},
+        "runs": runs,
+        "runs_not_started": 0,
+        "suite_wall_s": 100.0,
+    }
+
+
+def test_parts_merge_into_one_suite_with_each_run_once() -> None:
+    a = _part(["baseline", "archive"], ["shakespeare"], ["slime", "baseline", "no_archive"])
+    b = _part(["baseline"], ["recall"], ["slime", "baseline"])
+    merged = merge_results([a, b])
+    assert merged["groups"] == ["baseline", "archive"]
+    assert merged["tasks"]["baseline"] == ["shakespeare", "recall"]
+    assert len(merged["runs"]) == len(a["runs"]) + len(b["runs"])
+    assert {r["part"] for r in merged["runs"] if r["task"] == "recall"} == {1}
+    assert merged["duplicates"] == []
+    assert merged["suite_wall_s"] == 200.0 and len(merged["parts"]) == 2
+    checks = analyse(merged)["baseline"]["checks"]
+    assert {c["task"] for c in checks if c["outcome"] != "not measured"} == {
+        "shakespeare",
+        "recall",
+    }
+
+
+def test_a_run_made_by_two_parts_is_kept_once_and_reported() -> None:
+    a = _part(["archive"], ["shakespeare"], ["slime", "no_archive"])
+    c = _part(["births"], ["shakespeare"], ["slime", "uniform"], offset=0.5)
+    merged = merge_results([a, c])
+    slime = [r for r in merged["runs"] if r["arm"] == "slime"]
+    assert sorted(r["seed"] for r in slime) == SEEDS  # never six seeds
+    assert all(r["part"] == 0 for r in slime)
+    assert len(merged["duplicates"]) == 3
+    dup = merged["duplicates"][0]
+    assert dup["part"] == 1 and dup["kept_part"] == 0
+    assert dup["val_loss"] == pytest.approx(dup["kept_val_loss"] + 0.5)
+
+
+@pytest.mark.parametrize(
+    ("key", "change"),
+    [
+        ("steps", lambda r: r.update(steps=500)),
+        ("seeds", lambda r: r.update(seeds=[1, 2, 3])),
+        ("profile", lambda r: r["profile"].update(lr=3e-4)),
+        ("params", lambda r: r["params"]["shakespeare"].update(slime=11)),
+    ],
+)
+def test_parts_of_different_setups_are_refused_by_name(key, change) -> None:
+    a = _part(["archive"], ["shakespeare"], ["slime", "no_archive"])
+    b = copy.deepcopy(a)
+    change(b)
+    with pytest.raises(ConfigError, match=key):
+        merge_results([a, b])
+
+
+def test_an_unknown_group_is_refused_by_name() -> None:
+    a = _part(["archive"], ["shakespeare"], ["slime", "no_archive"])
+    b = _part(["chemotaxis"], ["shakespeare"], ["slime", "uniform"])
+    with pytest.raises(ConfigError, match="chemotaxis"):
+        merge_results([a, b])
+
+
+def test_merging_needs_two_parts() -> None:
+    with pytest.raises(ConfigError, match="at least 2"):
+        merge_results([_part(["archive"], ["shakespeare"], ["slime"])])
