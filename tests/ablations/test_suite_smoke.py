@@ -48,6 +48,10 @@ def test_decision_rules_are_stated_in_the_report(report: str) -> None:
         assert f"Group {group.number} ({group.key}): {group.rule}" in report
 
 
+def test_kernels_compile_in_an_untimed_warm_up_before_the_first_run(results: dict) -> None:
+    assert results["warmup_s"] > 0
+
+
 def test_every_arm_ran_every_seed(results: dict) -> None:
     arms = {a for g in GROUPS for a in g.arms}
     seen = {(r["arm"], r["seed"]) for r in results["runs"]}
