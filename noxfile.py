@@ -105,7 +105,7 @@ def integration(session: nox.Session) -> None:
     """Cross-package tests: end-to-end training, SLO machinery, the ablation suite's smoke test.
 
     tests/ablations runs here too so CI exercises the cpu-small ablation machinery on every run;
-    `nox -s ablations` additionally regenerates ablations/REPORT.md.
+    `nox -s ablations` additionally regenerates ablations/cpu-small/REPORT.md.
     """
     _sync(session, "--all-packages")
     _pytest(
@@ -126,7 +126,8 @@ def ablations(session: nox.Session) -> None:
     """
     _sync(session, "--all-packages")
     profile = os.environ.get("SLIME_ABLATION_PROFILE", "cpu-small")
-    out = ROOT / "ablations"
+    # ablations/REPORT.md holds the gpu-full results (merged parts); smaller profiles go beside it.
+    out = ROOT / "ablations" / (profile if profile != "gpu-full" else "")
     suite = ["python", "-m", "slime.train.ablations", "--profile", profile, "--out", str(out)]
     session.run(*suite, *session.posargs)
     session.run("pytest", str(ROOT / "tests" / "ablations"), "-m", "not gpu and not slow")

@@ -7,6 +7,7 @@ import copy
 import pytest
 from slime.proto import ConfigError
 from slime.train.ablations.analysis import analyse
+from slime.train.ablations.groups import groups
 from slime.train.ablations.merge import merge_results
 
 SEEDS = [1337, 1338, 1339]
@@ -52,10 +53,12 @@ def test_parts_merge_into_one_suite_with_each_run_once() -> None:
     merged = merge_results([a, b])
     assert merged["groups"] == ["baseline", "archive"]
     assert merged["tasks"]["baseline"] == ["shakespeare", "recall"]
+    assert merged["tasks"]["ablation"] == ["shakespeare"]  # b ran no ablation group
     assert len(merged["runs"]) == len(a["runs"]) + len(b["runs"])
     assert {r["part"] for r in merged["runs"] if r["task"] == "recall"} == {1}
     assert merged["duplicates"] == []
     assert merged["suite_wall_s"] == 200.0 and len(merged["parts"]) == 2
+    assert "recall" not in analyse(merged)["archive"]["verdict"]
     checks = analyse(merged)["baseline"]["checks"]
     assert {c["task"] for c in checks if c["outcome"] != "not measured"} == {
         "shakespeare",
@@ -100,6 +103,20 @@ def test_an_unknown_group_is_refused_by_name() -> None:
         merge_results([a, b])
 
 
+def test_parts_may_differ_in_their_deadlines() -> None:
+    a = _part(["archive"], ["shakespeare"], ["slime", "no_archive"])
+    b = _part(["baseline"], ["recall"], ["slime", "baseline"])
+    a["profile"]["deadline_s"], b["profile"]["deadline_s"] = 470.0, 250.0
+    merged = merge_results([a, b])
+    assert [p["deadline_s"] for p in merged["parts"]] == [470.0, 250.0]
+
+
 def test_merging_needs_two_parts() -> None:
     with pytest.raises(ConfigError, match="at least 2"):
         merge_results([_part(["archive"], ["shakespeare"], ["slime"])])
+
+
+def test_a_benefit_verdict_without_runs_says_not_measured() -> None:
+    (archive,) = groups(["archive"])
+    verdict = archive.decide(lambda task, check: "not measured", ("recall",))
+    assert "NOT MEASURED" in verdict and "NO CLEAR BENEFIT" not in verdict

@@ -130,6 +130,9 @@ def _decide_benefit(
         lines = []
         for task in tasks:
             results = {m: outcome(task, Check(a, b, m)) for m in metrics}
+            if all(r == "not measured" for r in results.values()):
+                lines.append(f"{task}: {what} NOT MEASURED (no runs of both arms)")
+                continue
             good = [m for m, r in results.items() if r == "better"]
             bad = [m for m, r in results.items() if r == "worse"]
             if good and not bad:

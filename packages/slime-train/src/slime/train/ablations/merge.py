@@ -1,7 +1,8 @@
 """One results dict from several suite runs ("parts"), e.g. groups run in separate device commands.
 
-Parts must share what makes their runs comparable: profile (apart from the task lists), steps per
-run, seeds and model sizes. Each run keeps the index of its part. A (task, arm, seed) that more than
+Parts must share what makes their runs comparable: profile (apart from the task lists and the
+scheduling fields, time budget and deadline, which each part records), steps per run, seeds and
+model sizes. Each run keeps the index of its part. A (task, arm, seed) that more than
 one part ran is kept from the first part listed and the others are recorded under
 ``duplicates`` (with both losses), never silently merged into an interval with more seeds.
 """
@@ -16,6 +17,7 @@ from slime.train.ablations.groups import GROUPS
 __all__ = ["merge_results"]
 
 _TASK_FIELDS = ("baseline_tasks", "ablation_tasks")
+_PER_PART = (*_TASK_FIELDS, "time_budget_s", "deadline_s")
 
 
 def _same(parts: list[dict[str, Any]], key: str, value) -> None:
@@ -33,11 +35,18 @@ def _union(lists) -> list:
     return list(dict.fromkeys(x for items in lists for x in items))
 
 
+def _scope_tasks(parts: list[dict[str, Any]], scope: str) -> list[str]:
+    """Tasks of ``scope`` from the parts that ran a group of that scope (a part restricted to
+    other tasks lists them under both scopes, whichever groups it ran)."""
+    ran = {g.key for g in GROUPS if g.scope == scope}
+    return _union(p["tasks"][scope] for p in parts if ran & set(p["groups"]))
+
+
 def merge_results(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """The parts' runs as one results dict (see the module docstring). Raises ConfigError."""
     if len(parts) < 2:
         raise ConfigError(f"expected at least 2 results to merge, got {len(parts)}", "merge")
-    _same(parts, "profile", lambda r: {k: v for k, v in r["profile"].items() if k not in _TASK_FIELDS})  # fmt: skip
+    _same(parts, "profile", lambda r: {k: v for k, v in r["profile"].items() if k not in _PER_PART})  # fmt: skip
     _same(parts, "steps", lambda r: r["steps"])
     _same(parts, "seeds", lambda r: r["seeds"])
     params: dict[str, Any] = {}
@@ -68,6 +77,7 @@ def merge_results(parts: list[dict[str, Any]]) -> dict[str, Any]:
     profile = dict(parts[0]["profile"])
     for field in _TASK_FIELDS:
         profile[field] = _union(p["profile"][field] for p in parts)
+    profile["time_budget_s"] = profile["deadline_s"] = None  # see each part
     devices = _union([p["device"]] for p in parts)
     torches = _union([p["torch"]] for p in parts)
     return {
@@ -80,10 +90,7 @@ def merge_results(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "torch": " / ".join(torches),
         "calibration": None,
         "params": params,
-        "tasks": {
-            "baseline": _union(p["tasks"]["baseline"] for p in parts),
-            "ablation": _union(p["tasks"]["ablation"] for p in parts),
-        },
+        "tasks": {scope: _scope_tasks(parts, scope) for scope in ("baseline", "ablation")},
         "vocab": {t: v for p in parts for t, v in p["vocab"].items()},
         "runs": runs,
         "runs_not_started": sum(p["runs_not_started"] for p in parts),
@@ -96,6 +103,8 @@ def merge_results(parts: list[dict[str, Any]]) -> dict[str, Any]:
                 "tasks": p["tasks"],
                 "runs": len(p["runs"]),
                 "runs_not_started": p["runs_not_started"],
+                "deadline_s": p["profile"].get("deadline_s"),
+                "warmup_s": p.get("warmup_s"),
                 "suite_wall_s": p["suite_wall_s"],
             }
             for p in parts
