@@ -19,7 +19,7 @@ import nox
 
 nox.options.default_venv_backend = "uv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "wheels", "tests", "integration"]
+nox.options.sessions = ["lint", "wheels", "tests", "integration", "ablations"]
 
 ROOT = pathlib.Path(__file__).parent
 PACKAGES = ["proto", "kernels", "memory", "core", "train", "tools"]
@@ -103,8 +103,10 @@ def tests(session: nox.Session, package: str, device: str) -> None:
 
 @nox.session
 def integration(session: nox.Session) -> None:
-    """Cross-package tests: end-to-end training and the SLO machinery (tests/ablations runs in
-    the `ablations` session, after the whole cpu-small suite)."""
+    """Cross-package tests: end-to-end training and the SLO machinery.
+
+    tests/ablations runs in the `ablations` session, after the whole cpu-small suite.
+    """
     _sync(session, "--all-packages")
     _pytest(
         session,
