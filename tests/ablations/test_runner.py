@@ -60,3 +60,18 @@ def test_a_suite_past_its_deadline_starts_no_run_and_reports_itself_incomplete(
     analysis = write_outputs(results, tmp_path)
     assert all(row["outcome"] == "not measured" for row in analysis["archive"]["checks"])
     assert "**Incomplete:**" in (tmp_path / "REPORT.md").read_text()
+
+
+def test_every_finished_run_is_handed_over_before_the_suite_ends() -> None:
+    seen: list[int] = []
+    results = run_suite(
+        PROFILES["cpu-small"],
+        groups(["archive"]),
+        seeds=2,
+        steps=10,
+        tasks=("recall",),
+        log=lambda line: None,
+        on_run=lambda partial: seen.append(len(partial["runs"])),
+    )
+    assert seen == [1, 2, 3, 4]
+    assert len(results["runs"]) == 4 and results["runs_not_started"] == 0

@@ -52,6 +52,11 @@ def test_kernels_compile_in_an_untimed_warm_up_before_the_first_run(results: dic
     assert results["warmup_s"] > 0
 
 
+def test_the_partial_results_file_is_gone_once_the_suite_finishes(suite: Path) -> None:
+    assert (suite / "results.json").exists()
+    assert not (suite / "results.partial.json").exists()
+
+
 def test_every_arm_ran_every_seed(results: dict) -> None:
     arms = {a for g in GROUPS for a in g.arms}
     seen = {(r["arm"], r["seed"]) for r in results["runs"]}

@@ -294,6 +294,7 @@ def run_suite(
     tasks: tuple[str, ...] | None = None,
     data_dir: str | None = None,
     log: Callable[[str], None] = print,
+    on_run: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run every arm the ``selected`` groups need; returns the raw results (``results.json``).
 
@@ -301,6 +302,8 @@ def run_suite(
         seeds: runs per arm and task (default: the profile's; at least 3 for a confidence interval).
         steps: fixes the steps per run (default: the profile's, or calibrated to its time budget).
         tasks: restricts both task lists of the profile to these tasks.
+        on_run: called after every run with the results so far (same form as the return value),
+            so a suite cut short by its caller's time limit still leaves its finished runs.
     """
     n_seeds = profile.seeds if seeds is None else seeds
     if n_seeds < 2:
@@ -334,6 +337,29 @@ def run_suite(
         for task in work
     }
     warmup_s = warm_up(profile, work, datasets, heldout, device, data_dir)
+
+    def snapshot(skipped: int) -> dict[str, Any]:
+        return {
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "profile": profile.to_dict(),
+            "groups": [g.key for g in selected],
+            "steps": steps,
+            "seeds": [SEED_BASE + i for i in range(n_seeds)],
+            "device": _device_name(device),
+            "torch": torch.__version__,
+            "calibration": calibration,
+            "params": params,
+            "tasks": {
+                "baseline": list(profile.baseline_tasks),
+                "ablation": list(profile.ablation_tasks),
+            },
+            "vocab": {t: d.vocab_size for t, d in datasets.items()},
+            "runs": runs,
+            "runs_not_started": skipped,
+            "warmup_s": warmup_s,
+            "suite_wall_s": time.perf_counter() - t_suite,
+        }
+
     log(f"warm-up (compiles kernels outside the timed runs): {warmup_s:.1f} s")
     skipped = 0
     for i, task, name in schedule:
@@ -357,31 +383,14 @@ def run_suite(
         )
         record["run_s"] = time.perf_counter() - t0
         runs.append(record)
+        if on_run is not None:
+            on_run(snapshot(len(schedule) - len(runs)))
         log(
             f"[{len(runs)}/{len(schedule)}] {task} {name} seed {record['seed']}: "
             f"val_loss {record['val_loss']:.4f}, {record['tokens_per_s']:,.0f} tok/s, "
             f"{record['run_s']:.1f} s"
         )
-    return {
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "profile": profile.to_dict(),
-        "groups": [g.key for g in selected],
-        "steps": steps,
-        "seeds": [SEED_BASE + i for i in range(n_seeds)],
-        "device": _device_name(device),
-        "torch": torch.__version__,
-        "calibration": calibration,
-        "params": params,
-        "tasks": {
-            "baseline": list(profile.baseline_tasks),
-            "ablation": list(profile.ablation_tasks),
-        },
-        "vocab": {t: d.vocab_size for t, d in datasets.items()},
-        "runs": runs,
-        "runs_not_started": skipped,
-        "warmup_s": warmup_s,
-        "suite_wall_s": time.perf_counter() - t_suite,
-    }
+    return snapshot(skipped)
 
 
 def _restrict(profile: Profile, tasks: tuple[str, ...]) -> Profile:

@@ -67,6 +67,17 @@ def _clean(value: Any) -> Any:
     return value
 
 
+PARTIAL = "results.partial.json"
+
+
+def _write_partial(results: dict[str, Any], out: Path) -> None:
+    """The finished runs so far, replaced atomically after each run (``--merge`` reads it)."""
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / (PARTIAL + ".tmp")
+    tmp.write_text(json.dumps(_clean(results)) + "\n", encoding="utf-8")
+    tmp.replace(out / PARTIAL)
+
+
 def write_outputs(results: dict[str, Any], out: Path) -> dict[str, Any]:
     """Analyse ``results`` and write results.json, REPORT.md and the plots into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
@@ -99,8 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             tasks=tuple(args.tasks) if args.tasks else None,
             data_dir=args.data_dir,
             log=lambda line: print(line, flush=True),
+            on_run=lambda partial: _write_partial(partial, Path(args.out)),
         )
         analysis = write_outputs(results, Path(args.out))
+        (Path(args.out) / PARTIAL).unlink(missing_ok=True)
     except SlimeError as exc:
         print(f"ablations: error: {exc}", file=sys.stderr)
         return 2
