@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 from slime.proto import ConfigError
@@ -120,3 +121,15 @@ def test_a_benefit_verdict_without_runs_says_not_measured() -> None:
     (archive,) = groups(["archive"])
     verdict = archive.decide(lambda task, check: "not measured", ("recall",))
     assert "NOT MEASURED" in verdict and "NO CLEAR BENEFIT" not in verdict
+
+
+def test_merging_a_file_that_is_not_suite_results_names_it(tmp_path, capsys) -> None:
+    from slime.train.ablations import main
+
+    good = tmp_path / "a.json"
+    good.write_text(json.dumps(_part(["archive"], ["shakespeare"], ["slime"])))
+    bad = tmp_path / "b.json"
+    bad.write_text(json.dumps({"runs": []}))
+    assert main(["--merge", str(good), str(bad), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "b.json is not a suite results file" in err and "profile" in err

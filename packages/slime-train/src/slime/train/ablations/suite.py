@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from slime.proto import SlimeError
+from slime.proto import ConfigError, SlimeError
 from slime.train.ablations.analysis import analyse
 from slime.train.ablations.groups import GROUPS, groups
 from slime.train.ablations.merge import merge_results
@@ -68,6 +68,7 @@ def _clean(value: Any) -> Any:
 
 
 PARTIAL = "results.partial.json"
+_RESULT_KEYS = ("profile", "groups", "steps", "seeds", "params", "tasks", "runs", "device")
 
 
 def _write_partial(results: dict[str, Any], out: Path) -> None:
@@ -130,7 +131,12 @@ def _print_verdicts(analysis: dict[str, Any], out: Path) -> None:
 def _merge(paths: list[str], out: Path) -> int:
     try:
         parts = [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
-        for part in parts:
+        for path, part in zip(paths, parts, strict=True):
+            missing = (
+                [k for k in _RESULT_KEYS if k not in part] if isinstance(part, dict) else ["*"]
+            )
+            if missing:
+                raise ConfigError(f"{path} is not a suite results file: no {missing}", "--merge")
             part.pop("analysis", None)  # recomputed from the merged runs
         analysis = write_outputs(merge_results(parts), out)
     except (OSError, json.JSONDecodeError, SlimeError) as exc:
