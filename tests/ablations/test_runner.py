@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 from slime.train.ablations import GROUPS, PROFILES, run_suite, write_outputs
+from slime.train.ablations.calibration import calibrate_steps
 from slime.train.ablations.groups import groups
-from slime.train.ablations.runner import calibrate_steps, default_data_dir, plan
+from slime.train.ablations.runner import default_data_dir, plan
 from slime.train.build import build_dataset
 
 
