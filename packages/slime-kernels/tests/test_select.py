@@ -35,3 +35,24 @@ def test_unknown_backend_is_named():
 def test_bad_device_is_named():
     with pytest.raises(KernelError, match="'gpu0'"):
         select_kernel("gpu0")
+
+
+@pytest.mark.parametrize(
+    ("head_dim", "name"), [(8, "torch"), (48, "torch"), (64, "triton"), (None, "triton")]
+)
+def test_auto_on_cuda_falls_back_for_a_head_dim_triton_does_not_take(head_dim, name):
+    assert select_kernel("cuda", head_dim=head_dim).name == name
+
+
+def test_forced_triton_keeps_triton_whatever_the_head_dim():
+    assert select_kernel("cuda", backend="triton", head_dim=8).name == "triton"
+
+
+def test_auto_pool_attention_resolves_by_head_dim_on_cuda():
+    import torch
+    from slime.kernels import functional
+
+    cuda = torch.device("cuda")
+    assert functional._resolve("auto", cuda, 8) == "torch"
+    assert functional._resolve("auto", cuda, 32) == "triton"
+    assert functional._resolve("triton", cuda, 8) == "triton"

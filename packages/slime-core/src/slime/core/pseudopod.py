@@ -172,7 +172,7 @@ class Pseudopod(nn.Module):
         if kernel is None:
             from slime.kernels import select_kernel
 
-            kernel = select_kernel(device)
+            kernel = select_kernel(device, head_dim=data["head_dim"])
         pod = cls(
             data["n_embd"],
             data["head_dim"],

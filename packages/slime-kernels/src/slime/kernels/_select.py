@@ -5,17 +5,22 @@ from __future__ import annotations
 import torch
 from slime.kernels.functional import triton_available
 from slime.kernels.torch_fallback import TorchKernel
+from slime.kernels.utils import TRITON_HEAD_DIMS
 from slime.proto import Kernel, KernelError
 
 __all__ = ["select_kernel"]
 
 
-def select_kernel(device: torch.device | str | None = None, backend: str = "auto") -> Kernel:
+def select_kernel(
+    device: torch.device | str | None = None, backend: str = "auto", head_dim: int | None = None
+) -> Kernel:
     """The Kernel for ``device``: Triton on CUDA when triton imports, the torch fallback otherwise.
 
     Args:
         device: where the tensors will live; None means CPU.
         backend: ``"auto"``, or ``"torch"`` / ``"triton"`` to force one.
+        head_dim: the pods' head dim, when known: ``"auto"`` then picks the torch fallback for a
+            head dim the Triton kernel does not take (a forced ``"triton"`` raises at its first call).
 
     Raises:
         KernelError: ``backend`` is not one of those three, or ``device`` is not a device.
@@ -31,7 +36,8 @@ def select_kernel(device: torch.device | str | None = None, backend: str = "auto
 
         return TritonKernel()
     if backend == "auto":
-        if dev.type == "cuda" and triton_available():
+        fits = head_dim is None or head_dim in TRITON_HEAD_DIMS
+        if dev.type == "cuda" and triton_available() and fits:
             from slime.kernels.triton_impl import TritonKernel
 
             return TritonKernel()

@@ -35,16 +35,17 @@ def triton_available() -> bool:
     return _HAS_TRITON
 
 
-def _resolve(backend: str, device: torch.device) -> str:
+def _resolve(backend: str, device: torch.device, head_dim: int | None = None) -> str:
     if backend not in BACKENDS:
         raise KernelError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        return "triton" if device.type == "cuda" and triton_available() else "torch"
+        fits = head_dim is None or head_dim in utils.TRITON_HEAD_DIMS
+        return "triton" if device.type == "cuda" and triton_available() and fits else "torch"
     return backend
 
 
 def _forward_impl(q, k, v, key_padding_mask, alive, causal, scale, backend):
-    if _resolve(backend, q.device) == "triton":
+    if _resolve(backend, q.device, q.shape[-1]) == "triton":
         from slime.kernels import _triton_attention
 
         return _triton_attention.forward(q, k, v, causal, scale, key_padding_mask, alive)
@@ -54,7 +55,7 @@ def _forward_impl(q, k, v, key_padding_mask, alive, causal, scale, backend):
 def _backward_impl(
     grad_out, q, k, v, out, lse, grad_lse, key_padding_mask, alive, causal, scale, backend
 ):
-    if _resolve(backend, q.device) == "triton":
+    if _resolve(backend, q.device, q.shape[-1]) == "triton":
         from slime.kernels import _triton_attention
 
         return _triton_attention.backward(
@@ -183,7 +184,8 @@ def pool_attention(
         scale: logit scale; None means ``d ** -0.5``.
         key_padding_mask: ``(B, T)`` bool, True where a key may be attended.
         alive: ``(P,)`` bool, False for the empty slots of a pool below capacity.
-        backend: ``"auto"`` (Triton on CUDA, torch elsewhere), ``"torch"`` or ``"triton"``.
+        backend: ``"auto"`` (Triton on CUDA for head dims 16/32/64/128, torch otherwise),
+            ``"torch"`` or ``"triton"``.
 
     Returns:
         ``(B, P, T, d)`` in the input dtype, accumulated in fp32. Queries with no visible key and
@@ -192,7 +194,10 @@ def pool_attention(
     Raises:
         KernelError: an argument violates the shapes, dtypes, devices or limits above.
     """
-    resolved = _resolve(backend, q.device if isinstance(q, Tensor) else torch.device("cpu"))
+    if isinstance(q, Tensor):
+        resolved = _resolve(backend, q.device, q.shape[-1] if q.dim() else None)
+    else:
+        resolved = _resolve(backend, torch.device("cpu"))
     head_dims = utils.TRITON_HEAD_DIMS if resolved == "triton" else None
     utils.check_attention_inputs(q, k, v, key_padding_mask, alive, head_dims=head_dims)
     scale = utils.resolve_scale(scale, q.shape[-1])

@@ -39,7 +39,7 @@ class SlimeModel(nn.Module):
     Args:
         config: the architecture.
         kernel: compute backend for every pod (default: ``select_kernel(device,
-            config.kernel_backend)``).
+            config.kernel_backend, config.head_dim)``: Triton on CUDA where it takes the head dim).
         metrics: records each forward's latency and tokens; per-pod counters.
         tracer: OpenTelemetry tracer for spans (None: no spans).
         generator: seeds the initialisation (N(0, 0.02); residual projections scaled by
@@ -59,7 +59,7 @@ class SlimeModel(nn.Module):
         super().__init__()
         device = torch.device(device) if device is not None else torch.device("cpu")
         if kernel is None:
-            kernel = select_kernel(device, backend=config.kernel_backend)
+            kernel = select_kernel(device, backend=config.kernel_backend, head_dim=config.head_dim)
         self.config, self.kernel, self.metrics, self.tracer = config, kernel, metrics, tracer
         c = config
         resid_std = 0.02 / math.sqrt(2 * c.n_layer)

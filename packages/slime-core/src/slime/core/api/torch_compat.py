@@ -63,7 +63,7 @@ class SlimeMoldEncoder(nn.Module):
                 f"expected one of {sorted(_ACTIVATIONS)}, got {activation!r}", "activation"
             )
         device = torch.device(device) if device is not None else torch.device("cpu")
-        kernel = kernel if kernel is not None else select_kernel(device)
+        kernel = kernel if kernel is not None else select_kernel(device, head_dim=d_model // nhead)
         self.batch_first = batch_first
         layers = []
         for i in range(num_layers):
