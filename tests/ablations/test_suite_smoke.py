@@ -139,3 +139,12 @@ def test_a_suite_split_into_parts_merges_back_to_the_same_verdicts(
         ] == outcomes
     assert len(merged["duplicates"]) == SEEDS  # slime ran in both parts
     assert "## Parts" in (out / "REPORT.md").read_text()
+
+
+def test_one_results_file_renders_its_report_and_plots_again(results: dict, tmp_path: Path) -> None:
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    out = tmp_path / "again"
+    assert main(["--merge", str(path), "--out", str(out)]) == 0
+    assert (out / "REPORT.md").exists() and list(out.glob("*.png"))
+    assert json.loads((out / "results.json").read_text())["runs"] == results["runs"]

@@ -51,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
         "--merge",
         nargs="+",
         metavar="RESULTS_JSON",
-        help="run nothing: merge these results.json files (parts of one suite) into --out",
+        help="run nothing: merge these results.json files (parts of one suite) into --out "
+        "(one file: render its report and plots again)",
     )
     return parser
 
@@ -138,7 +139,8 @@ def _merge(paths: list[str], out: Path) -> int:
             if missing:
                 raise ConfigError(f"{path} is not a suite results file: no {missing}", "--merge")
             part.pop("analysis", None)  # recomputed from the merged runs
-        analysis = write_outputs(merge_results(parts), out)
+        results = merge_results(parts) if len(parts) > 1 else parts[0]  # one: re-render only
+        analysis = write_outputs(results, out)
     except (OSError, json.JSONDecodeError, SlimeError) as exc:
         print(f"ablations: error: {exc}", file=sys.stderr)
         return 2
