@@ -202,3 +202,12 @@ def test_a_slime_run_exports_its_final_model_for_slime_tools(tmp_path: Path) -> 
 def test_a_baseline_run_has_no_slime_model_export(tmp_path: Path) -> None:
     _trainer(tmp_path, model={"kind": "baseline"}).fit()
     assert not (tmp_path / "model").exists()
+
+
+def test_a_step_after_evaluation_or_a_probe_trains_every_module() -> None:
+    trainer = _trainer()
+    trainer.evaluate()
+    trainer.model.measure_behaviour(trainer.probe[0])
+    trainer.model.eval()  # as a caller's own probe might leave it
+    trainer.train_step()
+    assert all(m.training for m in trainer.model.modules())

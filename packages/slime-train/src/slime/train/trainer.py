@@ -146,7 +146,8 @@ class Trainer:
             idx.to(self.device, non_blocking=True),
             targets.to(self.device, non_blocking=True),
         )
-        self.model.train()
+        if not self.model.training:  # every eval() here restores the whole tree at its root;
+            self.model.train()  # walking slime's pod modules each step costs ~0.6 ms of host time
         with self._timed("forward"), self._autocast():
             if self.is_slime:
                 _, loss = self.model(idx, targets)
