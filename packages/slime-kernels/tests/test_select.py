@@ -53,6 +53,6 @@ def test_auto_pool_attention_resolves_by_head_dim_on_cuda():
     from slime.kernels import functional
 
     cuda = torch.device("cuda")
-    assert functional._resolve("auto", cuda, 8) == "torch"
-    assert functional._resolve("auto", cuda, 32) == "triton"
-    assert functional._resolve("triton", cuda, 8) == "triton"
+    assert functional.resolve_backend("auto", cuda, 8) == "torch"
+    assert functional.resolve_backend("auto", cuda, 32) == "triton"
+    assert functional.resolve_backend("triton", cuda, 8) == "triton"

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import torch
-from slime.kernels.functional import triton_available
+from slime.kernels.functional import resolve_backend
 from slime.kernels.torch_fallback import TorchKernel
-from slime.kernels.utils import TRITON_HEAD_DIMS
 from slime.proto import Kernel, KernelError
 
 __all__ = ["select_kernel"]
@@ -29,17 +28,8 @@ def select_kernel(
         dev = torch.device("cpu" if device is None else device)
     except (RuntimeError, TypeError) as err:
         raise KernelError(f"device {device!r} is not a torch device") from err
-    if backend == "torch":
-        return TorchKernel()
-    if backend == "triton":
+    if resolve_backend(backend, dev, head_dim) == "triton":
         from slime.kernels.triton_impl import TritonKernel
 
         return TritonKernel()
-    if backend == "auto":
-        fits = head_dim is None or head_dim in TRITON_HEAD_DIMS
-        if dev.type == "cuda" and triton_available() and fits:
-            from slime.kernels.triton_impl import TritonKernel
-
-            return TritonKernel()
-        return TorchKernel()
-    raise KernelError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
+    return TorchKernel()

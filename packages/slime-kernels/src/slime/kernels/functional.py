@@ -35,7 +35,9 @@ def triton_available() -> bool:
     return _HAS_TRITON
 
 
-def _resolve(backend: str, device: torch.device, head_dim: int | None = None) -> str:
+def resolve_backend(backend: str, device: torch.device, head_dim: int | None = None) -> str:
+    """``"triton"`` or ``"torch"``: what ``backend`` means on ``device`` for ``head_dim`` (the one
+    rule behind ``pool_attention`` and ``select_kernel``). Raises KernelError for another name."""
     if backend not in BACKENDS:
         raise KernelError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
@@ -45,7 +47,7 @@ def _resolve(backend: str, device: torch.device, head_dim: int | None = None) ->
 
 
 def _forward_impl(q, k, v, key_padding_mask, alive, causal, scale, backend):
-    if _resolve(backend, q.device, q.shape[-1]) == "triton":
+    if resolve_backend(backend, q.device, q.shape[-1]) == "triton":
         from slime.kernels import _triton_attention
 
         return _triton_attention.forward(q, k, v, causal, scale, key_padding_mask, alive)
@@ -55,7 +57,7 @@ def _forward_impl(q, k, v, key_padding_mask, alive, causal, scale, backend):
 def _backward_impl(
     grad_out, q, k, v, out, lse, grad_lse, key_padding_mask, alive, causal, scale, backend
 ):
-    if _resolve(backend, q.device, q.shape[-1]) == "triton":
+    if resolve_backend(backend, q.device, q.shape[-1]) == "triton":
         from slime.kernels import _triton_attention
 
         return _triton_attention.backward(
@@ -195,9 +197,9 @@ def pool_attention(
         KernelError: an argument violates the shapes, dtypes, devices or limits above.
     """
     if isinstance(q, Tensor):
-        resolved = _resolve(backend, q.device, q.shape[-1] if q.dim() else None)
+        resolved = resolve_backend(backend, q.device, q.shape[-1] if q.dim() else None)
     else:
-        resolved = _resolve(backend, torch.device("cpu"))
+        resolved = resolve_backend(backend, torch.device("cpu"))
     head_dims = utils.TRITON_HEAD_DIMS if resolved == "triton" else None
     utils.check_attention_inputs(q, k, v, key_padding_mask, alive, head_dims=head_dims)
     scale = utils.resolve_scale(scale, q.shape[-1])
@@ -215,7 +217,7 @@ def effective_rank(m: Tensor) -> Tensor:
 
     On CUDA (with triton) no host synchronisation happens; elsewhere ``torch.linalg.eigvalsh``.
     """
-    if isinstance(m, Tensor) and _resolve("auto", m.device) == "triton":
+    if isinstance(m, Tensor) and resolve_backend("auto", m.device) == "triton":
         from slime.kernels import _triton_erank
 
         return _triton_erank.effective_rank(m)
