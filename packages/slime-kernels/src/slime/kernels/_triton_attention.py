@@ -309,7 +309,9 @@ def default_config(kernel: str, d: int, device: torch.device) -> Config:
         return {"BLOCK_M": 32, "BLOCK_N": 32, "num_warps": 4, "num_stages": 1}
     big = d > 64
     if kernel == "fwd":
-        return {"BLOCK_M": 128, "BLOCK_N": 32 if big else 64, "num_warps": 8 if big else 4, "num_stages": 4}  # fmt: skip
+        if big:
+            return {"BLOCK_M": 128, "BLOCK_N": 32, "num_warps": 8, "num_stages": 4}
+        return {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3}
     if kernel == "dkdv":
         return {"BLOCK_M": 32 if big else 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3}
     return {"BLOCK_M": 64, "BLOCK_N": 32 if big else 64, "num_warps": 4, "num_stages": 3}

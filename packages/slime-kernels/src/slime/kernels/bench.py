@@ -1,12 +1,15 @@
-"""Benchmark: ``python -m slime.kernels.bench [--sweep] [--json PATH]`` on a CUDA machine.
+"""Benchmark: ``python -m slime.kernels.bench [--sweep] [--host] [--json PATH]`` on a CUDA machine.
 
 Prints markdown tables: pool attention forward and forward+backward TF/s next to torch SDPA's
 flash, cuDNN and memory-efficient backends (pinned with ``sdpa_kernel``) at the issue's shapes,
 bf16 causal; then the Triton effective rank against ``torch.linalg.eigvalsh``. ``--sweep`` first
 times every candidate launch config of the attention kernels and of the effective rank
-(``--sweep-erank``: the latter only). Times are medians of ``triton.testing.do_bench``, eager
-(host launch cost included), then forward and effective rank replayed from a CUDA graph; FLOPs count causal attention as half the dense work and
-the backward as 2.5x the forward (the FlashAttention convention).
+(``--sweep-erank``: the latter only; ``--sweep-fwd``: forward configs from CUDA graphs).
+``--host`` first prints the host time of each layer of an eager call; ``--only`` stops after the
+options' tables. Times are medians of ``triton.testing.do_bench``, eager (host launch cost
+included), then forward and effective rank replayed from a CUDA graph; FLOPs count causal
+attention as half the dense work and the backward as 2.5x the forward (the FlashAttention
+convention).
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import statistics
 import sys
+import time
 
 import torch
 import triton
-from slime.kernels import _triton_attention, _triton_erank, pool_attention, torch_fallback
+from slime.kernels import _triton_attention, _triton_erank, pool_attention, torch_fallback, utils
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.functional import scaled_dot_product_attention
 
@@ -190,6 +195,178 @@ def sweep_attention(shape) -> list[dict]:
     return rows
 
 
+def sweep_forward_graph(shape) -> list[dict]:
+    """Each forward config at ``shape`` (bf16 causal), timed from a CUDA graph: device time only."""
+    q, k, v = (x.detach() for x in _inputs(shape))
+    args = (True, shape[-1] ** -0.5, None, None)
+    rows = []
+    for t in FWD_CONFIGS:
+        ms = _graph_ms(lambda t=t: _triton_attention.forward(q, k, v, *args, config=_cfg(t)))
+        rows.append({"kernel": "fwd (graph)", "shape": shape, "config": t, "ms": ms})
+    return rows
+
+
+def _host_us(fn, calls: int = 200, repeats: int = 7) -> float:
+    """Median host time of one ``fn()`` call in microseconds, while the GPU keeps up (tiny shapes).
+
+    Only the host's side is timed: the loop is not synchronised, so the GPU work it queues runs
+    behind it; the queue is drained between repeats.
+    """
+    for _ in range(20):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        times.append((time.perf_counter() - start) / calls * 1e6)
+        torch.cuda.synchronize()
+    return statistics.median(times)
+
+
+class _Identity(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+def host_rows(shape=(1, 1, 16, 64)) -> list[dict]:
+    """Host microseconds per call of each layer of an eager pool-attention call, at a shape whose
+    GPU work is negligible, next to SDPA's: where the eager overhead comes from."""
+    q, k, v = _inputs(shape)
+    grad = torch.randn_like(q)
+    scale = shape[-1] ** -0.5
+    plain = [x.detach() for x in (q, k, v)]
+    out, lse = _triton_attention.forward(*plain, True, scale, None, None)
+
+    def fwd_bwd(fn, inputs=(q, k, v)):
+        return lambda: torch.autograd.grad(fn(q, k, v), inputs, grad)
+
+    def sdpa(backend):
+        def fn(q, k, v):
+            with sdpa_kernel(backend):
+                return scaled_dot_product_attention(q, k, v, is_causal=True)
+
+        return fn
+
+    def attention(q, k, v):
+        return pool_attention(q, k, v, causal=True)
+
+    items = {
+        "check_attention_inputs": lambda: utils.check_attention_inputs(
+            q, k, v, None, None, head_dims=utils.TRITON_HEAD_DIMS
+        ),
+        "check_free_memory (driver query)": lambda: utils.check_free_memory(
+            1 << 20, q.device, "bench"
+        ),
+        "torch.empty_like": lambda: torch.empty_like(q),
+        "triton _fwd_kernel launch alone": _fwd_launch(*plain, torch.empty_like(out), scale),
+        "triton forward (check + alloc + 1 launch)": lambda: _triton_attention.forward(
+            *plain, True, scale, None, None
+        ),
+        "triton backward (alloc + 3 launches)": lambda: _triton_attention.backward(
+            grad, *plain, out, lse, None, True, scale, None, None
+        ),
+        "pool_attention forward, no_grad": lambda: _no_grad(attention, q, k, v),
+        "pool_attention forward, grad": lambda: attention(q, k, v),
+        "pool_attention fwd+bwd": fwd_bwd(attention),
+        "identity autograd.Function fwd+bwd": fwd_bwd(lambda q, k, v: _Identity.apply(q), (q,)),
+        "sdpa-cudnn fwd+bwd": fwd_bwd(sdpa(SDPBackend.CUDNN_ATTENTION)),
+        "sdpa-flash fwd+bwd": fwd_bwd(sdpa(SDPBackend.FLASH_ATTENTION)),
+    }
+    rows = []
+    for name, fn in items.items():
+        try:
+            rows.append({"what": name, "shape": shape, "host_us": _host_us(fn)})
+        except RuntimeError as exc:
+            rows.append({"what": name, "shape": shape, "error": str(exc).splitlines()[0][:80]})
+    return rows
+
+
+def _fwd_launch(q, k, v, out, scale):
+    """The forward kernel's bare launch through Triton's dispatcher (outputs preallocated)."""
+    batch, pool, seq, d = q.shape
+    cfg = _triton_attention.default_config("fwd", d, q.device)
+    lse = torch.empty((batch, pool, seq), dtype=torch.float32, device=q.device)
+    grid = (triton.cdiv(seq, cfg["BLOCK_M"]), batch * pool)
+
+    def launch():
+        _triton_attention._fwd_kernel[grid](
+            q, k, v, out, lse, q, q,
+            *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
+            pool, seq, scale * _triton_attention._LOG2E,
+            CAUSAL=True, HAS_KPM=False, HAS_ALIVE=False, D=d, PRECISION="tf32", **cfg,
+        )  # fmt: skip
+
+    return launch
+
+
+def backward_attribution(shape=(1, 1, 16, 64), calls: int = 200) -> list[dict]:
+    """Where an eager forward+backward's host time goes once autograd takes over: host µs per call
+    spent inside the Function's backward and inside the Triton backward when autograd calls them
+    (from its device thread), against the whole call and the Triton backward called directly."""
+    from slime.kernels import functional
+
+    q, k, v = _inputs(shape)
+    grad = torch.randn_like(q)
+    spent: dict[str, float] = {"Function.backward": 0.0, "triton backward": 0.0}
+    timed = {
+        "Function.backward": (functional._EagerAttention, "backward", True),
+        "triton backward": (_triton_attention, "backward", False),
+    }
+    originals = {name: getattr(owner, attr) for name, (owner, attr, _) in timed.items()}
+
+    def wrap(name, fn):
+        def timed_fn(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - start
+
+        return timed_fn
+
+    def step():
+        torch.autograd.grad(pool_attention(q, k, v, causal=True), (q, k, v), grad)
+
+    for _ in range(20):
+        step()
+    torch.cuda.synchronize()
+    for name, (owner, attr, static) in timed.items():
+        fn = wrap(name, originals[name])
+        setattr(owner, attr, staticmethod(fn) if static else fn)
+    try:
+        start = time.perf_counter()
+        for _ in range(calls):
+            step()
+        total = time.perf_counter() - start
+        torch.cuda.synchronize()
+    finally:
+        for name, (owner, attr, static) in timed.items():
+            setattr(owner, attr, staticmethod(originals[name]) if static else originals[name])
+    rows = [{"what": "fwd+bwd, whole call", "host_us": total / calls * 1e6}]
+    rows += [{"what": f"inside {n} (autograd thread)", "host_us": t / calls * 1e6}
+             for n, t in spent.items()]  # fmt: skip
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(50):
+            step()
+        torch.cuda.synchronize()
+    print(
+        prof.key_averages().table(sort_by="cpu_time_total", row_limit=30, max_name_column_width=60)
+    )
+    return rows
+
+
+def _no_grad(fn, *args):
+    with torch.no_grad():
+        return fn(*args)
+
+
 def _correlations(pool: int, d: int) -> torch.Tensor:
     x = torch.randn(pool, 4 * d, d, device="cuda")
     x[:, :, d // 2 :] += x[:, :, : d - d // 2] * 2  # correlated halves: a spread spectrum
@@ -231,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweep", action="store_true", help="time every candidate config first")
     parser.add_argument("--sweep-erank", action="store_true", help="sweep effective rank only")
+    parser.add_argument("--sweep-fwd", action="store_true", help="forward configs, graph-timed")
+    parser.add_argument("--host", action="store_true", help="host cost per eager call, by layer")
+    parser.add_argument("--only", action="store_true", help="skip the main tables")
     parser.add_argument("--json", help="also write all rows to this JSON file")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
@@ -253,6 +433,22 @@ def main(argv: list[str] | None = None) -> int:
         variants = erank_rows(ERANK_VARIANTS)
         results["erank_sweep"] = variants
         _print_table(variants, ["P", "d", "variant", "ms", "speedup", "max_rel_err"])
+    if args.host:
+        host = host_rows()
+        results["host"] = host
+        print("Host time per eager call (GPU work negligible at this shape):")
+        _print_table(host, ["what", "shape", "host_us", "error"])
+        inside = backward_attribution()
+        results["host_backward"] = inside
+        print("Host time of an eager forward+backward, attributed:")
+        _print_table(inside, ["what", "host_us"])
+    if args.sweep_fwd:
+        fwd = [row for shape in SHAPES for row in sweep_forward_graph(shape)]
+        results["sweep_fwd"] = fwd
+        _print_table(fwd, ["kernel", "shape", "config", "ms"])
+    if args.only:
+        _dump(results, args.json)
+        return 0
     attention = [row for shape in SHAPES for row in attention_rows(shape)]
     results["attention"] = attention
     print("Pool attention, bf16, causal (B, P, T, d):")
