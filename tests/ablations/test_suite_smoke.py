@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,23 @@ def test_one_results_file_renders_its_report_and_plots_again(results: dict, tmp_
     assert main(["--merge", str(path), "--out", str(out)]) == 0
     assert (out / "REPORT.md").exists() and list(out.glob("*.png"))
     assert json.loads((out / "results.json").read_text())["runs"] == results["runs"]
+
+
+def test_a_part_without_group_1_links_only_the_plots_it_has(results: dict, tmp_path: Path) -> None:
+    keys = ("fitness", "births")
+    arms = {a for g in GROUPS if g.key in keys for a in g.arms}
+    part = {
+        **results,
+        "groups": list(keys),
+        "runs": [r for r in results["runs"] if r["arm"] in arms],
+    }
+    part.pop("analysis")
+    path = tmp_path / "part.json"
+    path.write_text(json.dumps(part))
+    out = tmp_path / "rendered"
+    assert main(["--merge", str(path), "--out", str(out)]) == 0
+    report = (out / "REPORT.md").read_text()
+    linked = re.findall(r"\]\(([\w.]+\.png)\)", report)
+    assert linked and all((out / name).is_file() for name in linked)
+    assert "loss_baseline.png" not in linked and "bars_5_fitness.png" in linked
+    assert "- Tasks: groups 5, 6 on recall." in report

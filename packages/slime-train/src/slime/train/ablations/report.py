@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,19 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
+def _task_scopes(results: dict[str, Any]) -> str:
+    """Which tasks the groups that ran used, e.g. "group 1 on a, b; groups 2, 5 on a"."""
+    ran = groups(results["groups"])
+    scopes = []
+    for scope in ("baseline", "ablation"):
+        numbers = [str(g.number) for g in ran if g.scope == scope]
+        if numbers:
+            label = "group" if len(numbers) == 1 else "groups"
+            tasks = ", ".join(results["tasks"][scope])
+            scopes.append(f"{label} {', '.join(numbers)} on {tasks}")
+    return "; ".join(scopes)
+
+
 def _setup(results: dict[str, Any]) -> list[str]:
     p = results["profile"]
     m = p["model"]
@@ -64,8 +78,7 @@ def _setup(results: dict[str, Any]) -> list[str]:
         f"{m['head_dim']}, pod capacity {m['pod_capacity']}.",
         f"- Lifecycle as fractions of the run: warmup {lc['warmup']:.0%}, gentle until "
         f"{lc['gentle']:.0%}, medium every {lc['medium']:.1%}, slow every {lc['slow']:.0%}.",
-        f"- Tasks: group 1 on {', '.join(results['tasks']['baseline'])}; groups 2-6 on "
-        f"{', '.join(results['tasks']['ablation'])}. WikiText-2 (character level): the offline "
+        f"- Tasks: {_task_scopes(results)}. WikiText-2 (character level): the offline "
         "copy has no train split, so **valid.txt is trained on and test.txt is the held-out set**. "
         "Tiny-shakespeare: first 90% train, last 10% held out. Copy / recall: fresh random "
         "sequences.",
@@ -105,7 +118,7 @@ def _rules(results: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
-def _group(results: dict[str, Any], analysis: dict[str, Any], group) -> list[str]:
+def _group(results: dict[str, Any], analysis: dict[str, Any], group, plots: set[str]) -> list[str]:
     runs = results["runs"]
     tasks = results["tasks"][group.scope]
     extra = tuple(dict.fromkeys(c.metric for c in group.checks if c.metric not in MAIN_METRICS))
@@ -135,7 +148,8 @@ def _group(results: dict[str, Any], analysis: dict[str, Any], group) -> list[str
     spent = sum(r.get("run_s", 0.0) for r in runs if r["task"] in tasks and r["arm"] in group.arms)
     lines += [f"Its runs took {spent:.0f} s in all (arms shared with other groups included).", ""]
     lines += [f"**Verdict:** {analysis[group.key]['verdict']}", ""]
-    lines += [f"![bars](bars_{group.number}_{group.key}.png)", ""]
+    if (bars := f"bars_{group.number}_{group.key}.png") in plots:
+        lines += [f"![bars]({bars})", ""]
     return lines
 
 
@@ -216,8 +230,12 @@ def _failures(results: dict[str, Any]) -> list[str]:
     ] + [""]
 
 
-def render_report(results: dict[str, Any], analysis: dict[str, Any], path: Path) -> Path:
-    """Write REPORT.md for ``results`` and their ``analysis`` (see :func:`analyse`)."""
+def render_report(
+    results: dict[str, Any], analysis: dict[str, Any], path: Path, plots: Collection[Path]
+) -> Path:
+    """Write REPORT.md for ``results`` and their ``analysis`` (see :func:`analyse`), showing the
+    ``plots`` written beside it (see :func:`write_plots`) and no others."""
+    shown = {Path(p).name for p in plots}
     selected = groups(results["groups"])
     lines = ["# Ablations: does slime beat a plain transformer?", ""]
     if results["profile"]["name"] == "cpu-small":
@@ -239,20 +257,11 @@ def render_report(results: dict[str, Any], analysis: dict[str, Any], path: Path)
     ]
     lines += _setup(results) + _parts(results) + _rules(results)
     for group in selected:
-        lines += _group(results, analysis, group)
+        lines += _group(results, analysis, group, shown)
     lines += _diagnostics(results)
     lines += ["## Plots", ""]
-    lines += [
-        f"![{n}]({n}.png)"
-        for n in (
-            "loss_baseline",
-            "loss_ablations",
-            "pool_size",
-            "coverage",
-            "qd_score",
-            "descriptor_variance",
-        )
-    ]
+    names = ("loss_baseline", "loss_ablations", "pool_size", "coverage", "qd_score")
+    lines += [f"![{n}]({n}.png)" for n in (*names, "descriptor_variance") if f"{n}.png" in shown]
     lines += ["", "## Run health", ""] + _failures(results)
     lines += [
         "## Caveats",

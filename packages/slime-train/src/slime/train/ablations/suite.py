@@ -86,8 +86,8 @@ def write_outputs(results: dict[str, Any], out: Path) -> dict[str, Any]:
     analysis = analyse(results)
     payload = _clean({**results, "analysis": analysis})
     (out / "results.json").write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
-    write_plots(results, out)
-    render_report(results, analysis, out / "REPORT.md")
+    plots = write_plots(results, out)
+    render_report(results, analysis, out / "REPORT.md", plots)
     return analysis
 
 
