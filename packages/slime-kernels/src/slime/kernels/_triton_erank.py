@@ -32,6 +32,11 @@ MAX_N = 128  # the (n, n) fp32 tile lives in registers: 64 per thread at 8 warps
 
 
 @triton.jit
+def _add_pairs(a0, a1, b0, b1):
+    return a0 + b0, a1 + b1
+
+
+@triton.jit
 def _tridiagonalize(M, sm_p, sm_r, sm_c, n, pid, BN: tl.constexpr):
     """Load matrix ``pid`` (lower triangle mirrored) and reduce it to tridiagonal form.
 
@@ -47,9 +52,9 @@ def _tridiagonalize(M, sm_p, sm_r, sm_c, n, pid, BN: tl.constexpr):
     for k in range(0, n - 2):
         x = tl.sum(tl.where(cols == k, a, 0.0), axis=1)  # column k, rows below the diagonal
         x = tl.where(ridx > k, x, 0.0)
-        norm2 = tl.sum(x * x, axis=0)
+        # |x|^2 and x[k + 1] in one reduction: one cross-warp exchange instead of two.
+        norm2, x0 = tl.reduce((x * x, tl.where(ridx == k + 1, x, 0.0)), 0, _add_pairs)
         norm = tl.sqrt(norm2)
-        x0 = tl.sum(tl.where(ridx == k + 1, x, 0.0), axis=0)
         alpha = tl.where(x0 >= 0, -norm, norm)  # opposite sign to x0: no cancellation in v
         v = x - tl.where(ridx == k + 1, alpha, 0.0)
         vn2 = 2.0 * (norm2 + norm * tl.abs(x0))  # |v|^2, without another reduction
@@ -145,16 +150,16 @@ def _erank_kernel(M, SCRATCH, COUNT, OUT, n, sm_p, sm_r, sm_c,
 
 def default_chunks(pool: int, n: int, device: torch.device) -> int:
     """Programs per matrix: enough to fill the GPU's SMs (each program repeats the
-    tridiagonalisation in parallel, then searches ``n / chunks`` eigenvalues), at most one per 16
+    tridiagonalisation in parallel, then searches ``n / chunks`` eigenvalues), at most one per 8
     eigenvalues. One in the interpreter, where programs run one after another.
 
-    Measured on an H100 (BENCHMARKS.md): 8 matrices of 64 want 4, 64 matrices want 2.
+    Measured (BENCHMARKS.md): 8 matrices of 64 want 8 (H200; 4 costs 3% more), 64 want 2-4.
     """
     if device.type != "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
         return 1
     sms = torch.cuda.get_device_properties(device).multi_processor_count
     fill = 1 << max(0, (sms // max(pool, 1)).bit_length() - 1)  # largest power of two <= sms / P
-    return max(1, min(fill, triton.next_power_of_2(max(n, 16)) // 16))
+    return max(1, min(fill, triton.next_power_of_2(max(n, 16)) // 8))
 
 
 def effective_rank(

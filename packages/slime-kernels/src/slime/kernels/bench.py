@@ -48,14 +48,14 @@ DQ_CONFIGS = [
     (64, 32, 4, 4), (128, 16, 4, 3),
 ]  # fmt: skip
 ERANK_VARIANTS = [
-    {"chunks": 1},
-    {"chunks": 2},
     {"chunks": 4},
     {"chunks": 8},
-    {"chunks": 4, "num_warps": 8},
+    {"chunks": 16},
     {"chunks": 8, "num_warps": 8},
     {"chunks": 4, "num_warps": 2},
-    {"chunks": 8, "shifts": 32, "iters": 6},
+    {"chunks": 8, "shifts": 32, "iters": 5},
+    {"chunks": 8, "shifts": 64, "iters": 4},
+    {"chunks": 16, "shifts": 64, "iters": 4},
 ]
 
 
