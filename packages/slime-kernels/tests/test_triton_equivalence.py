@@ -114,7 +114,9 @@ def _eigvalsh_erank(m):
     return fallback.entropy_rank(torch.linalg.eigvalsh(m.double()))
 
 
-@pytest.mark.parametrize(("n", "rank"), [(1, 1), (5, 5), (16, 3), (33, 40), (64, 64)])
+@pytest.mark.parametrize(
+    ("n", "rank"), [(1, 1), (5, 5), (16, 3), (33, 40), (40, 12), (56, 20), (64, 64), (100, 100)]
+)
 def test_triton_effective_rank_matches_eigvalsh_in_float64(n, rank):
     m = _psd(3, n, rank, seed=n + rank)
     got = TritonKernel().effective_rank(m)

@@ -37,19 +37,12 @@ def _add_pairs(a0, a1, b0, b1):
 
 
 @triton.jit
-def _tridiagonalize(M, sm_p, sm_r, sm_c, n, pid, BN: tl.constexpr):
-    """Load matrix ``pid`` (lower triangle mirrored) and reduce it to tridiagonal form.
-
-    Returns ``(d, e, radius)``: the diagonal, the sub-diagonal ``e[i] = T[i + 1, i]`` and each
-    row's Gershgorin radius, all indexed by row.
-    """
+def _householder_steps(a, steps, BN: tl.constexpr):
+    """Apply Householder steps ``k = 0 .. steps - 1`` to the symmetric ``(BN, BN)`` tile ``a``:
+    step ``k`` zeroes column ``k`` below its sub-diagonal with a symmetric rank-2 update."""
     ridx = tl.arange(0, BN)
-    rows = ridx[:, None]
     cols = tl.arange(0, BN)[None, :]
-    inside = (rows < n) & (cols < n)
-    src = M + pid * sm_p + tl.maximum(rows, cols) * sm_r + tl.minimum(rows, cols) * sm_c
-    a = tl.load(src, mask=inside, other=0.0).to(tl.float32)
-    for k in range(0, n - 2):
+    for k in range(0, steps):
         x = tl.sum(tl.where(cols == k, a, 0.0), axis=1)  # column k, rows below the diagonal
         x = tl.where(ridx > k, x, 0.0)
         # |x|^2 and x[k + 1] in one reduction: one cross-warp exchange instead of two.
@@ -66,10 +59,61 @@ def _tridiagonalize(M, sm_p, sm_r, sm_c, n, pid, BN: tl.constexpr):
         kk = 0.5 * tau * tl.sum(v * p, axis=0)
         w = p - kk * v
         a = a - (v[:, None] * w[None, :] + w[:, None] * v[None, :])
+    return a
+
+
+@triton.jit
+def _store_tridiagonal(a, DIAG, OFFD2, d_rows, e_lo, e_hi, BN: tl.constexpr):
+    """Store the tile's diagonal (rows ``< d_rows``) and squared sub-diagonal ``T[r, r - 1]^2``
+    (rows ``e_lo <= r <= e_hi``) at ``DIAG[r]`` and ``OFFD2[r]``."""
+    ridx = tl.arange(0, BN)
+    rows = ridx[:, None]
+    cols = tl.arange(0, BN)[None, :]
     d = tl.sum(tl.where(rows == cols, a, 0.0), axis=1)
-    e = tl.sum(tl.where(cols == rows - 1, a, 0.0), axis=1)  # e[r - 1] = T[r, r - 1], at row r
-    radius = tl.sum(tl.where((cols == rows - 1) | (cols == rows + 1), tl.abs(a), 0.0), axis=1)
-    return d, e, tl.where(ridx < n, radius, 0.0)
+    e = tl.sum(tl.where(cols == rows - 1, a, 0.0), axis=1)
+    tl.store(DIAG + ridx, d, mask=ridx < d_rows)
+    tl.store(OFFD2 + ridx, e * e, mask=(ridx >= e_lo) & (ridx <= e_hi))
+
+
+@triton.jit
+def _trailing_block(a, BN: tl.constexpr):
+    """``a[BN/2:, BN/2:]`` as a ``(BN/2, BN/2)`` tile, moved between registers (no memory)."""
+    HALF: tl.constexpr = BN // 2
+    t = tl.permute(tl.reshape(a, (2, HALF, 2, HALF)), (1, 3, 0, 2))  # [r, c, row half, col half]
+    _, t = tl.split(t)  # the column half from BN/2
+    _, t = tl.split(t)  # the row half from BN/2
+    return t
+
+
+@triton.jit
+def _tridiagonalize(M, DIAG, OFFD2, sm_p, sm_r, sm_c, n, pid, BN: tl.constexpr):
+    """Reduce matrix ``pid`` (lower triangle mirrored) to tridiagonal form; store its diagonal at
+    ``DIAG[0:BN]`` and squared sub-diagonal ``e[r - 1]^2`` at ``OFFD2[r]`` (0 at row 0 and past n).
+
+    For a 64-square tile, steps 0-31 run on the whole tile, 32-47 on its trailing 32-square block and
+    the rest on the trailing 16-square block of that: only the trailing rows are left to reduce, and
+    a step on a block half as wide does a quarter of the arithmetic. (Staging 128-square tiles
+    measured slower: the block is moved through 64 KB of shared memory.)
+    """
+    ridx = tl.arange(0, BN)
+    rows = ridx[:, None]
+    cols = tl.arange(0, BN)[None, :]
+    inside = (rows < n) & (cols < n)
+    src = M + pid * sm_p + tl.maximum(rows, cols) * sm_r + tl.minimum(rows, cols) * sm_c
+    a = tl.load(src, mask=inside, other=0.0).to(tl.float32)
+    if BN == 64:
+        # After 32 steps (or all n - 2, if fewer) columns 0 .. 31 are final and the rest of the
+        # matrix is the trailing 32-square block; T[32, 31] stays in the whole tile. Likewise
+        # from the 32-square block to its trailing 16-square block after 16 more steps.
+        a = _householder_steps(a, tl.minimum(n - 2, 32), 64)
+        _store_tridiagonal(a, DIAG, OFFD2, 32, 0, 32, 64)
+        b = _householder_steps(_trailing_block(a, 64), tl.minimum(n - 34, 16), 32)
+        _store_tridiagonal(b, DIAG + 32, OFFD2 + 32, 16, 1, 16, 32)
+        c = _householder_steps(_trailing_block(b, 32), n - 50, 16)
+        _store_tridiagonal(c, DIAG + 48, OFFD2 + 48, 16, 1, 15, 16)
+    else:
+        a = _householder_steps(a, n - 2, BN)
+        _store_tridiagonal(a, DIAG, OFFD2, BN, 0, BN, BN)
 
 
 @triton.jit
@@ -111,23 +155,23 @@ def _erank_kernel(M, SCRATCH, COUNT, OUT, n, sm_p, sm_r, sm_c,
     pid = tl.program_id(0).to(tl.int64)
     chunk = tl.program_id(1)
     ROWS: tl.constexpr = BN // CHUNKS
-    d, e, radius = _tridiagonalize(M, sm_p, sm_r, sm_c, n, pid, BN)
-    idx = tl.arange(0, BN)
-    in_n = idx < n
-    g_lo = tl.min(tl.where(in_n, d - radius, float("inf")), axis=0)
-    g_hi = tl.max(tl.where(in_n, d + radius, -float("inf")), axis=0)
-    scale = tl.maximum(tl.abs(g_lo), tl.abs(g_hi))  # 0 only for the zero matrix
-    slack = 1e-6 * scale + 1e-30
-    e2 = e * e
-    pivmin = 1.2e-38 * tl.maximum(1.0, tl.max(e2, axis=0))
     # This program's scratch row: diag[0:BN+1], offd2[0:BN+1], then its two partial sums.
     ROW: tl.constexpr = 2 * BN + 4
     diag = SCRATCH + (pid * CHUNKS + chunk) * ROW
     offd2 = diag + BN + 1
     partial = diag + 2 * BN + 2
-    tl.store(diag + idx, d)
-    tl.store(offd2 + idx, e2)  # e2 at row r is e[r - 1]^2: exactly OFFD2's layout
-    tl.debug_barrier()  # the scalar loads below read what other threads of this program stored
+    _tridiagonalize(M, diag, offd2, sm_p, sm_r, sm_c, n, pid, BN)
+    tl.debug_barrier()  # the loads below read what other threads of this program stored
+    idx = tl.arange(0, BN)
+    in_n = idx < n
+    d = tl.load(diag + idx)
+    e2 = tl.load(offd2 + idx)  # e[r - 1]^2 at row r: Gershgorin radius |e[r - 1]| + |e[r]|
+    radius = tl.sqrt(e2) + tl.sqrt(tl.load(offd2 + idx + 1))
+    g_lo = tl.min(tl.where(in_n, d - radius, float("inf")), axis=0)
+    g_hi = tl.max(tl.where(in_n, d + radius, -float("inf")), axis=0)
+    scale = tl.maximum(tl.abs(g_lo), tl.abs(g_hi))  # 0 only for the zero matrix
+    slack = 1e-6 * scale + 1e-30
+    pivmin = 1.2e-38 * tl.maximum(1.0, tl.max(e2, axis=0))
     lam = _eigenvalues(diag, offd2, n, chunk * ROWS, g_lo - slack, g_hi + slack, pivmin,
                        ROWS, SHIFTS, ITERS)  # fmt: skip
     lam = tl.where(scale > 0, lam, 0.0)
@@ -165,8 +209,8 @@ def default_chunks(pool: int, n: int, device: torch.device) -> int:
 def effective_rank(
     m: Tensor,
     *,
-    shifts: int = 16,
-    iters: int = 7,
+    shifts: int | None = None,
+    iters: int | None = None,
     chunks: int | None = None,
     num_warps: int = 4,
 ) -> Tensor:
@@ -174,8 +218,10 @@ def effective_rank(
 
     Args:
         m: ``(P, n, n)``, ``n <= 128``; the lower triangle is read. Computed in fp32.
-        shifts: Sturm-count points per interval and iteration (a power of two).
-        iters: multisection iterations; ``(shifts + 1) ** iters`` must pass fp32 resolution.
+        shifts: Sturm-count points per interval and iteration (a power of two); None: 32 up to
+            64 rows, else 16 (measured fastest on an H200, BENCHMARKS.md).
+        iters: multisection iterations; ``(shifts + 1) ** iters`` must pass fp32 resolution
+            (2 ** 24); None: 5 with 32 shifts, else 7.
         chunks: programs per matrix sharing its eigenvalue search (a power of two); None picks
             :func:`default_chunks`.
         num_warps: warps per program.
@@ -190,6 +236,10 @@ def effective_rank(
         raise KernelError(f"m has n={n}; the Triton effective rank supports 1 <= n <= {MAX_N}")
     bn = max(16, triton.next_power_of_2(n))
     chunks = default_chunks(pool, n, m.device) if chunks is None else chunks
+    if shifts is None:
+        shifts = 32 if n <= 64 else 16
+    if iters is None:
+        iters = 5 if shifts == 32 else 7  # 33 ** 5 and 17 ** 7 both pass 2 ** 24
     if iters < 1 or shifts < 1 or shifts & (shifts - 1) or chunks & (chunks - 1) or chunks > bn:
         raise KernelError(
             f"shifts={shifts} and chunks={chunks} must be powers of two (chunks <= {bn}), "
