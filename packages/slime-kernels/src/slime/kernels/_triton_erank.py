@@ -3,8 +3,9 @@
 Exact method, two classical stages (Golub & Van Loan ch. 8), both in fp32 registers:
 
 1. Householder tridiagonalisation ``A -> Q^T A Q = tridiag(d, e)``: ``n - 2`` symmetric rank-2
-   updates of the ``(n, n)`` tile, each a handful of row/column reductions; orthogonal, so the
-   eigenvalues are kept to ``O(n * eps * |A|)``.
+   updates of the ``(n, n)`` tile (a 64-square tile shrinks to its trailing block as columns
+   finish), each a handful of row/column reductions; orthogonal, so the eigenvalues are kept to
+   ``O(n * eps * |A|)``.
 2. All eigenvalues of the tridiagonal at once by Sturm-count *multisection*: eigenvalue ``j`` lies
    in ``[lo_j, hi_j]`` (Gershgorin bounds at first); each iteration evaluates the Sturm count
    (number of negative pivots of ``T - x I``, which is the number of eigenvalues below ``x``) at

@@ -213,7 +213,7 @@ def pool_attention(
 
 
 def effective_rank(m: Tensor) -> Tensor:
-    """Roy & Vetterli effective rank ``(P, n, n) -> (P,)`` float32; Triton Jacobi on CUDA.
+    """Roy & Vetterli effective rank ``(P, n, n) -> (P,)`` float32; Triton (tridiagonalisation + Sturm) on CUDA.
 
     On CUDA (with triton) no host synchronisation happens; elsewhere ``torch.linalg.eigvalsh``.
     """

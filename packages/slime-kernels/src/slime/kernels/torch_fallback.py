@@ -192,7 +192,7 @@ def effective_rank(m: Tensor) -> Tensor:
     """Roy & Vetterli (2007) effective rank of symmetric PSD matrices: ``(P, n, n) -> (P,)`` float32.
 
     Uses ``torch.linalg.eigvalsh`` (float64 input stays float64, the rest runs in float32). On CUDA
-    eigvalsh synchronises with the host; the Triton backend has a sync-free Jacobi solver.
+    eigvalsh synchronises with the host; the Triton backend has a sync-free tridiagonal (Householder + Sturm) solver.
     """
     utils.check_square_batch("m", m)
     work = m.to(torch.float64 if m.dtype == torch.float64 else torch.float32)
