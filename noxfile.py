@@ -13,7 +13,9 @@ import glob
 import os
 import pathlib
 import shutil
+import subprocess
 import sys
+import tempfile
 
 import nox
 
@@ -208,9 +210,43 @@ def wheels(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def gpu(session: nox.Session) -> None:
-    """GPU-marked tests with the interpreter's own torch/triton; installs nothing (device machine)."""
-    env = {"PYTHONPATH": os.pathsep.join([*SRC_DIRS, os.environ.get("PYTHONPATH", "")])}
-    paths = sorted(glob.glob(str(ROOT / "packages" / "*" / "tests"))) + [str(ROOT / "tests")]
-    # The kernel tests compile dozens of Triton specialisations: last, so a time limit cuts them.
-    paths.sort(key=lambda p: "slime-kernels" in p)
-    session.run(sys.executable, "-m", "pytest", *paths, "-m", "gpu", *session.posargs, env=env)
+    """GPU-marked tests with the interpreter's own torch/triton; installs nothing (device machine).
+
+    The kernel tests are compile-bound (dozens of Triton specialisations, fp32 ones 6-16 s each), so
+    ``SLIME_GPU_SHARDS`` processes (default 4) share them, round robin over their test ids, next to
+    one process for every other package's GPU tests. Each process's output is printed when all have
+    finished; arguments after ``--`` go to every pytest.
+    """
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([*SRC_DIRS, os.environ.get("PYTHONPATH", "")]),
+    }
+    raw = os.environ.get("SLIME_GPU_SHARDS", "4")
+    if not raw.isdigit() or int(raw) < 1:
+        session.error(f"SLIME_GPU_SHARDS must be a whole number >= 1, got {raw!r}")
+    shards = int(raw)
+    kernels = str(ROOT / "packages" / "slime-kernels" / "tests")
+    others = [p for p in sorted(glob.glob(str(ROOT / "packages" / "*" / "tests"))) if p != kernels]
+    pytest = [sys.executable, "-m", "pytest", "-m", "gpu", "-p", "no:cacheprovider"]
+    listed = subprocess.run(
+        [*pytest, kernels, "--collect-only", "-q"], env=env, capture_output=True, text=True
+    )
+    if listed.returncode not in (0, 5):  # 5: nothing collected
+        session.error(f"collecting the kernel GPU tests failed:\n{listed.stdout}{listed.stderr}")
+    ids = [line for line in listed.stdout.splitlines() if "::" in line]
+    groups = [[*others, str(ROOT / "tests")]] + [ids[i::shards] for i in range(shards)]
+    with tempfile.TemporaryDirectory() as logs:
+        runs = []
+        for i, group in enumerate(g for g in groups if g):
+            log = open(pathlib.Path(logs) / f"{i}.log", "w+")  # noqa: SIM115 (closed below)
+            cmd = [*pytest, *group, *session.posargs]
+            runs.append((log, subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)))
+        failed = 0
+        for i, (log, proc) in enumerate(runs):
+            code = proc.wait()
+            log.seek(0)
+            session.log(f"--- GPU test process {i} of {len(runs)}: exit {code}\n{log.read()}")
+            log.close()
+            failed += code not in (0, 5)
+    if failed:
+        session.error(f"{failed} of {len(runs)} GPU test processes failed")
