@@ -338,7 +338,10 @@ def forward(
     alive: Tensor | None,
     config: Config | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """``(out (B, P, T, d), lse (B, P, T) float32)``; inputs already validated by the caller."""
+    """``(out (B, P, T, d), lse (B, P, T) float32)``; inputs already validated by the caller.
+
+    Both are fresh contiguous tensors whatever the inputs' strides (the custom op's fake says so).
+    """
     utils.check_head_dim(q.shape[-1], utils.TRITON_HEAD_DIMS)
     batch, pool, seq, d = q.shape
     nbytes = q.numel() * q.element_size() + batch * pool * seq * 4
@@ -373,6 +376,9 @@ def backward(
     configs: tuple[Config, Config] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(dq, dk, dv)`` from the forward's ``out`` and ``lse`` and the output gradients.
+
+    The gradients are fresh contiguous tensors in the dtypes of ``q``, ``k`` and ``v``, whatever the
+    inputs' strides (the custom op's fake says so).
 
     ``configs``: the dK/dV and dQ kernels' launch configs; None uses :func:`default_config`.
     """

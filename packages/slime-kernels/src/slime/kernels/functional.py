@@ -86,9 +86,13 @@ def _attention_op(
     return _forward_impl(q, k, v, key_padding_mask, alive, causal, scale, backend)
 
 
+# The fakes must report the real outputs' exact strides (inductor asserts them, and AOT autograd
+# turns a reshape of an output into a view when its fake says one is possible). Every backend
+# returns fresh contiguous tensors, so the fakes are new_empty, never empty_like: empty_like keeps
+# the stride order of a non-contiguous q, such as a slice of a packed qkv projection.
 @_attention_op.register_fake
 def _(q, k, v, key_padding_mask, alive, causal, scale, backend):
-    return torch.empty_like(q), q.new_empty(q.shape[:-1], dtype=torch.float32)
+    return q.new_empty(q.shape), q.new_empty(q.shape[:-1], dtype=torch.float32)
 
 
 @torch.library.custom_op("slime::pool_attention_backward", mutates_args=())
@@ -113,7 +117,7 @@ def _attention_backward_op(
 
 @_attention_backward_op.register_fake
 def _(grad_out, q, k, v, out, lse, grad_lse, key_padding_mask, alive, causal, scale, backend):
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
 def _setup_context(ctx, inputs, output) -> None:

@@ -104,12 +104,15 @@ def attention_forward(
 ) -> tuple[Tensor, Tensor]:
     """Forward pass returning ``(out (B, P, T, d), lse (B, P, T) float32)``; no validation.
 
-    ``lse`` is the natural-log logsumexp of each query's visible logits, ``-inf`` with none.
+    ``lse`` is the natural-log logsumexp of each query's visible logits, ``-inf`` with none. Both
+    are contiguous whatever the inputs' strides, as the custom op's fake declares.
     """
     s = _logits(q, k, scale, visible_keys(q.shape, q.device, causal, key_padding_mask, alive))
     lse = torch.logsumexp(s, dim=-1)  # -inf for rows with no visible key
     p = torch.exp(s - _finite_or_zero(lse).unsqueeze(-1))
-    return torch.matmul(p, v.to(p.dtype)).to(q.dtype), lse.float()
+    out = torch.matmul(p, v.to(p.dtype)).to(q.dtype)
+    # No copy: matmul and logsumexp return fresh contiguous tensors; this pins the contract.
+    return out.contiguous(), lse.float().contiguous()
 
 
 def attention_backward(
@@ -127,7 +130,8 @@ def attention_backward(
     """Gradients ``(dq, dk, dv)`` from the saved ``lse`` and ``delta`` (both ``(B, P, T)`` fp32).
 
     ``delta = rowsum(grad_out * out) - grad_lse``: with it, ``dS = P * (dP - delta)`` covers the
-    gradient reaching the logits through both outputs.
+    gradient reaching the logits through both outputs. The gradients are contiguous, in the dtypes
+    of ``q``, ``k`` and ``v``, as the custom op's fake declares.
     """
     s = _logits(q, k, scale, visible_keys(q.shape, q.device, causal, key_padding_mask, alive))
     p = torch.exp(s - _finite_or_zero(lse.to(s.dtype)).unsqueeze(-1))
@@ -137,7 +141,8 @@ def attention_backward(
     ds = p * (dp - delta.to(p.dtype).unsqueeze(-1))
     dq = torch.matmul(ds, k.to(p.dtype)) * scale
     dk = torch.matmul(ds.transpose(-1, -2), q.to(p.dtype)) * scale
-    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
+    # No copy: the matmuls return fresh contiguous tensors; this pins the contract.
+    return dq.to(q.dtype).contiguous(), dk.to(k.dtype).contiguous(), dv.to(v.dtype).contiguous()
 
 
 def correlation(x: Tensor) -> Tensor:

@@ -66,13 +66,21 @@ def check_square_batch(name: str, m: object) -> None:
 
 
 def check_free_memory(nbytes: int, device: torch.device, what: str) -> None:
-    """Check a CUDA device has ``nbytes`` free for ``what``; CPU memory and captures are not checked.
+    """Check a CUDA device has ``nbytes`` free for ``what``; CPU memory, captures and code being
+    compiled are not checked.
 
     Reads the driver's free-memory counter (no stream synchronisation) plus what PyTorch's caching
     allocator holds reserved but unused, since that is available to the launch too.
     """
-    if device.type != "cuda" or torch.cuda.is_current_stream_capturing():
-        return  # a graph capture replays allocations it already made; no driver calls inside
+    # A graph capture replays allocations it already made: no driver calls inside. Dynamo cannot
+    # put the driver queries in a graph (fullgraph compiles would fail), and the free memory at
+    # trace time says nothing about the compiled code's later runs.
+    if (
+        device.type != "cuda"
+        or torch.compiler.is_compiling()
+        or torch.cuda.is_current_stream_capturing()
+    ):
+        return
     free, _ = torch.cuda.mem_get_info(device)
     if nbytes <= free:
         return  # the common case costs one driver query; the allocator's stats are slow to read
