@@ -65,7 +65,7 @@ def test_to_dict_round_trips_exactly(kernel, gen):
     rebuilt = assert_roundtrip(pod)
     assert rebuilt.fitness == 0.75
     x = torch.randn(1, 6, D, generator=gen)
-    assert torch.equal(rebuilt(x), pod(x))
+    torch.testing.assert_close(rebuilt(x), pod(x))  # rebuilt with the default (SDPA) kernel
 
 
 def test_to_dict_holds_copies_not_references(kernel, gen):

@@ -90,8 +90,31 @@ def test_torch_compile_traces_the_custom_op_without_graph_breaks():
     assert torch.isfinite(q.grad).all()
 
 
-def test_auto_selects_triton_on_cuda():
-    assert select_kernel("cuda").name == "triton"
+def test_auto_selects_sdpa_with_triton_for_key_padding_on_cuda():
+    kernel = select_kernel("cuda")
+    assert kernel.name == "sdpa" and kernel.masked.name == "triton"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_sdpa_kernel_matches_the_triton_pool_kernel_on_cuda(dtype):
+    from slime.kernels import SDPAKernel, TritonKernel
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    shape = (4, 6, 128, 64)
+    q, k, v = (
+        torch.randn(shape, generator=gen, device="cuda", dtype=dtype).requires_grad_()
+        for _ in "qkv"
+    )
+    alive = torch.tensor([True, True, False, True, False, True], device="cuda")
+    out = SDPAKernel(TritonKernel()).attention(q, k, v, causal=True, alive=alive)
+    ref = TritonKernel().attention(q, k, v, causal=True, alive=alive)
+    tol = dict(atol=2e-2, rtol=2e-2) if dtype == torch.bfloat16 else dict(atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(out, ref, **tol)
+    grads = torch.autograd.grad(out.float().square().sum(), (q, k, v))
+    refs = torch.autograd.grad(ref.float().square().sum(), (q, k, v))
+    for g, r in zip(grads, refs):
+        torch.testing.assert_close(g, r, **tol)
+        assert torch.equal(g[:, 2], torch.zeros_like(g[:, 2]))
 
 
 def test_auto_runs_the_fallback_for_a_head_dim_triton_does_not_take():

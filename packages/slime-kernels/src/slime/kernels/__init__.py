@@ -1,7 +1,7 @@
 """slime.kernels: Triton kernels with a torch fallback computing the same functions.
 
 Pool attention, correlation, effective rank and coherence, behind the ``slime.proto.Kernel``
-protocol (:class:`TorchKernel`, :class:`TritonKernel`, :func:`select_kernel`) and as functions
+protocol (:class:`TorchKernel`, :class:`TritonKernel`, :class:`SDPAKernel`, :func:`select_kernel`) and as functions
 (:func:`pool_attention` is the ``slime::pool_attention`` custom op). Validation helpers live in
 :mod:`slime.kernels.utils`.
 """
@@ -12,10 +12,12 @@ from slime.kernels.functional import coherence as coherence
 from slime.kernels.functional import correlation as correlation
 from slime.kernels.functional import effective_rank as effective_rank
 from slime.kernels.functional import pool_attention as pool_attention
+from slime.kernels.sdpa_impl import SDPAKernel as SDPAKernel
 from slime.kernels.torch_fallback import TorchKernel as TorchKernel
 from slime.kernels.triton_impl import TritonKernel as TritonKernel
 
 __all__ = [
+    "SDPAKernel",
     "TorchKernel",
     "TritonKernel",
     "coherence",
