@@ -20,13 +20,24 @@ def tiny_gpt() -> GPT:
     return GPT(cfg, generator=torch.Generator().manual_seed(0))
 
 
-def test_slime_head_contributions_sum_to_the_organism_output(tiny_slime, tokens) -> None:
+@pytest.mark.parametrize("dead_first", [False, True])
+def test_slime_head_contributions_sum_to_the_organism_output(
+    tiny_slime, tokens, dead_first
+) -> None:
+    organism = tiny_slime.organisms[0]
+    if dead_first:  # live slots 1 and 2 around a dead slot 0 and a dead slot 3
+        organism.spawn()
+        with torch.no_grad():
+            organism.o_weight[:, 2].normal_(0.0, 0.02)  # give the quiet newborn a voice
+        organism.cull([0])
     (heads,) = head_contributions(tiny_slime, tokens)
+    assert heads.shape[0] == len(organism.live_slots()) == 2
     block = tiny_slime.blocks[0]
     x = tiny_slime.wte(tokens) + tiny_slime.wpe(torch.arange(tokens.shape[1]))
     with torch.no_grad():
-        out, _ = block.attn(block.attention_input(x), causal=True)
+        out = block.attn(block.attention_input(x), causal=True)
     assert torch.allclose(heads.sum(0), out.flatten(), atol=1e-5)
+    assert all(h.abs().sum() > 0 for h in heads)
 
 
 def test_baseline_head_contributions_sum_to_the_attention_output(tiny_gpt, tokens) -> None:
@@ -40,8 +51,8 @@ def test_baseline_head_contributions_sum_to_the_attention_output(tiny_gpt, token
 
 def test_identical_pods_have_head_similarity_one(tiny_slime, tokens) -> None:
     organism = tiny_slime.organisms[0]
-    first, second = (organism.pods[str(s)] for s in organism.live_slots())
-    second.load_state_dict(first.state_dict())
+    first, second = (organism.pod(s) for s in organism.live_slots())
+    second.from_dict(first.to_dict())
     assert head_similarity(tiny_slime, tokens) == pytest.approx(1.0, abs=1e-5)
 
 
@@ -101,8 +112,8 @@ def test_recording_fitness_records_one_correlation_event_per_assessment(tiny_sli
     tracker = RecordingFitness(
         FitnessConfig(), heldout=(tokens, targets), stopwatch=Stopwatch(torch.device("cpu"))
     )
-    keys = [(0, s) for s in organism.live_slots()]
-    tracker.observe_gradients(keys, torch.tensor([0.4, 0.1, 0.3, 0.2]))
+    assert organism.live_slots() == [0, 1, 2, 3]
+    tracker.observe_gradients(torch.tensor([[0.4, 0.1, 0.3, 0.2]]))  # (L, P) per-slot norms
     scores = tracker.assess(tiny_slime, tokens, targets)
     (event,) = tracker.events
     assert event["pods"] == len(scores) == 4
@@ -115,10 +126,58 @@ def test_birth_ledger_separates_bootstrapped_newborns(tiny_slime, tokens) -> Non
     ledger = BirthLedger(tiny_slime, uses_archive=True)
     fresh = organism.spawn()  # empty archive: a fresh pod
     tiny_slime.measure_behaviour(tokens)
-    organism.archive_elites({s: 1.0 for s in organism.live_slots()})
+    for slot in organism.live_slots():
+        organism.pod(slot).fitness = 1.0
+    organism.archive_elites()
     organism.spawn()  # stocked archive: bootstrapped
     ledger.expose()
     organism.cull([fresh])
     summary = ledger.summary()
     assert (summary["bootstrapped"], summary["survival_rate"]) == (1, 0.5)
     assert summary["bootstrapped_survival_rate"] == 1.0
+
+
+def test_lifecycle_snapshot_takes_descriptor_variance_over_measured_live_pods(
+    tiny_slime, tokens
+) -> None:
+    from slime.memory import descriptor_variance
+    from slime.train.ablations import RecordingLifecycle
+    from slime.train.config import LifecycleConfig
+
+    organism = tiny_slime.organisms[0]
+    organism.spawn()  # three live pods
+    lifecycle = RecordingLifecycle(
+        tiny_slime,
+        LifecycleConfig(),
+        RecordingFitness(
+            FitnessConfig(),
+            heldout=(tokens, tokens.roll(-1, dims=1)),
+            stopwatch=Stopwatch(torch.device("cpu")),
+        ),
+        ledger=BirthLedger(tiny_slime, uses_archive=True),
+        stopwatch=Stopwatch(torch.device("cpu")),
+    )
+    assert lifecycle.snapshot()["descriptor_variance"] is None  # nothing measured yet
+    tiny_slime.measure_behaviour(tokens)
+    organism.cull([0])
+    organism.spawn()  # refills slot 0 unmeasured: left out, as is the dead pod's old record
+    measured = organism.descriptors[[1, 2]]
+    snapshot = lifecycle.snapshot()
+    assert snapshot["pool_size"] == 3
+    expected = descriptor_variance(measured).mean().item()
+    assert snapshot["descriptor_variance"] == pytest.approx(expected)
+
+
+def test_live_parameters_count_live_pods_only_and_match_the_baseline(tiny_slime, tiny_gpt) -> None:
+    from slime.train.ablations.probes import live_parameters
+
+    organism = tiny_slime.organisms[0]
+    allocated = sum(p.numel() for p in tiny_slime.parameters())
+    per_pod = 3 * 8 * 16 + 16 * 8  # q, k, v (d, D) and the output columns (D, d)
+    assert live_parameters(tiny_slime) == allocated - 2 * per_pod  # two of four slots empty
+    assert live_parameters(tiny_slime) == live_parameters(tiny_gpt)  # two heads each
+    assert live_parameters(tiny_gpt) == sum(p.numel() for p in tiny_gpt.parameters())
+    organism.spawn()
+    assert live_parameters(tiny_slime) == allocated - per_pod
+    organism.cull(organism.live_slots())
+    assert live_parameters(tiny_slime) == allocated - 4 * per_pod

@@ -115,14 +115,9 @@ def copy_torch_encoder_into(ours: SlimeMoldEncoder, theirs: nn.TransformerEncode
     with torch.no_grad():
         for mine, layer in zip(ours.layers, theirs.layers):
             attn = layer.self_attn
-            q, k, v = attn.in_proj_weight.chunk(3)
-            qb, kb, vb = attn.in_proj_bias.chunk(3)
-            for h in range(H):
-                pod, rows = mine.attn.pods[str(h)], slice(h * d, (h + 1) * d)
-                for name, w, b in (("q", q, qb), ("k", k, kb), ("v", v, vb)):
-                    getattr(pod, f"{name}_weight").copy_(w[rows])
-                    getattr(pod, f"{name}_bias").copy_(b[rows])
-                pod.o_weight.copy_(attn.out_proj.weight[:, rows])
+            mine.attn.qkv_weight[:, :H].copy_(attn.in_proj_weight.view(3, H, d, D))
+            mine.attn.qkv_bias[:, :H].copy_(attn.in_proj_bias.view(3, H, d))
+            mine.attn.o_weight[:, :H].copy_(attn.out_proj.weight.view(D, H, d))
             mine.attn.out_bias.copy_(attn.out_proj.bias)
             mine.mlp.c_fc.load_state_dict(layer.linear1.state_dict())
             mine.mlp.c_proj.load_state_dict(layer.linear2.state_dict())

@@ -78,3 +78,30 @@ def test_model_round_trips_through_a_checkpoint_on_the_gpu(tmp_path):
     loaded = SlimeModel.from_pretrained(tmp_path, kernel=TritonKernel(), device="cuda")
     idx = data(1)[0][:, :-1]
     assert torch.equal(model(idx)[0], loaded(idx)[0])
+
+
+def test_fullgraph_compile_on_cuda_trains_through_births_and_deaths_without_recompiling():
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    torch._dynamo.reset()
+    model = make(TritonKernel())
+    eager = make(TritonKernel())
+    eager.load_state_dict(model.state_dict())
+    counter = CompileCounterWithBackend("inductor")
+    compiled = torch.compile(model, backend=counter, fullgraph=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    batches = data(6)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        idx, targets = batches[0][:, :-1], batches[0][:, 1:]
+        torch.testing.assert_close(
+            compiled(idx, targets)[0], eager(idx, targets)[0], atol=3e-2, rtol=3e-2
+        )
+        losses = []
+        for i, chunk in enumerate(batches):
+            losses.append(step(compiled, opt, chunk))
+            if i == 2:
+                model.organisms[0].spawn()
+                model.organisms[1].cull([1])
+    assert counter.frame_count == 1
+    assert torch.isfinite(torch.stack(losses)).all()
+    torch._dynamo.reset()

@@ -1,14 +1,11 @@
-"""Organism: a pool of registered pods attending in one padded kernel call, with births, deaths,
-ablation, an archive, chemotaxis and tubes that are all on the real path."""
-
-import gc
-import weakref
+"""Organism: a slot table of pods attending in one kernel call, with births, deaths, ablation,
+an archive, chemotaxis and tubes that are all on the real path."""
 
 import pytest
 import torch
-from slime.core import FlowState, Organism, placement
+from slime.core import Organism, PodView, placement
 from slime.core.pseudopod import hoyer_sparsity
-from slime.memory import MAX_POOL_SIZE, GridArchive, TubeNetwork
+from slime.memory import MAX_POOL_SIZE, GridArchive
 from slime.proto import ConfigError, KernelError, PoolError
 from slime.proto import Organism as OrganismProtocol
 from slime.proto.testing import assert_conforms
@@ -34,8 +31,8 @@ def per_pod_reference(org, x, causal, skip=()):
     out = torch.zeros_like(x)
     for slot in org.live_slots():
         if slot not in skip:
-            pod = org.pods[str(slot)]
-            out = out + pod.contribution(pod(x, causal=causal))
+            pod = org.pod(slot)
+            out = out + torch.nn.functional.linear(pod(x, causal=causal), pod.o_weight)
     return out
 
 
@@ -44,55 +41,64 @@ def test_organism_implements_the_protocol(kernel, gen):
 
 
 @pytest.mark.parametrize("causal", [False, True])
-def test_padded_pool_attention_equals_the_pods_run_one_by_one(kernel, gen, causal):
+def test_slot_table_attention_equals_the_pods_run_one_by_one(kernel, gen, causal):
     org = make(kernel, gen)
     x = torch.randn(2, 6, D, generator=gen)
-    out, state = org(x, causal=causal)
+    out = org(x, causal=causal)
     torch.testing.assert_close(out, per_pod_reference(org, x, causal), atol=1e-5, rtol=1e-4)
-    assert isinstance(state, FlowState)
-    assert state.hidden.shape == (2, 5, 6, d)
-    torch.testing.assert_close(state.residual, x + out)
 
 
-def test_pods_are_registered_submodules_keyed_by_slot(kernel, gen):
+def test_the_slot_table_is_a_few_stacked_parameters_and_per_slot_buffers(kernel, gen):
+    org = make(kernel, gen, bias=True)
+    shapes = {n: tuple(p.shape) for n, p in org.named_parameters()}
+    assert shapes == {
+        "qkv_weight": (3, 5, d, D),
+        "qkv_bias": (3, 5, d),
+        "o_weight": (D, 5, d),
+        "out_bias": (D,),
+    }
+    assert org.alive.tolist() == [True, True, True, False, False]
+    assert {"alive", "fitness", "descriptors", "born_step", "tube_trace"} <= set(org.state_dict())
+
+
+def test_dead_slots_hold_zeros(kernel, gen):
     org = make(kernel, gen)
-    assert list(org.pods.keys()) == ["0", "1", "2"]
-    names = {n for n, _ in org.named_parameters()}
-    assert {"pods.0.q_weight", "pods.2.o_weight"} <= names
+    org.cull([1])
+    for param, dim in org.slot_parameters():
+        dead = param.detach().index_select(dim, torch.tensor([1, 3, 4]))
+        assert torch.equal(dead, torch.zeros_like(dead))
 
 
-def test_spawn_adds_parameters_and_tells_listeners(kernel, gen):
+def test_spawn_and_cull_keep_parameter_storage_and_tell_listeners_the_slots(kernel, gen):
     org = make(kernel, gen)
+    storage = [p.data_ptr() for p in org.parameters()]
     seen = []
-    org.add_pool_listener(lambda added, removed: seen.append((added, removed)))
-    slot = org.spawn()
-    assert slot == 3 and org.live_slots() == [0, 1, 2, 3]
-    pod_params = list(org.pods["3"].parameters())
-    assert {id(p) for p in pod_params} <= {id(p) for p in org.parameters()}
-    assert [id(p) for p in seen[0][0]] == [id(p) for p in pod_params] and seen[0][1] == []
+    org.add_slot_listener(lambda organism, slots: seen.append((organism, slots)))
+    slot = org.spawn(step=7)
+    org.cull([0])
+    assert slot == 3 and org.live_slots() == [1, 2, 3]
+    assert seen == [(org, [3]), (org, [0])]
+    assert [p.data_ptr() for p in org.parameters()] == storage
+    assert org.pod(3).born_step == 7 and org.pod(1).born_step == -1
 
 
 def test_quiet_birth_does_not_change_the_output(kernel, gen):
     org = make(kernel, gen)
     x = torch.randn(2, 6, D, generator=gen)
-    before, _ = org(x)
+    before = org(x)
     org.spawn()
-    after, _ = org(x)
+    after = org(x)
     torch.testing.assert_close(after, before)
 
 
-def test_cull_removes_pods_returns_genomes_and_leaves_no_reference(kernel, gen):
+def test_cull_returns_the_genomes_and_clears_the_slots(kernel, gen):
     org = make(kernel, gen)
-    seen = []
-    org.add_pool_listener(lambda added, removed: seen.append(removed))
-    dead = weakref.ref(org.pods["1"])
-    expected = org.pods["1"].q_weight.detach().clone()
+    org.pod(1).fitness = 3.0
+    expected = org.pod(1).q_weight.clone()
     genomes = org.cull([1])
-    assert org.live_slots() == [0, 2] and len(seen[0]) == 4
+    assert org.live_slots() == [0, 2]
     assert torch.equal(genomes[0]["params"]["q_weight"], expected)
-    seen.clear()
-    gc.collect()
-    assert dead() is None
+    assert genomes[0]["fitness"] == 3.0 and org.fitness[1] == 0.0
 
 
 def test_culled_slot_is_reused_by_the_next_spawn(kernel, gen):
@@ -121,39 +127,42 @@ def test_capacity_beyond_max_pool_size_is_rejected(kernel, gen):
 def test_ablate_masks_pods_exactly_and_restores_them(kernel, gen):
     org = make(kernel, gen)
     x = torch.randn(2, 6, D, generator=gen)
-    full, _ = org(x, causal=True)
+    full = org(x, causal=True)
     with org.ablate([0, 2]):
-        masked, _ = org(x, causal=True)
+        masked = org(x, causal=True)
+        assert org.alive.tolist()[:3] == [True, True, True]  # ablated pods stay alive
     torch.testing.assert_close(
         masked, per_pod_reference(org, x, True, skip={0, 2}), atol=1e-5, rtol=1e-4
     )
-    torch.testing.assert_close(org(x, causal=True)[0], full)
+    torch.testing.assert_close(org(x, causal=True), full)
 
 
 def test_batch_samples_do_not_mix(kernel, gen):
     org = make(kernel, gen)
     x = torch.randn(3, 6, D, generator=gen)
-    out, _ = org(x, causal=True)
+    out = org(x, causal=True)
     changed = x.clone()
     changed[1] += 1.0
-    out2, _ = org(changed, causal=True)
+    out2 = org(changed, causal=True)
     torch.testing.assert_close(out2[[0, 2]], out[[0, 2]])
 
 
 def test_causal_outputs_ignore_the_future(kernel, gen):
     org = make(kernel, gen)
     x = torch.randn(2, 6, D, generator=gen)
-    out, _ = org(x, causal=True)
+    out = org(x, causal=True)
     changed = x.clone()
     changed[:, 4:] += 1.0
-    torch.testing.assert_close(org(changed, causal=True)[0][:, :4], out[:, :4])
+    torch.testing.assert_close(org(changed, causal=True)[:, :4], out[:, :4])
 
 
 def _grads_after_backward(org, x):
+    """``{slot: [the slot's slice of each slot-stacked parameter's gradient]}``."""
     org.zero_grad()
-    out, _ = org(x, causal=True)
-    out.square().sum().backward()
-    return {s: [p.grad for p in org.pods[str(s)].parameters()] for s in org.live_slots()}
+    org(x, causal=True).square().sum().backward()
+    return {
+        s: [p.grad.select(dim, s) for p, dim in org.slot_parameters()] for s in org.live_slots()
+    }
 
 
 def test_gradients_reach_a_pool_of_one(kernel, gen):
@@ -182,7 +191,7 @@ def test_all_pods_masked_gives_zero_output_and_zero_finite_gradients(kernel, gen
     org = make(kernel, gen)
     x = torch.randn(2, 5, D, generator=gen, requires_grad=True)
     with org.ablate(org.live_slots()):
-        out, _ = org(x, causal=True)
+        out = org(x, causal=True)
         (out.sum() + x.sum()).backward()
     assert torch.equal(out, torch.zeros_like(out))
     for p in org.parameters():
@@ -192,60 +201,150 @@ def test_all_pods_masked_gives_zero_output_and_zero_finite_gradients(kernel, gen
 
 def test_an_empty_pool_outputs_zeros(kernel, gen):
     org = make(kernel, gen, n_pods=0)
-    out, _ = org(torch.randn(1, 4, D, generator=gen))
+    out = org(torch.randn(1, 4, D, generator=gen))
     assert torch.equal(out, torch.zeros(1, 4, D))
+
+
+def test_dead_slots_get_exactly_zero_gradients(kernel, gen):
+    org = make(kernel, gen)
+    org.cull([1])
+    grads = _grads_after_backward(org, torch.randn(2, 5, D, generator=gen))
+    assert set(grads) == {0, 2}
+    for param, dim in org.slot_parameters():
+        dead = param.grad.index_select(dim, torch.tensor([1, 3, 4]))
+        assert torch.equal(dead, torch.zeros_like(dead))
 
 
 def test_memory_budget_culls_the_least_fit_pods(kernel, gen):
     pod_bytes = 4 * D * d * 4
     org = make(kernel, gen, n_pods=5, capacity=5, memory_budget_bytes=4 * pod_bytes)
-    for slot, fit in zip(range(5), [5.0, 1.0, 4.0, 3.0, 2.0]):
-        org.pods[str(slot)].fitness = fit
-    genomes = org.enforce_budget()
-    assert org.live_slots() == [0, 2, 3, 4] and genomes[0]["fitness"] == 1.0
+    assert org.pod_bytes() == pod_bytes
+    org.fitness.copy_(torch.tensor([5.0, 1.0, 4.0, 3.0, 2.0]))
+    assert org.enforce_budget() == [1]
+    assert org.live_slots() == [0, 2, 3, 4]
     assert org.enforce_budget() == []
 
 
-def test_memory_budget_culls_repeatedly_until_it_fits(kernel, gen):
+def test_memory_budget_culls_the_excess_least_fit_first(kernel, gen):
     pod_bytes = 4 * D * d * 4
-    org = make(kernel, gen, n_pods=5, capacity=5, memory_budget_bytes=2 * pod_bytes)
-    for slot, fit in zip(range(5), [4.0, 2.0, 0.0, 3.0, 1.0]):
-        org.pods[str(slot)].fitness = fit
-    genomes = org.enforce_budget()
+    org = make(kernel, gen, n_pods=5, capacity=5, memory_budget_bytes=2 * pod_bytes + 1)
+    org.fitness.copy_(torch.tensor([4.0, 2.0, 0.0, 3.0, 1.0]))
+    assert org.enforce_budget() == [2, 4, 1]
     assert org.live_slots() == [0, 3]
-    assert [g["fitness"] for g in genomes] == [0.0, 1.0, 2.0]
 
 
-def test_loading_a_state_dict_with_another_composition_rebuilds_the_pool(kernel, gen):
+def test_cull_least_fit_archives_the_dying_first_and_respects_eligibility(kernel, gen):
+    org = make(kernel, gen, n_pods=4, capacity=5)
+    org.measure_behaviour(torch.randn(2, 6, D, generator=gen), causal=True)
+    org.fitness.copy_(torch.tensor([0.1, 0.9, 0.2, 0.5, 0.0]))
+    assert org.cull_least_fit(2, eligible=[1, 2, 3]) == [2, 3]
+    assert org.live_slots() == [0, 1]
+    assert org.archive.stats.num_elites >= 1
+    assert max(e.objective for e in org.archive) == pytest.approx(0.5)
+
+
+def test_loading_a_state_dict_with_another_composition_takes_its_membership(kernel, gen):
     source = make(kernel, gen)
     source.cull([0])
-    source.spawn(slot=4)
+    source.spawn(slot=4, step=3)
+    source.pod(4).fitness = 0.25
     target = make(kernel, torch.Generator().manual_seed(1))
-    added = []
-    target.add_pool_listener(lambda a, r: added.extend(a))
     target.load_state_dict(source.state_dict())
-    assert target.live_slots() == [1, 2, 4] and len(added) == 4
+    assert target.live_slots() == [1, 2, 4]
+    assert target.pod(4).fitness == 0.25 and target.pod(4).born_step == 3
     x = torch.randn(2, 6, D, generator=gen)
-    torch.testing.assert_close(target(x)[0], source(x)[0], rtol=0, atol=0)
+    torch.testing.assert_close(target(x), source(x), rtol=0, atol=0)
 
 
-def test_training_forwards_feed_the_tubes_and_state_recalls_them(kernel, gen):
-    tubes = TubeNetwork(4, 0.5)
-    org = make(kernel, gen, tubes=tubes)
+def _old_layout_state_dict(org):
+    """What this organism's state_dict looked like when each pod was its own module."""
+    state = {}
+    for slot in org.live_slots():
+        pod = org.pod(slot)
+        for name in pod.projection_names():
+            state[f"pods.{slot}.{name}"] = getattr(pod, name).clone()
+        state[f"pods.{slot}.descriptors"] = pod.descriptors.clone()
+        state[f"pods.{slot}.n_measurements"] = pod.n_measurements.clone()
+        state[f"pods.{slot}._correlation"] = pod.correlation.clone()
+    if org.out_bias is not None:
+        state["out_bias"] = org.out_bias.detach().clone()
+    return state
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_a_per_pod_state_dict_from_before_the_slot_table_still_loads(kernel, gen, bias):
+    source = make(kernel, gen, bias=bias)
+    source.cull([1])
+    source.spawn(slot=4)
+    source.measure_behaviour(torch.randn(2, 6, D, generator=gen), causal=True)
+    target = make(kernel, torch.Generator().manual_seed(1), bias=bias)
+    target.load_state_dict(_old_layout_state_dict(source))
+    assert target.live_slots() == [0, 2, 4]
+    torch.testing.assert_close(target.descriptors, source.descriptors)
+    x = torch.randn(2, 6, D, generator=gen)
+    torch.testing.assert_close(target(x), source(x), rtol=0, atol=0)
+
+
+def test_training_forwards_feed_the_tube_ring_on_the_device(kernel, gen):
+    org = make(kernel, gen, tube_capacity=4, tube_decay=0.5)
     x = torch.randn(2, 6, D, generator=gen)
     org.eval()
-    assert org(x)[1].memory is None  # inference does not feed the tubes
+    org(x)
+    assert not org.tube_recall()[1].any()  # inference does not feed the tubes
     org.train()
-    _, state = org(x)
-    assert len(tubes) == 1 and state.memory.shape == (5,)
-    per_slot = hoyer_sparsity(state.hidden.detach()).mean(dim=(0, 2))
-    torch.testing.assert_close(state.memory, per_slot)
+    org(x)
+    recalled, remembered = org.tube_recall()
+    assert remembered.tolist() == [True, True, True, False, False]
+    assert int(org.tube_pos) == 1
+    cap = org.pod_capacity
+    qkv = torch.nn.functional.linear(x, org.qkv_weight.view(3 * cap * d, D))
+    q, k, v = qkv.view(2, 6, 3, cap, d).permute(2, 0, 3, 1, 4).unbind(0)
+    heads = org.kernel.attention(q, k, v, alive=org.alive)
+    torch.testing.assert_close(recalled[:3], hoyer_sparsity(heads).mean(dim=(0, 2))[:3])
+
+
+def test_the_tube_ring_wraps_and_fades(kernel, gen):
+    org = make(kernel, gen, tube_capacity=2, tube_decay=0.5)
+    sparsities = []
+    for _ in range(3):
+        x = torch.randn(1, 4, D, generator=gen)
+        org(x)
+        with torch.no_grad():
+            cap = org.pod_capacity
+            qkv = torch.nn.functional.linear(x, org.qkv_weight.view(3 * cap * d, D))
+            q, k, v = qkv.view(1, 4, 3, cap, d).permute(2, 0, 3, 1, 4).unbind(0)
+            heads = org.kernel.attention(q, k, v, alive=org.alive)
+        sparsities.append(hoyer_sparsity(heads).mean(dim=(0, 2))[:3])
+    assert int(org.tube_pos) == 1
+    recalled, _ = org.tube_recall()  # the first forward fell out of the ring of two
+    torch.testing.assert_close(recalled[:3], (sparsities[2] + 0.5 * sparsities[1]) / 1.5)
+
+
+def test_training_forwards_feed_the_tubes_only_while_feeding(kernel, gen):
+    org = make(kernel, gen)
+    org.feeding_tubes = False
+    org(torch.randn(1, 4, D, generator=gen))
+    assert not org.tube_recall()[1].any() and int(org.tube_pos) == 0
+    org.feeding_tubes = True
+    org(torch.randn(1, 4, D, generator=gen))
+    assert org.tube_recall()[1].tolist() == [True, True, True, False, False]
+
+
+def test_a_newborn_starts_without_tube_memory(kernel, gen):
+    org = make(kernel, gen)
+    org(torch.randn(1, 4, D, generator=gen))
+    org.cull([0])
+    assert org.spawn() == 0
+    assert org.tube_recall()[1].tolist()[:3] == [False, True, True]
 
 
 def test_measured_sparsity_comes_from_the_tubes_not_the_probe(kernel, gen):
-    with_tubes = make(kernel, gen, tubes=TubeNetwork(4, 0.5))
-    without = make(kernel, torch.Generator().manual_seed(0))
-    without.load_state_dict(with_tubes.state_dict())
+    with_tubes = make(kernel, gen, tube_capacity=4, tube_decay=0.5)
+    without = make(kernel, torch.Generator().manual_seed(0), tube_capacity=0)
+    without.load_state_dict(
+        {k: v for k, v in with_tubes.state_dict().items() if not k.startswith("tube_")},
+        strict=False,
+    )
     train_x = torch.randn(2, 6, D, generator=gen)
     with_tubes(train_x)
     without(train_x)
@@ -254,20 +353,39 @@ def test_measured_sparsity_comes_from_the_tubes_not_the_probe(kernel, gen):
     b = without.measure_behaviour(probe, causal=True)
     torch.testing.assert_close(a[:, 0], b[:, 0])  # attention distance: the probe's, both
     assert not torch.allclose(a[:, 1], b[:, 1])  # sparsity: remembered vs probed
-    torch.testing.assert_close(a[:, 1], with_tubes.tubes.recall()[:3])
+    torch.testing.assert_close(a[:, 1], with_tubes.tube_recall()[0][:3])
 
 
 def test_reset_state_clears_the_tubes(kernel, gen):
-    org = make(kernel, gen, tubes=TubeNetwork(4, 0.5))
+    org = make(kernel, gen, tube_capacity=4, tube_decay=0.5)
     org(torch.randn(1, 4, D, generator=gen))
     org.reset_state()
-    assert org.tubes.recall() is None
+    assert not org.tube_recall()[1].any() and int(org.tube_pos) == 0
+
+
+def test_measure_behaviour_equals_each_pod_measured_alone(kernel, gen):
+    from slime.core import Pseudopod
+
+    org = make(kernel, gen, tube_capacity=0)
+    org.cull([1])
+    probe = torch.randn(3, 6, D, generator=gen)
+    measured = org.measure_behaviour(probe, causal=True)
+    for row, slot in zip(measured, org.live_slots()):
+        alone = Pseudopod.from_dict(PodView(org, slot).to_dict(), kernel=kernel)
+        alone.reset()
+        alone.measure(probe, causal=True)
+        torch.testing.assert_close(row, alone.descriptors, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            org.pod(slot).correlation, alone.correlation, atol=1e-5, rtol=1e-4
+        )
+    assert org.n_measurements.tolist() == [1, 0, 1, 0, 0]
 
 
 def _archived(kernel, gen):
     org = make(kernel, gen, capacity=6)
     org.measure_behaviour(torch.randn(2, 6, D, generator=gen), causal=True)
-    result = org.archive_elites({0: 1.0, 1: 2.0, 2: 0.5})
+    org.fitness[:3] = torch.tensor([1.0, 2.0, 0.5])
+    result = org.archive_elites([0, 1, 2])
     return org, result
 
 
@@ -276,8 +394,10 @@ def test_archive_elites_stores_live_pods_by_descriptor(kernel, gen):
     assert result.status.shape == (3,)
     assert org.archive.stats.num_elites >= 1
     elite = max(org.archive, key=lambda e: e.objective)
-    cell_of_pod1 = org.archive.cell_index(org.pods["1"].descriptors[:2][None])[0].item()
+    cell_of_pod1 = org.archive.cell_index(org.pod(1).descriptors[:2][None])[0].item()
     assert elite.cell == cell_of_pod1 and elite.objective == 2.0
+    assert org.archive.genome_form == "columns"
+    torch.testing.assert_close(elite.genome["qkv_weight"][0], org.pod(1).q_weight)
 
 
 def test_birth_location_is_none_with_an_empty_archive(kernel, gen):
@@ -297,9 +417,9 @@ def test_spawn_grows_from_the_archive_where_chemotaxis_points(kernel, gen, monke
     slot = org.spawn()
     assert len(locations) == 1 and locations[0] is not None
     expected = org.archive.interpolate(locations[0], k_neighbors=2)
-    newborn = org.pods[str(slot)]
-    for name in ("q_weight", "k_weight", "v_weight"):
-        torch.testing.assert_close(getattr(newborn, name), expected["params"][name])
+    newborn = org.pod(slot)
+    for i, name in enumerate(("q_weight", "k_weight", "v_weight")):
+        torch.testing.assert_close(getattr(newborn, name), expected["qkv_weight"][i])
     assert newborn.fitness == 0.0 and torch.equal(newborn.o_weight, torch.zeros(D, d))
 
 
@@ -321,8 +441,8 @@ def test_triton_kernel_computes_the_same_organism_as_the_torch_kernel(kernel, ge
     )
     triton_org.load_state_dict(torch_org.state_dict())
     x = torch.randn(1, 4, 32, generator=gen, requires_grad=True)
-    a, _ = torch_org(x, causal=True)
-    b, _ = triton_org(x, causal=True)
+    a = torch_org(x, causal=True)
+    b = triton_org(x, causal=True)
     torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
     (ga,) = torch.autograd.grad(a.square().sum(), x)
     (gb,) = torch.autograd.grad(b.square().sum(), x)
@@ -331,17 +451,33 @@ def test_triton_kernel_computes_the_same_organism_as_the_torch_kernel(kernel, ge
 
 def test_pod_accessor_rejects_an_empty_slot(kernel, gen):
     org = make(kernel, gen)
-    assert org.pod(1) is org.pods["1"]
+    assert org.pod(1).slot == 1
     with pytest.raises(PoolError, match="slot 4"):
         org.pod(4)
 
 
-def test_ages_count_pool_ticks_since_birth(kernel, gen):
+def test_a_pod_view_reads_and_writes_its_slot_in_place(kernel, gen):
     org = make(kernel, gen)
-    org.tick(3)
-    slot = org.spawn()
-    org.tick(2)
-    assert org.ages() == {0: 5, 1: 5, 2: 5, slot: 2}
+    pod = org.pod(2)
+    with torch.no_grad():
+        pod.k_weight.fill_(0.5)
+    assert torch.equal(org.qkv_weight[1, 2], torch.full((d, D), 0.5))
+    pod.fitness = 1.5
+    assert org.fitness[2] == 1.5
+    genome = pod.to_dict()
+    org.pod(0).from_dict(genome)
+    assert torch.equal(org.pod(0).k_weight, pod.k_weight) and org.pod(0).fitness == 1.5
+    with pytest.raises(ConfigError, match="fitness"):
+        pod.fitness = float("nan")
+
+
+def test_a_pod_view_measures_its_correlation_statistics(kernel, gen):
+    org = make(kernel, gen)
+    pod = org.pod(0)
+    assert pod.effective_rank().item() == pytest.approx(d, rel=1e-4)  # identity before measuring
+    org.measure_behaviour(torch.randn(2, 6, D, generator=gen))
+    assert 1.0 <= pod.effective_rank().item() <= d + 1e-4
+    assert 0.0 <= pod.coherence().item() <= 1.0
 
 
 def test_placement_follows_the_archive_cell_and_is_stable(kernel, gen):
@@ -349,14 +485,14 @@ def test_placement_follows_the_archive_cell_and_is_stable(kernel, gen):
     org.measure_behaviour(torch.randn(2, 6, D, generator=gen), causal=True)
     first = org.placements(4)
     assert first == org.placements(4)
-    cells = org.archive.cell_index(org.descriptors()).tolist()
+    cells = org.archive.cell_index(org.live_descriptors()).tolist()
     for slot, cell in zip(org.live_slots(), cells):
         assert first[slot] == placement((cell,), 4)
     assert set(org.placements(1).values()) == {0}
 
 
 def test_spawning_a_genome_of_another_shape_is_rejected(kernel, gen):
-    genome = Organism(D, pod_capacity=2, n_pods=1, head_dim=8, kernel=kernel).pods["0"].to_dict()
+    genome = Organism(D, pod_capacity=2, n_pods=1, head_dim=8, kernel=kernel).pod(0).to_dict()
     with pytest.raises(ConfigError, match="head_dim"):
         make(kernel, gen).spawn(genome)
 
@@ -374,12 +510,12 @@ def test_archives_with_more_dims_than_descriptors_are_rejected(kernel, gen):
 
 def test_spawn_with_a_genome_copies_it_and_starts_fresh(kernel, gen):
     org = make(kernel, gen)
-    donor = org.pods["0"]
+    donor = org.pod(0)
     donor.fitness = 4.0
     slot = org.spawn(donor.to_dict())
-    child = org.pods[str(slot)]
+    child = org.pod(slot)
     assert torch.equal(child.q_weight, donor.q_weight) and child.fitness == 0.0
-    assert child.q_weight is not donor.q_weight
+    assert child.q_weight.data_ptr() != donor.q_weight.data_ptr()
 
 
 def test_hunger_rises_as_the_pool_empties(kernel, gen, monkeypatch):

@@ -80,8 +80,8 @@ class _Chemo:
 
 
 class _Org:
-    def forward(self, stimulus, state=None):  # noqa: ANN001
-        return stimulus, state
+    def forward(self, stimulus):  # noqa: ANN001
+        return stimulus
 
     def reset_state(self) -> None:
         pass

@@ -10,13 +10,16 @@ archive statistics).
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from matplotlib.image import imread
+from safetensors.torch import save_file
 from slime.core import SlimeConfig, SlimeModel
 from slime.kernels import TorchKernel
+from slime.memory import GridArchive
 
 VOCAB, BLOCK = 11, 8
 STEPS = 6
@@ -87,10 +90,9 @@ def train_run(run_dir: Path, seed: int = 0) -> tuple[SlimeModel, list[dict]]:
     _checkpoint_archives(model, run_dir, STEPS)  # before any elite: empty archives
     model.measure_behaviour(idx)
     for layer, organism in enumerate(model.organisms):
-        fitness = {s: float(layer + s + 1) for s in organism.live_slots()}
-        for slot, value in fitness.items():
-            organism.pods[str(slot)].fitness = value
-        organism.archive_elites(fitness)
+        for slot in organism.live_slots():
+            organism.pod(slot).fitness = float(layer + slot + 1)
+        organism.archive_elites()  # every live pod, its fitness buffer as the objective
     records.append(
         {"step": STEPS, "kind": "medium", "births": 0, "archive_added": 5, "pool_size": 6}
     )
@@ -113,6 +115,62 @@ def slime_run(tmp_path_factory) -> tuple[Path, SlimeModel, list[dict]]:
     run_dir = tmp_path_factory.mktemp("slime-run")
     model, records = train_run(run_dir)
     return run_dir, model, records
+
+
+def write_v1_model_dir(model: SlimeModel, directory: Path) -> None:
+    """Write ``model`` as ``save_pretrained`` did before the slot table (format v1), by hand.
+
+    v1 kept each live pod's tensors under its own keys (``blocks.<i>.attn.pods.<slot>.q_weight``
+    ``(d, D)`` ..., ``o_weight (D, d)``, ``descriptors (3,)``, ``n_measurements ()``,
+    ``_correlation (d, d)``), had no per-slot buffers (alive, fitness, born_step, tubes), listed
+    each layer's live slots and their fitness in config.json, and archived ``to_dict()`` payloads.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for key, value in model.state_dict().items():
+        if key == "lm_head.weight" or (".attn." in key and not key.endswith("attn.out_bias")):
+            continue  # tied head; the slot table and its buffers are written per pod below
+        tensors[key] = value.detach().contiguous()
+    layers = []
+    for i, organism in enumerate(model.organisms):
+        live = organism.live_slots()
+        for slot in live:
+            pod, prefix = organism.pod(slot), f"blocks.{i}.attn.pods.{slot}."
+            names = pod.projection_names()
+            for name in names:
+                tensors[prefix + name] = getattr(pod, name).contiguous()
+            tensors[prefix + "descriptors"] = pod.descriptors.contiguous()
+            tensors[prefix + "n_measurements"] = pod.n_measurements.clone()
+            tensors[prefix + "_correlation"] = pod.correlation.contiguous()
+        layers.append({"live": live, "fitness": [organism.pod(s).fitness for s in live]})
+        archive = GridArchive(model.config.archive_dims, [(0.0, 1.0)] * organism.descriptor_dims)
+        if live:
+            archive.add(
+                [organism.pod(s).to_dict() for s in live],
+                organism.fitness[organism.alive],
+                organism.live_descriptors(),
+            )
+        archive.save(directory / f"archive_{i}")
+    save_file(tensors, str(directory / "model.safetensors"))
+    meta = {
+        "format": "slime-model",
+        "version": 1,
+        "config": model.config.to_dict(),
+        "layers": layers,
+    }
+    (directory / "config.json").write_text(json.dumps(meta, indent=2))
+
+
+@pytest.fixture(scope="session")
+def v1_run(slime_run, tmp_path_factory) -> Path:
+    """``slime_run`` with its model written in format v1 (per-pod tensors; see
+    :func:`write_v1_model_dir`). Read-only for tests."""
+    run_dir, model, _ = slime_run
+    v1_dir = tmp_path_factory.mktemp("slime-run-v1")
+    shutil.copy(run_dir / "metrics.jsonl", v1_dir / "metrics.jsonl")
+    shutil.copytree(run_dir / "checkpoints", v1_dir / "checkpoints")
+    write_v1_model_dir(model, v1_dir / "model")
+    return v1_dir
 
 
 @pytest.fixture(scope="session")
@@ -159,3 +217,9 @@ def make_model():
 def metrics_writer():
     """``metrics_writer(run_dir, records)`` writes metrics.jsonl as slime.train does."""
     return write_metrics
+
+
+@pytest.fixture(name="write_v1_model_dir")
+def write_v1_model_dir_fixture():
+    """``write_v1_model_dir(model, directory)``: the model in the pre-slot-table layout (v1)."""
+    return write_v1_model_dir

@@ -69,6 +69,13 @@ def test_export_reports_the_file_and_the_check(slime_run, tmp_path, capsys):
     assert "checked torchscript against PyTorch on (batch x seq) 1x4, 3x8" in out.err
 
 
+def test_export_of_a_v1_model_directory_succeeds(v1_run, tmp_path, capsys):
+    target = tmp_path / "v1.pt2"
+    argv = [str(v1_run), "--format", "torch-export", "--out", str(target)]
+    assert cli.export_command(argv) == 0
+    assert capsys.readouterr().out.strip() == str(target) and target.is_file()
+
+
 def test_export_of_a_baseline_run_fails_with_the_reason(baseline_run, capsys):
     assert cli.export_command([str(baseline_run), "--format", "torch-export"]) == 1
     assert "slime export: error:" in capsys.readouterr().err

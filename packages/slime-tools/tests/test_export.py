@@ -149,6 +149,18 @@ def test_export_run_writes_into_the_run_directory_by_default(slime_run):
     assert check.path == run_dir / "export" / "model.pt2" and check.path.is_file()
 
 
+def test_a_v1_model_directory_exports_to_onnx_computing_the_saved_models_logits(
+    v1_run, slime_run, tmp_path
+):
+    _, model, _ = slime_run
+    check = export_run(v1_run, "onnx", tmp_path / "v1.onnx")
+    assert check.path == tmp_path / "v1.onnx" and check.max_abs_diff <= ONNX_ATOL
+    idx = tokens(2, BLOCK, seed=5)
+    with torch.no_grad():
+        expected = model.eval()(idx)[0]
+    torch.testing.assert_close(run_onnx(check.path, idx), expected, rtol=ONNX_RTOL, atol=ONNX_ATOL)
+
+
 def test_export_of_a_baseline_run_says_there_is_no_model(baseline_run):
     with pytest.raises(CheckpointError, match="baseline runs"):
         export_run(baseline_run, "onnx")

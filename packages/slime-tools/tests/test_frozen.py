@@ -66,7 +66,7 @@ def test_frozen_model_has_no_trainable_parameters_and_no_lifecycle(make_model):
     frozen = freeze(make_model())
     assert not frozen.training
     assert all(not p.requires_grad for p in frozen.parameters())
-    for name in ("spawn", "cull", "organisms", "archive_elites", "add_pool_listener"):
+    for name in ("spawn", "cull", "organisms", "archive_elites", "add_slot_listener"):
         assert not hasattr(frozen, name)
 
 

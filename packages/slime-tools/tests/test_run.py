@@ -61,8 +61,49 @@ def test_the_saved_model_loads_with_its_pool_weights_and_fitness(slime_run):
     idx = torch.randint(0, 11, (2, 8), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(loaded(idx)[0], model.eval()(idx)[0], rtol=0, atol=0)
-    fitness = [o.pods[str(s)].fitness for o in loaded.organisms for s in o.live_slots()]
-    assert fitness == [o.pods[str(s)].fitness for o in model.organisms for s in o.live_slots()]
+    fitness = [o.pod(s).fitness for o in loaded.organisms for s in o.live_slots()]
+    assert fitness == [o.pod(s).fitness for o in model.organisms for s in o.live_slots()]
+    assert any(f != 0.0 for f in fitness)  # the fixture scored them: this is not all defaults
+
+
+def test_a_v1_model_directory_loads_with_the_same_pools_logits_and_fitness(slime_run, v1_run):
+    _, model, _ = slime_run
+    config = json.loads((v1_run / "model" / "config.json").read_text())
+    assert config["version"] == 1  # the fixture really is the old layout
+    loaded = load_run_model(v1_run)
+    assert [o.live_slots() for o in loaded.organisms] == [o.live_slots() for o in model.organisms]
+    idx = torch.randint(0, 11, (3, 8), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(idx)[0], model.eval()(idx)[0], rtol=0, atol=0)
+    for old, new in zip(model.organisms, loaded.organisms, strict=True):
+        torch.testing.assert_close(new.fitness, old.fitness, rtol=0, atol=0)  # from config.json
+        torch.testing.assert_close(new.descriptors, old.descriptors, rtol=0, atol=0)
+        live = old.alive  # the fixture's plain AdamW moves dead slots; v1 kept live pods only
+        torch.testing.assert_close(new.qkv_weight[:, live], old.qkv_weight[:, live], rtol=0, atol=0)
+        torch.testing.assert_close(new.o_weight[:, live], old.o_weight[:, live], rtol=0, atol=0)
+        assert new.archive.genome_form == "payloads" and len(new.archive) > 0
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_a_v1_model_directory_with_dead_slots_loads_as_the_stacked_model(
+    make_model, write_v1_model_dir, tmp_path, bias
+):
+    model = make_model(seed=3, bias=bias)
+    with torch.no_grad():
+        for organism in model.organisms:
+            if organism.out_bias is not None:
+                organism.out_bias.normal_()
+    model.organisms[0].cull([1])
+    model.organisms[1].cull([0, 2])
+    model.organisms[1].pod(1).fitness = 0.75
+    write_v1_model_dir(model, tmp_path / "run" / "model")
+    loaded = load_run_model(tmp_path / "run")
+    assert [o.live_slots() for o in loaded.organisms] == [[0, 2], [1]]
+    assert loaded.organisms[1].pod(1).fitness == 0.75
+    assert not loaded.organisms[1].qkv_weight[:, [0, 2, 3]].any()  # dead slots hold zeros
+    idx = torch.randint(0, 11, (2, 8), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(idx)[0], model.eval()(idx)[0], rtol=0, atol=0)
 
 
 def test_archives_load_per_layer_with_their_elites(slime_run):

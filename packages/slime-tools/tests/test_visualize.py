@@ -209,6 +209,14 @@ def test_visualize_run_writes_every_plot_of_a_slime_run(slime_run, tmp_path, col
     assert all(colour_pixels(p) > DRAWN for p in report.written)
 
 
+def test_visualize_run_of_a_v1_model_directory_draws_the_same_plots(v1_run, tmp_path):
+    report = visualize_run(v1_run, tmp_path)
+    assert report.skipped == []
+    assert {"archive_layer0.png", "archive_layer1.png", "behaviour_space.png"} <= {
+        p.name for p in report.written
+    }
+
+
 def test_visualize_run_reads_archive_progress_from_the_checkpoints(slime_run, tmp_path):
     report = visualize_run(slime_run[0], tmp_path)
     assert tmp_path / "archive_progress.png" in report.written  # metrics.jsonl has no coverage

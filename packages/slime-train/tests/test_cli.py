@@ -88,3 +88,18 @@ def test_entry_point_commands_are_dispatched(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(cli, "entry_points", lambda group: [FakeEntryPoint()])
     assert cli.main(["visualize", "run_dir", "--out", "x.png"]) == 0
     assert seen == [["run_dir", "--out", "x.png"]]
+
+
+def test_compile_flag_sets_train_compile_and_compiles_the_forward(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+    import yaml
+
+    compiled: list[object] = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled.append(fn) or fn)
+    argv = ["train", "--config", "tiny", "--steps", "2", "--compile", "--quiet"]
+    assert cli.main([*argv, "--out", str(tmp_path)]) == 0
+    run = _only_run(tmp_path)
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["compile"] is True
+    assert any(isinstance(fn, torch.nn.Module) for fn in compiled)  # the model's forward

@@ -76,3 +76,9 @@ def test_replace_changes_fields_and_validates() -> None:
         RunConfig().replace(train={"stepz": 5})
     with pytest.raises(ConfigError, match=r"train\.steps"):
         RunConfig().replace(train={"steps": 0})
+
+
+def test_compile_is_off_by_default_and_must_be_a_bool() -> None:
+    assert TrainConfig().compile is False
+    with pytest.raises(ConfigError, match=r"train\.compile: expected bool"):
+        TrainConfig(compile="yes")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import math
+
 import pytest
 import torch
 from scipy.stats import spearmanr
@@ -54,40 +57,90 @@ def test_masking_restores_training_mode() -> None:
     assert model.training
 
 
+def _table(values: list[float], capacity: int = 4) -> torch.Tensor:
+    """A (1, capacity) per-slot table with ``values`` in the first slots."""
+    return torch.tensor([values + [0.0] * (capacity - len(values))])
+
+
 def test_taylor_task_needs_no_forward_and_uses_the_moving_average() -> None:
     model = _model()
     tracker = FitnessTracker(FitnessConfig(task="taylor", w_task=1.0, w_eff=0.0, w_grad=0.0))
+    tracker.attach(model)
     keys = [(0, 0), (0, 1), (0, 2)]
-    tracker.observe_gradients(keys, torch.ones(3), torch.tensor([0.3, -0.1, 0.2]))
+    tracker.observe_gradients(_table([1.0, 1.0, 1.0]), _table([0.3, -0.1, 0.2]))
     calls = []
     model.register_forward_hook(lambda *args: calls.append(1))
     scores = tracker.assess(model, *_batch(1))
     assert calls == []
+    assert list(scores) == keys
     assert [scores[k].task for k in keys] == pytest.approx([0.3, -0.1, 0.2])
     assert [scores[k].fitness for k in keys] == pytest.approx([1.0, 0.0, 0.75])
 
 
 def test_gradient_ema_follows_the_decay() -> None:
     tracker = FitnessTracker(FitnessConfig(grad_ema_decay=0.5))
-    keys = [(0, 0), (0, 1)]
-    tracker.observe_gradients(keys, torch.tensor([2.0, 4.0]))
-    tracker.observe_gradients(keys, torch.tensor([4.0, 0.0]))
-    assert tracker.grad_ema.tolist() == [3.0, 2.0]
+    tracker.observe_gradients(torch.tensor([[2.0, 4.0]]))
+    tracker.observe_gradients(torch.tensor([[4.0, 0.0]]))
+    assert tracker.grad_ema.tolist() == [[3.0, 2.0]]
 
 
-def test_gradient_ema_keeps_survivors_when_the_pool_changes() -> None:
+def test_averages_live_on_the_device_as_one_layer_by_slot_table() -> None:
+    model = _model(n_layer=2)
+    tracker = FitnessTracker(FitnessConfig())
+    tracker.attach(model)
+    assert tracker.ema.shape == (2, 2, 4) and tracker.fresh.shape == (2, 4)
+    assert tracker.fresh.all()
+
+
+def test_a_birth_or_death_restarts_that_slots_average_and_keeps_the_others() -> None:
+    model = _model()
     tracker = FitnessTracker(FitnessConfig(grad_ema_decay=0.5))
-    tracker.observe_gradients([(0, 0), (0, 1)], torch.tensor([2.0, 4.0]))
-    tracker.observe_gradients([(0, 1), (0, 3)], torch.tensor([8.0, 1.0]))  # 0 died, 3 was born
-    assert tracker.keys == [(0, 1), (0, 3)]
-    assert tracker.grad_ema.tolist() == [4.0, 1.0]
+    tracker.attach(model)
+    tracker.observe_gradients(_table([2.0, 4.0, 6.0]))
+    organism = model.organisms[0]
+    organism.cull([0])
+    assert organism.spawn() == 0  # a newborn where a pod just died
+    tracker.observe_gradients(_table([8.0, 8.0, 8.0, 8.0]))
+    # slot 0 restarts at its first value after the change; the others blend 0.5 old + 0.5 new
+    assert tracker.grad_ema[0].tolist() == [8.0, 6.0, 7.0, 4.0]
 
 
-def test_fitness_is_the_weighted_sum_of_normalised_terms() -> None:
+def test_a_non_finite_step_leaves_the_averages_unchanged() -> None:
+    tracker = FitnessTracker(FitnessConfig(grad_ema_decay=0.5))
+    tracker.observe_gradients(torch.tensor([[2.0, 4.0]]), finite=torch.tensor(True))
+    before = tracker.ema.clone()
+    tracker.observe_gradients(torch.tensor([[math.nan, 1.0]]), finite=torch.tensor(False))
+    assert torch.equal(tracker.ema, before)
+    tracker.observe_gradients(torch.tensor([[4.0, 0.0]]), finite=torch.tensor(True))
+    assert tracker.grad_ema.tolist() == [[3.0, 2.0]]
+
+
+def test_a_fresh_slot_stays_fresh_through_a_non_finite_step() -> None:
+    tracker = FitnessTracker(FitnessConfig(grad_ema_decay=0.5))
+    tracker.observe_gradients(torch.tensor([[math.nan, 1.0]]), finite=torch.tensor(False))
+    tracker.observe_gradients(torch.tensor([[4.0, 2.0]]), finite=torch.tensor(True))
+    assert tracker.grad_ema.tolist() == [[4.0, 2.0]]
+
+
+def test_observing_gradients_never_reads_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    tracker = FitnessTracker(FitnessConfig())
+    tracker.attach(_model())
+    reads = []
+    for name in ("tolist", "item", "__bool__", "__float__"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(
+            torch.Tensor, name, lambda self, *a, _o=original, **k: reads.append(1) or _o(self, *a)
+        )
+    tracker.observe_gradients(_table([1.0, 2.0]), _table([0.1, 0.2]), torch.tensor(True))
+    assert reads == []
+
+
+def test_fitness_is_the_weighted_sum_of_normalised_terms_and_lands_in_the_buffer() -> None:
     model = _model()
     tracker = FitnessTracker(FitnessConfig(w_task=0.7, w_eff=0.2, w_grad=0.1))
+    tracker.attach(model)
     keys = [(0, 0), (0, 1), (0, 2)]
-    tracker.observe_gradients(keys, torch.tensor([1.0, 3.0, 2.0]))
+    tracker.observe_gradients(_table([1.0, 3.0, 2.0]))
     costs = {(0, 0): 10.0, (0, 1): 30.0, (0, 2): 20.0}
     scores = tracker.assess(model, *_batch(1), costs=costs)
     task = normalise([scores[k].task for k in keys])
@@ -96,7 +149,15 @@ def test_fitness_is_the_weighted_sum_of_normalised_terms() -> None:
     for i, k in enumerate(keys):
         expected = 0.7 * task[i] + 0.2 * eff[i] + 0.1 * grad[i]
         assert scores[k].fitness == pytest.approx(expected)
-        assert model.organisms[0].pods[str(k[1])].fitness == pytest.approx(expected)
+        assert scores[k].gradient == pytest.approx([1.0, 3.0, 2.0][i])
+        assert model.organisms[0].fitness[k[1]].item() == pytest.approx(expected)
+    assert model.organisms[0].fitness[3].item() == 0.0  # the empty slot is not scored
+
+
+def test_default_cost_is_the_pods_parameter_bytes() -> None:
+    model = _model()
+    scores = FitnessTracker(FitnessConfig()).assess(model, *_batch(1))
+    assert {s.cost for s in scores.values()} == {float(model.organisms[0].pod_bytes())}
 
 
 def test_equal_costs_leave_the_ranking_to_task_and_gradient() -> None:
@@ -108,23 +169,55 @@ def test_equal_costs_leave_the_ranking_to_task_and_gradient() -> None:
     assert by_fitness == by_task
 
 
+def test_state_round_trips_exactly() -> None:
+    model = _model()
+    tracker = FitnessTracker(FitnessConfig(grad_ema_decay=0.7))
+    tracker.attach(model)
+    tracker.observe_gradients(_table([0.123, 4.5, 6.7]), _table([0.3, -0.1, 0.2]))
+    model.organisms[0].spawn()
+    other_model = _model()
+    other = FitnessTracker(FitnessConfig(grad_ema_decay=0.7))
+    other.attach(other_model)
+    other.load_state_dict(copy.deepcopy(tracker.state_dict()))
+    assert torch.equal(other.ema, tracker.ema) and torch.equal(other.fresh, tracker.fresh)
+    for t in (tracker, other):
+        t.observe_gradients(_table([1.0, 2.0, 3.0, 4.0]), _table([0.5, 0.5, 0.5, 0.5]))
+    assert torch.equal(other.ema, tracker.ema)
+
+
+def test_a_state_written_before_the_slot_table_loads_by_pod_keys() -> None:
+    model = _model(n_layer=2)
+    tracker = FitnessTracker(FitnessConfig())
+    tracker.attach(model)
+    old = {"keys": [[0, 1], [1, 3]], "ema": torch.tensor([[2.0, 5.0], [0.1, -0.2]])}
+    tracker.load_state_dict(old)
+    assert tracker.averages([(0, 1), (1, 3), (0, 0)]) == {
+        (0, 1): (2.0, pytest.approx(0.1)),
+        (1, 3): (5.0, pytest.approx(-0.2)),
+        (0, 0): (0.0, 0.0),
+    }
+    assert tracker.fresh.tolist() == [[True, False, True, True], [True, True, True, False]]
+
+
 def _trained(tracker: FitnessTracker) -> tuple[SlimeModel, list]:
     """A 2-layer, 4-pod model after 60 steps of recall, ``tracker`` fed every step."""
     from slime.train.stability import GradientMonitor
 
     torch.manual_seed(0)
     model = _model(n_layer=2, n_pods=4)
+    tracker.attach(model)
     monitor = GradientMonitor(model, max_norm=1.0)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     task, gen = RecallTask(8, 15), torch.Generator().manual_seed(5)
     for _ in range(60):
         idx, targets = task.batch("train", 16, gen)
         model(idx, targets)[1].backward()
-        stats = monitor.clip_and_measure(version=0)
-        tracker.observe_gradients(stats.keys, stats.pod_norms, stats.pod_taylor)
+        stats = monitor.clip_and_measure()
+        tracker.observe_gradients(stats.slot_norms, stats.slot_taylor)
         opt.step()
         opt.zero_grad()
-    return model, stats.keys
+    keys = [(layer, s) for layer, o in enumerate(model.organisms) for s in o.live_slots()]
+    return model, keys
 
 
 @pytest.mark.parametrize("task", ["masked", "taylor"])

@@ -45,3 +45,64 @@ def test_cuda_profile_reports_peak_memory_and_mfu() -> None:
     assert prof["peak_memory_mb"] > 0
     if "H100" in torch.cuda.get_device_name() or "H200" in torch.cuda.get_device_name():
         assert 0 < prof["mfu"] < 1
+
+
+def _cuda_trainer(kind: str, **train) -> Trainer:
+    cfg = load_config("tiny").replace(
+        model={"kind": kind, "kernel_backend": "auto", "head_dim": 16},
+        train={"device": "cuda", "steps": 20, "log_interval": 10, "eval_interval": 20, **train},
+        lifecycle={"medium_interval": 10, "slow_interval": 20, "cull_fraction": 0.5},
+    )
+    return Trainer(cfg, build_dataset(cfg.data, cfg.model.block_size))
+
+
+@pytest.mark.parametrize("kind", ["slime", "baseline"])
+def test_steps_between_events_never_synchronise_with_the_device(kind: str) -> None:
+    """CUDA's sync debug mode raises on any synchronising call inside the steps between reads;
+    the reads (log, lifecycle, eval) run with it off."""
+    trainer = _cuda_trainer(kind)
+    trainer.fit(steps=10)  # warm-up: lazy optimizer state, kernel autotuning, a lifecycle event
+    train_step, reads_at = trainer.train_step, trainer._reads_at
+
+    def strict_step():
+        torch.cuda.set_sync_debug_mode("error")
+        return train_step()
+
+    def reads(step: int, total: int) -> bool:
+        due = reads_at(step, total)
+        if due:
+            torch.cuda.set_sync_debug_mode("default")
+        return due
+
+    trainer.train_step, trainer._reads_at = strict_step, reads
+    try:
+        summary = trainer.fit()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert summary["status"] == "completed" and summary["steps"] == 20
+
+
+def test_a_non_finite_cuda_step_changes_nothing_and_is_counted() -> None:
+    trainer = _cuda_trainer("slime")
+    trainer.fit(steps=2)
+    forward = trainer.model.forward
+    trainer.model.forward = lambda idx, targets=None: (lambda out: (out[0], out[1] * math.nan))(
+        forward(idx, targets)
+    )
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    state = [v.clone() for s in trainer.optimizer.optimizer.state.values() for v in s.values()]
+    trainer.fit(steps=3)
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+    after = [v for s in trainer.optimizer.optimizer.state.values() for v in s.values()]
+    assert all(torch.equal(a, b) for a, b in zip(state, after))
+    assert trainer.nonfinite == 1
+
+
+def test_compiled_cuda_training_does_not_recompile_across_births_and_deaths() -> None:
+    torch._dynamo.reset()
+    trainer = _cuda_trainer("slime", compile=True)
+    trainer.fit(steps=2)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        summary = trainer.fit()
+    assert summary["status"] == "completed"
+    assert trainer.lifecycle.births > 0 and trainer.lifecycle.deaths > 0

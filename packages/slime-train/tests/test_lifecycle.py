@@ -29,6 +29,11 @@ def _lifecycle(cfg: LifecycleConfig = LC, n_pods: int = 2, capacity: int = 4) ->
     return Lifecycle(model, cfg, FitnessTracker(FitnessConfig()))
 
 
+def _q_weight(genome: dict) -> torch.Tensor:
+    """A stored genome's query projection, in either genome form (Pseudopod dict or columns)."""
+    return genome["params"]["q_weight"] if "params" in genome else genome["qkv_weight"][0]
+
+
 def _probe() -> tuple[torch.Tensor, torch.Tensor]:
     idx = torch.randint(0, 8, (4, 8), generator=torch.Generator().manual_seed(3))
     return idx, idx
@@ -99,7 +104,8 @@ def test_medium_sets_every_pod_fitness_and_fills_the_archive() -> None:
     life.medium(5, 1.0, _probe())
     for organism in life.model.organisms:
         assert len(organism.archive) >= 1
-        assert {organism.pods[str(s)].fitness for s in organism.live_slots()} != {0.0}
+        assert {organism.pod(s).fitness for s in organism.live_slots()} != {0.0}
+        assert max(e.objective for e in organism.archive) == organism.fitness.max().item()
 
 
 def test_no_deaths_before_the_full_phase() -> None:
@@ -112,7 +118,7 @@ def test_full_phase_culls_the_least_fit_fraction() -> None:
     life = _lifecycle(LifecycleConfig(warmup_steps=0, gentle_steps=0, cull_fraction=0.5), n_pods=4)
     life.medium(20, 1.0, _probe())
     organism = life.model.organisms[0]
-    ranked = sorted(organism.live_slots(), key=lambda s: organism.pods[str(s)].fitness)
+    ranked = sorted(organism.live_slots(), key=lambda s: organism.pod(s).fitness)
     record = life.slow(20)
     assert record["deaths"] == 4
     assert organism.live_slots() == sorted(ranked[2:])
@@ -131,13 +137,13 @@ def test_a_dying_elite_is_kept_in_the_archive() -> None:
     life.medium(20, 1.0, _probe())
     organism = life.model.organisms[0]
     organism.archive.clear()  # only the death itself may now add elites
-    victim = min(organism.live_slots(), key=lambda s: (organism.pods[str(s)].fitness, s))
-    weights = organism.pods[str(victim)].q_weight.detach().clone()
+    victim = min(organism.live_slots(), key=lambda s: (organism.pod(s).fitness, s))
+    weights = organism.pod(victim).q_weight.clone()
     life.slow(20)
     assert victim not in organism.live_slots()
     stored = [e.genome for e in organism.archive]
     assert len(stored) == 1
-    assert torch.equal(stored[0]["params"]["q_weight"], weights)
+    assert torch.equal(_q_weight(stored[0]), weights)
 
 
 def test_slow_reports_behavioural_analysis() -> None:
@@ -151,8 +157,14 @@ def test_newborns_younger_than_maturity_are_not_culled() -> None:
     cfg = LifecycleConfig(warmup_steps=0, gentle_steps=0, cull_fraction=1.0, maturity_steps=50)
     life = _lifecycle(cfg, n_pods=2)
     life.medium(100, 1.0, _probe())  # one birth per layer at step 100
-    newborns = {(layer, s) for (layer, s) in life.born_at}
+    newborns = {
+        (layer, s)
+        for layer, o in enumerate(life.model.organisms)
+        for s in o.live_slots()
+        if o.born_step[s] == 100
+    }
     assert len(newborns) == 2
+    assert all(o.born_step[s] == -1 for o in life.model.organisms for s in (0, 1))  # founders
     life.slow(120)  # the newborns are 20 steps old: only the founders may die
     live = {(layer, s) for layer, o in enumerate(life.model.organisms) for s in o.live_slots()}
     assert newborns <= live
@@ -161,9 +173,80 @@ def test_newborns_younger_than_maturity_are_not_culled() -> None:
     assert len(live) == 2  # min_pods per layer
 
 
-def test_birth_steps_survive_a_state_round_trip() -> None:
+def test_the_pool_limit_culls_the_least_fit_and_offers_them_to_the_archive() -> None:
+    life = _lifecycle(LifecycleConfig(warmup_steps=0, gentle_steps=100, max_pool_size=2), n_pods=4)
+    organism = life.model.organisms[0]
+    with torch.no_grad():
+        organism.fitness[:4] = torch.tensor([0.5, 0.1, 0.9, 0.3])
+    organism.archive.clear()
+    record = life.slow(5)  # gentle phase: no fitness cull, but the hard limit holds
+    assert organism.live_slots() == [0, 2]
+    assert record["deaths"] == 4 and life.deaths == 4  # both layers down to 2
+    assert len(organism.archive) >= 1
+
+
+def test_births_and_deaths_are_counted() -> None:
+    life = _lifecycle(LifecycleConfig(warmup_steps=0, gentle_steps=0, cull_fraction=0.5), n_pods=2)
+    life.medium(1, 1.0, _probe())
+    assert life.births == 2
+    life.slow(2)
+    assert life.deaths == 2  # one of three per layer
+    assert life.pool_size() == 4
+
+
+def test_gate_ema_is_fed_on_the_device_and_read_at_the_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gate = LossGate(ratio=2.0, decay=0.5)
+    gate.observe(torch.tensor(1.0))
+    reads = []
+    for name in ("tolist", "item", "__bool__", "__float__"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(
+            torch.Tensor, name, lambda self, *a, _o=original, **k: reads.append(1) or _o(self, *a)
+        )
+    for loss in (3.0, math.nan, 1.0):
+        gate.observe(torch.tensor(loss))
+    assert reads == []
+    monkeypatch.undo()
+    assert gate.ema == pytest.approx(1.5)  # 1 -> 2 -> (NaN skipped) -> 1.5
+    assert gate.check(torch.tensor(3.5)) and not gate.check(2.9)
+
+
+def test_gate_state_round_trips() -> None:
+    gate = LossGate(ratio=10.0, decay=0.9)
+    assert gate.state_dict() == {"ema": None, "frozen": False}
+    for loss in (1.0, 2.0, 0.7):
+        gate.observe(loss)
+    gate.check(100.0)
+    other = LossGate(ratio=10.0, decay=0.9)
+    other.load_state_dict(gate.state_dict())
+    assert other.state_dict() == gate.state_dict() and other.frozen
+    gate.observe(3.0)
+    other.observe(3.0)
+    assert other.ema == gate.ema
+
+
+def test_counts_and_gate_survive_a_state_round_trip() -> None:
     life = _lifecycle(LifecycleConfig(warmup_steps=0, gentle_steps=20))
+    life.gate.observe(torch.tensor(2.0))
     life.medium(7, 1.0, _probe())
     other = _lifecycle()
     other.load_state_dict(life.state_dict())
-    assert other.born_at == life.born_at == {(0, 2): 7, (1, 2): 7}
+    assert (other.births, other.deaths, other.gate.ema) == (2, 0, 2.0)
+
+
+def test_a_state_with_born_at_from_before_the_slot_table_sets_born_step() -> None:
+    life = _lifecycle(n_pods=3)
+    old = {
+        "gate": {"ema": 1.5, "frozen": False},
+        "births": 2,
+        "deaths": 0,
+        "born_at": [[0, 2, 7], [1, 2, 9]],
+    }
+    life.load_state_dict(old)
+    assert [o.born_step.tolist() for o in life.model.organisms] == [
+        [-1, -1, 7, -1],
+        [-1, -1, 9, -1],
+    ]
+    assert life.births == 2 and life.gate.ema == 1.5

@@ -12,29 +12,31 @@ from slime.core.observability import MetricsCollector as MetricsCollector
 from slime.core.observability import SLOReport as SLOReport
 from slime.core.observability import SLOSet as SLOSet
 from slime.core.observability import make_tracer as make_tracer
+from slime.core.organism import FOUNDER as FOUNDER
 from slime.core.organism import Organism as Organism
-from slime.core.organism import PoolListener as PoolListener
+from slime.core.organism import SlotListener as SlotListener
 from slime.core.placement import placement as placement
+from slime.core.pod_view import PodView as PodView
 from slime.core.pseudopod import DESCRIPTOR_NAMES as DESCRIPTOR_NAMES
 from slime.core.pseudopod import Pseudopod as Pseudopod
-from slime.core.state import FlowState as FlowState
 
 __all__ = [
     "DESCRIPTOR_NAMES",
+    "FOUNDER",
     "MLP",
     "SLO",
     "Block",
     "Chemotaxis",
-    "FlowState",
     "MetricsCollector",
     "Organism",
-    "PoolListener",
+    "PodView",
     "Pseudopod",
     "SLOReport",
     "SLOSet",
     "SlimeConfig",
     "SlimeModel",
     "SlimeMoldEncoder",
+    "SlotListener",
     "generate_tokens",
     "make_tracer",
     "placement",

@@ -63,11 +63,11 @@ class Block(nn.Module):
     ) -> Tensor:
         """``(B, T, D) -> (B, T, D)``; ``key_padding_mask`` ``(B, T)`` True where visible."""
         if self.norm_first:
-            attended, _ = self.attn(
+            attended = self.attn(
                 self.attention_input(x), causal=causal, key_padding_mask=key_padding_mask
             )
             x = x + attended
             return x + self.mlp(self.ln_2(x))
-        attended, _ = self.attn(x, causal=causal, key_padding_mask=key_padding_mask)
+        attended = self.attn(x, causal=causal, key_padding_mask=key_padding_mask)
         x = self.ln_1(x + attended)
         return self.ln_2(x + self.mlp(x))

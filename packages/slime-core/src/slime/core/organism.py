@@ -1,19 +1,25 @@
-"""Organism: a pool of pseudopods that attends as one multi-head attention layer.
+"""Organism: a pool of pseudopods kept as one slot table, attending as one multi-head layer.
 
-The organism owns its pods (registered submodules in ``pods``, keyed by slot), its archive, its
-chemotaxis and its tubes; pods never reference the organism. Attention runs as one kernel call over
-all ``pod_capacity`` slots with an ``alive`` mask, so shapes never change when pods are born or
-die (no recompiles): the live pods' weights are scattered into zero-padded stacks each forward,
-which is differentiable, so every live pod's parameters get gradients.
+The organism owns ``P = pod_capacity`` slots of width ``d``. Every pod's projections live stacked
+in a few parameters whose storage never changes (``qkv_weight (3, P, d, D)``, ``o_weight (D, P, d)``),
+and everything else known about a slot lives in device buffers beside them (``alive``, ``fitness``,
+``descriptors``, ``born_step``, the tube ring). That table is the only record of who is alive.
 
-Births and deaths happen on the slow timescale, never inside a forward; each one calls the
-registered pool listeners with the parameters added and removed, so a trainer can keep its
-optimizer in step.
+The forward is two linears over views of those parameters and one pool-attention call with the
+``alive`` mask: no Python loop over pods and nothing that changes with the pool, so
+``torch.compile(fullgraph=True)`` takes it whole and a birth or death never recompiles. Dead slots
+hold zeros: they contribute nothing and their gradients are exactly zero.
+
+Births and deaths run eagerly between steps, under ``no_grad``, writing slots in place. Slot
+listeners hear which slots changed, so an optimizer can reset those slots' moments without ever
+changing its parameter groups. A pod is still a first-class thing: ``organism.pod(slot)`` is a
+:class:`~slime.core.pod_view.PodView` over its slice of the table.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -22,19 +28,28 @@ import torch
 from slime.core.chemotaxis import Chemotaxis
 from slime.core.observability import MetricsCollector, span
 from slime.core.placement import placement
-from slime.core.pseudopod import DESCRIPTOR_NAMES, Pseudopod, hoyer_sparsity
-from slime.core.state import FlowState
-from slime.memory import MAX_POOL_SIZE, GridArchive, Pool
-from slime.proto import ConfigError, Kernel, KernelError, Memory, PoolError
+from slime.core.pod_view import PodView
+from slime.core.pseudopod import DESCRIPTOR_NAMES, hoyer_sparsity
+from slime.memory import MAX_POOL_SIZE, GridArchive
+from slime.proto import ConfigError, Kernel, KernelError, PoolError
 from torch import Tensor, nn
 
-__all__ = ["Organism", "PoolListener"]
+__all__ = ["FOUNDER", "Organism", "SlotListener"]
 
-PoolListener = Callable[[list[nn.Parameter], list[nn.Parameter]], None]
+SlotListener = Callable[["Organism", list[int]], None]
+FOUNDER = -1
+"""``born_step`` of a pod present since construction (always mature)."""
+
+
+def _normal(
+    shape: tuple[int, ...], std: float, generator: torch.Generator | None, device: torch.device
+) -> Tensor:
+    where = generator.device if generator is not None else device
+    return (torch.randn(shape, generator=generator, device=where) * std).to(device)
 
 
 class Organism(nn.Module):
-    """A living multi-head attention layer. Implements slime.proto.Organism.
+    """A living multi-head attention layer over a slot table. Implements slime.proto.Organism.
 
     Args:
         n_embd: model width ``D``.
@@ -48,14 +63,15 @@ class Organism(nn.Module):
         archive: descriptor archive; default a GridArchive of 8x8 cells over the first two
             descriptors, ranges [0, 1].
         chemotaxis: default one over ``archive``.
-        tubes: temporal memory (slime.proto.Memory) that every training forward feeds the per-slot
-            activation sparsity of ``(pod_capacity,)``; None disables it.
+        tube_capacity, tube_decay: the tube ring, a decayed memory of each slot's activation
+            sparsity over the last ``tube_capacity`` training forwards that fed it (0: no tubes;
+            see :attr:`feeding_tubes`).
         memory_budget_bytes: cap on the pods' parameter bytes, enforced by :meth:`enforce_budget`.
         quiet_birth: newborn pods get a zero output projection, so a birth does not change the
-            organism's function (continual-backprop style); their q/k/v start learning once the
-            output projection has moved off zero.
+            organism's function (continual-backprop style).
         metabolic_rate: how far in descriptor space a birth may range from the current behaviour.
-        name: label for metrics counters and spans.
+        descriptor_momentum: EMA momentum of descriptor measurements, in [0, 1).
+        name: label for metrics and spans.
     """
 
     def __init__(
@@ -74,10 +90,12 @@ class Organism(nn.Module):
         tracer: Any | None = None,
         archive: Any | None = None,
         chemotaxis: Chemotaxis | None = None,
-        tubes: Memory | None = None,
+        tube_capacity: int = 16,
+        tube_decay: float = 0.95,
         memory_budget_bytes: int | None = None,
         quiet_birth: bool = True,
         metabolic_rate: float = 0.25,
+        descriptor_momentum: float = 0.9,
         name: str = "organism",
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
@@ -96,16 +114,56 @@ class Organism(nn.Module):
         for field, value in (("n_embd", n_embd), ("head_dim", head_dim)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 2:
                 raise ConfigError(f"must be an int >= 2, got {value!r}", field)
+        if (
+            isinstance(tube_capacity, bool)
+            or not isinstance(tube_capacity, int)
+            or tube_capacity < 0
+        ):
+            raise ConfigError(f"must be an int >= 0, got {tube_capacity!r}", "tube_capacity")
+        if not 0.0 < tube_decay <= 1.0:
+            raise ConfigError(f"must lie in (0, 1], got {tube_decay!r}", "tube_decay")
+        if not 0.0 <= descriptor_momentum < 1.0:
+            raise ConfigError(
+                f"must lie in [0, 1), got {descriptor_momentum!r}", "descriptor_momentum"
+            )
         self.n_embd, self.head_dim, self.pod_capacity = n_embd, head_dim, pod_capacity
         self.kernel, self.metrics, self.tracer = kernel, metrics, tracer
         self.bias, self.init_std = bias, init_std
         self.out_std = init_std if out_std is None else out_std
         self.quiet_birth, self.metabolic_rate, self.name = quiet_birth, metabolic_rate, name
+        self.descriptor_momentum = descriptor_momentum
+        self.memory_budget_bytes = memory_budget_bytes
+        self.tube_decay = float(tube_decay)
         self.generator = generator
         device = torch.device(device) if device is not None else torch.device("cpu")
-        self.pods = nn.ModuleDict()
-        self.out_bias = nn.Parameter(torch.zeros(n_embd, device=device)) if bias else None
+        cap, d, width = pod_capacity, head_dim, n_embd
+
+        self.qkv_weight = nn.Parameter(torch.zeros(3, cap, d, width, device=device))
+        self.qkv_bias = nn.Parameter(torch.zeros(3, cap, d, device=device)) if bias else None
+        self.o_weight = nn.Parameter(torch.zeros(width, cap, d, device=device))
+        self.out_bias = nn.Parameter(torch.zeros(width, device=device)) if bias else None
         self.dropout = nn.Dropout(dropout)
+
+        def buffer(name: str, value: Tensor, persistent: bool = True) -> None:
+            self.register_buffer(name, value.to(device), persistent=persistent)
+
+        buffer("alive", torch.zeros(cap, dtype=torch.bool))
+        buffer("fitness", torch.zeros(cap))
+        buffer("descriptors", torch.zeros(cap, len(DESCRIPTOR_NAMES)))
+        buffer("n_measurements", torch.zeros(cap, dtype=torch.long))
+        buffer("correlation", torch.eye(d).expand(cap, d, d).clone())
+        buffer("born_step", torch.full((cap,), FOUNDER, dtype=torch.long))
+        # Per training forward, each slot's mean l1/l2 ratio of its head outputs; NaN where a
+        # slot had no output (dead, masked) or was born after the entry was written.
+        buffer("tube_trace", torch.full((tube_capacity, cap), math.nan))
+        buffer("tube_pos", torch.zeros((), dtype=torch.long))
+        # What attention reads: alive and not ablated. Written in place, so compiled graphs and
+        # CUDA graphs keep reading the same storage.
+        buffer("attending", torch.zeros(cap, dtype=torch.bool), persistent=False)
+        # Whether training forwards feed the tube ring. A plain attribute: a compiled model keeps
+        # one graph for each value, so a trainer can feed only the steps before a measurement.
+        self.feeding_tubes = True
+
         if archive is None:
             archive = GridArchive((8, 8), [(0.0, 1.0)] * 2, device=device)
         if not 1 <= archive.descriptor_dim <= len(DESCRIPTOR_NAMES):
@@ -118,32 +176,50 @@ class Organism(nn.Module):
         self.chemotaxis = (
             chemotaxis if chemotaxis is not None else Chemotaxis(archive, generator=generator)
         )
-        self.tubes = tubes
-        self.pool = Pool(
-            capacity=pod_capacity,
-            memory_budget_bytes=memory_budget_bytes,
-            size_of=lambda pod: pod.parameter_bytes(),
-        )
-        self._pool_ids: dict[int, Any] = {}
-        self._listeners: list[PoolListener] = []
+        self._listeners: list[SlotListener] = []
         self._ablated: frozenset[int] = frozenset()
-        self.register_buffer(
-            "_alive", torch.zeros(pod_capacity, dtype=torch.bool, device=device), persistent=False
-        )
-        self.register_buffer(
-            "_slot_index", torch.zeros(0, dtype=torch.long, device=device), persistent=False
-        )
-        self._live: list[int] = []
-        for slot in range(n_pods):
-            self._insert(slot, self._new_pod(self.out_std))
-        self._refresh_layout()
+        self.births = 0
+        self.deaths = 0
+        with torch.no_grad():
+            for slot in range(n_pods):
+                self._write_fresh(slot, self.out_std)
+                self.alive[slot] = True
+        self._refresh_attending()
 
-    # -- composition ----------------------------------------------------------------------------
+    # -- the table --------------------------------------------------------------------------------
 
     @property
     def descriptor_dims(self) -> int:
         """How many descriptors the archive indexes (the first ``k`` of DESCRIPTOR_NAMES)."""
         return self.archive.descriptor_dim
+
+    @property
+    def _device(self) -> torch.device:
+        return self.alive.device  # follows .to(device)
+
+    def live_slots(self) -> list[int]:
+        """Live slots in ascending order (reads ``alive`` on the host: slow timescale)."""
+        return torch.nonzero(self.alive).flatten().tolist()
+
+    def pod(self, slot: int) -> PodView:
+        """A view of the live pod in ``slot``. Raises PoolError for an empty slot."""
+        live = self.live_slots()
+        if slot not in live:
+            raise PoolError(f"slot {slot} of {self.name} holds no pod; live are {live}")
+        return PodView(self, slot)
+
+    def slot_parameters(self) -> list[tuple[nn.Parameter, int]]:
+        """Every slot-stacked parameter with the dimension that indexes slots."""
+        params = [(self.qkv_weight, 1), (self.o_weight, 1)]
+        if self.qkv_bias is not None:
+            params.insert(1, (self.qkv_bias, 1))
+        return params
+
+    def pod_bytes(self) -> int:
+        """Parameter bytes one pod owns (its slice of every slot-stacked parameter)."""
+        return sum(
+            p.numel() // self.pod_capacity * p.element_size() for p, _ in self.slot_parameters()
+        )
 
     def replace_archive(self, archive: Any) -> None:
         """Swap in another archive (e.g. one loaded from disk); chemotaxis follows it."""
@@ -156,81 +232,44 @@ class Organism(nn.Module):
         self.archive = archive
         self.chemotaxis.archive = archive
 
-    def live_slots(self) -> list[int]:
-        return list(self._live)
-
-    def pod(self, slot: int) -> Pseudopod:
-        """The live pod in ``slot``. Raises PoolError for an empty slot."""
-        if slot not in self._live:
-            raise PoolError(f"slot {slot} of {self.name} holds no pod; live are {self._live}")
-        return self.pods[str(slot)]
-
-    def tick(self, steps: int = 1) -> None:
-        """Advance the pool's clock (ages every pod)."""
-        self.pool.tick(steps)
-
-    def ages(self) -> dict[int, int]:
-        """``{slot: steps since birth}`` on the pool's clock (see :meth:`tick`)."""
-        return {slot: self.pool.age(self._pool_ids[slot]) for slot in self._live}
-
     def placements(self, num_devices: int) -> dict[int, int]:
         """``{slot: device index}``: a pure function of each pod's archive cell (slow timescale).
 
         The cell comes from the pod's smoothed descriptors, so placement only changes when a
         measurement moves a pod into another cell.
         """
-        if not self._live:
+        live = self.live_slots()
+        if not live:
             return {}
-        cells = self.archive.cell_index(self.descriptors()).tolist()
-        return {slot: placement((cell,), num_devices) for slot, cell in zip(self._live, cells)}
+        cells = self.archive.cell_index(self.live_descriptors()).tolist()
+        return {slot: placement((cell,), num_devices) for slot, cell in zip(live, cells)}
 
-    def _new_pod(self, out_std: float) -> Pseudopod:
-        return Pseudopod(
-            self.n_embd,
-            self.head_dim,
-            kernel=self.kernel,
-            bias=self.bias,
-            init_std=self.init_std,
-            out_std=out_std,
-            generator=self.generator,
-            device=self._device,
-        )
-
-    def _insert(self, slot: int, pod: Pseudopod) -> None:
-        self._pool_ids[slot] = self.pool.spawn(pod)
-        self.pods[str(slot)] = pod
-
-    @property
-    def _device(self) -> torch.device:
-        return self._alive.device  # follows .to(device)
-
-    def _refresh_layout(self) -> None:
-        # Slow timescale: rebuild the device-side slot index and alive mask once per change.
-        self._live = sorted(int(s) for s in self.pods.keys())
-        self._slot_index = torch.tensor(self._live, dtype=torch.long, device=self._device)
-        self._refresh_alive()
-        if self.tubes is not None:
-            self.tubes.clear()  # per-slot history would otherwise follow a slot to its next pod
-
-    def add_pool_listener(self, listener: PoolListener) -> None:
-        """Call ``listener(added_params, removed_params)`` after every birth and death."""
+    def add_slot_listener(self, listener: SlotListener) -> None:
+        """Call ``listener(organism, slots)`` after every birth and death with the changed slots."""
         self._listeners.append(listener)
 
-    def _notify(self, added: list[nn.Parameter], removed: list[nn.Parameter]) -> None:
+    def _notify(self, slots: list[int]) -> None:
         for listener in self._listeners:
-            listener(added, removed)
+            listener(self, slots)
 
-    def spawn(self, genome: dict[str, Any] | None = None, *, slot: int | None = None) -> int:
+    # -- births and deaths (slow timescale: eager, no_grad, in place) -----------------------------
+
+    def spawn(
+        self, genome: dict[str, Any] | None = None, *, slot: int | None = None, step: int = FOUNDER
+    ) -> int:
         """Grow a pod in the lowest free slot (or ``slot``); returns its slot.
 
         Without a genome the newborn bootstraps from the archive at the location chemotaxis picks
         (:meth:`birth_location`, interpolating nearby elites), or is freshly initialised when the
-        archive is empty. A newborn's fitness and descriptors start from zero.
+        archive is empty. A newborn's fitness, descriptors and tube memory start from zero;
+        ``step`` is recorded as its birth step.
 
         Raises:
             PoolError: the pool is full or ``slot`` is taken or out of range.
+            ConfigError: the genome does not fit this organism.
         """
-        free = [s for s in range(self.pod_capacity) if str(s) not in self.pods]
+        live = set(self.live_slots())
+        free = [s for s in range(self.pod_capacity) if s not in live]
         if not free:
             raise PoolError(
                 f"{self.name} is full: {self.pod_capacity} of {self.pod_capacity} slots live"
@@ -244,33 +283,91 @@ class Organism(nn.Module):
                 location = self.birth_location()
                 if location is not None:
                     genome = self.archive.interpolate(location, k_neighbors=2)
-            if genome is None:
-                pod = self._new_pod(0.0 if self.quiet_birth else self.out_std)
-            else:
-                self._check_genome(genome)
-                pod = Pseudopod.from_dict(genome, kernel=self.kernel, device=self._device)
-                pod.reset()
-                if self.quiet_birth:
-                    with torch.no_grad():
-                        pod.o_weight.zero_()
-            self._grow(slot, pod)
-        return slot
-
-    def _check_genome(self, genome: dict[str, Any]) -> None:
-        expected = {"n_embd": self.n_embd, "head_dim": self.head_dim, "bias": self.bias}
-        for key, value in expected.items():
-            if genome.get(key) != value:
-                raise ConfigError(
-                    f"genome has {key}={genome.get(key)!r}, {self.name} needs {value!r}",
-                    f"genome.{key}",
-                )
-
-    def _grow(self, slot: int, pod: Pseudopod) -> None:
-        self._insert(slot, pod)
-        self._refresh_layout()
+            with torch.no_grad():
+                if genome is None:
+                    self._write_fresh(slot, 0.0 if self.quiet_birth else self.out_std)
+                else:
+                    self.write_slot(slot, genome, keep_state=False)
+                    if self.quiet_birth:
+                        self.o_weight[:, slot] = 0.0
+                self.born_step[slot] = step
+                self.alive[slot] = True
+            self._refresh_attending()
+        self.births += 1
         if self.metrics is not None:
             self.metrics.increment(f"{self.name}/births")
-        self._notify(list(pod.parameters()), [])
+        self._notify([slot])
+        return slot
+
+    def _write_fresh(self, slot: int, out_std: float) -> None:
+        """Initialise ``slot`` with new random weights and empty state."""
+        d, width = self.head_dim, self.n_embd
+        gen, device = self.generator, self._device
+        self.qkv_weight[:, slot] = _normal((3, d, width), self.init_std, gen, device)
+        self.o_weight[:, slot] = _normal((width, d), out_std, gen, device)
+        if self.qkv_bias is not None:
+            self.qkv_bias[:, slot] = 0.0
+        self._reset_state(slot)
+
+    def _reset_state(self, slot: int) -> None:
+        self.fitness[slot] = 0.0
+        self.descriptors[slot] = 0.0
+        self.n_measurements[slot] = 0
+        self.correlation[slot] = torch.eye(self.head_dim, device=self._device)
+        self.tube_trace[:, slot] = math.nan
+
+    @torch.no_grad()
+    def write_slot(self, slot: int, genome: dict[str, Any], *, keep_state: bool) -> None:
+        """Copy a genome's weights into ``slot`` (a :class:`Pseudopod` ``to_dict()`` genome or an
+        archive column row). ``keep_state`` also takes its fitness and descriptors; otherwise
+        they start from zero.
+
+        Raises:
+            ConfigError: the genome's sizes do not fit this organism.
+        """
+        qkv, qkv_bias, out = self._genome_tensors(genome)
+        self.qkv_weight[:, slot] = qkv
+        self.o_weight[:, slot] = out
+        if self.qkv_bias is not None:
+            self.qkv_bias[:, slot] = 0.0 if qkv_bias is None else qkv_bias
+        self._reset_state(slot)
+        if keep_state:
+            self.fitness[slot] = float(genome.get("fitness", 0.0))
+            if "descriptors" in genome:
+                self.descriptors[slot] = torch.as_tensor(genome["descriptors"]).to(self._device)
+            self.n_measurements[slot] = int(genome.get("n_measurements", 0))
+            if "correlation" in genome:
+                self.correlation[slot] = torch.as_tensor(genome["correlation"]).to(self._device)
+
+    def _genome_tensors(self, genome: dict[str, Any]) -> tuple[Tensor, Tensor | None, Tensor]:
+        """``(qkv (3, d, D), qkv_bias (3, d) or None, o (D, d))`` from either genome form."""
+        d, width = self.head_dim, self.n_embd
+        if "params" in genome:  # a Pseudopod.to_dict() genome
+            expected = {"n_embd": width, "head_dim": d, "bias": self.bias}
+            for key, value in expected.items():
+                if genome.get(key) != value:
+                    raise ConfigError(
+                        f"genome has {key}={genome.get(key)!r}, {self.name} needs {value!r}",
+                        f"genome.{key}",
+                    )
+            params = genome["params"]
+            qkv = torch.stack([params[f"{p}_weight"] for p in "qkv"])
+            bias = torch.stack([params[f"{p}_bias"] for p in "qkv"]) if self.bias else None
+            out = params["o_weight"]
+        else:  # an archive column row
+            missing = sorted({"qkv_weight", "o_weight"} - set(genome))
+            if missing:
+                raise ConfigError(f"genome lacks {missing} (and has no 'params')", "genome")
+            qkv, out, bias = genome["qkv_weight"], genome["o_weight"], genome.get("qkv_bias")
+        for name, value, shape in (
+            ("qkv_weight", qkv, (3, d, width)),
+            ("o_weight", out, (width, d)),
+        ):
+            if tuple(value.shape) != shape:
+                raise ConfigError(
+                    f"shape {tuple(value.shape)} != expected {shape}", f"genome.{name}"
+                )
+        return qkv, bias, out
 
     def cull(self, slots: Iterable[int]) -> list[dict[str, Any]]:
         """Remove the pods in ``slots``; returns their genomes (``to_dict``), in the given order.
@@ -279,202 +376,259 @@ class Organism(nn.Module):
             PoolError: a slot is not live or repeats.
         """
         slots = list(slots)
-        unknown = [s for s in slots if s not in self._live]
+        live = self.live_slots()
+        unknown = [s for s in slots if s not in live]
         if unknown or len(set(slots)) != len(slots):
-            raise PoolError(f"cannot cull {slots} from {self.name}: live slots are {self._live}")
-        for slot in slots:
-            self.pool.remove(self._pool_ids[slot])
-        return self._bury(slots)
-
-    def _bury(self, slots: list[int]) -> list[dict[str, Any]]:
-        """Drop pods the pool no longer holds from the module tree; notify listeners."""
+            raise PoolError(f"cannot cull {slots} from {self.name}: live slots are {live}")
         if not slots:
             return []
         with span(self.tracer, "organism.cull", organism=self.name, n=len(slots)):
-            genomes, removed = [], []
-            for slot in slots:
-                del self._pool_ids[slot]
-                pod = self.pods[str(slot)]
-                del self.pods[str(slot)]
-                genomes.append(pod.to_dict())
-                removed.extend(pod.parameters())
+            genomes = [PodView(self, s).to_dict() for s in slots]
+            index = torch.tensor(slots, device=self._device)
+            with torch.no_grad():
+                for param, dim in self.slot_parameters():
+                    param.index_fill_(dim, index, 0.0)
+                for slot in slots:
+                    self._reset_state(slot)
+                self.alive.index_fill_(0, index, False)
+                self.born_step.index_fill_(0, index, FOUNDER)
             self._ablated = self._ablated - set(slots)
-            self._refresh_layout()
+            self._refresh_attending()
+        self.deaths += len(slots)
         if self.metrics is not None:
             self.metrics.increment(f"{self.name}/deaths", len(slots))
-        self._notify([], removed)
+        self._notify(slots)
         return genomes
 
-    def _total_pod_bytes(self) -> int:
-        return sum(pod.parameter_bytes() for pod in self.pods.values())
-
-    def enforce_budget(self) -> list[dict[str, Any]]:
-        """Over the memory budget, cull the least fit 20% of pods (the pool's soft limit) until
-        the pods' parameter bytes fit (slow timescale).
+    def cull_least_fit(self, n: int, *, eligible: Iterable[int] | None = None) -> list[int]:
+        """The one cull rule: offer the ``n`` least fit live pods (among ``eligible``; ties go to the
+        lower slot) to the archive, so an elite survives as a genome, then cull them.
 
         Returns:
-            Genomes of the culled pods, least fit first (empty within budget or without one).
+            The culled slots, least fit first.
         """
-        genomes: list[dict[str, Any]] = []
-        while True:
-            culled = self.pool.enforce_budget(self._total_pod_bytes())  # worst first
-            if not culled:
-                return genomes
-            slot_of = {id(self.pods[str(s)]): s for s in self._live}
-            genomes += self._bury([slot_of[id(pod)] for pod in culled])
+        live = self.live_slots()
+        candidates = live if eligible is None else [s for s in live if s in set(eligible)]
+        n = min(n, len(candidates))
+        if n <= 0:
+            return []
+        fitness = self.fitness.tolist()
+        dying = sorted(candidates, key=lambda s: (fitness[s], s))[:n]
+        self.archive_elites(dying)
+        self.cull(dying)
+        return dying
+
+    def enforce_budget(self) -> list[int]:
+        """Over the memory budget, cull the least fit pods until the pods' parameter bytes fit
+        (slow timescale). Returns the culled slots (empty within budget or without one)."""
+        if self.memory_budget_bytes is None:
+            return []
+        live = len(self.live_slots())
+        return self.cull_least_fit(live - self.memory_budget_bytes // self.pod_bytes())
 
     @contextmanager
     def ablate(self, slots: Iterable[int]) -> Iterator[None]:
         """Mask ``slots`` out of the attention inside the block (their pods stay alive)."""
         slots = set(slots)
-        unknown = sorted(slots - set(self._live))
+        unknown = sorted(slots - set(self.live_slots()))
         if unknown:
-            raise PoolError(f"cannot ablate slots {unknown} of {self.name}: live are {self._live}")
+            raise PoolError(
+                f"cannot ablate slots {unknown} of {self.name}: live are {self.live_slots()}"
+            )
         previous = self._ablated
         self._ablated = previous | slots
-        self._refresh_alive()
+        self._refresh_attending()
         try:
             yield
         finally:
             self._ablated = previous
-            self._refresh_alive()
+            self._refresh_attending()
 
-    def _refresh_alive(self) -> None:
-        alive = torch.zeros(self.pod_capacity, dtype=torch.bool)
-        alive[self._live] = True
-        alive[list(self._ablated)] = False
-        self._alive.copy_(alive)  # in place: compiled graphs keep reading the same buffer
+    def _refresh_attending(self) -> None:
+        with torch.no_grad():
+            self.attending.copy_(self.alive)
+            if self._ablated:
+                index = torch.tensor(sorted(self._ablated), device=self._device)
+                self.attending.index_fill_(0, index, False)
 
-    # -- the fast path --------------------------------------------------------------------------
-
-    @torch.compiler.disable
-    def _stacked_weights(self, dtype: torch.dtype) -> tuple[Tensor, Tensor | None, Tensor]:
-        """Padded projections of every slot: ``w_in`` ``(3 P d, D)`` (q, k, v blocks), ``b_in``
-        ``(3 P d,)`` or None, ``w_out`` ``(D, P d)``. Run eagerly under torch.compile: which
-        pods are alive is Python state, and keeping it out of the graph means a birth or death
-        never recompiles the attention (its inputs keep their padded shapes)."""
-        cap, d, width = self.pod_capacity, self.head_dim, self.n_embd
-        w_in = torch.stack([self._padded(f"{p}_weight", dtype) for p in "qkv"]).reshape(
-            3 * cap * d, width
-        )
-        b_in = None
-        if self.bias:
-            b_in = torch.stack([self._padded(f"{p}_bias", dtype) for p in "qkv"]).flatten()
-        w_out = self._padded("o_weight", dtype).permute(1, 0, 2).reshape(width, cap * d)
-        return w_in, b_in, w_out
-
-    def _padded(self, name: str, dtype: torch.dtype) -> Tensor:
-        """Stack the live pods' parameter ``name`` into a zero-padded ``(pod_capacity, ...)``
-        (``dtype`` only matters for an empty pool; live pods keep their parameters' dtype)."""
-        pods = [self.pods[str(s)] for s in self._live]
-        if not pods:
-            d, width = self.head_dim, self.n_embd
-            shape = {"o_weight": (width, d)}.get(
-                name, (d,) if name.endswith("bias") else (d, width)
-            )
-            return torch.zeros((self.pod_capacity, *shape), device=self._device, dtype=dtype)
-        values = torch.stack([getattr(pod, name) for pod in pods])
-        if len(pods) == self.pod_capacity:
-            return values  # a full pool: slots 0..P-1 in order, nothing to scatter
-        padded = values.new_zeros((self.pod_capacity, *values.shape[1:]))
-        return padded.index_put((self._slot_index,), values)
+    # -- the fast path ----------------------------------------------------------------------------
 
     def forward(
-        self,
-        stimulus: Tensor,
-        state: FlowState | None = None,
-        *,
-        causal: bool = False,
-        key_padding_mask: Tensor | None = None,
-    ) -> tuple[Tensor, FlowState]:
+        self, stimulus: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None
+    ) -> Tensor:
         """Attend over ``stimulus`` ``(B, T, D)`` with every live pod at once.
 
         Args:
-            state: the previous FlowState; attention is stateless within a sequence, so it is only
-                replaced (accepted for the Organism protocol).
             causal: query ``t`` sees keys ``<= t`` only.
             key_padding_mask: ``(B, T)`` bool, True where a key may be attended.
 
         Returns:
-            ``(B, T, D)`` attention output (before the residual) and the new FlowState.
+            ``(B, T, D)`` attention output (before the residual).
         """
         if stimulus.dim() != 3 or stimulus.shape[-1] != self.n_embd:
             raise KernelError(
                 f"stimulus must be (B, T, {self.n_embd}), got shape {tuple(stimulus.shape)}"
             )
         batch, seq, width = stimulus.shape
-        with span(self.tracer, "organism.forward", organism=self.name, batch=batch, seq=seq):
-            cap, d = self.pod_capacity, self.head_dim
-            w_in, b_in, w_out = self._stacked_weights(stimulus.dtype)
-            qkv = nn.functional.linear(stimulus, w_in, b_in)
-            q, k, v = qkv.view(batch, seq, 3, cap, d).permute(2, 0, 3, 1, 4).unbind(0)
-            heads = self.kernel.attention(
-                q, k, v, causal=causal, key_padding_mask=key_padding_mask, alive=self._alive
-            )  # (B, P, T, d)
-            merged = heads.permute(0, 2, 1, 3).reshape(batch, seq, cap * d)
-            out = self.dropout(nn.functional.linear(merged, w_out, self.out_bias))
-            memory = self._record(heads)
-        return out, FlowState(input=stimulus, hidden=heads, residual=stimulus + out, memory=memory)
+        cap, d = self.pod_capacity, self.head_dim
+        bias = None if self.qkv_bias is None else self.qkv_bias.view(3 * cap * d)
+        qkv = nn.functional.linear(stimulus, self.qkv_weight.view(3 * cap * d, width), bias)
+        q, k, v = qkv.view(batch, seq, 3, cap, d).permute(2, 0, 3, 1, 4).unbind(0)
+        heads = self.kernel.attention(
+            q, k, v, causal=causal, key_padding_mask=key_padding_mask, alive=self.attending
+        )  # (B, P, T, d)
+        merged = heads.transpose(1, 2).reshape(batch, seq, cap * d)
+        out = nn.functional.linear(merged, self.o_weight.view(width, cap * d), self.out_bias)
+        if self.feeding_tubes and self.training and torch.is_grad_enabled():
+            self._feed_tubes(heads.detach())
+        return self.dropout(out)
 
-    @torch.compiler.disable
-    def _record(self, heads: Tensor) -> Tensor | None:
-        """Side channels of a forward: per-pod counters, and the tubes fed each training forward's
-        per-slot activation sparsity, returning their decayed recall. Device-side only (no host
-        sync); kept out of torch.compile graphs because the tubes' ring position and the
-        counters are Python state that would otherwise force a recompile every step."""
-        if self.metrics is not None:
-            for slot in self._live:
-                self.metrics.increment(f"{self.name}/pod{slot}/forwards")
-        if self.tubes is None:
-            return None
-        if self.training and torch.is_grad_enabled():
-            sparsity = hoyer_sparsity(heads.detach()).mean(dim=(0, 2))  # (P,)
-            self.tubes.store(sparsity, 1.0)
-        return self.tubes.recall()
+    def _feed_tubes(self, heads: Tensor) -> None:
+        """Write each slot's mean l1/l2 ratio of this forward's head outputs ``(B, P, T, d)`` at
+        the ring position, and advance it. Five reductions and three writes, all on the device:
+        the decay and the Hoyer normalisation wait for :meth:`tube_recall`."""
+        capacity = self.tube_trace.shape[0]
+        if capacity == 0:
+            return
+        l1 = heads.abs().sum(-1, dtype=torch.float32)
+        l2 = torch.linalg.vector_norm(heads, dim=-1, dtype=torch.float32)
+        ratio = torch.nanmean(l1 / l2, dim=(0, 2))  # all-zero rows (dead slots) are 0/0 = NaN
+        self.tube_trace.index_copy_(0, self.tube_pos.view(1), ratio.view(1, -1).to(self.tube_trace))
+        self.tube_pos.add_(1).remainder_(capacity)
+
+    def tube_recall(self) -> tuple[Tensor, Tensor]:
+        """Per slot, the decay-weighted mean Hoyer sparsity of what the tubes remember ``(P,)``
+        (the newest entry has weight 1, each older one ``tube_decay`` times the next), and whether
+        they remember anything of that slot ``(P,)`` bool."""
+        capacity = self.tube_trace.shape[0]
+        age = (self.tube_pos - 1 - torch.arange(capacity, device=self._device)) % max(capacity, 1)
+        weight = (self.tube_decay ** age.float())[:, None] * ~self.tube_trace.isnan()
+        total = (weight * self.tube_trace.nan_to_num()).sum(0)
+        norm = weight.sum(0)
+        ratio = total / norm.clamp_min(torch.finfo(norm.dtype).tiny)
+        root = math.sqrt(self.head_dim)
+        return ((root - ratio) / (root - 1)).clamp(0.0, 1.0), norm > 0
 
     def reset_state(self) -> None:
         """Forget the tubes' temporal memory."""
-        if self.tubes is not None:
-            self.tubes.clear()
+        with torch.no_grad():
+            self.tube_trace.fill_(math.nan)
+            self.tube_pos.zero_()
 
-    # -- the medium timescale -------------------------------------------------------------------
+    # -- the medium timescale ---------------------------------------------------------------------
 
     @torch.no_grad()
     def measure_behaviour(self, latent: Tensor, *, causal: bool = False) -> Tensor:
         """Update every live pod's smoothed descriptors from a probe batch ``(B, T, D)``.
 
-        Activation sparsity comes from the tubes' decayed memory of training forwards when it
-        holds any, else from the probe. Returns the smoothed descriptors ``(n_live, 3)``.
+        All slots are measured at once. Activation sparsity comes from the tubes' decayed memory
+        of training forwards where they hold any, else from the probe. Returns the live pods'
+        smoothed descriptors ``(n_live, 3)``.
         """
-        recalled = self.tubes.recall() if self.tubes is not None else None
+        batch, seq, width = latent.shape
+        cap, d = self.pod_capacity, self.head_dim
         with span(self.tracer, "organism.measure_behaviour", organism=self.name):
-            for slot in self._live:
-                sparsity = None if recalled is None else recalled[slot]
-                self.pods[str(slot)].measure(latent, causal=causal, activation_sparsity=sparsity)
-        return self.descriptors(full=True)
+            latent = latent.float()
+            bias = None if self.qkv_bias is None else self.qkv_bias.view(-1)
+            qkv = nn.functional.linear(latent, self.qkv_weight.view(3 * cap * d, width), bias)
+            q, k, v = qkv.view(batch, seq, 3, cap, d).permute(2, 0, 3, 1, 4).unbind(0)
+            # Attention probabilities are needed explicitly; fused kernels never expose them.
+            logits = (q @ k.transpose(-1, -2)) * d**-0.5  # (B, P, T, T)
+            pos = torch.arange(seq, device=latent.device)
+            if causal:
+                logits = logits.masked_fill(pos[None, :] > pos[:, None], -math.inf)
+            probs = logits.softmax(-1)
+            out = probs @ v  # (B, P, T, d)
+            gap = (pos[:, None] - pos[None, :]).abs().float()
+            distance = (probs * gap).sum(-1).mean(dim=(0, 2)) / max(seq - 1, 1)
+            recalled, remembered = self.tube_recall()
+            sparsity = torch.where(remembered, recalled, hoyer_sparsity(out).mean(dim=(0, 2)))
+            raw = torch.stack([distance, sparsity, self._weight_spread()], dim=-1)  # (P, 3)
+            flat = out.transpose(0, 1).reshape(cap, batch * seq, d)
+            correlation = self.kernel.correlation(flat)
+            alive = self.alive
+            m = self.descriptor_momentum
+            smoothed = torch.where(
+                (self.n_measurements > 0)[:, None], m * self.descriptors + (1 - m) * raw, raw
+            )
+            self.descriptors.copy_(torch.where(alive[:, None], smoothed, self.descriptors))
+            self.correlation.copy_(torch.where(alive[:, None, None], correlation, self.correlation))
+            self.n_measurements.add_(alive.long())
+        return self.live_descriptors(full=True)
 
-    def descriptors(self, *, full: bool = False) -> Tensor:
+    def _weight_spread(self) -> Tensor:
+        """``(P,)``: ``1 - mean|w|^2 / mean(w^2)`` over each slot's weights, in [0, 1]."""
+        abs_sum = sq_sum = 0.0
+        count = 0
+        for param, dim in self.slot_parameters():
+            w = param.detach().float().movedim(dim, 0).reshape(self.pod_capacity, -1)
+            abs_sum = abs_sum + w.abs().sum(1)
+            sq_sum = sq_sum + w.square().sum(1)
+            count += w.shape[1]
+        mean_sq = sq_sum / count
+        spread = 1.0 - (abs_sum / count).square() / mean_sq.clamp_min(
+            torch.finfo(torch.float32).tiny
+        )
+        return torch.where(mean_sq > 0, spread, 0.0)
+
+    def live_descriptors(self, *, full: bool = False) -> Tensor:
         """Smoothed descriptors of the live pods in slot order: ``(n_live, k)`` with ``k`` the
         archive's dimensions (``full``: all of DESCRIPTOR_NAMES)."""
         k = len(DESCRIPTOR_NAMES) if full else self.descriptor_dims
-        if not self._live:
-            return torch.zeros(0, k, device=self._device)
-        return torch.stack([self.pods[str(s)].descriptors[:k] for s in self._live])
+        return self.descriptors[self.alive, :k]
 
-    def archive_elites(self, fitness: dict[int, float]) -> Any:
-        """Offer the pods in ``fitness`` (slot -> objective) to the archive as elites.
+    def slot_gradient_stats(self) -> tuple[Tensor, Tensor]:
+        """Per slot, the squared L2 norm of its gradients ``(P,)`` and the first-order (Taylor)
+        estimate of the loss increase were it masked, ``-<W_o, dL/dW_o>`` ``(P,)``. Device
+        tensors, zeros where no gradient exists; no host synchronisation."""
+        squares = []
+        for param, dim in self.slot_parameters():
+            if param.grad is not None:
+                others = [i for i in range(param.dim()) if i != dim]
+                wide = torch.promote_types(param.grad.dtype, torch.float32)
+                norm = torch.linalg.vector_norm(param.grad, dim=others, dtype=wide)
+                squares.append(norm.square())
+        if not squares:
+            zeros = torch.zeros(self.pod_capacity, device=self._device)
+            return zeros, zeros.clone()
+        norms = torch.stack(squares).sum(0) if len(squares) > 1 else squares[0]
+        if self.o_weight.grad is None:
+            return norms, torch.zeros_like(norms)
+        taylor = -(self.o_weight.detach() * self.o_weight.grad).sum(dim=(0, 2), dtype=norms.dtype)
+        return norms, taylor
+
+    def genome_columns(self, slots: list[int]) -> dict[str, Tensor]:
+        """The archive's genome columns for ``slots``: ``qkv_weight (n, 3, d, D)``, ``o_weight
+        (n, D, d)``, ``qkv_bias (n, 3, d)`` when biased, ``descriptors (n, 3)``."""
+        index = torch.tensor(slots, dtype=torch.long, device=self._device)
+        columns = {
+            "qkv_weight": self.qkv_weight.detach().index_select(1, index).transpose(0, 1),
+            "o_weight": self.o_weight.detach().index_select(1, index).transpose(0, 1),
+            "descriptors": self.descriptors.index_select(0, index),
+        }
+        if self.qkv_bias is not None:
+            columns["qkv_bias"] = self.qkv_bias.detach().index_select(1, index).transpose(0, 1)
+        return {name: column.contiguous() for name, column in columns.items()}
+
+    def archive_elites(self, slots: Iterable[int] | None = None) -> Any:
+        """Offer the pods in ``slots`` (default: every live pod) to the archive, each with its
+        ``fitness`` as the objective and its smoothed descriptors as the location.
 
         Returns:
             The archive's AddResult (per-pod status and value).
         """
-        slots = list(fitness)
-        unknown = [s for s in slots if s not in self._live]
+        live = self.live_slots()
+        slots = live if slots is None else list(slots)
+        unknown = [s for s in slots if s not in live]
         if unknown:
-            raise PoolError(f"slots {unknown} are not live in {self.name}: live are {self._live}")
-        k = self.descriptor_dims
-        genomes = [self.pods[str(s)].to_dict() for s in slots]
-        objectives = torch.tensor([float(fitness[s]) for s in slots], device=self._device)
-        descs = torch.stack([self.pods[str(s)].descriptors[:k] for s in slots])
+            raise PoolError(f"slots {unknown} are not live in {self.name}: live are {live}")
+        index = torch.tensor(slots, dtype=torch.long, device=self._device)
+        objectives = self.fitness.index_select(0, index)
+        descs = self.descriptors.index_select(0, index)[:, : self.descriptor_dims]
+        if self.archive.genome_form == "payloads":
+            genomes: Any = [PodView(self, s).to_dict() for s in slots]  # an archive from v1
+        else:
+            genomes = self.genome_columns(slots)
         with span(self.tracer, "organism.archive_elites", organism=self.name, n=len(slots)):
             return self.archive.add(genomes, objectives, descs)
 
@@ -483,42 +637,86 @@ class Organism(nn.Module):
         archive holds no elite. Hunger rises as the pool empties (1 - live / capacity)."""
         if self.chemotaxis.sense() == 0:
             return None
-        descs = self.descriptors()
+        descs = self.live_descriptors()
         ranges = torch.as_tensor(self.archive.ranges, dtype=torch.float32, device=self._device)
         behaviour = descs.mean(0) if len(descs) else ranges.mean(-1)
-        hunger = 1.0 - len(self._live) / self.pod_capacity
+        hunger = 1.0 - len(descs) / self.pod_capacity
         return self.chemotaxis.sample(behaviour, self.metabolic_rate, hunger)
 
     def stats(self) -> dict[str, Any]:
         """Plain-data summary (slow timescale: reads device values)."""
+        live = self.live_slots()
+        fitness = self.fitness.tolist()
         return {
             "name": self.name,
-            "live": len(self._live),
+            "live": len(live),
             "capacity": self.pod_capacity,
             "ablated": sorted(self._ablated),
-            "births": self.pool.births,
-            "deaths": self.pool.deaths,
-            "pod_bytes": self._total_pod_bytes(),
-            "fitness": {s: self.pods[str(s)].fitness for s in self._live},
+            "births": self.births,
+            "deaths": self.deaths,
+            "pod_bytes": self.pod_bytes() * len(live),
+            "fitness": {s: fitness[s] for s in live},
             "archive": dataclasses.asdict(self.archive.stats),
-            "tube_memory": self.tubes is not None and self.tubes.recall() is not None,
+            "tube_memory": bool(self.tube_recall()[1].any()),
         }
 
-    # -- checkpoints ----------------------------------------------------------------------------
+    # -- checkpoints ------------------------------------------------------------------------------
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        # A state_dict names its pool composition through its keys ("pods.<slot>.<param>");
-        # rebuild the pool to match before the pods' own tensors load.
+        # State dicts written before the slot table name each pod ("pods.<slot>.<param>"):
+        # gather them into the stacked layout, and take membership from the slots present.
         head = f"{prefix}pods."
-        wanted = {int(k[len(head) :].split(".", 1)[0]) for k in state_dict if k.startswith(head)}
-        outside = sorted(s for s in wanted if not 0 <= s < self.pod_capacity)
-        if outside:
-            raise PoolError(
-                f"state_dict has pods in slots {outside}, capacity is {self.pod_capacity}"
-            )
-        surplus = [s for s in self._live if s not in wanted]
-        if surplus:
-            self.cull(surplus)
-        for slot in sorted(wanted - set(self._live)):
-            self._grow(slot, self._new_pod(self.out_std))  # its tensors load just below
+        if any(key.startswith(head) for key in state_dict):
+            _convert_per_pod_layout(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._ablated = frozenset()
+        self._refresh_attending()
+
+
+def _convert_per_pod_layout(organism: Organism, state_dict: dict, prefix: str) -> None:
+    """Rewrite ``state_dict``'s per-pod keys under ``prefix`` into the slot-table keys in place."""
+    head = f"{prefix}pods."
+    per_pod: dict[int, dict[str, Tensor]] = {}
+    for key in [k for k in state_dict if k.startswith(head)]:
+        slot, name = key[len(head) :].split(".", 1)
+        per_pod.setdefault(int(slot), {})[name] = state_dict.pop(key)
+    outside = sorted(s for s in per_pod if not 0 <= s < organism.pod_capacity)
+    if outside:
+        raise PoolError(
+            f"state_dict has pods in slots {outside}, capacity is {organism.pod_capacity}"
+        )
+    cap, d, width = organism.pod_capacity, organism.head_dim, organism.n_embd
+    like = next(iter(per_pod.values()))["q_weight"]
+    qkv = like.new_zeros(3, cap, d, width)
+    out = like.new_zeros(width, cap, d)
+    bias = like.new_zeros(3, cap, d) if organism.bias else None
+    alive = torch.zeros(cap, dtype=torch.bool)
+    descriptors = torch.zeros(cap, len(DESCRIPTOR_NAMES))
+    n_measurements = torch.zeros(cap, dtype=torch.long)
+    correlation = torch.eye(d).expand(cap, d, d).clone()
+    try:
+        for slot, pod in per_pod.items():
+            alive[slot] = True
+            for i, p in enumerate("qkv"):
+                qkv[i, slot] = pod[f"{p}_weight"]
+                if bias is not None:
+                    bias[i, slot] = pod[f"{p}_bias"]
+            out[:, slot] = pod["o_weight"]
+            descriptors[slot] = pod["descriptors"]
+            n_measurements[slot] = pod["n_measurements"]
+            correlation[slot] = pod["_correlation"]
+    except (KeyError, RuntimeError) as e:
+        raise PoolError(f"per-pod state_dict under {prefix!r} is malformed: {e}") from e
+    state_dict[f"{prefix}qkv_weight"] = qkv
+    state_dict[f"{prefix}o_weight"] = out
+    if bias is not None:
+        state_dict[f"{prefix}qkv_bias"] = bias
+    state_dict[f"{prefix}alive"] = alive
+    state_dict[f"{prefix}descriptors"] = descriptors
+    state_dict[f"{prefix}n_measurements"] = n_measurements
+    state_dict[f"{prefix}correlation"] = correlation
+    # Written before these existed: fitness is restored by the caller from its own record.
+    state_dict.setdefault(f"{prefix}fitness", organism.fitness.new_zeros(cap))
+    state_dict.setdefault(f"{prefix}born_step", torch.full((cap,), FOUNDER, dtype=torch.long))
+    state_dict.setdefault(f"{prefix}tube_trace", torch.full_like(organism.tube_trace, math.nan))
+    state_dict.setdefault(f"{prefix}tube_pos", torch.zeros_like(organism.tube_pos))

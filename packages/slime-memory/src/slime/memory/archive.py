@@ -171,6 +171,12 @@ class Archive:
         return self._device
 
     @property
+    def genome_form(self) -> str | None:
+        """How genomes are stored: ``"payloads"`` or ``"columns"`` (chosen by the first batch),
+        None while no batch has been added since construction or :meth:`clear`."""
+        return None if self._store is None else self._store.kind
+
+    @property
     def max_size(self) -> int:
         return self._max_size
 

@@ -60,12 +60,13 @@ class Chemotaxis(Protocol):
 class Organism(Protocol):
     """Top-level orchestrator owning a pool of pseudopods, an archive and chemotaxis."""
 
-    def forward(self, stimulus: Tensor, state: Any | None = None) -> tuple[Tensor, Any]:
-        """``(B, T, D)`` stimulus and optional state -> ``(output (B, T, D), new_state)``."""
+    def forward(self, stimulus: Tensor) -> Tensor:
+        """``(B, T, D)`` stimulus -> ``(B, T, D)`` output; implementations document further
+        keyword arguments (masks)."""
         ...
 
     def reset_state(self) -> None:
-        """Forget recurrent state (tubes, flow state)."""
+        """Forget temporal memory (tubes)."""
         ...
 
     def stats(self) -> dict[str, Any]:

@@ -1,10 +1,10 @@
 """FrozenSlimeLM: a SlimeModel's live pool captured at one moment, with no lifecycle left.
 
-A living :class:`~slime.core.SlimeModel` holds its pods as separate modules, pads them to a fixed
+A living :class:`~slime.core.SlimeModel` keeps each layer's pods in a slot table padded to a fixed
 capacity with an ``alive`` mask, and keeps archives, chemotaxis and tubes beside them. None of that
-belongs in a deployed model. Freezing copies each layer's live pods into one stacked q/k/v weight
-``(3 * n * d, D)`` and one output weight ``(D, n * d)`` (``n`` live pods, dead slots dropped, so
-nothing is padded), and keeps the embeddings, LayerNorms and MLPs as copies. The copy is
+belongs in a deployed model. Freezing slices each layer's live slots out of the table into one
+q/k/v weight ``(3 * n * d, D)`` and one output weight ``(D, n * d)`` (``n`` live pods, dead slots
+dropped, so nothing is padded), and keeps the embeddings, LayerNorms and MLPs as copies. The copy is
 independent: births, deaths or training of the live model afterwards do not change it.
 
 Attention is one call of the ``slime::pool_attention`` custom op per layer (backend ``"auto"``:
@@ -146,29 +146,25 @@ class FrozenSlimeLM(nn.Module):
 
 
 def _stack_layer(model: SlimeModel, layer: int) -> dict[str, Any]:
-    """The live pods of ``layer`` as stacked tensors (slot order), ready for a FrozenBlock."""
+    """The live slots of ``layer`` sliced out of its slot table (slot order), ready for a
+    FrozenBlock: dead slots are dropped, so the frozen layer has exactly ``n`` heads."""
     organism = model.organisms[layer]
-    pods = [organism.pods[str(s)] for s in organism.live_slots()]
+    live = organism.live_slots()
     d, width = organism.head_dim, organism.n_embd
-    if pods:
-        qkv_weight = torch.cat(
-            [torch.stack([getattr(p, f"{w}_weight") for p in pods]) for w in "qkv"]
-        ).reshape(-1, width)
-        qkv_bias = (
-            torch.cat(
-                [torch.stack([getattr(p, f"{w}_bias") for p in pods]) for w in "qkv"]
-            ).reshape(-1)
-            if organism.bias
-            else None
-        )
-        out_weight = torch.stack([p.o_weight for p in pods]).permute(1, 0, 2).reshape(width, -1)
-    else:
-        device = organism.out_bias.device if organism.out_bias is not None else "cpu"
-        qkv_weight = torch.zeros(0, width, device=device)
-        qkv_bias = torch.zeros(0, device=device) if organism.bias else None
-        out_weight = torch.zeros(width, 0, device=device)
+    index = torch.tensor(live, dtype=torch.long, device=organism.qkv_weight.device)
+    # qkv_weight (3, P, d, D) -> (3, n, d, D) -> (3 n d, D): q of every pod, then k, then v.
+    qkv_weight = (
+        organism.qkv_weight.detach().index_select(1, index).reshape(3 * len(live) * d, width)
+    )
+    qkv_bias = (
+        None
+        if organism.qkv_bias is None
+        else organism.qkv_bias.detach().index_select(1, index).reshape(3 * len(live) * d)
+    )
+    # o_weight (D, P, d) -> (D, n, d) -> (D, n d), columns in the merged heads' order.
+    out_weight = organism.o_weight.detach().index_select(1, index).reshape(width, len(live) * d)
     return {
-        "n_pods": len(pods),
+        "n_pods": len(live),
         "head_dim": d,
         "qkv_weight": qkv_weight,
         "qkv_bias": qkv_bias,

@@ -160,8 +160,8 @@ def visualize_run(
             lambda a=archive, i=layer: archive_heatmap(a, names, title=f"layer {i} archive"),
             out / f"archive_layer{layer}.{fmt}",
         )
-    descriptors = [o.descriptors(full=True) for o in model.organisms]
-    fitness = [[o.pods[str(s)].fitness for s in o.live_slots()] for o in model.organisms]
+    descriptors = [o.live_descriptors(full=True) for o in model.organisms]
+    fitness = [o.fitness[o.alive].tolist() for o in model.organisms]  # live slots, slot order
     _attempt(
         report,
         "behaviour space",

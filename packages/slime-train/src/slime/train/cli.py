@@ -48,6 +48,11 @@ def _train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (overrides train.device)")
     parser.add_argument("--seed", type=int, help="overrides train.seed")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the training forward through torch.compile (sets train.compile)",
+    )
     return parser
 
 
@@ -59,6 +64,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict]:
         changes["train"]["device"] = args.device
     if args.seed is not None:
         changes["train"]["seed"] = args.seed
+    if args.compile:
+        changes["train"]["compile"] = True
     if args.model is not None:
         changes["model"]["kind"] = args.model
     if args.data is not None:

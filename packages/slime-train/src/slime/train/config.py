@@ -197,7 +197,14 @@ class ModelConfig(_Section):
 
 @dataclass
 class TrainConfig(_Section):
-    """Optimisation and run length. Learning rate: linear warmup, then cosine decay to ``min_lr``."""
+    """Optimisation and run length. Learning rate: linear warmup, then cosine decay to ``min_lr``.
+
+    ``nonfinite``: what a step with a non-finite loss or gradient does. The step itself never
+    changes the weights (decided on the device); the policy applies at the next host read (every
+    ``log_interval`` steps, and at lifecycle events, evaluations and checkpoints): ``skip`` carries on
+    until more than ``max_nonfinite`` such steps, ``stop`` ends the run.
+    ``compile``: run the training forward through ``torch.compile``.
+    """
 
     SECTION: ClassVar[str] = "train"
 
@@ -220,6 +227,7 @@ class TrainConfig(_Section):
     cpu_threads: int | None = field(default=None, metadata=_range(1, 1024))
     nonfinite: Literal["skip", "stop"] = "skip"
     max_nonfinite: int = field(default=20, metadata=_range(1))
+    compile: bool = False
 
     def _check_relations(self) -> None:
         if not _DEVICE.match(self.device):
@@ -240,12 +248,18 @@ class LifecycleConfig(_Section):
     ``maturity_steps``: a pod born less than this many steps ago is not culled for low fitness
     (continual backprop's maturity threshold; a quiet newborn starts with no contribution). The
     memory budget and the hard limits still apply to it.
+
+    ``observe_steps``: the training steps just before each medium event that feed the organisms'
+    tubes and the per-slot gradient statistics (the fitness's gradient and Taylor terms); the other
+    steps skip both, so they cost what a plain transformer step costs. At ``medium_interval`` or
+    more, every step observes.
     """
 
     SECTION: ClassVar[str] = "lifecycle"
 
     enabled: bool = True
     medium_interval: int = field(default=100, metadata=_range(1))
+    observe_steps: int = field(default=16, metadata=_range(1))
     slow_interval: int = field(default=1000, metadata=_range(1))
     warmup_steps: int = field(default=1000, metadata=_range(0))
     gentle_steps: int = field(default=5000, metadata=_range(0))

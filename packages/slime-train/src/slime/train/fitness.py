@@ -4,21 +4,29 @@
   (``SlimeModel.ablate``), the honest contribution measure of Michel et al. (2019); or, with
   ``task: taylor``, the moving average of its first-order estimate from the training gradients
   (no extra forwards; validated against masking in ``tests/test_fitness.py``).
-- ``efficiency``: minus the pod's measured cost (by default its parameter bytes, read from the live
-  tensors; a caller may pass measured costs such as timings instead).
+- ``efficiency``: minus the pod's measured cost (by default its parameter bytes,
+  ``Organism.pod_bytes()``; a caller may pass measured costs such as timings instead).
 - ``gradient``: an exponential moving average of the pod's gradient L2 norm, fed every step from
-  the norms the trainer computes anyway for clipping (no extra host sync).
+  the per-slot norms the trainer computes anyway (no host sync).
+
+The moving averages live on the device as one ``(2, L, P)`` tensor (gradient norm, Taylor estimate
+per layer and slot). A slot listener marks the slots whose pod changed (birth or death) as fresh:
+their averages restart at the next observed value. A step the trainer found non-finite leaves them
+unchanged, decided on the device too.
 
 Each term is min-max normalised across all live pods of the model before weighting, so the weights
 mean what they say whatever the terms' units. A term that is equal for every pod normalises to 0 and
-does not affect the ranking.
+does not affect the ranking. :meth:`FitnessTracker.assess` writes the result into each organism's
+``fitness`` buffer, the one record the lifecycle's culls and the archive read.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from slime.proto import CheckpointError
 from slime.train.config import FitnessConfig
 from torch import Tensor
 
@@ -43,12 +51,6 @@ def normalise(values: list[float]) -> list[float]:
     if hi == lo:
         return [0.0] * len(values)
     return [(v - lo) / (hi - lo) for v in values]
-
-
-def _or_zeros(values: Tensor | None, like: Tensor) -> Tensor:
-    return (
-        torch.zeros_like(like, dtype=torch.float32) if values is None else values.detach().float()
-    )
 
 
 def _live_keys(model) -> list[PodKey]:
@@ -77,48 +79,94 @@ def masked_loss_contributions(model, idx: Tensor, targets: Tensor) -> dict[PodKe
 
 
 class FitnessTracker:
-    """Tracks gradient norms every step and assesses fitness on the medium timescale."""
+    """Tracks per-slot gradient statistics every step and assesses fitness on the medium timescale.
+
+    :meth:`attach` (the lifecycle and the trainer call it) sizes the averages for a model and
+    registers the slot listener; a tracker fed without one sizes them from the first observation.
+    """
 
     def __init__(self, cfg: FitnessConfig) -> None:
         self.cfg = cfg
-        self.keys: list[PodKey] = []
-        self.ema: Tensor | None = None  # (2, n_pods): gradient norm, Taylor estimate
+        self.ema: Tensor | None = None  # (2, L, P): gradient norm, Taylor estimate
+        self.fresh: Tensor | None = None  # (L, P) bool: restart at the next observed value
+        self._attached: Any = None
 
-    def observe_gradients(
-        self, keys: list[PodKey], norms: Tensor, taylor: Tensor | None = None
-    ) -> None:
-        """Fast timescale: fold this step's per-pod gradient norms ``(n_pods,)`` (and Taylor
-        estimates of the masked-loss contribution, when given) into their moving averages.
-
-        ``keys`` names the pods in order; pods new since the last call start at their first
-        value, pods gone are forgotten.
-        """
-        stats = torch.stack([norms.detach().float(), _or_zeros(taylor, norms)])  # (2, n_pods)
-        if self.ema is None or keys != self.keys:
-            self.ema = self._remap(keys, stats)
-            self.keys = list(keys)
+    def attach(self, model) -> None:
+        """Size the averages for ``model``'s organisms and listen to their births and deaths
+        (idempotent for the same model)."""
+        if self._attached is model:
             return
-        self.ema.mul_(self.cfg.grad_ema_decay).add_(stats, alpha=1 - self.cfg.grad_ema_decay)
+        self._attached = model
+        organisms = list(model.organisms)
+        if not organisms:
+            return
+        shape = (len(organisms), max(o.pod_capacity for o in organisms))
+        if self.ema is None or tuple(self.ema.shape[1:]) != shape:
+            device = organisms[0].alive.device
+            self.ema = torch.zeros((2, *shape), device=device)
+            self.fresh = torch.ones(shape, dtype=torch.bool, device=device)
+        for layer, organism in enumerate(organisms):
+            organism.add_slot_listener(self._listener(layer))
+
+    def _listener(self, layer: int):
+        def forget(organism, slots: list[int]) -> None:
+            self.forget(layer, slots)
+
+        return forget
+
+    def forget(self, layer: int, slots: list[int]) -> None:
+        """Restart the averages of ``slots`` of ``layer`` at their next observed value."""
+        if self.fresh is not None and slots:
+            index = torch.tensor(slots, dtype=torch.long, device=self.fresh.device)
+            self.fresh[layer].index_fill_(0, index, True)
+
+    @torch.no_grad()
+    def observe_gradients(
+        self, norms: Tensor, taylor: Tensor | None = None, finite: Tensor | None = None
+    ) -> None:
+        """Fast timescale (no host sync): fold this step's per-slot gradient norms ``(L, P)`` (and
+        Taylor estimates of the masked-loss contribution, when given) into their moving averages.
+
+        Fresh slots start at their value; where the 0-d bool ``finite`` is False nothing changes.
+        """
+        norms = norms.detach().float()
+        taylor = torch.zeros_like(norms) if taylor is None else taylor.detach().float()
+        stats = torch.stack([norms, taylor])  # (2, L, P)
+        if self.ema is None or self.ema.shape != stats.shape:
+            self.ema = torch.zeros_like(stats)
+            self.fresh = torch.ones(stats.shape[1:], dtype=torch.bool, device=stats.device)
+        blended = torch.lerp(self.ema, stats, 1 - self.cfg.grad_ema_decay)
+        updated = torch.where(self.fresh, stats, blended)
+        if finite is None:
+            self.ema.copy_(updated)
+            self.fresh.zero_()
+        else:
+            torch.where(finite, updated, self.ema, out=self.ema)
+            self.fresh.logical_and_(~finite)
 
     @property
     def grad_ema(self) -> Tensor | None:
-        """``(n_pods,)`` moving average of each pod's gradient norm, in :attr:`keys` order."""
+        """``(L, P)`` moving average of each slot's gradient norm."""
         return None if self.ema is None else self.ema[0]
 
     @property
     def taylor_ema(self) -> Tensor | None:
-        """``(n_pods,)`` moving average of the first-order masked-loss estimates."""
+        """``(L, P)`` moving average of each slot's first-order masked-loss estimate."""
         return None if self.ema is None else self.ema[1]
 
-    def _remap(self, keys: list[PodKey], stats: Tensor) -> Tensor:
-        fresh = stats.clone()
-        if self.ema is not None:
-            old = {k: i for i, k in enumerate(self.keys)}
-            kept = [(i, old[k]) for i, k in enumerate(keys) if k in old]
-            if kept:
-                new_i, old_i = (torch.tensor(ix, device=stats.device) for ix in zip(*kept))
-                fresh[:, new_i] = self.ema.to(stats.device)[:, old_i]
-        return fresh
+    def averages(self, keys: list[PodKey]) -> dict[PodKey, tuple[float, float]]:
+        """``{(layer, slot): (gradient norm EMA, Taylor EMA)}`` for ``keys`` (host sync); slots
+        never observed read ``(0, 0)``."""
+        if self.ema is None:
+            return {k: (0.0, 0.0) for k in keys}
+        table = self.ema.tolist()
+        fresh = self.fresh.tolist()
+        return {
+            (layer, slot): (0.0, 0.0)
+            if fresh[layer][slot]
+            else (table[0][layer][slot], table[1][layer][slot])
+            for layer, slot in keys
+        }
 
     def assess(
         self,
@@ -127,25 +175,25 @@ class FitnessTracker:
         targets: Tensor,
         costs: dict[PodKey, float] | None = None,
     ) -> dict[PodKey, PodScore]:
-        """Medium timescale: score every live pod (host sync). Sets each pod's ``fitness``.
+        """Medium timescale: score every live pod (host sync) and write each score into its
+        organism's ``fitness`` buffer.
 
         Args:
             model: a ``SlimeModel``.
             idx, targets: the probe batch ``(B, T)``.
             costs: measured cost per pod (lower is better); default: parameter bytes.
         """
-        ema = dict(zip(self.keys, self.ema.T.tolist())) if self.ema is not None else {}
+        keys = _live_keys(model)
+        if not keys:
+            return {}
+        ema = self.averages(keys)
         if self.cfg.task == "masked":
             task = masked_loss_contributions(model, idx, targets)
         else:
-            task = {k: ema.get(k, (0.0, 0.0))[1] for k in _live_keys(model)}
-        keys = list(task)
-        if not keys:
-            return {}
-        pods = {(layer, slot): model.organisms[layer].pods[str(slot)] for layer, slot in keys}
+            task = {k: ema[k][1] for k in keys}
         if costs is None:
-            costs = {k: float(pod.parameter_bytes()) for k, pod in pods.items()}
-        grads = [ema.get(k, (0.0, 0.0))[0] for k in keys]
+            costs = {(layer, s): float(model.organisms[layer].pod_bytes()) for layer, s in keys}
+        grads = [ema[k][0] for k in keys]
         terms = (
             normalise([task[k] for k in keys]),
             normalise([-costs[k] for k in keys]),
@@ -155,13 +203,56 @@ class FitnessTracker:
         scores = {}
         for i, k in enumerate(keys):
             fitness = sum(wj * term[i] for wj, term in zip(w, terms))
-            pods[k].fitness = fitness
             scores[k] = PodScore(task[k], costs[k], grads[i], fitness)
+        with torch.no_grad():
+            for layer, organism in enumerate(model.organisms):
+                slots = [s for lay, s in keys if lay == layer]
+                if slots:
+                    values = torch.tensor([scores[(layer, s)].fitness for s in slots])
+                    index = torch.tensor(slots, dtype=torch.long)
+                    organism.fitness.index_copy_(
+                        0,
+                        index.to(organism.fitness.device),
+                        values.to(organism.fitness.device, organism.fitness.dtype),
+                    )
         return scores
 
-    def state_dict(self) -> dict:
-        return {"keys": [list(k) for k in self.keys], "ema": self.ema}
+    def state_dict(self) -> dict[str, Any]:
+        return {"ema": self.ema, "fresh": self.fresh}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.keys = [tuple(k) for k in state["keys"]]
-        self.ema = state["ema"]
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Load a :meth:`state_dict`, or one written before the slot table (``keys`` and a
+        ``(2, n_pods)`` ``ema``; needs :meth:`attach` first, to know the table's shape).
+
+        Raises:
+            CheckpointError: an old state and no attached model, or a key outside the table.
+        """
+        if "keys" in state:
+            self._load_keyed(state)
+            return
+        ema, fresh = state["ema"], state["fresh"]
+        if ema is None or fresh is None:
+            self.ema = self.fresh = None
+            return
+        device = self.ema.device if self.ema is not None else ema.device  # the attached model's
+        self.ema = ema.detach().to(device, torch.float32, copy=True)
+        self.fresh = fresh.detach().to(device, torch.bool, copy=True)
+
+    def _load_keyed(self, state: dict[str, Any]) -> None:
+        if not state["keys"]:
+            return  # nothing was observed (or a baseline run)
+        if self.ema is None:
+            raise CheckpointError(
+                "a fitness state written before the slot table needs the tracker attached to "
+                "its model first (FitnessTracker.attach)"
+            )
+        keys = [tuple(k) for k in state["keys"]]
+        ema = torch.zeros_like(self.ema)
+        fresh = torch.ones_like(self.fresh)
+        layers, slots = ema.shape[1:]
+        for i, (layer, slot) in enumerate(keys):
+            if not (0 <= layer < layers and 0 <= slot < slots):
+                raise CheckpointError(f"fitness state names pod {(layer, slot)} outside the model")
+            ema[:, layer, slot] = state["ema"][:, i].to(ema.device, ema.dtype)
+            fresh[layer, slot] = False
+        self.ema, self.fresh = ema, fresh

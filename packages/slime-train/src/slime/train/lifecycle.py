@@ -1,14 +1,20 @@
 """The pseudopod lifecycle on the medium and slow timescales (blueprint invariants 6, 7 and 9).
 
-Medium (every ``medium_interval`` steps): measure behaviour on a probe batch, assess fitness, offer
-every pod to its layer's archive, check the loss gate, and (gentle and full phases, gate open) grow
-pods into free slots. A birth bootstraps from archive elites picked by chemotaxis
-(``Organism.spawn``): initialisation only, the newborn then trains with the network.
+Medium (every ``medium_interval`` steps): measure behaviour on a probe batch, assess fitness (written
+into each organism's ``fitness`` buffer), offer every pod to its layer's archive, check the loss
+gate, and (gentle and full phases, gate open) grow pods into free slots. A birth bootstraps from
+archive elites picked by chemotaxis (``Organism.spawn``): initialisation only, the newborn then
+trains with the network. Its birth step is recorded in the organism's ``born_step`` buffer.
 
 Slow (every ``slow_interval`` steps): in the full phase with the gate open, cull the least fit
-fraction of each layer among pods past ``maturity_steps`` (offering the dying pods to the archive
-first, so an elite survives as a genome); then always enforce the memory budget and the hard limits, and analyse the behavioural
-space (KMO, Bartlett, kernel PCA over the live pods' descriptors).
+fraction of each layer among pods past ``maturity_steps`` (founders, ``born_step == -1``, are always
+mature); then always enforce the hard pool limit and the memory budget, and analyse the behavioural
+space (KMO, Bartlett, kernel PCA over the live pods' descriptors). Every cull goes through
+``Organism.cull_least_fit``, which offers the dying pods to the archive first, so an elite survives
+as a genome.
+
+The loss gate's moving average is fed on the device every step (no host sync) and read on the
+medium timescale.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
+from slime.core import FOUNDER
 from slime.memory import bartlett_sphericity as bartlett
 from slime.memory import kernel_pca, kmo
 from slime.proto import ArchiveError, PoolError
@@ -43,35 +50,61 @@ def lifecycle_phase(step: int, cfg: LifecycleConfig) -> Phase:
 class LossGate:
     """Freezes the lifecycle while the loss exceeds ``ratio`` times its moving average.
 
-    ``observe`` runs every step (host floats the trainer already has); ``check`` on the medium
-    timescale closes or reopens the gate.
+    ``observe`` runs every step on the device: the average is a 0-d tensor (float64) that
+    non-finite losses leave unchanged, and NaN until the first finite loss. ``check`` on the medium
+    timescale reads it (host sync) and closes or reopens the gate.
     """
 
-    def __init__(self, ratio: float, decay: float) -> None:
+    def __init__(
+        self, ratio: float, decay: float, *, device: torch.device | str | None = None
+    ) -> None:
         self.ratio, self.decay = ratio, decay
-        self.ema: float | None = None
+        self.device = torch.device(device) if device is not None else None
+        self._ema: torch.Tensor | None = None
         self.frozen = False
 
-    def observe(self, loss: float) -> None:
-        if math.isfinite(loss):
-            self.ema = loss if self.ema is None else self.decay * self.ema + (1 - self.decay) * loss
+    def _fresh(self, value: float) -> torch.Tensor:
+        device = self.device or torch.device("cpu")
+        dtype = torch.float32 if device.type == "mps" else torch.float64
+        return torch.full((), value, dtype=dtype, device=device)
 
-    def check(self, loss: float) -> bool:
+    @property
+    def ema(self) -> float | None:
+        """The moving average (host read), None before any finite loss."""
+        if self._ema is None:
+            return None
+        value = float(self._ema)
+        return None if math.isnan(value) else value
+
+    @torch.no_grad()
+    def observe(self, loss: torch.Tensor | float) -> None:
+        """Fold ``loss`` (a 0-d tensor or a float) into the moving average, on the device."""
+        if self._ema is None:
+            if self.device is None and isinstance(loss, torch.Tensor):
+                self.device = loss.device
+            self._ema = self._fresh(math.nan)
+        loss = torch.as_tensor(loss).detach().to(self._ema.device, self._ema.dtype)
+        start = torch.where(torch.isnan(self._ema), loss, self._ema)
+        updated = start.lerp(loss, 1 - self.decay)  # decay * ema + (1 - decay) * loss
+        torch.where(torch.isfinite(loss), updated, self._ema, out=self._ema)
+
+    def check(self, loss: torch.Tensor | float) -> bool:
         """Close the gate if ``loss > ratio * ema`` (or is not finite), reopen otherwise.
 
         Returns:
             Whether the lifecycle is frozen.
         """
-        self.frozen = not math.isfinite(loss) or (
-            self.ema is not None and loss > self.ratio * self.ema
-        )
+        loss = float(loss)
+        ema = self.ema
+        self.frozen = not math.isfinite(loss) or (ema is not None and loss > self.ratio * ema)
         return self.frozen
 
     def state_dict(self) -> dict[str, Any]:
         return {"ema": self.ema, "frozen": self.frozen}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.ema, self.frozen = state["ema"], state["frozen"]
+        self._ema = self._fresh(math.nan if state["ema"] is None else state["ema"])
+        self.frozen = state["frozen"]
 
 
 def _untimed(name: str) -> contextlib.AbstractContextManager:
@@ -96,16 +129,20 @@ class Lifecycle:
         timer: Callable[[str], contextlib.AbstractContextManager] = _untimed,
     ) -> None:
         self.model, self.cfg, self.fitness, self.timer = model, cfg, fitness, timer
-        self.gate = LossGate(cfg.loss_gate_ratio, cfg.loss_ema_decay)
+        device = model.organisms[0].alive.device if model.organisms else None
+        self.gate = LossGate(cfg.loss_gate_ratio, cfg.loss_ema_decay, device=device)
         self.births = 0
         self.deaths = 0
-        self.born_at: dict[tuple[int, int], int] = {}  # (layer, slot) -> step, for pods born here
+        fitness.attach(model)
 
     def pool_size(self) -> int:
         return sum(len(o.live_slots()) for o in self.model.organisms)
 
-    def medium(self, step: int, loss: float, probe: tuple[torch.Tensor, torch.Tensor]) -> dict:
-        """Behaviour, fitness, archive elites, loss gate, births. ``probe`` is ``(idx, targets)``."""
+    def medium(
+        self, step: int, loss: torch.Tensor | float, probe: tuple[torch.Tensor, torch.Tensor]
+    ) -> dict:
+        """Behaviour, fitness, archive elites, loss gate, births. ``probe`` is ``(idx, targets)``;
+        ``loss`` is the latest training loss (a float or a 0-d tensor)."""
         idx, targets = probe
         phase = lifecycle_phase(step, self.cfg)
         with self.timer("measure"):
@@ -114,10 +151,9 @@ class Lifecycle:
             scores = self.fitness.assess(self.model, idx, targets)
         added = 0
         with self.timer("archive"):
-            for layer, organism in enumerate(self.model.organisms):
-                fitness = {slot: scores[(layer, slot)].fitness for slot in organism.live_slots()}
-                if fitness:
-                    added += int((organism.archive_elites(fitness).status > 0).sum())
+            for organism in self.model.organisms:
+                if organism.live_slots():
+                    added += int((organism.archive_elites().status > 0).sum())
         frozen = self.gate.check(loss)
         born = 0
         if phase != "warmup" and not frozen:
@@ -137,69 +173,51 @@ class Lifecycle:
 
     def _grow(self, step: int) -> int:
         born = 0
-        for layer, organism in enumerate(self.model.organisms):
-            room = min(
-                self.cfg.max_pool_size - len(organism.live_slots()),
-                organism.pod_capacity - len(organism.live_slots()),
-            )
+        for organism in self.model.organisms:
+            live = len(organism.live_slots())
+            room = min(self.cfg.max_pool_size - live, organism.pod_capacity - live)
             for _ in range(max(0, min(self.cfg.births_per_event, room))):
-                self.born_at[(layer, organism.spawn())] = step
+                organism.spawn(step=step)
                 born += 1
         return born
 
     def slow(self, step: int) -> dict:
-        """Culling (full phase, gate open), memory budget, hard limits, behavioural analysis."""
+        """Culling (full phase, gate open), hard limits, memory budget, behavioural analysis."""
         phase = lifecycle_phase(step, self.cfg)
         culled = 0
         if phase == "full" and not self.gate.frozen:
             with self.timer("cull"):
-                for layer, organism in enumerate(self.model.organisms):
-                    culled += self._cull_least_fit(layer, organism, step)
+                for organism in self.model.organisms:
+                    culled += self._cull_least_fit(organism, step)
         with self.timer("budget"):
             for organism in self.model.organisms:
+                excess = len(organism.live_slots()) - self.cfg.max_pool_size
+                culled += len(organism.cull_least_fit(excess))
                 culled += len(organism.enforce_budget())
-                culled += self._enforce_pool_limit(organism)
                 if len(organism.archive) > self.cfg.max_archive_size:
                     raise PoolError(
                         f"{organism.name} archive holds {len(organism.archive)} elites, "
                         f"over the hard limit {self.cfg.max_archive_size}"
                     )
         self.deaths += culled
-        self._forget_dead()
         with self.timer("analysis"):
             analysis = self.analyse()
         return {"phase": phase, "deaths": culled, "pool_size": self.pool_size(), **analysis}
 
-    def _cull_least_fit(self, layer: int, organism, step: int) -> int:
+    def _cull_least_fit(self, organism, step: int) -> int:
         live = organism.live_slots()
         n = min(int(self.cfg.cull_fraction * len(live)), len(live) - self.cfg.min_pods)
-        mature = [s for s in live if self._is_mature(layer, s, step)]
-        n = min(n, len(mature))
-        if n <= 0:
-            return 0
-        ranked = sorted(mature, key=lambda s: (organism.pods[str(s)].fitness, s))
-        dying = ranked[:n]
-        organism.archive_elites({s: organism.pods[str(s)].fitness for s in dying})
-        organism.cull(dying)
-        return n
+        return len(organism.cull_least_fit(n, eligible=self.mature(organism, step)))
 
-    def _is_mature(self, layer: int, slot: int, step: int) -> bool:
-        """Pods present from the start have no birth step here and count as mature."""
-        born = self.born_at.get((layer, slot))
-        return born is None or step - born >= self.cfg.maturity_steps
-
-    def _forget_dead(self) -> None:
-        live = {(layer, s) for layer, o in enumerate(self.model.organisms) for s in o.live_slots()}
-        self.born_at = {k: v for k, v in self.born_at.items() if k in live}
-
-    def _enforce_pool_limit(self, organism) -> int:
-        live = organism.live_slots()
-        excess = len(live) - self.cfg.max_pool_size
-        if excess <= 0:
-            return 0
-        ranked = sorted(live, key=lambda s: (organism.pods[str(s)].fitness, s))
-        organism.cull(ranked[:excess])
-        return excess
+    def mature(self, organism, step: int) -> list[int]:
+        """Live slots of ``organism`` old enough at ``step`` to be culled for low fitness; founders
+        (``born_step == -1``) always are."""
+        born = organism.born_step.tolist()
+        return [
+            s
+            for s in organism.live_slots()
+            if born[s] == FOUNDER or step - born[s] >= self.cfg.maturity_steps
+        ]
 
     def analyse(self) -> dict[str, Any]:
         """KMO, Bartlett and kernel-PCA statistics of all live pods' descriptors ``(n, 3)``.
@@ -207,7 +225,7 @@ class Lifecycle:
         Early in training the descriptors can be degenerate (a constant dimension, too few pods);
         the statistics are then undefined and the reason is reported instead.
         """
-        descs = torch.cat([o.descriptors(full=True) for o in self.model.organisms]).cpu()
+        descs = torch.cat([o.live_descriptors(full=True) for o in self.model.organisms]).cpu()
         try:
             kmo_result = kmo(descs)
             stat, p_value = bartlett(descs)
@@ -222,14 +240,17 @@ class Lifecycle:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "gate": self.gate.state_dict(),
-            "births": self.births,
-            "deaths": self.deaths,
-            "born_at": [[layer, slot, step] for (layer, slot), step in self.born_at.items()],
-        }
+        """Gate and counters; birth steps live in the organisms' ``born_step`` buffers."""
+        return {"gate": self.gate.state_dict(), "births": self.births, "deaths": self.deaths}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Load a :meth:`state_dict`; one written before the slot table carries ``born_at``
+        (``[[layer, slot, step], ...]``), applied to the live pods' ``born_step`` (load the model
+        first)."""
         self.gate.load_state_dict(state["gate"])
         self.births, self.deaths = state["births"], state["deaths"]
-        self.born_at = {(layer, slot): step for layer, slot, step in state["born_at"]}
+        organisms = self.model.organisms
+        with torch.no_grad():
+            for layer, slot, step in state.get("born_at", []):
+                if 0 <= layer < len(organisms) and slot in organisms[layer].live_slots():
+                    organisms[layer].born_step[slot] = step

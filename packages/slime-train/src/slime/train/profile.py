@@ -16,7 +16,13 @@ from typing import Any
 
 import torch
 
-__all__ = ["StepProfile", "flops_per_token", "peak_flops", "profile_steps"]
+__all__ = [
+    "StepProfile",
+    "flops_per_token",
+    "live_parameter_count",
+    "peak_flops",
+    "profile_steps",
+]
 
 # Dense bf16 tensor-core peaks (vendor datasheets, no sparsity).
 _PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
@@ -32,6 +38,20 @@ def peak_flops(device: torch.device | str) -> float | None:
         if key in name:
             return value
     return None
+
+
+def live_parameter_count(model: torch.nn.Module) -> int:
+    """Parameters in use, each counted once (a tied head is the embedding): a SlimeModel's slot
+    tables are allocated for ``pod_capacity`` pods, and the empty slots (zeros) are left out, so
+    a slime model and the baseline with as many heads as live pods count the same.
+
+    Reads which slots are live (host sync: slow timescale)."""
+    total = sum(p.numel() for p in model.parameters())
+    for organism in getattr(model, "organisms", []):
+        capacity = organism.pod_capacity
+        per_slot = sum(p.numel() // capacity for p, _ in organism.slot_parameters())
+        total -= (capacity - len(organism.live_slots())) * per_slot
+    return total
 
 
 def flops_per_token(n_params: int, attention_widths: Sequence[int], context: int) -> float:

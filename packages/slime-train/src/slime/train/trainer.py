@@ -1,16 +1,25 @@
 """The training loop: one loop for slime and the baseline, with the lifecycle's three timescales.
 
-Every step (fast): forward, backward, gradient norms (one fused norm over all gradients feeds both
-clipping and the pods' gradient fitness), a non-finite check, the optimizer step and the loss gate's
-moving average. The step's only host synchronisation reads the loss and the gradient norm together.
+Every step (fast): forward, backward, gradient norms (one fused norm over all gradients serves
+clipping; per-slot norms feed the pods' gradient fitness), the optimizer step and the loss gate's
+moving average. Nothing in a step synchronises the host with the device: whether the step is finite
+is decided on the device and handed to the fused AdamW kernel as ``found_inf`` (a non-finite step
+changes neither parameters, moments nor step counts), and each step's loss and gradient norm are
+written into a small device buffer. The host reads that buffer (one ``tolist``) only when something
+needs the values: every ``log_interval`` steps, and at lifecycle events, evaluations, checkpoints and
+the end. Each read applies the non-finite policy to the steps since the previous one (``stop``, or
+``skip`` up to ``max_nonfinite``) and logs a ``nonfinite`` record; so a ``stop`` takes effect at the
+next read, and the steps in between train normally from the unchanged weights.
+
 Every ``medium_interval`` and ``slow_interval`` steps the :class:`~slime.train.lifecycle.Lifecycle`
-runs (slime models with the lifecycle enabled). Evaluation, logging and checkpoints follow their
-own intervals.
+runs (slime models with the lifecycle enabled). Evaluation, logging and checkpoints follow their own
+intervals. With ``train.compile`` the forward runs through ``torch.compile``; births and deaths only
+write slots of fixed tensors, so they never recompile it.
 
 Runs are reproducible: every random stream (global torch/Python/numpy RNGs, the data sampler, the
-model's initialisation/birth generator) is seeded from ``train.seed`` and checkpointed, so a resumed
-run replays the uninterrupted one exactly on the CPU. The tubes' temporal memory is not part of a
-checkpoint; it is cleared after every checkpoint in every run, which keeps replays exact.
+model's initialisation/birth generator) is seeded from ``train.seed`` and checkpointed, and the model's
+state dict carries the organisms' buffers (fitness, birth steps, the tubes' ring), so a resumed run
+replays the uninterrupted one exactly on the CPU.
 """
 
 from __future__ import annotations
@@ -38,9 +47,11 @@ from slime.train.fitness import FitnessTracker
 from slime.train.lifecycle import Lifecycle
 from slime.train.loader import save_config
 from slime.train.optim import PoolOptimizer, learning_rate
+from slime.train.profile import live_parameter_count
 from slime.train.rundir import ProgressBar, RunDir
 from slime.train.slo import slo_reports
 from slime.train.stability import GradientMonitor
+from torch import Tensor
 
 __all__ = ["Trainer"]
 
@@ -93,7 +104,7 @@ class Trainer:
             max_archive_size=cfg.lifecycle.max_archive_size,
         )
         self.is_slime = isinstance(self.model, SlimeModel)
-        self.optimizer = PoolOptimizer(self.model, cfg.train, fused=self.device.type == "cuda")
+        self.optimizer = PoolOptimizer(self.model, cfg.train)
         self.gradients = GradientMonitor(self.model, cfg.train.grad_clip)
         self.fitness = FitnessTracker(cfg.fitness)
         self.lifecycle = (
@@ -106,15 +117,32 @@ class Trainer:
             if self.is_slime and cfg.lifecycle.enabled
             else None
         )
+        if self.is_slime:
+            self.fitness.attach(self.model)  # sizes its tables; follows births and deaths
+        # The forward the steps call. Compiled, the model's own forward timer (CUDA events, host
+        # clock) would break the graph: the trainer times the call from outside instead.
+        self._forward: Callable[..., Any] = self.model
+        self._time_forward = not self.is_slime
+        if cfg.train.compile:
+            if self.is_slime:
+                self.model.metrics = None
+                self._time_forward = True
+            self._forward = torch.compile(self.model, dynamic=False)  # fixed batch shapes
         probe_gen = torch.Generator().manual_seed(seed + 2)
         probe = dataset.batch("train", cfg.lifecycle.probe_batch_size, probe_gen)
         self.probe = tuple(t.to(self.device) for t in probe)
         self.step = 0
         self.tokens_seen = 0
         self.nonfinite = 0
-        self.last_loss = math.nan
+        self.last_loss = math.nan  # the latest finite training loss, as of the latest read
+        self.latest = (math.nan, math.nan)  # the latest step's (loss, grad norm), as read
         self.status = "running"
         self.timings: dict[str, float] = defaultdict(float)
+        # (loss, grad norm) of each step since the latest read, on the device; reads happen at
+        # least every log_interval steps.
+        self._history = torch.zeros(cfg.train.log_interval, 2, device=self.device)
+        self._unread = 0
+        self._window = [0.0, 0.0, 0]  # loss sum, grad norm sum, finite steps since the latest log
         self._last_eval: tuple[int, dict[str, float]] = (-1, {})
         self._last_checkpoint = -1
         if run_dir is not None and not run_dir.config_path.exists():
@@ -137,8 +165,13 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def train_step(self) -> tuple[float, float]:
-        """One optimisation step; returns ``(loss, grad_norm)`` (non-finite: the step was not applied)."""
+    def train_step(self) -> tuple[Tensor, Tensor]:
+        """One optimisation step, with no host synchronisation.
+
+        Returns:
+            The step's loss and gradient norm (before clipping), 0-d device tensors. Where either
+            is not finite the optimizer step changed nothing.
+        """
         tc = self.cfg.train
         self.optimizer.set_lr(self.lr_schedule(self.step + 1))
         idx, targets = self.dataset.batch("train", tc.batch_size, self.data_gen)
@@ -146,30 +179,95 @@ class Trainer:
             idx.to(self.device, non_blocking=True),
             targets.to(self.device, non_blocking=True),
         )
-        if not self.model.training:  # every eval() here restores the whole tree at its root;
-            self.model.train()  # walking slime's pod modules each step costs ~0.6 ms of host time
+        if not self.model.training:  # every eval() here restores the whole tree at its root
+            self.model.train()
+        observing = self._observing(self.step + 1)
+        if self.is_slime and observing != self.model.organisms[0].feeding_tubes:
+            self.model.feed_tubes(observing)
         with self._timed("forward"), self._autocast():
-            if self.is_slime:
-                _, loss = self.model(idx, targets)
-            else:
+            if self._time_forward:
                 with self.metrics.time_forward(idx.numel()):
-                    _, loss = self.model(idx, targets)
+                    _, loss = self._forward(idx, targets)
+            else:
+                _, loss = self._forward(idx, targets)
         with self._timed("backward"):
             loss.backward()
         with self._timed("grad_norms"):
-            grads = self.gradients.clip_and_measure(self.optimizer.layout_version)
-        loss_value, norm_value = torch.stack([loss.detach().float(), grads.total]).tolist()  # sync
-        if math.isfinite(loss_value) and math.isfinite(norm_value):
-            with self._timed("optimizer"):
-                self.optimizer.step()
-            if grads.keys:
-                with self._timed("fitness"):
-                    self.fitness.observe_gradients(grads.keys, grads.pod_norms, grads.pod_taylor)
+            grads = self.gradients.clip_and_measure(per_slot=observing)
+        loss = loss.detach()
+        finite = torch.isfinite(loss) & torch.isfinite(grads.total)
+        with self._timed("optimizer"):
+            self.optimizer.step(skip=~finite)
+        if observing:
+            with self._timed("fitness"):
+                self.fitness.observe_gradients(grads.slot_norms, grads.slot_taylor, finite)
         self.optimizer.zero_grad()
         self.tokens_seen += idx.numel()
-        return loss_value, norm_value
+        return loss, grads.total
+
+    def _observing(self, step: int) -> bool:
+        """Whether ``step`` is one of the ``lifecycle.observe_steps`` steps before (and including)
+        a medium event, which feed the tubes and the per-slot gradient statistics."""
+        if self.lifecycle is None:
+            return False
+        lc = self.cfg.lifecycle
+        return (-step) % lc.medium_interval < lc.observe_steps
+
+    def _record(self, loss: Tensor, grad_norm: Tensor) -> None:
+        """Keep the step's loss and gradient norm on the device until the next read; feed the loss
+        gate (device-side, non-finite losses skipped)."""
+        self._history[self._unread].copy_(torch.stack([loss, grad_norm]))
+        self._unread += 1
+        if self.lifecycle is not None:
+            self.lifecycle.gate.observe(loss)
+
+    def _read(self) -> bool:
+        """The host read: the steps since the previous read, in one transfer. Updates the window
+        sums, ``last_loss`` and ``latest``, and applies the non-finite policy to those steps
+        (logging a ``nonfinite`` record). Returns True when training must stop."""
+        if self._unread == 0:
+            return False
+        rows = self._history[: self._unread].tolist()  # the only host sync between events
+        first_step = self.step - self._unread + 1
+        self._unread = 0
+        bad = []
+        for offset, (loss, grad_norm) in enumerate(rows):
+            if math.isfinite(loss) and math.isfinite(grad_norm):
+                self._window[0] += loss
+                self._window[1] += grad_norm
+                self._window[2] += 1
+                self.last_loss = loss
+            else:
+                bad.append(first_step + offset)
+        self.latest = (rows[-1][0], rows[-1][1])
+        if not bad:
+            return False
+        self.nonfinite += len(bad)
+        self._log(kind="nonfinite", count=len(bad), steps=bad, total=self.nonfinite)
+        if self.cfg.train.nonfinite == "stop":
+            self.status = f"stopped: non-finite loss or gradient at step {bad[0]}"
+            return True
+        if self.nonfinite > self.cfg.train.max_nonfinite:
+            self.status = (
+                f"stopped: {self.nonfinite} non-finite steps, over train.max_nonfinite "
+                f"({self.cfg.train.max_nonfinite})"
+            )
+            return True
+        return False
 
     # -- the loop -------------------------------------------------------------------------------
+
+    def _reads_at(self, step: int, total: int) -> bool:
+        """Whether anything at ``step`` needs the host to read the device's training values."""
+        tc, lc = self.cfg.train, self.cfg.lifecycle
+        due = step % tc.log_interval == 0 or step == total or step % tc.eval_interval == 0
+        if self.run_dir is not None and step % tc.checkpoint_interval == 0:
+            due = True
+        if self.lifecycle is not None and (
+            step % lc.medium_interval == 0 or step % lc.slow_interval == 0
+        ):
+            due = True
+        return due
 
     def fit(self, steps: int | None = None, *, max_seconds: float | None = None) -> dict[str, Any]:
         """Train until ``steps`` (default ``train.steps``) or ``max_seconds`` of wall time.
@@ -187,33 +285,37 @@ class Trainer:
                 break
             loss, grad_norm = self.train_step()
             self.step += 1
-            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                if self._on_nonfinite(loss, grad_norm):
-                    break
+            self._record(loss, grad_norm)
+            if not self._reads_at(self.step, total):
                 continue
-            self.last_loss = loss
+            if self._read():
+                break
             if self.lifecycle is not None:
-                self._lifecycle_work(loss)
+                self._lifecycle_work()
             if self.step % tc.log_interval == 0 or self.step == total:
                 now = time.perf_counter()
                 rate = (self.tokens_seen - window_tokens) / max(now - window_t, 1e-9)
                 window_t, window_tokens = now, self.tokens_seen
+                loss_sum, grad_sum, n = self._window
+                self._window = [0.0, 0.0, 0]
                 self._log(
                     kind="train",
-                    loss=loss,
-                    grad_norm=grad_norm,
+                    loss=loss_sum / n if n else math.nan,  # mean over the window's finite steps
+                    grad_norm=grad_sum / n if n else math.nan,
                     lr=self.optimizer.param_groups[0]["lr"],
                     tokens_per_s=rate,
                     **self._pool_record(),
                 )
                 if bar is not None:
-                    bar.update(self.step, loss, rate)
+                    bar.update(self.step, self.latest[0], rate)
             if self.step % tc.eval_interval == 0 or self.step == total:
                 self._log(kind="eval", **self.evaluate())
             if self.run_dir is not None and (
                 self.step % tc.checkpoint_interval == 0 or self.step == total
             ):
                 self.save_checkpoint()
+        if self._unread:  # stopped by max_seconds between reads
+            self._read()
         if bar is not None:
             bar.close()
         elapsed = time.perf_counter() - t_start
@@ -223,30 +325,15 @@ class Trainer:
             self.save_checkpoint()
         return self._finish(elapsed)
 
-    def _lifecycle_work(self, loss: float) -> None:
+    def _lifecycle_work(self) -> None:
         lc = self.cfg.lifecycle
-        self.lifecycle.gate.observe(loss)
         if self.step % lc.medium_interval == 0:
             with self._timed("lifecycle_medium"):
-                self._log(kind="medium", **self.lifecycle.medium(self.step, loss, self.probe))
+                record = self.lifecycle.medium(self.step, self.latest[0], self.probe)
+                self._log(kind="medium", **record)
         if self.step % lc.slow_interval == 0:
             with self._timed("lifecycle_slow"):
                 self._log(kind="slow", **self.lifecycle.slow(self.step))
-
-    def _on_nonfinite(self, loss: float, grad_norm: float) -> bool:
-        """Apply the non-finite policy; returns True when training must stop."""
-        self.nonfinite += 1
-        self._log(kind="nonfinite", loss=loss, grad_norm=grad_norm, count=self.nonfinite)
-        if self.cfg.train.nonfinite == "stop":
-            self.status = f"stopped: non-finite loss or gradient at step {self.step}"
-            return True
-        if self.nonfinite > self.cfg.train.max_nonfinite:
-            self.status = (
-                f"stopped: {self.nonfinite} non-finite steps, over train.max_nonfinite "
-                f"({self.cfg.train.max_nonfinite})"
-            )
-            return True
-        return False
 
     def _pool_record(self) -> dict[str, Any]:
         if not self.is_slime:
@@ -283,7 +370,8 @@ class Trainer:
             "status": self.status,
             "model": self.cfg.model.kind,
             "steps": self.step,
-            "params": sum(p.numel() for p in self.model.parameters()),
+            "params": live_parameter_count(self.model),  # empty slots left out
+            "allocated_params": sum(p.numel() for p in self.model.parameters()),
             "last_train_loss": self.last_loss,
             **final,
             "tokens_seen": self.tokens_seen,
@@ -322,15 +410,11 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         """Checkpoint everything a bit-exact resume needs into ``run_dir/checkpoints``."""
+        self._read()  # the window sums and counters below must include every step
         with self._timed("checkpoint"):
             organisms = self.model.organisms if self.is_slime else []
             state = {
-                "model": self.model.state_dict(),
-                "pod_fitness": [
-                    [layer, slot, o.pods[str(slot)].fitness]
-                    for layer, o in enumerate(organisms)
-                    for slot in o.live_slots()
-                ],
+                "model": self.model.state_dict(),  # with the organisms' buffers
                 "optimizer": self.optimizer.state_dict(),
                 "rng": capture_rng(),
                 "data_rng": self.data_gen.get_state(),
@@ -341,33 +425,33 @@ class Trainer:
                     "tokens_seen": self.tokens_seen,
                     "nonfinite": self.nonfinite,
                     "last_loss": self.last_loss,
+                    "latest": list(self.latest),
+                    "window": list(self._window),
                 },
             }
             writers = {f"archive_{i}": o.archive.save for i, o in enumerate(organisms)}
             path = save_checkpoint(self.run_dir.path, self.step, state, writers=writers)
             self._last_checkpoint = self.step
-            for organism in organisms:
-                organism.reset_state()  # see the module docstring: keeps resumed runs exact
         return path
 
     def load_state(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`save_checkpoint` state (from ``load_checkpoint``) into this trainer."""
-        self.model.load_state_dict(state["model"])  # rebuilds the pools' composition first
+        """Restore a :meth:`save_checkpoint` state (from ``load_checkpoint``) into this trainer.
+
+        Checkpoints written before the slot table (per-pod tensors, a ``pod_fitness`` list, birth
+        steps in the lifecycle state, per-pod optimizer groups) are converted as they load.
+        """
+        self.model.load_state_dict(state["model"])  # the organisms convert per-pod tensors
         if self.is_slime:
-            for layer, slot, fitness in state["pod_fitness"]:
-                self.model.organisms[layer].pods[str(slot)].fitness = fitness
+            for layer, slot, fitness in state.get("pod_fitness", []):  # before the slot table
+                self.model.organisms[layer].pod(slot).fitness = fitness
             for i, organism in enumerate(self.model.organisms):
                 archive = GridArchive.load(state["folder"] / f"archive_{i}", device=self.device)
                 organism.replace_archive(archive)
-                organism.reset_state()
         self.optimizer.load_state_dict(state["optimizer"])
         restore_rng(state["rng"])
         self.data_gen.set_state(state["data_rng"])
         self.model_gen.set_state(state["model_rng"])
-        fitness = dict(state["fitness"])
-        if fitness["ema"] is not None:
-            fitness["ema"] = fitness["ema"].to(self.device)
-        self.fitness.load_state_dict(fitness)
+        self.fitness.load_state_dict(state["fitness"])
         if self.lifecycle is not None:
             self.lifecycle.load_state_dict(state["lifecycle"])
         t = state["trainer"]
@@ -376,6 +460,10 @@ class Trainer:
             t["nonfinite"],
             t["last_loss"],
         )
+        self.latest = tuple(t.get("latest", (self.last_loss, math.nan)))
+        window = t.get("window", [0.0, 0.0, 0])
+        self._window = [float(window[0]), float(window[1]), int(window[2])]
+        self._unread = 0
         self.step = state["step"]
         self._last_checkpoint = self.step
         if self.run_dir is not None:

@@ -22,14 +22,15 @@ from slime.core.blocks import MLP, Block
 from slime.core.observability import MetricsCollector, span
 from slime.core.organism import Organism
 from slime.kernels import select_kernel
-from slime.memory import GridArchive, TubeNetwork
+from slime.memory import GridArchive
 from slime.proto import CheckpointError, ConfigError, DataError, Kernel
 from torch import Tensor, nn
 
 __all__ = ["SlimeModel"]
 
 FORMAT = "slime-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: slot-table tensors; 1 (per-pod tensors) is converted on load
+READABLE_VERSIONS = (1, 2)
 _TIED = "lm_head.weight"
 
 
@@ -80,7 +81,8 @@ class SlimeModel(nn.Module):
                 metrics=metrics,
                 tracer=tracer,
                 archive=self._new_archive(device),
-                tubes=TubeNetwork(c.tube_capacity, c.tube_decay, device=device),
+                tube_capacity=c.tube_capacity,
+                tube_decay=c.tube_decay,
                 memory_budget_bytes=c.memory_budget_bytes,
                 quiet_birth=c.quiet_birth,
                 metabolic_rate=c.metabolic_rate,
@@ -106,7 +108,7 @@ class SlimeModel(nn.Module):
     def _init_weights(self, generator: torch.Generator | None, resid_std: float) -> None:
         for name, p in self.named_parameters():
             if ".attn." in name:
-                continue  # pods initialise themselves; the organism's output bias starts at 0
+                continue  # the organism initialises its slots; its output bias starts at 0
             if name.endswith("bias"):
                 p.zero_()
             elif ".ln_" in name or name.startswith("ln_"):
@@ -123,22 +125,22 @@ class SlimeModel(nn.Module):
         """One organism per layer, bottom first."""
         return [block.attn for block in self.blocks]
 
-    def add_pool_listener(self, fn: Callable[[list[nn.Parameter], list[nn.Parameter]], None]):
-        """Call ``fn(added, removed)`` with the parameters of every birth and death, any layer."""
+    def add_slot_listener(self, fn: Callable[[Organism, list[int]], None]) -> None:
+        """Call ``fn(organism, slots)`` after every birth and death, any layer."""
         for organism in self.organisms:
-            organism.add_pool_listener(fn)
+            organism.add_slot_listener(fn)
 
-    def pod_gradient_norms(self) -> dict[tuple[int, int], Tensor]:
-        """``{(layer, slot): 0-d L2 norm of the pod's gradients}``; 0 for pods without grads.
-        Device tensors: reading them is the caller's (slow-timescale) host sync."""
-        norms = {}
-        for layer, organism in enumerate(self.organisms):
-            for slot in organism.live_slots():
-                pod = organism.pods[str(slot)]
-                grads = [p.grad.float().norm() for p in pod.parameters() if p.grad is not None]
-                zero = torch.zeros((), device=pod.o_weight.device)
-                norms[(layer, slot)] = torch.stack(grads).norm() if grads else zero
-        return norms
+    def feed_tubes(self, feeding: bool) -> None:
+        """Whether training forwards feed every organism's tube ring (see
+        :attr:`Organism.feeding_tubes`; a compiled model keeps one graph per value)."""
+        for organism in self.organisms:
+            organism.feeding_tubes = bool(feeding)
+
+    def slot_gradient_stats(self) -> tuple[Tensor, Tensor]:
+        """Per layer and slot: squared gradient norms ``(L, P)`` and first-order masked-loss
+        estimates ``(L, P)`` (see :meth:`Organism.slot_gradient_stats`). Device tensors."""
+        norms, taylor = zip(*(o.slot_gradient_stats() for o in self.organisms))
+        return torch.stack(norms), torch.stack(taylor)
 
     @contextlib.contextmanager
     def ablate(self, slots_by_layer: dict[int, list[int]]) -> Iterator[None]:
@@ -235,8 +237,7 @@ class SlimeModel(nn.Module):
         layers = []
         for i, organism in enumerate(self.organisms):
             organism.archive.save(directory / f"archive_{i}")
-            live = organism.live_slots()
-            layers.append({"live": live, "fitness": [organism.pods[str(s)].fitness for s in live]})
+            layers.append({"live": organism.live_slots()})
         meta = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
@@ -267,10 +268,10 @@ class SlimeModel(nn.Module):
             meta = json.loads((directory / "config.json").read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise CheckpointError(f"cannot read {directory / 'config.json'}: {e}") from e
-        if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
+        if meta.get("format") != FORMAT or meta.get("version") not in READABLE_VERSIONS:
             raise CheckpointError(
                 f"{directory} holds format {meta.get('format')!r} v{meta.get('version')!r}, "
-                f"expected {FORMAT!r} v{FORMAT_VERSION}"
+                f"expected {FORMAT!r} v{' or v'.join(map(str, READABLE_VERSIONS))}"
             )
         config = SlimeConfig.from_dict(meta["config"])
         model = cls(config, kernel=kernel, metrics=metrics, tracer=tracer, device=device)
@@ -290,7 +291,8 @@ class SlimeModel(nn.Module):
                     f"layer {i}: tensors hold slots {organism.live_slots()}, "
                     f"config.json lists {layer['live']}"
                 )
-            for slot, fitness in zip(layer["live"], layer["fitness"], strict=True):
-                organism.pods[str(slot)].fitness = fitness
+            if meta["version"] == 1:  # fitness lived in config.json before the slot table
+                for slot, fitness in zip(layer["live"], layer["fitness"], strict=True):
+                    organism.pod(slot).fitness = fitness
             organism.replace_archive(GridArchive.load(directory / f"archive_{i}", device=device))
         return model

@@ -6,7 +6,6 @@ import torch
 from slime.core.blocks import MLP, Block
 from slime.core.organism import Organism
 from slime.kernels import select_kernel
-from slime.memory import TubeNetwork
 from slime.proto import ConfigError, Kernel, KernelError
 from torch import Tensor, nn
 
@@ -75,7 +74,8 @@ class SlimeMoldEncoder(nn.Module):
                 kernel=kernel,
                 bias=bias,
                 dropout=dropout,
-                tubes=TubeNetwork(tube_capacity, tube_decay, device=device),
+                tube_capacity=tube_capacity,
+                tube_decay=tube_decay,
                 name=f"encoder{i}",
                 generator=generator,
                 device=device,

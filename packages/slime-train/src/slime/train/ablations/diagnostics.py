@@ -89,13 +89,9 @@ class RecordingFitness(FitnessTracker):
         task = [scores[k].task for k in keys]
         grad = [scores[k].gradient for k in keys]
         own_cost = [scores[k].cost for k in keys]
-        param_bytes = [
-            float(model.organisms[layer].pods[str(slot)].parameter_bytes()) for layer, slot in keys
-        ]
-        taylor_by_key = (
-            dict(zip(self.keys, self.taylor_ema.tolist())) if self.taylor_ema is not None else {}
-        )
-        taylor = [taylor_by_key.get(k, 0.0) for k in keys]
+        param_bytes = [float(model.organisms[layer].pod_bytes()) for layer, _ in keys]
+        averages = self.averages(keys)
+        taylor = [averages[k][1] for k in keys]
         terms = (minmax(task), minmax([-c for c in param_bytes]), minmax(grad))
         blend = [sum(w * t[i] for w, t in zip(BLEND, terms)) for i in range(len(keys))]
         return {
@@ -110,7 +106,7 @@ class RecordingFitness(FitnessTracker):
 
 
 class BirthLedger:
-    """Follows pods born after construction through the pool listeners of every organism.
+    """Follows pods born after construction through the slot listeners of every organism.
 
     ``step`` must be kept current by the caller (the lifecycle sets it before births). A newborn is
     *exposed* once a cull event happens while it lives; the survival rate is the fraction of exposed
@@ -121,19 +117,23 @@ class BirthLedger:
         self.step = 0
         self.uses_archive = uses_archive
         self.entries: list[dict[str, Any]] = []
-        self._live: dict[int, int] = {}  # id(first parameter) -> entry index, live newborns only
-        for layer, organism in enumerate(model.organisms):
-            organism.add_pool_listener(self._listener(layer, organism))
+        self._live: dict[tuple[int, int], int] = {}  # (layer, slot) -> entry, live newborns only
+        self._layer = {id(o): layer for layer, o in enumerate(model.organisms)}
+        model.add_slot_listener(self.on_slots_changed)
 
-    def _listener(self, layer: int, organism) -> Callable[[list, list], None]:
-        def on_change(added: list, removed: list) -> None:
-            for p in removed:
-                index = self._live.pop(id(p), None)
-                if index is not None:
-                    self.entries[index]["alive"] = False
-                    self.entries[index]["died"] = self.step
-            if added:
-                self._live[id(added[0])] = len(self.entries)
+    def on_slots_changed(self, organism, slots: list[int]) -> None:
+        """Slot listener: a listed slot now alive holds a newborn, one now dead held a pod that
+        died (slow timescale: reads ``alive`` on the host)."""
+        layer = self._layer[id(organism)]
+        alive = organism.alive.tolist()
+        for slot in slots:
+            key = (layer, slot)
+            index = self._live.pop(key, None)
+            if index is not None:  # the newborn that held this slot died
+                self.entries[index]["alive"] = False
+                self.entries[index]["died"] = self.step
+            if alive[slot]:
+                self._live[key] = len(self.entries)
                 self.entries.append(
                     {
                         "layer": layer,
@@ -144,8 +144,6 @@ class BirthLedger:
                         "died": None,
                     }
                 )
-
-        return on_change
 
     def expose(self) -> None:
         """A cull event is about to happen: every live newborn faces it."""
@@ -191,7 +189,7 @@ class RecordingLifecycle(Lifecycle):
         self.ledger, self.stopwatch = ledger, stopwatch
         self.timeline: list[dict[str, Any]] = []
 
-    def medium(self, step: int, loss: float, probe: tuple[Tensor, Tensor]) -> dict:
+    def medium(self, step: int, loss: Tensor | float, probe: tuple[Tensor, Tensor]) -> dict:
         self.ledger.step = step
         record = super().medium(step, loss, probe)
         with self.stopwatch.timed():
@@ -210,10 +208,9 @@ class RecordingLifecycle(Lifecycle):
         (a pod born in this event holds zero descriptors until its first measurement)."""
         organisms = self.model.organisms
         stats = [o.archive.stats for o in organisms]
-        pods = [o.pods[str(s)] for o in organisms for s in o.live_slots()]
-        measured = [p.descriptors for p in pods if int(p.n_measurements) > 0]  # host sync
-        variance = (
-            descriptor_variance(torch.stack(measured)).mean().item() if len(measured) >= 2 else None
+        measured = torch.cat([o.descriptors[o.alive & (o.n_measurements > 0)] for o in organisms])
+        variance = (  # len() is the host sync
+            descriptor_variance(measured).mean().item() if len(measured) >= 2 else None
         )
         return {
             "pool_size": self.pool_size(),

@@ -17,7 +17,7 @@ from slime.train.ablations.diagnostics import (
     RecordingLifecycle,
     Stopwatch,
 )
-from slime.train.ablations.probes import head_similarity, heldout_eval
+from slime.train.ablations.probes import head_similarity, heldout_eval, live_parameters
 from slime.train.ablations.profiles import Profile
 from slime.train.ablations.variants import Arm, pod_latency_costs
 from slime.train.trainer import Trainer
@@ -83,13 +83,13 @@ def run_one(
 ) -> dict[str, Any]:
     """Train one arm on one task with one seed; returns its plain-data record."""
     cfg = arm_.configure(profile.run_config(task, steps, seed, data_dir))
-    gc.collect()  # earlier trainers hold reference cycles (pool listeners); free them first
+    gc.collect()  # earlier trainers hold reference cycles (slot listeners); free them first
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     trainer = AblationTrainer(cfg, dataset, arm_, heldout=heldout, device=device)
-    params_init = sum(p.numel() for p in trainer.model.parameters())
+    params_init = live_parameters(trainer.model)
     summary = trainer.fit()
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     final = heldout_eval(trainer.model, heldout)
@@ -102,7 +102,7 @@ def run_one(
         "status": summary["status"],
         "steps": summary["steps"],
         "params_init": params_init,
-        "params_final": summary["params"],
+        "params_final": live_parameters(trainer.model),  # live pods only, as params_init
         "val_loss": final["loss"],
         "val_acc": final["accuracy"],
         "val_loss_auc": _mean([p["val_loss"] for p in trainer.curve]),

@@ -5,6 +5,8 @@
 - :func:`head_similarity`: mean pairwise ``|cosine|`` between the heads' contributions to the
   residual stream (blueprint decision 11: do heads stay behaviourally distinct?). Works for the
   SlimeModel (one head per live pod) and for the baseline GPT (its ``n_head`` heads).
+- :func:`live_parameters`: the parameter count that compares a SlimeModel with the baseline: a
+  slot table allocates every slot up to ``pod_capacity``, but only live pods' slots count.
 """
 
 from __future__ import annotations
@@ -15,7 +17,23 @@ from slime.core import SlimeModel
 from slime.proto import ConfigError
 from torch import Tensor
 
-__all__ = ["head_contributions", "head_similarity", "heldout_batches", "heldout_eval"]
+__all__ = [
+    "head_contributions",
+    "head_similarity",
+    "heldout_batches",
+    "heldout_eval",
+    "live_parameters",
+]
+
+
+def live_parameters(model) -> int:
+    """Parameters the model computes with: for a SlimeModel, every parameter less the empty slots
+    of its slot tables (which hold zeros and are masked out); for any other model, all of them."""
+    total = sum(p.numel() for p in model.parameters())
+    for organism in model.organisms if isinstance(model, SlimeModel) else []:
+        per_slot = sum(p.numel() // organism.pod_capacity for p, _ in organism.slot_parameters())
+        total -= (organism.pod_capacity - len(organism.live_slots())) * per_slot
+    return total
 
 
 def heldout_batches(
@@ -54,18 +72,26 @@ def heldout_eval(model, batches: list[tuple[Tensor, Tensor]]) -> dict[str, float
     return {"loss": nll / count, "accuracy": correct / count}
 
 
+def _organism_heads(organism, latent: Tensor) -> Tensor:
+    """``(n_live, B*T*D)``: each live slot's head output mapped through its columns of the output
+    projection (the shared output bias left out), over the whole slot table at once, the way the
+    organism's forward computes it."""
+    batch, seq, width = latent.shape
+    cap, d = organism.pod_capacity, organism.head_dim
+    bias = None if organism.qkv_bias is None else organism.qkv_bias.view(3 * cap * d)
+    qkv = F.linear(latent, organism.qkv_weight.view(3 * cap * d, width), bias)
+    q, k, v = qkv.view(batch, seq, 3, cap, d).permute(2, 0, 3, 1, 4).unbind(0)  # (B, P, T, d)
+    heads = organism.kernel.attention(q, k, v, causal=True, alive=organism.alive)  # (B, P, T, d)
+    per_slot = torch.einsum("bptd,epd->pbte", heads, organism.o_weight)  # (P, B, T, D)
+    return per_slot[organism.alive].reshape(-1, batch * seq * width)
+
+
 def _slime_heads(model: SlimeModel, idx: Tensor) -> list[Tensor]:
     """Per layer: ``(n_live, B*T*D)`` contributions of each live pod to the residual stream."""
     x = model.drop(model.wte(idx) + model.wpe(torch.arange(idx.shape[1], device=idx.device)))
     layers = []
     for block in model.blocks:
-        latent = block.attention_input(x)
-        organism = block.attn
-        rows = []
-        for slot in organism.live_slots():
-            pod = organism.pods[str(slot)]
-            rows.append(pod.contribution(pod(latent, causal=True)).flatten())
-        layers.append(torch.stack(rows) if rows else latent.new_zeros(0, latent.numel()))
+        layers.append(_organism_heads(block.attn, block.attention_input(x)))
         x = block(x)
     return layers
 

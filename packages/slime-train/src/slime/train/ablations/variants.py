@@ -8,7 +8,8 @@ composition, through the organism's public attributes, never by editing slime.co
   falls back to a fresh (quiet) initialisation;
 - uniform elite sampling: :class:`UniformElites` picks an elite uniformly at random (no
   concentration, no distance), and the newborn copies it;
-- tubes off: ``organism.tubes = None`` (activation sparsity then comes from the probe alone);
+- tubes off: :func:`tubes_off` gives the organism a tube ring of capacity 0 (activation sparsity
+  then comes from the probe alone);
 - an efficiency term that can differ between pods: :func:`pod_latency_costs`, the measured time of
   each pod's own forward, replaces the shipped cost (parameter bytes, equal for equal-width pods).
 """
@@ -21,11 +22,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from slime.proto import ConfigError
 from slime.train.config import RunConfig
 from torch import Tensor
 
-__all__ = ["ARMS", "Arm", "Starved", "UniformElites", "pod_latency_costs"]
+__all__ = ["ARMS", "Arm", "Starved", "UniformElites", "pod_latency_costs", "tubes_off"]
 
 Births = Literal["chemotaxis", "uniform", "fresh"]
 Cost = Literal["params", "latency"]
@@ -87,6 +89,13 @@ class Starved:
         """Nothing is held."""
 
 
+def tubes_off(organism) -> None:
+    """Give ``organism`` a tube ring of capacity 0: training forwards leave no trace, and activation
+    sparsity is measured from the probe alone (what ``tube_capacity=0`` builds)."""
+    organism.tube_trace = organism.tube_trace.new_zeros(0, organism.pod_capacity)
+    organism.tube_pos.zero_()
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -94,7 +103,8 @@ def _sync(device: torch.device) -> None:
 
 @torch.no_grad()
 def pod_latency_costs(model, probe_idx: Tensor, repeats: int = 3) -> dict[tuple[int, int], float]:
-    """Median wall seconds of each live pod's own forward on a probe-shaped input (host sync).
+    """Median wall seconds of each live pod's own forward (its head alone, then its columns of
+    the output projection) on a probe-shaped input (host sync).
 
     The pod's cost does not depend on the input's values (dense compute), so a fixed random latent
     ``(B, T, D)`` stands in for the layer's real input.
@@ -106,12 +116,12 @@ def pod_latency_costs(model, probe_idx: Tensor, repeats: int = 3) -> dict[tuple[
     costs = {}
     for layer, organism in enumerate(model.organisms):
         for slot in organism.live_slots():
-            pod = organism.pods[str(slot)]
+            pod = organism.pod(slot)
             times = []
             for _ in range(repeats):
                 _sync(device)
                 t0 = time.perf_counter()
-                pod.contribution(pod(latent, causal=True))
+                F.linear(pod(latent, causal=True), pod.o_weight)
                 _sync(device)
                 times.append(time.perf_counter() - t0)
             costs[(layer, slot)] = statistics.median(times)
@@ -163,7 +173,7 @@ class Arm:
             elif self.births == "fresh":
                 organism.chemotaxis = Starved(organism.archive)
             if not self.tubes:
-                organism.tubes = None
+                tubes_off(organism)
 
 
 _ARMS = (
