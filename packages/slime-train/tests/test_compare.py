@@ -42,10 +42,15 @@ def test_compare_prints_the_table_and_writes_json(
     assert compare.main(argv) == 0
     table = capsys.readouterr().out
     assert "val loss" in table and "lifecycle time / slime step" in table
-    results = json.loads((tmp_path / "out" / "compare.json").read_text())
+    results = json.loads((tmp_path / "out" / "compare.json").read_text())["modes"]["eager"]
     assert results["slime"]["profile"]["params"] == results["baseline"]["profile"]["params"]
     assert results["slime"]["profile"]["medium_births"][0] > 0
     assert results["slime"]["profile"]["slow_deaths"] > 0
     for name, value in results["ratios"].items():
         if "peak memory" not in name:  # no CUDA allocator on the CPU
             assert value is not None and value > 0, name
+
+
+def test_compare_refuses_an_unknown_mode(data_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        compare.main(["--data-dir", str(data_dir), "--out", str(tmp_path), "--modes", "fast"])

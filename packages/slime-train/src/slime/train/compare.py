@@ -5,19 +5,22 @@ Usage::
     PYTHONPATH=$(ls -d packages/*/src | paste -sd:) \\
         python -m slime.train.compare --data-dir ../shared/data --seconds 300 --out runs/compare
 
-For each model it first profiles ``--profile-steps`` training steps with the device synchronised
-around every phase (where the time goes), as many free-running (the step time a run sees), and one
-medium- and one slow-timescale event, timed in the phases where births and deaths happen; then it
-trains a fresh copy for ``--seconds`` of wall time, the cosine decay following the clock (so both
-models use the whole budget and finish their schedule), and evaluates. It prints one table and
-writes ``compare.json`` plus each run's directory (metrics, plots, final checkpoint) under ``--out``.
+For each mode (``--modes eager,compiled``: ``compiled`` sets ``train.compile``) and each model it
+first profiles ``--profile-steps`` training steps with the device synchronised around every phase
+(where the time goes), then free-running steps over whole medium intervals (the step time a run
+sees) and over the steps between observation windows, and one medium- and one slow-timescale event,
+timed in the phases where births and deaths happen; then it trains a fresh copy for ``--seconds`` of
+wall time, the cosine decay following the clock (so both models use the whole budget and finish
+their schedule), and evaluates. It prints one table per mode and writes ``compare.json`` (results
+under ``modes``) plus each run's directory (metrics, plots, final checkpoint) under ``--out/<mode>``.
 
 Overhead ratios (the blueprint claims <= 2% of step time, <= 1% of memory):
 
-- lifecycle time per step = fitness tracking (every step) + medium event / medium_interval + slow
-  event / slow_interval, over the free-running slime step;
-- step ratio = slime step / baseline step, free-running (architecture cost: padded pool
-  attention over ``pod_capacity`` slots, weight stacking);
+- lifecycle time per step = observation cost (free-running step over whole medium intervals minus
+  the step between observation windows: tubes and per-slot gradient statistics) + medium event /
+  medium_interval + slow event / slow_interval, over the free-running slime step;
+- step ratio = slime step / baseline step, free-running (architecture cost: pool attention over
+  ``pod_capacity`` slots, the alive mask, the observation window);
 - memory: archive genome bytes over the model's parameter + optimizer bytes, and slime's peak over
   the baseline's peak.
 """
@@ -40,7 +43,7 @@ from slime.train.config import RunConfig
 from slime.train.datasets import Dataset
 from slime.train.loader import load_config
 from slime.train.optim import learning_rate
-from slime.train.profile import flops_per_token, peak_flops
+from slime.train.profile import flops_per_token, live_parameter_count, peak_flops
 from slime.train.rundir import RunDir
 from slime.train.trainer import Trainer
 
@@ -84,10 +87,31 @@ def _attention_widths(trainer: Trainer) -> list[int]:
     return [len(o.live_slots()) * c.head_dim for o in trainer.model.organisms]
 
 
+def _free_running_ms(trainer: Trainer, device: torch.device, steps: int) -> float:
+    """Mean ms per step over ``steps`` free-running steps (device synchronised at the ends)."""
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        trainer.train_step()
+        trainer.step += 1
+    _sync(device)
+    return (time.perf_counter() - t0) / steps * 1e3
+
+
+def _align(trainer: Trainer, interval: int) -> None:
+    """Move the trainer's step counter to the next multiple of ``interval`` (no training)."""
+    trainer.step += -trainer.step % interval
+
+
 def profile_model(
     cfg: RunConfig, dataset: Dataset, device: torch.device, steps: int, warmup: int = 10
 ) -> dict[str, Any]:
-    """Per-step time by phase, lifecycle event costs, memory, FLOPs and MFU of one model."""
+    """Per-step time by phase, lifecycle event costs, memory, FLOPs and MFU of one model.
+
+    With a lifecycle, ``free_step_ms`` averages whole medium intervals (so it holds their
+    observed steps in proportion) and ``plain_step_ms`` averages steps outside the observation
+    window; their difference is the observation cost per step.
+    """
     trainer = Trainer(cfg, dataset, device=device, sync_timing=True)
     for _ in range(warmup):
         trainer.train_step()
@@ -102,15 +126,20 @@ def profile_model(
     step_s = sum(per_step.get(k, 0.0) for k in _STEP_PARTS)
     peak = _peak_mb(device)
     trainer.sync_timing = False  # free-running: the step time a real run sees
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        trainer.train_step()
-        trainer.step += 1
-    _sync(device)
+    lc = cfg.lifecycle
+    if trainer.lifecycle is not None and lc.observe_steps < lc.medium_interval:
+        _align(trainer, lc.medium_interval)
+        plain_ms = _free_running_ms(trainer, device, lc.medium_interval - lc.observe_steps)
+        _align(trainer, lc.medium_interval)
+        intervals = max(1, round(steps / lc.medium_interval))
+        free_ms = _free_running_ms(trainer, device, intervals * lc.medium_interval)
+    else:
+        free_ms = plain_ms = _free_running_ms(trainer, device, steps)
     out: dict[str, Any] = {
-        "params": sum(p.numel() for p in trainer.model.parameters()),
+        "params": live_parameter_count(trainer.model),
         "step_ms": step_s * 1e3,
-        "free_step_ms": (time.perf_counter() - t0) / steps * 1e3,
+        "free_step_ms": free_ms,
+        "plain_step_ms": plain_ms,
         "phases_ms": {k: v * 1e3 for k, v in per_step.items()},
         "peak_memory_mb": peak,
     }
@@ -124,7 +153,7 @@ def profile_model(
     if trainer.lifecycle is not None:
         out.update(_profile_lifecycle(trainer, device))
         per_step_lifecycle = (
-            per_step.get("fitness", 0.0)
+            max(0.0, free_ms - plain_ms) / 1e3  # tubes and per-slot gradient statistics
             + out["medium_event_ms"] / 1e3 / cfg.lifecycle.medium_interval
             + out["slow_event_ms"] / 1e3 / cfg.lifecycle.slow_interval
         )
@@ -209,6 +238,7 @@ def _table(results: dict[str, Any]) -> str:
         ("train loss", s["train"].get("train_loss"), b["train"].get("train_loss")),
         ("tokens/s (whole run)", s["train"]["tokens_per_s"], b["train"]["tokens_per_s"]),
         ("step ms (free-running)", s["profile"]["free_step_ms"], b["profile"]["free_step_ms"]),
+        ("  between observations", s["profile"]["plain_step_ms"], b["profile"]["plain_step_ms"]),
         ("step ms (phases synced)", s["profile"]["step_ms"], b["profile"]["step_ms"]),
         ("peak memory MB (train)", s["train"]["peak_memory_mb"], b["train"]["peak_memory_mb"]),
         ("MFU (profiled)", s["profile"]["mfu"], b["profile"]["mfu"]),
@@ -242,7 +272,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/compare", help="folder for compare.json and runs")
     parser.add_argument("--config", default="shakespeare", help="preset or YAML (model: slime)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--profile-steps", type=int, default=50)
+    parser.add_argument(
+        "--profile-steps",
+        type=int,
+        default=100,
+        help="steps per timing (rounded to whole medium intervals for the free-running one)",
+    )
+    parser.add_argument(
+        "--modes",
+        default="eager",
+        help="comma-separated: eager, compiled (train.compile); each mode runs both models",
+    )
     parser.add_argument(
         "--fitness-task",
         choices=("masked", "taylor"),
@@ -258,15 +298,41 @@ def main(argv: list[str] | None = None) -> int:
     if base_cfg.train.cpu_threads is not None:
         torch.set_num_threads(base_cfg.train.cpu_threads)  # process-wide, at the script's edge
     dataset = build_dataset(base_cfg.data, base_cfg.model.block_size, args.data_dir)
+    modes = args.modes.split(",")
+    unknown = sorted(set(modes) - {"eager", "compiled"})
+    if unknown:
+        parser.error(f"unknown modes {unknown}; expected eager and/or compiled")
     results: dict[str, Any] = {"device": str(device), "seconds": args.seconds}
     if device.type == "cuda":
         results["device_name"] = torch.cuda.get_device_name(device)
     results["torch"] = torch.__version__
+    results["modes"] = {}
+    for mode in modes:
+        results["modes"][mode] = _compare(base_cfg, mode, dataset, device, args, out / mode)
+    (out / "compare.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    for mode in modes:
+        print(f"\n== {mode} ==")
+        print(_table(results["modes"][mode]))
+    print(f"\nwritten: {out / 'compare.json'}")
+    return 0
+
+
+def _compare(
+    base_cfg: RunConfig,
+    mode: str,
+    dataset: Dataset,
+    device: torch.device,
+    args: argparse.Namespace,
+    out: Path,
+) -> dict[str, Any]:
+    """Profile and train both models in ``mode``; their results and the ratios."""
+    torch._dynamo.reset()
+    results: dict[str, Any] = {}
     for kind in ("baseline", "slime"):
-        cfg = base_cfg.replace(model={"kind": kind})
-        print(f"profiling {kind} ...", file=sys.stderr)
+        cfg = base_cfg.replace(model={"kind": kind}, train={"compile": mode == "compiled"})
+        print(f"[{mode}] profiling {kind} ...", file=sys.stderr)
         prof = profile_model(cfg, dataset, device, args.profile_steps)
-        print(f"training {kind} for {args.seconds:.0f} s ...", file=sys.stderr)
+        print(f"[{mode}] training {kind} for {args.seconds:.0f} s ...", file=sys.stderr)
         trained = train_for(cfg, dataset, device, args.seconds, out)
         print(
             f"  {kind}: {trained['steps']} steps, val loss {trained.get('val_loss', math.nan):.4f}",
@@ -279,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
         "slime step / baseline step": _ratio(
             s["profile"]["free_step_ms"], b["profile"]["free_step_ms"]
         ),
+        "slime step between observations / baseline step": _ratio(
+            s["profile"]["plain_step_ms"], b["profile"]["free_step_ms"]
+        ),
         "slime tokens/s / baseline tokens/s": _ratio(
             s["train"]["tokens_per_s"], b["train"]["tokens_per_s"]
         ),
@@ -287,10 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             s["train"]["peak_memory_mb"], b["train"]["peak_memory_mb"]
         ),
     }
-    (out / "compare.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    print(_table(results))
-    print(f"\nwritten: {out / 'compare.json'}")
-    return 0
+    return results
 
 
 if __name__ == "__main__":

@@ -1,0 +1,208 @@
+"""Benchmark: one training step of SlimeModel against the baseline GPT, eager and compiled.
+
+``python -m slime.train.step_bench [--config shakespeare] [--steps 30] [--modes eager,compiled]``
+
+Both models are built from the same preset (slime at ``pod_capacity = n_pods`` and at
+``n_pods + 2``) and timed in the same process on the same device: forward under bf16 autocast
+(CUDA), backward, gradient clipping and a fused AdamW step, on random tokens. The step is
+free-running (the device is synchronised only around the timed block), after warm-up steps that
+also pay compilation. The table gives ms per step, the ratio to the baseline in the same mode,
+tokens per second and peak memory. This isolates the architecture's cost; ``slime.train.compare``
+times whole trainer steps with the lifecycle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import sys
+import time
+from typing import Any
+
+import torch
+from slime.train.build import build_model, resolve_device
+from slime.train.config import ModelConfig
+from slime.train.loader import load_config
+
+__all__ = ["MODES", "main", "time_training_step"]
+
+MODES = ("eager", "compiled", "graphs")
+
+
+def time_training_step(
+    model: torch.nn.Module,
+    cfg: ModelConfig,
+    batch_size: int,
+    device: torch.device,
+    *,
+    steps: int,
+    warmup: int,
+    mode: str,
+    profile: bool = False,
+) -> dict[str, Any]:
+    """Mean ms per free-running training step, first-call (compile) seconds and peak MB.
+
+    ``mode``: ``eager``, ``compiled`` (``torch.compile(fullgraph=True)``) or ``graphs`` (the same
+    with ``mode="reduce-overhead"``: CUDA graphs replay forward and backward).
+    """
+    if mode == "eager":
+        forward = model
+    else:
+        options = {"mode": "reduce-overhead"} if mode == "graphs" else {}
+        forward = torch.compile(model, fullgraph=True, **options)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    gen = torch.Generator(device=device).manual_seed(0)
+    vocab, seq = cfg.vocab_size, cfg.block_size
+    data = torch.randint(
+        0, vocab, (warmup + steps, batch_size, seq + 1), generator=gen, device=device
+    )
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if device.type == "cuda"
+        else contextlib.nullcontext()
+    )
+
+    def step(chunk: torch.Tensor) -> None:
+        with autocast:
+            _, loss = forward(chunk[:, :-1], chunk[:, 1:])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    if profile:
+        for i in range(warmup):
+            step(data[i])
+        sync()
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if device.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        with torch.profiler.profile(activities=activities) as prof:
+            for i in range(warmup, warmup + steps):
+                step(data[i])
+            sync()
+        key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=40), file=sys.stderr)
+    began = time.perf_counter()
+    step(data[0])
+    sync()
+    first_s = time.perf_counter() - began
+    for i in range(1, warmup):
+        step(data[i])
+    sync()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    began = time.perf_counter()
+    for i in range(warmup, warmup + steps):
+        step(data[i])
+    sync()
+    ms = (time.perf_counter() - began) / steps * 1e3
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    return {
+        "ms": ms,
+        "first_step_s": first_s,
+        "tokens_per_s": batch_size * seq / ms * 1e3,
+        "peak_mb": peak,
+    }
+
+
+def _without_tubes(model: torch.nn.Module) -> None:
+    """Training forwards feed no tube ring (what a trainer does between measurements)."""
+    model.feed_tubes(False)
+
+
+def _rows(args: argparse.Namespace) -> list[tuple[str, ModelConfig, Any]]:
+    """``(label, config, edit)``: the baseline, slime at capacity = live with and without tubes,
+    and slime with two dead slots."""
+    run = load_config(args.config)
+    fields = {**run.model.to_dict(), "vocab_size": args.vocab}
+    live = fields["n_pods"]
+
+    def cfg(kind: str, capacity: int) -> ModelConfig:
+        return ModelConfig(**{**fields, "kind": kind, "pod_capacity": capacity})
+
+    return [
+        ("baseline", cfg("baseline", live), None),
+        (f"slime cap={live}", cfg("slime", live), None),
+        (f"slime cap={live} no tubes", cfg("slime", live), _without_tubes),
+        (f"slime cap={live + 2}", cfg("slime", live + 2), None),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m slime.train.step_bench", description=__doc__)
+    parser.add_argument("--config", default="shakespeare", help="preset or YAML file")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument(
+        "--vocab", type=int, default=65, help="vocabulary size of the random tokens"
+    )
+    parser.add_argument("--batch-size", type=int, help="default: the preset's")
+    parser.add_argument("--modes", default="eager,compiled")
+    parser.add_argument("--rows", help="comma-separated row names to run (default: all)")
+    parser.add_argument(
+        "--profile", action="store_true", help="print torch.profiler's top operators per row"
+    )
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    batch = args.batch_size or load_config(args.config).train.batch_size
+    modes = args.modes.split(",")
+    bad = sorted(set(modes) - set(MODES))
+    if bad:
+        parser.error(f"unknown modes {bad}; expected some of {', '.join(MODES)}")
+    rows = _rows(args)
+    if args.rows:
+        wanted = set(args.rows.split(","))
+        rows = [r for r in rows if r[0] in wanted or r[0] == "baseline"]
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"device: {name}; torch {torch.__version__}; config {args.config}; batch {batch}")
+    results: dict[tuple[str, str], dict[str, Any]] = {}
+    for mode in modes:
+        for label, cfg, edit in rows:
+            torch._dynamo.reset()
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            gen = torch.Generator().manual_seed(0)
+            model = build_model(cfg, args.vocab, device=device, generator=gen)
+            if edit is not None:
+                edit(model)
+            model.train()
+            results[(mode, label)] = time_training_step(
+                model,
+                cfg,
+                batch,
+                device,
+                steps=args.steps,
+                warmup=args.warmup,
+                mode=mode,
+                profile=args.profile,
+            )
+            del model
+            print(f"  {mode:8s} {label:14s} {results[(mode, label)]}", file=sys.stderr)
+    print()
+    print(
+        "| mode | model | ms/step | vs baseline | tokens/s | peak MB | vs baseline | first step s |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for mode in modes:
+        base = results[(mode, "baseline")]
+        for label, _, _ in rows:
+            r = results[(mode, label)]
+            mem = (
+                f"{r['peak_mb']:.0f} | {r['peak_mb'] / base['peak_mb']:.3f}x"
+                if r["peak_mb"]
+                else "- | -"
+            )
+            print(
+                f"| {mode} | {label} | {r['ms']:.2f} | {r['ms'] / base['ms']:.3f}x | "
+                f"{r['tokens_per_s'] / 1e6:.3f}M | {mem} | {r['first_step_s']:.1f} |"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
