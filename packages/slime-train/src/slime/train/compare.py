@@ -116,6 +116,12 @@ def profile_model(
     for _ in range(warmup):
         trainer.train_step()
         trainer.step += 1
+    lc = cfg.lifecycle
+    if trainer.lifecycle is not None:  # one observed step too: its graph compiles here, not below
+        _align(trainer, lc.medium_interval)
+        trainer.step -= 1
+        trainer.train_step()
+        trainer.step += 1
     trainer.timings.clear()
     _reset_peak(device)
     for _ in range(steps):
@@ -126,7 +132,6 @@ def profile_model(
     step_s = sum(per_step.get(k, 0.0) for k in _STEP_PARTS)
     peak = _peak_mb(device)
     trainer.sync_timing = False  # free-running: the step time a real run sees
-    lc = cfg.lifecycle
     if trainer.lifecycle is not None and lc.observe_steps < lc.medium_interval:
         _align(trainer, lc.medium_interval)
         plain_ms = _free_running_ms(trainer, device, lc.medium_interval - lc.observe_steps)

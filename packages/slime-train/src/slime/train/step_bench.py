@@ -118,6 +118,8 @@ def _rows(args: argparse.Namespace) -> list[tuple[str, ModelConfig, Any]]:
     and slime with two dead slots."""
     run = load_config(args.config)
     fields = {**run.model.to_dict(), "vocab_size": args.vocab}
+    if args.kernel_backend is not None:
+        fields["kernel_backend"] = args.kernel_backend
     live = fields["n_pods"]
 
     def cfg(kind: str, capacity: int) -> ModelConfig:
@@ -143,11 +145,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, help="default: the preset's")
     parser.add_argument("--modes", default="eager,compiled")
     parser.add_argument("--rows", help="comma-separated row names to run (default: all)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--kernel-backend",
+        choices=("auto", "torch", "triton"),
+        help="slime's attention kernel (default: the preset's)",
+    )
     parser.add_argument(
         "--profile", action="store_true", help="print torch.profiler's top operators per row"
     )
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)  # process-wide, at the script's edge
     batch = args.batch_size or load_config(args.config).train.batch_size
     modes = args.modes.split(",")
     bad = sorted(set(modes) - set(MODES))
