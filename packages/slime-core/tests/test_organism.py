@@ -428,6 +428,11 @@ def test_stats_are_plain_data(kernel, gen):
     stats = org.stats()
     assert stats["live"] == 3 and stats["capacity"] == 6
     assert stats["archive"]["num_elites"] >= 1
+    assert sorted(stats["effective_rank"]) == [0, 1, 2]
+    for slot, rank in stats["effective_rank"].items():
+        assert rank == pytest.approx(org.pod(slot).effective_rank().item())
+        assert stats["coherence"][slot] == pytest.approx(org.pod(slot).coherence().item())
+        assert 1.0 <= rank <= d + 1e-4
 
 
 def test_triton_kernel_computes_the_same_organism_as_the_torch_kernel(kernel, gen):

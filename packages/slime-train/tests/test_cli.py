@@ -103,3 +103,18 @@ def test_compile_flag_sets_train_compile_and_compiles_the_forward(
     run = _only_run(tmp_path)
     assert yaml.safe_load((run / "config.yaml").read_text())["train"]["compile"] is True
     assert any(isinstance(fn, torch.nn.Module) for fn in compiled)  # the model's forward
+
+
+def test_cuda_graphs_flag_compiles_in_reduce_overhead_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+    import yaml
+
+    modes: list[object] = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: modes.append(kw.get("mode")) or fn)
+    argv = ["train", "--config", "tiny", "--steps", "2", "--cuda-graphs", "--quiet"]
+    assert cli.main([*argv, "--out", str(tmp_path)]) == 0
+    train = yaml.safe_load((_only_run(tmp_path) / "config.yaml").read_text())["train"]
+    assert train["compile"] is True and train["cuda_graphs"] is True
+    assert "reduce-overhead" in modes

@@ -82,3 +82,10 @@ def test_compile_is_off_by_default_and_must_be_a_bool() -> None:
     assert TrainConfig().compile is False
     with pytest.raises(ConfigError, match=r"train\.compile: expected bool"):
         TrainConfig(compile="yes")
+
+
+def test_cuda_graphs_need_compile() -> None:
+    assert TrainConfig().cuda_graphs is False
+    assert TrainConfig(compile=True, cuda_graphs=True).cuda_graphs is True
+    with pytest.raises(ConfigError, match=r"train\.cuda_graphs"):
+        TrainConfig(cuda_graphs=True)

@@ -106,3 +106,25 @@ def test_compiled_cuda_training_does_not_recompile_across_births_and_deaths() ->
         summary = trainer.fit()
     assert summary["status"] == "completed"
     assert trainer.lifecycle.births > 0 and trainer.lifecycle.deaths > 0
+
+
+def test_cuda_graph_steps_train_through_births_and_deaths() -> None:
+    """``train.cuda_graphs``: forward and backward replay as CUDA graphs; births and deaths write
+    slots in place, so the graphs stay valid and the loss keeps falling."""
+    from slime.train.build import build_dataset
+    from slime.train.loader import load_config
+    from slime.train.trainer import Trainer
+
+    torch._dynamo.reset()
+    cfg = load_config("tiny").replace(
+        train={"device": "cuda", "compile": True, "cuda_graphs": True, "steps": 24},
+        lifecycle={"cull_fraction": 0.5},
+        model={"n_embd": 32, "head_dim": 16},
+    )
+    trainer = Trainer(cfg, build_dataset(cfg.data, cfg.model.block_size))
+    before = trainer.evaluate()["val_loss"]
+    summary = trainer.fit()
+    assert summary["status"] == "completed", summary["status"]
+    assert trainer.lifecycle.births > 0 and trainer.lifecycle.deaths > 0
+    assert summary["val_loss"] < before
+    torch._dynamo.reset()

@@ -647,6 +647,10 @@ class Organism(nn.Module):
         """Plain-data summary (slow timescale: reads device values)."""
         live = self.live_slots()
         fitness = self.fitness.tolist()
+        index = torch.tensor(live, dtype=torch.long, device=self._device)
+        correlation = self.correlation.index_select(0, index).float()
+        ranks = self.kernel.effective_rank(correlation).tolist() if live else []
+        coherence = self.kernel.coherence(correlation).tolist() if live else []
         return {
             "name": self.name,
             "live": len(live),
@@ -656,6 +660,9 @@ class Organism(nn.Module):
             "deaths": self.deaths,
             "pod_bytes": self.pod_bytes() * len(live),
             "fitness": {s: fitness[s] for s in live},
+            # of each pod's outputs at its last measurement (identity, rank d, before any)
+            "effective_rank": dict(zip(live, ranks)),
+            "coherence": dict(zip(live, coherence)),
             "archive": dataclasses.asdict(self.archive.stats),
             "tube_memory": bool(self.tube_recall()[1].any()),
         }

@@ -1,5 +1,5 @@
-"""slime.memory: MAP-Elites archives (grid, CVT), a dynamic component pool, TubeNetwork temporal
-memory and behavioural-space analysis. Usable on its own: it depends only on slime.proto."""
+"""slime.memory: MAP-Elites archives (grid, CVT), TubeNetwork temporal memory and behavioural-space
+analysis. Usable on its own: it depends only on slime.proto."""
 
 from slime.memory.analysis import KernelPCAResult as KernelPCAResult
 from slime.memory.analysis import KMOResult as KMOResult
@@ -16,15 +16,12 @@ from slime.memory.archive import ArchiveStats as ArchiveStats
 from slime.memory.archive import Elite as Elite
 from slime.memory.cvt import CVTArchive as CVTArchive
 from slime.memory.grid import GridArchive as GridArchive
-from slime.memory.pool import MAX_POOL_SIZE as MAX_POOL_SIZE
-from slime.memory.pool import SOFT_LIMIT_CULL_FRACTION as SOFT_LIMIT_CULL_FRACTION
-from slime.memory.pool import Pool as Pool
+from slime.memory.limits import MAX_POOL_SIZE as MAX_POOL_SIZE
 from slime.memory.tubes import TubeNetwork as TubeNetwork
 
 __all__ = [
     "MAX_ARCHIVE_SIZE",
     "MAX_POOL_SIZE",
-    "SOFT_LIMIT_CULL_FRACTION",
     "AddResult",
     "Archive",
     "ArchiveStats",
@@ -33,7 +30,6 @@ __all__ = [
     "GridArchive",
     "KMOResult",
     "KernelPCAResult",
-    "Pool",
     "StabilityResult",
     "TubeNetwork",
     "bartlett_sphericity",

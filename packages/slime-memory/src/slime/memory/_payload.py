@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from slime.proto import ArchiveError
 
-__all__ = ["as_numbers", "blend_payloads", "copy_payload", "payload_nbytes", "tensor_leaves"]
+__all__ = ["as_numbers", "blend_payloads", "copy_payload", "tensor_leaves"]
 
 _PLAIN = (str, int, float, bool, type(None))
 
@@ -65,11 +65,6 @@ def tensor_leaves(payload: Any, prefix: str = "") -> dict[str, torch.Tensor]:
         for i, value in enumerate(payload):
             found.update(tensor_leaves(value, f"{prefix}/{i}"))
     return found
-
-
-def payload_nbytes(payload: Any) -> int:
-    """Bytes held by the tensors of a payload."""
-    return sum(t.numel() * t.element_size() for t in tensor_leaves(payload).values())
 
 
 def _map_tensors(payload: Any, fn: Callable[[str, torch.Tensor], torch.Tensor], prefix: str) -> Any:

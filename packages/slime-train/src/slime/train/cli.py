@@ -53,6 +53,12 @@ def _train_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the training forward through torch.compile (sets train.compile)",
     )
+    parser.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="compile and replay forward and backward as CUDA graphs (sets train.compile and "
+        "train.cuda_graphs)",
+    )
     return parser
 
 
@@ -64,8 +70,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict]:
         changes["train"]["device"] = args.device
     if args.seed is not None:
         changes["train"]["seed"] = args.seed
-    if args.compile:
+    if args.compile or args.cuda_graphs:
         changes["train"]["compile"] = True
+    if args.cuda_graphs:
+        changes["train"]["cuda_graphs"] = True
     if args.model is not None:
         changes["model"]["kind"] = args.model
     if args.data is not None:

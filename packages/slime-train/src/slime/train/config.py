@@ -203,7 +203,9 @@ class TrainConfig(_Section):
     changes the weights (decided on the device); the policy applies at the next host read (every
     ``log_interval`` steps, and at lifecycle events, evaluations and checkpoints): ``skip`` carries on
     until more than ``max_nonfinite`` such steps, ``stop`` ends the run.
-    ``compile``: run the training forward through ``torch.compile``.
+    ``compile``: run the training forward through ``torch.compile``. ``cuda_graphs`` (needs
+    ``compile``): compile with ``mode="reduce-overhead"``, so on CUDA the forward and backward
+    replay as CUDA graphs (no per-kernel host cost; on other devices it compiles without graphs).
     """
 
     SECTION: ClassVar[str] = "train"
@@ -228,8 +230,14 @@ class TrainConfig(_Section):
     nonfinite: Literal["skip", "stop"] = "skip"
     max_nonfinite: int = field(default=20, metadata=_range(1))
     compile: bool = False
+    cuda_graphs: bool = False
 
     def _check_relations(self) -> None:
+        if self.cuda_graphs and not self.compile:
+            raise ConfigError(
+                "expected train.compile: true with cuda_graphs (graphs come from torch.compile)",
+                path="train.cuda_graphs",
+            )
         if not _DEVICE.match(self.device):
             raise ConfigError(
                 f"expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}",

@@ -127,7 +127,8 @@ class Trainer:
             if self.is_slime:
                 self.model.metrics = None
                 self._time_forward = True
-            self._forward = torch.compile(self.model, dynamic=False)  # fixed batch shapes
+            mode = "reduce-overhead" if cfg.train.cuda_graphs else None
+            self._forward = torch.compile(self.model, dynamic=False, mode=mode)  # fixed shapes
         probe_gen = torch.Generator().manual_seed(seed + 2)
         probe = dataset.batch("train", cfg.lifecycle.probe_batch_size, probe_gen)
         self.probe = tuple(t.to(self.device) for t in probe)
@@ -184,6 +185,8 @@ class Trainer:
         observing = self._observing(self.step + 1)
         if self.is_slime and observing != self.model.organisms[0].feeding_tubes:
             self.model.feed_tubes(observing)
+        if self.cfg.train.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are read
         with self._timed("forward"), self._autocast():
             if self._time_forward:
                 with self.metrics.time_forward(idx.numel()):
