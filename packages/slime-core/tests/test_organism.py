@@ -533,3 +533,16 @@ def test_hunger_rises_as_the_pool_empties(kernel, gen, monkeypatch):
     org.cull([0, 1])
     org.birth_location()
     assert seen == [(org.metabolic_rate, 0.5), (org.metabolic_rate, 1 - 1 / 6)]
+
+
+def test_a_per_sample_head_mask_ablates_each_sample_on_its_own(kernel, gen):
+    org = make(kernel, gen)
+    x = torch.randn(2, 6, D, generator=gen)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    mask[1, 2] = False
+    out = org(x, causal=True, head_mask=mask)
+    torch.testing.assert_close(out[0], org(x[:1], causal=True)[0])
+    with org.ablate([2]):
+        torch.testing.assert_close(out[1], org(x[1:], causal=True)[0])
+    with pytest.raises(KernelError, match="head_mask"):
+        org(x, head_mask=torch.ones(2, 4, dtype=torch.bool))

@@ -50,6 +50,28 @@ def test_task_term_is_loss_increase_when_the_pod_is_masked() -> None:
     assert contributions[(1, 2)] == pytest.approx(float(masked - base), abs=1e-6)
 
 
+def test_batched_masking_equals_ablating_each_pod_in_turn_in_any_chunking() -> None:
+    model = _model(n_layer=2)
+    model.organisms[1].cull([1])  # a gap in the pool
+    idx, targets = _batch(1)
+    targets[:, :5] = -1  # unscored positions
+    model.eval()
+    with torch.no_grad():
+        base = model(idx, targets)[1]
+        expected = {}
+        for layer, organism in enumerate(model.organisms):
+            for slot in organism.live_slots():
+                with model.ablate({layer: [slot]}):
+                    expected[(layer, slot)] = float(model(idx, targets)[1] - base)
+    model.train()
+    whole = masked_loss_contributions(model, idx, targets)
+    one_copy_per_chunk = masked_loss_contributions(model, idx, targets, max_logits=1)
+    assert list(whole) == list(expected) == list(one_copy_per_chunk)
+    for key, value in expected.items():
+        assert whole[key] == pytest.approx(value, abs=1e-5)
+        assert one_copy_per_chunk[key] == pytest.approx(value, abs=1e-5)
+
+
 def test_masking_restores_training_mode() -> None:
     model = _model()
     model.train()

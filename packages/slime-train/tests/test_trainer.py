@@ -83,9 +83,11 @@ def _poison(trainer: Trainer, at_step: int) -> None:
     """Make the forward of step ``at_step`` return a NaN loss."""
     forward = trainer.model.forward
 
-    def poisoned(idx, targets=None):
-        logits, loss = forward(idx, targets)
-        return (logits, loss * math.nan) if trainer.step + 1 == at_step else (logits, loss)
+    def poisoned(idx, targets=None, **masks):
+        logits, loss = forward(idx, targets, **masks)
+        if targets is None or trainer.step + 1 != at_step:
+            return logits, loss
+        return logits, loss * math.nan
 
     trainer.model.forward = poisoned
 
@@ -290,8 +292,8 @@ def test_a_loss_spike_freezes_the_lifecycle_until_the_loss_recovers(tmp_path: Pa
     trainer = _trainer(tmp_path)
     forward = trainer.model.forward
 
-    def spiking(idx, targets=None):
-        logits, loss = forward(idx, targets)
+    def spiking(idx, targets=None, **masks):
+        logits, loss = forward(idx, targets, **masks)
         return (logits, loss * 1000.0) if trainer.step + 1 == 9 else (logits, loss)
 
     trainer.model.forward = spiking

@@ -59,15 +59,18 @@ class Block(nn.Module):
         return self.ln_1(x) if self.norm_first else x
 
     def forward(
-        self, x: Tensor, *, causal: bool = True, key_padding_mask: Tensor | None = None
+        self,
+        x: Tensor,
+        *,
+        causal: bool = True,
+        key_padding_mask: Tensor | None = None,
+        head_mask: Tensor | None = None,
     ) -> Tensor:
-        """``(B, T, D) -> (B, T, D)``; ``key_padding_mask`` ``(B, T)`` True where visible."""
+        """``(B, T, D) -> (B, T, D)``; ``key_padding_mask`` ``(B, T)`` True where visible;
+        ``head_mask`` ``(B, P)`` (see :meth:`Organism.forward`)."""
+        masks = {"key_padding_mask": key_padding_mask, "head_mask": head_mask}
         if self.norm_first:
-            attended = self.attn(
-                self.attention_input(x), causal=causal, key_padding_mask=key_padding_mask
-            )
-            x = x + attended
+            x = x + self.attn(self.attention_input(x), causal=causal, **masks)
             return x + self.mlp(self.ln_2(x))
-        attended = self.attn(x, causal=causal, key_padding_mask=key_padding_mask)
-        x = self.ln_1(x + attended)
+        x = self.ln_1(x + self.attn(x, causal=causal, **masks))
         return self.ln_2(x + self.mlp(x))

@@ -454,13 +454,20 @@ class Organism(nn.Module):
     # -- the fast path ----------------------------------------------------------------------------
 
     def forward(
-        self, stimulus: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None
+        self,
+        stimulus: Tensor,
+        *,
+        causal: bool = False,
+        key_padding_mask: Tensor | None = None,
+        head_mask: Tensor | None = None,
     ) -> Tensor:
         """Attend over ``stimulus`` ``(B, T, D)`` with every live pod at once.
 
         Args:
             causal: query ``t`` sees keys ``<= t`` only.
             key_padding_mask: ``(B, T)`` bool, True where a key may be attended.
+            head_mask: ``(B, P)`` bool, False where a slot's output is dropped for that sample
+                (one batch can then hold a differently ablated organism per sample).
 
         Returns:
             ``(B, T, D)`` attention output (before the residual).
@@ -477,6 +484,13 @@ class Organism(nn.Module):
         heads = self.kernel.attention(
             q, k, v, causal=causal, key_padding_mask=key_padding_mask, alive=self.attending
         )  # (B, P, T, d)
+        if head_mask is not None:
+            if head_mask.shape != (batch, cap) or head_mask.dtype != torch.bool:
+                raise KernelError(
+                    f"head_mask must be ({batch}, {cap}) bool, got "
+                    f"{tuple(head_mask.shape)} {head_mask.dtype}"
+                )
+            heads = torch.where(head_mask[:, :, None, None], heads, 0.0)
         merged = heads.transpose(1, 2).reshape(batch, seq, cap * d)
         out = nn.functional.linear(merged, self.o_weight.view(width, cap * d), self.out_bias)
         if self.feeding_tubes and self.training and torch.is_grad_enabled():

@@ -187,15 +187,27 @@ class SlimeModel(nn.Module):
         pos = torch.arange(idx.shape[1], device=idx.device)
         return self.drop(self.wte(idx) + self.wpe(pos))
 
-    def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, idx: Tensor, targets: Tensor | None = None, *, head_mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         """``idx`` ``(B, T)`` -> ``logits`` ``(B, T, V)`` and mean cross-entropy over ``targets``
-        ``(B, T)`` (``-1`` marks unscored positions), or None without targets."""
+        ``(B, T)`` (``-1`` marks unscored positions), or None without targets.
+
+        ``head_mask`` ``(n_layer, B, P)`` bool drops slots per sample and layer (False = dropped):
+        each sample then runs through its own ablation of the pool.
+        """
         batch, seq = idx.shape[0], idx.shape[-1]
+        if head_mask is not None and head_mask.shape[0] != len(self.blocks):
+            raise ConfigError(
+                f"head_mask must be (n_layer={len(self.blocks)}, B, P), got "
+                f"{tuple(head_mask.shape)}",
+                "head_mask",
+            )
         timer = self.metrics.time_forward(batch * seq) if self.metrics else contextlib.nullcontext()
         with timer, span(self.tracer, "slime.forward", batch=batch, seq=seq):
             x = self._embed(idx)
-            for block in self.blocks:
-                x = block(x, causal=True)
+            for i, block in enumerate(self.blocks):
+                x = block(x, causal=True, head_mask=None if head_mask is None else head_mask[i])
             logits = self.lm_head(self.ln_f(x))
             if targets is None:
                 return logits, None
