@@ -18,7 +18,9 @@ def test_head_dim_defaults_to_width_over_pods():
     [
         ({"vocab_size": 0}, "vocab_size"),
         ({"n_layer": 1.5}, "n_layer"),
-        ({"n_pods": 9, "pod_capacity": 8}, "pod_capacity"),
+        ({"n_pods": 9, "pod_capacity": 8}, "n_pods"),
+        ({"block_size": 65537}, "block_size"),
+        ({"tube_capacity": -1}, "tube_capacity"),
         ({"pod_capacity": 65, "n_pods": 4}, "pod_capacity"),
         ({"n_embd": 30, "n_pods": 4}, "head_dim"),
         ({"dropout": 1.0}, "dropout"),

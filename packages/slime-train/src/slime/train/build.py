@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import torch
 from slime.core import MetricsCollector, SlimeConfig, SlimeModel
-from slime.memory import GridArchive
 from slime.proto import ConfigError
 from slime.train.baseline import GPT
 from slime.train.config import DataConfig, ModelConfig
@@ -45,13 +45,15 @@ def build_dataset(
     return RecallTask(cfg.task_vocab, block_size)
 
 
-def to_slime_config(cfg: ModelConfig, vocab_size: int) -> SlimeConfig:
-    """The core architecture config for ``cfg`` (``vocab_size`` from the dataset when unset)."""
-    fields = cfg.to_dict()
-    del fields["kind"]
-    fields["vocab_size"] = cfg.vocab_size if cfg.vocab_size is not None else vocab_size
-    fields["archive_dims"] = tuple(cfg.archive_dims)
-    return SlimeConfig(**fields)
+def to_slime_config(
+    cfg: ModelConfig, vocab_size: int, *, archive_max_size: int | None = None
+) -> SlimeConfig:
+    """The core architecture config for ``cfg`` (``vocab_size`` from the dataset when unset;
+    ``archive_max_size`` from ``lifecycle.max_archive_size``, else SlimeConfig's default)."""
+    core = cfg.slime_config(vocab_size)
+    if archive_max_size is not None:
+        core = dataclasses.replace(core, archive_max_size=archive_max_size)
+    return core
 
 
 def build_model(
@@ -65,21 +67,11 @@ def build_model(
 ) -> nn.Module:
     """A SlimeModel or the baseline GPT, initialised from ``generator``, on ``device``.
 
-    ``max_archive_size`` rebuilds each layer's archive with that hard limit (slime only).
+    ``max_archive_size`` is each layer's archive limit (slime only; part of its SlimeConfig).
     """
     if cfg.kind == "baseline":
         vocab = cfg.vocab_size if cfg.vocab_size is not None else vocab_size
         resolved = ModelConfig(**{**cfg.to_dict(), "vocab_size": vocab})
         return GPT(resolved, generator=generator).to(device)
-    model = SlimeModel(
-        to_slime_config(cfg, vocab_size), metrics=metrics, device=device, generator=generator
-    )
-    if max_archive_size is not None:
-        dims = model.config.archive_dims
-        for organism in model.organisms:
-            organism.replace_archive(
-                GridArchive(
-                    dims, [(0.0, 1.0)] * len(dims), device=device, max_size=max_archive_size
-                )
-            )
-    return model
+    core = to_slime_config(cfg, vocab_size, archive_max_size=max_archive_size)
+    return SlimeModel(core, metrics=metrics, device=device, generator=generator)

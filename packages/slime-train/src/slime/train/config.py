@@ -17,6 +17,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from slime.core import SlimeConfig
+from slime.core.api.config import bounds, check_range
 from slime.proto import ConfigError
 
 __all__ = [
@@ -35,10 +37,6 @@ MAX_ARCHIVE_SIZE = 1000
 MAX_LOSS_RATIO = 10.0
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
-
-
-def _range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> dict:
-    return {"range": (lo, hi, lo_open)}
 
 
 def _describe(tp: Any) -> str:
@@ -116,19 +114,6 @@ def check_value(value: Any, tp: Any, path: str) -> Any:
     raise TypeError(f"config annotation {tp!r} at {path} is not supported")  # a bug in this module
 
 
-def _check_range(value: Any, meta: dict, path: str) -> None:
-    items = value if isinstance(value, tuple) else (value,)
-    lo, hi, lo_open = meta.get("range", (None, None, False))
-    for item in items:
-        if not isinstance(item, int | float) or item is None:
-            continue
-        if lo is not None and (item <= lo if lo_open else item < lo):
-            bound = f"> {lo}" if lo_open else f">= {lo}"
-            raise ConfigError(f"expected a value {bound}, got {value!r}", path=path)
-        if hi is not None and item > hi:
-            raise ConfigError(f"expected a value <= {hi}, got {value!r}", path=path)
-
-
 class _Section:
     """Mixin: validate every field of a dataclass section from its annotation and metadata."""
 
@@ -140,7 +125,7 @@ class _Section:
             path = f"{self.SECTION}.{f.name}"
             value = check_value(getattr(self, f.name), hints[f.name], path)
             object.__setattr__(self, f.name, value)
-            _check_range(value, dict(f.metadata), path)
+            check_range(value, f.metadata, path)
         self._check_relations()
 
     def _check_relations(self) -> None:
@@ -154,45 +139,63 @@ class _Section:
         }
 
 
-@dataclass
-class ModelConfig(_Section):
-    """Architecture; mirrors ``slime.core.SlimeConfig``. ``kind`` picks slime or the baseline GPT.
-
-    ``vocab_size: null`` means "take it from the dataset".
-    """
+class _ModelSection(_Section):
+    """The ``model`` section: ``kind`` plus :class:`~slime.core.SlimeConfig`'s fields (see
+    :data:`ModelConfig`), validated by building that SlimeConfig, so both read one definition."""
 
     SECTION: ClassVar[str] = "model"
 
-    kind: Literal["slime", "baseline"] = "slime"
-    vocab_size: int | None = field(default=None, metadata=_range(1))
-    block_size: int = field(default=64, metadata=_range(1, 65536))
-    n_layer: int = field(default=2, metadata=_range(1, 256))
-    n_embd: int = field(default=64, metadata=_range(1, 65536))
-    n_pods: int = field(default=4, metadata=_range(1, MAX_POOL_SIZE))
-    pod_capacity: int = field(default=8, metadata=_range(1, MAX_POOL_SIZE))
-    head_dim: int = field(default=16, metadata=_range(1, 4096))
-    mlp_ratio: float = field(default=4.0, metadata=_range(0.0, 64.0, lo_open=True))
-    dropout: float = field(default=0.0, metadata=_range(0.0, 0.99))
-    bias: bool = False
-    archive_dims: tuple[int, ...] = field(default=(8, 8), metadata=_range(1, 1024))
-    tube_capacity: int = field(default=16, metadata=_range(1, 1 << 20))
-    tube_decay: float = field(default=0.95, metadata=_range(0.0, 1.0, lo_open=True))
-    kernel_backend: Literal["auto", "torch", "triton"] = "auto"
-    memory_budget_bytes: int | None = field(default=None, metadata=_range(1))
-    quiet_birth: bool = True
-    metabolic_rate: float = field(default=0.25, metadata=_range(0.0, lo_open=True))
-
     def _check_relations(self) -> None:
-        if self.n_pods > self.pod_capacity:
-            raise ConfigError(
-                f"expected n_pods <= pod_capacity ({self.pod_capacity}), got {self.n_pods}",
-                path="model.n_pods",
-            )
-        if not 1 <= len(self.archive_dims) <= 3:
-            raise ConfigError(
-                f"expected 1 to 3 dims (one per pod descriptor), got {list(self.archive_dims)}",
-                "model.archive_dims",
-            )
+        fields = {name: getattr(self, name) for name in _ARCHITECTURE}
+        if fields["vocab_size"] is None:  # taken from the dataset later; any valid size checks
+            fields["vocab_size"] = 1
+        try:
+            resolved = SlimeConfig(**fields)
+        except ConfigError as e:
+            message = str(e).removeprefix(f"{e.path}: ")
+            raise ConfigError(message, f"model.{e.path}") from None
+        object.__setattr__(self, "head_dim", resolved.head_dim)  # None -> n_embd // n_pods
+
+    def slime_config(self, vocab_size: int) -> SlimeConfig:
+        """The core architecture (``vocab_size`` from the dataset when this section has none)."""
+        fields = {name: getattr(self, name) for name in _ARCHITECTURE}
+        if fields["vocab_size"] is None:
+            fields["vocab_size"] = vocab_size
+        return SlimeConfig(**fields)
+
+
+def _architecture_fields() -> list[tuple[str, Any, Any]]:
+    """SlimeConfig's fields as section fields: same names, types, defaults and bounds, except
+    that ``vocab_size`` may be null (from the dataset)."""
+    hints = typing.get_type_hints(SlimeConfig)
+    out = []
+    for f in dataclasses.fields(SlimeConfig):
+        if f.name not in _ARCHITECTURE:
+            continue
+        if f.name == "vocab_size":
+            out.append((f.name, int | None, field(default=None, metadata=f.metadata)))
+        else:
+            out.append((f.name, hints[f.name], field(default=f.default, metadata=f.metadata)))
+    return out
+
+
+# Every SlimeConfig field but the archive's size, which lifecycle.max_archive_size sets.
+_ARCHITECTURE = tuple(
+    f.name for f in dataclasses.fields(SlimeConfig) if f.name != "archive_max_size"
+)
+
+ModelConfig = dataclasses.make_dataclass(
+    "ModelConfig",
+    [("kind", Literal["slime", "baseline"], field(default="slime")), *_architecture_fields()],
+    bases=(_ModelSection,),
+    namespace={
+        "__module__": __name__,
+        "__doc__": """Architecture: ``kind`` (slime or the baseline GPT) and the fields of
+    ``slime.core.SlimeConfig`` with its defaults and bounds (one definition, derived here), except
+    ``archive_max_size`` (``lifecycle.max_archive_size`` sets it). ``vocab_size: null`` means
+    "take it from the dataset"; ``head_dim: null`` means ``n_embd // n_pods``.""",
+    },
+)
 
 
 @dataclass
@@ -210,25 +213,25 @@ class TrainConfig(_Section):
 
     SECTION: ClassVar[str] = "train"
 
-    steps: int = field(default=200, metadata=_range(1))
-    batch_size: int = field(default=16, metadata=_range(1))
-    lr: float = field(default=1e-3, metadata=_range(0.0, 10.0, lo_open=True))
-    min_lr: float = field(default=1e-4, metadata=_range(0.0, 10.0))
-    warmup_iters: int = field(default=20, metadata=_range(0))
+    steps: int = field(default=200, metadata=bounds(1))
+    batch_size: int = field(default=16, metadata=bounds(1))
+    lr: float = field(default=1e-3, metadata=bounds(0.0, 10.0, lo_open=True))
+    min_lr: float = field(default=1e-4, metadata=bounds(0.0, 10.0))
+    warmup_iters: int = field(default=20, metadata=bounds(0))
     cosine: bool = True
-    weight_decay: float = field(default=0.1, metadata=_range(0.0, 10.0))
-    betas: tuple[float, float] = field(default=(0.9, 0.99), metadata=_range(0.0, 0.999999))
-    grad_clip: float = field(default=1.0, metadata=_range(0.0))
-    eval_interval: int = field(default=50, metadata=_range(1))
-    eval_iters: int = field(default=4, metadata=_range(1))
-    log_interval: int = field(default=10, metadata=_range(1))
-    checkpoint_interval: int = field(default=100, metadata=_range(1))
-    seed: int = field(default=1337, metadata=_range(0, 2**63 - 1))
+    weight_decay: float = field(default=0.1, metadata=bounds(0.0, 10.0))
+    betas: tuple[float, float] = field(default=(0.9, 0.99), metadata=bounds(0.0, 0.999999))
+    grad_clip: float = field(default=1.0, metadata=bounds(0.0))
+    eval_interval: int = field(default=50, metadata=bounds(1))
+    eval_iters: int = field(default=4, metadata=bounds(1))
+    log_interval: int = field(default=10, metadata=bounds(1))
+    checkpoint_interval: int = field(default=100, metadata=bounds(1))
+    seed: int = field(default=1337, metadata=bounds(0, 2**63 - 1))
     device: str = "auto"
     amp: bool = True
-    cpu_threads: int | None = field(default=None, metadata=_range(1, 1024))
+    cpu_threads: int | None = field(default=None, metadata=bounds(1, 1024))
     nonfinite: Literal["skip", "stop"] = "skip"
-    max_nonfinite: int = field(default=20, metadata=_range(1))
+    max_nonfinite: int = field(default=20, metadata=bounds(1))
     compile: bool = False
     cuda_graphs: bool = False
 
@@ -266,20 +269,20 @@ class LifecycleConfig(_Section):
     SECTION: ClassVar[str] = "lifecycle"
 
     enabled: bool = True
-    medium_interval: int = field(default=100, metadata=_range(1))
-    observe_steps: int = field(default=16, metadata=_range(1))
-    slow_interval: int = field(default=1000, metadata=_range(1))
-    warmup_steps: int = field(default=1000, metadata=_range(0))
-    gentle_steps: int = field(default=5000, metadata=_range(0))
-    loss_gate_ratio: float = field(default=MAX_LOSS_RATIO, metadata=_range(1.0, lo_open=True))
-    loss_ema_decay: float = field(default=0.99, metadata=_range(0.0, 1.0, lo_open=True))
-    max_pool_size: int = field(default=MAX_POOL_SIZE, metadata=_range(1, MAX_POOL_SIZE))
-    max_archive_size: int = field(default=MAX_ARCHIVE_SIZE, metadata=_range(1, MAX_ARCHIVE_SIZE))
-    births_per_event: int = field(default=1, metadata=_range(0, MAX_POOL_SIZE))
-    cull_fraction: float = field(default=0.25, metadata=_range(0.0, 1.0))
-    min_pods: int = field(default=1, metadata=_range(1, MAX_POOL_SIZE))
-    maturity_steps: int = field(default=0, metadata=_range(0))
-    probe_batch_size: int = field(default=4, metadata=_range(1))
+    medium_interval: int = field(default=100, metadata=bounds(1))
+    observe_steps: int = field(default=16, metadata=bounds(1))
+    slow_interval: int = field(default=1000, metadata=bounds(1))
+    warmup_steps: int = field(default=1000, metadata=bounds(0))
+    gentle_steps: int = field(default=5000, metadata=bounds(0))
+    loss_gate_ratio: float = field(default=MAX_LOSS_RATIO, metadata=bounds(1.0, lo_open=True))
+    loss_ema_decay: float = field(default=0.99, metadata=bounds(0.0, 1.0, lo_open=True))
+    max_pool_size: int = field(default=MAX_POOL_SIZE, metadata=bounds(1, MAX_POOL_SIZE))
+    max_archive_size: int = field(default=MAX_ARCHIVE_SIZE, metadata=bounds(1, MAX_ARCHIVE_SIZE))
+    births_per_event: int = field(default=1, metadata=bounds(0, MAX_POOL_SIZE))
+    cull_fraction: float = field(default=0.25, metadata=bounds(0.0, 1.0))
+    min_pods: int = field(default=1, metadata=bounds(1, MAX_POOL_SIZE))
+    maturity_steps: int = field(default=0, metadata=bounds(0))
+    probe_batch_size: int = field(default=4, metadata=bounds(1))
 
     def _check_relations(self) -> None:
         if self.gentle_steps < self.warmup_steps:
@@ -313,10 +316,10 @@ class FitnessConfig(_Section):
     SECTION: ClassVar[str] = "fitness"
 
     task: Literal["masked", "taylor"] = "masked"
-    w_task: float = field(default=0.7, metadata=_range(0.0))
-    w_eff: float = field(default=0.2, metadata=_range(0.0))
-    w_grad: float = field(default=0.1, metadata=_range(0.0))
-    grad_ema_decay: float = field(default=0.9, metadata=_range(0.0, 1.0))
+    w_task: float = field(default=0.7, metadata=bounds(0.0))
+    w_eff: float = field(default=0.2, metadata=bounds(0.0))
+    w_grad: float = field(default=0.1, metadata=bounds(0.0))
+    grad_ema_decay: float = field(default=0.9, metadata=bounds(0.0, 1.0))
 
     def _check_relations(self) -> None:
         if self.w_task + self.w_eff + self.w_grad <= 0.0:
@@ -338,7 +341,7 @@ class DataConfig(_Section):
 
     name: Literal["shakespeare", "wikitext2", "tinystories", "copy", "recall"] = "recall"
     dir: str | None = None
-    task_vocab: int = field(default=16, metadata=_range(4, 4096))
+    task_vocab: int = field(default=16, metadata=bounds(4, 4096))
 
 
 @dataclass
@@ -351,12 +354,12 @@ class SLOConfig(_Section):
 
     SECTION: ClassVar[str] = "slo"
 
-    max_forward_ms: float | None = field(default=None, metadata=_range(0.0, lo_open=True))
-    min_forward_tokens_per_s: float | None = field(default=None, metadata=_range(0.0, lo_open=True))
-    max_peak_memory_mb: float | None = field(default=None, metadata=_range(0.0, lo_open=True))
-    target: float = field(default=0.95, metadata=_range(0.0, 0.999999, lo_open=True))
-    max_lifecycle_overhead: float = field(default=0.02, metadata=_range(0.0))
-    max_memory_overhead: float = field(default=0.01, metadata=_range(0.0))
+    max_forward_ms: float | None = field(default=None, metadata=bounds(0.0, lo_open=True))
+    min_forward_tokens_per_s: float | None = field(default=None, metadata=bounds(0.0, lo_open=True))
+    max_peak_memory_mb: float | None = field(default=None, metadata=bounds(0.0, lo_open=True))
+    target: float = field(default=0.95, metadata=bounds(0.0, 0.999999, lo_open=True))
+    max_lifecycle_overhead: float = field(default=0.02, metadata=bounds(0.0))
+    max_memory_overhead: float = field(default=0.01, metadata=bounds(0.0))
 
 
 SECTIONS: dict[str, type[_Section]] = {

@@ -4,16 +4,38 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from slime.core.pseudopod import DESCRIPTOR_NAMES
-from slime.memory import MAX_POOL_SIZE
+from slime.memory import MAX_ARCHIVE_SIZE, MAX_POOL_SIZE
 from slime.proto import ConfigError
 
-__all__ = ["SlimeConfig"]
+__all__ = ["SlimeConfig", "bounds", "check_range"]
 
 BACKENDS = ("auto", "torch", "triton")
+
+
+def bounds(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> dict:
+    """Field metadata: the closed (or, with ``lo_open``, left-open) interval a value must lie in.
+
+    Config layers above (``slime.train``'s YAML sections) read the same metadata, so the bounds
+    are written once, here."""
+    return {"range": (lo, hi, lo_open)}
+
+
+def check_range(value: Any, metadata: Any, path: str) -> None:
+    """Raise ConfigError when ``value`` (or an item of a tuple value) lies outside the field's
+    ``range`` metadata; non-numbers and None are left to the type checks."""
+    lo, hi, lo_open = metadata.get("range", (None, None, False))
+    for item in value if isinstance(value, tuple) else (value,):
+        if isinstance(item, bool) or not isinstance(item, int | float):
+            continue
+        if lo is not None and (item <= lo if lo_open else item < lo):
+            bound = f"> {lo}" if lo_open else f">= {lo}"
+            raise ConfigError(f"expected a value {bound}, got {value!r}", path)
+        if hi is not None and item > hi:
+            raise ConfigError(f"expected a value <= {hi}, got {value!r}", path)
 
 
 def _int_at_least(value: Any, low: int, name: str) -> None:
@@ -40,40 +62,42 @@ class SlimeConfig:
         archive_dims: cells per descriptor of each layer's grid archive; the descriptors are the
             first ``len(archive_dims)`` of ``attention_distance, activation_sparsity,
             weight_spread`` (see slime.core.pseudopod), each over [0, 1].
-        tube_capacity, tube_decay: each layer's TubeNetwork.
+        archive_max_size: most elites each layer's archive keeps (its hard limit).
+        tube_capacity, tube_decay: each organism's tube ring (0: no tubes).
         kernel_backend: ``"auto"``, ``"torch"`` or ``"triton"``.
         memory_budget_bytes: per-layer budget on pod parameter bytes (None: none).
         quiet_birth: newborn pods start with a zero output projection.
         metabolic_rate: how far in descriptor space a birth ranges from current behaviour.
     """
 
-    vocab_size: int
-    block_size: int = 64
-    n_layer: int = 2
-    n_embd: int = 64
-    n_pods: int = 4
-    pod_capacity: int = 8
-    head_dim: int | None = None
-    mlp_ratio: float = 4.0
-    dropout: float = 0.0
+    vocab_size: int = field(metadata=bounds(1))
+    block_size: int = field(default=64, metadata=bounds(1, 65536))
+    n_layer: int = field(default=2, metadata=bounds(1, 256))
+    n_embd: int = field(default=64, metadata=bounds(1, 65536))
+    n_pods: int = field(default=4, metadata=bounds(1, MAX_POOL_SIZE))
+    pod_capacity: int = field(default=8, metadata=bounds(1, MAX_POOL_SIZE))
+    head_dim: int | None = field(default=None, metadata=bounds(2, 4096))
+    mlp_ratio: float = field(default=4.0, metadata=bounds(0.0, 64.0, lo_open=True))
+    dropout: float = field(default=0.0, metadata=bounds(0.0, 0.99))
     bias: bool = False
-    archive_dims: tuple[int, ...] = (8, 8)
-    tube_capacity: int = 16
-    tube_decay: float = 0.95
-    kernel_backend: str = "auto"
-    memory_budget_bytes: int | None = None
+    archive_dims: tuple[int, ...] = field(default=(8, 8), metadata=bounds(1, 1024))
+    archive_max_size: int = field(default=MAX_ARCHIVE_SIZE, metadata=bounds(1, MAX_ARCHIVE_SIZE))
+    tube_capacity: int = field(default=16, metadata=bounds(0, 1 << 20))
+    tube_decay: float = field(default=0.95, metadata=bounds(0.0, 1.0, lo_open=True))
+    kernel_backend: Literal["auto", "torch", "triton"] = "auto"
+    memory_budget_bytes: int | None = field(default=None, metadata=bounds(1))
     quiet_birth: bool = True
-    metabolic_rate: float = 0.25
+    metabolic_rate: float = field(default=0.25, metadata=bounds(0.0, 1e6, lo_open=True))
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "block_size", "n_layer", "n_embd", "n_pods", "tube_capacity"):
+        for name in ("vocab_size", "block_size", "n_layer", "n_embd", "n_pods", "pod_capacity"):
             _int_at_least(getattr(self, name), 1, name)
-        _int_at_least(self.pod_capacity, 1, "pod_capacity")
-        if not self.n_pods <= self.pod_capacity <= MAX_POOL_SIZE:
+        _int_at_least(self.tube_capacity, 0, "tube_capacity")
+        _int_at_least(self.archive_max_size, 1, "archive_max_size")
+        if self.n_pods > self.pod_capacity:
             raise ConfigError(
-                f"expected n_pods ({self.n_pods}) <= pod_capacity <= {MAX_POOL_SIZE}, "
-                f"got {self.pod_capacity}",
-                "pod_capacity",
+                f"expected n_pods <= pod_capacity ({self.pod_capacity}), got {self.n_pods}",
+                "n_pods",
             )
         if self.head_dim is None:
             if self.n_embd % self.n_pods:
@@ -111,6 +135,8 @@ class SlimeConfig:
             )
         if self.memory_budget_bytes is not None:
             _int_at_least(self.memory_budget_bytes, 1, "memory_budget_bytes")
+        for f in dataclasses.fields(self):
+            check_range(getattr(self, f.name), f.metadata, f.name)
 
     @property
     def descriptor_names(self) -> tuple[str, ...]:

@@ -102,7 +102,9 @@ class SlimeModel(nn.Module):
 
     def _new_archive(self, device: torch.device) -> GridArchive:
         dims = self.config.archive_dims
-        return GridArchive(dims, [(0.0, 1.0)] * len(dims), device=device)
+        return GridArchive(
+            dims, [(0.0, 1.0)] * len(dims), device=device, max_size=self.config.archive_max_size
+        )
 
     @torch.no_grad()
     def _init_weights(self, generator: torch.Generator | None, resid_std: float) -> None:
