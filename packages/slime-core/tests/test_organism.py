@@ -3,7 +3,7 @@ an archive, chemotaxis and tubes that are all on the real path."""
 
 import pytest
 import torch
-from slime.core import Organism, PodView, placement
+from slime.core import Organism, placement
 from slime.core.pseudopod import hoyer_sparsity
 from slime.memory import MAX_POOL_SIZE, GridArchive
 from slime.proto import ConfigError, KernelError, PoolError
@@ -361,24 +361,6 @@ def test_reset_state_clears_the_tubes(kernel, gen):
     org(torch.randn(1, 4, D, generator=gen))
     org.reset_state()
     assert not org.tube_recall()[1].any() and int(org.tube_pos) == 0
-
-
-def test_measure_behaviour_equals_each_pod_measured_alone(kernel, gen):
-    from slime.core import Pseudopod
-
-    org = make(kernel, gen, tube_capacity=0)
-    org.cull([1])
-    probe = torch.randn(3, 6, D, generator=gen)
-    measured = org.measure_behaviour(probe, causal=True)
-    for row, slot in zip(measured, org.live_slots()):
-        alone = Pseudopod.from_dict(PodView(org, slot).to_dict(), kernel=kernel)
-        alone.reset()
-        alone.measure(probe, causal=True)
-        torch.testing.assert_close(row, alone.descriptors, atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(
-            org.pod(slot).correlation, alone.correlation, atol=1e-5, rtol=1e-4
-        )
-    assert org.n_measurements.tolist() == [1, 0, 1, 0, 0]
 
 
 def _archived(kernel, gen):

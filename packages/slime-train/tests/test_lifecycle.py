@@ -30,7 +30,7 @@ def _lifecycle(cfg: LifecycleConfig = LC, n_pods: int = 2, capacity: int = 4) ->
 
 
 def _q_weight(genome: dict) -> torch.Tensor:
-    """A stored genome's query projection, in either genome form (Pseudopod dict or columns)."""
+    """A stored genome's query projection, in either genome form (a pod dict or columns)."""
     return genome["params"]["q_weight"] if "params" in genome else genome["qkv_weight"][0]
 
 
@@ -151,6 +151,9 @@ def test_slow_reports_behavioural_analysis() -> None:
     life.medium(5, 1.0, _probe())
     record = life.slow(5)
     assert "kmo" in record or record["analysis"].startswith("undefined: ")
+    head_dim = life.model.config.head_dim
+    assert len(record["effective_rank"]) == len(life.model.organisms)
+    assert all(1.0 <= rank <= head_dim + 1e-4 for rank in record["effective_rank"])
 
 
 def test_newborns_younger_than_maturity_are_not_culled() -> None:

@@ -18,7 +18,6 @@ from slime.core.organism import SlotListener as SlotListener
 from slime.core.placement import placement as placement
 from slime.core.pod_view import PodView as PodView
 from slime.core.pseudopod import DESCRIPTOR_NAMES as DESCRIPTOR_NAMES
-from slime.core.pseudopod import Pseudopod as Pseudopod
 
 __all__ = [
     "DESCRIPTOR_NAMES",
@@ -30,7 +29,6 @@ __all__ = [
     "MetricsCollector",
     "Organism",
     "PodView",
-    "Pseudopod",
     "SLOReport",
     "SLOSet",
     "SlimeConfig",

@@ -318,8 +318,8 @@ class Organism(nn.Module):
 
     @torch.no_grad()
     def write_slot(self, slot: int, genome: dict[str, Any], *, keep_state: bool) -> None:
-        """Copy a genome's weights into ``slot`` (a :class:`Pseudopod` ``to_dict()`` genome or an
-        archive column row). ``keep_state`` also takes its fitness and descriptors; otherwise
+        """Copy a genome's weights into ``slot`` (a :meth:`PodView.to_dict` genome or an archive
+        column row). ``keep_state`` also takes its fitness and descriptors; otherwise
         they start from zero.
 
         Raises:
@@ -342,7 +342,9 @@ class Organism(nn.Module):
     def _genome_tensors(self, genome: dict[str, Any]) -> tuple[Tensor, Tensor | None, Tensor]:
         """``(qkv (3, d, D), qkv_bias (3, d) or None, o (D, d))`` from either genome form."""
         d, width = self.head_dim, self.n_embd
-        if "params" in genome:  # a Pseudopod.to_dict() genome
+        if not isinstance(genome, dict):
+            raise ConfigError(f"a genome is a dict, got {type(genome).__name__}", "genome")
+        if "params" in genome:  # a PodView.to_dict() genome
             expected = {"n_embd": width, "head_dim": d, "bias": self.bias}
             for key, value in expected.items():
                 if genome.get(key) != value:
@@ -351,6 +353,17 @@ class Organism(nn.Module):
                         f"genome.{key}",
                     )
             params = genome["params"]
+            wanted = [f"{p}_weight" for p in "qkv"] + ["o_weight"]
+            wanted += [f"{p}_bias" for p in "qkv"] if self.bias else []
+            missing = sorted(set(wanted) - set(params))
+            if missing:
+                raise ConfigError(f"genome params lack {missing}", "genome.params")
+            for name in wanted[:3]:
+                if tuple(params[name].shape) != (d, width):
+                    raise ConfigError(
+                        f"shape {tuple(params[name].shape)} != expected {(d, width)}",
+                        f"genome.params.{name}",
+                    )
             qkv = torch.stack([params[f"{p}_weight"] for p in "qkv"])
             bias = torch.stack([params[f"{p}_bias"] for p in "qkv"]) if self.bias else None
             out = params["o_weight"]
@@ -661,10 +674,9 @@ class Organism(nn.Module):
         """Plain-data summary (slow timescale: reads device values)."""
         live = self.live_slots()
         fitness = self.fitness.tolist()
-        index = torch.tensor(live, dtype=torch.long, device=self._device)
-        correlation = self.correlation.index_select(0, index).float()
-        ranks = self.kernel.effective_rank(correlation).tolist() if live else []
-        coherence = self.kernel.coherence(correlation).tolist() if live else []
+        pods = [PodView(self, s) for s in live]
+        ranks = [float(pod.effective_rank()) for pod in pods]
+        coherence = [float(pod.coherence()) for pod in pods]
         return {
             "name": self.name,
             "live": len(live),

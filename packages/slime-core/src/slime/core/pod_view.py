@@ -4,8 +4,8 @@ An organism stores its pods stacked (``qkv_weight (3, P, d, D)``, ``o_weight (D,
 buffers). A view reads and writes one slot of those tensors in place: its weights are detached views
 that share storage with the organism's parameters, its fitness and descriptors are entries of the
 organism's buffers. Nothing is copied, so a view never goes stale while its slot stays live, and it
-is the way to look at, edit or export one pod (``to_dict`` gives the genome format of
-:class:`~slime.core.pseudopod.Pseudopod`, ``from_dict`` writes one back).
+is the way to look at, edit or export one pod (``to_dict`` gives its genome, ``from_dict`` writes
+one back).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
 from slime.proto import ConfigError
 from torch import Tensor, nn
 
@@ -152,7 +153,8 @@ class PodView:
     __call__ = forward
 
     def to_dict(self) -> dict[str, Any]:
-        """Genome: plain data and detached copies, in :meth:`Pseudopod.to_dict`'s format."""
+        """Genome: plain data and detached copies (``params`` holds ``q_weight``, ``k_weight``,
+        ``v_weight``, the biases when ``bias``, and ``o_weight``)."""
         organism = self._organism
         return {
             "n_embd": self.n_embd,
@@ -166,7 +168,18 @@ class PodView:
             "correlation": self.correlation.detach().clone(),
         }
 
-    def from_dict(self, genome: dict[str, Any]) -> None:
+    def from_dict(self, genome: dict[str, Any]) -> PodView:
         """Overwrite this slot's weights, fitness and descriptors from a genome (:meth:`to_dict`
-        format, or an archive's column row); the slot stays live."""
+        format, or an archive's column row); the slot stays live. Returns this view.
+
+        Raises:
+            ConfigError: the genome's keys or sizes do not fit the organism.
+        """
         self._organism.write_slot(self.slot, genome, keep_state=True)
+        return self
+
+    def reset(self) -> None:
+        """Forget fitness, smoothed descriptors, the observed correlation and the slot's tube
+        memory (weights are kept)."""
+        with torch.no_grad():
+            self._organism._reset_state(self.slot)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import statistics
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -220,19 +221,26 @@ class Lifecycle:
         ]
 
     def analyse(self) -> dict[str, Any]:
-        """KMO, Bartlett and kernel-PCA statistics of all live pods' descriptors ``(n, 3)``.
+        """KMO, Bartlett and kernel-PCA statistics of all live pods' descriptors ``(n, 3)``, and
+        each layer's mean effective rank of its pods' output correlations (of ``head_dim``: how
+        many directions a head's outputs use; low means redundant features).
 
         Early in training the descriptors can be degenerate (a constant dimension, too few pods);
         the statistics are then undefined and the reason is reported instead.
         """
+        ranks = [
+            statistics.fmean(o.stats()["effective_rank"].values()) if o.live_slots() else None
+            for o in self.model.organisms
+        ]
         descs = torch.cat([o.live_descriptors(full=True) for o in self.model.organisms]).cpu()
         try:
             kmo_result = kmo(descs)
             stat, p_value = bartlett(descs)
             pca = kernel_pca(descs, n_components=min(2, descs.shape[0]))
         except ArchiveError as exc:
-            return {"analysis": f"undefined: {exc}"}
+            return {"analysis": f"undefined: {exc}", "effective_rank": ranks}
         return {
+            "effective_rank": ranks,
             "kmo": kmo_result.overall,
             "bartlett_stat": stat,
             "bartlett_p": p_value,
