@@ -79,3 +79,14 @@ def test_bootstrap_and_interpolate_on_cuda() -> None:
     blended = gpu.interpolate(torch.tensor([0.0, 1.0]))["x"]
     assert blended.device.type == "cuda"
     torch.testing.assert_close(blended.cpu(), torch.tensor([1.0, 2.0]))
+
+
+def test_cvt_nearest_centroid_is_exact_far_from_the_origin_on_cuda() -> None:
+    centroids = torch.tensor([[1e6, 1e6], [1e6 + 0.1, 1e6]], dtype=torch.float64)
+    archive = CVTArchive(2, [(1e6 - 1, 1e6 + 1)] * 2, centroids=centroids, device="cuda")
+    points = torch.tensor([[1e6 + 0.0504, 1e6 + 0.3]] * 26, dtype=torch.float64, device="cuda")
+    assert archive.cell_index(points).tolist() == [1] * 26
+    gen = torch.Generator().manual_seed(0)
+    box = 1e6 - 1 + 2 * torch.rand(20_000, 2, generator=gen, dtype=torch.float64)
+    exact = torch.linalg.vector_norm(box[:, None] - centroids[None], dim=-1).argmin(dim=1)
+    assert torch.equal(archive.cell_index(box.cuda()).cpu(), exact)

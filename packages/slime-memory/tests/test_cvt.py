@@ -81,3 +81,16 @@ def test_batched_distance_on_cuda_matches_the_cpu_tree() -> None:
         [0, 2]
     )
     assert torch.equal(gpu.cell_index(points.cuda()).cpu(), cpu.cell_index(points))
+
+
+@pytest.mark.parametrize("nearest", ["auto", "kd_tree", "brute_force"])
+def test_nearest_centroid_is_exact_far_from_the_origin(nearest) -> None:
+    centroids = torch.tensor([[1e6, 1e6], [1e6 + 0.1, 1e6]], dtype=torch.float64)
+    archive = CVTArchive(2, [(1e6 - 1, 1e6 + 1)] * 2, centroids=centroids, nearest=nearest)
+    # 0.30420 from centroid 0, 0.30407 from centroid 1; 26 rows take cdist's matrix-product path
+    points = torch.tensor([[1e6 + 0.0504, 1e6 + 0.3]] * 26, dtype=torch.float64)
+    assert archive.cell_index(points).tolist() == [1] * 26
+    gen = torch.Generator().manual_seed(0)
+    box = 1e6 - 1 + 2 * torch.rand(2000, 2, generator=gen, dtype=torch.float64)
+    exact = torch.linalg.vector_norm(box[:, None] - centroids[None], dim=-1).argmin(dim=1)
+    assert torch.equal(archive.cell_index(box), exact)

@@ -109,8 +109,14 @@ class CVTArchive(Archive):
         if self._tree is not None:
             _, nearest = self._tree.query(descriptors.numpy())
             return torch.from_numpy(np.asarray(nearest, dtype=np.int64)).reshape(-1)
+        # cdist's default turns distances into a matrix product above 25 rows, which cancels
+        # catastrophically far from the origin (points 0.1 apart at 1e6 swap their nearest
+        # centroid); direct differences are exact enough and cheap for descriptor dims.
         parts = [
-            torch.cdist(chunk, self._centroids).argmin(dim=1) for chunk in descriptors.split(_CHUNK)
+            torch.cdist(chunk, self._centroids, compute_mode="donot_use_mm_for_euclid_dist").argmin(
+                dim=1
+            )
+            for chunk in descriptors.split(_CHUNK)
         ]
         return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64, device=self.device)
 
