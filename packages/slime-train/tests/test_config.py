@@ -89,3 +89,16 @@ def test_cuda_graphs_need_compile() -> None:
     assert TrainConfig(compile=True, cuda_graphs=True).cuda_graphs is True
     with pytest.raises(ConfigError, match=r"train\.cuda_graphs"):
         TrainConfig(cuda_graphs=True)
+
+
+def test_absurd_sizes_and_infinite_weight_sums_are_config_errors() -> None:
+    from slime.train.config import FitnessConfig
+
+    with pytest.raises(ConfigError, match=r"train\.batch_size: expected a value <="):
+        TrainConfig(batch_size=10**30)
+    with pytest.raises(ConfigError, match=r"lifecycle\.probe_batch_size"):
+        LifecycleConfig(probe_batch_size=10**30)
+    with pytest.raises(ConfigError, match=r"model\.vocab_size"):
+        ModelConfig(vocab_size=10**30)
+    with pytest.raises(ConfigError, match="finite sum"):
+        FitnessConfig(w_task=1e308, w_eff=1e308, w_grad=1e308)

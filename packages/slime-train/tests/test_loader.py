@@ -105,3 +105,47 @@ def test_fuzzed_yaml_files_raise_only_config_error(text: str) -> None:
             load_config(path)
         except ConfigError:
             pass
+
+
+def _load_text(tmp_path: Path, text: str):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return load_config(path)
+
+
+def test_numbers_follow_yaml_1_2(tmp_path: Path) -> None:
+    cfg = _load_text(tmp_path, "train:\n  lr: 1e-3\n  min_lr: 1e-4\n  steps: 010\n")
+    assert cfg.train.lr == 0.001 and cfg.train.min_lr == 0.0001
+    assert cfg.train.steps == 10  # YAML 1.1 read 010 as octal 8
+    with pytest.raises(ConfigError, match=r"train\.amp: expected bool, got 'yes'"):
+        _load_text(tmp_path, "train:\n  amp: yes\n")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["train:\n  steps: 1\ntrain:\n  steps: 2\n", "model:\n  n_layer: 2\n  n_layer: 3\n"],
+)
+def test_a_key_given_twice_is_refused_by_name(tmp_path: Path, text: str) -> None:
+    key = text.splitlines()[-2 if text.startswith("train") else -1].split(":")[0].strip()
+    with pytest.raises(ConfigError, match=f"key '{key}' appears twice"):
+        _load_text(tmp_path, text)
+
+
+def test_an_alias_bomb_is_refused_at_once(tmp_path: Path) -> None:
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for name, prev in zip("bcdefghi", "abcdefgh"):
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    lines.append("model:\n  kind: *i")
+    with pytest.raises(ConfigError, match="aliases are not allowed"):
+        _load_text(tmp_path, "\n".join(lines) + "\n")
+
+
+def test_deep_nesting_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        _load_text(tmp_path, "model: " + "[" * 10_000 + "]" * 10_000 + "\n")
+
+
+def test_a_huge_value_is_shown_truncated(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        _load_text(tmp_path, "model:\n  kind: " + "x" * 100_000 + "\n")
+    assert len(str(info.value)) < 300

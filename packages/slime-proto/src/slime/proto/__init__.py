@@ -13,6 +13,7 @@ from slime.proto.errors import KernelError as KernelError
 from slime.proto.errors import MemoryBudgetError as MemoryBudgetError
 from slime.proto.errors import PoolError as PoolError
 from slime.proto.errors import SlimeError as SlimeError
+from slime.proto.errors import shown as shown
 from slime.proto.kernel import Kernel as Kernel
 from slime.proto.memory import Memory as Memory
 from slime.proto.model import Chemotaxis as Chemotaxis
@@ -34,4 +35,5 @@ __all__ = [
     "PoolError",
     "Pseudopod",
     "SlimeError",
+    "shown",
 ]

@@ -6,6 +6,9 @@ each subclass names one kind of failure. Messages name the offending value and w
 
 from __future__ import annotations
 
+import reprlib
+from typing import Any
+
 __all__ = [
     "ArchiveError",
     "CheckpointError",
@@ -15,7 +18,18 @@ __all__ = [
     "MemoryBudgetError",
     "PoolError",
     "SlimeError",
+    "shown",
 ]
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxtuple = 3, 6, 6, 6
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 80, 80, 40
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` cut to a readable length for an error message: long strings, numbers and
+    containers are elided (``...``) without formatting them whole, so a huge value costs nothing."""
+    return _SHORT.repr(value)
 
 
 class SlimeError(Exception):

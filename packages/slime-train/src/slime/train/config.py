@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal
 
 from slime.core import SlimeConfig
 from slime.core.api.config import bounds, check_range
-from slime.proto import ConfigError
+from slime.proto import ConfigError, shown
 
 __all__ = [
     "DataConfig",
@@ -71,7 +71,7 @@ def check_value(value: Any, tp: Any, path: str) -> Any:
             type(value) is type(c) and value == c for c in choices
         ):
             return value
-        raise ConfigError(f"expected one of {_describe(tp)}, got {value!r}", path=path)
+        raise ConfigError(f"expected one of {_describe(tp)}, got {shown(value)}", path=path)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None:
@@ -83,34 +83,36 @@ def check_value(value: Any, tp: Any, path: str) -> Any:
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"expected {_describe(tp)}, got {value!r}", path=path)
+            raise ConfigError(f"expected {_describe(tp)}, got {shown(value)}", path=path)
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(check_value(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
             raise ConfigError(
-                f"expected {_describe(tp)}, got {len(value)} items: {value!r}", path=path
+                f"expected {_describe(tp)}, got {len(value)} items: {shown(value)}", path=path
             )
         return tuple(check_value(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"expected bool, got {value!r}", path=path)
+        raise ConfigError(f"expected bool, got {shown(value)}", path=path)
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(f"expected int, got {value!r}", path=path)
+        raise ConfigError(f"expected int, got {shown(value)}", path=path)
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             if isinstance(value, int) and abs(value) > 2**1023:
-                raise ConfigError(f"expected a float, got an int too large: {value!r}", path=path)
+                raise ConfigError(
+                    f"expected a float, got an int too large: {shown(value)}", path=path
+                )
             if not math.isfinite(value):
-                raise ConfigError(f"expected a finite float, got {value!r}", path=path)
+                raise ConfigError(f"expected a finite float, got {shown(value)}", path=path)
             return float(value)
-        raise ConfigError(f"expected float, got {value!r}", path=path)
+        raise ConfigError(f"expected float, got {shown(value)}", path=path)
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"expected str, got {value!r}", path=path)
+        raise ConfigError(f"expected str, got {shown(value)}", path=path)
     raise TypeError(f"config annotation {tp!r} at {path} is not supported")  # a bug in this module
 
 
@@ -214,7 +216,7 @@ class TrainConfig(_Section):
     SECTION: ClassVar[str] = "train"
 
     steps: int = field(default=200, metadata=bounds(1))
-    batch_size: int = field(default=16, metadata=bounds(1))
+    batch_size: int = field(default=16, metadata=bounds(1, 1 << 24))
     lr: float = field(default=1e-3, metadata=bounds(0.0, 10.0, lo_open=True))
     min_lr: float = field(default=1e-4, metadata=bounds(0.0, 10.0))
     warmup_iters: int = field(default=20, metadata=bounds(0))
@@ -223,7 +225,7 @@ class TrainConfig(_Section):
     betas: tuple[float, float] = field(default=(0.9, 0.99), metadata=bounds(0.0, 0.999999))
     grad_clip: float = field(default=1.0, metadata=bounds(0.0))
     eval_interval: int = field(default=50, metadata=bounds(1))
-    eval_iters: int = field(default=4, metadata=bounds(1))
+    eval_iters: int = field(default=4, metadata=bounds(1, 1 << 24))
     log_interval: int = field(default=10, metadata=bounds(1))
     checkpoint_interval: int = field(default=100, metadata=bounds(1))
     seed: int = field(default=1337, metadata=bounds(0, 2**63 - 1))
@@ -282,7 +284,7 @@ class LifecycleConfig(_Section):
     cull_fraction: float = field(default=0.25, metadata=bounds(0.0, 1.0))
     min_pods: int = field(default=1, metadata=bounds(1, MAX_POOL_SIZE))
     maturity_steps: int = field(default=0, metadata=bounds(0))
-    probe_batch_size: int = field(default=4, metadata=bounds(1))
+    probe_batch_size: int = field(default=4, metadata=bounds(1, 1 << 20))
 
     def _check_relations(self) -> None:
         if self.gentle_steps < self.warmup_steps:
@@ -322,7 +324,14 @@ class FitnessConfig(_Section):
     grad_ema_decay: float = field(default=0.9, metadata=bounds(0.0, 1.0))
 
     def _check_relations(self) -> None:
-        if self.w_task + self.w_eff + self.w_grad <= 0.0:
+        total = self.w_task + self.w_eff + self.w_grad
+        if not math.isfinite(total):
+            raise ConfigError(
+                f"expected fitness weights with a finite sum, got "
+                f"{(self.w_task, self.w_eff, self.w_grad)}",
+                path="fitness.w_task",
+            )
+        if total <= 0.0:
             raise ConfigError(
                 f"expected fitness weights with a positive sum, got "
                 f"{(self.w_task, self.w_eff, self.w_grad)}",

@@ -3,19 +3,25 @@
 Keys left out take the dataclass defaults. Unknown keys, wrong types and out-of-range values raise
 :class:`~slime.proto.ConfigError` naming the dotted key path, and so does a file that is not YAML.
 The presets shipped with the package (``slime/train/configs/*.yaml``) load by name.
+
+Configs are read with YAML 1.2's number and boolean rules (``1e-3`` is a float, ``010`` is ten,
+``yes`` is a string), a key given twice in one mapping is refused by name rather than silently
+replaced, and anchors/aliases (``&a`` / ``*a``) are refused: a config never needs them, and their
+expansion is how a few hundred bytes of YAML become gigabytes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
-from slime.proto import ConfigError
+from slime.proto import ConfigError, shown
 from slime.train.config import SECTIONS, RunConfig
 
 __all__ = ["config_from_dict", "load_config", "preset_names", "save_config"]
@@ -56,9 +62,79 @@ def config_from_dict(data: Any) -> RunConfig:
     return RunConfig(**sections)
 
 
+_INT = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
+_FLOAT = re.compile(
+    r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+)
+_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+_INT_TAG, _FLOAT_TAG, _BOOL_TAG = (f"tag:yaml.org,2002:{t}" for t in ("int", "float", "bool"))
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 core-schema scalars, no duplicate keys, no aliases."""
+
+    def compose_node(self, parent, index):  # noqa: ANN001, ANN201 (PyYAML's signature)
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ConfigError(
+                f"aliases are not allowed in a config (*{event.anchor} at line "
+                f"{event.start_mark.line + 1}); write the value out"
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):  # noqa: ANN001, ANN201
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise ConfigError(
+                    f"key {shown(key)} appears twice in one mapping (lines {seen[key]} and {line})"
+                )
+            if isinstance(key, str | int | float | bool):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    text = loader.construct_scalar(node)
+    base = {"0o": 8, "0x": 16}.get(text[:2], 10)
+    return int(text[2:] if base != 10 else text, base)
+
+
+def _yaml_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
+    text = loader.construct_scalar(node).lower().replace(".inf", "inf").replace(".nan", "nan")
+    return float(text)
+
+
+def _yaml_bool(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> bool:
+    return loader.construct_scalar(node).lower() == "true"
+
+
+# YAML 1.1's implicit int/float/bool rules (octal 010, sexagesimal 1:30, yes/no/on/off, floats that
+# need a dot) are replaced by YAML 1.2's core schema.
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [
+        (tag, regexp) for tag, regexp in resolvers if tag not in (_INT_TAG, _FLOAT_TAG, _BOOL_TAG)
+    ]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_ConfigLoader.add_implicit_resolver(_BOOL_TAG, _BOOL, list("tTfF"))
+_ConfigLoader.add_implicit_resolver(_INT_TAG, _INT, list("-+0123456789"))
+_ConfigLoader.add_implicit_resolver(_FLOAT_TAG, _FLOAT, list("-+0123456789."))
+_ConfigLoader.add_constructor(_INT_TAG, _yaml_int)
+_ConfigLoader.add_constructor(_FLOAT_TAG, _yaml_float)
+_ConfigLoader.add_constructor(_BOOL_TAG, _yaml_bool)
+
+
 def _parse(text: str, source: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 (a SafeLoader subclass)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{source} is nested too deeply to be a config") from None
     except (yaml.YAMLError, ValueError) as exc:  # PyYAML raises ValueError on dates like 2020-99-99
         raise ConfigError(f"{source} is not valid YAML: {exc}") from exc
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from slime.core.pseudopod import DESCRIPTOR_NAMES
 from slime.memory import MAX_ARCHIVE_SIZE, MAX_POOL_SIZE
-from slime.proto import ConfigError
+from slime.proto import ConfigError, shown
 
 __all__ = ["SlimeConfig", "bounds", "check_range"]
 
@@ -33,14 +33,14 @@ def check_range(value: Any, metadata: Any, path: str) -> None:
             continue
         if lo is not None and (item <= lo if lo_open else item < lo):
             bound = f"> {lo}" if lo_open else f">= {lo}"
-            raise ConfigError(f"expected a value {bound}, got {value!r}", path)
+            raise ConfigError(f"expected a value {bound}, got {shown(value)}", path)
         if hi is not None and item > hi:
-            raise ConfigError(f"expected a value <= {hi}, got {value!r}", path)
+            raise ConfigError(f"expected a value <= {hi}, got {shown(value)}", path)
 
 
 def _int_at_least(value: Any, low: int, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"expected an int >= {low}, got {value!r}", name)
+        raise ConfigError(f"expected an int >= {low}, got {shown(value)}", name)
 
 
 @dataclass
@@ -70,7 +70,7 @@ class SlimeConfig:
         metabolic_rate: how far in descriptor space a birth ranges from current behaviour.
     """
 
-    vocab_size: int = field(metadata=bounds(1))
+    vocab_size: int = field(metadata=bounds(1, 1 << 24))
     block_size: int = field(default=64, metadata=bounds(1, 65536))
     n_layer: int = field(default=2, metadata=bounds(1, 256))
     n_embd: int = field(default=64, metadata=bounds(1, 65536))
@@ -110,9 +110,9 @@ class SlimeConfig:
         for name in ("mlp_ratio", "metabolic_rate"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-                raise ConfigError(f"expected a number > 0, got {value!r}", name)
+                raise ConfigError(f"expected a number > 0, got {shown(value)}", name)
             if not math.isfinite(value):
-                raise ConfigError(f"expected a finite number, got {value!r}", name)
+                raise ConfigError(f"expected a finite number, got {shown(value)}", name)
         if not isinstance(self.dropout, int | float) or not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"expected a number in [0, 1), got {self.dropout!r}", "dropout")
         if not isinstance(self.tube_decay, int | float) or not 0.0 < self.tube_decay <= 1.0:
