@@ -1,5 +1,7 @@
 """SlimeModel: a causal LM whose pods really train, save, load and are counted like a GPT's heads."""
 
+import json
+
 import pytest
 import torch
 from slime.core import MetricsCollector, SlimeConfig, SlimeModel
@@ -339,3 +341,36 @@ def test_triton_and_torch_kernels_train_alike_in_the_interpreter(kernel):
             losses.append(loss.detach())
         curves.append(torch.stack(losses))
     torch.testing.assert_close(curves[0], curves[1], atol=1e-5, rtol=1e-4)
+
+
+def test_a_flipped_byte_in_the_saved_tensors_is_refused(kernel, tmp_path):
+    make(kernel).save_pretrained(tmp_path)
+    path = tmp_path / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x01  # inside the last tensor's values: safetensors itself would load it
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="sha256"):
+        SlimeModel.from_pretrained(tmp_path, kernel=kernel)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda meta: b"\xff\xfe not utf-8",
+        lambda meta: b"[]",
+        lambda meta: json.dumps({k: v for k, v in meta.items() if k != "layers"}).encode(),
+        lambda meta: json.dumps({**meta, "layers": meta["layers"][:1]}).encode(),
+        lambda meta: json.dumps({**meta, "layers": [{"live": "0,1"}, *meta["layers"][1:]]}).encode(),
+        lambda meta: json.dumps({**meta, "config": []}).encode(),
+        lambda meta: json.dumps({**meta, "config": {**meta["config"], "n_layer": 0}}).encode(),
+        lambda meta: json.dumps({k: v for k, v in meta.items() if k != "model_sha256"}).encode(),
+    ],
+    ids=["not-utf8", "a-list", "no-layers", "too-few-layers", "bad-live", "config-list",
+         "bad-config", "no-digest"],
+)  # fmt: skip
+def test_a_malformed_config_json_is_a_checkpoint_error(kernel, tmp_path, damage):
+    make(kernel).save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    path.write_bytes(damage(json.loads(path.read_text())))
+    with pytest.raises(CheckpointError):
+        SlimeModel.from_pretrained(tmp_path, kernel=kernel)

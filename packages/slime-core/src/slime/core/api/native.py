@@ -8,6 +8,7 @@ of safetensors tensors and JSON (config, pool composition, fitness, archives): n
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 from collections.abc import Callable, Iterator
@@ -23,7 +24,7 @@ from slime.core.observability import MetricsCollector, span
 from slime.core.organism import Organism
 from slime.kernels import select_kernel
 from slime.memory import GridArchive
-from slime.proto import CheckpointError, ConfigError, DataError, Kernel
+from slime.proto import CheckpointError, ConfigError, DataError, Kernel, PoolError, shown
 from torch import Tensor, nn
 
 __all__ = ["SlimeModel"]
@@ -248,6 +249,7 @@ class SlimeModel(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().contiguous() for k, v in self.state_dict().items() if k != _TIED}
         save_file(tensors, str(directory / "model.safetensors"))
+        digest = hashlib.sha256((directory / "model.safetensors").read_bytes()).hexdigest()
         layers = []
         for i, organism in enumerate(self.organisms):
             organism.archive.save(directory / f"archive_{i}")
@@ -257,6 +259,7 @@ class SlimeModel(nn.Module):
             "version": FORMAT_VERSION,
             "config": self.config.to_dict(),
             "layers": layers,
+            "model_sha256": digest,
         }
         (directory / "config.json").write_text(json.dumps(meta, indent=2))
 
@@ -278,28 +281,28 @@ class SlimeModel(nn.Module):
         from safetensors.torch import load_file
 
         directory = Path(directory)
-        try:
-            meta = json.loads((directory / "config.json").read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"cannot read {directory / 'config.json'}: {e}") from e
-        if meta.get("format") != FORMAT or meta.get("version") not in READABLE_VERSIONS:
-            raise CheckpointError(
-                f"{directory} holds format {meta.get('format')!r} v{meta.get('version')!r}, "
-                f"expected {FORMAT!r} v{' or v'.join(map(str, READABLE_VERSIONS))}"
-            )
+        meta = _read_meta(directory)
         config = SlimeConfig.from_dict(meta["config"])
         model = cls(config, kernel=kernel, metrics=metrics, tracer=tracer, device=device)
+        path = directory / "model.safetensors"
         try:
-            tensors = load_file(str(directory / "model.safetensors"), device=str(device or "cpu"))
+            blob = path.read_bytes()
+        except OSError as e:
+            raise CheckpointError(f"cannot read {path}: {e}") from e
+        if meta["version"] >= 2 and hashlib.sha256(blob).hexdigest() != meta["model_sha256"]:
+            raise CheckpointError(f"{path} does not match the sha256 in config.json: damaged")
+        try:
+            tensors = load_file(str(path), device=str(device or "cpu"))
         except Exception as e:  # safetensors raises its own and OS errors; re-typed, not hidden
-            raise CheckpointError(f"cannot read {directory / 'model.safetensors'}: {e}") from e
+            raise CheckpointError(f"cannot read {path}: {e}") from e
+        if "wte.weight" not in tensors:
+            raise CheckpointError(f"{path} lacks the token embedding 'wte.weight'")
         tensors[_TIED] = tensors["wte.weight"]
         try:
             model.load_state_dict(tensors)
-        except RuntimeError as e:
+        except (RuntimeError, ConfigError, PoolError) as e:
             raise CheckpointError(f"{directory} does not match its config: {e}") from e
-        layers = meta["layers"]
-        for i, (organism, layer) in enumerate(zip(model.organisms, layers, strict=True)):
+        for i, (organism, layer) in enumerate(zip(model.organisms, meta["layers"], strict=True)):
             if organism.live_slots() != layer["live"]:
                 raise CheckpointError(
                     f"layer {i}: tensors hold slots {organism.live_slots()}, "
@@ -310,3 +313,47 @@ class SlimeModel(nn.Module):
                     organism.pod(slot).fitness = fitness
             organism.replace_archive(GridArchive.load(directory / f"archive_{i}", device=device))
         return model
+
+
+def _read_meta(directory: Path) -> dict[str, Any]:
+    """``config.json`` of a model directory, checked for the keys and shapes the loader reads.
+
+    Raises:
+        CheckpointError: unreadable, not JSON, or a key missing or of the wrong kind.
+    """
+    path = directory / "config.json"
+    try:
+        meta = json.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"cannot read {path}: {e}") from e
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} holds {type(meta).__name__}, expected a JSON object")
+    if meta.get("format") != FORMAT or meta.get("version") not in READABLE_VERSIONS:
+        raise CheckpointError(
+            f"{directory} holds format {shown(meta.get('format'))} v{shown(meta.get('version'))}, "
+            f"expected {FORMAT!r} v{' or v'.join(map(str, READABLE_VERSIONS))}"
+        )
+    if not isinstance(meta.get("config"), dict):
+        raise CheckpointError(
+            f"{path}: 'config' must be an object, got {shown(meta.get('config'))}"
+        )
+    try:
+        n_layer = SlimeConfig.from_dict(meta["config"]).n_layer
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: config is invalid: {e}") from e
+    layers = meta.get("layers")
+    if not isinstance(layers, list) or len(layers) != n_layer:
+        raise CheckpointError(f"{path}: 'layers' must list {n_layer} layers, got {shown(layers)}")
+    for i, layer in enumerate(layers):
+        keys = ("live", "fitness") if meta["version"] == 1 else ("live",)
+        for key in keys:
+            value = layer.get(key) if isinstance(layer, dict) else None
+            if not isinstance(value, list) or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in value
+            ):
+                raise CheckpointError(f"{path}: layers[{i}].{key} must be a list of numbers")
+        if meta["version"] == 1 and len(layer["live"]) != len(layer["fitness"]):
+            raise CheckpointError(f"{path}: layers[{i}] lists unequal 'live' and 'fitness'")
+    if meta["version"] >= 2 and not isinstance(meta.get("model_sha256"), str):
+        raise CheckpointError(f"{path}: 'model_sha256' is missing")
+    return meta
