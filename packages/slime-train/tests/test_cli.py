@@ -118,3 +118,20 @@ def test_cuda_graphs_flag_compiles_in_reduce_overhead_mode(
     train = yaml.safe_load((_only_run(tmp_path) / "config.yaml").read_text())["train"]
     assert train["compile"] is True and train["cuda_graphs"] is True
     assert "reduce-overhead" in modes
+
+
+def test_resuming_after_the_model_config_was_edited_names_the_mismatch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    cli.main(["train", "--config", "tiny", "--steps", "3", "--out", str(tmp_path), "--quiet"])
+    run = _only_run(tmp_path)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["model"]["n_embd"] = 32
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(run), "--steps", "6", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.splitlines()) <= 2
+    assert "wte.weight" in err and "config.yaml" in err

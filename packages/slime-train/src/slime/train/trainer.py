@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from slime.core import MetricsCollector, SlimeModel
 from slime.memory import GridArchive
+from slime.proto import CheckpointError, PoolError
 from slime.train.build import build_model, resolve_device
 from slime.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from slime.train.config import RunConfig
@@ -54,6 +55,22 @@ from slime.train.stability import GradientMonitor
 from torch import Tensor
 
 __all__ = ["Trainer"]
+
+
+def _first_mismatch(model: torch.nn.Module, tensors: dict[str, Any]) -> str:
+    """Where a state dict and a model first disagree, for an error message (or ``""``)."""
+    own = model.state_dict()
+    for name, value in tensors.items():
+        if name in own and hasattr(value, "shape") and tuple(value.shape) != tuple(own[name].shape):
+            return (
+                f" ({name} is {tuple(value.shape)} in the checkpoint, "
+                f"{tuple(own[name].shape)} in the model)"
+            )
+    missing = sorted(set(own) - set(tensors))
+    extra = sorted(set(tensors) - set(own))
+    if missing or extra:
+        return f" (the checkpoint lacks {missing[:3]} and has extra {extra[:3]})"
+    return ""
 
 
 class Trainer:
@@ -443,7 +460,14 @@ class Trainer:
         Checkpoints written before the slot table (per-pod tensors, a ``pod_fitness`` list, birth
         steps in the lifecycle state, per-pod optimizer groups) are converted as they load.
         """
-        self.model.load_state_dict(state["model"])  # the organisms convert per-pod tensors
+        try:
+            self.model.load_state_dict(state["model"])  # the organisms convert per-pod tensors
+        except (RuntimeError, PoolError) as e:
+            raise CheckpointError(
+                f"the checkpoint does not fit the model built from the run's config"
+                f"{_first_mismatch(self.model, state['model'])}: was config.yaml's model section "
+                "edited after the run started?"
+            ) from e
         if self.is_slime:
             for layer, slot, fitness in state.get("pod_fitness", []):  # before the slot table
                 self.model.organisms[layer].pod(slot).fitness = fitness
