@@ -374,3 +374,12 @@ def test_a_malformed_config_json_is_a_checkpoint_error(kernel, tmp_path, damage)
     path.write_bytes(damage(json.loads(path.read_text())))
     with pytest.raises(CheckpointError):
         SlimeModel.from_pretrained(tmp_path, kernel=kernel)
+
+
+@pytest.mark.parametrize("bad", [-1, V])
+def test_token_ids_outside_the_vocabulary_are_a_data_error(kernel, bad):
+    model = make(kernel)
+    idx, targets = batch()
+    idx[1, 3] = bad
+    with pytest.raises(DataError, match=f"token id {bad} is outside the vocabulary"):
+        model(idx, targets)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from slime.core import SlimeModel
+from slime.proto import ConfigError
 from slime.train.baseline import GPT
 from slime.train.build import build_dataset
 from slime.train.checkpoint import capture_rng, save_checkpoint
@@ -466,3 +467,8 @@ def test_a_compiled_forward_keeps_one_graph_for_observed_and_one_for_other_steps
         assert trainer.fit()["status"] == "completed"
     assert counters["stats"]["unique_graphs"] - graphs == 2
     torch._dynamo.reset()
+
+
+def test_a_vocabulary_smaller_than_the_datas_is_refused_before_training() -> None:
+    with pytest.raises(ConfigError, match=r"model\.vocab_size: expected at least the data's"):
+        _trainer(model={"vocab_size": 2})

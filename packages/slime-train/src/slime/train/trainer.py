@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from slime.core import MetricsCollector, SlimeModel
 from slime.memory import GridArchive
-from slime.proto import CheckpointError, PoolError
+from slime.proto import CheckpointError, ConfigError, PoolError
 from slime.train.build import build_model, resolve_device
 from slime.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from slime.train.config import RunConfig
@@ -112,6 +112,12 @@ class Trainer:
         self.model_gen = torch.Generator().manual_seed(seed)
         self.data_gen = torch.Generator().manual_seed(seed + 1)
         self.metrics = MetricsCollector(device=self.device)
+        if cfg.model.vocab_size is not None and cfg.model.vocab_size < dataset.vocab_size:
+            raise ConfigError(
+                f"expected at least the data's {dataset.vocab_size} token ids, got "
+                f"{cfg.model.vocab_size}",
+                "model.vocab_size",
+            )
         self.model = build_model(
             cfg.model,
             dataset.vocab_size,

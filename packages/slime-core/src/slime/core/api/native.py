@@ -187,6 +187,16 @@ class SlimeModel(nn.Module):
                 f"sequence length {idx.shape[1]} exceeds block_size {self.config.block_size}",
                 "block_size",
             )
+        if idx.device.type == "cpu" and not torch.compiler.is_compiling():
+            # On the CPU the check costs no wait (on CUDA the embedding kernel asserts by itself).
+            vocab = self.config.vocab_size
+            try:
+                torch._assert_async(((idx >= 0) & (idx < vocab)).all(), "token id out of range")
+            except RuntimeError:
+                bad = idx[(idx < 0) | (idx >= vocab)][0]
+                raise DataError(
+                    f"token id {int(bad)} is outside the vocabulary [0, {vocab})"
+                ) from None
         pos = torch.arange(idx.shape[1], device=idx.device)
         return self.drop(self.wte(idx) + self.wpe(pos))
 
