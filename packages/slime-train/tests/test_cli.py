@@ -135,3 +135,31 @@ def test_resuming_after_the_model_config_was_edited_names_the_mismatch(
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.splitlines()) <= 2
     assert "wte.weight" in err and "config.yaml" in err
+
+
+@pytest.mark.parametrize("where", ["a-file", "under-a-file"])
+def test_an_output_path_that_cannot_hold_a_run_is_one_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    out = blocker if where == "a-file" else blocker / "runs"
+    argv = ["train", "--config", "tiny", "--steps", "1", "--quiet", "--out", str(out)]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "--out" in err
+
+
+def test_an_unavailable_device_is_one_error(capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    device = "mps" if not torch.backends.mps.is_available() else "cuda:99"
+    assert cli.main(["train", "--config", "tiny", "--steps", "1", "--device", device]) == 2
+    assert "train.device" in capsys.readouterr().err
+
+
+def test_resuming_a_path_that_is_no_run_creates_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "not-a-run"
+    target.mkdir()
+    assert cli.main(["train", "--resume", str(target), "--quiet"]) == 2
+    assert list(target.iterdir()) == []

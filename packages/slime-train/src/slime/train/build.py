@@ -28,6 +28,13 @@ def resolve_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"expected an available device, got {name!r} (no CUDA)", "train.device")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(
+            f"expected one of the {torch.cuda.device_count()} CUDA devices, got {name!r}",
+            "train.device",
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"expected an available device, got {name!r} (no MPS)", "train.device")
     return device
 
 

@@ -12,6 +12,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import torch
 from slime.proto import ConfigError, SlimeError
@@ -86,9 +87,9 @@ def train_command(argv: list[str]) -> int:
     args = _train_parser().parse_args(argv)
     progress = None if args.quiet else sys.stderr
     if args.resume is not None:
+        if not (Path(args.resume) / "config.yaml").is_file():  # refuse before creating anything
+            raise ConfigError(f"{args.resume} is not a run directory (no config.yaml)", "--resume")
         run = RunDir(args.resume)
-        if not run.config_path.is_file():
-            raise ConfigError(f"{run.path} is not a run directory (no config.yaml)", "--resume")
         cfg = load_config(run.config_path)
         if args.model is not None or args.data is not None or args.seed is not None:
             raise ConfigError("a resumed run keeps its model, data and seed", "--resume")

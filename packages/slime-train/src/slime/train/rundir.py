@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from slime.proto import CheckpointError
+from slime.proto import CheckpointError, ConfigError
 
 __all__ = ["ProgressBar", "RunDir"]
 
@@ -34,8 +34,13 @@ class RunDir:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.checkpoints.mkdir(exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.checkpoints.mkdir(exist_ok=True)
+        except OSError as e:
+            raise ConfigError(
+                f"cannot create the run directory {str(self.path)!r}: {e.strerror or e}", "--out"
+            ) from None
 
     @classmethod
     def create(cls, out: str | os.PathLike[str], name: str) -> RunDir:
