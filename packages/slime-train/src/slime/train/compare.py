@@ -5,7 +5,8 @@ Usage::
     PYTHONPATH=$(ls -d packages/*/src | paste -sd:) \\
         python -m slime.train.compare --data-dir ../shared/data --seconds 300 --out runs/compare
 
-For each mode (``--modes eager,compiled``: ``compiled`` sets ``train.compile``) and each model it
+For each mode (``--modes eager,compiled,graphs``: ``compiled`` sets ``train.compile``, ``graphs``
+also ``train.cuda_graphs``) and each model it
 first profiles ``--profile-steps`` training steps with the device synchronised around every phase
 (where the time goes), then free-running steps over whole medium intervals (the step time a run
 sees) and over the steps between observation windows, and one medium- and one slow-timescale event,
@@ -47,7 +48,9 @@ from slime.train.profile import flops_per_token, live_parameter_count, peak_flop
 from slime.train.rundir import RunDir
 from slime.train.trainer import Trainer
 
-__all__ = ["main", "profile_model", "train_for"]
+__all__ = ["MODES", "main", "profile_model", "train_for"]
+
+MODES = ("eager", "compiled", "graphs")
 
 _STEP_PARTS = ("forward", "backward", "grad_norms", "optimizer")
 
@@ -286,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--modes",
         default="eager",
-        help="comma-separated: eager, compiled (train.compile); each mode runs both models",
+        help="comma-separated: eager, compiled (train.compile), graphs (train.cuda_graphs); "
+        "each mode runs both models",
     )
     parser.add_argument(
         "--fitness-task",
@@ -304,9 +308,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(base_cfg.train.cpu_threads)  # process-wide, at the script's edge
     dataset = build_dataset(base_cfg.data, base_cfg.model.block_size, args.data_dir)
     modes = args.modes.split(",")
-    unknown = sorted(set(modes) - {"eager", "compiled"})
+    unknown = sorted(set(modes) - set(MODES))
     if unknown:
-        parser.error(f"unknown modes {unknown}; expected eager and/or compiled")
+        parser.error(f"unknown modes {unknown}; expected some of {', '.join(MODES)}")
     results: dict[str, Any] = {"device": str(device), "seconds": args.seconds}
     if device.type == "cuda":
         results["device_name"] = torch.cuda.get_device_name(device)
@@ -334,7 +338,10 @@ def _compare(
     torch._dynamo.reset()
     results: dict[str, Any] = {}
     for kind in ("baseline", "slime"):
-        cfg = base_cfg.replace(model={"kind": kind}, train={"compile": mode == "compiled"})
+        graphs = mode == "graphs"
+        cfg = base_cfg.replace(
+            model={"kind": kind}, train={"compile": mode != "eager", "cuda_graphs": graphs}
+        )
         print(f"[{mode}] profiling {kind} ...", file=sys.stderr)
         prof = profile_model(cfg, dataset, device, args.profile_steps)
         print(f"[{mode}] training {kind} for {args.seconds:.0f} s ...", file=sys.stderr)
