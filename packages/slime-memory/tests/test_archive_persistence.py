@@ -123,3 +123,55 @@ def test_loading_as_the_wrong_kind_raises(tmp_path: Path) -> None:
     populated_grid().save(tmp_path / "a")
     with pytest.raises(ArchiveError, match="'GridArchive' archive, not a CVTArchive"):
         CVTArchive.load(tmp_path / "a")
+
+
+def _forge(path: Path, edit_meta=None, edit_tensors=None) -> None:
+    """Change a saved archive and recompute both checksums, as a deliberate forger would."""
+    import hashlib
+
+    from safetensors.torch import load, save
+
+    document = json.loads((path / META).read_text())
+    meta = document["meta"]
+    if edit_tensors is not None:
+        tensors = load((path / TENSORS).read_bytes())
+        edit_tensors(tensors)
+        blob = save(tensors)
+        (path / TENSORS).write_bytes(blob)
+        meta["tensors_sha256"] = hashlib.sha256(blob).hexdigest()
+    if edit_meta is not None:
+        edit_meta(meta)
+    canonical = json.dumps(meta, sort_keys=True, allow_nan=False).encode()
+    document["meta_sha256"] = hashlib.sha256(canonical).hexdigest()
+    (path / META).write_text(json.dumps(document))
+
+
+def _nan_objective(tensors: dict) -> None:
+    objective = tensors["archive/objective"]
+    objective[tensors["archive/occupied"].bool().nonzero()[0]] = math.nan
+
+
+def _bad_occupied(tensors: dict) -> None:
+    tensors["archive/occupied"] = tensors["archive/occupied"].to(torch.float64) * 3
+
+
+@pytest.mark.parametrize(
+    ("edit_meta", "edit_tensors"),
+    [
+        (lambda m: m.pop("kind"), None),
+        (lambda m: m.pop("tensors_sha256"), None),
+        (lambda m: m.update(config=[]), None),
+        (lambda m: m["config"].update(cells={"plain": "many"}), None),
+        (lambda m: m["config"].pop("ranges"), None),
+        (lambda m: m["config"].update(bogus={"plain": 1}), None),
+        (None, _nan_objective),
+        (None, _bad_occupied),
+    ],
+    ids=["no-kind", "no-digest", "config-list", "bad-cells", "no-ranges", "unknown-key",
+         "nan-objective", "occupied-3"],
+)  # fmt: skip
+def test_a_forged_archive_is_refused_with_an_archive_error(tmp_path, edit_meta, edit_tensors):
+    populated_grid().save(tmp_path / "a")
+    _forge(tmp_path / "a", edit_meta, edit_tensors)
+    with pytest.raises(ArchiveError):
+        GridArchive.load(tmp_path / "a")

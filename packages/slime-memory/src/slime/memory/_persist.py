@@ -54,7 +54,20 @@ class SavedArchive:
                 got = None if tensor is None else tuple(tensor.shape)
                 raise ArchiveError(f"{self.path}: {name!r} has shape {got}, expected {shape}")
         s = self.state
-        numbers = [s["objective"], s["threshold"], s["occupied"].to(torch.float64)]
+        for name in expected:
+            if not s[name].is_floating_point() and s[name].dtype != torch.bool:
+                raise ArchiveError(f"{self.path}: {name!r} has dtype {s[name].dtype}")
+        occupied = s["occupied"].to(torch.float64)
+        if not bool(((occupied == 0) | (occupied == 1)).all()):
+            raise ArchiveError(f"{self.path}: 'occupied' holds values other than 0 and 1")
+        live = occupied > 0
+        if not bool(torch.isfinite(s["objective"][live]).all()):
+            raise ArchiveError(f"{self.path}: an elite's objective is NaN or infinite")
+        if bool(s["threshold"].isnan().any()) or not bool(
+            torch.isfinite(s["descriptors"][live]).all()
+        ):
+            raise ArchiveError(f"{self.path}: a threshold or an elite's descriptor is NaN")
+        numbers = [s["objective"], s["threshold"], occupied]
         return torch.cat([torch.stack(numbers, dim=1), s["descriptors"]], dim=1)
 
     def genome_store(
@@ -166,7 +179,9 @@ def load_archive(path: Path, *, device: torch.device | str | None) -> SavedArchi
         raise ArchiveError(f"{path / META} was modified after saving (metadata sha256 mismatch)")
     if meta.get("format") != FORMAT:
         raise ArchiveError(f"{path / META} has format {meta.get('format')!r}, expected {FORMAT!r}")
-    if _digest(blob) != meta["tensors_sha256"]:
+    if not isinstance(meta.get("kind"), str) or not isinstance(meta.get("config"), dict):
+        raise ArchiveError(f"{path / META} is malformed: 'kind' or 'config' missing or mistyped")
+    if _digest(blob) != meta.get("tensors_sha256"):
         raise ArchiveError(f"{path / TENSORS} is truncated or modified (sha256 mismatch)")
     try:
         tensors = load_tensors(blob)

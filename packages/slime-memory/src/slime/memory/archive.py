@@ -497,9 +497,12 @@ class Archive:
         target = kinds.get(saved.kind)
         if target is None or not issubclass(target, cls):
             raise ArchiveError(f"{path} holds a {saved.kind!r} archive, not a {cls.kind}")
-        config = dict(saved.config)
-        config["ranges"] = [tuple(r) for r in config["ranges"]]
-        archive = target(**config, **saved.config_tensors, device=device)
+        try:
+            config = dict(saved.config)
+            config["ranges"] = [tuple(r) for r in config["ranges"]]
+            archive = target(**config, **saved.config_tensors, device=device)
+        except (KeyError, TypeError, ValueError, ConfigError) as e:
+            raise ArchiveError(f"{path}: the saved configuration is invalid: {e}") from e
         archive._state = saved.state_matrix(archive.cells, archive.descriptor_dim)
         archive._store = saved.genome_store(archive.occupied_cells(), archive.cells, archive.device)
         return archive
