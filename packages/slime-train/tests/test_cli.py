@@ -163,3 +163,12 @@ def test_resuming_a_path_that_is_no_run_creates_nothing(tmp_path: Path) -> None:
     target.mkdir()
     assert cli.main(["train", "--resume", str(target), "--quiet"]) == 2
     assert list(target.iterdir()) == []
+
+
+def test_resuming_a_finished_run_changes_nothing(tmp_path: Path) -> None:
+    cli.main(["train", "--config", "tiny", "--steps", "4", "--out", str(tmp_path), "--quiet"])
+    run = _only_run(tmp_path)
+    files = {name: (run / name).read_bytes() for name in ("metrics.jsonl", "summary.json")}
+    assert cli.main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert cli.main(["train", "--resume", str(run), "--steps", "4", "--quiet"]) == 0
+    assert {name: (run / name).read_bytes() for name in files} == files

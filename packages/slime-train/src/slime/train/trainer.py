@@ -25,6 +25,7 @@ replays the uninterrupted one exactly on the CPU.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import random
@@ -169,6 +170,7 @@ class Trainer:
         self._window = [0.0, 0.0, 0]  # loss sum, grad norm sum, finite steps since the latest log
         self._last_eval: tuple[int, dict[str, float]] = (-1, {})
         self._last_checkpoint = -1
+        self._finished: dict[str, Any] | None = None  # the summary of a finished run resumed
         if run_dir is not None and not run_dir.config_path.exists():
             save_config(cfg, run_dir.config_path)
 
@@ -302,6 +304,9 @@ class Trainer:
             The run summary (also logged and written to ``summary.json`` in the run directory).
         """
         total = steps if steps is not None else self.cfg.train.steps
+        if self._finished is not None and self.step >= total:
+            return self._finished  # a finished run resumed with nothing to add: leave it as is
+        self._finished = None
         tc = self.cfg.train
         bar = ProgressBar(total, start=self.step, stream=self.progress) if self.progress else None
         t_start = time.perf_counter()
@@ -501,6 +506,14 @@ class Trainer:
         self._last_checkpoint = self.step
         if self.run_dir is not None:
             self.run_dir.truncate_metrics(self.step)
+            at_step = [r for r in self.run_dir.read_metrics() if r["step"] == self.step]
+            for record in at_step:
+                if record.get("kind") == "eval":
+                    losses = {k: v for k, v in record.items() if k.endswith("_loss")}
+                    self._last_eval = (self.step, losses)
+            summary = self.run_dir.summary_path
+            if any(r.get("kind") == "summary" for r in at_step) and summary.is_file():
+                self._finished = json.loads(summary.read_text("utf-8"))
 
     @classmethod
     def resume(cls, run_dir: RunDir, dataset: Dataset, cfg: RunConfig, **kwargs: Any) -> Trainer:
