@@ -172,3 +172,23 @@ def test_resuming_a_finished_run_changes_nothing(tmp_path: Path) -> None:
     assert cli.main(["train", "--resume", str(run), "--quiet"]) == 0
     assert cli.main(["train", "--resume", str(run), "--steps", "4", "--quiet"]) == 0
     assert {name: (run / name).read_bytes() for name in files} == files
+
+
+def test_a_run_killed_before_its_first_checkpoint_restarts_from_step_zero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    cli.main(["train", "--config", "tiny", "--steps", "3", "--out", str(tmp_path), "--quiet"])
+    run = _only_run(tmp_path)
+    checkpoints = run / "checkpoints"
+    for folder in checkpoints.iterdir():  # as if killed while writing the first checkpoint
+        shutil.rmtree(folder)
+    (checkpoints / ".step_00000003.tmp").mkdir()
+    (run / "summary.json").unlink()
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert "restarting from step 0" in capsys.readouterr().out
+    assert [p.name for p in checkpoints.iterdir()] == ["step_00000003"]
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and json.loads((run / "summary.json").read_text())["steps"] == 3

@@ -39,12 +39,14 @@ __all__ = [
     "checkpoint_steps",
     "latest_checkpoint",
     "load_checkpoint",
+    "remove_debris",
     "restore_rng",
     "save_checkpoint",
 ]
 
 FORMAT = "slime-checkpoint/1"
 _NAME = re.compile(r"^step_(\d{8})$")
+_DEBRIS = re.compile(r"^\.step_\d{8}\.(?:tmp|old)$")
 
 
 def _flatten(node: Any, path: str, tensors: dict[str, Tensor]) -> Any:
@@ -184,6 +186,18 @@ def save_checkpoint(
     for old in checkpoint_steps(run_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(folder / f"step_{old:08d}")
     return final
+
+
+def remove_debris(run_dir: str | os.PathLike[str]) -> list[Path]:
+    """Delete what a crash mid-write leaves in ``run_dir/checkpoints`` (``.step_*.tmp`` and
+    ``.step_*.old`` folders; never a committed checkpoint). Returns the removed folders."""
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    debris = sorted(p for p in folder.iterdir() if _DEBRIS.match(p.name) and p.is_dir())
+    for path in debris:
+        shutil.rmtree(path)
+    return debris
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:

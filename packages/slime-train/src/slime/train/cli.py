@@ -99,6 +99,8 @@ def train_command(argv: list[str]) -> int:
         trainer = Trainer.resume(
             run, dataset, cfg, device=resolve_device(cfg.train.device), progress=progress
         )
+        if trainer.restarted:
+            print(f"no committed checkpoint in {run.path}: restarting from step 0 with its config")
     else:
         cfg = load_config(args.config).replace(**_overrides(args))
         dataset = build_dataset(cfg.data, cfg.model.block_size, args.data_dir)

@@ -42,7 +42,14 @@ from slime.core import MetricsCollector, SlimeModel
 from slime.memory import GridArchive
 from slime.proto import CheckpointError, ConfigError, PoolError
 from slime.train.build import build_model, resolve_device
-from slime.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from slime.train.checkpoint import (
+    capture_rng,
+    latest_checkpoint,
+    load_checkpoint,
+    remove_debris,
+    restore_rng,
+    save_checkpoint,
+)
 from slime.train.config import RunConfig
 from slime.train.datasets import Dataset
 from slime.train.fitness import FitnessTracker
@@ -171,6 +178,7 @@ class Trainer:
         self._last_eval: tuple[int, dict[str, float]] = (-1, {})
         self._last_checkpoint = -1
         self._finished: dict[str, Any] | None = None  # the summary of a finished run resumed
+        self.restarted = False  # resume found no checkpoint and started over (see resume)
         if run_dir is not None and not run_dir.config_path.exists():
             save_config(cfg, run_dir.config_path)
 
@@ -517,7 +525,17 @@ class Trainer:
 
     @classmethod
     def resume(cls, run_dir: RunDir, dataset: Dataset, cfg: RunConfig, **kwargs: Any) -> Trainer:
-        """A trainer continuing ``run_dir`` from its latest checkpoint."""
+        """A trainer continuing ``run_dir`` from its latest checkpoint.
+
+        Debris of a crash mid-write is removed first. A run killed before its first checkpoint was
+        committed restarts from step 0 with its own config: its metrics are cleared and
+        :attr:`restarted` is True (the caller says so).
+        """
+        remove_debris(run_dir.path)
         trainer = cls(cfg, dataset, run_dir=run_dir, **kwargs)
+        if latest_checkpoint(run_dir.path) is None:
+            run_dir.truncate_metrics(0)
+            trainer.restarted = True
+            return trainer
         trainer.load_state(load_checkpoint(run_dir.path))
         return trainer
