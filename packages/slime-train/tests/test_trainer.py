@@ -472,3 +472,23 @@ def test_a_compiled_forward_keeps_one_graph_for_observed_and_one_for_other_steps
 def test_a_vocabulary_smaller_than_the_datas_is_refused_before_training() -> None:
     with pytest.raises(ConfigError, match=r"model\.vocab_size: expected at least the data's"):
         _trainer(model={"vocab_size": 2})
+
+
+def test_a_model_too_large_for_the_machine_is_refused_before_allocating() -> None:
+    huge = {"n_embd": 16384, "n_layer": 64, "n_pods": 64, "pod_capacity": 64, "head_dim": 256}
+    with pytest.raises(ConfigError, match=r"model: a training step needs at least ~\d+"):
+        _trainer(model=huge, train={"device": "cpu"})
+
+
+def test_the_memory_estimate_counts_the_parameters_exactly() -> None:
+    from slime.train.build import build_model, training_bytes
+
+    cfg = _config()
+    for kind in ("slime", "baseline"):
+        model_cfg = type(cfg.model)(**{**cfg.model.to_dict(), "kind": kind})
+        model = build_model(model_cfg, 16, device=torch.device("cpu"), generator=torch.Generator())
+        params = sum(p.numel() for p in model.parameters())
+        tokens = cfg.train.batch_size * model_cfg.block_size
+        width, layers = model_cfg.n_embd, model_cfg.n_layer
+        activations = 34 * tokens * width * layers + 8 * tokens * 16
+        assert training_bytes(model_cfg, 16, cfg.train.batch_size) == 16 * params + activations

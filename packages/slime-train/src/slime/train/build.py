@@ -14,7 +14,14 @@ from slime.train.datasets import CORPORA, Dataset, load_corpus
 from slime.train.tasks import CopyTask, RecallTask
 from torch import nn
 
-__all__ = ["build_dataset", "build_model", "resolve_device", "to_slime_config"]
+__all__ = [
+    "build_dataset",
+    "build_model",
+    "check_fits",
+    "resolve_device",
+    "to_slime_config",
+    "training_bytes",
+]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -61,6 +68,51 @@ def to_slime_config(
     if archive_max_size is not None:
         core = dataclasses.replace(core, archive_max_size=archive_max_size)
     return core
+
+
+def training_bytes(cfg: ModelConfig, vocab_size: int, batch_size: int) -> int:
+    """A rough lower estimate of the memory one training step needs, in bytes: fp32 weights,
+    gradients and two AdamW moments, plus bf16 activations (~34 bytes per token and width per
+    layer, as Korthikanti et al. 2022 count for a transformer block) and fp32 logits with their
+    gradient. Computed from the config alone, before anything is allocated."""
+    vocab = cfg.vocab_size if cfg.vocab_size is not None else vocab_size
+    width, bias = cfg.n_embd, int(cfg.bias)
+    heads = cfg.pod_capacity if cfg.kind == "slime" else cfg.n_pods
+    inner = heads * cfg.head_dim
+    hidden = int(cfg.mlp_ratio * width)
+    per_layer = (
+        4 * inner * width
+        + bias * (3 * inner + width)  # q/k/v and output projections
+        + 2 * width * hidden
+        + bias * (hidden + width)  # MLP
+        + 2 * width * (1 + bias)  # two LayerNorms
+    )
+    params = (vocab + cfg.block_size) * width + cfg.n_layer * per_layer + width * (1 + bias)
+    tokens = batch_size * cfg.block_size
+    activations = 34 * tokens * width * cfg.n_layer + 2 * 4 * tokens * vocab
+    return 16 * params + activations
+
+
+def check_fits(cfg: ModelConfig, vocab_size: int, batch_size: int, device: torch.device) -> None:
+    """Refuse a config whose estimated training memory exceeds all of ``device``'s memory.
+
+    Raises:
+        ConfigError: naming the estimate and the device's total memory.
+    """
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+    elif device.type == "cpu" and hasattr(os, "sysconf"):
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    else:
+        return
+    need = training_bytes(cfg, vocab_size, batch_size)
+    if need > total:
+        raise ConfigError(
+            f"a training step needs at least ~{need / 2**30:.1f} GiB (weights, gradients, AdamW "
+            f"moments and activations at batch {batch_size}); {device} has "
+            f"{total / 2**30:.1f} GiB in all",
+            "model",
+        )
 
 
 def build_model(

@@ -41,7 +41,7 @@ import torch
 from slime.core import MetricsCollector, SlimeModel
 from slime.memory import GridArchive
 from slime.proto import CheckpointError, ConfigError, PoolError
-from slime.train.build import build_model, resolve_device
+from slime.train.build import build_model, check_fits, resolve_device
 from slime.train.checkpoint import (
     capture_rng,
     latest_checkpoint,
@@ -126,6 +126,7 @@ class Trainer:
                 f"{cfg.model.vocab_size}",
                 "model.vocab_size",
             )
+        check_fits(cfg.model, dataset.vocab_size, cfg.train.batch_size, self.device)
         self.model = build_model(
             cfg.model,
             dataset.vocab_size,
