@@ -196,3 +196,15 @@ def test_scripting_the_frozen_model_is_not_supported(slime_run):
     """What the README says TorchScript does not cover: torch.jit.script fails to compile it."""
     with pytest.raises(RuntimeError):
         torch.jit.script(freeze(slime_run[1]))
+
+
+@pytest.mark.parametrize("bad", [-1, -VOCAB, VOCAB, 10 * VOCAB])
+def test_ids_outside_the_vocabulary_give_nan_logits_in_pytorch_and_onnx(onnx_export, bad):
+    frozen, path = onnx_export
+    idx = tokens(2, 5, seed=3)
+    idx[1, 2] = bad
+    for logits in (frozen(idx).detach(), run_onnx(path, idx)):
+        assert torch.isnan(logits[1, 2]).all()
+        mask = torch.ones(2, 5, dtype=torch.bool)
+        mask[1, 2] = False
+        assert torch.isfinite(logits[mask]).all()

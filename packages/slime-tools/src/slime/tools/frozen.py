@@ -101,7 +101,8 @@ class FrozenBlock(nn.Module):
 
 
 class FrozenSlimeLM(nn.Module):
-    """Inference-only causal LM: ``idx`` ``(B, T)`` int64 -> ``logits`` ``(B, T, V)``.
+    """Inference-only causal LM: ``idx`` ``(B, T)`` int64 -> ``logits`` ``(B, T, V)``; a position
+    whose id lies outside ``[0, V)`` gets NaN logits (the same in every export format).
 
     Build it with :func:`freeze`. Attributes ``config`` (the SlimeConfig as a dict) and
     ``live_slots`` (per layer, the slots the frozen pods held) describe what was captured.
@@ -138,11 +139,17 @@ class FrozenSlimeLM(nn.Module):
                     f"sequence length {idx.shape[1]} exceeds block_size {self.block_size}",
                     "block_size",
                 )
+        # Ids outside the vocabulary get NaN logits at their position, in PyTorch and in every
+        # export alike (ONNX's Gather would otherwise wrap a negative id around silently); the
+        # embedding reads a clamped id, so nothing else changes.
+        vocab = self.wte.num_embeddings
+        valid = (idx >= 0) & (idx < vocab)
         pos = torch.arange(idx.shape[1], device=idx.device)
-        x = self.wte(idx) + self.wpe(pos)
+        x = self.wte(idx.clamp(0, vocab - 1)) + self.wpe(pos)
         for block in self.blocks:
             x = block(x)
-        return F.linear(self.ln_f(x), self.wte.weight)  # the head is tied to the embedding
+        logits = F.linear(self.ln_f(x), self.wte.weight)  # the head is tied to the embedding
+        return torch.where(valid.unsqueeze(-1), logits, torch.nan)
 
 
 def _stack_layer(model: SlimeModel, layer: int) -> dict[str, Any]:
