@@ -169,7 +169,7 @@ def test_lifecycle_snapshot_takes_descriptor_variance_over_measured_live_pods(
 
 
 def test_live_parameters_count_live_pods_only_and_match_the_baseline(tiny_slime, tiny_gpt) -> None:
-    from slime.train.ablations.probes import live_parameters
+    from slime.train.profile import live_parameter_count as live_parameters
 
     organism = tiny_slime.organisms[0]
     allocated = sum(p.numel() for p in tiny_slime.parameters())

@@ -17,9 +17,10 @@ from slime.train.ablations.diagnostics import (
     RecordingLifecycle,
     Stopwatch,
 )
-from slime.train.ablations.probes import head_similarity, heldout_eval, live_parameters
+from slime.train.ablations.probes import head_similarity, heldout_eval
 from slime.train.ablations.profiles import Profile
 from slime.train.ablations.variants import Arm, pod_latency_costs
+from slime.train.profile import live_parameter_count
 from slime.train.trainer import Trainer
 
 __all__ = ["HELDOUT_SEED", "SEED_BASE", "AblationTrainer", "run_one"]
@@ -89,7 +90,7 @@ def run_one(
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     trainer = AblationTrainer(cfg, dataset, arm_, heldout=heldout, device=device)
-    params_init = live_parameters(trainer.model)
+    params_init = live_parameter_count(trainer.model)
     summary = trainer.fit()
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     final = heldout_eval(trainer.model, heldout)
@@ -102,7 +103,7 @@ def run_one(
         "status": summary["status"],
         "steps": summary["steps"],
         "params_init": params_init,
-        "params_final": live_parameters(trainer.model),  # live pods only, as params_init
+        "params_final": live_parameter_count(trainer.model),  # live pods only, as params_init
         "val_loss": final["loss"],
         "val_acc": final["accuracy"],
         "val_loss_auc": _mean([p["val_loss"] for p in trainer.curve]),

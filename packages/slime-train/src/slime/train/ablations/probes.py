@@ -5,8 +5,6 @@
 - :func:`head_similarity`: mean pairwise ``|cosine|`` between the heads' contributions to the
   residual stream (blueprint decision 11: do heads stay behaviourally distinct?). Works for the
   SlimeModel (one head per live pod) and for the baseline GPT (its ``n_head`` heads).
-- :func:`live_parameters`: the parameter count that compares a SlimeModel with the baseline: a
-  slot table allocates every slot up to ``pod_capacity``, but only live pods' slots count.
 """
 
 from __future__ import annotations
@@ -22,18 +20,7 @@ __all__ = [
     "head_similarity",
     "heldout_batches",
     "heldout_eval",
-    "live_parameters",
 ]
-
-
-def live_parameters(model) -> int:
-    """Parameters the model computes with: for a SlimeModel, every parameter less the empty slots
-    of its slot tables (which hold zeros and are masked out); for any other model, all of them."""
-    total = sum(p.numel() for p in model.parameters())
-    for organism in model.organisms if isinstance(model, SlimeModel) else []:
-        per_slot = sum(p.numel() // organism.pod_capacity for p, _ in organism.slot_parameters())
-        total -= (organism.pod_capacity - len(organism.live_slots())) * per_slot
-    return total
 
 
 def heldout_batches(

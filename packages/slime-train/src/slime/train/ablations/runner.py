@@ -21,10 +21,11 @@ from slime.proto import ConfigError
 from slime.train.ablations.calibration import calibrate_steps, warm_up
 from slime.train.ablations.groups import Group
 from slime.train.ablations.one_run import HELDOUT_SEED, SEED_BASE, AblationTrainer, run_one
-from slime.train.ablations.probes import heldout_batches, live_parameters
+from slime.train.ablations.probes import heldout_batches
 from slime.train.ablations.profiles import Profile
 from slime.train.ablations.variants import arm
 from slime.train.build import build_dataset, build_model, resolve_device
+from slime.train.profile import live_parameter_count
 
 __all__ = ["AblationTrainer", "default_data_dir", "plan", "run_one", "run_suite"]
 
@@ -182,7 +183,7 @@ def _check_equal_params(
     profile, work, datasets, device, data_dir, log
 ) -> dict[str, dict[str, int]]:
     """Parameter counts of both model kinds at initialisation for every task that has both
-    (a SlimeModel's empty slots left out: :func:`~slime.train.ablations.probes.live_parameters`).
+    (a SlimeModel's empty slots left out: :func:`~slime.train.profile.live_parameter_count`).
 
     Raises:
         ConfigError: the counts differ (the comparison would not be at equal parameters).
@@ -198,7 +199,7 @@ def _check_equal_params(
             model = build_model(
                 model_cfg, datasets[task].vocab_size, device=device, generator=torch.Generator()
             )
-            counts[kind] = live_parameters(model)
+            counts[kind] = live_parameter_count(model)
         log(
             f"parameters at initialisation on {task}: slime {counts['slime']:,}, baseline {counts['baseline']:,}"
         )
