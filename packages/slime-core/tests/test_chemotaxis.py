@@ -24,22 +24,22 @@ def test_sample_without_sources_is_none():
 
 def test_a_source_within_reach_is_reached_exactly():
     chem = make()
-    chem.add_source(torch.tensor(0), torch.tensor([0.6, 0.5]), 1.0)
+    chem.add_source(torch.tensor([0.6, 0.5]), 1.0)
     loc = chem.sample(torch.tensor([0.5, 0.5]), metabolic_rate=0.5, hunger=0.5)
     torch.testing.assert_close(loc, torch.tensor([0.6, 0.5]))
 
 
 def test_metabolic_rate_limits_the_step_length():
     chem = make()
-    chem.add_source(torch.tensor(0), torch.tensor([1.0, 0.0]), 1.0)
+    chem.add_source(torch.tensor([1.0, 0.0]), 1.0)
     loc = chem.sample(torch.tensor([0.0, 0.0]), metabolic_rate=0.25, hunger=0.0)
     torch.testing.assert_close(loc, torch.tensor([0.25, 0.0]))
 
 
 def _choices(hunger, n=200):
     chem = make()
-    chem.add_source(torch.tensor(0), torch.tensor([0.1, 0.1]), 0.0)  # near, poor
-    chem.add_source(torch.tensor(1), torch.tensor([0.9, 0.9]), 10.0)  # far, rich
+    chem.add_source(torch.tensor([0.1, 0.1]), 0.0)  # near, poor
+    chem.add_source(torch.tensor([0.9, 0.9]), 10.0)  # far, rich
     here = torch.tensor([0.1, 0.1])
     far = [chem.sample(here, 2.0, hunger)[0].item() > 0.5 for _ in range(n)]
     return sum(far) / n
@@ -57,9 +57,7 @@ def test_same_generator_seed_gives_same_samples():
     def run():
         chem = make(seed=7)
         for i in range(4):
-            chem.add_source(
-                torch.tensor(i), torch.rand(2, generator=torch.Generator().manual_seed(i)), float(i)
-            )
+            chem.add_source(torch.rand(2, generator=torch.Generator().manual_seed(i)), float(i))
         return torch.stack([chem.sample(torch.tensor([0.5, 0.5]), 1.0, 0.5) for _ in range(10)])
 
     assert torch.equal(run(), run())
@@ -67,7 +65,7 @@ def test_same_generator_seed_gives_same_samples():
 
 def test_samples_stay_inside_the_archive_ranges():
     chem = make()
-    chem.add_source(torch.tensor(0), torch.tensor([1.5, -0.5]), 1.0)
+    chem.add_source(torch.tensor([1.5, -0.5]), 1.0)
     loc = chem.sample(torch.tensor([0.5, 0.5]), 5.0, 1.0)
     torch.testing.assert_close(loc, torch.tensor([1.0, 0.0]))
 
@@ -85,7 +83,7 @@ def test_sense_turns_archive_elites_into_sources():
 
 def test_clear_removes_every_source():
     chem = make()
-    chem.add_source(torch.tensor(0), torch.tensor([0.5, 0.5]), 1.0)
+    chem.add_source(torch.tensor([0.5, 0.5]), 1.0)
     chem.clear()
     assert len(chem) == 0 and chem.sample(torch.tensor([0.5, 0.5]), 1.0, 1.0) is None
 
@@ -95,7 +93,7 @@ def test_clear_removes_every_source():
 )
 def test_bad_rates_raise_config_error(rate, hunger, name):
     chem = make()
-    chem.add_source(torch.tensor(0), torch.tensor([0.5, 0.5]), 1.0)
+    chem.add_source(torch.tensor([0.5, 0.5]), 1.0)
     with pytest.raises(ConfigError) as info:
         chem.sample(torch.tensor([0.5, 0.5]), rate, hunger)
     assert info.value.path == name
@@ -103,6 +101,6 @@ def test_bad_rates_raise_config_error(rate, hunger, name):
 
 def test_sources_of_another_dimension_are_rejected():
     chem = make()
-    chem.add_source(torch.tensor(0), torch.tensor([0.5, 0.5]), 1.0)
+    chem.add_source(torch.tensor([0.5, 0.5]), 1.0)
     with pytest.raises(ArchiveError, match="shape"):
-        chem.add_source(torch.tensor(1), torch.tensor([0.5, 0.5, 0.5]), 1.0)
+        chem.add_source(torch.tensor([0.5, 0.5, 0.5]), 1.0)

@@ -69,7 +69,7 @@ class _Pod:
 
 
 class _Chemo:
-    def add_source(self, nutrient, location, concentration):  # noqa: ANN001
+    def add_source(self, location, concentration):  # noqa: ANN001
         pass
 
     def sample(self, behavior, metabolic_rate, hunger):  # noqa: ANN001

@@ -38,13 +38,12 @@ class Chemotaxis:
         self.generator = generator
         self._locations: list[Tensor] = []
         self._concentrations: list[Tensor] = []
-        self._nutrients: list[Tensor] = []
 
     def __len__(self) -> int:
         return len(self._locations)
 
-    def add_source(self, nutrient: Tensor, location: Tensor, concentration: float | Tensor) -> None:
-        """Add a source of ``nutrient`` (any payload tensor) at ``location`` ``(k,)``."""
+    def add_source(self, location: Tensor, concentration: float | Tensor) -> None:
+        """Add a source at ``location`` ``(k,)`` with ``concentration`` (an elite's objective)."""
         location = torch.as_tensor(location, dtype=torch.float32)
         if location.dim() != 1:
             raise ArchiveError(f"location must be (k,), got shape {tuple(location.shape)}")
@@ -55,13 +54,12 @@ class Chemotaxis:
             )
         self._locations.append(location)
         self._concentrations.append(torch.as_tensor(concentration, dtype=torch.float32))
-        self._nutrients.append(torch.as_tensor(nutrient))
 
     def sense(self) -> int:
         """Replace the sources with the archive's current elites; returns how many there are."""
         self.clear()
         for elite in self.archive:  # ascending cell order: reproducible
-            self.add_source(torch.tensor(elite.cell), elite.descriptor.float(), elite.objective)
+            self.add_source(elite.descriptor.float(), elite.objective)
         return len(self)
 
     def sample(self, behavior: Tensor, metabolic_rate: float, hunger: float) -> Tensor | None:
@@ -103,4 +101,3 @@ class Chemotaxis:
     def clear(self) -> None:
         self._locations.clear()
         self._concentrations.clear()
-        self._nutrients.clear()

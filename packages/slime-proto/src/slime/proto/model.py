@@ -39,8 +39,9 @@ class Pseudopod(Protocol):
 class Chemotaxis(Protocol):
     """Navigator of the behavioural space: where should the next pseudopod grow from?"""
 
-    def add_source(self, nutrient: Tensor, location: Tensor, concentration: float | Tensor) -> None:
-        """Add a nutrient source: a payload ``nutrient`` at behavioural ``location`` ``(k,)``."""
+    def add_source(self, location: Tensor, concentration: float | Tensor) -> None:
+        """Add a food source at behavioural ``location`` ``(k,)`` with ``concentration`` (how
+        rich it is, e.g. an elite's objective)."""
         ...
 
     def sample(self, behavior: Tensor, metabolic_rate: float, hunger: float) -> Tensor | None:

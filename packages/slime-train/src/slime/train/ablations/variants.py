@@ -47,14 +47,14 @@ class UniformElites:
     def __len__(self) -> int:
         return len(self._locations)
 
-    def add_source(self, nutrient: Tensor, location: Tensor, concentration: float | Tensor) -> None:
+    def add_source(self, location: Tensor, concentration: float | Tensor) -> None:
         self._locations.append(torch.as_tensor(location, dtype=torch.float32))
 
     def sense(self) -> int:
         """Replace the sources with the archive's elites; returns how many there are."""
         self.clear()
         for elite in self.archive:
-            self.add_source(torch.tensor(elite.cell), elite.descriptor, elite.objective)
+            self.add_source(elite.descriptor, elite.objective)
         return len(self)
 
     def sample(self, behavior: Tensor, metabolic_rate: float, hunger: float) -> Tensor | None:
@@ -76,7 +76,7 @@ class Starved:
     def __init__(self, archive: Any) -> None:
         self.archive = archive
 
-    def add_source(self, nutrient: Tensor, location: Tensor, concentration: float | Tensor) -> None:
+    def add_source(self, location: Tensor, concentration: float | Tensor) -> None:
         """Sources are ignored: this arm is the archive-free control."""
 
     def sense(self) -> int:
