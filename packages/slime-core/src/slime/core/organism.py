@@ -491,9 +491,7 @@ class Organism(nn.Module):
             )
         batch, seq, width = stimulus.shape
         cap, d = self.pod_capacity, self.head_dim
-        bias = None if self.qkv_bias is None else self.qkv_bias.view(3 * cap * d)
-        qkv = nn.functional.linear(stimulus, self.qkv_weight.view(3 * cap * d, width), bias)
-        q, k, v = qkv.view(batch, seq, 3, cap, d).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = self.project(stimulus)
         heads = self.kernel.attention(
             q, k, v, causal=causal, key_padding_mask=key_padding_mask, alive=self.attending
         )  # (B, P, T, d)
@@ -509,6 +507,16 @@ class Organism(nn.Module):
         if self.feeding_tubes and self.training and torch.is_grad_enabled():
             self._feed_tubes(heads.detach())
         return self.dropout(out)
+
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Every slot's queries, keys and values of ``x`` ``(B, T, D)``: one linear over a view of
+        ``qkv_weight``, split into ``(B, P, T, d)`` views (last dim contiguous)."""
+        batch, seq, width = x.shape
+        cap, d = self.pod_capacity, self.head_dim
+        bias = None if self.qkv_bias is None else self.qkv_bias.view(3 * cap * d)
+        qkv = nn.functional.linear(x, self.qkv_weight.view(3 * cap * d, width), bias)
+        q, k, v = qkv.view(batch, seq, 3, cap, d).permute(2, 0, 3, 1, 4).unbind(0)
+        return q, k, v
 
     def _feed_tubes(self, heads: Tensor) -> None:
         """Write each slot's mean l1/l2 ratio of this forward's head outputs ``(B, P, T, d)`` at
@@ -552,13 +560,11 @@ class Organism(nn.Module):
         of training forwards where they hold any, else from the probe. Returns the live pods'
         smoothed descriptors ``(n_live, 3)``.
         """
-        batch, seq, width = latent.shape
+        batch, seq, _ = latent.shape
         cap, d = self.pod_capacity, self.head_dim
         with span(self.tracer, "organism.measure_behaviour", organism=self.name):
             latent = latent.float()
-            bias = None if self.qkv_bias is None else self.qkv_bias.view(-1)
-            qkv = nn.functional.linear(latent, self.qkv_weight.view(3 * cap * d, width), bias)
-            q, k, v = qkv.view(batch, seq, 3, cap, d).permute(2, 0, 3, 1, 4).unbind(0)
+            q, k, v = self.project(latent)
             # Attention probabilities are needed explicitly; fused kernels never expose them.
             logits = (q @ k.transpose(-1, -2)) * d**-0.5  # (B, P, T, T)
             pos = torch.arange(seq, device=latent.device)
@@ -670,13 +676,21 @@ class Organism(nn.Module):
         hunger = 1.0 - len(descs) / self.pod_capacity
         return self.chemotaxis.sample(behaviour, self.metabolic_rate, hunger)
 
+    def correlation_stats(self) -> tuple[Tensor, Tensor]:
+        """Effective rank and coherence of each live pod's output correlation at its last
+        measurement, ``(n_live,)`` each, in one kernel call apiece (identity, rank ``d``, before
+        any measurement)."""
+        correlation = self.correlation[self.alive].float()
+        if correlation.shape[0] == 0:
+            empty = correlation.new_zeros(0)
+            return empty, empty.clone()
+        return self.kernel.effective_rank(correlation), self.kernel.coherence(correlation)
+
     def stats(self) -> dict[str, Any]:
         """Plain-data summary (slow timescale: reads device values)."""
         live = self.live_slots()
         fitness = self.fitness.tolist()
-        pods = [PodView(self, s) for s in live]
-        ranks = [float(pod.effective_rank()) for pod in pods]
-        coherence = [float(pod.coherence()) for pod in pods]
+        ranks, coherence = (t.tolist() for t in self.correlation_stats())
         return {
             "name": self.name,
             "live": len(live),

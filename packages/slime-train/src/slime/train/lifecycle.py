@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import statistics
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -228,10 +227,10 @@ class Lifecycle:
         Early in training the descriptors can be degenerate (a constant dimension, too few pods);
         the statistics are then undefined and the reason is reported instead.
         """
-        ranks = [
-            statistics.fmean(o.stats()["effective_rank"].values()) if o.live_slots() else None
-            for o in self.model.organisms
-        ]
+        ranks = []
+        for organism in self.model.organisms:
+            rank, _ = organism.correlation_stats()
+            ranks.append(float(rank.mean()) if len(rank) else None)
         descs = torch.cat([o.live_descriptors(full=True) for o in self.model.organisms]).cpu()
         try:
             kmo_result = kmo(descs)

@@ -64,10 +64,7 @@ def _organism_heads(organism, latent: Tensor) -> Tensor:
     projection (the shared output bias left out), over the whole slot table at once, the way the
     organism's forward computes it."""
     batch, seq, width = latent.shape
-    cap, d = organism.pod_capacity, organism.head_dim
-    bias = None if organism.qkv_bias is None else organism.qkv_bias.view(3 * cap * d)
-    qkv = F.linear(latent, organism.qkv_weight.view(3 * cap * d, width), bias)
-    q, k, v = qkv.view(batch, seq, 3, cap, d).permute(2, 0, 3, 1, 4).unbind(0)  # (B, P, T, d)
+    q, k, v = organism.project(latent)  # (B, P, T, d)
     heads = organism.kernel.attention(q, k, v, causal=True, alive=organism.alive)  # (B, P, T, d)
     per_slot = torch.einsum("bptd,epd->pbte", heads, organism.o_weight)  # (P, B, T, D)
     return per_slot[organism.alive].reshape(-1, batch * seq * width)
