@@ -253,13 +253,14 @@ class SlimeModel(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write ``config.json``, ``model.safetensors`` and ``archive_<layer>/`` to ``directory``."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().contiguous() for k, v in self.state_dict().items() if k != _TIED}
-        save_file(tensors, str(directory / "model.safetensors"))
-        digest = hashlib.sha256((directory / "model.safetensors").read_bytes()).hexdigest()
+        blob = save(tensors)
+        (directory / "model.safetensors").write_bytes(blob)
+        digest = hashlib.sha256(blob).hexdigest()
         layers = []
         for i, organism in enumerate(self.organisms):
             organism.archive.save(directory / f"archive_{i}")
@@ -288,7 +289,7 @@ class SlimeModel(nn.Module):
         Raises:
             CheckpointError: a file is missing or malformed, or does not match the config.
         """
-        from safetensors.torch import load_file
+        from safetensors.torch import load
 
         directory = Path(directory)
         meta = _read_meta(directory)
@@ -302,7 +303,7 @@ class SlimeModel(nn.Module):
         if meta["version"] >= 2 and hashlib.sha256(blob).hexdigest() != meta["model_sha256"]:
             raise CheckpointError(f"{path} does not match the sha256 in config.json: damaged")
         try:
-            tensors = load_file(str(path), device=str(device or "cpu"))
+            tensors = load(blob)  # the bytes just checked, not a second read of the file
         except Exception as e:  # safetensors raises its own and OS errors; re-typed, not hidden
             raise CheckpointError(f"cannot read {path}: {e}") from e
         if "wte.weight" not in tensors:
