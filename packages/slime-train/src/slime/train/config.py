@@ -148,11 +148,8 @@ class _ModelSection(_Section):
     SECTION: ClassVar[str] = "model"
 
     def _check_relations(self) -> None:
-        fields = {name: getattr(self, name) for name in _ARCHITECTURE}
-        if fields["vocab_size"] is None:  # taken from the dataset later; any valid size checks
-            fields["vocab_size"] = 1
         try:
-            resolved = SlimeConfig(**fields)
+            resolved = self.slime_config(1)  # any valid vocabulary size checks the rest
         except ConfigError as e:
             message = str(e).removeprefix(f"{e.path}: ")
             raise ConfigError(message, f"model.{e.path}") from None
