@@ -174,11 +174,6 @@ class FitnessTracker:
         """``(L, P)`` moving average of each slot's gradient norm."""
         return None if self.ema is None else self.ema[0]
 
-    @property
-    def taylor_ema(self) -> Tensor | None:
-        """``(L, P)`` moving average of each slot's first-order masked-loss estimate."""
-        return None if self.ema is None else self.ema[1]
-
     def averages(self, keys: list[PodKey]) -> dict[PodKey, tuple[float, float]]:
         """``{(layer, slot): (gradient norm EMA, Taylor EMA)}`` for ``keys`` (host sync); slots
         never observed read ``(0, 0)``."""
