@@ -28,6 +28,7 @@ def test_head_dim_defaults_to_width_over_pods():
         ({"archive_dims": (8, 8, 8, 8)}, "archive_dims"),
         ({"archive_dims": ()}, "archive_dims"),
         ({"archive_dims": (8, 0)}, "archive_dims"),
+        ({"archive_device": "cuda"}, "archive_device"),
         ({"tube_decay": 0.0}, "tube_decay"),
         ({"kernel_backend": "cuda"}, "kernel_backend"),
         ({"bias": 1}, "bias"),

@@ -80,6 +80,29 @@ def test_model_round_trips_through_a_checkpoint_on_the_gpu(tmp_path):
     assert torch.equal(model(idx)[0], loaded(idx)[0])
 
 
+@pytest.mark.parametrize("where", ["cpu", "model"])
+def test_archives_live_where_the_config_says_and_births_and_reloads_cross_devices(tmp_path, where):
+    """``archive_device``: the default keeps elite genomes in host memory (no accelerator bytes)
+    while the slots train on the GPU; elites go in, newborns grow from them, and a saved model's
+    archives load back onto the same device."""
+    pytest.importorskip("safetensors")
+    model = make(TritonKernel(), archive_device=where)
+    expected = torch.device("cpu") if where == "cpu" else torch.device("cuda", 0)
+    idx = data(1)[0][:, :-1]
+    model.measure_behaviour(idx)
+    for organism in model.organisms:
+        assert organism.archive.device.type == expected.type
+        organism.fitness[organism.alive] = torch.arange(4.0, device="cuda")
+        assert int((organism.archive_elites().status > 0).sum()) > 0
+        slot = organism.spawn(step=3)  # bootstraps from the elites
+        assert organism.qkv_weight[:, slot].abs().sum() > 0
+    model.save_pretrained(tmp_path)
+    loaded = SlimeModel.from_pretrained(tmp_path, kernel=TritonKernel(), device="cuda")
+    for a, b in zip(model.organisms, loaded.organisms):
+        assert b.archive.device.type == expected.type and len(b.archive) == len(a.archive)
+    assert torch.equal(model(idx)[0], loaded(idx)[0])
+
+
 def test_fullgraph_compile_on_cuda_trains_through_births_and_deaths_without_recompiling():
     from torch._dynamo.testing import CompileCounterWithBackend
 

@@ -492,7 +492,9 @@ class Trainer:
             for layer, slot, fitness in state.get("pod_fitness", []):  # before the slot table
                 self.model.organisms[layer].pod(slot).fitness = fitness
             for i, organism in enumerate(self.model.organisms):
-                archive = GridArchive.load(state["folder"] / f"archive_{i}", device=self.device)
+                archive = GridArchive.load(
+                    state["folder"] / f"archive_{i}", device=self.model.archive_device(self.device)
+                )
                 organism.replace_archive(archive)
         self.optimizer.load_state_dict(state["optimizer"])
         restore_rng(state["rng"])

@@ -14,6 +14,7 @@ from slime.proto import ConfigError, shown
 __all__ = ["SlimeConfig", "bounds", "check_range"]
 
 BACKENDS = ("auto", "torch", "triton")
+ARCHIVE_DEVICES = ("cpu", "model")
 
 
 def bounds(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> dict:
@@ -63,6 +64,9 @@ class SlimeConfig:
             first ``len(archive_dims)`` of ``attention_distance, activation_sparsity,
             weight_spread`` (see slime.core.pseudopod), each over [0, 1].
         archive_max_size: most elites each layer's archive keeps (its hard limit).
+        archive_device: where the archives live: ``"cpu"`` (host memory, the default: elite
+            genomes cost no accelerator memory, and the archive is touched only between steps)
+            or ``"model"`` (the model's device).
         tube_capacity, tube_decay: each organism's tube ring (0: no tubes).
         kernel_backend: ``"auto"``, ``"torch"`` or ``"triton"``.
         memory_budget_bytes: per-layer budget on pod parameter bytes (None: none).
@@ -82,6 +86,7 @@ class SlimeConfig:
     bias: bool = False
     archive_dims: tuple[int, ...] = field(default=(8, 8), metadata=bounds(1, 1024))
     archive_max_size: int = field(default=MAX_ARCHIVE_SIZE, metadata=bounds(1, MAX_ARCHIVE_SIZE))
+    archive_device: Literal["cpu", "model"] = "cpu"
     tube_capacity: int = field(default=16, metadata=bounds(0, 1 << 20))
     tube_decay: float = field(default=0.95, metadata=bounds(0.0, 1.0, lo_open=True))
     kernel_backend: Literal["auto", "torch", "triton"] = "auto"
@@ -129,6 +134,11 @@ class SlimeConfig:
         for d in dims:
             _int_at_least(d, 1, "archive_dims")
         self.archive_dims = dims
+        if self.archive_device not in ARCHIVE_DEVICES:
+            raise ConfigError(
+                f"expected one of {ARCHIVE_DEVICES}, got {shown(self.archive_device)}",
+                "archive_device",
+            )
         if self.kernel_backend not in BACKENDS:
             raise ConfigError(
                 f"expected one of {BACKENDS}, got {self.kernel_backend!r}", "kernel_backend"

@@ -101,10 +101,18 @@ class SlimeModel(nn.Module):
         self.lm_head.weight = self.wte.weight  # weight tying, as nanoGPT
         self._init_weights(generator, resid_std)
 
+    def archive_device(self, model_device: torch.device) -> torch.device:
+        """Where this model's archives live (``config.archive_device``) for a model on
+        ``model_device``."""
+        return model_device if self.config.archive_device == "model" else torch.device("cpu")
+
     def _new_archive(self, device: torch.device) -> GridArchive:
         dims = self.config.archive_dims
         return GridArchive(
-            dims, [(0.0, 1.0)] * len(dims), device=device, max_size=self.config.archive_max_size
+            dims,
+            [(0.0, 1.0)] * len(dims),
+            device=self.archive_device(device),
+            max_size=self.config.archive_max_size,
         )
 
     @torch.no_grad()
@@ -322,7 +330,10 @@ class SlimeModel(nn.Module):
             if meta["version"] == 1:  # fitness lived in config.json before the slot table
                 for slot, fitness in zip(layer["live"], layer["fitness"], strict=True):
                     organism.pod(slot).fitness = fitness
-            organism.replace_archive(GridArchive.load(directory / f"archive_{i}", device=device))
+            archive = GridArchive.load(
+                directory / f"archive_{i}", device=model.archive_device(model.wte.weight.device)
+            )
+            organism.replace_archive(archive)
         return model
 
 
