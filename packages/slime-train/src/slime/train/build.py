@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import TextIO
 
 import torch
 from slime.core import MetricsCollector, SlimeConfig, SlimeModel
@@ -12,6 +13,7 @@ from slime.train.baseline import GPT
 from slime.train.config import DataConfig, ModelConfig
 from slime.train.datasets import CORPORA, Dataset, load_corpus
 from slime.train.tasks import CopyTask, RecallTask
+from slime.train.text import load_text
 from torch import nn
 
 __all__ = [
@@ -46,12 +48,28 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_dataset(
-    cfg: DataConfig, block_size: int, data_dir: str | os.PathLike[str] | None = None
+    cfg: DataConfig,
+    block_size: int,
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    tokenizer: str | os.PathLike[str] | None = None,
+    progress: TextIO | None = None,
 ) -> Dataset:
     """The corpus or task named by ``cfg.name``, with windows of at most ``block_size`` tokens.
 
-    ``data_dir`` overrides ``cfg.dir`` (which overrides ``$SLIME_DATA_DIR``).
+    ``data_dir`` overrides ``cfg.dir`` (which overrides ``$SLIME_DATA_DIR``). For ``name: text``,
+    ``tokenizer`` (a tokenizer file, e.g. a run's ``tokenizer.json``) overrides ``cfg.tokenizer``,
+    and ``progress`` receives the encoding's progress (see :func:`slime.train.text.load_text`).
     """
+    if cfg.name == "text":
+        return load_text(
+            cfg.path,
+            block_size,
+            tokenizer=str(tokenizer) if tokenizer is not None else cfg.tokenizer,
+            val_fraction=cfg.val_fraction,
+            cache_dir=cfg.cache_dir,
+            progress=progress,
+        )
     if cfg.name in CORPORA:
         return load_corpus(cfg.name, block_size, data_dir if data_dir is not None else cfg.dir)
     if cfg.name == "copy":

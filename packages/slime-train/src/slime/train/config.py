@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal
 from slime.core import SlimeConfig
 from slime.core.api.config import bounds, check_range
 from slime.proto import ConfigError, shown
+from slime.train.tokenizer import parse_tokenizer_spec
 
 __all__ = [
     "DataConfig",
@@ -341,13 +342,38 @@ DATASETS = ("shakespeare", "wikitext2", "tinystories", "copy", "recall")
 
 @dataclass
 class DataConfig(_Section):
-    """Which corpus or task. ``dir: null`` means ``$SLIME_DATA_DIR``."""
+    """Which corpus or task. ``dir: null`` means ``$SLIME_DATA_DIR``.
+
+    ``name: text`` trains on your own text: ``path`` (a .txt file or a folder of them), tokenized by
+    ``tokenizer`` (``char``, ``bpe``, ``bpe:VOCAB`` or a tokenizer.json path), with the last
+    ``val_fraction`` of its characters held out; tokens are cached in ``cache_dir`` (null:
+    ``$SLIME_CACHE_DIR`` or ``~/.cache/slime/tokens``). See :mod:`slime.train.text`.
+    """
 
     SECTION: ClassVar[str] = "data"
 
-    name: Literal["shakespeare", "wikitext2", "tinystories", "copy", "recall"] = "recall"
+    name: Literal["shakespeare", "wikitext2", "tinystories", "copy", "recall", "text"] = "recall"
     dir: str | None = None
     task_vocab: int = field(default=16, metadata=bounds(4, 4096))
+    path: str | None = None
+    tokenizer: str = "char"
+    val_fraction: float = field(default=0.1, metadata=bounds(0.0, 0.999, lo_open=True))
+    cache_dir: str | None = None
+
+    def _check_relations(self) -> None:
+        if self.name == "text" and not self.path:
+            raise ConfigError("expected a .txt file or folder with name: text", "data.path")
+        if self.name != "text" and self.path is not None:
+            raise ConfigError(
+                f"expected null unless name is 'text' (name is {self.name!r})", "data.path"
+            )
+        parse_tokenizer_spec(self.tokenizer)
+        if self.name != "text" and self.tokenizer != "char":
+            raise ConfigError(
+                f"expected 'char': the built-in {self.name!r} data has its own vocabulary "
+                "(tokenizers apply to name: text)",
+                "data.tokenizer",
+            )
 
 
 @dataclass

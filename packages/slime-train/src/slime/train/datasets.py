@@ -23,6 +23,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 from slime.proto import DataError
+from slime.train.tokenizer import CharTokenizer
 from torch import Tensor
 
 __all__ = [
@@ -143,6 +144,11 @@ class CharCorpus:
                     f"{split} split has {tokens.numel()} tokens; expected more than block_size "
                     f"{block_size}"
                 )
+
+    @property
+    def tokenizer(self) -> CharTokenizer:
+        """The vocabulary as a :class:`~slime.train.tokenizer.CharTokenizer` (what a run records)."""
+        return CharTokenizer(self.itos)
 
     def encode(self, text: str) -> Tensor:
         """Text -> ``(N,)`` int64 token ids. Raises DataError on a character outside the vocab."""

@@ -1,0 +1,248 @@
+"""Tokenizers of text runs: characters, or any HF ``tokenizers`` tokenizer (byte-level BPE trained here).
+
+``data.tokenizer`` (``--tokenizer``) is one of
+
+- ``char``: the vocabulary is the sorted set of the corpus's characters (as the built-in corpora);
+- ``bpe`` or ``bpe:VOCAB``: a byte-level BPE (GPT-2's pre-tokenizer, all 256 bytes in the alphabet, so
+  every text encodes) trained with the HF ``tokenizers`` library on the training split, default
+  vocabulary :data:`DEFAULT_BPE_VOCAB`;
+- a path to a ``tokenizer.json``: an HF tokenizer file, or the ``slime-char`` file a char run writes.
+
+Every run directory records its tokenizer as ``tokenizer.json`` (:meth:`Tokenizer.save`), so a run
+can decode and encode text later (:func:`load_tokenizer`). A tokenizer's :attr:`~Tokenizer.identity`
+is the sha256 of its canonical serialisation: token caches are keyed by it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from slime.proto import ConfigError, DataError, shown
+
+__all__ = [
+    "DEFAULT_BPE_VOCAB",
+    "MAX_BPE_VOCAB",
+    "CharTokenizer",
+    "HFTokenizer",
+    "Tokenizer",
+    "load_tokenizer",
+    "parse_tokenizer_spec",
+    "train_bpe",
+]
+
+DEFAULT_BPE_VOCAB = 4096
+MIN_BPE_VOCAB = 256  # the byte alphabet
+MAX_BPE_VOCAB = 1 << 20
+CHAR_FORMAT = "slime-char"
+_BPE = re.compile(r"^bpe(?::(.*))?$")
+
+
+def parse_tokenizer_spec(spec: str, path: str = "data.tokenizer") -> tuple[str, int | None]:
+    """``"char"`` -> ``("char", None)``, ``"bpe[:N]"`` -> ``("bpe", N)``, else ``("file", None)``.
+
+    Raises:
+        ConfigError: ``bpe:`` followed by anything but an int in [256, 2**20].
+    """
+    if spec == "char":
+        return "char", None
+    match = _BPE.match(spec)
+    if match is None:
+        if not spec:
+            raise ConfigError("expected 'char', 'bpe', 'bpe:VOCAB' or a tokenizer.json path", path)
+        return "file", None
+    if match.group(1) is None:
+        return "bpe", DEFAULT_BPE_VOCAB
+    text = match.group(1)
+    if not text.isdigit() or not MIN_BPE_VOCAB <= int(text) <= MAX_BPE_VOCAB:
+        raise ConfigError(
+            f"expected bpe:VOCAB with VOCAB an integer in [{MIN_BPE_VOCAB}, {MAX_BPE_VOCAB}], "
+            f"got {shown(spec)}",
+            path,
+        )
+    return "bpe", int(text)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+class Tokenizer(ABC):
+    """Text <-> token ids; ``kind`` names the algorithm (``char``, ``bpe``, ...)."""
+
+    kind: str
+    vocab_size: int
+
+    @abstractmethod
+    def to_json(self) -> str:
+        """The canonical serialisation (what ``tokenizer.json`` holds)."""
+
+    @abstractmethod
+    def encode_array(self, text: str) -> np.ndarray:
+        """Text -> ``(N,)`` int64 ids. Raises DataError on text the tokenizer cannot encode."""
+
+    def encode_many(self, texts: list[str]) -> list[np.ndarray]:
+        """:meth:`encode_array` of each text (subclasses may batch)."""
+        return [self.encode_array(t) for t in texts]
+
+    @abstractmethod
+    def decode(self, ids: Iterable[int]) -> str:
+        """Token ids -> text."""
+
+    @property
+    def identity(self) -> str:
+        """sha256 of :meth:`to_json`: equal for equal tokenizers, whatever file they came from."""
+        return hashlib.sha256(self.to_json().encode("utf-8")).hexdigest()
+
+    def describe(self) -> str:
+        return f"{self.kind}, {self.vocab_size} tokens"
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write :meth:`to_json` to ``path`` (atomically); returns the path."""
+        path = Path(path)
+        _write_atomic(path, self.to_json())
+        return path
+
+
+class CharTokenizer(Tokenizer):
+    """One token per character; ``chars`` in id order (sorted for a vocabulary built from text)."""
+
+    kind = "char"
+
+    def __init__(self, chars: Iterable[str]) -> None:
+        self.itos = list(chars)
+        if not self.itos:
+            raise DataError("a character vocabulary needs at least one character")
+        if any(not isinstance(c, str) or len(c) != 1 for c in self.itos):
+            raise DataError("a character vocabulary holds single characters only")
+        if len(set(self.itos)) != len(self.itos):
+            raise DataError("a character vocabulary lists a character twice")
+        self.vocab_size = len(self.itos)
+        codes = np.array([ord(c) for c in self.itos], dtype=np.int64)
+        self._order = np.argsort(codes)
+        self._sorted = codes[self._order]
+
+    @classmethod
+    def from_text(cls, text: str) -> CharTokenizer:
+        return cls(sorted(set(text)))
+
+    def to_json(self) -> str:
+        return json.dumps({"type": CHAR_FORMAT, "version": 1, "vocab": self.itos})
+
+    def encode_array(self, text: str) -> np.ndarray:
+        codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(
+            np.int64
+        )
+        where = np.searchsorted(self._sorted, codes).clip(max=len(self._sorted) - 1)
+        known = self._sorted[where] == codes
+        if not known.all():
+            bad = chr(int(codes[np.argmin(known)]))
+            raise DataError(f"character {bad!r} is not in the run's character vocabulary")
+        return self._order[where]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        try:
+            return "".join(self.itos[int(i)] for i in ids)
+        except IndexError:
+            raise DataError(
+                f"a token id is outside the vocabulary [0, {self.vocab_size})"
+            ) from None
+
+
+class HFTokenizer(Tokenizer):
+    """A tokenizer of the HF ``tokenizers`` library; ``kind`` is its model type, lower case
+    (``bpe``, ``wordpiece``, ``unigram``, ``wordlevel``).
+
+    Special tokens are neither added when encoding nor dropped when decoding: the ids are the text's.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        model = json.loads(tokenizer.to_str()).get("model") or {}
+        self.kind = str(model.get("type", "unknown")).lower()
+        self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+        if self.vocab_size < 1:
+            raise DataError("the tokenizer has an empty vocabulary")
+
+    def to_json(self) -> str:
+        return self.tokenizer.to_str()
+
+    def encode_array(self, text: str) -> np.ndarray:
+        return self.encode_many([text])[0]
+
+    def encode_many(self, texts: list[str]) -> list[np.ndarray]:
+        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
+        return [np.asarray(e.ids, dtype=np.int64) for e in encodings]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
+
+
+def train_bpe(chunks: Iterable[str], vocab_size: int, *, length: int | None = None) -> HFTokenizer:
+    """A byte-level BPE with at most ``vocab_size`` tokens trained on the texts ``chunks``.
+
+    Fewer tokens result when the text has no more pairs to merge (a small or repetitive corpus).
+    """
+    from tokenizers import Tokenizer as HF
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    tokenizer = HF(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte: any text encodes
+        special_tokens=[],
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(chunks, trainer, length=length)
+    return HFTokenizer(tokenizer)
+
+
+def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
+    """A tokenizer file: the ``slime-char`` JSON of a char run, or any HF ``tokenizer.json``.
+
+    Raises:
+        DataError: the file is missing, unreadable, or does not parse as either.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(
+            f"tokenizer file {str(path)!r} does not exist (expected 'char', 'bpe', 'bpe:VOCAB' "
+            "or a tokenizer.json)"
+        )
+    try:
+        text = path.read_bytes().decode("utf-8")
+        data = json.loads(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        message = " ".join(str(exc).split())
+        raise DataError(f"tokenizer file {str(path)!r} does not parse as JSON: {message}") from None
+    if isinstance(data, dict) and data.get("type") == CHAR_FORMAT:
+        vocab = data.get("vocab")
+        if data.get("version") != 1 or not isinstance(vocab, list):
+            raise DataError(f"tokenizer file {str(path)!r}: expected version 1 and a 'vocab' list")
+        try:
+            return CharTokenizer(vocab)
+        except DataError as exc:
+            raise DataError(f"tokenizer file {str(path)!r}: {exc}") from None
+    from tokenizers import Tokenizer as HF
+
+    try:
+        tokenizer = HF.from_str(text)
+    except Exception as exc:  # tokenizers raises a bare Exception; re-typed, not hidden
+        message = " ".join(str(exc).split())
+        raise DataError(
+            f"tokenizer file {str(path)!r} is not a tokenizers JSON file: {message}"
+        ) from None
+    return HFTokenizer(tokenizer)
