@@ -28,8 +28,10 @@ from slime.train.fitness import masked_loss_contributions as masked_loss_contrib
 from slime.train.lifecycle import Lifecycle as Lifecycle
 from slime.train.lifecycle import LossGate as LossGate
 from slime.train.lifecycle import lifecycle_phase as lifecycle_phase
+from slime.train.loader import apply_overrides as apply_overrides
 from slime.train.loader import config_from_dict as config_from_dict
 from slime.train.loader import load_config as load_config
+from slime.train.loader import parse_overrides as parse_overrides
 from slime.train.loader import preset_names as preset_names
 from slime.train.loader import save_config as save_config
 from slime.train.optim import PoolOptimizer as PoolOptimizer
@@ -46,17 +48,25 @@ from slime.train.tasks import RecallTask as RecallTask
 from slime.train.tasks import parity_classification as parity_classification
 from slime.train.tasks import sine_regression as sine_regression
 from slime.train.tasks import xor_classification as xor_classification
+from slime.train.text import TextCorpus as TextCorpus
+from slime.train.text import load_text as load_text
+from slime.train.tokenizer import CharTokenizer as CharTokenizer
+from slime.train.tokenizer import HFTokenizer as HFTokenizer
+from slime.train.tokenizer import Tokenizer as Tokenizer
+from slime.train.tokenizer import load_tokenizer as load_tokenizer
 from slime.train.trainer import Trainer as Trainer
 
 __all__ = [
     "GPT",
     "CharCorpus",
+    "CharTokenizer",
     "CopyTask",
     "DataConfig",
     "Dataset",
     "FitnessConfig",
     "FitnessTracker",
     "GradientMonitor",
+    "HFTokenizer",
     "Lifecycle",
     "LifecycleConfig",
     "LossGate",
@@ -69,8 +79,11 @@ __all__ = [
     "RunDir",
     "SLOConfig",
     "StepProfile",
+    "TextCorpus",
+    "Tokenizer",
     "TrainConfig",
     "Trainer",
+    "apply_overrides",
     "build_dataset",
     "build_model",
     "capture_rng",
@@ -83,8 +96,11 @@ __all__ = [
     "load_checkpoint",
     "load_config",
     "load_corpus",
+    "load_text",
+    "load_tokenizer",
     "masked_loss_contributions",
     "parity_classification",
+    "parse_overrides",
     "preset_names",
     "profile_steps",
     "resolve_data_dir",

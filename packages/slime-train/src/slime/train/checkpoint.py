@@ -204,7 +204,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`; tensors come back on the CPU.
 
     Args:
-        path: a checkpoint folder, or a run directory (its latest checkpoint).
+        path: a checkpoint folder (``step_*``, or any folder holding a ``state.json``, such as a
+            copy kept as a run's ``best/``), or a run directory (its latest checkpoint).
 
     Returns:
         The state tree, plus ``"step"`` and ``"folder"`` (the checkpoint folder, a Path, where the
@@ -214,7 +215,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         CheckpointError: missing, truncated, tampered-with or foreign files.
     """
     path = Path(path)
-    if not _NAME.match(path.name):
+    if not _NAME.match(path.name) and not (path / "state.json").is_file():
         latest = latest_checkpoint(path)
         if latest is None:
             raise CheckpointError(f"no checkpoint in {str(path / 'checkpoints')!r}")

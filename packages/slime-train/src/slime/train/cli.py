@@ -1,6 +1,7 @@
 """The ``slime`` command.
 
-``slime train`` is built in. Other packages add subcommands through the entry-point group
+``slime train``, ``slime sample`` and ``slime eval`` are built in (the last two in
+:mod:`slime.train.use`). Other packages add subcommands through the entry-point group
 ``slime.commands`` (slime-tools adds ``visualize``, ``export`` and ``package``) without this package
 importing them: an entry point named ``NAME`` resolves to a callable ``fn(argv: list[str]) -> int``
 that parses its own arguments (``slime NAME ARGS...`` calls ``fn(ARGS)``) and returns an exit status.
@@ -9,6 +10,7 @@ that parses its own arguments (``slime NAME ARGS...`` calls ``fn(ARGS)``) and re
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
@@ -17,9 +19,13 @@ from pathlib import Path
 import torch
 from slime.proto import ConfigError, SlimeError
 from slime.train.build import build_dataset, resolve_device
-from slime.train.loader import load_config, preset_names, save_config
+from slime.train.config import DATASETS
+from slime.train.datasets import Dataset
+from slime.train.loader import load_config, parse_overrides, preset_names, save_config
 from slime.train.rundir import RunDir
+from slime.train.tokenizer import parse_tokenizer_spec
 from slime.train.trainer import Trainer
+from slime.train.use import DATA_FILE, TOKENIZER_FILE, data_changes, eval_command, sample_command
 
 __all__ = ["main", "train_command"]
 
@@ -37,7 +43,13 @@ def _train_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--data",
-        help="dataset: shakespeare, wikitext2, tinystories, copy, recall (overrides config)",
+        help=f"dataset: {', '.join(DATASETS)}, or a .txt file or folder of .txt files (the last "
+        "data.val_fraction of its characters held out, default 0.1; overrides config)",
+    )
+    parser.add_argument(
+        "--tokenizer",
+        help="for --data PATH: char (default), bpe[:VOCAB] (byte-level BPE trained on the "
+        "training split, VOCAB default 4096) or a tokenizer.json file (sets data.tokenizer)",
     )
     parser.add_argument("--data-dir", help="folder of the corpora (default: $SLIME_DATA_DIR)")
     parser.add_argument("--model", choices=("slime", "baseline"), help="overrides model.kind")
@@ -60,6 +72,12 @@ def _train_parser() -> argparse.ArgumentParser:
         help="compile and replay forward and backward as CUDA graphs (sets train.compile and "
         "train.cuda_graphs)",
     )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="SECTION.KEY=VALUE",
+        help="config overrides, e.g. train.lr=3e-4 model.n_layer=8 (values read as YAML)",
+    )
     return parser
 
 
@@ -78,24 +96,74 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict]:
     if args.model is not None:
         changes["model"]["kind"] = args.model
     if args.data is not None:
-        changes["data"]["name"] = args.data
+        changes["data"].update(data_changes(args.data))
+    if args.tokenizer is not None:
+        kind, _ = parse_tokenizer_spec(args.tokenizer, "--tokenizer")
+        spec = args.tokenizer
+        if kind == "file":  # the run must find it from anywhere
+            spec = str(Path(spec).expanduser().resolve())
+        changes["data"]["tokenizer"] = spec
+    overrides = parse_overrides(args.overrides)
+    for section, values in overrides.items():
+        for key, value in values.items():
+            if key in changes.get(section, {}):
+                raise ConfigError("set both by an option and by an override", f"{section}.{key}")
+            if section == "data" and key == "path" and isinstance(value, str):
+                value = str(Path(value).expanduser().resolve())
+            changes.setdefault(section, {})[key] = value
     return changes
+
+
+def _record_data(run: RunDir, dataset: Dataset) -> None:
+    """Write the run's tokenizer (and, for text, where the text came from) into the run directory,
+    so ``slime sample`` and ``slime eval`` decode and encode as the run did."""
+    tokenizer = getattr(dataset, "tokenizer", None)
+    if tokenizer is None:  # synthetic tasks: token ids, no text
+        return
+    tokenizer.save(run.path / TOKENIZER_FILE)
+    source = getattr(dataset, "source", None)
+    if source is not None:
+        record = {
+            "path": str(source.path),
+            "files": len(source.files),
+            "sha256": source.sha256,
+            "chars": source.chars,
+            "val_fraction": dataset.val_fraction,
+            "cut": dataset.cut,
+            "tokens": {split: len(tokens) for split, tokens in dataset.splits.items()},
+            "tokenizer": tokenizer.identity,
+        }
+        (run.path / DATA_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
 def train_command(argv: list[str]) -> int:
     """``slime train``: returns 0 when the run completed, 1 when the non-finite policy stopped it."""
-    args = _train_parser().parse_args(argv)
+    args = _train_parser().parse_intermixed_args(argv)
     progress = None if args.quiet else sys.stderr
     if args.resume is not None:
         if not (Path(args.resume) / "config.yaml").is_file():  # refuse before creating anything
             raise ConfigError(f"{args.resume} is not a run directory (no config.yaml)", "--resume")
-        run = RunDir(args.resume)
-        cfg = load_config(run.config_path)
         if args.model is not None or args.data is not None or args.seed is not None:
             raise ConfigError("a resumed run keeps its model, data and seed", "--resume")
-        cfg = cfg.replace(**_overrides(args))
+        if args.tokenizer is not None:
+            raise ConfigError("a resumed run keeps its tokenizer", "--resume")
+        changes = _overrides(args)
+        for key in ("model", "data"):
+            if changes.get(key):
+                raise ConfigError(f"a resumed run keeps its {key} section", key)
+        if "seed" in changes["train"]:
+            raise ConfigError("a resumed run keeps its seed", "train.seed")
+        run = RunDir(args.resume)
+        cfg = load_config(run.config_path).replace(**changes)
         save_config(cfg, run.config_path)
-        dataset = build_dataset(cfg.data, cfg.model.block_size, args.data_dir)
+        recorded = run.path / TOKENIZER_FILE
+        dataset = build_dataset(
+            cfg.data,
+            cfg.model.block_size,
+            args.data_dir,
+            tokenizer=recorded if cfg.data.name == "text" and recorded.is_file() else None,
+            progress=progress,
+        )
         trainer = Trainer.resume(
             run, dataset, cfg, device=resolve_device(cfg.train.device), progress=progress
         )
@@ -103,9 +171,12 @@ def train_command(argv: list[str]) -> int:
             print(f"no committed checkpoint in {run.path}: restarting from step 0 with its config")
     else:
         cfg = load_config(args.config).replace(**_overrides(args))
-        dataset = build_dataset(cfg.data, cfg.model.block_size, args.data_dir)
+        dataset = build_dataset(cfg.data, cfg.model.block_size, args.data_dir, progress=progress)
+        if hasattr(dataset, "describe"):
+            print(dataset.describe())
         device = resolve_device(cfg.train.device)
         run = RunDir.create(args.out, f"{cfg.model.kind}-{cfg.data.name}")
+        _record_data(run, dataset)
         trainer = Trainer(cfg, dataset, run_dir=run, device=device, progress=progress)
     if cfg.train.cpu_threads is not None:
         # Process-wide; set here, at the application's edge, not inside the library.
@@ -120,14 +191,24 @@ def train_command(argv: list[str]) -> int:
         files += ", model/"
     print(f"results: {run.path} ({files})")
     plugins = {ep.name for ep in entry_points(group=GROUP)}
+    if (run.path / TOKENIZER_FILE).is_file():
+        print(f"next: slime sample {run.path}  |  slime eval {run.path}")
     if cfg.model.kind == "slime" and {"visualize", "export"} <= plugins:  # slime-tools installed
         print(f"next: slime visualize {run.path}  |  slime export {run.path} --format onnx")
     return 0 if summary["status"] == "completed" else 1
 
 
+BUILTIN: dict[str, Command] = {
+    "train": train_command,
+    "sample": sample_command,
+    "eval": eval_command,
+}
+
+
 def commands() -> dict[str, Command]:
-    """Every subcommand: ``train`` and those registered in the ``slime.commands`` group."""
-    found: dict[str, Command] = {"train": train_command}
+    """Every subcommand: the built-in ``train``, ``sample`` and ``eval``, and those registered in
+    the ``slime.commands`` group."""
+    found: dict[str, Command] = dict(BUILTIN)
     for ep in entry_points(group=GROUP):
         if ep.name not in found:
             found[ep.name] = ep.load()
@@ -141,7 +222,7 @@ def _usage(names: Sequence[str]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``slime`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    available = sorted({"train", *(ep.name for ep in entry_points(group=GROUP))})
+    available = sorted({*BUILTIN, *(ep.name for ep in entry_points(group=GROUP))})
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage(available))
         return 0 if argv else 2
@@ -149,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in available:
         print(f"slime: unknown command {name!r}; expected one of {available}", file=sys.stderr)
         return 2
-    command = train_command if name == "train" else commands()[name]
+    command = BUILTIN[name] if name in BUILTIN else commands()[name]
     try:
         status = command(rest)
     except SlimeError as exc:

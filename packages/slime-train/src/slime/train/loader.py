@@ -16,6 +16,7 @@ import dataclasses
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,14 @@ import yaml
 from slime.proto import ConfigError, shown
 from slime.train.config import SECTIONS, RunConfig
 
-__all__ = ["config_from_dict", "load_config", "preset_names", "save_config"]
+__all__ = [
+    "apply_overrides",
+    "config_from_dict",
+    "load_config",
+    "parse_overrides",
+    "preset_names",
+    "save_config",
+]
 
 
 def preset_names() -> list[str]:
@@ -171,3 +179,46 @@ def save_config(config: RunConfig, path: str | os.PathLike[str]) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
     os.replace(tmp, path)
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Dotted overrides -> changes: ``["train.lr=3e-4", "model.n_layer=8"]`` gives
+    ``{"train": {"lr": 0.0003}, "model": {"n_layer": 8}}``.
+
+    Each value is read as a YAML 1.2 scalar (or flow list) by the config loader's rules (``1e-3`` is a
+    float, ``yes`` a string, an empty value null); types and ranges are checked when the changes are
+    applied (:func:`apply_overrides`).
+
+    Raises:
+        ConfigError: not ``SECTION.KEY=VALUE``, an unknown section or key (named), a key given twice,
+            or a value that is not YAML.
+    """
+    changes: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, equals, text = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not equals or not dot or not section or not name:
+            raise ConfigError(f"expected an override SECTION.KEY=VALUE, got {shown(item)}")
+        if section not in SECTIONS:
+            raise ConfigError(f"unknown section; expected one of {sorted(SECTIONS)}", section)
+        known = {f.name for f in dataclasses.fields(SECTIONS[section])}
+        if name not in known:
+            raise ConfigError(f"unknown key; expected one of {sorted(known)}", key)
+        if name in changes.get(section, {}):
+            raise ConfigError("given twice; expected one value per key", key)
+        try:
+            value = _parse(text, f"override {key}={shown(text)}")
+        except ConfigError as exc:  # PyYAML's messages span lines: one line at the CLI
+            raise ConfigError(" ".join(str(exc).split())) from None
+        changes.setdefault(section, {})[name] = value
+    return changes
+
+
+def apply_overrides(config: RunConfig, items: Sequence[str]) -> RunConfig:
+    """``config`` with the dotted overrides ``items`` (see :func:`parse_overrides`) applied and
+    validated as a YAML file's values are.
+
+    Raises:
+        ConfigError: see :func:`parse_overrides`; a value of the wrong type or out of range.
+    """
+    return config.replace(**parse_overrides(items))

@@ -1,0 +1,434 @@
+"""Use a trained run: ``slime sample`` (generate text) and ``slime eval`` (held-out loss).
+
+Both read a run directory written by ``slime train``: its ``config.yaml``, its ``tokenizer.json``
+(every text run records one: a char vocabulary or an HF tokenizer), and its weights, taken from
+
+1. ``best/`` when it exists (a model directory written by ``save_pretrained``, or a checkpoint
+   folder of :mod:`slime.train.checkpoint`);
+2. else ``model/`` (the final model of a slime run, ``SlimeModel.from_pretrained``);
+3. else the latest committed checkpoint in ``checkpoints/`` (baseline runs, interrupted runs).
+
+``slime eval`` reports two measurements of the held-out split:
+
+- the whole split, deterministically: consecutive non-overlapping windows of ``block_size`` tokens
+  (each token but the first is predicted once, with the context since its window began), giving the
+  loss in nats per token, the perplexity, and bits per character (the total nats over the predicted
+  tokens / ln 2 / the number of characters of the split's decoded text);
+- on the run's own data, the trainer's estimate recomputed: the mean loss over the same
+  ``train.eval_iters`` batches of ``train.batch_size`` random windows that
+  :meth:`slime.train.trainer.Trainer.evaluate` draws (generator seeded ``train.seed + 4``), which
+  equals the run's logged ``val_loss`` for the same weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from slime.core import SlimeModel
+from slime.proto import CheckpointError, ConfigError, DataError, PoolError
+from slime.train.build import build_dataset, build_model, resolve_device
+from slime.train.checkpoint import latest_checkpoint, load_checkpoint
+from slime.train.config import DATASETS, RunConfig
+from slime.train.datasets import Dataset
+from slime.train.loader import load_config
+from slime.train.tokenizer import Tokenizer, load_tokenizer
+from torch import Tensor, nn
+
+__all__ = [
+    "LoadedModel",
+    "data_changes",
+    "eval_command",
+    "heldout_metrics",
+    "load_run_model",
+    "open_run",
+    "run_tokenizer",
+    "sample_command",
+    "trainer_val_loss",
+]
+
+TOKENIZER_FILE = "tokenizer.json"
+DATA_FILE = "data.json"
+
+
+def data_changes(value: str) -> dict[str, Any]:
+    """``--data VALUE`` as changes of the ``data`` section: a built-in name, else a text path
+    (made absolute, so the run finds it from anywhere)."""
+    if value in DATASETS:
+        return {"name": value, "path": None}
+    return {"name": "text", "path": str(Path(value).expanduser().resolve())}
+
+
+def open_run(path: str) -> tuple[Path, RunConfig]:
+    """A run directory and its config.
+
+    Raises:
+        CheckpointError: ``path`` is not a run directory (no config.yaml).
+    """
+    run = Path(path)
+    if not (run / "config.yaml").is_file():
+        raise CheckpointError(f"{str(run)!r} is not a run directory (no config.yaml)")
+    return run, load_config(run / "config.yaml")
+
+
+def run_tokenizer(run: Path, cfg: RunConfig) -> Tokenizer:
+    """The tokenizer a run recorded.
+
+    Raises:
+        CheckpointError: the run has none (a run on a synthetic task, which has no text).
+    """
+    file = run / TOKENIZER_FILE
+    if not file.is_file():
+        what = "a synthetic task with no text" if cfg.data.name in ("copy", "recall") else "data"
+        raise CheckpointError(
+            f"{str(run)!r} has no {TOKENIZER_FILE} (it trained on {cfg.data.name!r}, {what}); "
+            "sample and eval need a run on text"
+        )
+    try:
+        return load_tokenizer(file)
+    except DataError as exc:
+        raise CheckpointError(str(exc)) from None
+
+
+@dataclass
+class LoadedModel:
+    """A run's model in eval mode, where it came from, and the training step of its weights."""
+
+    model: nn.Module
+    source: Path
+    step: int | None
+
+
+def _from_checkpoint(folder: Path, cfg: RunConfig, device: torch.device) -> LoadedModel:
+    state = load_checkpoint(folder)
+    tensors = state.get("model")
+    if not isinstance(tensors, dict) or not isinstance(tensors.get("wte.weight"), Tensor):
+        raise CheckpointError(f"{str(folder)!r} holds no model weights ('wte.weight' missing)")
+    vocab = cfg.model.vocab_size or int(tensors["wte.weight"].shape[0])
+    model = build_model(
+        cfg.model,
+        vocab,
+        device=device,
+        generator=torch.Generator().manual_seed(0),  # every weight is then loaded
+        max_archive_size=cfg.lifecycle.max_archive_size,
+    )
+    try:
+        model.load_state_dict(tensors)
+    except (RuntimeError, PoolError, ConfigError) as exc:
+        message = " ".join(str(exc).split())[:300]
+        raise CheckpointError(
+            f"{str(folder)!r} does not fit the model of the run's config.yaml: {message}"
+        ) from None
+    return LoadedModel(model.eval(), folder, int(state["step"]))
+
+
+def _from_model_dir(folder: Path, device: torch.device, step: int | None) -> LoadedModel:
+    model = SlimeModel.from_pretrained(folder, device=device)
+    return LoadedModel(model.eval(), folder, step)
+
+
+def _summary_steps(run: Path) -> int | None:
+    try:
+        steps = json.loads((run / "summary.json").read_text("utf-8")).get("steps")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None
+    return steps if isinstance(steps, int) else None
+
+
+def load_run_model(run: Path, cfg: RunConfig, device: torch.device) -> LoadedModel:
+    """The run's weights: ``best/``, else ``model/``, else the latest checkpoint (module docstring).
+
+    Raises:
+        CheckpointError: none of them exists, or the one found is damaged or does not fit.
+    """
+    best = run / "best"
+    if (best / "config.json").is_file():
+        return _from_model_dir(best, device, None)
+    if (best / "state.json").is_file():
+        return _from_checkpoint(best, cfg, device)
+    if (run / "model" / "config.json").is_file():
+        return _from_model_dir(run / "model", device, _summary_steps(run))
+    latest = latest_checkpoint(run)
+    if latest is not None:
+        return _from_checkpoint(latest, cfg, device)
+    raise CheckpointError(
+        f"{str(run)!r} holds no model: no best/, no model/ and no committed checkpoint in "
+        "checkpoints/ (did the run finish a checkpoint interval?)"
+    )
+
+
+def _vocab(model: nn.Module) -> int:
+    return int(model.wte.weight.shape[0])
+
+
+def _check_vocab(tokenizer: Tokenizer, loaded: LoadedModel) -> None:
+    if tokenizer.vocab_size > _vocab(loaded.model):
+        raise CheckpointError(
+            f"the run's {TOKENIZER_FILE} has {tokenizer.vocab_size} tokens but the model in "
+            f"{str(loaded.source)!r} only {_vocab(loaded.model)}"
+        )
+
+
+def _autocast(cfg: RunConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    if cfg.train.amp and device.type == "cuda":  # as the trainer evaluates
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _device(value: str | None, cfg: RunConfig) -> torch.device:
+    if value is not None:
+        try:
+            cfg = cfg.replace(train={"device": value})
+        except ConfigError as exc:
+            raise ConfigError(str(exc).removeprefix("train.device: "), "--device") from None
+    return resolve_device(cfg.train.device)
+
+
+# -- slime sample -------------------------------------------------------------------------------
+
+
+def _sample_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="slime sample",
+        description="Print text sampled from a run's model (best/, else model/, else the latest "
+        "checkpoint), decoded with the run's tokenizer.",
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR")
+    parser.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    parser.add_argument("--tokens", type=int, default=200, help="tokens to generate (default 200)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="> 0 (default 1.0)")
+    parser.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: the run's)")
+    return parser
+
+
+def sample_command(argv: list[str]) -> int:
+    """``slime sample RUN_DIR``: prints the prompt and its sampled continuation to stdout."""
+    args = _sample_parser().parse_args(argv)
+    if args.tokens < 1:
+        raise ConfigError(f"expected at least 1 token, got {args.tokens}", "--tokens")
+    if not math.isfinite(args.temperature) or args.temperature <= 0:
+        raise ConfigError(f"expected a finite value > 0, got {args.temperature}", "--temperature")
+    if args.top_k is not None and args.top_k < 1:
+        raise ConfigError(f"expected at least 1, got {args.top_k}", "--top-k")
+    if args.seed < 0:
+        raise ConfigError(f"expected a seed >= 0, got {args.seed}", "--seed")
+    run, cfg = open_run(args.run_dir)
+    tokenizer = run_tokenizer(run, cfg)
+    device = _device(args.device, cfg)
+    loaded = load_run_model(run, cfg, device)
+    _check_vocab(tokenizer, loaded)
+    try:
+        prompt = tokenizer.encode_array(args.prompt)
+    except DataError as exc:
+        raise DataError(f"the prompt {args.prompt!r} does not encode: {exc}") from None
+    if prompt.size == 0:
+        raise DataError(f"the prompt {args.prompt!r} encodes to no tokens; pass a --prompt")
+    idx = torch.from_numpy(prompt).to(device)[None, :]
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    with _autocast(cfg, device):
+        out = loaded.model.generate(
+            idx, args.tokens, temperature=args.temperature, top_k=args.top_k, generator=generator
+        )
+    step = f" (step {loaded.step})" if loaded.step is not None else ""
+    print(f"sampled from {loaded.source}{step}", file=sys.stderr)
+    sys.stdout.write(tokenizer.decode(out[0].tolist()) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+# -- slime eval ---------------------------------------------------------------------------------
+
+
+def _tokens(dataset: Dataset, split: str) -> np.ndarray:
+    tokens = dataset.splits[split]
+    return tokens.numpy() if isinstance(tokens, Tensor) else tokens
+
+
+@torch.no_grad()
+def heldout_metrics(
+    model: nn.Module,
+    tokens: np.ndarray,
+    tokenizer: Tokenizer,
+    *,
+    block_size: int,
+    batch_size: int,
+    device: torch.device,
+    autocast: contextlib.AbstractContextManager | None = None,
+) -> dict[str, float]:
+    """Loss over a whole token stream in consecutive non-overlapping windows of ``block_size``.
+
+    Returns:
+        ``loss`` (mean nats per predicted token), ``perplexity``, ``bits_per_char`` (total nats /
+        ln 2 / characters of the decoded text), ``tokens`` (predicted: all but the first) and
+        ``chars``.
+    """
+    n = len(tokens)
+    if n < 2:
+        raise DataError(f"the held-out split has {n} tokens; expected at least 2")
+    model.eval()
+    windows = [(s, min(s + block_size, n - 1)) for s in range(0, n - 1, block_size)]
+    full = [s for s, e in windows if e - s == block_size]
+    total = torch.zeros((), dtype=torch.float64)
+
+    def score(idx: np.ndarray, targets: np.ndarray) -> None:
+        nonlocal total
+        x = torch.from_numpy(idx.astype(np.int64)).to(device)
+        y = torch.from_numpy(targets.astype(np.int64)).to(device)
+        with autocast or contextlib.nullcontext():
+            logits = model(x)[0]
+        nats = F.cross_entropy(
+            logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1), reduction="sum"
+        )
+        total += nats.double().cpu()
+
+    offsets = np.arange(block_size + 1)
+    for i in range(0, len(full), batch_size):
+        rows = tokens[np.asarray(full[i : i + batch_size])[:, None] + offsets]
+        score(rows[:, :-1], rows[:, 1:])
+    start, end = windows[-1]
+    if end - start != block_size:  # the last, shorter window
+        score(tokens[start:end][None, :], tokens[start + 1 : end + 1][None, :])
+    predicted = n - 1
+    chars = sum(
+        len(tokenizer.decode(tokens[i : i + (1 << 20)].tolist())) for i in range(0, n, 1 << 20)
+    )
+    nats = float(total)
+    return {
+        "loss": nats / predicted,
+        "perplexity": math.exp(min(nats / predicted, 700.0)),
+        "bits_per_char": nats / math.log(2) / max(chars, 1),
+        "tokens": predicted,
+        "chars": chars,
+    }
+
+
+@torch.no_grad()
+def trainer_val_loss(
+    model: nn.Module, dataset: Dataset, cfg: RunConfig, device: torch.device
+) -> float:
+    """The trainer's ``val_loss`` for ``model``: the windows of :meth:`Trainer.evaluate`'s ``val``
+    pass (``train.eval_iters`` batches of ``train.batch_size``, generator ``train.seed + 4``)."""
+    model.eval()
+    generator = torch.Generator().manual_seed(cfg.train.seed + 3 + 1)  # split offset 1: val
+    losses = []
+    for _ in range(cfg.train.eval_iters):
+        idx, targets = dataset.batch("val", cfg.train.batch_size, generator)
+        with _autocast(cfg, device):
+            losses.append(model(idx.to(device), targets.to(device))[1])
+    return torch.stack(losses).mean().item()
+
+
+def _eval_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="slime eval",
+        description="Print a run's held-out loss, perplexity and bits per character.",
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR")
+    parser.add_argument(
+        "--data",
+        help="evaluate on the held-out split of this .txt file or folder (same split rule, the "
+        "run's tokenizer) or built-in corpus instead of the run's data",
+    )
+    parser.add_argument("--data-dir", help="folder of the built-in corpora (default: as trained)")
+    parser.add_argument("--batch-size", type=int, help="windows per forward (default: the run's)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: the run's)")
+    parser.add_argument("--quiet", action="store_true", help="no encoding progress")
+    return parser
+
+
+def _recorded_val_loss(run: Path, step: int | None) -> float | None:
+    if step is None or not (run / "metrics.jsonl").is_file():
+        return None
+    found = None
+    for line in (run / "metrics.jsonl").read_text("utf-8").splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            record = json.loads(line)
+            if record.get("kind") == "eval" and record.get("step") == step:
+                found = record.get("val_loss")
+    return found if isinstance(found, float) else None
+
+
+def _check_same_data(run: Path, dataset: Dataset) -> None:
+    """Refuse to report the run's held-out loss on text that changed since it trained."""
+    file = run / DATA_FILE
+    source = getattr(dataset, "source", None)
+    if source is None or not file.is_file():
+        return
+    try:
+        recorded = json.loads(file.read_text("utf-8"))["sha256"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{str(file)!r} is damaged: {exc}") from None
+    if recorded != source.sha256:
+        raise DataError(
+            f"{str(source.path)!r} changed since the run trained on it (sha256 {source.sha256[:12]}"
+            f", recorded {str(recorded)[:12]}); pass --data {source.path} to evaluate on it anyway"
+        )
+
+
+def eval_command(argv: list[str]) -> int:
+    """``slime eval RUN_DIR``: prints held-out loss, perplexity and bits per character."""
+    args = _eval_parser().parse_args(argv)
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ConfigError(f"expected at least 1, got {args.batch_size}", "--batch-size")
+    run, cfg = open_run(args.run_dir)
+    tokenizer = run_tokenizer(run, cfg)
+    own = args.data is None
+    data = cfg.data if own else dataclasses.replace(cfg.data, **data_changes(args.data))
+    progress = None if args.quiet else sys.stderr
+    file = run / TOKENIZER_FILE if data.name == "text" else None
+    dataset = build_dataset(
+        data, cfg.model.block_size, args.data_dir, tokenizer=file, progress=progress
+    )
+    if data.name != "text" and dataset.tokenizer.identity != tokenizer.identity:
+        raise DataError(
+            f"the {data.name!r} corpus's characters differ from the vocabulary in the run's "
+            f"{TOKENIZER_FILE}"
+        )
+    if own:
+        _check_same_data(run, dataset)
+    device = _device(args.device, cfg)
+    loaded = load_run_model(run, cfg, device)
+    _check_vocab(tokenizer, loaded)
+    metrics = heldout_metrics(
+        loaded.model,
+        _tokens(dataset, "val"),
+        tokenizer,
+        block_size=cfg.model.block_size,
+        batch_size=args.batch_size or cfg.train.batch_size,
+        device=device,
+        autocast=_autocast(cfg, device),
+    )
+    step = f" (step {loaded.step})" if loaded.step is not None else ""
+    print(f"model: {loaded.source}{step}")
+    if hasattr(dataset, "describe"):
+        print(dataset.describe())
+    else:
+        print(f"data: {data.name}, its val split")
+    print(
+        f"whole held-out split, windows of {cfg.model.block_size}: {metrics['tokens']:,} tokens "
+        f"predicted, {metrics['chars']:,} characters"
+    )
+    print(f"val loss: {metrics['loss']:.6f} nats/token")
+    print(f"perplexity: {metrics['perplexity']:.4f}")
+    print(f"bits per character: {metrics['bits_per_char']:.6f}")
+    if own:
+        estimate = trainer_val_loss(loaded.model, dataset, cfg, device)
+        recorded = _recorded_val_loss(run, loaded.step)
+        note = f" (logged at step {loaded.step}: {recorded:.6f})" if recorded is not None else ""
+        print(
+            f"trainer's val loss ({cfg.train.eval_iters} x {cfg.train.batch_size} random windows, "
+            f"seed {cfg.train.seed + 4}): {estimate:.6f}{note}"
+        )
+    return 0

@@ -1,0 +1,401 @@
+"""`slime train --data PATH`, `slime sample`, `slime eval` and dotted overrides, end to end.
+
+A few-hundred-KB text file outside the repository trains the `tiny` preset for a dozen steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from slime.train import cli
+from slime.train import text as text_module
+from slime.train.tokenizer import CharTokenizer, HFTokenizer, load_tokenizer
+from slime.train.use import heldout_metrics, load_run_model, open_run
+
+WORDS = (
+    "the quick brown fox jumps over a lazy dog while seven birds sing of morning light and "
+    "rain falls softly on the old stone bridge"
+).split()
+
+
+def prose(chars: int, seed: int = 0) -> str:
+    """Deterministic sentences of common words, about ``chars`` characters (as test_text's)."""
+    rng = random.Random(seed)
+    lines, n = [], 0
+    while n < chars:
+        line = " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 12))).capitalize() + "."
+        lines.append(line)
+        n += len(line) + 1
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A folder with ``data.txt`` (~300 KB); the token cache lives in it for the whole module."""
+    root = tmp_path_factory.mktemp("use")
+    (root / "data.txt").write_text(prose(300_000), encoding="utf-8")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SLIME_CACHE_DIR", str(root / "cache"))
+        yield root
+
+
+def _train(space: Path, out: str, *args: str) -> Path:
+    argv = ["train", "--config", "tiny", "--data", str(space / "data.txt"), "--quiet"]
+    assert cli.main([*argv, "--out", str(space / out), *args]) == 0
+    (run,) = (space / out).iterdir()
+    return run
+
+
+@pytest.fixture(scope="module")
+def char_run(space: Path) -> Path:
+    return _train(space, "char", "--tokenizer", "char")
+
+
+@pytest.fixture(scope="module")
+def bpe_run(space: Path) -> Path:
+    return _train(space, "bpe", "--tokenizer", "bpe:4096", "--model", "baseline")
+
+
+def _summary(run: Path) -> dict:
+    return json.loads((run / "summary.json").read_text())
+
+
+def _value(out: str, label: str) -> float:
+    match = re.search(rf"^{re.escape(label)}: ([0-9.]+)", out, re.MULTILINE)
+    assert match, f"{label!r} not in {out!r}"
+    return float(match.group(1))
+
+
+def _one_error(capsys: pytest.CaptureFixture[str], command: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert err.startswith(f"slime {command}: error: ")
+    return err
+
+
+# -- train ---------------------------------------------------------------------------------------
+
+
+def test_a_char_run_records_its_vocabulary_and_data(space: Path, char_run: Path) -> None:
+    text = (space / "data.txt").read_text(encoding="utf-8")
+    tokenizer = load_tokenizer(char_run / "tokenizer.json")
+    assert isinstance(tokenizer, CharTokenizer) and tokenizer.itos == sorted(set(text))
+    data = json.loads((char_run / "data.json").read_text())
+    assert data["chars"] == len(text) and data["cut"] == int(0.9 * len(text))
+    config = yaml.safe_load((char_run / "config.yaml").read_text())["data"]
+    assert config["name"] == "text" and config["path"] == str(space / "data.txt")
+    assert config["tokenizer"] == "char" and config["val_fraction"] == 0.1
+    assert _summary(char_run)["status"] == "completed"
+
+
+def test_train_prints_the_split_rule(space: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _train(space, "split", "--steps", "2", "data.val_fraction=0.2")
+    out = capsys.readouterr().out
+    assert "held out: the last 20% of the characters (data.val_fraction)" in out
+    assert "next: slime sample" in out
+
+
+def test_a_bpe_run_records_its_tokenizer(bpe_run: Path) -> None:
+    tokenizer = load_tokenizer(bpe_run / "tokenizer.json")
+    assert isinstance(tokenizer, HFTokenizer) and tokenizer.kind == "bpe"
+    assert 256 < tokenizer.vocab_size <= 4096
+    assert yaml.safe_load((bpe_run / "config.yaml").read_text())["data"]["tokenizer"] == "bpe:4096"
+    assert _summary(bpe_run)["model"] == "baseline"
+
+
+def test_a_second_run_reuses_the_token_cache(
+    space: Path, char_run: Path, bpe_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = space / "cache"
+    stamps = {f: f.stat().st_mtime_ns for f in cache.iterdir()}
+
+    def fail(*args, **kwargs):
+        raise AssertionError("encoded again")
+
+    monkeypatch.setattr(text_module, "_encode_split", fail)
+    monkeypatch.setattr(text_module, "train_bpe", fail)
+    for out, tokenizer in (("again-char", "char"), ("again-bpe", "bpe:4096")):
+        run = _train(space, out, "--steps", "2", "--tokenizer", tokenizer)
+        assert (run / "tokenizer.json").read_bytes() == (
+            (char_run if tokenizer == "char" else bpe_run) / "tokenizer.json"
+        ).read_bytes()
+    assert {f: f.stat().st_mtime_ns for f in cache.iterdir()} == stamps
+
+
+def test_resuming_a_text_run_uses_its_recorded_tokenizer(
+    space: Path, bpe_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = space / "resumed"
+    shutil.copytree(bpe_run, run)
+    monkeypatch.setattr(text_module, "train_bpe", lambda *a, **k: pytest.fail("BPE retrained"))
+    assert cli.main(["train", "--resume", str(run), "--steps", "14", "--quiet"]) == 0
+    assert _summary(run)["steps"] == 14
+
+
+# -- sample --------------------------------------------------------------------------------------
+
+
+def test_sample_prints_text_in_the_files_alphabet(
+    space: Path, char_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    alphabet = set((space / "data.txt").read_text(encoding="utf-8"))
+    argv = ["sample", str(char_run), "--prompt", "The ", "--tokens", "300", "--seed", "1"]
+    assert cli.main(argv) == 0
+    captured = capsys.readouterr()
+    printed = captured.out.removesuffix("\n")
+    assert printed.startswith("The ") and len(printed) == 4 + 300
+    assert set(printed) <= alphabet
+    assert f"sampled from {char_run / 'model'} (step 12)" in captured.err
+    assert cli.main(argv) == 0 and capsys.readouterr().out.removesuffix("\n") == printed
+    assert cli.main([*argv[:-1], "2"]) == 0 and capsys.readouterr().out != printed + "\n"
+
+
+def test_sample_top_k_one_is_greedy(char_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    outs = []
+    for seed in ("1", "2"):
+        assert (
+            cli.main(["sample", str(char_run), "--tokens", "40", "--top-k", "1", "--seed", seed])
+            == 0
+        )
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1]
+
+
+def test_sample_decodes_with_a_bpe_run_from_its_checkpoint(
+    bpe_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["sample", str(bpe_run), "--prompt", "The quick", "--tokens", "20", "--top-k", "5"]
+    assert cli.main(argv) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("The quick")
+    assert "checkpoints/step_00000012 (step 12)" in captured.err  # a baseline run has no model/
+
+
+# -- eval ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["char", "bpe"])
+def test_eval_reproduces_the_trainers_held_out_loss(
+    request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str], which: str
+) -> None:
+    run = request.getfixturevalue(f"{which}_run")
+    data = json.loads((run / "data.json").read_text())
+    capsys.readouterr()
+    assert cli.main(["eval", str(run), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    trainer = re.search(
+        r"^trainer's val loss \(1 x 8 random windows, seed 1341\): ([0-9.]+)", out, re.M
+    )
+    assert trainer and float(trainer.group(1)) == pytest.approx(_summary(run)["val_loss"], abs=2e-6)
+    loss, bpc = _value(out, "val loss"), _value(out, "bits per character")
+    assert _value(out, "perplexity") == pytest.approx(math.exp(loss), rel=1e-4)
+    predicted = data["tokens"]["val"] - 1
+    chars = data["chars"] - data["cut"]  # both tokenizers decode the split to its own text
+    assert f"{predicted:,} tokens predicted, {chars:,} characters" in out
+    assert bpc == pytest.approx(loss * predicted / math.log(2) / chars, rel=1e-5)
+    assert abs(loss - float(trainer.group(1))) < 0.5  # all windows vs a sample of them
+
+
+def test_heldout_metrics_equal_the_models_own_loss_on_one_window(char_run: Path) -> None:
+    run, cfg = open_run(str(char_run))
+    loaded = load_run_model(run, cfg, torch.device("cpu"))
+    tokenizer = load_tokenizer(run / "tokenizer.json")
+    tokens = np.asarray(tokenizer.encode_array("The fox jumps over the old stone bridge."))
+    for n in (17, 11):  # one full window of block_size 16; one shorter window
+        part = tokens[:n]
+        got = heldout_metrics(
+            loaded.model, part, tokenizer, block_size=16, batch_size=4, device=torch.device("cpu")
+        )
+        x = torch.from_numpy(part[None, :-1].astype(np.int64))
+        y = torch.from_numpy(part[None, 1:].astype(np.int64))
+        with torch.no_grad():
+            expected = loaded.model(x, y)[1].item()
+        assert got["loss"] == pytest.approx(expected, rel=1e-5) and got["tokens"] == n - 1
+        assert got["chars"] == n
+    long = np.tile(tokens, 6)  # several windows, batched, plus a remainder
+    whole = heldout_metrics(
+        loaded.model, long, tokenizer, block_size=16, batch_size=3, device=torch.device("cpu")
+    )
+    nats = 0.0
+    for s in range(0, len(long) - 1, 16):
+        chunk = long[s : min(s + 17, len(long))]
+        x = torch.from_numpy(chunk[None, :-1].astype(np.int64))
+        y = torch.from_numpy(chunk[None, 1:].astype(np.int64))
+        with torch.no_grad():
+            nats += loaded.model(x, y)[1].item() * (len(chunk) - 1)
+    assert whole["loss"] == pytest.approx(nats / (len(long) - 1), rel=1e-5)
+
+
+def test_eval_prefers_best_over_the_final_model(
+    space: Path, char_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = space / "with-best"
+    shutil.copytree(char_run, run)
+    shutil.copytree(run / "checkpoints" / "step_00000006", run / "best")
+    logged = [
+        json.loads(line)
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+        if '"eval"' in line
+    ]
+    at_six = next(r["val_loss"] for r in logged if r["step"] == 6 and r["kind"] == "eval")
+    capsys.readouterr()
+    assert cli.main(["eval", str(run), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert f"model: {run / 'best'} (step 6)" in out
+    assert f"(logged at step 6: {at_six:.6f})" in out
+    estimate = re.search(r"seed 1341\): ([0-9.]+)", out)
+    assert estimate and float(estimate.group(1)) == pytest.approx(at_six, abs=2e-6)
+
+
+def test_eval_on_other_data_uses_its_held_out_split(
+    space: Path, char_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = space / "other.txt"
+    other.write_text(prose(20_000, seed=5), encoding="utf-8")
+    capsys.readouterr()
+    assert cli.main(["eval", str(char_run), "--data", str(other), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert f"data: {other} (" in out and "trainer's val loss" not in out
+    held = len(prose(20_000, seed=5)) - int(0.9 * len(prose(20_000, seed=5)))
+    assert f"{held - 1:,} tokens predicted, {held:,} characters" in out
+
+
+# -- overrides -----------------------------------------------------------------------------------
+
+
+def test_dotted_overrides_reach_the_config(space: Path) -> None:
+    run = _train(
+        space, "over", "train.lr=3e-4", "--steps", "2", "model.n_layer=2", "train.betas=[0.8, 0.9]"
+    )
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["train"]["lr"] == 3e-4 and config["train"]["steps"] == 2
+    assert config["model"]["n_layer"] == 2 and config["train"]["betas"] == [0.8, 0.9]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.lrr=1", "train.lrr: unknown key; expected one of ["),
+        ("optim.lr=1", "optim: unknown section; expected one of ["),
+        ("train.lr=fast", "train.lr: expected float, got 'fast'"),
+        ("train.lr=-1", "train.lr: expected a value > 0.0, got -1.0"),
+        ("train.lr", "expected an override SECTION.KEY=VALUE, got 'train.lr'"),
+        ("train.steps=3", "train.steps: set both by an option and by an override"),
+        ("model.n_layer=[1", "not valid YAML"),
+    ],
+)
+def test_bad_overrides_are_one_error(
+    space: Path, capsys: pytest.CaptureFixture[str], override: str, message: str
+) -> None:
+    argv = ["train", "--config", "tiny", "--steps", "2", "--out", str(space / "never"), override]
+    assert cli.main(argv) == 2
+    assert message in _one_error(capsys, "train")
+    assert not (space / "never").exists()
+
+
+def test_resume_refuses_overrides_of_model_and_data(
+    char_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["train", "--resume", str(char_run), "model.n_layer=3"]) == 2
+    assert "model: a resumed run keeps its model section" in _one_error(capsys, "train")
+
+
+# -- one line for each bad input -----------------------------------------------------------------
+
+
+def test_bad_data_is_one_error(space: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (space / "empty.txt").write_text("")
+    (space / "binary.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    (space / "latin1.txt").write_bytes("déjà vu ".encode("latin-1") * 100)
+    (space / "bad-tokenizer.json").write_text('{"model": ')
+    cases = [
+        (["--data", str(space / "missing.txt")], "missing.txt' does not exist"),
+        (["--data", str(space / "empty.txt")], "empty.txt' is empty"),
+        (["--data", str(space / "binary.txt")], "binary.txt' holds a NUL byte at offset 8"),
+        (["--data", str(space / "latin1.txt")], "latin1.txt' is not UTF-8 text (byte 1"),
+        (
+            ["--data", str(space / "data.txt"), "--tokenizer", str(space / "bad-tokenizer.json")],
+            "bad-tokenizer.json' does not parse as JSON",
+        ),
+        (
+            ["--data", str(space / "data.txt"), "--tokenizer", "bpe:x"],
+            "--tokenizer: expected bpe:VOCAB",
+        ),
+    ]
+    for args, message in cases:
+        argv = ["train", "--config", "tiny", "--quiet", "--out", str(space / "never"), *args]
+        assert cli.main(argv) == 2
+        assert message in _one_error(capsys, "train")
+    assert not (space / "never").exists()
+
+
+def test_runs_without_a_model_or_text_are_one_error(
+    space: Path, char_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bare = space / "bare"
+    shutil.copytree(char_run, bare, ignore=shutil.ignore_patterns("model", "step_*"))
+    task = space / "task"
+    task.mkdir()
+    (task / "config.yaml").write_text("data:\n  name: recall\n")
+    damaged = space / "damaged"
+    shutil.copytree(char_run, damaged)
+    (damaged / "tokenizer.json").write_text("[1, 2")
+    for command in ("sample", "eval"):
+        cases = [
+            (bare, "holds no model: no best/, no model/ and no committed checkpoint"),
+            (space, "is not a run directory (no config.yaml)"),
+            (task, "has no tokenizer.json (it trained on 'recall', a synthetic task"),
+            (damaged, "tokenizer.json' does not parse as JSON"),
+        ]
+        for run, message in cases:
+            assert cli.main([command, str(run)]) == 2
+            assert message in _one_error(capsys, command)
+
+
+def test_bad_sample_arguments_are_one_error(
+    char_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cases = [
+        (["--temperature", "0"], "--temperature: expected a finite value > 0, got 0.0"),
+        (["--top-k", "0"], "--top-k: expected at least 1, got 0"),
+        (["--tokens", "0"], "--tokens: expected at least 1 token, got 0"),
+        (
+            ["--prompt", "The \u2603"],
+            "character '\u2603' is not in the run's character vocabulary",
+        ),
+        (["--prompt", ""], "encodes to no tokens"),
+    ]
+    for args, message in cases:
+        assert cli.main(["sample", str(char_run), *args]) == 2
+        assert message in _one_error(capsys, "sample")
+
+
+def test_eval_refuses_text_that_changed_since_training(
+    space: Path, char_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = space / "changed"
+    shutil.copytree(char_run, run)
+    moved = space / "changed.txt"
+    moved.write_text(prose(30_000, seed=9), encoding="utf-8")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["data"]["path"] = str(moved)
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    assert cli.main(["eval", str(run), "--quiet"]) == 2
+    assert "changed since the run trained on it" in _one_error(capsys, "eval")
+
+
+def test_help_lists_sample_and_eval(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--help"]) == 0
+    usage = capsys.readouterr().out
+    assert "sample" in usage and "eval" in usage and "train" in usage
+    assert {"train", "sample", "eval"} <= set(cli.commands())
