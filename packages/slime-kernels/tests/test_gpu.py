@@ -148,6 +148,27 @@ def test_effective_rank_does_not_synchronise_with_the_host():
         torch.cuda.set_sync_debug_mode("default")
 
 
+def test_effective_rank_compiles_once_whatever_the_pool_size():
+    """The lifecycle calls it with the live count of a layer, which culls and births change: a
+    pool size must not pick a new kernel specialisation (it did through a buffer's alignment)."""
+    from slime.kernels import _triton_erank
+
+    caches = getattr(_triton_erank._erank_kernel, "device_caches", None)
+    if caches is None:
+        pytest.skip("this Triton keeps no per-device kernel cache to count")
+
+    def compiled() -> int:
+        return sum(len(cache[0]) for cache in caches.values())
+
+    m = fallback.correlation(torch.randn(4, 128, 64, device="cuda"))
+    _triton_erank.effective_rank(m, chunks=4)
+    before = compiled()
+    for pool in (1, 2, 3, 5, 6, 7):
+        m = fallback.correlation(torch.randn(pool, 128, 64, device="cuda"))
+        _triton_erank.effective_rank(m, chunks=4)
+    assert compiled() == before
+
+
 def test_effective_rank_is_deterministic_across_calls():
     m = fallback.correlation(torch.randn(64, 256, 64, device="cuda"))
     first = effective_rank(m)

@@ -249,12 +249,17 @@ def effective_rank(
     if pool == 0:
         return torch.zeros(0, dtype=torch.float32, device=m.device)
     # One zeroed buffer (one allocation, one memset): per-program scratch rows, then the result,
-    # then the chunk counters (int32, reinterpreted; they must start at zero).
+    # then the chunk counters (int32, reinterpreted; they must start at zero). Each part starts
+    # on a 16-byte boundary whatever the pool size: Triton specialises a kernel on its pointers'
+    # alignment, so an unaligned part would compile a second kernel for some pool sizes (it did,
+    # mid-run, when a cull changed the live count).
     row = 2 * bn + 4
-    buf = torch.zeros(pool * chunks * row + 2 * pool, dtype=torch.float32, device=m.device)
-    scratch = buf[: pool * chunks * row]
-    out = buf[pool * chunks * row : pool * chunks * row + pool]
-    count = buf[pool * chunks * row + pool :].view(torch.int32)
+    start = pool * chunks * row
+    counters = start + -(-pool // 4) * 4
+    buf = torch.zeros(counters + pool, dtype=torch.float32, device=m.device)
+    scratch = buf[:start]
+    out = buf[start : start + pool]
+    count = buf[counters:].view(torch.int32)
     _erank_kernel[(pool, chunks)](
         m, scratch, count, out, n, *m.stride(),
         BN=bn, CHUNKS=chunks, SHIFTS=shifts, ITERS=iters, num_warps=num_warps,
