@@ -47,11 +47,16 @@ def test_cuda_profile_reports_peak_memory_and_mfu() -> None:
         assert 0 < prof["mfu"] < 1
 
 
-def _cuda_trainer(kind: str, **train) -> Trainer:
+def _cuda_trainer(kind: str, observe_steps: int = 16, **train) -> Trainer:
     cfg = load_config("tiny").replace(
         model={"kind": kind, "kernel_backend": "auto", "head_dim": 16},
         train={"device": "cuda", "steps": 20, "log_interval": 10, "eval_interval": 20, **train},
-        lifecycle={"medium_interval": 10, "slow_interval": 20, "cull_fraction": 0.5},
+        lifecycle={
+            "medium_interval": 10,
+            "slow_interval": 20,
+            "cull_fraction": 0.5,
+            "observe_steps": observe_steps,
+        },
     )
     return Trainer(cfg, build_dataset(cfg.data, cfg.model.block_size))
 
@@ -127,4 +132,18 @@ def test_cuda_graph_steps_train_through_births_and_deaths() -> None:
     assert summary["status"] == "completed", summary["status"]
     assert trainer.lifecycle.births > 0 and trainer.lifecycle.deaths > 0
     assert summary["val_loss"] < before
+    torch._dynamo.reset()
+
+
+def test_cuda_graph_training_captures_one_forward_across_observation_windows() -> None:
+    """With ``train.cuda_graphs`` the tubes are fed every step, so the steps inside and outside
+    the observation window replay the same graph: no recompile (and no second graph pool)."""
+    torch._dynamo.reset()
+    trainer = _cuda_trainer("slime", observe_steps=3, compile=True, cuda_graphs=True)
+    trainer.fit(steps=2)
+    assert not trainer._observing(5) and trainer._observing(9)  # the window toggles below
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        summary = trainer.fit()
+    assert summary["status"] == "completed"
+    assert all(o.feeding_tubes for o in trainer.model.organisms)
     torch._dynamo.reset()

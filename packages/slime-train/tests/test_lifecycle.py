@@ -108,6 +108,17 @@ def test_medium_sets_every_pod_fitness_and_fills_the_archive() -> None:
         assert max(e.objective for e in organism.archive) == organism.fitness.max().item()
 
 
+def test_fitness_probes_run_in_the_given_autocast() -> None:
+    """The trainer passes its training autocast: the masked probe forwards run in bf16 there."""
+    life = _lifecycle()
+    dtypes: list[torch.dtype] = []
+    life.model.lm_head.register_forward_hook(lambda m, args, out: dtypes.append(out.dtype))
+    life.autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    life.medium(5, 1.0, _probe())
+    assert dtypes == [torch.bfloat16]  # one batched forward of the masked copies
+    assert {o.pod(s).fitness for o in life.model.organisms for s in o.live_slots()} != {0.0}
+
+
 def test_no_deaths_before_the_full_phase() -> None:
     life = _lifecycle(n_pods=4)
     life.medium(10, 1.0, _probe())

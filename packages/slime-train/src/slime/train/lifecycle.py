@@ -118,6 +118,9 @@ class Lifecycle:
         timer: ``timer(name)`` returns a context manager timing the named part (``measure``,
             ``fitness``, ``archive``, ``births``, ``cull``, ``budget``, ``analysis``); the trainer
             passes its own so profiles can say where lifecycle time goes.
+        autocast: returns the context the fitness probe forwards run in; the trainer passes its
+            training autocast, so pods are scored in the precision they train in (bf16 on a GPU:
+            the masked forwards are most of a medium event's device work).
     """
 
     def __init__(
@@ -127,8 +130,10 @@ class Lifecycle:
         fitness: FitnessTracker,
         *,
         timer: Callable[[str], contextlib.AbstractContextManager] = _untimed,
+        autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     ) -> None:
         self.model, self.cfg, self.fitness, self.timer = model, cfg, fitness, timer
+        self.autocast = autocast
         device = model.organisms[0].alive.device if model.organisms else None
         self.gate = LossGate(cfg.loss_gate_ratio, cfg.loss_ema_decay, device=device)
         self.births = 0
@@ -147,7 +152,7 @@ class Lifecycle:
         phase = lifecycle_phase(step, self.cfg)
         with self.timer("measure"):
             self.model.measure_behaviour(idx)
-        with self.timer("fitness"):
+        with self.timer("fitness"), self.autocast():
             scores = self.fitness.assess(self.model, idx, targets)
         added = 0
         with self.timer("archive"):

@@ -145,6 +145,7 @@ class Trainer:
                 cfg.lifecycle,
                 self.fitness,
                 timer=lambda name: self._timed(f"lifecycle/{name}"),
+                autocast=self._autocast,
             )
             if self.is_slime and cfg.lifecycle.enabled
             else None
@@ -217,8 +218,12 @@ class Trainer:
         if not self.model.training:  # every eval() here restores the whole tree at its root
             self.model.train()
         observing = self._observing(self.step + 1)
-        if self.is_slime and observing != self.model.organisms[0].feeding_tubes:
-            self.model.feed_tubes(observing)
+        # Replayed as CUDA graphs, the tubes cost no host time and nearly no device time, and a
+        # second forward variant would capture a second graph with its own memory pool: feed
+        # them every step (the ring then holds the same last steps at a medium event).
+        feeding = observing or self.cfg.train.cuda_graphs
+        if self.is_slime and feeding != self.model.organisms[0].feeding_tubes:
+            self.model.feed_tubes(feeding)
         if self.cfg.train.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are read
         with self._timed("forward"), self._autocast():
