@@ -81,9 +81,7 @@ class SavedArchive:
         if self.store_kind == PayloadStore.kind:
             if set(occupied) != set(self.genomes):
                 raise ArchiveError(f"{self.path}: occupied cells and stored genomes disagree")
-            payloads = PayloadStore()
-            payloads.payloads = dict(self.genomes)
-            return payloads
+            return PayloadStore.from_payloads(cells, self.genomes)
         for name, column in self.columns.items():
             if column.shape[:1] != (cells,):
                 shape = tuple(column.shape)

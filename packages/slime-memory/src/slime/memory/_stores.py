@@ -12,9 +12,11 @@ An archive picks the store from the first batch it is given:
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from slime.memory._payload import as_numbers, copy_payload
 from slime.proto import ArchiveError
@@ -42,6 +44,13 @@ class GenomeStore:
         ``source[i]``; where ``lost`` ``(C,)`` (None: nowhere), a cell loses its elite."""
         raise NotImplementedError
 
+    def stage_landing(
+        self, genomes: Any, target: np.ndarray, rows: np.ndarray, lost: np.ndarray | None
+    ) -> Any:
+        """:meth:`stage` with host indices (CPU archives): cell ``target[i]`` takes batch row
+        ``rows[i]`` (int64 arrays of the landing items only); cells ``lost`` lose their elite."""
+        raise NotImplementedError
+
     def apply(self, staged: Any) -> None:
         raise NotImplementedError
 
@@ -51,10 +60,48 @@ class GenomeStore:
 
 
 class PayloadStore(GenomeStore):
+    """Per-item payloads by cell.
+
+    A payload is copied when it lands (tensors cloned, detached), so later edits by the caller
+    cannot leak in. Two layouts hold the copies:
+
+    - *loose*: a dict cell -> deep-copied payload, for any ``to_dict()`` tree.
+    - *packed*: when every landing payload of a batch is a flat dict of the same str keys (in
+      the same order) whose values are plain ``torch.Tensor`` s of one shape, dtype and device
+      per key, the batch's rows are copied with one ``torch.stack`` per key into growable
+      ``(rows, ...)`` buffers shared by every payload of that layout. This is what keeps many
+      small payloads cheap: no per-item tensor allocation. Payloads above ``PACK_MAX_BYTES``
+      stay loose.
+
+    :meth:`get` answers the same for both (packed genomes come back as fresh tensors, the
+    loose ones as the stored objects); :attr:`payloads` materialises every genome, for saving.
+    """
+
     kind = "payloads"
 
-    def __init__(self) -> None:
-        self.payloads: dict[int, dict[str, Any]] = {}
+    def __init__(self, cells: int) -> None:
+        self.cells = cells
+        self._loose: dict[int, dict[str, Any]] = {}
+        self._packs: list[_Pack] = []
+        self._pack_ids: dict[tuple, int] = {}  # layout -> index into _packs
+        self._pack_of = np.full(cells, -1, dtype=np.int64)  # cell -> pack (-1: loose or empty)
+        self._row_of = np.zeros(cells, dtype=np.int64)  # cell -> row of its pack
+
+    @classmethod
+    def from_payloads(cls, cells: int, payloads: dict[int, dict[str, Any]]) -> PayloadStore:
+        """A store holding ``payloads`` (cell -> payload, taken as they are) loose."""
+        store = cls(cells)
+        store._loose = dict(payloads)
+        return store
+
+    @property
+    def payloads(self) -> dict[int, dict[str, Any]]:
+        """Every stored genome by cell; packed tensors are copied out one by one."""
+        found = dict(self._loose)
+        for cell in np.flatnonzero(self._pack_of >= 0).tolist():
+            pack, row = self._packs[self._pack_of[cell]], int(self._row_of[cell])
+            found[cell] = {key: pack.buffers[key][row].clone() for key in pack.keys}
+        return found
 
     def check_batch(self, genomes: Any, n: int) -> None:
         if isinstance(genomes, Mapping) or not isinstance(genomes, Sequence):
@@ -67,24 +114,156 @@ class PayloadStore(GenomeStore):
 
     def stage(self, genomes, cells, kept, source, lost):
         landing = torch.nonzero(kept).squeeze(1)
-        target, rows = torch.stack([cells[landing], source[landing]]).tolist()
-        removed = [] if lost is None else torch.nonzero(lost).squeeze(1).tolist()
+        target, rows = torch.stack([cells[landing], source[landing]]).cpu().numpy()
+        removed = None if lost is None else torch.nonzero(lost).squeeze(1).cpu().numpy()
+        return self.stage_landing(genomes, target, rows, removed)
+
+    def stage_landing(self, genomes, target, rows, lost):
+        removed = np.zeros(0, dtype=np.int64) if lost is None else lost
+        if target.shape[0] == 0:
+            return {}, None, removed
+        landing = [genomes[i] for i in rows.tolist()]
+        packed = _stack_flat(landing)
+        if packed is not None:
+            return {}, (target, *packed), removed
         added = {}
-        for cell, pos in zip(target, rows):
-            genome = genomes[pos]
+        for cell, pos, genome in zip(target.tolist(), rows.tolist(), landing):
             if not isinstance(genome, dict):
                 raise ArchiveError(f"genomes[{pos}] is a {type(genome).__name__}, not a dict")
             added[cell] = copy_payload(genome, f"genomes[{pos}]")
-        return added, removed
+        return added, None, removed
 
     def apply(self, staged) -> None:
-        added, removed = staged
-        for cell in removed:
-            del self.payloads[cell]
-        self.payloads.update(added)
+        added, packed, removed = staged
+        self._drop(removed)
+        if added:
+            self._drop(np.fromiter(added, dtype=np.int64, count=len(added)))
+            self._loose.update(added)
+        if packed is not None:
+            target, layout, values = packed
+            self._drop(target)
+            pack_id = self._pack_ids.get(layout)
+            if pack_id is None:
+                pack_id = self._pack_ids[layout] = len(self._packs)
+                self._packs.append(_Pack(values))
+            rows = self._packs[pack_id].put(values)
+            self._pack_of[target] = pack_id
+            self._row_of[target] = rows
+
+    def _drop(self, cells: np.ndarray) -> None:
+        """Forget the genomes of ``cells`` (int64 array; cells holding none are skipped)."""
+        if cells.shape[0] == 0:
+            return
+        if self._loose:
+            for cell in cells.tolist():
+                self._loose.pop(cell, None)
+        if self._packs:
+            pack_of = self._pack_of[cells]
+            held = pack_of >= 0
+            if held.any():
+                held_cells = cells[held]
+                if len(self._packs) == 1:
+                    self._packs[0].free.extend(self._row_of[held_cells].tolist())
+                else:
+                    held_packs = pack_of[held]
+                    for pack_id in np.unique(held_packs).tolist():
+                        mine = held_cells[held_packs == pack_id]
+                        self._packs[pack_id].free.extend(self._row_of[mine].tolist())
+                self._pack_of[held_cells] = -1
 
     def get(self, cells: list[int]) -> list[dict[str, Any]]:
-        return [self.payloads[c] for c in cells]
+        found: list[Any] = [None] * len(cells)
+        index = np.asarray(cells, dtype=np.int64)
+        pack_of = self._pack_of[index] if cells else index
+        for pack_id in np.unique(pack_of[pack_of >= 0]).tolist():
+            positions = np.flatnonzero(pack_of == pack_id)
+            pack = self._packs[pack_id]
+            rows = torch.from_numpy(self._row_of[index[positions]])
+            picked = {
+                key: buffer.index_select(0, rows.to(buffer.device)).unbind(0)
+                for key, buffer in pack.buffers.items()
+            }
+            for j, position in enumerate(positions.tolist()):
+                found[position] = {key: picked[key][j] for key in pack.keys}
+        for position in np.flatnonzero(pack_of < 0).tolist():
+            found[position] = self._loose[cells[position]]
+        return found
+
+
+class _Pack:
+    """Growable ``(rows, ...)`` buffers of one flat payload layout, with a free-row list."""
+
+    def __init__(self, values: dict[str, torch.Tensor]) -> None:
+        self.keys = tuple(values)
+        self.buffers = {key: v.new_empty((0, *v.shape[1:])) for key, v in values.items()}
+        self.on_cpu = all(v.device.type == "cpu" for v in values.values())
+        self.free: list[int] = []
+
+    def put(self, values: dict[str, torch.Tensor]) -> np.ndarray:
+        """Store the ``(k, ...)`` rows of ``values`` in free rows; returns those rows."""
+        count = next(iter(values.values())).shape[0]
+        if len(self.free) < count:
+            size = next(iter(self.buffers.values())).shape[0]
+            grown = max(2 * size, size + count - len(self.free), 16)
+            self.buffers = {
+                key: torch.cat([b, b.new_empty((grown - size, *b.shape[1:]))])
+                for key, b in self.buffers.items()
+            }
+            self.free.extend(range(grown - 1, size - 1, -1))
+        rows = np.array(self.free[len(self.free) - count :], dtype=np.int64)
+        del self.free[len(self.free) - count :]
+        index = torch.from_numpy(rows)
+        for key, value in values.items():
+            buffer = self.buffers[key]
+            buffer.index_copy_(0, index if self.on_cpu else index.to(buffer.device), value)
+        return rows
+
+
+_DTYPE = operator.attrgetter("dtype")
+
+PACK_MAX_BYTES = 1024
+"""Largest flat payload (bytes of its tensors) that is packed. Beyond it a payload's own clone
+costs about what packing does, and packing's growing buffers would only add copies."""
+
+
+def _stack_flat(payloads: list[Any]) -> tuple[tuple, dict[str, torch.Tensor]] | None:
+    """``(layout, {key: (n, ...) stacked copy})`` when ``payloads`` are flat dicts of the same
+    str keys, in the same order, holding plain tensors of one shape, dtype and device per key,
+    at most :data:`PACK_MAX_BYTES` per payload; None otherwise (the caller then copies payload
+    by payload, which also reports the bad ones)."""
+    first = payloads[0]
+    if type(first) is not dict or not first:
+        return None
+    keys = tuple(first)
+    if set(map(type, payloads)) != {dict} or set(map(len, payloads)) != {len(keys)}:
+        return None
+    if len(keys) > 1 and not all(tuple(p) == keys for p in payloads):
+        return None
+    values = {}
+    layout = []
+    row_bytes = 0
+    for key in keys:
+        if type(key) is not str:
+            return None
+        try:
+            column = list(map(operator.itemgetter(key), payloads))
+        except KeyError:
+            return None
+        if set(map(type, column)) != {torch.Tensor}:
+            return None
+        head = column[0]
+        if len(set(map(_DTYPE, column))) != 1 or head.layout != torch.strided:
+            return None  # stack would promote mixed dtypes
+        row_bytes += head.numel() * head.element_size()
+        if row_bytes > PACK_MAX_BYTES:
+            return None
+        try:
+            stacked = torch.stack(column)
+        except RuntimeError:  # shapes or devices differ
+            return None
+        values[key] = stacked.detach() if stacked.requires_grad else stacked
+        layout.append((key, stacked.shape[1:], stacked.dtype, stacked.device))
+    return tuple(layout), values
 
 
 class ColumnStore(GenomeStore):
@@ -115,17 +294,27 @@ class ColumnStore(GenomeStore):
                 raise ArchiveError(
                     f"genome column {name!r} has shape {tuple(column.shape)}; expected ({n}, ...)"
                 )
-        if self.columns:
+        if self.columns and not self._same_layout(genomes):
             expected = {k: (tuple(v.shape[1:]), v.dtype) for k, v in self.columns.items()}
             got = {k: (tuple(v.shape[1:]), v.dtype) for k, v in genomes.items()}
-            if got != expected:
-                raise ArchiveError(f"genome columns {got} differ from the archive's {expected}")
+            raise ArchiveError(f"genome columns {got} differ from the archive's {expected}")
+
+    def _same_layout(self, genomes: Mapping[str, torch.Tensor]) -> bool:
+        """Whether ``genomes`` has the stored columns' names, row shapes and dtypes."""
+        if len(genomes) != len(self.columns):
+            return False
+        for name, column in genomes.items():
+            stored = self.columns.get(name)
+            if (
+                stored is None
+                or stored.dtype != column.dtype
+                or stored.shape[1:] != column.shape[1:]
+            ):
+                return False
+        return True
 
     def stage(self, genomes, cells, kept, source, lost):
-        buffers = self.columns or {
-            name: torch.zeros((self.cells, *c.shape[1:]), dtype=c.dtype, device=self.device)
-            for name, c in genomes.items()
-        }
+        buffers = self.columns or self._new_buffers(genomes)
         if not self.sync_free:
             # Copy only the rows that land (finding them is free on the host).
             landing = torch.nonzero(kept).squeeze(1)
@@ -145,6 +334,21 @@ class ColumnStore(GenomeStore):
                 values[name] = torch.where(mask, new, old)
         return buffers, cells, values
 
+    def stage_landing(self, genomes, target, rows, lost):
+        buffers = self.columns or self._new_buffers(genomes)
+        cells, source = torch.from_numpy(target), torch.from_numpy(rows)
+        values = {
+            name: as_numbers(column, self.device).index_select(0, source)
+            for name, column in genomes.items()
+        }
+        return buffers, cells, values
+
+    def _new_buffers(self, genomes: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {
+            name: torch.zeros((self.cells, *c.shape[1:]), dtype=c.dtype, device=self.device)
+            for name, c in genomes.items()
+        }
+
     def apply(self, staged) -> None:
         buffers, cells, values = staged
         self.columns = buffers
@@ -163,4 +367,4 @@ def store_for(genomes: Any, cells: int, device: torch.device) -> GenomeStore:
     """The store matching the form of a first batch of genomes."""
     if isinstance(genomes, Mapping):
         return ColumnStore(cells, device)
-    return PayloadStore()
+    return PayloadStore(cells)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from slime.memory import _persist
 from slime.memory._insertion import (
@@ -150,6 +151,11 @@ class Archive:
         bounds = torch.tensor(self._ranges, dtype=torch.float64, device=self._device)
         self._lower, self._upper = bounds[:, 0], bounds[:, 1]
         self._store: GenomeStore | None = None  # chosen by the first batch's genome form
+        # On the CPU a batch is worked out in numpy on views of the state (see _add_on_host):
+        # at small batches torch's per-operation dispatch cost, not arithmetic, dominates.
+        self._host = self._device.type == "cpu"
+        self._lower_np, self._upper_np = np.array(self._ranges, dtype=np.float64).T
+        self._all_cells = np.arange(cells)
         self.clear()
 
     # ---- geometry -------------------------------------------------------------------------
@@ -200,11 +206,21 @@ class Archive:
         """
         descriptors = self._as_descriptors(descriptors, "descriptors")
         raise_first_non_finite(torch.isfinite(descriptors).all(dim=1), "descriptors")
+        if self._host:
+            return torch.from_numpy(self._host_cell_index(descriptors.numpy()))
         return self._cell_index(descriptors)
 
     def _cell_index(self, descriptors: torch.Tensor) -> torch.Tensor:
         """``(n, k)`` finite float64 on the archive's device -> ``(n,)`` int64 cells."""
         raise NotImplementedError(f"{type(self).__name__} must define _cell_index")
+
+    def _host_cell_index(self, descriptors: np.ndarray) -> np.ndarray:
+        """:meth:`_cell_index` for a CPU archive in numpy: ``(n, k)`` float64 -> ``(n,)`` int64.
+
+        Subclasses override it with the same arithmetic in numpy; this default goes through
+        the tensor version (zero-copy views both ways).
+        """
+        return self._cell_index(torch.from_numpy(descriptors)).numpy()
 
     # ---- insertion ------------------------------------------------------------------------
 
@@ -240,6 +256,8 @@ class Archive:
         if n == 0:
             empty = torch.zeros(0, device=self._device)
             return AddResult(status=empty.to(torch.int32), value=empty.to(torch.float64))
+        if self._host:
+            return self._add_on_host(store, genomes, objectives.numpy(), descriptors.numpy())
         check_finite(objectives, descriptors)  # the one host sync every batch pays
         cells, inverse = self._touched_cells(self._cell_index(descriptors))
         before = self._state.index_select(0, cells)  # (m, 3 + k)
@@ -283,6 +301,84 @@ class Archive:
             self._state[:, _OCC].masked_fill_(evicted, 0.0)
             self._state[:, _THR].masked_fill_(evicted, self._threshold_min)
         return AddResult(status=status, value=value)
+
+    def _add_on_host(
+        self, store: GenomeStore, genomes: Any, objectives: np.ndarray, descriptors: np.ndarray
+    ) -> AddResult:
+        """:meth:`add` for a CPU archive, step for step the tensor version in numpy.
+
+        ``objectives`` ``(n,)`` and ``descriptors`` ``(n, k)`` are float64 views of the checked
+        batch; the state is updated in place through a numpy view of ``_state``.
+        """
+        n = objectives.shape[0]
+        finite = np.isfinite(objectives) & np.isfinite(descriptors).all(axis=1)
+        if not finite.all():
+            raise_first_non_finite(torch.from_numpy(finite), "objectives/descriptors")
+        item_cells = self._host_cell_index(descriptors)
+        state = self._state.numpy()  # shares memory with self._state
+        if self._cells <= 2 * n:  # work on every cell: no sort, column views
+            cells, inverse = self._all_cells, item_cells
+            occupied, threshold = state[:, _OCC] > 0, state[:, _THR]
+        else:
+            cells, inverse = _host_unique(item_cells)
+            occupied, threshold = state[cells, _OCC] > 0, state[cells, _THR]
+        m = cells.shape[0]
+        item_occupied = occupied[inverse]
+        item_threshold = threshold[inverse]
+        can_insert = objectives > item_threshold
+        status = np.where(can_insert, np.where(item_occupied, 1, 2), 0).astype(np.int32)
+        empty_base = 0.0 if self._threshold_min == -math.inf else self._threshold_min
+        value = objectives - np.where(item_occupied, item_threshold, empty_base)
+
+        # best_per_cell: the best insertable objective per cell, the earliest item holding it.
+        key = np.where(can_insert, objectives, -np.inf)
+        best = np.full(m, -np.inf)
+        np.maximum.at(best, inverse, key)
+        candidate = np.where(can_insert & (key == best[inverse]), np.arange(n), n)
+        first = np.full(m, n, dtype=np.int64)
+        np.minimum.at(first, inverse, candidate)
+        lands = np.flatnonzero(first < n)  # touched cells receiving an elite
+        if self._threshold_min != -math.inf:
+            threshold = _host_cma_mae_thresholds(
+                inverse, objectives, can_insert, threshold, self._learning_rate, m
+            )
+        else:
+            threshold = best
+        # The landing cells' new rows; every other cell keeps its row.
+        land_cells, rows = cells[lands], first[lands]
+        new = np.empty((lands.shape[0], state.shape[1]))
+        new[:, _OBJ] = best[lands]
+        new[:, _THR] = threshold[lands]
+        new[:, _OCC] = 1.0
+        new[:, _DESC:] = descriptors[rows]
+
+        evicted = lost = None
+        kept_cells, kept_rows = land_cells, rows
+        if self._max_size < self._cells:
+            whole = state.copy()
+            whole[land_cells] = new
+            newcomer = np.zeros(self._cells, dtype=bool)
+            newcomer[land_cells] = ~occupied[lands]
+            evicted = eviction_mask(
+                torch.from_numpy(whole[:, _OBJ]),
+                torch.from_numpy(whole[:, _OCC] > 0),
+                torch.from_numpy(newcomer),
+                self._max_size,
+            ).numpy()
+            lost = np.flatnonzero(evicted & (state[:, _OCC] > 0))
+            stays = ~evicted[land_cells]
+            kept_cells, kept_rows = land_cells[stays], rows[stays]
+            # Items whose cell was evicted in this very batch report status 0.
+            status[evicted[item_cells]] = 0
+
+        staged = store.stage_landing(genomes, kept_cells, kept_rows, lost)  # may raise
+        store.apply(staged)
+        self._store = store
+        state[land_cells] = new
+        if evicted is not None:
+            state[evicted, _OCC] = 0.0
+            state[evicted, _THR] = self._threshold_min
+        return AddResult(status=torch.from_numpy(status), value=torch.from_numpy(value))
 
     def _touched_cells(self, item_cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``m`` cells a batch works on and each item's position among them ``(n,)``.
@@ -542,6 +638,35 @@ class Archive:
             as_numbers(objectives, self._device, torch.float64),
             as_numbers(descriptors, self._device, torch.float64),
         )
+
+
+def _host_unique(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_inverse=True)`` for a non-empty int64 ``(n,)`` array, without
+    its wrapper's overhead (which is most of the cost at small ``n``)."""
+    order = values.argsort()
+    ordered = values[order]
+    starts = np.empty(values.shape[0], dtype=bool)
+    starts[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
+    inverse = np.empty(values.shape[0], dtype=np.int64)
+    inverse[order] = starts.cumsum() - 1
+    return ordered[starts], inverse
+
+
+def _host_cma_mae_thresholds(
+    inverse: np.ndarray,
+    objectives: np.ndarray,
+    can_insert: np.ndarray,
+    current: np.ndarray,
+    learning_rate: float,
+    m: int,
+) -> np.ndarray:
+    """:func:`~slime.memory._insertion.cma_mae_thresholds` in numpy (CPU archives)."""
+    weight = can_insert.astype(np.float64)
+    count = np.bincount(inverse, weights=weight, minlength=m)
+    total = np.bincount(inverse, weights=objectives * weight, minlength=m)
+    keep = (1.0 - learning_rate) ** count
+    return keep * current + (total / np.maximum(count, 1.0)) * (1.0 - keep)
 
 
 def _check_ranges(ranges: Sequence[tuple[float, float]], owner: str) -> list[tuple[float, float]]:

@@ -105,10 +105,15 @@ class CVTArchive(Archive):
         )[0]
         return np.asarray(found, dtype=np.float64)
 
+    def _host_cell_index(self, descriptors: np.ndarray) -> np.ndarray:
+        if self._tree is not None:
+            _, nearest = self._tree.query(descriptors)
+            return np.asarray(nearest, dtype=np.int64).reshape(-1)
+        return super()._host_cell_index(descriptors)
+
     def _cell_index(self, descriptors: torch.Tensor) -> torch.Tensor:
         if self._tree is not None:
-            _, nearest = self._tree.query(descriptors.numpy())
-            return torch.from_numpy(np.asarray(nearest, dtype=np.int64)).reshape(-1)
+            return torch.from_numpy(self._host_cell_index(descriptors.numpy()))
         # cdist's default turns distances into a matrix product above 25 rows, which cancels
         # catastrophically far from the origin (points 0.1 apart at 1e6 swap their nearest
         # centroid); direct differences are exact enough and cheap for descriptor dims.

@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from slime.memory.archive import MAX_ARCHIVE_SIZE, Archive
 from slime.proto import ConfigError
@@ -67,6 +68,10 @@ class GridArchive(Archive):
         self._first, self._last = torch.zeros_like(self._dims_t), self._dims_t - 1
         strides = [math.prod(dims[i + 1 :]) for i in range(len(dims))]
         self._strides = torch.tensor(strides, dtype=torch.int64, device=self.device)
+        self._dims_np = np.array(dims, dtype=np.float64)
+        self._width_np = self._upper_np - self._lower_np
+        self._last_np = self._dims_np - 1
+        self._strides_np = np.array(strides, dtype=np.int64)
 
     @property
     def dims(self) -> list[int]:
@@ -77,6 +82,13 @@ class GridArchive(Archive):
         position = (self._dims_t * (descriptors - self._lower) + self._epsilon) / self._width
         grid = position.clamp_(min=self._first, max=self._last).long()
         return (grid * self._strides).sum(dim=1)  # row-major; int64 matmul is CPU-only
+
+    def _host_cell_index(self, descriptors: np.ndarray) -> np.ndarray:
+        # The same operations in numpy (IEEE float64 both ways, so the same cells).
+        position = (self._dims_np * (descriptors - self._lower_np) + self._epsilon) / self._width_np
+        np.maximum(position, 0.0, out=position)
+        np.minimum(position, self._last_np, out=position)
+        return position.astype(np.int64) @ self._strides_np
 
     def _config(self) -> dict[str, Any]:
         return {"dims": list(self._dims), "epsilon": self._epsilon}
