@@ -20,14 +20,15 @@ def _installed(dist):
 
 # The GPU machine imports slime from packages/*/src without installing it: no entry points there.
 @pytest.mark.skipif(not _installed("slime-tools"), reason="slime-tools is not installed")
-def test_entry_points_name_the_three_subcommands():
+def test_entry_points_name_the_four_subcommands():
     found = {ep.name: ep.load() for ep in importlib.metadata.entry_points(group="slime.commands")}
     assert found["visualize"] is cli.visualize_command
     assert found["export"] is cli.export_command
     assert found["package"] is cli.package_command
+    assert found["inspect"] is cli.inspect_command
 
 
-@pytest.mark.parametrize("name", ["visualize", "export", "package"])
+@pytest.mark.parametrize("name", ["visualize", "export", "package", "inspect"])
 def test_help_exits_zero_and_names_the_slime_subcommand(name, capsys):
     assert cli.COMMANDS[name](["--help"]) == 0
     assert capsys.readouterr().out.startswith(f"usage: slime {name}")
@@ -106,7 +107,10 @@ def test_module_entry_dispatches_to_the_command(capsys):
 
 def test_module_entry_rejects_an_unknown_command(capsys):
     assert cli.main(["train"]) == 2
-    assert "expected a command (visualize, export, package), got 'train'" in capsys.readouterr().err
+    assert (
+        "expected a command (visualize, export, package, inspect), got 'train'"
+        in capsys.readouterr().err
+    )
 
 
 def test_python_dash_m_slime_tools_runs_a_command():

@@ -8,6 +8,7 @@ best, capacity, statistics) lives here, on the archive's device.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -430,6 +431,67 @@ class Archive:
             e.cell: e for e in self._elites(sorted({c for c, f in zip(cell_list, flags) if f}))
         }
         return occupied, [found.get(c) for c in cell_list]
+
+    def where(
+        self,
+        low: Sequence[float | None] | torch.Tensor | None = None,
+        high: Sequence[float | None] | torch.Tensor | None = None,
+    ) -> list[Elite]:
+        """The elites whose descriptors lie in the box ``low <= descriptor <= high`` (inclusive).
+
+        One mask over every cell, computed on the archive's device; only the matching elites
+        come to the host (one transfer), as :meth:`__iter__` yields them: ascending cell order,
+        genomes included.
+
+        Args:
+            low: ``k`` lower bounds (a sequence or a ``(k,)`` tensor); None, or an entry that is
+                None or ``-inf``, leaves that side open.
+            high: ``k`` upper bounds, likewise open with None or ``+inf``.
+
+        Raises:
+            ArchiveError: a bound of another length than ``k``, an entry that is NaN or not a
+                number, or ``low[i] > high[i]`` (each naming the offending value).
+        """
+        lows = self._box_side(low, "low", -math.inf)
+        highs = self._box_side(high, "high", math.inf)
+        for i, (a, b) in enumerate(zip(lows, highs)):
+            if a > b:
+                raise ArchiveError(f"where: low[{i}] = {a!r} is above high[{i}] = {b!r}")
+        box = torch.tensor([lows, highs], dtype=torch.float64, device=self._device)
+        descriptors = self._descriptors
+        inside = ((descriptors >= box[0]) & (descriptors <= box[1])).all(dim=1)
+        cells = torch.nonzero(inside & self._occupied).squeeze(1).tolist()
+        return self._elites(cells)
+
+    def _box_side(self, bound: Any, name: str, open_value: float) -> list[float]:
+        """One side of a :meth:`where` box as ``k`` floats (None entries -> ``open_value``)."""
+        k = self.descriptor_dim
+        if bound is None:
+            return [open_value] * k
+        if isinstance(bound, torch.Tensor):
+            if bound.dim() != 1 or bound.is_complex():
+                raise ArchiveError(
+                    f"where: {name} must be {k} real numbers, got a tensor of shape "
+                    f"{tuple(bound.shape)}"
+                )
+            bound = bound.tolist()
+        if isinstance(bound, str | bytes) or not isinstance(bound, Sequence):
+            raise ArchiveError(f"where: {name} must be {k} numbers, got {bound!r}")
+        if len(bound) != k:
+            raise ArchiveError(
+                f"where: {name} has {len(bound)} entries, expected {k} (one per descriptor)"
+            )
+        side = []
+        for i, value in enumerate(bound):
+            if value is None:
+                side.append(open_value)
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ArchiveError(f"where: {name}[{i}] is {value!r}, not a number")
+            if math.isnan(value):
+                raise ArchiveError(f"where: {name}[{i}] is NaN")
+            side.append(float(value))
+        return side
 
     def sample_elites(self, n: int, generator: torch.Generator) -> list[Elite]:
         """``n`` elites drawn uniformly with replacement; the same generator state, the same draw.

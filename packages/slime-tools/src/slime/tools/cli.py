@@ -1,4 +1,4 @@
-"""The ``slime visualize``, ``slime export`` and ``slime package`` subcommands.
+"""The ``slime visualize``, ``slime export``, ``slime package`` and ``slime inspect`` subcommands.
 
 Each is a ``(argv) -> int`` callable registered in the ``slime.commands`` entry-point group, so
 slime-train's ``slime`` command dispatches to it without importing slime.tools; ``python -m
@@ -14,7 +14,14 @@ from collections.abc import Callable, Sequence
 
 from slime.proto import SlimeError
 
-__all__ = ["COMMANDS", "export_command", "main", "package_command", "visualize_command"]
+__all__ = [
+    "COMMANDS",
+    "export_command",
+    "inspect_command",
+    "main",
+    "package_command",
+    "visualize_command",
+]
 
 
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace | int:
@@ -120,10 +127,42 @@ def package_command(argv: Sequence[str] | None = None) -> int:
     return _run(parser.prog, action)
 
 
+def inspect_command(argv: Sequence[str] | None = None) -> int:
+    """``slime inspect RUN_DIR [--where "name<x,name>=y,..."]``."""
+    from slime.core import DESCRIPTOR_NAMES
+    from slime.tools.query import format_report, inspect_run, parse_conditions
+
+    parser = argparse.ArgumentParser(
+        prog="slime inspect",
+        description="List the live pods (layer, slot, descriptors, fitness) and the archive "
+        "elites (layer, cell, descriptors, objective) of a run's saved model whose behaviour "
+        "satisfies every condition. The archives index only the first k descriptors; a "
+        "condition on another one filters the live pods only.",
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory holding model/")
+    parser.add_argument(
+        "--where",
+        metavar="CONDITIONS",
+        help="comma-separated name<x, name<=x, name>x or name>=x with name one of "
+        f"{', '.join(DESCRIPTOR_NAMES)}, e.g. 'attention_distance<0.3,activation_sparsity<0.4' "
+        "(default: everything)",
+    )
+    args = _parse(parser, argv)
+    if isinstance(args, int):
+        return args
+
+    def action() -> None:
+        conditions = parse_conditions(args.where) if args.where is not None else ()
+        print(format_report(inspect_run(args.run_dir, conditions)))
+
+    return _run(parser.prog, action)
+
+
 COMMANDS: dict[str, Callable[[Sequence[str] | None], int]] = {
     "visualize": visualize_command,
     "export": export_command,
     "package": package_command,
+    "inspect": inspect_command,
 }
 
 
