@@ -150,6 +150,16 @@ def test_a_second_load_reads_the_cache_and_encodes_nothing(
         assert np.array_equal(second.splits[split], first.splits[split])
 
 
+def test_a_damaged_cached_bpe_tokenizer_is_trained_again(tmp_path: Path, _cache: Path) -> None:
+    path = _write(tmp_path / "a.txt", prose(5_000))
+    first = load_text(path, 8, tokenizer="bpe:300", progress=None)
+    (cached,) = _cache.glob("bpe-*.json")
+    cached.write_text("{damaged")
+    again = load_text(path, 8, tokenizer="bpe:300", progress=None)
+    assert again.tokenizer.identity == first.tokenizer.identity
+    assert load_tokenizer(cached).identity == first.tokenizer.identity
+
+
 def test_the_cache_is_keyed_by_content_and_tokenizer(tmp_path: Path, _cache: Path) -> None:
     path = _write(tmp_path / "a.txt", prose(5_000))
     load_text(path, 8, progress=None)

@@ -160,6 +160,15 @@ def test_sample_prints_text_in_the_files_alphabet(
     assert cli.main([*argv[:-1], "2"]) == 0 and capsys.readouterr().out != printed + "\n"
 
 
+def test_sample_never_draws_ids_beyond_the_tokenizer(
+    space: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _train(space, "wide", "--steps", "2", "model.vocab_size=200")  # 42 characters
+    capsys.readouterr()
+    assert cli.main(["sample", str(run), "--tokens", "400", "--temperature", "5"]) == 0
+    assert set(capsys.readouterr().out) <= set((space / "data.txt").read_text(encoding="utf-8"))
+
+
 def test_sample_top_k_one_is_greedy(char_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     outs = []
     for seed in ("1", "2"):
@@ -268,6 +277,30 @@ def test_eval_on_other_data_uses_its_held_out_split(
     assert f"data: {other} (" in out and "trainer's val loss" not in out
     held = len(prose(20_000, seed=5)) - int(0.9 * len(prose(20_000, seed=5)))
     assert f"{held - 1:,} tokens predicted, {held:,} characters" in out
+    foreign = space / "foreign.txt"
+    foreign.write_text(prose(5_000) + "¿Qué?\n", encoding="utf-8")
+    assert cli.main(["eval", str(char_run), "--data", str(foreign), "--quiet"]) == 2
+    assert "character '¿' is not in the run's character vocabulary" in _one_error(capsys, "eval")
+
+
+def test_a_built_in_corpus_run_samples_and_evaluates(
+    tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", "--config", "tiny", "--data", "shakespeare", "--data-dir", str(data_dir)]
+    assert cli.main([*argv, "--steps", "3", "--quiet", "--out", str(tmp_path)]) == 0
+    (run,) = tmp_path.iterdir()
+    assert len(load_tokenizer(run / "tokenizer.json").itos) == 65  # nanoGPT's characters
+    capsys.readouterr()
+    assert cli.main(["eval", str(run), "--data-dir", str(data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "data: shakespeare, its val split" in out
+    estimate = re.search(r"seed 1341\): ([0-9.]+)", out)
+    assert estimate and float(estimate.group(1)) == pytest.approx(
+        _summary(run)["val_loss"], abs=2e-6
+    )
+    assert cli.main(["sample", str(run), "--tokens", "50"]) == 0
+    shakespeare = set((data_dir / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8"))
+    assert set(capsys.readouterr().out) <= shakespeare
 
 
 # -- overrides -----------------------------------------------------------------------------------

@@ -110,6 +110,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict]:
                 raise ConfigError("set both by an option and by an override", f"{section}.{key}")
             if section == "data" and key == "path" and isinstance(value, str):
                 value = str(Path(value).expanduser().resolve())
+            if section == "data" and key == "tokenizer" and isinstance(value, str):
+                if parse_tokenizer_spec(value)[0] == "file":
+                    value = str(Path(value).expanduser().resolve())
             changes.setdefault(section, {})[key] = value
     return changes
 

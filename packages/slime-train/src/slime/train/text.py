@@ -344,7 +344,11 @@ def _bpe(source: TextSource, cut: int, vocab: int, cache: Path, stream: TextIO |
     ).hexdigest()[:40]
     path = cache / f"bpe-{key}.json"
     if path.is_file():
-        return load_tokenizer(path)
+        try:
+            return load_tokenizer(path)
+        except DataError as exc:  # a damaged cache entry: train again and replace it
+            if stream is not None:
+                stream.write(f"{exc}; training the tokenizer again\n")
     if stream is not None:
         stream.write(f"training a byte-level BPE tokenizer (vocab {vocab}) on the training split\n")
     pieces = -(-cut // PIECE_CHARS)

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from slime.core import SlimeModel
+from slime.core import SlimeModel, generate_tokens
 from slime.proto import CheckpointError, ConfigError, DataError, PoolError
 from slime.train.build import build_dataset, build_model, resolve_device
 from slime.train.checkpoint import latest_checkpoint, load_checkpoint
@@ -237,9 +237,20 @@ def sample_command(argv: list[str]) -> int:
         raise DataError(f"the prompt {args.prompt!r} encodes to no tokens; pass a --prompt")
     idx = torch.from_numpy(prompt).to(device)[None, :]
     generator = torch.Generator(device=device).manual_seed(args.seed)
+    vocab = tokenizer.vocab_size  # a model.vocab_size above the tokenizer's: never sample those
+
+    def forward(x: Tensor) -> tuple[Tensor, None]:
+        return loaded.model(x)[0][..., :vocab], None
+
     with _autocast(cfg, device):
-        out = loaded.model.generate(
-            idx, args.tokens, temperature=args.temperature, top_k=args.top_k, generator=generator
+        out = generate_tokens(
+            forward,
+            idx,
+            args.tokens,
+            block_size=cfg.model.block_size,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            generator=generator,
         )
     step = f" (step {loaded.step})" if loaded.step is not None else ""
     print(f"sampled from {loaded.source}{step}", file=sys.stderr)
