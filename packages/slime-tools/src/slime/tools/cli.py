@@ -101,7 +101,7 @@ def export_command(argv: Sequence[str] | None = None) -> int:
 
 
 def package_command(argv: Sequence[str] | None = None) -> int:
-    """``slime package [--out DIR] [--onefile] [--spec-only]``."""
+    """``slime package [--out DIR] [--onefile] [--spec-only] [--strip-docstrings]``."""
     from slime.tools.package import build_executable, write_build_files
 
     parser = argparse.ArgumentParser(
@@ -114,15 +114,22 @@ def package_command(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--spec-only", action="store_true", help="write the spec and launcher, do not build"
     )
+    parser.add_argument(
+        "--strip-docstrings",
+        action="store_true",
+        help="bundle slime's sources with their module, class and function docstrings removed "
+        "(written to DIR/src, checked to parse to the same code)",
+    )
     args = _parse(parser, argv)
     if isinstance(args, int):
         return args
 
     def action() -> None:
+        strip = args.strip_docstrings
         if args.spec_only:
-            print(write_build_files(args.out, onefile=args.onefile).spec)
+            print(write_build_files(args.out, onefile=args.onefile, strip_docstrings=strip).spec)
         else:
-            print(build_executable(args.out, onefile=args.onefile))
+            print(build_executable(args.out, onefile=args.onefile, strip_docstrings=strip))
 
     return _run(parser.prog, action)
 

@@ -5,12 +5,19 @@ installed ``slime`` console script's function), ``slime.spec`` (the PyInstaller 
 ``slime_version.txt`` (the Windows version resource). The spec decides platform matters when
 PyInstaller runs it, so the same folder builds ``slime`` on Linux or macOS and ``slime.exe`` on
 Windows. PyInstaller does not cross-compile: build on the OS you target.
+
+With ``strip_docstrings`` it also copies every ``slime`` source beside them (``src/slime/...``,
+see :func:`write_sources`) with the docstrings removed (:func:`strip_docstrings`), and the spec
+analyses that tree instead of the installed one.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib.metadata
+import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -29,7 +36,9 @@ __all__ = [
     "render_launcher",
     "render_spec",
     "render_windows_version",
+    "strip_docstrings",
     "write_build_files",
+    "write_sources",
 ]
 
 EXECUTABLE = "slime"
@@ -61,6 +70,11 @@ ONEFILE = {onefile!r}
 NAME = {name!r}
 HERE = SPECPATH  # noqa: F821  (PyInstaller defines it: the folder of this spec)
 WINDOWS = sys.platform == "win32"
+# A folder beside this spec holding slime's sources (written by --strip-docstrings), or None:
+# it goes first on the path, so the analysis below collects those files, not the installed ones.
+SOURCES = os.path.join(HERE, {sources!r}) if {sources!r} else None
+if SOURCES is not None:
+    sys.path.insert(0, SOURCES)
 
 # Every slime module: subcommands are found through entry points, which static analysis misses.
 hiddenimports = collect_submodules("slime")
@@ -79,7 +93,7 @@ if importlib.util.find_spec("triton") is not None:
 
 a = Analysis(  # noqa: F821
     [os.path.join(HERE, {launcher!r})],
-    pathex=[],
+    pathex=[SOURCES] if SOURCES is not None else [],
     hiddenimports=hiddenimports,
     datas=datas,
     excludes=["pytest", "hypothesis", "nox", "IPython", "tkinter"],
@@ -135,6 +149,7 @@ _VERSION = """VSVersionInfo(
 LAUNCHER_FILE = "slime_launcher.py"
 SPEC_FILE = "slime.spec"
 VERSION_FILE = "slime_version.txt"
+SOURCES_DIR = "src"
 
 
 class PackageBuildError(SlimeError):
@@ -190,11 +205,21 @@ def render_launcher(entry_point: str) -> str:
     return _LAUNCHER.format(module=module, function=function)
 
 
-def render_spec(*, onefile: bool, name: str = EXECUTABLE) -> str:
-    """The PyInstaller spec (Python source) building ``name`` from the files beside it."""
+def render_spec(*, onefile: bool, name: str = EXECUTABLE, sources: str | None = None) -> str:
+    """The PyInstaller spec (Python source) building ``name`` from the files beside it.
+
+    Args:
+        sources: a folder beside the spec holding the ``slime`` sources to collect instead of
+            the installed ones (``"src"`` with ``--strip-docstrings``); None: the installed ones.
+    """
     if not name.isidentifier():
         raise ConfigError(f"expected a plain executable name, got {name!r}", "name")
+    if sources is not None and (
+        not sources or os.path.isabs(sources) or ".." in Path(sources).parts
+    ):
+        raise ConfigError(f"expected a folder name beside the spec, got {sources!r}", "sources")
     return _SPEC.format(
+        sources=sources,
         version=_tools_version(),
         onefile=bool(onefile),
         name=name,
@@ -220,21 +245,156 @@ def render_windows_version(version: str | None = None, name: str = EXECUTABLE) -
 
 
 def write_build_files(
-    out: str | os.PathLike[str], *, onefile: bool, entry_point: str | None = None
+    out: str | os.PathLike[str],
+    *,
+    onefile: bool,
+    entry_point: str | None = None,
+    strip_docstrings: bool = False,
 ) -> BuildFiles:
     """Write the launcher, spec and Windows version file into ``out``.
 
     Args:
         entry_point: ``"module:function"`` the executable runs; default :func:`cli_entry_point`.
+        strip_docstrings: also write the ``slime`` sources without docstrings into
+            ``out/src`` (:func:`write_sources`) and point the spec at them.
+
+    Raises:
+        PackageBuildError: with ``strip_docstrings``, a source that cannot be stripped safely.
     """
     entry_point = entry_point if entry_point is not None else cli_entry_point()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = BuildFiles(out / SPEC_FILE, out / LAUNCHER_FILE, out / VERSION_FILE)
+    sources = None
+    if strip_docstrings:
+        write_sources(out / SOURCES_DIR, strip=True)
+        sources = SOURCES_DIR
     files.launcher.write_text(render_launcher(entry_point), encoding="utf-8")
-    files.spec.write_text(render_spec(onefile=onefile), encoding="utf-8")
+    files.spec.write_text(render_spec(onefile=onefile, sources=sources), encoding="utf-8")
     files.version.write_text(render_windows_version(), encoding="utf-8")
     return files
+
+
+_DOC_OWNERS = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def _docstring(node: ast.AST) -> ast.Expr | None:
+    """The docstring statement of a module, class or function (``body[0]``), if it has one."""
+    body = getattr(node, "body", None)
+    if not isinstance(node, _DOC_OWNERS) or not body:
+        return None
+    first = body[0]
+    if (
+        isinstance(first, ast.Expr)
+        and isinstance(first.value, ast.Constant)
+        and isinstance(first.value.value, str)
+    ):
+        return first
+    return None
+
+
+def _reads_docstrings(tree: ast.AST) -> bool:
+    """Whether the code may read a docstring at run time: a ``__doc__`` name or attribute (e.g.
+    ``argparse.ArgumentParser(description=__doc__)``) or anything named ``getdoc``."""
+    for node in ast.walk(tree):
+        name = node.id if isinstance(node, ast.Name) else getattr(node, "attr", None)
+        if name in ("__doc__", "getdoc") and isinstance(node, ast.Name | ast.Attribute):
+            return True
+    return False
+
+
+def _without_docstrings(tree: ast.Module) -> ast.Module:
+    """``tree`` with every docstring statement dropped (``pass`` where a body would be empty)."""
+    for node in ast.walk(tree):
+        if _docstring(node) is not None:
+            node.body = node.body[1:] or ([] if isinstance(node, ast.Module) else [ast.Pass()])
+    return tree
+
+
+def strip_docstrings(source: str, filename: str = "<source>") -> str:
+    """``source`` without its module, class and function docstrings; everything else (code,
+    comments, formatting) is kept byte for byte.
+
+    A docstring on lines of its own is removed with those lines (a comment after it on its last
+    line goes with it), one followed by ``;`` and code on its line with that ``;``; one that is
+    the only statement of a class or function body becomes ``pass``. A module whose code reads docstrings (``__doc__``,
+    ``getdoc``) is returned unchanged. The result is parsed and checked to have exactly the
+    syntax tree of ``source`` minus the docstrings.
+
+    Raises:
+        PackageBuildError: ``source`` does not parse, or stripping would change its code (both
+            naming ``filename``).
+    """
+    try:
+        tree = ast.parse(source, filename)
+    except SyntaxError as exc:
+        raise PackageBuildError(f"{filename} does not parse: {exc}") from exc
+    if _reads_docstrings(tree):
+        return source
+    lines = [line.encode("utf-8") for line in source.splitlines(keepends=True)]
+    edits = []
+    for node in ast.walk(tree):
+        doc = _docstring(node)
+        if doc is None:
+            continue
+        first, last = doc.lineno - 1, doc.end_lineno - 1  # ast columns count UTF-8 bytes
+        start, end = doc.col_offset, doc.end_col_offset
+        before, after = lines[first][:start], lines[last][end:].strip()
+        own_lines = not before.strip() and (not after or after.startswith(b"#"))
+        more = len(node.body) > 1 or isinstance(node, ast.Module)
+        if own_lines and more:
+            edits.append((first, 0, last, len(lines[last]), b""))
+        elif more and after.startswith(b";"):  # '"""doc"""; code': drop it with its ';'
+            rest = lines[last][end:]
+            cut = rest.index(b";") + 1
+            cut += len(rest[cut:]) - len(rest[cut:].lstrip(b" \t"))
+            edits.append((first, start, last, end + cut, b""))
+        else:
+            edits.append((first, start, last, end, b"pass"))
+    for first, start, last, end, text in sorted(edits, reverse=True):
+        lines[first : last + 1] = [lines[first][:start] + text + lines[last][end:]]
+    stripped = b"".join(lines).decode("utf-8")
+    try:
+        same = ast.dump(ast.parse(stripped, filename)) == ast.dump(_without_docstrings(tree))
+    except SyntaxError:
+        same = False
+    if not same:
+        raise PackageBuildError(f"stripping the docstrings of {filename} would change its code")
+    return stripped
+
+
+def write_sources(dest: str | os.PathLike[str], *, strip: bool) -> Path:
+    """Copy every file of the installed ``slime`` namespace package (all its portions:
+    slime-proto, slime-core, ..., caches left out) into ``dest/slime``; with ``strip`` the
+    ``.py`` files go through :func:`strip_docstrings`. ``dest/slime`` is replaced. Returns it.
+
+    Raises:
+        PackageBuildError: two portions hold the same file, or a source cannot be stripped.
+    """
+    spec = importlib.util.find_spec("slime")
+    roots = list(spec.submodule_search_locations or []) if spec is not None else []
+    target = Path(dest) / "slime"
+    if target.exists():
+        shutil.rmtree(target)
+    origin: dict[Path, Path] = {}
+    for root in map(Path, roots):
+        for path in sorted(root.rglob("*")):
+            if path.is_dir() or "__pycache__" in path.parts or path.suffix in (".pyc", ".pyo"):
+                continue
+            relative = path.relative_to(root)
+            if relative in origin:
+                raise PackageBuildError(
+                    f"slime/{relative.as_posix()} is in two places: {origin[relative]} and {path}"
+                )
+            origin[relative] = path
+            out = target / relative
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if strip and path.suffix == ".py":
+                text = strip_docstrings(path.read_text(encoding="utf-8"), str(path))
+                out.write_text(text, encoding="utf-8")
+            else:
+                shutil.copy2(path, out)
+    return target
 
 
 def executable_path(out: str | os.PathLike[str], *, onefile: bool) -> Path:
@@ -246,23 +406,38 @@ def executable_path(out: str | os.PathLike[str], *, onefile: bool) -> Path:
     )
 
 
-def build_executable(out: str | os.PathLike[str], *, onefile: bool) -> Path:
+def build_executable(
+    out: str | os.PathLike[str], *, onefile: bool, strip_docstrings: bool = False
+) -> Path:
     """Write the build files into ``out`` and run PyInstaller on them; returns the executable.
+
+    Args:
+        strip_docstrings: bundle the ``slime`` sources without docstrings (see
+            :func:`write_build_files`).
 
     Raises:
         MissingExtraError: PyInstaller is not installed (extra ``package``).
-        PackageBuildError: PyInstaller failed.
+        PackageBuildError: PyInstaller failed, or a source cannot be stripped.
     """
     require("PyInstaller", "package", "slime package")
     out = Path(out)
-    files = write_build_files(out, onefile=onefile)
+    files = write_build_files(out, onefile=onefile, strip_docstrings=strip_docstrings)
+    env = None
+    if strip_docstrings:  # PyInstaller's hook subprocesses import slime too: the same tree first
+        sources = str((out / SOURCES_DIR).resolve())
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([sources, *filter(None, [os.environ.get("PYTHONPATH")])]),
+        }
     log = out / "pyinstaller.log"
     command = [
         sys.executable, "-m", "PyInstaller", "--noconfirm",
         "--distpath", str(out / "dist"), "--workpath", str(out / "build"), str(files.spec),
     ]  # fmt: skip
     with open(log, "w", encoding="utf-8") as handle:
-        status = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT).returncode
+        status = subprocess.run(
+            command, stdout=handle, stderr=subprocess.STDOUT, env=env
+        ).returncode
     if status != 0:
         raise PackageBuildError(f"PyInstaller exited with status {status}; its log is {log}")
     return executable_path(out, onefile=onefile)
