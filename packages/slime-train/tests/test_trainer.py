@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -492,3 +493,54 @@ def test_the_memory_estimate_counts_the_parameters_exactly() -> None:
         width, layers = model_cfg.n_embd, model_cfg.n_layer
         activations = 34 * tokens * width * layers + 8 * tokens * 16
         assert training_bytes(model_cfg, 16, cfg.train.batch_size) == 16 * params + activations
+
+
+def test_steps_take_the_data_generators_batches_in_order_with_one_drawn_ahead() -> None:
+    """Each step draws the next batch after queueing its own work; the batches are still exactly
+    the generator's sequence, and the saved data state re-draws the batch drawn ahead."""
+    trainer = _trainer()
+    cfg = trainer.cfg
+    taken: list[torch.Tensor] = []
+    forward = trainer._forward
+    trainer._forward = lambda idx, targets: (taken.append(idx.clone()), forward(idx, targets))[1]
+    for _ in range(3):
+        trainer.train_step()
+    gen = torch.Generator().manual_seed(cfg.train.seed + 1)
+    expected = [trainer.dataset.batch("train", cfg.train.batch_size, gen)[0] for _ in range(4)]
+    assert all(torch.equal(a, b) for a, b in zip(taken, expected[:3], strict=True))
+    ahead = torch.Generator()
+    ahead.set_state(trainer._data_state())
+    assert torch.equal(trainer.dataset.batch("train", cfg.train.batch_size, ahead)[0], expected[3])
+
+
+@pytest.mark.parametrize("kind", ["slime", "baseline"])
+def test_best_holds_the_model_of_the_lowest_held_out_loss_across_a_resume(
+    tmp_path: Path, kind: str
+) -> None:
+    from slime.train.checkpoint import load_checkpoint
+
+    sections = {"model": {"kind": kind}, "train": {"eval_interval": 2, "steps": 8}}
+    part = _trainer(tmp_path, **sections)
+    part.fit(steps=4)
+    cfg = _config(**sections)
+    resumed = Trainer.resume(RunDir(tmp_path), build_dataset(cfg.data, cfg.model.block_size), cfg)
+    assert part.best is not None and resumed.best == part.best  # carried by the checkpoint
+    summary = resumed.fit()
+    evals = {r["step"]: r["val_loss"] for r in _records(tmp_path, "eval")}
+    best_step = min(evals, key=evals.get)
+    assert (summary["best_step"], summary["best_val_loss"]) == (best_step, evals[best_step])
+    best = tmp_path / "best"
+    if kind == "slime":
+        assert json.loads((best / "run.json").read_text()) == {
+            "step": best_step,
+            "val_loss": evals[best_step],
+        }
+        weights = SlimeModel.from_pretrained(best).state_dict()
+    else:
+        state = load_checkpoint(best)
+        assert (state["step"], state["val_loss"]) == (best_step, evals[best_step])
+        weights = state["model"]
+    if best_step == 8:  # the best is the final model: the same weights
+        final = resumed.model.state_dict()
+        assert all(same(weights[k].cpu(), final[k].cpu()) for k in weights if k in final)
+    assert not any(p.name.endswith((".tmp", ".old", ".partial")) for p in tmp_path.iterdir())

@@ -155,7 +155,8 @@ def test_sample_prints_text_in_the_files_alphabet(
     printed = captured.out.removesuffix("\n")
     assert printed.startswith("The ") and len(printed) == 4 + 300
     assert set(printed) <= alphabet
-    assert f"sampled from {char_run / 'model'} (step 12)" in captured.err
+    best = _summary(char_run)["best_step"]
+    assert f"sampled from {char_run / 'best'} (step {best})" in captured.err
     assert cli.main(argv) == 0 and capsys.readouterr().out.removesuffix("\n") == printed
     assert cli.main([*argv[:-1], "2"]) == 0 and capsys.readouterr().out != printed + "\n"
 
@@ -187,7 +188,8 @@ def test_sample_decodes_with_a_bpe_run_from_its_checkpoint(
     assert cli.main(argv) == 0
     captured = capsys.readouterr()
     assert captured.out.startswith("The quick")
-    assert "checkpoints/step_00000012 (step 12)" in captured.err  # a baseline run has no model/
+    best = _summary(bpe_run)["best_step"]
+    assert f"{bpe_run / 'best'} (step {best})" in captured.err  # a checkpoint folder (baseline)
 
 
 # -- eval ----------------------------------------------------------------------------------------
@@ -205,7 +207,8 @@ def test_eval_reproduces_the_trainers_held_out_loss(
     trainer = re.search(
         r"^trainer's val loss \(1 x 8 random windows, seed 1341\): ([0-9.]+)", out, re.M
     )
-    assert trainer and float(trainer.group(1)) == pytest.approx(_summary(run)["val_loss"], abs=2e-6)
+    best = _summary(run)["best_val_loss"]  # eval reads best/
+    assert trainer and float(trainer.group(1)) == pytest.approx(best, abs=2e-6)
     loss, bpc = _value(out, "val loss"), _value(out, "bits per character")
     assert _value(out, "perplexity") == pytest.approx(math.exp(loss), rel=1e-4)
     predicted = data["tokens"]["val"] - 1
@@ -250,6 +253,7 @@ def test_eval_prefers_best_over_the_final_model(
 ) -> None:
     run = space / "with-best"
     shutil.copytree(char_run, run)
+    shutil.rmtree(run / "best")
     shutil.copytree(run / "checkpoints" / "step_00000006", run / "best")
     logged = [
         json.loads(line)
@@ -376,7 +380,7 @@ def test_runs_without_a_model_or_text_are_one_error(
     space: Path, char_run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bare = space / "bare"
-    shutil.copytree(char_run, bare, ignore=shutil.ignore_patterns("model", "step_*"))
+    shutil.copytree(char_run, bare, ignore=shutil.ignore_patterns("model", "best", "step_*"))
     task = space / "task"
     task.mkdir()
     (task / "config.yaml").write_text("data:\n  name: recall\n")

@@ -42,6 +42,7 @@ __all__ = [
     "remove_debris",
     "restore_rng",
     "save_checkpoint",
+    "save_state",
 ]
 
 FORMAT = "slime-checkpoint/1"
@@ -49,22 +50,24 @@ _NAME = re.compile(r"^step_(\d{8})$")
 _DEBRIS = re.compile(r"^\.step_\d{8}\.(?:tmp|old)$")
 
 
-def _flatten(node: Any, path: str, tensors: dict[str, Tensor]) -> Any:
-    """Tree -> JSON tree; tensors move to ``tensors`` under their path and leave a reference."""
+def _flatten(node: Any, path: str, tensors: dict[str, Tensor], *, copy: bool = True) -> Any:
+    """Tree -> JSON tree; tensors move to ``tensors`` under their path and leave a reference.
+
+    ``copy=False`` keeps the tensors where they are (DCP copies what it writes itself)."""
     if isinstance(node, Tensor):
         # Cloned on the host: safetensors refuses tensors that share storage (tied weights).
-        tensors[path] = node.detach().to("cpu", copy=True).contiguous()
+        tensors[path] = node.detach().to("cpu", copy=True).contiguous() if copy else node.detach()
         return {"__tensor__": path}
     if isinstance(node, dict):
         if all(isinstance(k, str) for k in node):
-            return {"__dict__": [[k, _flatten(v, f"{path}.{k}", tensors)] for k, v in node.items()]}
+            return {"__dict__": [[k, _flatten(v, f"{path}.{k}", tensors, copy=copy)] for k, v in node.items()]}
         if all(isinstance(k, int) and not isinstance(k, bool) for k in node):
             return {
-                "__intdict__": [[k, _flatten(v, f"{path}.{k}", tensors)] for k, v in node.items()]
+                "__intdict__": [[k, _flatten(v, f"{path}.{k}", tensors, copy=copy)] for k, v in node.items()]
             }
         raise CheckpointError(f"state at {path!r} has keys of mixed or unsupported types")
     if isinstance(node, list | tuple):
-        items = [_flatten(v, f"{path}.{i}", tensors) for i, v in enumerate(node)]
+        items = [_flatten(v, f"{path}.{i}", tensors, copy=copy) for i, v in enumerate(node)]
         return {"__tuple__": items} if isinstance(node, tuple) else items
     if node is None or isinstance(node, bool | int | float | str):
         return node
@@ -149,8 +152,27 @@ def save_checkpoint(
     """
     folder = Path(run_dir) / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"step_{step:08d}"
-    tmp = folder / f".step_{step:08d}.tmp"
+    final = save_state(folder / f"step_{step:08d}", step, state, writers=writers)
+    for old in checkpoint_steps(run_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(folder / f"step_{old:08d}")
+    return final
+
+
+def save_state(
+    final: str | os.PathLike[str],
+    step: int,
+    state: dict[str, Any],
+    *,
+    writers: dict[str, Callable[[Path], None]] | None = None,
+) -> Path:
+    """Write ``state`` (of ``step``) as the checkpoint folder ``final``, replacing any folder
+    there only once the new one is complete (a run's ``best/`` is written so too).
+
+    The folder is built beside as ``.NAME.tmp`` and renamed into place; an existing ``final`` is
+    first renamed to ``.NAME.old`` and removed after the swap.
+    """
+    final = Path(final)
+    tmp = final.with_name(f".{final.name}.tmp")
     if tmp.exists():  # debris of a crash during an earlier attempt
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -174,7 +196,7 @@ def save_checkpoint(
     _write_synced(tmp / "state.json", json.dumps(manifest).encode("utf-8"))
     _fsync_dir(tmp)
     if final.exists():  # re-reached after a resume: retire the old copy, then swap in the new one
-        retired = folder / f".step_{step:08d}.old"
+        retired = final.with_name(f".{final.name}.old")
         if retired.exists():
             shutil.rmtree(retired)
         os.replace(final, retired)
@@ -182,9 +204,7 @@ def save_checkpoint(
         shutil.rmtree(retired)
     else:
         os.replace(tmp, final)
-    _fsync_dir(folder)
-    for old in checkpoint_steps(run_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(folder / f"step_{old:08d}")
+    _fsync_dir(final.parent)
     return final
 
 

@@ -49,6 +49,7 @@ from slime.train.checkpoint import (
     remove_debris,
     restore_rng,
     save_checkpoint,
+    save_state,
 )
 from slime.train.config import RunConfig
 from slime.train.datasets import Dataset
@@ -119,6 +120,7 @@ class Trainer:
         np.random.seed(seed % 2**32)
         self.model_gen = torch.Generator().manual_seed(seed)
         self.data_gen = torch.Generator().manual_seed(seed + 1)
+        self._prefetched: tuple[Tensor, Tensor, Tensor] | None = None  # see train_step
         self.metrics = MetricsCollector(device=self.device)
         if cfg.model.vocab_size is not None and cfg.model.vocab_size < dataset.vocab_size:
             raise ConfigError(
@@ -178,6 +180,7 @@ class Trainer:
         self._unread = 0
         self._window = [0.0, 0.0, 0]  # loss sum, grad norm sum, finite steps since the latest log
         self._last_eval: tuple[int, dict[str, float]] = (-1, {})
+        self.best: tuple[int, float] | None = None  # (step, val loss) of run_dir/best
         self._last_checkpoint = -1
         self._finished: dict[str, Any] | None = None  # the summary of a finished run resumed
         self.restarted = False  # resume found no checkpoint and started over (see resume)
@@ -208,13 +211,8 @@ class Trainer:
             The step's loss and gradient norm (before clipping), 0-d device tensors. Where either
             is not finite the optimizer step changed nothing.
         """
-        tc = self.cfg.train
         self.optimizer.set_lr(self.lr_schedule(self.step + 1))
-        idx, targets = self.dataset.batch("train", tc.batch_size, self.data_gen)
-        idx, targets = (
-            idx.to(self.device, non_blocking=True),
-            targets.to(self.device, non_blocking=True),
-        )
+        idx, targets = self._next_batch()
         if not self.model.training:  # every eval() here restores the whole tree at its root
             self.model.train()
         observing = self._observing(self.step + 1)
@@ -245,7 +243,30 @@ class Trainer:
                 self.fitness.observe_gradients(grads.slot_norms, grads.slot_taylor, finite)
         self.optimizer.zero_grad()
         self.tokens_seen += idx.numel()
+        # The device runs this step's kernels now; draw the next batch meanwhile, so loading it
+        # never holds up a device that is ahead of the host.
+        self._prefetched = self._draw_batch()
         return loss, grads.total
+
+    def _draw_batch(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The next training batch, already sent to the device, and the data generator's state
+        before it was drawn (what a checkpoint saves: a resume draws the same batch again)."""
+        state = self.data_gen.get_state()
+        idx, targets = self.dataset.batch("train", self.cfg.train.batch_size, self.data_gen)
+        return (
+            idx.to(self.device, non_blocking=True),
+            targets.to(self.device, non_blocking=True),
+            state,
+        )
+
+    def _next_batch(self) -> tuple[Tensor, Tensor]:
+        idx, targets, _ = self._prefetched or self._draw_batch()
+        self._prefetched = None
+        return idx, targets
+
+    def _data_state(self) -> Tensor:
+        """The data generator's state as of the next batch the steps will take."""
+        return self._prefetched[2] if self._prefetched else self.data_gen.get_state()
 
     def _observing(self, step: int) -> bool:
         """Whether ``step`` is one of the ``lifecycle.observe_steps`` steps before (and including)
@@ -355,6 +376,7 @@ class Trainer:
                     bar.update(self.step, self.latest[0], rate)
             if self.step % tc.eval_interval == 0 or self.step == total:
                 self._log(kind="eval", **self.evaluate())
+                self._keep_best()
             if self.run_dir is not None and (
                 self.step % tc.checkpoint_interval == 0 or self.step == total
             ):
@@ -366,6 +388,7 @@ class Trainer:
         elapsed = time.perf_counter() - t_start
         if self.status == "running" and self._last_eval[0] != self.step:
             self._log(kind="eval", **self.evaluate())  # stopped by max_seconds between evals
+            self._keep_best()
         if self.run_dir is not None and self._last_checkpoint != self.step:
             self.save_checkpoint()
         return self._finish(elapsed)
@@ -427,6 +450,8 @@ class Trainer:
             **self._pool_record(),
             "slo": [vars(r) for r in slo_reports(self.cfg.slo, self.metrics)],
         }
+        if self.best is not None:
+            summary.update(best_step=self.best[0], best_val_loss=self.best[1])
         if self.lifecycle is not None:
             summary.update(births=self.lifecycle.births, deaths=self.lifecycle.deaths)
         if self.run_dir is not None:
@@ -437,19 +462,41 @@ class Trainer:
                 self._export_model()
         return summary
 
-    def _export_model(self) -> None:
-        """Write the final model to ``run_dir/model`` with ``save_pretrained`` (slime-tools reads it).
+    def _export_model(self, name: str = "model", note: dict[str, Any] | None = None) -> None:
+        """Write the model to ``run_dir/NAME`` with ``save_pretrained`` (slime-tools reads it),
+        with ``note`` as ``NAME/run.json``.
 
         Written beside and renamed into place, so a crash leaves the previous export intact.
         """
-        final = self.run_dir.path / "model"
-        staging = final.with_name("model.partial")
+        final = self.run_dir.path / name
+        staging = final.with_name(f"{name}.partial")
         if staging.exists():
             shutil.rmtree(staging)
         self.model.save_pretrained(staging)
+        if note is not None:
+            (staging / "run.json").write_text(json.dumps(note) + "\n", encoding="utf-8")
         if final.exists():
             shutil.rmtree(final)
         os.replace(staging, final)
+
+    def _keep_best(self) -> None:
+        """After an evaluation: when the held-out loss is the best so far, keep this model in
+        ``run_dir/best`` (slime: a ``save_pretrained`` directory; the baseline: a checkpoint
+        folder of its weights). Comparing runs by their best checkpoint is fair to a model that
+        improves later and overfits later; sample and eval read ``best/`` first."""
+        step, losses = self._last_eval
+        val = losses.get("val_loss", math.nan)
+        if self.run_dir is None or not math.isfinite(val):
+            return
+        if self.best is not None and val >= self.best[1]:
+            return
+        self.best = (step, val)
+        with self._timed("checkpoint"):
+            if self.is_slime:
+                self._export_model("best", {"step": step, "val_loss": val})
+            else:
+                state = {"model": self.model.state_dict(), "val_loss": val}
+                save_state(self.run_dir.path / "best", step, state)
 
     # -- checkpoints ----------------------------------------------------------------------------
 
@@ -462,7 +509,7 @@ class Trainer:
                 "model": self.model.state_dict(),  # with the organisms' buffers
                 "optimizer": self.optimizer.state_dict(),
                 "rng": capture_rng(),
-                "data_rng": self.data_gen.get_state(),
+                "data_rng": self._data_state(),
                 "model_rng": self.model_gen.get_state(),
                 "fitness": self.fitness.state_dict(),
                 "lifecycle": self.lifecycle.state_dict() if self.lifecycle else None,
@@ -472,6 +519,7 @@ class Trainer:
                     "last_loss": self.last_loss,
                     "latest": list(self.latest),
                     "window": list(self._window),
+                    "best": list(self.best) if self.best is not None else None,
                 },
             }
             writers = {f"archive_{i}": o.archive.save for i, o in enumerate(organisms)}
@@ -504,6 +552,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         restore_rng(state["rng"])
         self.data_gen.set_state(state["data_rng"])
+        self._prefetched = None
         self.model_gen.set_state(state["model_rng"])
         self.fitness.load_state_dict(state["fitness"])
         if self.lifecycle is not None:
@@ -517,6 +566,8 @@ class Trainer:
         self.latest = tuple(t.get("latest", (self.last_loss, math.nan)))
         window = t.get("window", [0.0, 0.0, 0])
         self._window = [float(window[0]), float(window[1]), int(window[2])]
+        best = t.get("best")
+        self.best = (int(best[0]), float(best[1])) if best else None
         self._unread = 0
         self.step = state["step"]
         self._last_checkpoint = self.step

@@ -3,8 +3,9 @@
 Both read a run directory written by ``slime train``: its ``config.yaml``, its ``tokenizer.json``
 (every text run records one: a char vocabulary or an HF tokenizer), and its weights, taken from
 
-1. ``best/`` when it exists (a model directory written by ``save_pretrained``, or a checkpoint
-   folder of :mod:`slime.train.checkpoint`);
+1. ``best/`` when it exists: the trainer keeps there the model of the lowest held-out loss so
+   far (a slime run: a ``save_pretrained`` directory with the step in ``run.json``; a baseline
+   run: a checkpoint folder of :mod:`slime.train.checkpoint`);
 2. else ``model/`` (the final model of a slime run, ``SlimeModel.from_pretrained``);
 3. else the latest committed checkpoint in ``checkpoints/`` (baseline runs, interrupted runs).
 
@@ -145,6 +146,15 @@ def _summary_steps(run: Path) -> int | None:
     return steps if isinstance(steps, int) else None
 
 
+def _noted_step(folder: Path) -> int | None:
+    """The step the trainer noted in a ``best/`` model directory's ``run.json``."""
+    try:
+        step = json.loads((folder / "run.json").read_text("utf-8")).get("step")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None
+    return step if isinstance(step, int) else None
+
+
 def load_run_model(run: Path, cfg: RunConfig, device: torch.device) -> LoadedModel:
     """The run's weights: ``best/``, else ``model/``, else the latest checkpoint (module docstring).
 
@@ -153,7 +163,7 @@ def load_run_model(run: Path, cfg: RunConfig, device: torch.device) -> LoadedMod
     """
     best = run / "best"
     if (best / "config.json").is_file():
-        return _from_model_dir(best, device, None)
+        return _from_model_dir(best, device, _noted_step(best))
     if (best / "state.json").is_file():
         return _from_checkpoint(best, cfg, device)
     if (run / "model" / "config.json").is_file():
