@@ -76,3 +76,24 @@ def test_every_finished_run_is_handed_over_before_the_suite_ends() -> None:
     )
     assert seen == [1, 2, 3, 4]
     assert len(results["runs"]) == 4 and results["runs_not_started"] == 0
+
+
+def test_a_corpus_with_no_offline_copy_is_left_out_and_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh clone has no data folder: shakespeare runs on the copy slime.train ships, and
+    WikiText-2 is left out with its reason (an explicitly named folder must hold it)."""
+    from slime.proto import DataError
+    from slime.train.ablations import runner
+
+    monkeypatch.delenv("SLIME_DATA_DIR", raising=False)
+    monkeypatch.setattr(runner, "default_data_dir", lambda explicit: explicit)
+    profile = dataclasses.replace(PROFILES["cpu-small"], deadline_s=0.0)
+    tasks = ("shakespeare", "wikitext2")
+    results = run_suite(profile, groups(["baseline"]), tasks=tasks, log=lambda line: None)
+    assert results["tasks"]["baseline"] == ["shakespeare"]
+    assert "no data folder" in results["tasks_left_out"]["wikitext2"]
+    write_outputs(results, tmp_path)
+    assert "**wikitext2 left out**" in (tmp_path / "REPORT.md").read_text()
+    with pytest.raises(DataError, match="is missing"):
+        run_suite(profile, groups(["baseline"]), tasks=tasks, data_dir=str(tmp_path))

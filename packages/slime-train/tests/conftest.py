@@ -10,12 +10,27 @@ import pytest
 REPO = Path(__file__).resolve().parents[3]
 
 
+def _corpora() -> Path:
+    env = os.environ.get("SLIME_DATA_DIR")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
 @pytest.fixture
 def data_dir() -> Path:
-    """The offline corpora: $SLIME_DATA_DIR, else <repo>/../shared/data; skip when neither exists."""
-    env = os.environ.get("SLIME_DATA_DIR")
-    path = Path(env) if env else REPO.parent / "shared" / "data"
-    if not (path / "tinyshakespeare" / "input.txt").is_file():
+    """A data folder holding tiny-shakespeare: $SLIME_DATA_DIR, else <repo>/../shared/data, else
+    the copy that ships with slime.train (a fresh clone has nothing beside it)."""
+    from slime.train.datasets import BUNDLED
+
+    path = _corpora()
+    return path if (path / "tinyshakespeare" / "input.txt").is_file() else BUNDLED
+
+
+@pytest.fixture
+def all_corpora() -> Path:
+    """The offline copies of every corpus (WikiText-2 and TinyStories are not bundled); skip
+    when $SLIME_DATA_DIR or <repo>/../shared/data does not hold them."""
+    path = _corpora()
+    if not all((path / d).is_dir() for d in ("tinyshakespeare", "wikitext-2", "tinystories")):
         pytest.skip(f"offline corpora not found at {path} (set SLIME_DATA_DIR)")
     return path
 

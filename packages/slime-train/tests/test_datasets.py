@@ -23,16 +23,16 @@ def test_shakespeare_splits_first_ninety_percent_for_training(data_dir: Path) ->
     assert corpus.decode(corpus.splits["val"]) == text[cut:]
 
 
-def test_wikitext2_offline_copy_trains_on_valid_and_evaluates_on_test(data_dir: Path) -> None:
-    corpus = load_corpus("wikitext2", block_size=8, data_dir=data_dir)
-    valid = (data_dir / "wikitext-2" / "valid.txt").read_text(encoding="utf-8")
-    test = (data_dir / "wikitext-2" / "test.txt").read_text(encoding="utf-8")
+def test_wikitext2_offline_copy_trains_on_valid_and_evaluates_on_test(all_corpora: Path) -> None:
+    corpus = load_corpus("wikitext2", block_size=8, data_dir=all_corpora)
+    valid = (all_corpora / "wikitext-2" / "valid.txt").read_text(encoding="utf-8")
+    test = (all_corpora / "wikitext-2" / "test.txt").read_text(encoding="utf-8")
     assert corpus.splits["train"].numel() == len(valid)
     assert corpus.decode(corpus.splits["val"][:100]) == test[:100]
 
 
-def test_tinystories_sample_loads(data_dir: Path) -> None:
-    corpus = load_corpus("tinystories", block_size=8, data_dir=data_dir)
+def test_tinystories_sample_loads(all_corpora: Path) -> None:
+    corpus = load_corpus("tinystories", block_size=8, data_dir=all_corpora)
     assert corpus.vocab_size > 26
     assert isinstance(corpus, Dataset)
 
@@ -48,6 +48,29 @@ def test_missing_data_dir_raises_data_error(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delenv("SLIME_DATA_DIR", raising=False)
     with pytest.raises(DataError, match="SLIME_DATA_DIR"):
         resolve_data_dir()
+
+
+def test_shakespeare_ships_with_the_package_and_loads_with_no_data_folder(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SLIME_DATA_DIR", raising=False)
+    bundled = datasets.BUNDLED / CORPORA["shakespeare"]["all"].relpath
+    digest = hashlib.sha256(bundled.read_bytes()).hexdigest()
+    assert digest == CORPORA["shakespeare"]["all"].sha256  # the published file, unchanged
+    corpus = load_corpus("shakespeare", block_size=8)
+    assert corpus.vocab_size == 65
+    with pytest.raises(DataError, match="no data folder"):  # the others are never bundled
+        load_corpus("wikitext2", block_size=8)
+
+
+def test_an_explicit_data_folder_wins_over_the_bundled_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "tinyshakespeare").mkdir()
+    (tmp_path / "tinyshakespeare" / "input.txt").write_text("abcab" * 40, encoding="utf-8")
+    assert load_corpus("shakespeare", block_size=8, data_dir=tmp_path).vocab_size == 3
+    monkeypatch.setenv("SLIME_DATA_DIR", str(tmp_path))
+    assert load_corpus("shakespeare", block_size=8).vocab_size == 3
 
 
 def test_missing_corpus_file_is_named(tmp_path: Path) -> None:

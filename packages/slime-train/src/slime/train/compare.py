@@ -1,9 +1,11 @@
 """Slime vs the equal-parameter baseline on tiny-shakespeare, same wall time, one device.
 
+The corpus comes from ``--data-dir`` or ``$SLIME_DATA_DIR``, else the copy slime.train ships.
+
 Usage::
 
     PYTHONPATH=$(ls -d packages/*/src | paste -sd:) \\
-        python -m slime.train.compare --data-dir ../shared/data --seconds 300 --out runs/compare
+        python -m slime.train.compare --seconds 300 --out runs/compare
 
 For each mode (``--modes eager,compiled,graphs``: ``compiled`` sets ``train.compile``, ``graphs``
 also ``train.cuda_graphs``) and each model it
@@ -292,7 +294,10 @@ def _table(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m slime.train.compare", description=__doc__)
-    parser.add_argument("--data-dir", required=True, help="folder holding tinyshakespeare/")
+    parser.add_argument(
+        "--data-dir",
+        help="folder holding the corpus (default: $SLIME_DATA_DIR, else the bundled tiny-shakespeare)",
+    )
     parser.add_argument("--seconds", type=float, default=300.0, help="training wall time per model")
     parser.add_argument("--out", default="runs/compare", help="folder for compare.json and runs")
     parser.add_argument("--config", default="shakespeare", help="preset or YAML (model: slime)")

@@ -1,7 +1,8 @@
 """Character-level text corpora and random-window batches.
 
-Offline copies live in a data folder given as an argument or by ``$SLIME_DATA_DIR`` (this repository's
-CI keeps them in ``../shared/data``). Splits:
+Offline copies live in a data folder given as an argument or by ``$SLIME_DATA_DIR``. Tiny-shakespeare
+(public domain) also ships with this package (``corpora/``, see its README): without a data folder
+``shakespeare`` loads the bundled copy, so it needs no download and no setup. Splits:
 
 - ``shakespeare``: tiny-shakespeare ``input.txt``, first 90% train / last 10% val (as nanoGPT).
 - ``wikitext2``: WikiText-2 (raw tokenised text read character by character). The offline copy has no
@@ -182,18 +183,30 @@ def _read(data_dir: Path, file: CorpusFile) -> str:
     return path.read_text(encoding="utf-8")
 
 
+BUNDLED = Path(__file__).parent / "corpora"
+
+
+def _bundled(name: str) -> bool:
+    """Whether every file of corpus ``name`` ships in :data:`BUNDLED`."""
+    return all((BUNDLED / f.relpath).is_file() for f in CORPORA[name].values())
+
+
 def load_corpus(
     name: str, block_size: int, data_dir: str | os.PathLike[str] | None = None
 ) -> CharCorpus:
-    """Load ``shakespeare``, ``wikitext2`` or ``tinystories`` from the data folder.
+    """Load ``shakespeare``, ``wikitext2`` or ``tinystories`` from the data folder
+    (``data_dir``, else ``$SLIME_DATA_DIR``, else the bundled copy where one ships).
 
     Raises:
         DataError: unknown name, missing folder or file, or a split shorter than a window.
     """
     if name not in CORPORA:
         raise DataError(f"unknown corpus {name!r}; expected one of {sorted(CORPORA)}")
-    folder = resolve_data_dir(data_dir)
     files = CORPORA[name]
+    if data_dir is None and not os.environ.get("SLIME_DATA_DIR") and _bundled(name):
+        folder = BUNDLED
+    else:
+        folder = resolve_data_dir(data_dir)
     if name == "wikitext2":
         if (folder / files["train"].relpath).is_file():
             train, val = _read(folder, files["train"]), _read(folder, files["valid"])

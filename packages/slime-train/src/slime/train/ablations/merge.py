@@ -94,6 +94,7 @@ def merge_results(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "vocab": {t: v for p in parts for t, v in p["vocab"].items()},
         "runs": runs,
         "runs_not_started": sum(p["runs_not_started"] for p in parts),
+        "tasks_left_out": {t: r for p in parts for t, r in p.get("tasks_left_out", {}).items()},
         "suite_wall_s": sum(p["suite_wall_s"] for p in parts),
         "parts": [
             {

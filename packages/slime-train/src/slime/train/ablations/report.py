@@ -86,6 +86,8 @@ def _setup(results: dict[str, Any]) -> list[str]:
         "the same for every arm and seed. Throughput and wall time leave out evaluation and the "
         "diagnostics; they include the lifecycle's own work.",
     ]
+    for task, reason in results.get("tasks_left_out", {}).items():
+        lines.append(f"- **{task} left out** (no offline copy where the suite looked): {reason}")
     for task, counts in results["params"].items():
         final = [
             r["params_final"] for r in results["runs"] if r["task"] == task and r["arm"] == "slime"

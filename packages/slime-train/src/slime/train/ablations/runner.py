@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from slime.proto import ConfigError
+from slime.proto import ConfigError, DataError
 from slime.train.ablations.calibration import calibrate_steps, warm_up
 from slime.train.ablations.groups import Group
 from slime.train.ablations.one_run import HELDOUT_SEED, SEED_BASE, AblationTrainer, run_one
@@ -86,11 +86,30 @@ def run_suite(
     t_suite = time.perf_counter()
     work = plan(profile, selected)
     needs_data = [t for t in work if t in CORPUS_TASKS]
+    explicit = data_dir
     data_dir = default_data_dir(data_dir) if needs_data else data_dir
     datasets = {}
+    left_out: dict[str, str] = {}
     for task in work:
         data_cfg = profile.run_config(task, 10, SEED_BASE, data_dir).data
-        datasets[task] = build_dataset(data_cfg, profile.model["block_size"])
+        try:
+            datasets[task] = build_dataset(data_cfg, profile.model["block_size"])
+        except DataError as exc:
+            if task not in CORPUS_TASKS or explicit is not None:
+                raise
+            # No data folder was named and this corpus has no offline copy here (only
+            # tiny-shakespeare ships with slime-train): run the rest and say so.
+            left_out[task] = str(exc)
+            log(f"{task}: left out of this suite: {exc}")
+    if left_out:
+        profile = dataclasses.replace(
+            profile,
+            baseline_tasks=tuple(t for t in profile.baseline_tasks if t not in left_out),
+            ablation_tasks=tuple(t for t in profile.ablation_tasks if t not in left_out),
+        )
+        work = plan(profile, selected)
+        if not work:
+            raise DataError(f"no task of the selected groups has data: {left_out}")
     calibration = None
     if steps is None and profile.time_budget_s is not None:
         calibration = calibrate_steps(profile, work, n_seeds, datasets, device, data_dir)
@@ -128,6 +147,7 @@ def run_suite(
             "vocab": {t: d.vocab_size for t, d in datasets.items()},
             "runs": runs,
             "runs_not_started": skipped,
+            "tasks_left_out": left_out,
             "warmup_s": warmup_s,
             "suite_wall_s": time.perf_counter() - t_suite,
         }
