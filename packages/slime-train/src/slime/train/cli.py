@@ -18,9 +18,16 @@ from pathlib import Path
 
 import torch
 from slime.proto import ConfigError, SlimeError
-from slime.train.build import build_dataset, resolve_device
-from slime.train.config import DATASETS
+from slime.train.build import build_dataset
+from slime.train.config import DATASETS, RunConfig
 from slime.train.datasets import Dataset
+from slime.train.distributed import (
+    Distributed,
+    launch,
+    rank_batch,
+    shutdown,
+    world_size_from_env,
+)
 from slime.train.loader import load_config, parse_overrides, preset_names, save_config
 from slime.train.rundir import RunDir
 from slime.train.tokenizer import parse_tokenizer_spec
@@ -140,9 +147,14 @@ def _record_data(run: RunDir, dataset: Dataset) -> None:
 
 
 def train_command(argv: list[str]) -> int:
-    """``slime train``: returns 0 when the run completed, 1 when the non-finite policy stopped it."""
+    """``slime train``: returns 0 when the run completed, 1 when the non-finite policy stopped it.
+
+    Under a launcher (``torchrun --nproc-per-node N --no-python slime train ...``) each process is
+    one rank of a data-parallel run (:mod:`slime.train.distributed`): ``train.batch_size`` is the
+    global batch, and rank 0 alone writes the run directory and prints.
+    """
     args = _train_parser().parse_intermixed_args(argv)
-    progress = None if args.quiet else sys.stderr
+    world = world_size_from_env()
     if args.resume is not None:
         if not (Path(args.resume) / "config.yaml").is_file():  # refuse before creating anything
             raise ConfigError(f"{args.resume} is not a run directory (no config.yaml)", "--resume")
@@ -156,31 +168,72 @@ def train_command(argv: list[str]) -> int:
                 raise ConfigError(f"a resumed run keeps its {key} section", key)
         if "seed" in changes["train"]:
             raise ConfigError("a resumed run keeps its seed", "train.seed")
-        run = RunDir(args.resume)
-        cfg = load_config(run.config_path).replace(**changes)
-        save_config(cfg, run.config_path)
-        recorded = run.path / TOKENIZER_FILE
-        dataset = build_dataset(
-            cfg.data,
-            cfg.model.block_size,
-            args.data_dir,
-            tokenizer=recorded if cfg.data.name == "text" and recorded.is_file() else None,
-            progress=progress,
-        )
-        trainer = Trainer.resume(
-            run, dataset, cfg, device=resolve_device(cfg.train.device), progress=progress
-        )
-        if trainer.restarted:
-            print(f"no committed checkpoint in {run.path}: restarting from step 0 with its config")
+        cfg = load_config(Path(args.resume) / "config.yaml").replace(**changes)
     else:
         cfg = load_config(args.config).replace(**_overrides(args))
-        dataset = build_dataset(cfg.data, cfg.model.block_size, args.data_dir, progress=progress)
+    rank_batch(cfg.train.batch_size, world)  # refused before any process joins a group
+    ctx, device = launch(cfg.train.device)
+    try:
+        return _train(args, cfg, ctx, device)
+    finally:
+        shutdown()
+
+
+def _in_turn(ctx: Distributed, build: Callable[[], Dataset]) -> Dataset:
+    """``build()`` on rank 0 first, then on the other ranks, which find its caches (tokens, a
+    trained tokenizer) instead of writing them at the same time."""
+    if not ctx.is_main:
+        ctx.barrier()
+    dataset = build()
+    if ctx.is_main:
+        ctx.barrier()
+    return dataset
+
+
+def _train(args: argparse.Namespace, cfg: RunConfig, ctx: Distributed, device: torch.device) -> int:
+    progress = None if args.quiet or not ctx.is_main else sys.stderr
+
+    def say(text: str) -> None:
+        if ctx.is_main:
+            print(text)
+
+    if args.resume is not None:
+        run = RunDir(args.resume)
+        ctx.barrier()  # every rank has read config.yaml before rank 0 rewrites it
+        if ctx.is_main:
+            save_config(cfg, run.config_path)
+        recorded = run.path / TOKENIZER_FILE
+        dataset = _in_turn(
+            ctx,
+            lambda: build_dataset(
+                cfg.data,
+                cfg.model.block_size,
+                args.data_dir,
+                tokenizer=recorded if cfg.data.name == "text" and recorded.is_file() else None,
+                progress=progress,
+            ),
+        )
+        trainer = Trainer.resume(
+            run, dataset, cfg, device=device, progress=progress, distributed=ctx
+        )
+        if trainer.restarted:
+            say(f"no committed checkpoint in {run.path}: restarting from step 0 with its config")
+    else:
+        dataset = _in_turn(
+            ctx,
+            lambda: build_dataset(cfg.data, cfg.model.block_size, args.data_dir, progress=progress),
+        )
         if hasattr(dataset, "describe"):
-            print(dataset.describe())
-        device = resolve_device(cfg.train.device)
-        run = RunDir.create(args.out, f"{cfg.model.kind}-{cfg.data.name}")
-        _record_data(run, dataset)
-        trainer = Trainer(cfg, dataset, run_dir=run, device=device, progress=progress)
+            say(dataset.describe())
+        if ctx.is_main:
+            run = RunDir.create(args.out, f"{cfg.model.kind}-{cfg.data.name}")
+            ctx.broadcast_object(str(run.path))
+            _record_data(run, dataset)
+        else:
+            run = RunDir(ctx.broadcast_object(None))
+        trainer = Trainer(
+            cfg, dataset, run_dir=run, device=device, progress=progress, distributed=ctx
+        )
     if cfg.train.cpu_threads is not None:
         # Process-wide; set here, at the application's edge, not inside the library.
         torch.set_num_threads(cfg.train.cpu_threads)
@@ -188,16 +241,18 @@ def train_command(argv: list[str]) -> int:
     line = f"{summary['status']}: {summary['model']} on {cfg.data.name}, {summary['steps']} steps"
     if "val_loss" in summary:
         line += f", val loss {summary['val_loss']:.4f}"
-    print(line)
+    if ctx.active:
+        line += f" ({ctx.world_size} processes)"
+    say(line)
     files = "config.yaml, metrics.jsonl, summary.json, *.png, checkpoints/"
     if cfg.model.kind == "slime":
         files += ", model/"
-    print(f"results: {run.path} ({files})")
+    say(f"results: {run.path} ({files})")
     plugins = {ep.name for ep in entry_points(group=GROUP)}
     if (run.path / TOKENIZER_FILE).is_file():
-        print(f"next: slime sample {run.path}  |  slime eval {run.path}")
+        say(f"next: slime sample {run.path}  |  slime eval {run.path}")
     if cfg.model.kind == "slime" and {"visualize", "export"} <= plugins:  # slime-tools installed
-        print(f"next: slime visualize {run.path}  |  slime export {run.path} --format onnx")
+        say(f"next: slime visualize {run.path}  |  slime export {run.path} --format onnx")
     return 0 if summary["status"] == "completed" else 1
 
 

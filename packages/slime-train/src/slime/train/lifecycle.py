@@ -121,6 +121,10 @@ class Lifecycle:
         autocast: returns the context the fitness probe forwards run in; the trainer passes its
             training autocast, so pods are scored in the precision they train in (bf16 on a GPU:
             the masked forwards are most of a medium event's device work).
+        agree: ``agree(stage)`` runs at ``"measure"`` (before behaviour is measured) and at
+            ``"decide"`` (after fitness is scored, before the archive, births and culls act on
+            it); a data-parallel trainer passes :class:`~slime.train.distributed.Lockstep`, so
+            every rank decides alike.
     """
 
     def __init__(
@@ -131,9 +135,11 @@ class Lifecycle:
         *,
         timer: Callable[[str], contextlib.AbstractContextManager] = _untimed,
         autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+        agree: Callable[[str], None] | None = None,
     ) -> None:
         self.model, self.cfg, self.fitness, self.timer = model, cfg, fitness, timer
         self.autocast = autocast
+        self.agree = agree or (lambda stage: None)
         device = model.organisms[0].alive.device if model.organisms else None
         self.gate = LossGate(cfg.loss_gate_ratio, cfg.loss_ema_decay, device=device)
         self.births = 0
@@ -151,9 +157,11 @@ class Lifecycle:
         idx, targets = probe
         phase = lifecycle_phase(step, self.cfg)
         with self.timer("measure"):
+            self.agree("measure")
             self.model.measure_behaviour(idx)
         with self.timer("fitness"), self.autocast():
             scores = self.fitness.assess(self.model, idx, targets)
+        self.agree("decide")
         added = 0
         with self.timer("archive"):
             for organism in self.model.organisms:

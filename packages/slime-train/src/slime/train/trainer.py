@@ -49,10 +49,18 @@ from slime.train.checkpoint import (
     remove_debris,
     restore_rng,
     save_checkpoint,
+    save_sharded_checkpoint,
     save_state,
 )
 from slime.train.config import RunConfig
 from slime.train.datasets import Dataset
+from slime.train.distributed import (
+    Distributed,
+    Lockstep,
+    data_parallel,
+    data_seed,
+    resumed_data_seed,
+)
 from slime.train.fitness import FitnessTracker
 from slime.train.lifecycle import Lifecycle
 from slime.train.loader import save_config
@@ -95,6 +103,9 @@ class Trainer:
             (e.g. a schedule over a wall-time budget, as ``slime.train.compare`` uses).
         sync_timing: synchronise the device around each timed phase, so ``timings`` attributes
             GPU time to phases (profiling; costs throughput).
+        distributed: this process's rank in a data-parallel run (default: the initialised
+            default process group, else one process); see :mod:`slime.train.distributed`.
+            ``train.batch_size`` is the global batch, split evenly over the ranks.
     """
 
     def __init__(
@@ -107,8 +118,11 @@ class Trainer:
         progress: TextIO | None = None,
         sync_timing: bool = False,
         lr_schedule: Callable[[int], float] | None = None,
+        distributed: Distributed | None = None,
     ) -> None:
         self.cfg, self.dataset, self.run_dir, self.progress = cfg, dataset, run_dir, progress
+        self.dist = distributed if distributed is not None else Distributed.current()
+        self.rank_batch_size = self.dist.rank_batch(cfg.train.batch_size)  # checks it divides
         self.device = (
             torch.device(device) if device is not None else resolve_device(cfg.train.device)
         )
@@ -119,7 +133,7 @@ class Trainer:
         random.seed(seed)
         np.random.seed(seed % 2**32)
         self.model_gen = torch.Generator().manual_seed(seed)
-        self.data_gen = torch.Generator().manual_seed(seed + 1)
+        self.data_gen = torch.Generator().manual_seed(data_seed(seed, self.dist.rank))
         self._prefetched: tuple[Tensor, Tensor, Tensor] | None = None  # see train_step
         self.metrics = MetricsCollector(device=self.device)
         if cfg.model.vocab_size is not None and cfg.model.vocab_size < dataset.vocab_size:
@@ -128,7 +142,7 @@ class Trainer:
                 f"{cfg.model.vocab_size}",
                 "model.vocab_size",
             )
-        check_fits(cfg.model, dataset.vocab_size, cfg.train.batch_size, self.device)
+        check_fits(cfg.model, dataset.vocab_size, self.rank_batch_size, self.device)
         self.model = build_model(
             cfg.model,
             dataset.vocab_size,
@@ -141,6 +155,10 @@ class Trainer:
         self.optimizer = PoolOptimizer(self.model, cfg.train)
         self.gradients = GradientMonitor(self.model, cfg.train.grad_clip)
         self.fitness = FitnessTracker(cfg.fitness)
+        # Keeps the ranks' lifecycles identical (see slime.train.distributed).
+        self.lockstep = (
+            Lockstep(self.model, self.dist) if self.dist.active and self.is_slime else None
+        )
         self.lifecycle = (
             Lifecycle(
                 self.model,
@@ -148,6 +166,7 @@ class Trainer:
                 self.fitness,
                 timer=lambda name: self._timed(f"lifecycle/{name}"),
                 autocast=self._autocast,
+                agree=self.lockstep,
             )
             if self.is_slime and cfg.lifecycle.enabled
             else None
@@ -157,13 +176,15 @@ class Trainer:
         # The forward the steps call. Compiled, the model's own forward timer (CUDA events, host
         # clock) would break the graph: the trainer times the call from outside instead.
         self._forward: Callable[..., Any] = self.model
+        if self.dist.active:  # the backward averages gradients over the ranks
+            self._forward = data_parallel(self.model, self.device, self.dist)
         self._time_forward = not self.is_slime
         if cfg.train.compile:
             if self.is_slime:
                 self.model.metrics = None
                 self._time_forward = True
             mode = "reduce-overhead" if cfg.train.cuda_graphs else None
-            self._forward = torch.compile(self.model, dynamic=False, mode=mode)  # fixed shapes
+            self._forward = torch.compile(self._forward, dynamic=False, mode=mode)  # fixed shapes
         probe_gen = torch.Generator().manual_seed(seed + 2)
         probe = dataset.batch("train", cfg.lifecycle.probe_batch_size, probe_gen)
         self.probe = tuple(t.to(self.device) for t in probe)
@@ -184,7 +205,7 @@ class Trainer:
         self._last_checkpoint = -1
         self._finished: dict[str, Any] | None = None  # the summary of a finished run resumed
         self.restarted = False  # resume found no checkpoint and started over (see resume)
-        if run_dir is not None and not run_dir.config_path.exists():
+        if run_dir is not None and self.dist.is_main and not run_dir.config_path.exists():
             save_config(cfg, run_dir.config_path)
 
     # -- fast timescale -------------------------------------------------------------------------
@@ -234,7 +255,7 @@ class Trainer:
             loss.backward()
         with self._timed("grad_norms"):
             grads = self.gradients.clip_and_measure(per_slot=observing)
-        loss = loss.detach()
+        loss = self.dist.average(loss.detach())  # the global batch's loss, on every rank
         finite = torch.isfinite(loss) & torch.isfinite(grads.total)
         with self._timed("optimizer"):
             self.optimizer.step(skip=~finite)
@@ -242,7 +263,7 @@ class Trainer:
             with self._timed("fitness"):
                 self.fitness.observe_gradients(grads.slot_norms, grads.slot_taylor, finite)
         self.optimizer.zero_grad()
-        self.tokens_seen += idx.numel()
+        self.tokens_seen += idx.numel() * self.dist.world_size
         # The device runs this step's kernels now; draw the next batch meanwhile, so loading it
         # never holds up a device that is ahead of the host.
         self._prefetched = self._draw_batch()
@@ -252,7 +273,7 @@ class Trainer:
         """The next training batch, already sent to the device, and the data generator's state
         before it was drawn (what a checkpoint saves: a resume draws the same batch again)."""
         state = self.data_gen.get_state()
-        idx, targets = self.dataset.batch("train", self.cfg.train.batch_size, self.data_gen)
+        idx, targets = self.dataset.batch("train", self.rank_batch_size, self.data_gen)
         return (
             idx.to(self.device, non_blocking=True),
             targets.to(self.device, non_blocking=True),
@@ -347,8 +368,10 @@ class Trainer:
         t_start = time.perf_counter()
         window_t, window_tokens = t_start, self.tokens_seen
         while self.step < total:
-            if max_seconds is not None and time.perf_counter() - t_start >= max_seconds:
-                break
+            if max_seconds is not None and self.dist.any(
+                time.perf_counter() - t_start >= max_seconds, self.device
+            ):
+                break  # every rank stops at the same step
             loss, grad_norm = self.train_step()
             self.step += 1
             self._record(loss, grad_norm)
@@ -409,7 +432,7 @@ class Trainer:
         return {"pool_size": sum(len(o.live_slots()) for o in self.model.organisms)}
 
     def _log(self, **record: Any) -> None:
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.dist.is_main:
             self.run_dir.log({"step": self.step, **record})
 
     @torch.no_grad()
@@ -454,7 +477,7 @@ class Trainer:
             summary.update(best_step=self.best[0], best_val_loss=self.best[1])
         if self.lifecycle is not None:
             summary.update(births=self.lifecycle.births, deaths=self.lifecycle.deaths)
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.dist.is_main:
             self._log(kind="summary", **summary)
             self.run_dir.write_summary(summary)
             self.run_dir.plot()
@@ -491,6 +514,8 @@ class Trainer:
         if self.best is not None and val >= self.best[1]:
             return
         self.best = (step, val)
+        if not self.dist.is_main:
+            return
         with self._timed("checkpoint"):
             if self.is_slime:
                 self._export_model("best", {"step": step, "val_loss": val})
@@ -523,7 +548,19 @@ class Trainer:
                 },
             }
             writers = {f"archive_{i}": o.archive.save for i, o in enumerate(organisms)}
-            path = save_checkpoint(self.run_dir.path, self.step, state, writers=writers)
+            if self.dist.active:  # collective: every rank takes part
+                if self.lockstep is not None:
+                    self.lockstep.share_tubes()  # what is saved is what every rank holds
+                path = save_sharded_checkpoint(
+                    self.run_dir.path,
+                    self.step,
+                    state,
+                    per_rank=("rng", "data_rng"),
+                    writers=writers,
+                    group=self.dist.group,
+                )
+            else:
+                path = save_checkpoint(self.run_dir.path, self.step, state, writers=writers)
             self._last_checkpoint = self.step
         return path
 
@@ -551,7 +588,12 @@ class Trainer:
                 organism.replace_archive(archive)
         self.optimizer.load_state_dict(state["optimizer"])
         restore_rng(state["rng"])
-        self.data_gen.set_state(state["data_rng"])
+        if self.dist.rank < state.get("world_size", 1):
+            self.data_gen.set_state(state["data_rng"])  # this rank's own stream
+        else:  # written by a run with fewer ranks: a fresh stream of this rank's own
+            self.data_gen.manual_seed(
+                resumed_data_seed(self.cfg.train.seed, self.dist.rank, state["step"])
+            )
         self._prefetched = None
         self.model_gen.set_state(state["model_rng"])
         self.fitness.load_state_dict(state["fitness"])
@@ -572,7 +614,8 @@ class Trainer:
         self.step = state["step"]
         self._last_checkpoint = self.step
         if self.run_dir is not None:
-            self.run_dir.truncate_metrics(self.step)
+            if self.dist.is_main:
+                self.run_dir.truncate_metrics(self.step)
             at_step = [r for r in self.run_dir.read_metrics() if r["step"] == self.step]
             for record in at_step:
                 if record.get("kind") == "eval":
@@ -590,11 +633,14 @@ class Trainer:
         committed restarts from step 0 with its own config: its metrics are cleared and
         :attr:`restarted` is True (the caller says so).
         """
-        remove_debris(run_dir.path)
         trainer = cls(cfg, dataset, run_dir=run_dir, **kwargs)
+        if trainer.dist.is_main:
+            remove_debris(run_dir.path)
+        trainer.dist.barrier()
         if latest_checkpoint(run_dir.path) is None:
-            run_dir.truncate_metrics(0)
+            if trainer.dist.is_main:
+                run_dir.truncate_metrics(0)
             trainer.restarted = True
             return trainer
-        trainer.load_state(load_checkpoint(run_dir.path))
+        trainer.load_state(load_checkpoint(run_dir.path, rank=trainer.dist.rank))
         return trainer
