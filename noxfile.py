@@ -21,7 +21,7 @@ import nox
 
 nox.options.default_venv_backend = "uv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "wheels", "tests", "integration", "ablations"]
+nox.options.sessions = ["lint", "wheels", "tests", "integration", "distributed", "ablations"]
 
 ROOT = pathlib.Path(__file__).parent
 PACKAGES = ["proto", "kernels", "memory", "core", "train", "tools"]
@@ -116,6 +116,15 @@ def integration(session: nox.Session) -> None:
         ROOT / "tests" / "slo",
         marker="not gpu and not slow",
     )
+
+
+@nox.session
+def distributed(session: nox.Session) -> None:
+    """Data-parallel training with real processes: two ranks on the CPU with the gloo backend,
+    launched by torchrun (DDP against one process, the lifecycle in lockstep, sharded checkpoints
+    resharded 2 -> 1 and 1 -> 2, ``slime train`` under torchrun; ~2 min on 2 cores)."""
+    _sync(session, "--all-packages")
+    _pytest(session, ROOT / "tests" / "distributed", marker="not gpu and not slow")
 
 
 @nox.session
