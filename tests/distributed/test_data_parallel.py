@@ -218,11 +218,10 @@ def test_reshard_one_process_to_two_ranks_and_resume_exactly(two_ranks, tmp_path
 
 def test_slime_train_under_torchrun(tmp_path, capsys) -> None:
     slime = shutil.which("slime", path=str(Path(sys.executable).parent)) or "slime"
-    done = torchrun(
-        "--no-python", slime, "train", "--config", "tiny", "--out", str(tmp_path), "--quiet"
-    )
+    done = torchrun("--no-python", slime, "train", "--config", "tiny", "--out", str(tmp_path))
     (run,) = tmp_path.iterdir()  # rank 0 made the one run directory
     assert done.stdout.count("completed: slime on recall, 12 steps") == 1  # rank 0 alone prints
+    assert done.stderr.count("] 12/12 loss") == 1  # and draws the progress bar
     assert "(2 processes)" in done.stdout
     records = RunDir(run).read_metrics()
     keys = [(r["step"], r["kind"]) for r in records]

@@ -364,7 +364,8 @@ class Trainer:
             return self._finished  # a finished run resumed with nothing to add: leave it as is
         self._finished = None
         tc = self.cfg.train
-        bar = ProgressBar(total, start=self.step, stream=self.progress) if self.progress else None
+        shown = self.progress is not None and self.dist.is_main  # one bar: rank 0's
+        bar = ProgressBar(total, start=self.step, stream=self.progress) if shown else None
         t_start = time.perf_counter()
         window_t, window_tokens = t_start, self.tokens_seen
         while self.step < total:
