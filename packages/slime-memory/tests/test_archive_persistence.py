@@ -115,8 +115,30 @@ def test_tampered_metadata_raises(tmp_path: Path) -> None:
 
 
 def test_missing_directory_raises(tmp_path: Path) -> None:
-    with pytest.raises(ArchiveError, match="cannot read"):
+    with pytest.raises(ArchiveError, match="archive folder .*nothing does not exist"):
         GridArchive.load(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "says"),
+    [
+        (META, lambda b: b[: len(b) // 2], "not readable JSON"),
+        (META, lambda b: b[:10] + b"\xff\xfe" + b[12:], "not readable JSON"),
+        (META, lambda b: b"", "not readable JSON"),
+        (META, None, "is missing"),
+        (TENSORS, None, "is missing"),
+    ],
+)
+def test_a_damaged_or_missing_file_is_named(tmp_path: Path, name, damage, says) -> None:
+    populated_grid().save(tmp_path / "a")
+    path = tmp_path / "a" / name
+    if damage is None:
+        path.unlink()
+    else:
+        path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(ArchiveError, match=says) as info:
+        GridArchive.load(tmp_path / "a")
+    assert str(path) in str(info.value)
 
 
 def test_loading_as_the_wrong_kind_raises(tmp_path: Path) -> None:

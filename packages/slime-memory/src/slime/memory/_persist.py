@@ -165,11 +165,21 @@ def save_archive(
 
 
 def load_archive(path: Path, *, device: torch.device | str | None) -> SavedArchive:
+    if not path.is_dir():
+        raise ArchiveError(f"archive folder {path} does not exist")
+    for name in (META, TENSORS):
+        if not (path / name).is_file():
+            raise ArchiveError(f"archive file {path / name} is missing")
     try:
-        document = json.loads((path / META).read_text())
-        blob = (path / TENSORS).read_bytes()
+        document = json.loads((path / META).read_bytes().decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArchiveError(f"cannot read archive files under {path}: {e}") from e
+        raise ArchiveError(
+            f"{path / META} is not readable JSON (damaged or truncated?): {e}"
+        ) from e
+    try:
+        blob = (path / TENSORS).read_bytes()
+    except OSError as e:
+        raise ArchiveError(f"cannot read {path / TENSORS}: {e}") from e
     if not isinstance(document, dict) or set(document) != {"meta", "meta_sha256"}:
         raise ArchiveError(f"{path / META} is not a slime archive document")
     meta = document["meta"]
