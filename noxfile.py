@@ -144,6 +144,23 @@ def ablations(session: nox.Session) -> None:
     session.run("pytest", str(ROOT / "tests" / "ablations"), "-m", "not gpu and not slow")
 
 
+@nox.session(python=False, default=False)
+def fresh_clone(session: nox.Session) -> None:
+    """Clone the committed HEAD into a scratch folder with nothing beside it (no data folder, no
+    SLIME_DATA_DIR) and run the default sessions there: what a newcomer's `uv run nox` does."""
+    scratch = pathlib.Path(tempfile.mkdtemp(prefix="slime-fresh-"))
+    clone = scratch / "slime"
+    session.run("git", "clone", "--quiet", str(ROOT), str(clone), external=True)
+    env = {k: v for k, v in os.environ.items() if k != "SLIME_DATA_DIR"}
+    env.pop("VIRTUAL_ENV", None)
+    with session.chdir(clone):
+        done = subprocess.run(["uv", "run", "--locked", "nox", *session.posargs], env=env)
+    if done.returncode != 0:
+        session.error(f"`uv run nox` failed in a fresh clone at {clone} (left for inspection)")
+    shutil.rmtree(scratch)
+    session.log("a fresh clone with nothing beside it passed the default sessions")
+
+
 @nox.session(default=False)
 def package(session: nox.Session) -> None:
     """Build the standalone `slime` executable with PyInstaller and run it (slow, minutes)."""
