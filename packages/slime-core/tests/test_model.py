@@ -213,6 +213,51 @@ def test_measure_behaviour_updates_every_pod(kernel):
     assert all(o.n_measurements.tolist() == [1] * 4 + [0] * 2 for o in model.organisms)
 
 
+@pytest.mark.parametrize("budget", [None, 1])
+def test_measuring_all_layers_at_once_equals_measuring_each_apart(kernel, budget, monkeypatch):
+    """The model measures every layer in one batched pass (in groups under PROBS_BUDGET; 1 byte
+    forces one layer per group); each organism's own measure_behaviour gives the same numbers."""
+    from slime.core import organism as organism_module
+
+    if budget is not None:
+        monkeypatch.setattr(organism_module, "PROBS_BUDGET", budget)
+    together, apart = make(kernel), make(kernel)
+    probe, targets = batch()
+    for model in (together, apart):
+        model.organisms[1].cull([2])
+        model(probe, targets)[1].backward()  # feeds the tubes of both layers
+        model.organisms[0].tube_trace[:, 1] = float("nan")  # slot 1 remembers nothing
+    together.measure_behaviour(probe)
+    apart.eval()
+    with torch.no_grad():
+        x = apart._embed(probe)
+        for block in apart.blocks:
+            block.attn.measure_behaviour(block.attention_input(x), causal=True)
+            x = block(x)
+    for a, b in zip(together.organisms, apart.organisms):
+        torch.testing.assert_close(a.descriptors, b.descriptors, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(a.correlation, b.correlation, rtol=1e-5, atol=1e-5)
+        assert torch.equal(a.n_measurements, b.n_measurements)
+    assert together.organisms[1].n_measurements.tolist() == [1, 1, 0, 1, 0, 0]
+
+
+def test_offering_every_layer_at_once_equals_offering_each_organism(kernel):
+    together, apart = make(kernel), make(kernel)
+    probe, _ = batch()
+    for model in (together, apart):
+        model.measure_behaviour(probe)
+        for layer, o in enumerate(model.organisms):
+            o.fitness.copy_(torch.arange(6.0) + layer)
+        model.organisms[1].cull([0, 1, 2, 3])  # a layer with no live pod
+    results = together.archive_elites()
+    assert results[1] is None and len(together.organisms[1].archive) == 0
+    expected = apart.organisms[0].archive_elites()
+    assert torch.equal(results[0].status, expected.status)
+    for a, b in zip(together.organisms[0].archive, apart.organisms[0].archive):
+        assert (a.cell, a.objective) == (b.cell, b.objective)
+        assert all(torch.equal(a.genome[k], b.genome[k]) for k in b.genome)
+
+
 def test_generate_extends_the_sequence_reproducibly(kernel):
     model = make(kernel)
     idx = torch.zeros(2, 3, dtype=torch.long)

@@ -34,7 +34,7 @@ from slime.memory import MAX_POOL_SIZE, GridArchive
 from slime.proto import ConfigError, Kernel, KernelError, PoolError
 from torch import Tensor, nn
 
-__all__ = ["FOUNDER", "Organism", "SlotListener"]
+__all__ = ["FOUNDER", "Organism", "SlotListener", "measure_organisms"]
 
 SlotListener = Callable[["Organism", list[int]], None]
 FOUNDER = -1
@@ -535,14 +535,10 @@ class Organism(nn.Module):
         """Per slot, the decay-weighted mean Hoyer sparsity of what the tubes remember ``(P,)``
         (the newest entry has weight 1, each older one ``tube_decay`` times the next), and whether
         they remember anything of that slot ``(P,)`` bool."""
-        capacity = self.tube_trace.shape[0]
-        age = (self.tube_pos - 1 - torch.arange(capacity, device=self._device)) % max(capacity, 1)
-        weight = (self.tube_decay ** age.float())[:, None] * ~self.tube_trace.isnan()
-        total = (weight * self.tube_trace.nan_to_num()).sum(0)
-        norm = weight.sum(0)
-        ratio = total / norm.clamp_min(torch.finfo(norm.dtype).tiny)
-        root = math.sqrt(self.head_dim)
-        return ((root - ratio) / (root - 1)).clamp(0.0, 1.0), norm > 0
+        recalled, remembered = _tube_recall(
+            self.tube_trace[None], self.tube_pos[None], self.tube_decay, self.head_dim
+        )
+        return recalled[0], remembered[0]
 
     def reset_state(self) -> None:
         """Forget the tubes' temporal memory."""
@@ -556,53 +552,18 @@ class Organism(nn.Module):
     def measure_behaviour(self, latent: Tensor, *, causal: bool = False) -> Tensor:
         """Update every live pod's smoothed descriptors from a probe batch ``(B, T, D)``.
 
-        All slots are measured at once. Activation sparsity comes from the tubes' decayed memory
-        of training forwards where they hold any, else from the probe. Returns the live pods'
-        smoothed descriptors ``(n_live, 3)``.
+        All slots are measured at once (:func:`measure_organisms`). Activation sparsity comes from
+        the tubes' decayed memory of training forwards where they hold any, else from the probe.
+        Returns the live pods' smoothed descriptors ``(n_live, 3)``.
         """
-        batch, seq, _ = latent.shape
-        cap, d = self.pod_capacity, self.head_dim
         with span(self.tracer, "organism.measure_behaviour", organism=self.name):
-            latent = latent.float()
-            q, k, v = self.project(latent)
-            # Attention probabilities are needed explicitly; fused kernels never expose them.
-            logits = (q @ k.transpose(-1, -2)) * d**-0.5  # (B, P, T, T)
-            pos = torch.arange(seq, device=latent.device)
-            if causal:
-                logits = logits.masked_fill(pos[None, :] > pos[:, None], -math.inf)
-            probs = logits.softmax(-1)
-            out = probs @ v  # (B, P, T, d)
-            gap = (pos[:, None] - pos[None, :]).abs().float()
-            distance = (probs * gap).sum(-1).mean(dim=(0, 2)) / max(seq - 1, 1)
-            recalled, remembered = self.tube_recall()
-            sparsity = torch.where(remembered, recalled, hoyer_sparsity(out).mean(dim=(0, 2)))
-            raw = torch.stack([distance, sparsity, self._weight_spread()], dim=-1)  # (P, 3)
-            flat = out.transpose(0, 1).reshape(cap, batch * seq, d)
-            correlation = self.kernel.correlation(flat)
-            alive = self.alive
-            m = self.descriptor_momentum
-            smoothed = torch.where(
-                (self.n_measurements > 0)[:, None], m * self.descriptors + (1 - m) * raw, raw
-            )
-            self.descriptors.copy_(torch.where(alive[:, None], smoothed, self.descriptors))
-            self.correlation.copy_(torch.where(alive[:, None, None], correlation, self.correlation))
-            self.n_measurements.add_(alive.long())
+            measure_organisms([self], latent[None], causal=causal)
         return self.live_descriptors(full=True)
 
     def _weight_spread(self) -> Tensor:
         """``(P,)``: ``1 - mean|w|^2 / mean(w^2)`` over each slot's weights, in [0, 1]."""
-        abs_sum = sq_sum = 0.0
-        count = 0
-        for param, dim in self.slot_parameters():
-            w = param.detach().float().movedim(dim, 0).reshape(self.pod_capacity, -1)
-            abs_sum = abs_sum + w.abs().sum(1)
-            sq_sum = sq_sum + w.square().sum(1)
-            count += w.shape[1]
-        mean_sq = sq_sum / count
-        spread = 1.0 - (abs_sum / count).square() / mean_sq.clamp_min(
-            torch.finfo(torch.float32).tiny
-        )
-        return torch.where(mean_sq > 0, spread, 0.0)
+        stacked = [(param.detach()[None], dim) for param, dim in self.slot_parameters()]
+        return _weight_spread(stacked, self.pod_capacity)[0]
 
     def live_descriptors(self, *, full: bool = False) -> Tensor:
         """Smoothed descriptors of the live pods in slot order: ``(n_live, k)`` with ``k`` the
@@ -655,6 +616,13 @@ class Organism(nn.Module):
         unknown = [s for s in slots if s not in live]
         if unknown:
             raise PoolError(f"slots {unknown} are not live in {self.name}: live are {live}")
+        with span(self.tracer, "organism.archive_elites", organism=self.name, n=len(slots)):
+            return self.archive.add(*self.elite_batch(slots))
+
+    def elite_batch(self, slots: list[int]) -> tuple[Any, Tensor, Tensor]:
+        """What :meth:`archive_elites` offers the archive for ``slots``: genomes (columns, or
+        per-pod dicts for an archive that stores payloads), objectives ``(n,)`` (fitness) and
+        descriptors ``(n, k)``, on this organism's device."""
         index = torch.tensor(slots, dtype=torch.long, device=self._device)
         objectives = self.fitness.index_select(0, index)
         descs = self.descriptors.index_select(0, index)[:, : self.descriptor_dims]
@@ -662,8 +630,7 @@ class Organism(nn.Module):
             genomes: Any = [PodView(self, s).to_dict() for s in slots]  # an archive from v1
         else:
             genomes = self.genome_columns(slots)
-        with span(self.tracer, "organism.archive_elites", organism=self.name, n=len(slots)):
-            return self.archive.add(genomes, objectives, descs)
+        return genomes, objectives, descs
 
     def birth_location(self) -> Tensor | None:
         """Where chemotaxis says the next pod should grow from: ``(k,)``, or None when the
@@ -718,6 +685,125 @@ class Organism(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._ablated = frozenset()
         self._refresh_attending()
+
+
+# Bytes of attention probabilities one batched measurement may hold: layers are measured in groups
+# under it (the probe's probabilities are (B, P, T, T) per layer, which grows fast with T).
+PROBS_BUDGET = 1 << 28
+
+
+@torch.no_grad()
+def measure_organisms(organisms: list[Organism], latents: Tensor, *, causal: bool = False) -> None:
+    """Update the smoothed descriptors of every live pod of ``organisms`` from their probe inputs
+    ``latents`` ``(L, B, T, D)`` (row ``i`` is organism ``i``'s attention input).
+
+    The layers are measured together, a handful of kernel calls for all of them, in groups whose
+    attention probabilities stay under :data:`PROBS_BUDGET` bytes. The organisms must agree on
+    capacity, head width, model width, bias, momentum and tube capacity (a model's layers do).
+
+    Raises:
+        ConfigError: the organisms differ in one of those, or ``latents`` does not fit them.
+    """
+    first = organisms[0]
+    shape = (first.pod_capacity, first.head_dim, first.n_embd, first.qkv_bias is not None)
+    for o in organisms:
+        if (o.pod_capacity, o.head_dim, o.n_embd, o.qkv_bias is not None) != shape or (
+            o.descriptor_momentum,
+            o.tube_trace.shape[0],
+        ) != (first.descriptor_momentum, first.tube_trace.shape[0]):
+            raise ConfigError(
+                f"{o.name} differs from {first.name} in capacity, widths, bias, momentum or "
+                "tube capacity; measure them apart",
+                "organisms",
+            )
+    if latents.dim() != 4 or latents.shape[0] != len(organisms) or latents.shape[3] != shape[2]:
+        raise ConfigError(
+            f"latents must be ({len(organisms)}, B, T, {shape[2]}), got {tuple(latents.shape)}",
+            "latents",
+        )
+    _, batch, seq, _ = latents.shape
+    per_layer = 4 * batch * first.pod_capacity * seq * seq
+    group = max(1, PROBS_BUDGET // max(per_layer, 1))
+    for start in range(0, len(organisms), group):
+        _measure_group(organisms[start : start + group], latents[start : start + group], causal)
+
+
+def _measure_group(organisms: list[Organism], latents: Tensor, causal: bool) -> None:
+    first = organisms[0]
+    n, batch, seq, width = latents.shape
+    cap, d = first.pod_capacity, first.head_dim
+    weight = torch.stack([o.qkv_weight.detach() for o in organisms]).float()  # (n, 3, P, d, D)
+    qkv = torch.bmm(latents.float().reshape(n, batch * seq, width), weight.view(n, -1, width).mT)
+    if first.qkv_bias is not None:
+        qkv = qkv + torch.stack([o.qkv_bias.detach() for o in organisms]).float().view(n, 1, -1)
+    q, k, v = qkv.view(n, batch, seq, 3, cap, d).permute(3, 0, 1, 4, 2, 5).unbind(0)
+    # Attention probabilities are needed explicitly; fused kernels never expose them.
+    logits = (q @ k.transpose(-1, -2)) * d**-0.5  # (n, B, P, T, T)
+    pos = torch.arange(seq, device=latents.device)
+    if causal:
+        logits = logits.masked_fill(pos[None, :] > pos[:, None], -math.inf)
+    probs = logits.softmax(-1)
+    out = probs @ v  # (n, B, P, T, d)
+    gap = (pos[:, None] - pos[None, :]).abs().float()
+    distance = (probs * gap).sum(-1).mean(dim=(1, 3)) / max(seq - 1, 1)  # (n, P)
+    recalled, remembered = _tube_recall(
+        torch.stack([o.tube_trace for o in organisms]),
+        torch.stack([o.tube_pos for o in organisms]),
+        torch.tensor([o.tube_decay for o in organisms], device=latents.device),
+        d,
+    )
+    sparsity = torch.where(remembered, recalled, hoyer_sparsity(out).mean(dim=(1, 3)))
+    params = [
+        (torch.stack([param.detach() for param in group]), dim)
+        for group, dim in zip(
+            zip(*([p for p, _ in o.slot_parameters()] for o in organisms)),
+            [dim for _, dim in first.slot_parameters()],
+        )
+    ]
+    raw = torch.stack([distance, sparsity, _weight_spread(params, cap)], dim=-1)  # (n, P, 3)
+    correlation = first.kernel.correlation(out.transpose(1, 2).reshape(n * cap, batch * seq, d))
+    correlation = correlation.view(n, cap, d, d)
+    m = first.descriptor_momentum
+    for i, o in enumerate(organisms):
+        alive = o.alive
+        smoothed = torch.where(
+            (o.n_measurements > 0)[:, None], m * o.descriptors + (1 - m) * raw[i], raw[i]
+        )
+        o.descriptors.copy_(torch.where(alive[:, None], smoothed, o.descriptors))
+        o.correlation.copy_(torch.where(alive[:, None, None], correlation[i], o.correlation))
+        o.n_measurements.add_(alive.long())
+
+
+def _tube_recall(
+    trace: Tensor, pos: Tensor, decay: float | Tensor, head_dim: int
+) -> tuple[Tensor, Tensor]:
+    """Decay-weighted mean Hoyer sparsity remembered by tube rings ``trace`` ``(n, C, P)`` at
+    positions ``pos`` ``(n,)`` (the newest entry weighs 1, each older one ``decay`` times the
+    next), and whether each ring remembers anything of each slot: ``(n, P)`` each."""
+    capacity = trace.shape[1]
+    age = (pos[:, None] - 1 - torch.arange(capacity, device=trace.device)) % max(capacity, 1)
+    decay = torch.as_tensor(decay, dtype=torch.float32, device=trace.device).reshape(-1, 1)
+    weight = (decay ** age.float())[:, :, None] * ~trace.isnan()  # (n, C, P)
+    total = (weight * trace.nan_to_num()).sum(1)
+    norm = weight.sum(1)
+    ratio = total / norm.clamp_min(torch.finfo(norm.dtype).tiny)
+    root = math.sqrt(head_dim)
+    return ((root - ratio) / (root - 1)).clamp(0.0, 1.0), norm > 0
+
+
+def _weight_spread(params: list[tuple[Tensor, int]], capacity: int) -> Tensor:
+    """``(n, P)``: ``1 - mean|w|^2 / mean(w^2)`` over each slot's weights, in [0, 1], from slot
+    parameters stacked over ``n`` layers (``dim`` indexes slots within one layer's tensor)."""
+    abs_sum = sq_sum = 0.0
+    count = 0
+    for stacked, dim in params:
+        w = stacked.float().movedim(dim + 1, 1).reshape(stacked.shape[0], capacity, -1)
+        abs_sum = abs_sum + w.abs().sum(-1)
+        sq_sum = sq_sum + w.square().sum(-1)
+        count += w.shape[-1]
+    mean_sq = sq_sum / count
+    spread = 1.0 - (abs_sum / count).square() / mean_sq.clamp_min(torch.finfo(torch.float32).tiny)
+    return torch.where(mean_sq > 0, spread, 0.0)
 
 
 def _convert_per_pod_layout(organism: Organism, state_dict: dict, prefix: str) -> None:

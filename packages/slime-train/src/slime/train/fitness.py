@@ -84,9 +84,10 @@ def masked_loss_contributions(
         for start in range(0, len(copies), per_chunk):
             part = copies[start : start + per_chunk]
             mask = torch.ones(n_layer, len(part), batch, capacity, dtype=torch.bool)
-            for i, key in enumerate(part):
-                if key is not None:
-                    mask[key[0], i, :, key[1]] = False
+            masked = [(key[0], i, key[1]) for i, key in enumerate(part) if key is not None]
+            if masked:
+                layer, copy, slot = torch.tensor(masked).unbind(1)
+                mask[layer, copy, :, slot] = False  # one write for every masked copy
             mask = mask.view(n_layer, len(part) * batch, capacity).to(idx.device)
             logits, _ = model(idx.repeat(len(part), 1), head_mask=mask)
             nll = F.cross_entropy(

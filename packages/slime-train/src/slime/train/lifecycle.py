@@ -164,9 +164,9 @@ class Lifecycle:
         self.agree("decide")
         added = 0
         with self.timer("archive"):
-            for organism in self.model.organisms:
-                if organism.live_slots():
-                    added += int((organism.archive_elites().status > 0).sum())
+            for result in self.model.archive_elites():
+                if result is not None:
+                    added += int((result.status > 0).sum())
         frozen = self.gate.check(loss)
         born = 0
         if phase != "warmup" and not frozen:

@@ -21,7 +21,7 @@ from slime.core.api.config import SlimeConfig
 from slime.core.api.sampling import generate_tokens
 from slime.core.blocks import MLP, Block
 from slime.core.observability import MetricsCollector, span
-from slime.core.organism import Organism
+from slime.core.organism import Organism, measure_organisms
 from slime.kernels import select_kernel
 from slime.memory import GridArchive
 from slime.proto import CheckpointError, ConfigError, DataError, Kernel, PoolError, shown
@@ -172,14 +172,51 @@ class SlimeModel(nn.Module):
         self.eval()  # no dropout: a probe measures the pods, not the noise
         try:
             x = self._embed(probe_idx)
-            measured = []
+            latents = []
             for block in self.blocks:
-                latent = block.attention_input(x)
-                measured.append(block.attn.measure_behaviour(latent, causal=True))
+                latents.append(block.attention_input(x))
                 x = block(x)
+            # Every layer at once: a few kernel calls instead of a few dozen per layer.
+            measure_organisms(self.organisms, torch.stack(latents), causal=True)
         finally:
             self.train(was_training)
-        return measured
+        return [o.live_descriptors(full=True) for o in self.organisms]
+
+    @torch.no_grad()
+    def archive_elites(self) -> list[Any]:
+        """Offer every live pod of every layer to its layer's archive (medium timescale; see
+        :meth:`Organism.archive_elites`). What the archives read is moved to their device in one
+        copy per dtype for the whole model (archives in host memory would otherwise cost a
+        device read per column and layer).
+
+        Returns:
+            Each layer's AddResult, None for a layer with no live pod.
+        """
+        organisms = list(self.organisms)
+        alive = torch.stack([o.alive for o in organisms]).tolist()  # one read
+        batches = [
+            o.elite_batch([s for s, a in enumerate(row) if a]) if any(row) else None
+            for o, row in zip(organisms, alive)
+        ]
+        tensors = [
+            (i, name, t)
+            for i, (o, b) in enumerate(zip(organisms, batches))
+            if b is not None
+            for name, t in _batch_tensors(b)
+        ]
+        moved = _move_at_once(
+            [(organisms[i].archive.device, t) for i, _, t in tensors],
+        )
+        for (i, name, _), t in zip(tensors, moved):
+            batches[i] = _with_tensor(batches[i], name, t)
+        results = []
+        for o, b in zip(organisms, batches):
+            if b is None:
+                results.append(None)
+                continue
+            with span(self.tracer, "organism.archive_elites", organism=o.name, n=len(b[1])):
+                results.append(o.archive.add(*b))
+        return results
 
     def num_params(self) -> int:
         """Parameters counted once (the tied head is the token embedding)."""
@@ -379,3 +416,40 @@ def _read_meta(directory: Path) -> dict[str, Any]:
     if meta["version"] >= 2 and not isinstance(meta.get("model_sha256"), str):
         raise CheckpointError(f"{path}: 'model_sha256' is missing")
     return meta
+
+
+def _batch_tensors(batch: tuple[Any, Tensor, Tensor]) -> list[tuple[str, Tensor]]:
+    """The tensors of an elite batch by name (genome columns, objectives, descriptors); per-pod
+    genome dicts (payload archives) stay where they are."""
+    genomes, objectives, descs = batch
+    named = [("objectives", objectives), ("descriptors", descs)]
+    if isinstance(genomes, dict):
+        named += [(f"genome/{k}", v) for k, v in genomes.items()]
+    return named
+
+
+def _with_tensor(batch: tuple[Any, Tensor, Tensor], name: str, t: Tensor) -> tuple:
+    genomes, objectives, descs = batch
+    if name == "objectives":
+        return genomes, t, descs
+    if name == "descriptors":
+        return genomes, objectives, t
+    return {**genomes, name.removeprefix("genome/"): t}, objectives, descs
+
+
+def _move_at_once(items: list[tuple[torch.device, Tensor]]) -> list[Tensor]:
+    """Each tensor on its target device, with one copy per (source, target, dtype) group: the
+    group is flattened into one buffer, copied, and split back into views."""
+    out: list[Tensor | None] = [None] * len(items)
+    groups: dict[tuple, list[int]] = {}
+    for i, (device, t) in enumerate(items):
+        if t.device == device:
+            out[i] = t
+        else:
+            groups.setdefault((t.device, device, t.dtype), []).append(i)
+    for (_, device, _), members in groups.items():
+        flat = torch.cat([items[i][1].reshape(-1) for i in members]).to(device)
+        pieces = flat.split([items[i][1].numel() for i in members])
+        for i, piece in zip(members, pieces):
+            out[i] = piece.view(items[i][1].shape)
+    return out
