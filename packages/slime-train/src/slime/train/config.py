@@ -209,6 +209,10 @@ class TrainConfig(_Section):
     ``compile``: run the training forward through ``torch.compile``. ``cuda_graphs`` (needs
     ``compile``): compile with ``mode="reduce-overhead"``, so on CUDA the forward and backward
     replay as CUDA graphs (no per-kernel host cost; on other devices it compiles without graphs).
+    ``parallel`` (under a launcher, more than one process): ``data`` replicates the model and splits
+    the batch over the ranks; ``heads`` gives every rank the whole batch and computes each pod on
+    the one rank ``placement`` assigns it (:mod:`slime.train.heads`): ``behaviour`` hashes the
+    pod's archive cell, ``random`` hashes the seed and the pod's identity (layer, slot, birth step).
     """
 
     SECTION: ClassVar[str] = "train"
@@ -234,8 +238,16 @@ class TrainConfig(_Section):
     max_nonfinite: int = field(default=20, metadata=bounds(1))
     compile: bool = False
     cuda_graphs: bool = False
+    parallel: Literal["data", "heads"] = "data"
+    placement: Literal["behaviour", "random"] = "behaviour"
 
     def _check_relations(self) -> None:
+        if self.parallel == "heads" and self.compile:
+            raise ConfigError(
+                "expected train.compile: false with parallel: heads (the sharded forward runs "
+                "collectives eagerly)",
+                path="train.parallel",
+            )
         if self.cuda_graphs and not self.compile:
             raise ConfigError(
                 "expected train.compile: true with cuda_graphs (graphs come from torch.compile)",

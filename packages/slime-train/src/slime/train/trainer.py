@@ -62,6 +62,7 @@ from slime.train.distributed import (
     resumed_data_seed,
 )
 from slime.train.fitness import FitnessTracker
+from slime.train.heads import HeadLockstep, HeadSharding
 from slime.train.lifecycle import Lifecycle
 from slime.train.loader import save_config
 from slime.train.optim import PoolOptimizer, learning_rate
@@ -105,7 +106,9 @@ class Trainer:
             GPU time to phases (profiling; costs throughput).
         distributed: this process's rank in a data-parallel run (default: the initialised
             default process group, else one process); see :mod:`slime.train.distributed`.
-            ``train.batch_size`` is the global batch, split evenly over the ranks.
+            ``train.batch_size`` is the global batch, split evenly over the ranks; with
+            ``train.parallel: heads`` every rank takes the whole batch and computes its own pods
+            (:mod:`slime.train.heads`).
     """
 
     def __init__(
@@ -122,7 +125,17 @@ class Trainer:
     ) -> None:
         self.cfg, self.dataset, self.run_dir, self.progress = cfg, dataset, run_dir, progress
         self.dist = distributed if distributed is not None else Distributed.current()
-        self.rank_batch_size = self.dist.rank_batch(cfg.train.batch_size)  # checks it divides
+        self.heads = self.dist.active and cfg.train.parallel == "heads"
+        if self.heads and cfg.model.kind != "slime":
+            raise ConfigError(
+                f"expected parallel: data for a {cfg.model.kind} model (parallel: heads shards "
+                "slime's pods)",
+                "train.parallel",
+            )
+        # data parallel splits the global batch (checking it divides); heads gives each rank all
+        self.rank_batch_size = (
+            cfg.train.batch_size if self.heads else self.dist.rank_batch(cfg.train.batch_size)
+        )
         self.device = (
             torch.device(device) if device is not None else resolve_device(cfg.train.device)
         )
@@ -133,7 +146,8 @@ class Trainer:
         random.seed(seed)
         np.random.seed(seed % 2**32)
         self.model_gen = torch.Generator().manual_seed(seed)
-        self.data_gen = torch.Generator().manual_seed(data_seed(seed, self.dist.rank))
+        self.data_rank = 0 if self.heads else self.dist.rank  # heads: every rank reads rank 0's
+        self.data_gen = torch.Generator().manual_seed(data_seed(seed, self.data_rank))
         self._prefetched: tuple[Tensor, Tensor, Tensor] | None = None  # see train_step
         self.metrics = MetricsCollector(device=self.device)
         if cfg.model.vocab_size is not None and cfg.model.vocab_size < dataset.vocab_size:
@@ -155,10 +169,16 @@ class Trainer:
         self.optimizer = PoolOptimizer(self.model, cfg.train)
         self.gradients = GradientMonitor(self.model, cfg.train.grad_clip)
         self.fitness = FitnessTracker(cfg.fitness)
+        # Pods computed where they are placed (see slime.train.heads).
+        self.sharding = (
+            HeadSharding(self.model, self.dist, cfg.train.placement, seed) if self.heads else None
+        )
         # Keeps the ranks' lifecycles identical (see slime.train.distributed).
         self.lockstep = (
             Lockstep(self.model, self.dist) if self.dist.active and self.is_slime else None
         )
+        if self.sharding is not None:
+            self.lockstep = HeadLockstep(self.model, self.dist, self.sharding)
         self.lifecycle = (
             Lifecycle(
                 self.model,
@@ -176,7 +196,7 @@ class Trainer:
         # The forward the steps call. Compiled, the model's own forward timer (CUDA events, host
         # clock) would break the graph: the trainer times the call from outside instead.
         self._forward: Callable[..., Any] = self.model
-        if self.dist.active:  # the backward averages gradients over the ranks
+        if self.dist.active and not self.heads:  # the backward averages gradients over the ranks
             self._forward = data_parallel(self.model, self.device, self.dist)
         self._time_forward = not self.is_slime
         if cfg.train.compile:
@@ -253,9 +273,13 @@ class Trainer:
                 _, loss = self._forward(idx, targets)
         with self._timed("backward"):
             loss.backward()
+            if self.sharding is not None:  # each slot's gradient from its owner, on every rank
+                self.sharding.sync_gradients()
         with self._timed("grad_norms"):
             grads = self.gradients.clip_and_measure(per_slot=observing)
-        loss = self.dist.average(loss.detach())  # the global batch's loss, on every rank
+        loss = loss.detach()
+        if not self.heads:  # heads: every rank's loss is already the global batch's
+            loss = self.dist.average(loss)  # the global batch's loss, on every rank
         finite = torch.isfinite(loss) & torch.isfinite(grads.total)
         with self._timed("optimizer"):
             self.optimizer.step(skip=~finite)
@@ -263,7 +287,7 @@ class Trainer:
             with self._timed("fitness"):
                 self.fitness.observe_gradients(grads.slot_norms, grads.slot_taylor, finite)
         self.optimizer.zero_grad()
-        self.tokens_seen += idx.numel() * self.dist.world_size
+        self.tokens_seen += idx.numel() * (1 if self.heads else self.dist.world_size)
         # The device runs this step's kernels now; draw the next batch meanwhile, so loading it
         # never holds up a device that is ahead of the host.
         self._prefetched = self._draw_batch()
@@ -426,6 +450,9 @@ class Trainer:
         if self.step % lc.slow_interval == 0:
             with self._timed("lifecycle_slow"):
                 self._log(kind="slow", **self.lifecycle.slow(self.step))
+        events = self.step % lc.medium_interval == 0 or self.step % lc.slow_interval == 0
+        if self.sharding is not None and events:  # births, deaths, new cells: place pods again
+            self.sharding.place()
 
     def _pool_record(self) -> dict[str, Any]:
         if not self.is_slime:
@@ -589,11 +616,11 @@ class Trainer:
                 organism.replace_archive(archive)
         self.optimizer.load_state_dict(state["optimizer"])
         restore_rng(state["rng"])
-        if self.dist.rank < state.get("world_size", 1):
+        if self.data_rank < state.get("world_size", 1):
             self.data_gen.set_state(state["data_rng"])  # this rank's own stream
         else:  # written by a run with fewer ranks: a fresh stream of this rank's own
             self.data_gen.manual_seed(
-                resumed_data_seed(self.cfg.train.seed, self.dist.rank, state["step"])
+                resumed_data_seed(self.cfg.train.seed, self.data_rank, state["step"])
             )
         self._prefetched = None
         self.model_gen.set_state(state["model_rng"])
@@ -614,6 +641,8 @@ class Trainer:
         self._unread = 0
         self.step = state["step"]
         self._last_checkpoint = self.step
+        if self.sharding is not None:  # the loaded pods, placed by the same hash
+            self.sharding.place()
         if self.run_dir is not None:
             if self.dist.is_main:
                 self.run_dir.truncate_metrics(self.step)
@@ -643,5 +672,5 @@ class Trainer:
                 run_dir.truncate_metrics(0)
             trainer.restarted = True
             return trainer
-        trainer.load_state(load_checkpoint(run_dir.path, rank=trainer.dist.rank))
+        trainer.load_state(load_checkpoint(run_dir.path, rank=trainer.data_rank))
         return trainer
