@@ -120,9 +120,11 @@ def integration(session: nox.Session) -> None:
 
 @nox.session
 def distributed(session: nox.Session) -> None:
-    """Data-parallel training with real processes: two ranks on the CPU with the gloo backend,
-    launched by torchrun (DDP against one process, the lifecycle in lockstep, sharded checkpoints
-    resharded 2 -> 1 and 1 -> 2, ``slime train`` under torchrun; ~2 min on 2 cores)."""
+    """Distributed training with real processes on the CPU with the gloo backend, launched by
+    torchrun: data parallel on two ranks (DDP against one process, the lifecycle in lockstep,
+    sharded checkpoints resharded 2 -> 1 and 1 -> 2, ``slime train`` under torchrun) and
+    head-sharded (against one process, placement by the behaviour hash, a SIGKILLed rank of three
+    resumed on two); ~3 min on 2 cores."""
     _sync(session, "--all-packages")
     _pytest(session, ROOT / "tests" / "distributed", marker="not gpu and not slow")
 
