@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[3]
+# Helper modules beside the tests (prose_text) import by name; pytest's importlib mode does not
+# put this folder on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def _corpora() -> Path:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from prose_text import prose
 from slime.proto import ConfigError, DataError
 from slime.train import text as text_module
 from slime.train.config import DataConfig
@@ -18,22 +19,6 @@ from slime.train.tokenizer import (
     load_tokenizer,
     parse_tokenizer_spec,
 )
-
-WORDS = (
-    "the quick brown fox jumps over a lazy dog while seven birds sing of morning light and "
-    "rain falls softly on the old stone bridge"
-).split()
-
-
-def prose(chars: int, seed: int = 0) -> str:
-    """Deterministic sentences of common words, about ``chars`` characters, ending in a newline."""
-    rng = random.Random(seed)
-    lines, n = [], 0
-    while n < chars:
-        line = " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 12))).capitalize() + "."
-        lines.append(line)
-        n += len(line) + 1
-    return "\n".join(lines) + "\n"
 
 
 @pytest.fixture(autouse=True)

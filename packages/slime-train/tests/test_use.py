@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import re
 import shutil
 from collections.abc import Iterator
@@ -17,26 +16,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from prose_text import prose
 from slime.train import cli
 from slime.train import text as text_module
 from slime.train.tokenizer import CharTokenizer, HFTokenizer, load_tokenizer
 from slime.train.use import heldout_metrics, load_run_model, open_run
-
-WORDS = (
-    "the quick brown fox jumps over a lazy dog while seven birds sing of morning light and "
-    "rain falls softly on the old stone bridge"
-).split()
-
-
-def prose(chars: int, seed: int = 0) -> str:
-    """Deterministic sentences of common words, about ``chars`` characters (as test_text's)."""
-    rng = random.Random(seed)
-    lines, n = [], 0
-    while n < chars:
-        line = " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 12))).capitalize() + "."
-        lines.append(line)
-        n += len(line) + 1
-    return "\n".join(lines) + "\n"
 
 
 @pytest.fixture(scope="module")

@@ -209,7 +209,14 @@ def save_state(
     _write_synced(tmp / "tensors.safetensors", blob)
     _write_synced(tmp / "state.json", json.dumps(manifest).encode("utf-8"))
     _fsync_dir(tmp)
-    if final.exists():  # re-reached after a resume: retire the old copy, then swap in the new one
+    _commit(tmp, final)
+    return final
+
+
+def _commit(tmp: Path, final: Path) -> None:
+    """Rename the complete folder ``tmp`` to ``final``; an existing ``final`` (re-reached after a
+    resume) is retired to ``.NAME.old`` first and removed after the swap."""
+    if final.exists():
         retired = final.with_name(f".{final.name}.old")
         if retired.exists():
             shutil.rmtree(retired)
@@ -219,7 +226,6 @@ def save_state(
     else:
         os.replace(tmp, final)
     _fsync_dir(final.parent)
-    return final
 
 
 def remove_debris(run_dir: str | os.PathLike[str]) -> list[Path]:
@@ -427,16 +433,7 @@ def save_sharded_checkpoint(
         _write_synced(tmp / "state.json", json.dumps(manifest).encode("utf-8"))
         _fsync_dir(tmp / _DCP)
         _fsync_dir(tmp)
-        if final.exists():  # re-reached after a resume: retire the old copy, then swap
-            retired = folder / f".step_{step:08d}.old"
-            if retired.exists():
-                shutil.rmtree(retired)
-            os.replace(final, retired)
-            os.replace(tmp, final)
-            shutil.rmtree(retired)
-        else:
-            os.replace(tmp, final)
-        _fsync_dir(folder)
+        _commit(tmp, final)
         for old in checkpoint_steps(run_dir)[:-keep] if keep > 0 else []:
             shutil.rmtree(folder / f"step_{old:08d}")
     if world > 1:

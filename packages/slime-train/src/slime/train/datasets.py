@@ -20,7 +20,7 @@ import os
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from slime.proto import DataError
@@ -167,13 +167,28 @@ class CharCorpus:
         self, split: str, batch_size: int, generator: torch.Generator
     ) -> tuple[Tensor, Tensor]:
         """Random windows: ``idx`` ``(B, T)`` and ``targets`` = ``idx`` shifted by one."""
-        if split not in self.splits:
-            raise DataError(f"unknown split {split!r}; expected 'train' or 'val'")
-        tokens = self.splits[split]
-        starts = torch.randint(tokens.numel() - self.block_size, (batch_size,), generator=generator)
-        offsets = starts[:, None] + torch.arange(self.block_size + 1)
-        windows = tokens[offsets]
-        return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
+        tokens = split_tokens(self.splits, split)
+        return shifted(tokens[window_offsets(len(tokens), self.block_size, batch_size, generator)])
+
+
+def split_tokens(splits: dict[str, Any], split: str) -> Any:
+    """``splits[split]``, or a DataError naming the split."""
+    if split not in splits:
+        raise DataError(f"unknown split {split!r}; expected 'train' or 'val'")
+    return splits[split]
+
+
+def window_offsets(
+    n_tokens: int, block_size: int, batch_size: int, generator: torch.Generator
+) -> Tensor:
+    """``(B, T + 1)`` token positions of ``batch_size`` random windows of ``block_size + 1``."""
+    starts = torch.randint(n_tokens - block_size, (batch_size,), generator=generator)
+    return starts[:, None] + torch.arange(block_size + 1)
+
+
+def shifted(windows: Tensor) -> tuple[Tensor, Tensor]:
+    """``(B, T + 1)`` windows -> inputs ``(B, T)`` and targets (the inputs shifted by one)."""
+    return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
 
 
 def _read(data_dir: Path, file: CorpusFile) -> str:

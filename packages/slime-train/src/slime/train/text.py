@@ -40,6 +40,7 @@ from typing import TextIO
 import numpy as np
 import torch
 from slime.proto import DataError
+from slime.train.datasets import shifted, split_tokens, window_offsets
 from slime.train.tokenizer import (
     CharTokenizer,
     Tokenizer,
@@ -416,13 +417,9 @@ class TextCorpus:
         self, split: str, batch_size: int, generator: torch.Generator
     ) -> tuple[Tensor, Tensor]:
         """Random windows (as :class:`~slime.train.datasets.CharCorpus`), read from the map."""
-        if split not in self.splits:
-            raise DataError(f"unknown split {split!r}; expected 'train' or 'val'")
-        tokens = self.splits[split]
-        starts = torch.randint(len(tokens) - self.block_size, (batch_size,), generator=generator)
-        offsets = starts[:, None] + torch.arange(self.block_size + 1)
-        windows = torch.from_numpy(tokens[offsets.numpy()].astype(np.int64))
-        return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
+        tokens = split_tokens(self.splits, split)
+        offsets = window_offsets(len(tokens), self.block_size, batch_size, generator)
+        return shifted(torch.from_numpy(tokens[offsets.numpy()].astype(np.int64)))
 
 
 def load_text(

@@ -138,21 +138,14 @@ def _from_model_dir(folder: Path, device: torch.device, step: int | None) -> Loa
     return LoadedModel(model.eval(), folder, step)
 
 
-def _summary_steps(run: Path) -> int | None:
+def _noted_int(path: Path, key: str) -> int | None:
+    """``key`` of the JSON object in ``path`` when it is an int (a run's ``summary.json`` steps,
+    the step a ``best/`` model directory's ``run.json`` notes); None when absent or unreadable."""
     try:
-        steps = json.loads((run / "summary.json").read_text("utf-8")).get("steps")
+        value = json.loads(path.read_text("utf-8")).get(key)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
         return None
-    return steps if isinstance(steps, int) else None
-
-
-def _noted_step(folder: Path) -> int | None:
-    """The step the trainer noted in a ``best/`` model directory's ``run.json``."""
-    try:
-        step = json.loads((folder / "run.json").read_text("utf-8")).get("step")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-        return None
-    return step if isinstance(step, int) else None
+    return value if isinstance(value, int) else None
 
 
 def load_run_model(run: Path, cfg: RunConfig, device: torch.device) -> LoadedModel:
@@ -163,11 +156,11 @@ def load_run_model(run: Path, cfg: RunConfig, device: torch.device) -> LoadedMod
     """
     best = run / "best"
     if (best / "config.json").is_file():
-        return _from_model_dir(best, device, _noted_step(best))
+        return _from_model_dir(best, device, _noted_int(best / "run.json", "step"))
     if (best / "state.json").is_file():
         return _from_checkpoint(best, cfg, device)
     if (run / "model" / "config.json").is_file():
-        return _from_model_dir(run / "model", device, _summary_steps(run))
+        return _from_model_dir(run / "model", device, _noted_int(run / "summary.json", "steps"))
     latest = latest_checkpoint(run)
     if latest is not None:
         return _from_checkpoint(latest, cfg, device)
