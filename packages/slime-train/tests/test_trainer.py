@@ -528,7 +528,7 @@ def test_best_holds_the_model_of_the_lowest_held_out_loss_across_a_resume(
     summary = resumed.fit()
     evals = {r["step"]: r["val_loss"] for r in _records(tmp_path, "eval")}
     best_step = min(evals, key=evals.get)
-    assert (summary["best_step"], summary["best_val_loss"]) == (best_step, evals[best_step])
+    assert (summary["best_step"], summary["best_val"]) == (best_step, evals[best_step])
     best = tmp_path / "best"
     if kind == "slime":
         assert json.loads((best / "run.json").read_text()) == {
@@ -544,3 +544,55 @@ def test_best_holds_the_model_of_the_lowest_held_out_loss_across_a_resume(
         final = resumed.model.state_dict()
         assert all(same(weights[k].cpu(), final[k].cpu()) for k in weights if k in final)
     assert not any(p.name.endswith((".tmp", ".old", ".partial")) for p in tmp_path.iterdir())
+
+
+def test_the_target_loss_is_timed_when_first_reached_and_reported_when_never(
+    tmp_path: Path,
+) -> None:
+    easy = _trainer(tmp_path / "easy", train={"eval_interval": 2, "target_loss": 1e6})
+    summary = easy.fit()
+    assert summary["target_reached"] and summary["target_step"] == 2
+    assert (
+        0 < summary["target_time_s"] <= summary["best_time_s"] + 1e-9 or summary["best_step"] == 2
+    )
+    assert [r["step"] for r in _records(tmp_path / "easy", "target")] == [2]
+    hard = _trainer(tmp_path / "hard", train={"eval_interval": 2, "target_loss": 1e-9})
+    summary = hard.fit()
+    assert summary["target_reached"] is False and summary["target_step"] is None
+    assert _records(tmp_path / "hard", "target") == []
+    evals = _records(tmp_path / "hard", "eval")
+    assert all(
+        r["best_val"] == min(e["val_loss"] for e in evals[: i + 1]) for i, r in enumerate(evals)
+    )
+    assert [r["time_s"] for r in evals] == sorted(r["time_s"] for r in evals)
+
+
+def test_patience_stops_a_run_whose_held_out_loss_stopped_improving(tmp_path: Path) -> None:
+    from slime.train import cli
+
+    train = {"eval_interval": 1, "steps": 40, "patience": 1}
+    trainer = _trainer(tmp_path, train=train, lifecycle={"enabled": False})
+    trainer.lr_schedule = lambda step: 0.0  # the weights never move: no evaluation beats the first
+    summary = trainer.fit()
+    assert summary["status"] == "early_stopped" and summary["steps"] == 2
+    assert summary["stopped_after_evals_without_improvement"] == 1
+    assert (tmp_path / "checkpoints" / "step_00000002").is_dir()  # the stop is checkpointed
+    argv = ["train", "--config", "tiny", "--out", str(tmp_path / "cli"), "--quiet"]
+    argv += ["train.eval_interval=1", "train.patience=1", "train.lr=1e-30", "train.min_lr=0"]
+    argv += ["lifecycle.enabled=false"]
+    assert cli.main(argv) == 0  # an early stop is a success
+    (run,) = (tmp_path / "cli").iterdir()
+    assert json.loads((run / "summary.json").read_text())["status"] == "early_stopped"
+
+
+def test_run_time_and_the_stale_count_carry_across_a_resume(tmp_path: Path) -> None:
+    sections = {"train": {"eval_interval": 2, "steps": 8, "target_loss": 1e6}}
+    part = _trainer(tmp_path, **sections)
+    part.fit(steps=4)
+    cfg = _config(**sections)
+    resumed = Trainer.resume(RunDir(tmp_path), build_dataset(cfg.data, cfg.model.block_size), cfg)
+    assert resumed.target == part.target and 0 < resumed._seconds <= part._clock()
+    assert resumed._stale_evals == part._stale_evals
+    summary = resumed.fit()
+    times = [r["time_s"] for r in _records(tmp_path, "eval")]
+    assert times == sorted(times) and summary["target_step"] == 2

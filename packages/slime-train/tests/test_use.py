@@ -191,7 +191,7 @@ def test_eval_reproduces_the_trainers_held_out_loss(
     trainer = re.search(
         r"^trainer's val loss \(1 x 8 random windows, seed 1341\): ([0-9.]+)", out, re.M
     )
-    best = _summary(run)["best_val_loss"]  # eval reads best/
+    best = _summary(run)["best_val"]  # eval reads best/
     assert trainer and float(trainer.group(1)) == pytest.approx(best, abs=2e-6)
     loss, bpc = _value(out, "val loss"), _value(out, "bits per character")
     assert _value(out, "perplexity") == pytest.approx(math.exp(loss), rel=1e-4)

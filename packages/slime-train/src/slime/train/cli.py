@@ -253,7 +253,7 @@ def _train(args: argparse.Namespace, cfg: RunConfig, ctx: Distributed, device: t
         say(f"next: slime sample {run.path}  |  slime eval {run.path}")
     if cfg.model.kind == "slime" and {"visualize", "export"} <= plugins:  # slime-tools installed
         say(f"next: slime visualize {run.path}  |  slime export {run.path} --format onnx")
-    return 0 if summary["status"] == "completed" else 1
+    return 0 if summary["status"] in ("completed", "early_stopped") else 1
 
 
 BUILTIN: dict[str, Command] = {

@@ -213,6 +213,9 @@ class TrainConfig(_Section):
     the batch over the ranks; ``heads`` gives every rank the whole batch and computes each pod on
     the one rank ``placement`` assigns it (:mod:`slime.train.heads`): ``behaviour`` hashes the
     pod's archive cell, ``random`` hashes the seed and the pod's identity (layer, slot, birth step).
+    ``patience``: stop (status ``early_stopped``) after this many evaluations in a row without a new
+    best held-out loss (None: never). ``target_loss``: record the step and run time at which the
+    held-out loss first reaches it (the summary says when it never did).
     """
 
     SECTION: ClassVar[str] = "train"
@@ -240,6 +243,8 @@ class TrainConfig(_Section):
     cuda_graphs: bool = False
     parallel: Literal["data", "heads"] = "data"
     placement: Literal["behaviour", "random"] = "behaviour"
+    patience: int | None = field(default=None, metadata=bounds(1))
+    target_loss: float | None = field(default=None, metadata=bounds(0.0, lo_open=True))
 
     def _check_relations(self) -> None:
         if self.parallel == "heads" and self.compile:

@@ -221,7 +221,13 @@ class Trainer:
         self._unread = 0
         self._window = [0.0, 0.0, 0]  # loss sum, grad norm sum, finite steps since the latest log
         self._last_eval: tuple[int, dict[str, float]] = (-1, {})
-        self.best: tuple[int, float] | None = None  # (step, val loss) of run_dir/best
+        # Held-out tracking: (step, val loss, run seconds) of the best evaluation (run_dir/best),
+        # (step, run seconds) when train.target_loss was first reached, evaluations since a best.
+        self.best: tuple[int, float, float] | None = None
+        self.target: tuple[int, float] | None = None
+        self._stale_evals = 0
+        self._seconds = 0.0  # run time before the current fit call (carried by checkpoints)
+        self._fit_t0: float | None = None
         self._last_checkpoint = -1
         self._finished: dict[str, Any] | None = None  # the summary of a finished run resumed
         self.restarted = False  # resume found no checkpoint and started over (see resume)
@@ -391,6 +397,7 @@ class Trainer:
         shown = self.progress is not None and self.dist.is_main  # one bar: rank 0's
         bar = ProgressBar(total, start=self.step, stream=self.progress) if shown else None
         t_start = time.perf_counter()
+        self._fit_t0 = t_start
         window_t, window_tokens = t_start, self.tokens_seen
         while self.step < total:
             if max_seconds is not None and self.dist.any(
@@ -423,23 +430,57 @@ class Trainer:
                 if bar is not None:
                     bar.update(self.step, self.latest[0], rate)
             if self.step % tc.eval_interval == 0 or self.step == total:
-                self._log(kind="eval", **self.evaluate())
-                self._keep_best()
+                if self._evaluate_and_track():
+                    self.status = "early_stopped"
             if self.run_dir is not None and (
-                self.step % tc.checkpoint_interval == 0 or self.step == total
+                self.step % tc.checkpoint_interval == 0
+                or self.step == total
+                or self.status == "early_stopped"
             ):
                 self.save_checkpoint()
+            if self.status == "early_stopped":
+                break
         if self._unread:  # stopped by max_seconds between reads
             self._read()
         if bar is not None:
             bar.close()
         elapsed = time.perf_counter() - t_start
         if self.status == "running" and self._last_eval[0] != self.step:
-            self._log(kind="eval", **self.evaluate())  # stopped by max_seconds between evals
-            self._keep_best()
+            self._evaluate_and_track()  # stopped by max_seconds between evals
         if self.run_dir is not None and self._last_checkpoint != self.step:
             self.save_checkpoint()
+        self._seconds, self._fit_t0 = self._clock(), None
         return self._finish(elapsed)
+
+    def _clock(self) -> float:
+        """Seconds this run has spent in ``fit``, across resumes (evaluation and events included)."""
+        running = time.perf_counter() - self._fit_t0 if self._fit_t0 is not None else 0.0
+        return self._seconds + running
+
+    def _evaluate_and_track(self) -> bool:
+        """Evaluate, log the record (with the best so far), keep ``best/`` on a new best, note when
+        ``train.target_loss`` is first reached. Returns whether ``train.patience`` evaluations
+        have passed without a new best."""
+        losses = self.evaluate()
+        seconds = self._clock()
+        val = losses.get("val_loss", math.nan)
+        improved = math.isfinite(val) and (self.best is None or val < self.best[1])
+        if improved:
+            self.best = (self.step, val, seconds)
+            self._stale_evals = 0
+        else:
+            self._stale_evals += 1
+        tc = self.cfg.train
+        if tc.target_loss is not None and self.target is None and val <= tc.target_loss:
+            self.target = (self.step, seconds)
+            self._log(kind="target", target_loss=tc.target_loss, time_s=seconds)
+        record: dict[str, Any] = {**losses, "time_s": seconds}
+        if self.best is not None:
+            record.update(best_step=self.best[0], best_val=self.best[1], best_time_s=self.best[2])
+        self._log(kind="eval", **record)
+        if improved:
+            self._keep_best()
+        return tc.patience is not None and self._stale_evals >= tc.patience
 
     def _lifecycle_work(self) -> None:
         lc = self.cfg.lifecycle
@@ -502,7 +543,17 @@ class Trainer:
             "slo": [vars(r) for r in slo_reports(self.cfg.slo, self.metrics)],
         }
         if self.best is not None:
-            summary.update(best_step=self.best[0], best_val_loss=self.best[1])
+            summary.update(best_step=self.best[0], best_val=self.best[1], best_time_s=self.best[2])
+        if self.cfg.train.target_loss is not None:
+            reached = self.target is not None
+            summary.update(
+                target_loss=self.cfg.train.target_loss,
+                target_reached=reached,
+                target_step=self.target[0] if reached else None,
+                target_time_s=self.target[1] if reached else None,
+            )
+        if self.status == "early_stopped":
+            summary["stopped_after_evals_without_improvement"] = self._stale_evals
         if self.lifecycle is not None:
             summary.update(births=self.lifecycle.births, deaths=self.lifecycle.deaths)
         if self.run_dir is not None and self.dist.is_main:
@@ -531,19 +582,13 @@ class Trainer:
         os.replace(staging, final)
 
     def _keep_best(self) -> None:
-        """After an evaluation: when the held-out loss is the best so far, keep this model in
-        ``run_dir/best`` (slime: a ``save_pretrained`` directory; the baseline: a checkpoint
-        folder of its weights). Comparing runs by their best checkpoint is fair to a model that
-        improves later and overfits later; sample and eval read ``best/`` first."""
-        step, losses = self._last_eval
-        val = losses.get("val_loss", math.nan)
-        if self.run_dir is None or not math.isfinite(val):
+        """After a new best evaluation: keep this model in ``run_dir/best`` (slime: a
+        ``save_pretrained`` directory; the baseline: a checkpoint folder of its weights).
+        Comparing runs by their best checkpoint is fair to a model that improves later and
+        overfits later; sample and eval read ``best/`` first."""
+        if self.run_dir is None or self.best is None or not self.dist.is_main:
             return
-        if self.best is not None and val >= self.best[1]:
-            return
-        self.best = (step, val)
-        if not self.dist.is_main:
-            return
+        step, val, _ = self.best
         with self._timed("checkpoint"):
             if self.is_slime:
                 self._export_model("best", {"step": step, "val_loss": val})
@@ -573,6 +618,9 @@ class Trainer:
                     "latest": list(self.latest),
                     "window": list(self._window),
                     "best": list(self.best) if self.best is not None else None,
+                    "target": list(self.target) if self.target is not None else None,
+                    "stale_evals": self._stale_evals,
+                    "seconds": self._clock(),
                 },
             }
             writers = {f"archive_{i}": o.archive.save for i, o in enumerate(organisms)}
@@ -637,7 +685,16 @@ class Trainer:
         window = t.get("window", [0.0, 0.0, 0])
         self._window = [float(window[0]), float(window[1]), int(window[2])]
         best = t.get("best")
-        self.best = (int(best[0]), float(best[1])) if best else None
+        # Checkpoints from before run time was tracked hold (step, val): its time is unknown.
+        self.best = (
+            (int(best[0]), float(best[1]), float(best[2] if len(best) > 2 else math.nan))
+            if best
+            else None
+        )
+        target = t.get("target")
+        self.target = (int(target[0]), float(target[1])) if target else None
+        self._stale_evals = int(t.get("stale_evals", 0))
+        self._seconds = float(t.get("seconds", 0.0))
         self._unread = 0
         self.step = state["step"]
         self._last_checkpoint = self.step
