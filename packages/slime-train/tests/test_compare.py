@@ -38,6 +38,8 @@ def test_compare_prints_the_table_and_writes_json(
         "cpu",
         "--profile-steps",
         "3",
+        "--eval-interval",
+        "2",
     ]
     assert compare.main(argv) == 0
     table = capsys.readouterr().out
@@ -47,6 +49,10 @@ def test_compare_prints_the_table_and_writes_json(
     assert results["slime"]["profile"]["medium_births"][0] > 0  # refills the warm-up's culls
     assert sum(results["slime"]["profile"]["slow_deaths"]) > 0
     assert results["slime"]["profile"]["medium_first_ms"] > 0
+    for kind in ("slime", "baseline"):
+        trained = results[kind]["train"]
+        assert trained["best_val"] <= trained["val_loss"] and trained["best_step"] >= 1
+    assert "best val loss" in table
     for name, value in results["ratios"].items():
         if "peak memory" not in name:  # no CUDA allocator on the CPU
             assert value is not None and value > 0, name

@@ -222,10 +222,18 @@ def _profile_lifecycle(trainer: Trainer, device: torch.device, repeats: int = 3)
 
 
 def train_for(
-    cfg: RunConfig, dataset: Dataset, device: torch.device, seconds: float, out: Path
+    cfg: RunConfig,
+    dataset: Dataset,
+    device: torch.device,
+    seconds: float,
+    out: Path,
+    eval_interval: int = 10**9,
 ) -> dict[str, Any]:
-    """Train a fresh model for ``seconds`` of wall time, the cosine decay following the clock."""
-    cfg = cfg.replace(train={"steps": 10**9, "eval_interval": 10**9, "checkpoint_interval": 10**9})
+    """Train a fresh model for ``seconds`` of wall time, the cosine decay following the clock,
+    evaluating every ``eval_interval`` steps (the summary's ``best_val`` is the best of them)."""
+    cfg = cfg.replace(
+        train={"steps": 10**9, "eval_interval": eval_interval, "checkpoint_interval": 10**9}
+    )
     clock: list[float] = []
 
     def by_time(step: int) -> float:
@@ -259,7 +267,10 @@ def _table(results: dict[str, Any]) -> str:
         ("parameters (start)", s["profile"]["params"], b["profile"]["params"]),
         ("parameters (end)", s["train"]["params"], b["train"]["params"]),
         ("steps in budget", s["train"]["steps"], b["train"]["steps"]),
-        ("val loss", s["train"].get("val_loss"), b["train"].get("val_loss")),
+        ("val loss (end)", s["train"].get("val_loss"), b["train"].get("val_loss")),
+        ("best val loss", s["train"].get("best_val"), b["train"].get("best_val")),
+        ("  reached at s", s["train"].get("best_time_s"), b["train"].get("best_time_s")),
+        ("  reached at step", s["train"].get("best_step"), b["train"].get("best_step")),
         ("train loss", s["train"].get("train_loss"), b["train"].get("train_loss")),
         ("tokens/s (whole run)", s["train"]["tokens_per_s"], b["train"]["tokens_per_s"]),
         ("step ms (free-running)", s["profile"]["free_step_ms"], b["profile"]["free_step_ms"]),
@@ -315,6 +326,13 @@ def main(argv: list[str] | None = None) -> int:
         "each mode runs both models",
     )
     parser.add_argument(
+        "--eval-interval",
+        type=int,
+        default=250,
+        help="steps between held-out evaluations while training (both models pay for them); "
+        "the table reports the best held-out loss and when it was reached",
+    )
+    parser.add_argument(
         "--fitness-task",
         choices=("masked", "taylor"),
         help="overrides fitness.task (taylor: no probe forwards on the medium timescale)",
@@ -367,9 +385,10 @@ def _compare(
         print(f"[{mode}] profiling {kind} ...", file=sys.stderr)
         prof = profile_model(cfg, dataset, device, args.profile_steps)
         print(f"[{mode}] training {kind} for {args.seconds:.0f} s ...", file=sys.stderr)
-        trained = train_for(cfg, dataset, device, args.seconds, out)
+        trained = train_for(cfg, dataset, device, args.seconds, out, args.eval_interval)
         print(
-            f"  {kind}: {trained['steps']} steps, val loss {trained.get('val_loss', math.nan):.4f}",
+            f"  {kind}: {trained['steps']} steps, val loss {trained.get('val_loss', math.nan):.4f}"
+            f" (best {trained.get('best_val', math.nan):.4f})",
             file=sys.stderr,
         )
         results[kind] = {"profile": prof, "train": trained, "config": cfg.to_dict()}
