@@ -133,3 +133,39 @@ def test_merging_a_file_that_is_not_suite_results_names_it(tmp_path, capsys) -> 
     assert main(["--merge", str(good), str(bad), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "b.json is not a suite results file" in err and "profile" in err
+
+
+NAS_FIELDS = {"nas_candidates": 8, "nas_steps": 150, "nas_tolerance": 0.05}
+
+
+def _blueprint_part(offset: float = 0.0) -> dict:
+    part = _part(["blueprint"], ["shakespeare"], ["slime", "baseline", "hypernet", "nas"], offset)
+    part["profile"].update(NAS_FIELDS)
+    part["params"]["shakespeare"].update(hypernet=8, hypernet_shortfall=2)
+    return part
+
+
+def test_a_group_7_part_merges_with_an_older_part_that_predates_its_fields() -> None:
+    old = _part(["archive"], ["shakespeare"], ["slime", "no_archive"])  # no nas_* fields at all
+    merged = merge_results([old, _blueprint_part()])
+    assert merged["groups"] == ["archive", "blueprint"]
+    assert merged["params"]["shakespeare"] == {
+        "slime": 10, "baseline": 10, "hypernet": 8, "hypernet_shortfall": 2,
+    }  # fmt: skip
+    assert {k: merged["profile"][k] for k in NAS_FIELDS} == NAS_FIELDS
+    verdict = analyse(merged)["blueprint"]["verdict"]
+    assert "slime vs hypernet" in verdict and "NOT MEASURED" not in verdict
+
+
+@pytest.mark.parametrize(
+    ("key", "change"),
+    [
+        ("profile", lambda r: r["profile"].update(nas_steps=100)),
+        ("params", lambda r: r["params"]["shakespeare"].update(hypernet=9)),
+    ],
+)
+def test_group_7_parts_of_different_searches_or_counts_are_refused(key, change) -> None:
+    a, b = _blueprint_part(), _blueprint_part(0.5)
+    change(b)
+    with pytest.raises(ConfigError, match=key):
+        merge_results([a, b])

@@ -87,12 +87,44 @@ def test_measured_comparisons_have_finite_intervals(results: dict) -> None:
 def test_equal_parameters_are_recorded_for_the_baseline_comparison(results: dict) -> None:
     counts = results["params"]["recall"]
     assert counts["slime"] == counts["baseline"] > 0
-    initial = {r["params_init"] for r in results["runs"]}
+    initial = {r["params_init"] for r in results["runs"] if r["arm"] not in ("hypernet", "nas")}
     assert initial == {counts["slime"]}
+    hyper = {r["params_init"] for r in results["runs"] if r["arm"] == "hypernet"}
+    assert hyper == {counts["hypernet"]} == {counts["baseline"] - counts["hypernet_shortfall"]}
+    tolerance = results["profile"]["nas_tolerance"]
+    for run in (r for r in results["runs"] if r["arm"] == "nas"):
+        assert abs(run["params_init"] - counts["baseline"]) <= tolerance * counts["baseline"]
+
+
+def test_nas_runs_record_their_budget_and_pick_their_best_candidate(results: dict) -> None:
+    profile = results["profile"]
+    nas = [r for r in results["runs"] if r["arm"] == "nas"]
+    assert len(nas) == SEEDS
+    for run in nas:
+        candidates = run["search"]["candidates"]
+        assert len(candidates) == profile["nas_candidates"]
+        best = min(candidates, key=lambda c: c["loss"])
+        assert run["architecture"] == {"heads": best["heads"], "widths": best["widths"]}
+        assert run["nas_total_s"] == pytest.approx(run["search_s"] + run["retrain_s"])
+        assert run["search_s"] > 0 and run["retrain_s"] > 0
+
+
+def test_every_run_has_degradation_curves_and_group_7_summarises_them(
+    results: dict, report: str
+) -> None:
+    for run in results["runs"]:
+        curves = run["degradation"]
+        top = max(curves["heads"])
+        assert curves["k"] == list(range(top + 1))
+        assert curves["most_first"][0] == curves["least_first"][0] == run["val_loss"]
+        assert math.isfinite(run["degradation_auc_most"])
+    summary = results["analysis"]["blueprint"]["degradation"]["recall"]
+    assert set(summary) == {"slime", "baseline", "hypernet", "nas"}
+    assert "Graceful degradation" in report and "![degradation](degradation.png)" in report
 
 
 def test_slime_runs_carry_quality_diversity_diagnostics(results: dict) -> None:
-    slime_runs = [r for r in results["runs"] if r["arm"] != "baseline"]
+    slime_runs = [r for r in results["runs"] if r["arm"] not in ("baseline", "hypernet", "nas")]
     for run in slime_runs:
         assert run["timeline"], f"{run['arm']} recorded no medium event"
         for point in run["timeline"]:
@@ -106,7 +138,7 @@ def test_slime_runs_carry_quality_diversity_diagnostics(results: dict) -> None:
 
 def test_plots_are_written(suite: Path) -> None:
     names = ["loss_baseline", "loss_ablations", "pool_size", "coverage", "qd_score"]
-    names.append("descriptor_variance")
+    names += ["descriptor_variance", "degradation"]
     names += [f"bars_{g.number}_{g.key}" for g in GROUPS]
     for name in names:
         png = suite / f"{name}.png"
@@ -116,7 +148,11 @@ def test_plots_are_written(suite: Path) -> None:
 def test_a_suite_split_into_parts_merges_back_to_the_same_verdicts(
     results: dict, tmp_path: Path
 ) -> None:
-    split = [("baseline", "archive", "lifecycle"), ("efficiency", "fitness", "births")]
+    split = [
+        ("baseline", "archive", "lifecycle"),
+        ("efficiency", "fitness", "births"),
+        ("blueprint",),
+    ]
     paths = []
     for i, keys in enumerate(split):
         arms = {a for g in GROUPS if g.key in keys for a in g.arms}
@@ -138,7 +174,9 @@ def test_a_suite_split_into_parts_merges_back_to_the_same_verdicts(
             (c["task"], c["a"], c["b"], c["metric"], c["outcome"])
             for c in merged["analysis"][key]["checks"]
         ] == outcomes
-    assert len(merged["duplicates"]) == SEEDS  # slime ran in both parts
+    # slime ran in all three parts, the baseline in the first and the third
+    assert len(merged["duplicates"]) == 3 * SEEDS
+    assert merged["params"] == results["params"]
     assert "## Parts" in (out / "REPORT.md").read_text()
 
 

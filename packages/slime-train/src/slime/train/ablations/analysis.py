@@ -7,7 +7,14 @@ from typing import Any
 from slime.train.ablations.groups import Check, Group, groups
 from slime.train.ablations.stats import compare, mean_ci
 
-__all__ = ["analyse", "arm_table", "metric_values", "pooled_spearman"]
+__all__ = [
+    "analyse",
+    "arm_table",
+    "degradation_summary",
+    "metric_values",
+    "nas_summary",
+    "pooled_spearman",
+]
 
 SPEARMAN_METRICS = {
     "grad": "gradient magnitude",
@@ -82,6 +89,57 @@ def _cost_note(runs: list[dict[str, Any]]) -> str | None:
     return None
 
 
+def degradation_summary(
+    runs: list[dict[str, Any]], tasks: list[str], arms: tuple[str, ...]
+) -> dict[str, dict[str, Any]]:
+    """``{task: {arm: curves}}``: per ``k`` heads removed per layer, the mean held-out loss over
+    the seeds whose model had at least ``k`` heads in some layer (``n`` of them), most and least
+    important first."""
+    out: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        for arm in arms:
+            curves = [
+                r["degradation"]
+                for r in runs
+                if r["task"] == task and r["arm"] == arm and r.get("degradation")
+            ]
+            if not curves:
+                continue
+            top = max(len(c["k"]) for c in curves)
+            entry: dict[str, Any] = {"k": list(range(top))}
+            for key in ("most_first", "least_first"):
+                per_k = [[c[key][k] for c in curves if k < len(c[key])] for k in range(top)]
+                entry[key] = [mean_ci(v).to_dict() for v in per_k]
+            entry["n"] = [sum(k < len(c["k"]) for c in curves) for k in range(top)]
+            entry["heads"] = [c["heads"] for c in curves]
+            out.setdefault(task, {})[arm] = entry
+    return out
+
+
+def nas_summary(runs: list[dict[str, Any]], tasks: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """``{task: [per seed: chosen architecture, its parameters, search and retraining seconds]}``."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for task in tasks:
+        for r in runs:
+            if r["task"] != task or r["arm"] != "nas" or "search" not in r:
+                continue
+            out.setdefault(task, []).append(
+                {
+                    "seed": r["seed"],
+                    "architecture": r["architecture"],
+                    "params": r["params_init"],
+                    "baseline_params": r["baseline_params"],
+                    "candidates": len(r["search"]["candidates"]),
+                    "best_selection_loss": r["search"]["best_loss"],
+                    "val_loss": r["val_loss"],
+                    "search_s": r["search_s"],
+                    "retrain_s": r["retrain_s"],
+                    "total_s": r["nas_total_s"],
+                }
+            )
+    return out
+
+
 def analyse(results: dict[str, Any]) -> dict[str, Any]:
     """Comparisons and verdict of every group present in ``results``."""
     runs = results["runs"]
@@ -99,6 +157,9 @@ def analyse(results: dict[str, Any]) -> dict[str, Any]:
         if group.key == "fitness":
             entry["pooled_spearman"] = pooled_spearman(runs, tasks, group.arms)
             entry["verdict"] = f"{_spearman_verdict(entry['pooled_spearman'])} {verdict}"
+        if group.key == "blueprint":
+            entry["degradation"] = degradation_summary(runs, tasks, group.arms)
+            entry["nas"] = nas_summary(runs, tasks)
         if group.key == "efficiency" and (note := _cost_note(runs)):
             entry["verdict"] = f"{verdict} {note}"
         out[group.key] = entry

@@ -67,7 +67,7 @@ def warm_up(
     """
     t0 = time.perf_counter()
     for task, arms in work.items():
-        kinds = dict.fromkeys("baseline" if a == "baseline" else "slime" for a in arms)
+        kinds = dict.fromkeys("slime" if arm(a).kind == "slime" else "baseline" for a in arms)
         for kind in kinds:
             run_one(profile, task, arm(kind), SEED_BASE, 10, datasets[task], heldout[task],
                     device, data_dir)  # fmt: skip
@@ -82,7 +82,8 @@ def calibrate_steps(
     One slime and one baseline run of the first task are taken apart and each part timed: setup,
     a training step, an evaluation, the final probes, a medium and a slow event (with the
     diagnostics). A run of ``s`` steps then costs ``fixed + s * step``, where ``fixed`` counts the
-    events a run holds whatever its length (the lifecycle's intervals are fractions of the run).
+    events a run holds whatever its length (the lifecycle's intervals are fractions of the run)
+    and, for the NAS arm, its search (``nas_candidates`` short runs of ``nas_steps`` steps).
     """
     device = torch.device(device)
     task = next(iter(work))
@@ -97,11 +98,16 @@ def calibrate_steps(
         events = p.get("medium", 0.0) / frac["medium"] + p.get("slow", 0.0) / frac["slow"]
         fixed[kind] = p["setup"] + p["final"] + (profile.evals + 1) * p["eval"] + events
         per_step[kind] = p["step"]
-    runs = {
-        "slime": sum(a != "baseline" for arms in work.values() for a in arms) * seeds,
-        "baseline": sum(a == "baseline" for arms in work.values() for a in arms) * seeds,
-    }
-    fixed_total = sum(runs[k] * fixed[k] for k in runs)
+    # The hypernetwork and NAS arms are GPTs: timed as the baseline. Each NAS run first trains
+    # nas_candidates architectures for nas_steps steps (a fixed cost whatever the run's steps).
+    slime_kind = [arm(a).kind == "slime" for arms in work.values() for a in arms]
+    runs = {"slime": sum(slime_kind) * seeds, "baseline": slime_kind.count(False) * seeds}
+    nas_runs = sum(a == "nas" for arms in work.values() for a in arms) * seeds
+    search = profile.nas_candidates * (
+        parts["baseline"]["setup"] + parts["baseline"]["final"]
+        + profile.nas_steps * per_step["baseline"]
+    )  # fmt: skip
+    fixed_total = sum(runs[k] * fixed[k] for k in runs) + nas_runs * search
     per_unit = sum(runs[k] * per_step[k] for k in runs)
     budget = profile.time_budget_s - fixed_total
     fit = int(budget / per_unit) // 50 * 50 if budget > 0 else 0
@@ -110,6 +116,7 @@ def calibrate_steps(
         "parts_s": parts,
         "seconds_per_step": per_step,
         "runs": runs,
+        "nas_search_s": search,
         "budget_s": profile.time_budget_s,
         "steps_fitting_budget": fit,
         "steps": steps,

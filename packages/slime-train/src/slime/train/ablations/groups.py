@@ -1,4 +1,5 @@
-"""The six comparisons of blueprint §12 and issue 7, with their decision rules fixed before any run.
+"""The comparisons of blueprint §12 and issues 7 and 16, with their decision rules fixed before any
+run.
 
 One rule decides every pairwise check: **arm A is better than arm B on a metric when A's 95%
 Student-t confidence interval over seeds lies entirely on the better side of B's; worse when it lies
@@ -49,7 +50,18 @@ METRICS: dict[str, tuple[Better, str]] = {
     "coverage": ("higher", "archive coverage at the end (mean over layers)"),
     "qd_score": ("higher", "archive QD score at the end (sum over layers)"),
     "spearman_fitness": ("higher", "Spearman(own fitness, held-out masked-loss contribution)"),
+    "degradation_auc_most": (
+        "lower",
+        "area under the held-out loss rise as k = 1..P heads per layer are removed at test time, "
+        "most important first, over the fraction k/P removed (0 = no loss)",
+    ),
+    "degradation_auc_least": (
+        "lower",
+        "the same, least important first (graceful degradation: losing unimportant heads is free)",
+    ),
 }
+
+BLUEPRINT_OTHERS = ("baseline", "hypernet", "nas")
 
 
 @dataclass(frozen=True)
@@ -177,6 +189,33 @@ def _decide_fitness(outcome: Outcome, tasks: tuple[str, ...]) -> str:
     return "; ".join(parts) + "."
 
 
+def _decide_blueprint(outcome: Outcome, tasks: tuple[str, ...]) -> str:
+    parts = []
+    for task in tasks:
+        for other in BLUEPRINT_OTHERS:
+            loss = outcome(task, Check("slime", other, "val_loss"))
+            if loss == "not measured":
+                parts.append(f"{task}: slime vs {other} NOT MEASURED")
+                continue
+            grace = {
+                m: outcome(task, Check("slime", other, m))
+                for m in ("degradation_auc_most", "degradation_auc_least")
+            }
+            good = [m for m, r in grace.items() if r == "better"]
+            bad = [m for m, r in grace.items() if r == "worse"]
+            if good and not bad:
+                degrade = "degrades MORE gracefully"
+            elif bad and not good:
+                degrade = "degrades LESS gracefully"
+            elif good and bad:
+                degrade = "degrades more gracefully on one order, less on the other"
+            else:
+                degrade = "degrades with NO CLEAR DIFFERENCE"
+            word = {"better": "BETTER", "worse": "WORSE"}.get(loss, "NO CLEAR DIFFERENCE")
+            parts.append(f"{task}: slime vs {other}: held-out loss {word}; slime {degrade}")
+    return "; ".join(parts) + "."
+
+
 GROUPS: tuple[Group, ...] = (
     Group(
         "baseline",
@@ -282,6 +321,33 @@ GROUPS: tuple[Group, ...] = (
         "Chemotaxis (tubes) earns its place if slime is better than uniform (no_tubes) on val_loss "
         "or val_loss_auc and worse on neither.",
         _decide_births,
+    ),
+    Group(
+        "blueprint",
+        7,
+        "The blueprint's other architectures: slime vs the baseline, a hypernetwork-generated GPT "
+        "and a NAS-searched GPT, with head diversity and graceful degradation",
+        "Issue 16 item 4: slime's dynamic heads should beat a hypernetwork that generates head "
+        "weights and an architecture search over heads and widths at a similar budget, and keep "
+        "distinct heads whose removal costs little (graceful degradation).",
+        ("slime", "baseline", "hypernet", "nas"),
+        "ablation",
+        tuple(
+            Check("slime", other, m)
+            for other in BLUEPRINT_OTHERS
+            for m in (
+                "val_loss",
+                "head_similarity",
+                "degradation_auc_most",
+                "degradation_auc_least",
+            )
+        ),
+        "For each other arm (baseline, hypernet, nas): slime's held-out loss is better, worse or "
+        "not clearly different by the pair rule; slime degrades more gracefully if it is better on "
+        "degradation_auc_most or degradation_auc_least and worse on neither, less gracefully if "
+        "worse on one and better on neither, otherwise no clear difference. The NAS arm's wall "
+        "time counts the retraining only; its search seconds are reported beside it.",
+        _decide_blueprint,
     ),
 )
 

@@ -2,7 +2,8 @@
 
 Parts must share what makes their runs comparable: profile (apart from the task lists and the
 scheduling fields, time budget and deadline, which each part records), steps per run, seeds and
-model sizes. Each run keeps the index of its part. A (task, arm, seed) that more than
+model sizes (a model counted in several parts must have the same count in each; a part that ran the
+hypernetwork arm adds its count). Each run keeps the index of its part. A (task, arm, seed) that more than
 one part ran is kept from the first part listed and the others are recorded under
 ``duplicates`` (with both losses), never silently merged into an interval with more seeds.
 """
@@ -18,6 +19,15 @@ __all__ = ["merge_results"]
 
 _TASK_FIELDS = ("baseline_tasks", "ablation_tasks")
 _PER_PART = (*_TASK_FIELDS, "time_budget_s", "deadline_s")
+# Only group 7 (blueprint) reads these: parts that did not run it (including parts written before
+# the fields existed) are merged whatever they hold.
+_NAS_FIELDS = ("nas_candidates", "nas_steps", "nas_tolerance")
+
+
+def _shared_profile(results: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: v for k, v in results["profile"].items() if k not in _PER_PART and k not in _NAS_FIELDS
+    }
 
 
 def _same(parts: list[dict[str, Any]], key: str, value) -> None:
@@ -46,17 +56,23 @@ def merge_results(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """The parts' runs as one results dict (see the module docstring). Raises ConfigError."""
     if len(parts) < 2:
         raise ConfigError(f"expected at least 2 results to merge, got {len(parts)}", "merge")
-    _same(parts, "profile", lambda r: {k: v for k, v in r["profile"].items() if k not in _PER_PART})  # fmt: skip
+    _same(parts, "profile", _shared_profile)
+    searched = [p for p in parts if "blueprint" in p["groups"]]
+    if len(searched) > 1:
+        _same(searched, "profile", lambda r: {k: r["profile"].get(k) for k in _NAS_FIELDS})
     _same(parts, "steps", lambda r: r["steps"])
     _same(parts, "seeds", lambda r: r["seeds"])
-    params: dict[str, Any] = {}
+    params: dict[str, dict[str, Any]] = {}
     for i, part in enumerate(parts):
         for task, counts in part["params"].items():
-            if params.setdefault(task, counts) != counts:
+            known = params.setdefault(task, {})
+            clash = {k: v for k, v in counts.items() if k in known and known[k] != v}
+            if clash:  # a model counted by two parts (slime, baseline, hypernet) must agree
                 raise ConfigError(
-                    f"part {i} has parameters {counts} on {task}, an earlier part {params[task]}",
+                    f"part {i} has parameters {counts} on {task}, an earlier part {known}",
                     "params",
                 )
+            known.update(counts)
     runs, seen, duplicates = [], {}, []
     for i, part in enumerate(parts):
         for run in part["runs"]:
@@ -75,6 +91,8 @@ def merge_results(parts: list[dict[str, Any]]) -> dict[str, Any]:
     if unknown := present - {g.key for g in GROUPS}:
         raise ConfigError(f"unknown groups {sorted(unknown)} in the parts", "groups")
     profile = dict(parts[0]["profile"])
+    if searched:
+        profile.update({k: searched[0]["profile"].get(k) for k in _NAS_FIELDS})
     for field in _TASK_FIELDS:
         profile[field] = _union(p["profile"][field] for p in parts)
     profile["time_budget_s"] = profile["deadline_s"] = None  # see each part

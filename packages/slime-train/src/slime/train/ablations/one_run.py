@@ -2,43 +2,87 @@
 
 Each run is an ordinary :class:`~slime.train.trainer.Trainer` run; :class:`AblationTrainer` adds the
 arm's injected parts and the diagnostics by composition (public attributes and the public
-``evaluate``), so the training loop measured here is the shipped one.
+``evaluate``), so the training loop measured here is the shipped one. The hypernetwork and NAS arms
+are baseline runs whose GPT gets other attentions right after it is built (the optimizer and the
+gradient monitor are then built again over its parameters); the NAS arm first runs its search
+(:func:`nas_search`). After training, every run measures head diversity and the degradation
+curves (:mod:`slime.train.ablations.degradation`) on the held-out batches.
 """
 
 from __future__ import annotations
 
 import gc
+import time
 from typing import Any
 
 import torch
+from slime.proto import ConfigError
+from slime.train.ablations.degradation import (
+    degradation_area,
+    degradation_curves,
+    head_importance,
+)
 from slime.train.ablations.diagnostics import (
     BirthLedger,
     RecordingFitness,
     RecordingLifecycle,
     Stopwatch,
 )
-from slime.train.ablations.probes import head_similarity, heldout_eval
+from slime.train.ablations.hypernet import hypernet_sizes
+from slime.train.ablations.nas import (
+    Architecture,
+    SearchResult,
+    random_search,
+    sample_architectures,
+)
+from slime.train.ablations.probes import head_similarity, heldout_batches, heldout_eval
 from slime.train.ablations.profiles import Profile
 from slime.train.ablations.variants import Arm, pod_latency_costs
+from slime.train.build import build_model
+from slime.train.optim import PoolOptimizer
 from slime.train.profile import live_parameter_count
+from slime.train.stability import GradientMonitor
 from slime.train.trainer import Trainer
 
-__all__ = ["HELDOUT_SEED", "SEED_BASE", "AblationTrainer", "run_one"]
+__all__ = [
+    "HELDOUT_SEED",
+    "SEED_BASE",
+    "SELECTION_SEED",
+    "AblationTrainer",
+    "nas_search",
+    "run_one",
+]
 
 SEED_BASE = 1337
 HELDOUT_SEED = 99_991  # the held-out batches of a task are the same for every arm and seed
+SELECTION_SEED = (
+    55_511  # the NAS arm's selection batches: validation data, not the held-out batches
+)
 DIAGNOSTIC_BATCH = 16  # sequences of the held-out batch used for per-pod contributions in training
 
 
 class AblationTrainer(Trainer):
     """A Trainer running one arm, with QD diagnostics and the validation-loss curve recorded."""
 
-    def __init__(self, cfg, dataset, arm: Arm, *, heldout, device: torch.device) -> None:
+    def __init__(
+        self,
+        cfg,
+        dataset,
+        arm: Arm,
+        *,
+        heldout,
+        device: torch.device,
+        architecture: Architecture | None = None,
+    ) -> None:
         super().__init__(cfg, dataset, device=device)
         self.arm = arm
         self.curve: list[dict[str, float]] = []
         self.stopwatch = Stopwatch(self.device)
         self.ledger: BirthLedger | None = None
+        if arm.kind in ("hypernet", "nas"):
+            arm.install(self.model, generator=self.model_gen, architecture=architecture)
+            self.optimizer = PoolOptimizer(self.model, cfg.train)
+            self.gradients = GradientMonitor(self.model, cfg.train.grad_clip)
         if not self.is_slime:
             return
         arm.inject(self.model)
@@ -71,6 +115,55 @@ def _mean(values: list[float | None]) -> float | None:
     return sum(kept) / len(kept) if kept else None
 
 
+def baseline_params(cfg, vocab_size: int, device: torch.device) -> int:
+    """Parameters of the baseline GPT of ``cfg`` (a RunConfig) at initialisation."""
+    model_cfg = type(cfg.model)(**{**cfg.model.to_dict(), "kind": "baseline"})
+    model = build_model(model_cfg, vocab_size, device=device, generator=torch.Generator())
+    return live_parameter_count(model)
+
+
+def nas_search(
+    profile: Profile, task: str, arm_: Arm, seed: int, dataset, device: torch.device, data_dir
+) -> tuple[SearchResult, int]:
+    """The NAS arm's search for one run: ``profile.nas_candidates`` architectures within
+    ``profile.nas_tolerance`` of the baseline's parameters (drawn with ``seed``), each trained
+    ``profile.nas_steps`` steps from the run's seed and scored by its loss on selection batches
+    (validation data drawn with :data:`SELECTION_SEED`, not the final held-out batches). Returns
+    the search and the baseline's parameter count."""
+    cfg = arm_.configure(profile.run_config(task, profile.nas_steps, seed, data_dir))
+    base = baseline_params(cfg, dataset.vocab_size, device)
+    candidates = sample_architectures(
+        cfg.model, base, profile.nas_candidates, profile.nas_tolerance, seed
+    )
+    selection = heldout_batches(
+        dataset, profile.heldout_batches, profile.batch_size, SELECTION_SEED, device
+    )
+
+    def score(arch: Architecture) -> float:
+        trainer = AblationTrainer(
+            cfg, dataset, arm_, heldout=selection, device=device, architecture=arch
+        )
+        for _ in range(profile.nas_steps):
+            trainer.train_step()
+        return heldout_eval(trainer.model, selection)["loss"]
+
+    return random_search(candidates, score), base
+
+
+def _degradation(trainer: AblationTrainer, heldout) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    curves = degradation_curves(
+        trainer.model, heldout, head_importance(trainer.model, trainer.probe)
+    )
+    curves["importance"] = "fitness" if trainer.is_slime else "single-ablation loss increase"
+    return {
+        "degradation": curves,
+        "degradation_auc_most": degradation_area(curves["most_first"]),
+        "degradation_auc_least": degradation_area(curves["least_first"]),
+        "degradation_s": time.perf_counter() - t0,
+    }
+
+
 def run_one(
     profile: Profile,
     task: str,
@@ -82,15 +175,36 @@ def run_one(
     device: torch.device,
     data_dir: str | None,
 ) -> dict[str, Any]:
-    """Train one arm on one task with one seed; returns its plain-data record."""
+    """Train one arm on one task with one seed; returns its plain-data record.
+
+    Raises:
+        ConfigError: the NAS arm's retrained architecture is outside the profile's tolerance.
+    """
     cfg = arm_.configure(profile.run_config(task, steps, seed, data_dir))
     gc.collect()  # earlier trainers hold reference cycles (slot listeners); free them first
+    search = None
+    if arm_.kind == "nas":
+        search, base = nas_search(profile, task, arm_, seed, dataset, device, data_dir)
+        gc.collect()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    trainer = AblationTrainer(cfg, dataset, arm_, heldout=heldout, device=device)
+    trainer = AblationTrainer(
+        cfg,
+        dataset,
+        arm_,
+        heldout=heldout,
+        device=device,
+        architecture=search.best if search is not None else None,
+    )
     params_init = live_parameter_count(trainer.model)
+    if search is not None and abs(params_init - base) > profile.nas_tolerance * base:
+        raise ConfigError(
+            f"the NAS arm's {search.best} has {params_init} parameters, the baseline {base}; "
+            f"expected them within {profile.nas_tolerance:.0%}",
+            "nas_tolerance",
+        )
     summary = trainer.fit()
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     final = heldout_eval(trainer.model, heldout)
@@ -115,8 +229,24 @@ def run_one(
         "curve": trainer.curve,
         "nonfinite_steps": summary["nonfinite_steps"],
     }
+    record.update(_degradation(trainer, heldout))
     if trainer.is_slime:
         record.update(_slime_record(trainer, summary))
+    if arm_.kind == "hypernet":
+        m = cfg.model
+        embed, hidden, shortfall = hypernet_sizes(m.n_layer, m.n_pods, m.n_embd, m.head_dim, m.bias)
+        record["hypernet"] = {"embed": embed, "hidden": hidden, "shortfall": shortfall}
+    if search is not None:
+        record.update(
+            {
+                "architecture": search.best.to_dict(),
+                "search": search.to_dict(),
+                "baseline_params": base,
+                "search_s": search.seconds,
+                "retrain_s": summary["elapsed_s"],
+                "nas_total_s": search.seconds + summary["elapsed_s"],
+            }
+        )
     return record
 
 

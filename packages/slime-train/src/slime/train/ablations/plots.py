@@ -1,5 +1,6 @@
 """PNG plots of an ablation run: loss curves with CI bands, pool size, archive coverage, QD score,
-and per-group bars. Pure functions of ``results.json``; each returns the files it wrote."""
+per-group bars and the degradation curves (group 7). Pure functions of ``results.json``; each
+returns the files it wrote."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from slime.train.ablations.analysis import arm_table
+from slime.train.ablations.analysis import arm_table, degradation_summary
 from slime.train.ablations.groups import groups
 from slime.train.ablations.stats import mean_ci
 
@@ -112,4 +113,30 @@ def write_plots(results: dict[str, Any], out: Path) -> list[Path]:
             written.append(_curves(results, ablation, "timeline", key, label, out / name))
     for group in groups(results["groups"]):
         written.append(_bars(results, group, out / f"bars_{group.number}_{group.key}.png"))
+        if group.key == "blueprint":
+            tasks = [t for t in results["tasks"][group.scope] if _arms_on(results, t)]
+            if tasks:
+                written.append(_degradation(results, tasks, group.arms, out / "degradation.png"))
     return written
+
+
+def _degradation(results, tasks: list[str], arms: tuple[str, ...], path: Path) -> Path:
+    """Held-out loss against heads removed per layer: solid most important first, dashed least
+    important first, mean over seeds with a 95% band."""
+    summary = degradation_summary(results["runs"], tasks, arms)
+    fig = Figure(figsize=(5 * len(tasks), 3.6))
+    for i, task in enumerate(tasks):
+        ax = fig.add_subplot(1, len(tasks), i + 1)
+        for arm, c in summary.get(task, {}).items():
+            color = None
+            for key, style in (("most_first", "-"), ("least_first", "--")):
+                cis = c[key]
+                label = f"{arm} ({'most' if key == 'most_first' else 'least'} first)"
+                line = ax.plot(c["k"], [x["mean"] for x in cis], style, color=color, label=label)
+                color = line[0].get_color()
+                if all(x["low"] is not None for x in cis):
+                    ax.fill_between(c["k"], [x["low"] for x in cis], [x["high"] for x in cis],
+                                    alpha=0.15, color=color)  # fmt: skip
+        ax.set(title=task, xlabel="heads removed per layer (k)", ylabel="held-out loss")
+        ax.legend(fontsize=6)
+    return _save(fig, path)

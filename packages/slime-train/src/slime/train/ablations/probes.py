@@ -4,7 +4,8 @@
   the same batches for every arm of a seed, so arms are compared on identical data.
 - :func:`head_similarity`: mean pairwise ``|cosine|`` between the heads' contributions to the
   residual stream (blueprint decision 11: do heads stay behaviourally distinct?). Works for the
-  SlimeModel (one head per live pod) and for the baseline GPT (its ``n_head`` heads).
+  SlimeModel (one head per live pod), the baseline GPT (its ``n_head`` heads), the NAS arm's GPT
+  (each layer's own heads) and the hypernetwork arm (its generated heads).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from slime.core import SlimeModel
 from slime.proto import ConfigError
+from slime.train.ablations.hypernet import HyperAttention
 from torch import Tensor
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "head_similarity",
     "heldout_batches",
     "heldout_eval",
+    "mean_abs_cosine",
 ]
 
 
@@ -80,13 +83,25 @@ def _slime_heads(model: SlimeModel, idx: Tensor) -> list[Tensor]:
     return layers
 
 
+def _hyper_heads(attn: HyperAttention, x: Tensor) -> Tensor:
+    """``(n_head, B*T*D)``: each generated head's output through its generated output columns."""
+    _, o, _ = attn.head_weights()
+    per_head = torch.einsum("bhtd,hed->hbte", attn.heads(x), o)  # (H, B, T, D)
+    return per_head.reshape(attn.n_head, -1)
+
+
 def _baseline_heads(model, idx: Tensor) -> list[Tensor]:
-    """Per layer: ``(n_head, B*T*D)`` contributions of each head of the baseline GPT."""
+    """Per layer: ``(n_head, B*T*D)`` contributions of each head of a GPT (baseline, NAS or
+    hypernetwork arm)."""
     B, T = idx.shape
     x = model.drop(model.wte(idx) + model.wpe(torch.arange(T, device=idx.device)))
     layers = []
     for block in model.blocks:
         attn = block.attn
+        if isinstance(attn, HyperAttention):
+            layers.append(_hyper_heads(attn, block.ln_1(x)))
+            x = block(x)
+            continue
         h, d = attn.n_head, attn.head_dim
         q, k, v = attn.c_attn(block.ln_1(x)).split(h * d, dim=2)
         q, k, v = (t.view(B, T, h, d).transpose(1, 2) for t in (q, k, v))  # (B, H, T, d)
@@ -111,22 +126,28 @@ def head_contributions(model, idx: Tensor) -> list[Tensor]:
         model.train(was_training)
 
 
-def head_similarity(model, idx: Tensor, *, min_norm: float = 1e-8) -> float | None:
-    """Mean over layers of the mean pairwise ``|cosine|`` between head contributions.
+def mean_abs_cosine(heads: Tensor, *, min_norm: float = 1e-8) -> float | None:
+    """Mean pairwise ``|cosine|`` between the rows of ``heads`` ``(n, F)``: 1 when every head
+    points the same way (or exactly opposite), 0 when they are mutually orthogonal.
 
-    Heads whose contribution is (near) zero, such as quiet newborn pods whose output projection is
-    still zero, have no direction and are left out. None when no layer has two heads left.
+    Rows of (near) zero norm, such as quiet newborn pods whose output projection is still zero,
+    have no direction and are left out; None when fewer than two rows are left.
     """
-    values = []
-    for heads in head_contributions(model, idx):
-        heads = heads.float()
-        norms = heads.norm(dim=1)
-        heads = heads[norms > min_norm]
-        n = heads.shape[0]
-        if n < 2:
-            continue
-        unit = heads / heads.norm(dim=1, keepdim=True)
-        cos = (unit @ unit.T).abs()
-        off = cos[~torch.eye(n, dtype=torch.bool, device=cos.device)]
-        values.append(off.mean().item())
-    return sum(values) / len(values) if values else None
+    if heads.dim() != 2:
+        raise ConfigError(f"expected (n, F) head outputs, got shape {tuple(heads.shape)}", "heads")
+    heads = heads.float()
+    heads = heads[heads.norm(dim=1) > min_norm]
+    n = heads.shape[0]
+    if n < 2:
+        return None
+    unit = heads / heads.norm(dim=1, keepdim=True)
+    cos = (unit @ unit.T).abs()
+    return cos[~torch.eye(n, dtype=torch.bool, device=cos.device)].mean().item()
+
+
+def head_similarity(model, idx: Tensor, *, min_norm: float = 1e-8) -> float | None:
+    """Mean over layers of :func:`mean_abs_cosine` of the head contributions (None when no layer
+    has two heads with a direction)."""
+    values = [mean_abs_cosine(h, min_norm=min_norm) for h in head_contributions(model, idx)]
+    kept = [v for v in values if v is not None]
+    return sum(kept) / len(kept) if kept else None

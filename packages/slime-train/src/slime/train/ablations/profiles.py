@@ -8,6 +8,13 @@ budget, between ``min_steps`` and ``steps``.
 
 Lifecycle timescales are fractions of the run, so that warmup, gentle and full phases (and the
 births and culls in them) happen whatever the step count.
+
+Group 7 (blueprint arms) adds, per seed and task, a hypernetwork run and a NAS run. The NAS run's
+search trains ``nas_candidates`` architectures for ``nas_steps`` steps each before retraining the
+best: cpu-small 3 x 20 steps (a toy search that only exercises the code), gpu-full 8 x 150 steps
+(1,200 search steps, about three runs' worth at the calibrated step count; calibration plans for
+it). At gpu-full sizes the hypernetwork has embeddings of width 2,184, a hidden layer of 14 and 2
+parameters fewer than the baseline's 3.2 M; at cpu-small 341, 2 and an exact match.
 """
 
 from __future__ import annotations
@@ -52,6 +59,10 @@ class Profile:
         lifecycle: fractions of the run: ``warmup``, ``gentle`` phase ends, ``medium`` and ``slow``
             intervals.
         task_vocab: vocabulary of the copy and recall tasks.
+        nas_candidates: architectures the NAS arm's random search trains (its budget, with
+            ``nas_steps``).
+        nas_steps: training steps of each candidate (the winner is retrained with the run's steps).
+        nas_tolerance: candidates hold within this fraction of the baseline's parameters.
     """
 
     name: str
@@ -76,6 +87,9 @@ class Profile:
         default_factory=lambda: {"warmup": 0.15, "gentle": 0.4, "medium": 1 / 15, "slow": 0.2}
     )
     task_vocab: int = 16
+    nas_candidates: int = 8
+    nas_steps: int = 150
+    nas_tolerance: float = 0.05
 
     def run_config(self, task: str, steps: int, seed: int, data_dir: str | None) -> RunConfig:
         """The shared RunConfig of one run (an arm then applies its own switches)."""
@@ -139,6 +153,8 @@ _CPU_SMALL = Profile(
     device="cpu",
     threads=1,
     lifecycle={"warmup": 0.15, "gentle": 0.4, "medium": 0.1, "slow": 0.2},
+    nas_candidates=3,
+    nas_steps=20,
 )
 
 _GPU_FULL = Profile(
@@ -166,6 +182,8 @@ _GPU_FULL = Profile(
     device="auto",
     time_budget_s=360.0,
     deadline_s=510.0,
+    nas_candidates=8,  # 8 x 150 steps of search: 3 runs' worth of steps per NAS run
+    nas_steps=150,
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (_CPU_SMALL, _GPU_FULL)}

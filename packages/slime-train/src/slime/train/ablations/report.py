@@ -97,9 +97,15 @@ def _setup(results: dict[str, Any]) -> list[str]:
             if final
             else ""
         )
+        hyper = (
+            f"; hypernetwork arm {counts['hypernet']:,} ({counts['hypernet_shortfall']} fewer "
+            "than the baseline: the stated shortfall, asserted)"
+            if "hypernet" in counts
+            else ""
+        )
         lines.append(
             f"- Parameters at initialisation on {task}: slime {counts['slime']:,}, baseline "
-            f"{counts['baseline']:,} (asserted equal){grown}."
+            f"{counts['baseline']:,} (asserted equal){hyper}{grown}."
         )
     if results.get("calibration"):
         c = results["calibration"]
@@ -149,9 +155,78 @@ def _group(results: dict[str, Any], analysis: dict[str, Any], group, plots: set[
         lines += _table(["metric", "rho (mean ± 95% CI)"], rows) + [""]
     spent = sum(r.get("run_s", 0.0) for r in runs if r["task"] in tasks and r["arm"] in group.arms)
     lines += [f"Its runs took {spent:.0f} s in all (arms shared with other groups included).", ""]
+    if group.key == "blueprint":
+        lines += _blueprint(results, analysis[group.key], plots)
     lines += [f"**Verdict:** {analysis[group.key]['verdict']}", ""]
     if (bars := f"bars_{group.number}_{group.key}.png") in plots:
         lines += [f"![bars]({bars})", ""]
+    return lines
+
+
+def _blueprint(results: dict[str, Any], entry: dict[str, Any], plots: set[str]) -> list[str]:
+    """Group 7's extras: how the hypernetwork is sized, what the NAS arm searched and spent, and
+    the degradation curves."""
+    p = results["profile"]
+    lines = [
+        "The hypernetwork arm generates every head's q/k/v rows and output columns from a learned "
+        "per-head embedding through one generator shared by all layers (embedding -> tanh hidden "
+        "-> weights); its hidden width is L*H - 2 and the embedding width takes the remaining "
+        "parameters, so it holds the baseline's count less a shortfall under one embedding "
+        "column (the Setup lists it). The NAS arm draws "
+        f"{p.get('nas_candidates')} architectures (heads per layer 1..pod_capacity, head width "
+        f"half/same/twice head_dim, parameters within {p.get('nas_tolerance', 0):.0%} of the "
+        f"baseline), trains each {p.get('nas_steps')} steps, keeps the lowest loss on selection "
+        "batches (validation data, not the held-out batches) and retrains it for the run's steps.",
+        "",
+    ]
+    nas = [(task, row) for task, rows in entry.get("nas", {}).items() for row in rows]
+    if nas:
+        rows = [
+            [
+                task, str(r["seed"]),
+                " / ".join(f"{h}x{w}" for h, w in zip(r["architecture"]["heads"],
+                                                    r["architecture"]["widths"])),
+                f"{r['params']:,} ({r['params'] / r['baseline_params'] - 1:+.1%})",
+                f"{r['best_selection_loss']:.4f}", f"{r['val_loss']:.4f}",
+                f"{r['search_s']:.1f}", f"{r['retrain_s']:.1f}", f"{r['total_s']:.1f}",
+            ]
+            for task, r in nas
+        ]  # fmt: skip
+        lines += ["NAS arm, per seed (architecture: heads x width per layer):", ""]
+        lines += _table(
+            ["task", "seed", "architecture", "params (vs baseline)", "selection loss",
+             "val loss", "search s", "retrain s", "total s"],
+            rows,
+        )  # fmt: skip
+        lines += [""]
+    curves = entry.get("degradation", {})
+    if curves:
+        lines += [
+            "Graceful degradation: mean held-out loss over seeds with k heads removed from every "
+            "layer at test time (a layer with fewer heads loses all of them), most important "
+            "first / least important first. Importance: each head's single-ablation loss increase "
+            "on the probe batch; slime's pods by their fitness.",
+            "",
+        ]
+        rows = []
+        for task, arms in curves.items():
+            for arm, c in arms.items():
+                pairs = [
+                    f"{m['mean']:.3f} / {lo['mean']:.3f}"
+                    for m, lo in zip(c["most_first"], c["least_first"])
+                ]
+                rows.append([task, arm, "; ".join(f"k={k}: {v}" for k, v in enumerate(pairs))])
+        lines += _table(["task", "arm", "loss, most / least important first"], rows) + [""]
+    if "degradation.png" in plots:
+        lines += ["![degradation](degradation.png)", ""]
+    for task in curves:
+        ci = arm_table(results["runs"], task, "slime", ("descriptor_variance",))
+        lines += [
+            f"Head diversity on {task}: head_similarity (table above) for every arm; descriptors "
+            "exist only for slime's pods, whose variance across live pods at the end is "
+            f"{_cell(ci['descriptor_variance'])}.",
+            "",
+        ]
     return lines
 
 
@@ -161,7 +236,7 @@ def _diagnostics(results: dict[str, Any]) -> list[str]:
     for task in dict.fromkeys(r["task"] for r in runs):
         arms = list(dict.fromkeys(r["arm"] for r in runs if r["task"] == task))
         for arm in arms:
-            if arm == "baseline":
+            if arm not in ARMS or ARMS[arm].kind != "slime":
                 continue
             table = arm_table(runs, task, arm, QD_METRICS)
             births = [r.get("births", 0) for r in runs if r["task"] == task and r["arm"] == arm]
@@ -279,6 +354,10 @@ def render_report(
         " cull.",
         "- `acc_only` and `slime` are the same recipe in effect while every pod costs the same"
         " (parameter bytes): their numbers are expected to coincide.",
+        "- Group 7: the NAS arm's throughput and wall time are its retraining's; the search is"
+        " extra compute (its seconds are in group 7's NAS table). Slime's degradation order comes"
+        " from its fitness, the other arms' from a measured single-ablation loss on the probe"
+        " batch.",
         "",
     ]
     path.write_text("\n".join(lines), encoding="utf-8")

@@ -20,6 +20,7 @@ import torch
 from slime.proto import ConfigError, DataError
 from slime.train.ablations.calibration import calibrate_steps, warm_up
 from slime.train.ablations.groups import Group
+from slime.train.ablations.hypernet import check_matched, install_hypernet
 from slime.train.ablations.one_run import HELDOUT_SEED, SEED_BASE, AblationTrainer, run_one
 from slime.train.ablations.probes import heldout_batches
 from slime.train.ablations.profiles import Profile
@@ -202,26 +203,36 @@ def _device_name(device: torch.device) -> str:
 def _check_equal_params(
     profile, work, datasets, device, data_dir, log
 ) -> dict[str, dict[str, int]]:
-    """Parameter counts of both model kinds at initialisation for every task that has both
-    (a SlimeModel's empty slots left out: :func:`~slime.train.profile.live_parameter_count`).
+    """Parameter counts at initialisation for every task with the baseline or the hypernetwork
+    arm: slime and the baseline (a SlimeModel's empty slots left out:
+    :func:`~slime.train.profile.live_parameter_count`), and the hypernetwork arm where it runs
+    (``hypernet``, with its ``hypernet_shortfall``: see :mod:`slime.train.ablations.hypernet`).
 
     Raises:
-        ConfigError: the counts differ (the comparison would not be at equal parameters).
+        ConfigError: slime's and the baseline's counts differ, or the hypernetwork's differs from
+            the baseline's by more than its stated shortfall.
     """
     out = {}
     for task, arms in work.items():
-        if "baseline" not in arms:
+        if "baseline" not in arms and "hypernet" not in arms:
             continue
         counts = {}
+        model_cfg = profile.run_config(task, 10, SEED_BASE, data_dir).model
         for kind in ("slime", "baseline"):
-            model_cfg = profile.run_config(task, 10, SEED_BASE, data_dir).model
-            model_cfg = type(model_cfg)(**{**model_cfg.to_dict(), "kind": kind})
+            cfg = type(model_cfg)(**{**model_cfg.to_dict(), "kind": kind})
             model = build_model(
-                model_cfg, datasets[task].vocab_size, device=device, generator=torch.Generator()
+                cfg, datasets[task].vocab_size, device=device, generator=torch.Generator()
             )
             counts[kind] = live_parameter_count(model)
+            if kind == "baseline" and "hypernet" in arms:
+                install_hypernet(model, generator=torch.Generator())
+                counts["hypernet"] = live_parameter_count(model)
+                counts["hypernet_shortfall"] = check_matched(
+                    counts["hypernet"], counts["baseline"], model.config
+                )
         log(
-            f"parameters at initialisation on {task}: slime {counts['slime']:,}, baseline {counts['baseline']:,}"
+            f"parameters at initialisation on {task}: "
+            + ", ".join(f"{k} {v:,}" for k, v in counts.items())
         )
         if counts["slime"] != counts["baseline"]:
             raise ConfigError(

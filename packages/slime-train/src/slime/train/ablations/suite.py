@@ -31,9 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu-small")
     parser.add_argument("--out", required=True, help="folder for REPORT.md, results.json, *.png")
-    parser.add_argument(
-        "--groups", nargs="+", choices=[g.key for g in GROUPS], help="default: all six"
-    )
+    parser.add_argument("--groups", nargs="+", choices=[g.key for g in GROUPS], help="default: all")
     parser.add_argument("--seeds", type=int, help="runs per arm and task (default: profile's, 3)")
     parser.add_argument("--steps", type=int, help="fix the steps per run (skips calibration)")
     parser.add_argument("--tasks", nargs="+", help="restrict the profile's tasks to these")
