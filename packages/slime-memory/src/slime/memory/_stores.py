@@ -68,10 +68,11 @@ class PayloadStore(GenomeStore):
     - *loose*: a dict cell -> deep-copied payload, for any ``to_dict()`` tree.
     - *packed*: when every landing payload of a batch is a flat dict of the same str keys (in
       the same order) whose values are plain ``torch.Tensor`` s of one shape, dtype and device
-      per key, the batch's rows are copied with one ``torch.stack`` per key into growable
-      ``(rows, ...)`` buffers shared by every payload of that layout. This is what keeps many
-      small payloads cheap: no per-item tensor allocation. Payloads above ``PACK_MAX_BYTES``
-      stay loose.
+      per key, the batch's rows are copied with one ``torch.stack`` per key (see
+      :func:`_stack_flat`) into growable ``(rows, ...)`` buffers shared by every payload of
+      that layout, and a cell -> (pack, row) index says where each genome is. No per-item
+      tensor or dict is made when payloads land; a genome is materialised only when read.
+      Payloads above ``PACK_MAX_BYTES`` stay loose.
 
     :meth:`get` answers the same for both (packed genomes come back as fresh tensors, the
     loose ones as the stored objects); :attr:`payloads` materialises every genome, for saving.
@@ -115,19 +116,24 @@ class PayloadStore(GenomeStore):
     def stage(self, genomes, cells, kept, source, lost):
         landing = torch.nonzero(kept).squeeze(1)
         target, rows = torch.stack([cells[landing], source[landing]]).cpu().numpy()
+        order = rows.argsort()
         removed = None if lost is None else torch.nonzero(lost).squeeze(1).cpu().numpy()
-        return self.stage_landing(genomes, target, rows, removed)
+        return self.stage_landing(genomes, target[order], rows[order], removed)
 
     def stage_landing(self, genomes, target, rows, lost):
-        removed = np.zeros(0, dtype=np.int64) if lost is None else lost
-        if target.shape[0] == 0:
-            return {}, None, removed
-        landing = [genomes[i] for i in rows.tolist()]
+        """See :meth:`GenomeStore.stage_landing`. Rows in ascending order read the genomes in
+        the order they were made, which is kinder to the memory caches (any order works)."""
+        removed = _NO_CELLS if lost is None else lost
+        count = target.shape[0]
+        if count == 0:
+            return None, None, removed
+        picked = rows.tolist()
+        landing = (genomes[picked[0]],) if count == 1 else operator.itemgetter(*picked)(genomes)
         packed = _stack_flat(landing)
         if packed is not None:
-            return {}, (target, *packed), removed
+            return None, (target, *packed), removed
         added = {}
-        for cell, pos, genome in zip(target.tolist(), rows.tolist(), landing):
+        for cell, pos, genome in zip(target.tolist(), picked, landing):
             if not isinstance(genome, dict):
                 raise ArchiveError(f"genomes[{pos}] is a {type(genome).__name__}, not a dict")
             added[cell] = copy_payload(genome, f"genomes[{pos}]")
@@ -135,25 +141,35 @@ class PayloadStore(GenomeStore):
 
     def apply(self, staged) -> None:
         added, packed, removed = staged
-        self._drop(removed)
+        if removed.shape[0]:
+            self._drop(removed)
         if added:
             self._drop(np.fromiter(added, dtype=np.int64, count=len(added)))
             self._loose.update(added)
         if packed is not None:
             target, layout, values = packed
-            self._drop(target)
             pack_id = self._pack_ids.get(layout)
             if pack_id is None:
                 pack_id = self._pack_ids[layout] = len(self._packs)
                 self._packs.append(_Pack(values))
-            rows = self._packs[pack_id].put(values)
-            self._pack_of[target] = pack_id
-            self._row_of[target] = rows
+            pack = self._packs[pack_id]
+            # A cell whose elite already sits in this pack keeps its row (overwritten below);
+            # the others give up whatever they held and take free rows.
+            rows = self._row_of[target]
+            moving = self._pack_of[target] != pack_id
+            if moving.any():
+                if moving.all():
+                    self._drop(target)
+                    rows = pack.take(target.shape[0])
+                else:
+                    self._drop(target[moving])
+                    rows[moving] = pack.take(int(np.count_nonzero(moving)))
+                self._pack_of[target] = pack_id
+                self._row_of[target] = rows
+            pack.write(rows, values)
 
     def _drop(self, cells: np.ndarray) -> None:
         """Forget the genomes of ``cells`` (int64 array; cells holding none are skipped)."""
-        if cells.shape[0] == 0:
-            return
         if self._loose:
             for cell in cells.tolist():
                 self._loose.pop(cell, None)
@@ -163,12 +179,12 @@ class PayloadStore(GenomeStore):
             if held.any():
                 held_cells = cells[held]
                 if len(self._packs) == 1:
-                    self._packs[0].free.extend(self._row_of[held_cells].tolist())
+                    self._packs[0].release(self._row_of[held_cells])
                 else:
                     held_packs = pack_of[held]
                     for pack_id in np.unique(held_packs).tolist():
                         mine = held_cells[held_packs == pack_id]
-                        self._packs[pack_id].free.extend(self._row_of[mine].tolist())
+                        self._packs[pack_id].release(self._row_of[mine])
                 self._pack_of[held_cells] = -1
 
     def get(self, cells: list[int]) -> list[dict[str, Any]]:
@@ -190,33 +206,54 @@ class PayloadStore(GenomeStore):
         return found
 
 
+_NO_CELLS = np.zeros(0, dtype=np.int64)
+_NO_CELLS.flags.writeable = False
+
+
 class _Pack:
-    """Growable ``(rows, ...)`` buffers of one flat payload layout, with a free-row list."""
+    """Growable ``(rows, ...)`` buffers of one flat payload layout, with a stack of free rows."""
 
     def __init__(self, values: dict[str, torch.Tensor]) -> None:
         self.keys = tuple(values)
         self.buffers = {key: v.new_empty((0, *v.shape[1:])) for key, v in values.items()}
         self.on_cpu = all(v.device.type == "cpu" for v in values.values())
-        self.free: list[int] = []
+        self._free = np.zeros(0, dtype=np.int64)  # free rows, the next one taken last
+        self._free_count = 0
 
-    def put(self, values: dict[str, torch.Tensor]) -> np.ndarray:
-        """Store the ``(k, ...)`` rows of ``values`` in free rows; returns those rows."""
-        count = next(iter(values.values())).shape[0]
-        if len(self.free) < count:
+    def release(self, rows: np.ndarray) -> None:
+        """Give ``rows`` (int64, distinct, in use) back to the free rows."""
+        end = self._free_count + rows.shape[0]
+        self._free[self._free_count : end] = rows  # room: at most every row is free
+        self._free_count = end
+
+    def take(self, count: int) -> np.ndarray:
+        """``count`` free rows (growing the buffers when too few are free)."""
+        if self._free_count < count:
             size = next(iter(self.buffers.values())).shape[0]
-            grown = max(2 * size, size + count - len(self.free), 16)
+            grown = max(2 * size, size + count - self._free_count, 16)
             self.buffers = {
                 key: torch.cat([b, b.new_empty((grown - size, *b.shape[1:]))])
                 for key, b in self.buffers.items()
             }
-            self.free.extend(range(grown - 1, size - 1, -1))
-        rows = np.array(self.free[len(self.free) - count :], dtype=np.int64)
-        del self.free[len(self.free) - count :]
+            free = np.empty(grown, dtype=np.int64)  # room for every row
+            free[: self._free_count] = self._free[: self._free_count]
+            # The new rows go on top, lowest last: taken first, lowest first.
+            free[self._free_count : self._free_count + grown - size] = np.arange(
+                grown - 1, size - 1, -1
+            )
+            self._free = free
+            self._free_count += grown - size
+        start = self._free_count - count
+        rows = self._free[start : self._free_count][::-1].copy()
+        self._free_count = start
+        return rows
+
+    def write(self, rows: np.ndarray, values: dict[str, torch.Tensor]) -> None:
+        """Copy the ``(k, ...)`` rows of ``values`` into buffer rows ``rows`` ``(k,)``."""
         index = torch.from_numpy(rows)
         for key, value in values.items():
             buffer = self.buffers[key]
             buffer.index_copy_(0, index if self.on_cpu else index.to(buffer.device), value)
-        return rows
 
 
 _DTYPE = operator.attrgetter("dtype")
@@ -226,11 +263,15 @@ PACK_MAX_BYTES = 1024
 costs about what packing does, and packing's growing buffers would only add copies."""
 
 
-def _stack_flat(payloads: list[Any]) -> tuple[tuple, dict[str, torch.Tensor]] | None:
+def _stack_flat(payloads: Sequence[Any]) -> tuple[tuple, dict[str, torch.Tensor]] | None:
     """``(layout, {key: (n, ...) stacked copy})`` when ``payloads`` are flat dicts of the same
     str keys, in the same order, holding plain tensors of one shape, dtype and device per key,
     at most :data:`PACK_MAX_BYTES` per payload; None otherwise (the caller then copies payload
-    by payload, which also reports the bad ones)."""
+    by payload, which also reports the bad ones).
+
+    The payloads are read by C-level passes (``map``): the dicts' types and sizes, then per key
+    the values, their types and dtypes, and one ``torch.stack`` (which checks shapes and
+    devices and copies)."""
     first = payloads[0]
     if type(first) is not dict or not first:
         return None
@@ -243,20 +284,18 @@ def _stack_flat(payloads: list[Any]) -> tuple[tuple, dict[str, torch.Tensor]] | 
     layout = []
     row_bytes = 0
     for key in keys:
-        if type(key) is not str:
+        head = first[key]
+        if type(key) is not str or type(head) is not torch.Tensor or head.layout != torch.strided:
+            return None
+        row_bytes += head.numel() * head.element_size()
+        if row_bytes > PACK_MAX_BYTES:
             return None
         try:
             column = list(map(operator.itemgetter(key), payloads))
         except KeyError:
             return None
-        if set(map(type, column)) != {torch.Tensor}:
-            return None
-        head = column[0]
-        if len(set(map(_DTYPE, column))) != 1 or head.layout != torch.strided:
-            return None  # stack would promote mixed dtypes
-        row_bytes += head.numel() * head.element_size()
-        if row_bytes > PACK_MAX_BYTES:
-            return None
+        if set(map(type, column)) != {torch.Tensor} or set(map(_DTYPE, column)) != {head.dtype}:
+            return None  # not plain tensors, or mixed dtypes (stack would promote them)
         try:
             stacked = torch.stack(column)
         except RuntimeError:  # shapes or devices differ

@@ -312,8 +312,10 @@ class Archive:
         batch; the state is updated in place through a numpy view of ``_state``.
         """
         n = objectives.shape[0]
-        finite = np.isfinite(objectives) & np.isfinite(descriptors).all(axis=1)
-        if not finite.all():
+        # A sum is finite only if every term is; otherwise (NaN, Inf, or an overflowing sum of
+        # finite values) the per-item check decides.
+        if not math.isfinite(objectives.sum() + descriptors.sum()):
+            finite = np.isfinite(objectives) & np.isfinite(descriptors).all(axis=1)
             raise_first_non_finite(torch.from_numpy(finite), "objectives/descriptors")
         item_cells = self._host_cell_index(descriptors)
         state = self._state.numpy()  # shares memory with self._state
@@ -327,7 +329,8 @@ class Archive:
         item_occupied = occupied[inverse]
         item_threshold = threshold[inverse]
         can_insert = objectives > item_threshold
-        status = np.where(can_insert, np.where(item_occupied, 1, 2), 0).astype(np.int32)
+        status = np.subtract(2, item_occupied, dtype=np.int32)  # 1 improved, 2 new cell
+        status *= can_insert  # 0 not added
         empty_base = 0.0 if self._threshold_min == -math.inf else self._threshold_min
         value = objectives - np.where(item_occupied, item_threshold, empty_base)
 
@@ -354,7 +357,7 @@ class Archive:
         new[:, _DESC:] = descriptors[rows]
 
         evicted = lost = None
-        kept_cells, kept_rows = land_cells, rows
+        kept_rows = rows
         if self._max_size < self._cells:
             whole = state.copy()
             whole[land_cells] = new
@@ -368,11 +371,13 @@ class Archive:
             ).numpy()
             lost = np.flatnonzero(evicted & (state[:, _OCC] > 0))
             stays = ~evicted[land_cells]
-            kept_cells, kept_rows = land_cells[stays], rows[stays]
+            kept_rows = rows[stays]
             # Items whose cell was evicted in this very batch report status 0.
             status[evicted[item_cells]] = 0
 
-        staged = store.stage_landing(genomes, kept_cells, kept_rows, lost)  # may raise
+        # The store reads the landing genomes in batch order (kinder to the caches).
+        kept_rows = np.sort(kept_rows)
+        staged = store.stage_landing(genomes, item_cells[kept_rows], kept_rows, lost)  # may raise
         store.apply(staged)
         self._store = store
         state[land_cells] = new
