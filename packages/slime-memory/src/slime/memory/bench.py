@@ -4,7 +4,8 @@
     python -m slime.memory.bench --device cuda   # our archives on the GPU (pyribs still on CPU)
 
 Each configuration feeds the same random stream (solutions, objectives, descriptors) to every
-archive, batch by batch, alternating between them; only the ``add`` calls are timed. The stream is
+archive, batch by batch, alternating between them (which one goes first rotates from batch to
+batch); only the ``add`` calls are timed. The stream is
 replayed ``--repeats`` times into fresh archives and each archive's best rate is kept, which
 filters out the noise of a shared machine. Our genomes are ``{"solution": row}``
 payloads built outside the timer, as a training loop hands over ``to_dict()`` results. pyribs
@@ -91,21 +92,25 @@ def measure(
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     spent = {"columns": 0.0, "payloads": 0.0, "pyribs": 0.0}
     batches = max(1, items // batch)
-    for _ in range(batches):
+    for index in range(batches):
         solutions = rng.normal(size=(batch, solution_dim))
         objectives = rng.normal(size=batch)
         descriptors = rng.uniform(-1.1, 1.1, size=(batch, 2))
         solutions_t = torch.from_numpy(solutions).to(device)
         objectives_t = torch.from_numpy(objectives).to(device)
         descriptors_t = torch.from_numpy(descriptors).to(device)
-        spent["columns"] += _timed(
-            sync, columns.add, {"solution": solutions_t}, objectives_t, descriptors_t
-        )
+        calls = [("columns", columns.add, ({"solution": solutions_t}, objectives_t, descriptors_t))]
         if payloads is not None:
             genomes = [{"solution": row} for row in solutions_t.unbind(0)]
-            spent["payloads"] += _timed(sync, payloads.add, genomes, objectives_t, descriptors_t)
+            calls.append(("payloads", payloads.add, (genomes, objectives_t, descriptors_t)))
         if theirs is not None:
-            spent["pyribs"] += _timed(sync, theirs.add, solutions, objectives, descriptors)
+            calls.append(("pyribs", theirs.add, (solutions, objectives, descriptors)))
+        # Rotate who goes first: the add right after building the batch pays for the caches
+        # and allocator state that building (and freeing the last batch's) per-item objects
+        # leaves; with a fixed order one contestant would always pay it.
+        first = index % len(calls)
+        for name, add, args in calls[first:] + calls[:first]:
+            spent[name] += _timed(sync, add, *args)
     n = batches * batch
     return Row(
         archive=f"{kind} ({columns.cells} cells)",
