@@ -36,6 +36,7 @@ progress bar. Checkpoints are collective, with ``torch.distributed.checkpoint``
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -280,17 +281,25 @@ class Lockstep:
     def share_tubes(self) -> None:
         """Average every organism's tube ring over the ranks (NaN, "no output", stays NaN: a
         slot's entries are NaN on every rank alike). Idempotent once the rings agree."""
+
+        def average(flat: Tensor) -> Tensor:
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.ctx.group)
+            return flat / self.ctx.world_size
+
+        self._merge_rings(average)
+
+    def _merge_rings(self, merge: Callable[[Tensor], Tensor]) -> None:
+        """Replace every organism's tube ring by ``merge`` of all rings flattened into one tensor
+        (one collective for the whole model)."""
         if not self.ctx.active:
             return
         rings = [o.tube_trace for o in self.model.organisms if o.tube_trace.numel()]
         if not rings:
             return
-        flat = torch.cat([r.reshape(-1) for r in rings])
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.ctx.group)
-        flat /= self.ctx.world_size
+        merged = merge(torch.cat([r.reshape(-1) for r in rings]))
         offset = 0
         for ring in rings:
-            ring.copy_(flat[offset : offset + ring.numel()].view_as(ring))
+            ring.copy_(merged[offset : offset + ring.numel()].view_as(ring))
             offset += ring.numel()
 
     @torch.no_grad()

@@ -305,18 +305,11 @@ class HeadLockstep(Lockstep):
 
     @torch.no_grad()
     def share_tubes(self) -> None:
-        if not self.ctx.active:
-            return
-        rings = [o.tube_trace for o in self.model.organisms if o.tube_trace.numel()]
-        if not rings:
-            return
-        flat = torch.cat([r.reshape(-1) for r in rings])
-        # an entry nobody wrote is -inf everywhere; a written one (a finite l1/l2 ratio) is its
-        # writer's value, or the same value on every rank once merged: the max is it, exactly
-        flat = flat.nan_to_num(nan=-torch.inf)
-        self.sharding.all_reduce(flat, "tubes", op=dist.ReduceOp.MAX)
-        merged = torch.where(flat.isneginf(), torch.nan, flat)
-        offset = 0
-        for ring in rings:
-            ring.copy_(merged[offset : offset + ring.numel()].view_as(ring))
-            offset += ring.numel()
+        def by_writer(flat: Tensor) -> Tensor:
+            # an entry nobody wrote is -inf everywhere; a written one (a finite l1/l2 ratio) is
+            # its writer's value, or the same value on every rank once merged: the max is it
+            flat = flat.nan_to_num(nan=-torch.inf)
+            self.sharding.all_reduce(flat, "tubes", op=dist.ReduceOp.MAX)
+            return torch.where(flat.isneginf(), torch.nan, flat)
+
+        self._merge_rings(by_writer)
