@@ -57,7 +57,7 @@ def test_visualize_of_a_baseline_with_a_comparison_notes_what_it_skipped(
 
 
 def test_visualize_with_nothing_to_plot_fails_with_a_message(tmp_path, capsys):
-    assert cli.visualize_command([str(tmp_path)]) == 1
+    assert cli.visualize_command([str(tmp_path)]) == 2
     assert "slime visualize: error: nothing to plot" in capsys.readouterr().err
 
 
@@ -78,7 +78,7 @@ def test_export_of_a_v1_model_directory_succeeds(v1_run, tmp_path, capsys):
 
 
 def test_export_of_a_baseline_run_fails_with_the_reason(baseline_run, capsys):
-    assert cli.export_command([str(baseline_run), "--format", "torch-export"]) == 1
+    assert cli.export_command([str(baseline_run), "--format", "torch-export"]) == 2
     assert "slime export: error:" in capsys.readouterr().err
 
 
@@ -96,7 +96,7 @@ def test_package_spec_only_writes_the_build_files(tmp_path, capsys, monkeypatch)
 
 @pytest.mark.skipif(importlib.util.find_spec("PyInstaller") is not None, reason="it is installed")
 def test_package_without_pyinstaller_fails_naming_the_extra(tmp_path, capsys):
-    assert cli.package_command(["--out", str(tmp_path)]) == 1
+    assert cli.package_command(["--out", str(tmp_path)]) == 2
     assert "slime-tools[package]" in capsys.readouterr().err
 
 

@@ -133,12 +133,12 @@ def test_cli_prints_both_tables(slime_run, capsys):
     ],
 )
 def test_cli_reports_a_bad_condition_in_one_line(slime_run, capsys, where, message):
-    assert cli.inspect_command([str(slime_run[0]), "--where", where]) == 1
+    assert cli.inspect_command([str(slime_run[0]), "--where", where]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
 def test_cli_on_a_run_without_a_model_fails_with_a_message(baseline_run, capsys):
-    assert cli.inspect_command([str(baseline_run)]) == 1
+    assert cli.inspect_command([str(baseline_run)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("slime inspect: error: ") and "no saved SlimeModel" in err

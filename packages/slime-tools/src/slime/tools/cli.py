@@ -3,7 +3,8 @@
 Each is a ``(argv) -> int`` callable registered in the ``slime.commands`` entry-point group, so
 slime-train's ``slime`` command dispatches to it without importing slime.tools; ``python -m
 slime.tools <name> ...`` reaches the same functions. Errors slime raises on purpose (SlimeError)
-end the command with a one-line message on stderr and exit status 1; argparse's usage errors exit 2.
+end the command with a one-line message on stderr and exit status 2, as argparse's usage errors and
+``slime train``'s bad config, data or checkpoint do.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def _run(prog: str, action: Callable[[], None]) -> int:
         action()
     except SlimeError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     return 0
 
 
