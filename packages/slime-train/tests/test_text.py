@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -205,6 +206,9 @@ def test_cache_dir_resolution(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 def test_missing_and_empty_inputs_are_refused(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="does not exist"):
         scan_text(tmp_path / "nope.txt")
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(DataError, match="neither a regular file nor a folder"):
+        scan_text(tmp_path / "pipe")
     with pytest.raises(DataError, match="is empty"):
         scan_text(_write(tmp_path / "empty.txt", ""))
     (tmp_path / "folder").mkdir()

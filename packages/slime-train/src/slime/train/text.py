@@ -146,6 +146,11 @@ def _text_files(path: Path) -> tuple[Path, ...]:
         if not files:
             raise DataError(f"data folder {str(path)!r} holds no .txt files")
         return files
+    if path.exists():  # a device, a pipe, a socket
+        raise DataError(
+            f"data path {str(path)!r} is neither a regular file nor a folder (expected a .txt "
+            "file or a folder of them)"
+        )
     raise DataError(f"data path {str(path)!r} does not exist (expected a .txt file or a folder)")
 
 
