@@ -121,3 +121,13 @@ def test_python_dash_m_slime_tools_runs_a_command():
         timeout=300,
     )
     assert done.returncode == 0 and done.stdout.startswith("usage: slime visualize")
+
+
+def test_an_output_path_the_file_system_refuses_is_one_error_line(
+    slime_run, tmp_path, capsys
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert cli.visualize_command([str(slime_run[0]), "--out", str(blocker / "plots")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and str(blocker / "plots") in err

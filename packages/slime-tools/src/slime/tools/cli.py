@@ -3,8 +3,9 @@
 Each is a ``(argv) -> int`` callable registered in the ``slime.commands`` entry-point group, so
 slime-train's ``slime`` command dispatches to it without importing slime.tools; ``python -m
 slime.tools <name> ...`` reaches the same functions. Errors slime raises on purpose (SlimeError)
-end the command with a one-line message on stderr and exit status 2, as argparse's usage errors and
-``slime train``'s bad config, data or checkpoint do.
+and the file system's refusals (an ``--out`` that is a file, no permission) end the command with a
+one-line message on stderr and exit status 2, as argparse's usage errors and ``slime train``'s bad
+config, data or checkpoint do.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ def _run(prog: str, action: Callable[[], None]) -> int:
         action()
     except SlimeError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the file system refused: an --out that is a file, no permission, ...
+        where = f" {exc.filename!r}" if exc.filename else ""
+        print(f"{prog}: error: cannot write or read{where}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     return 0
 
