@@ -164,3 +164,9 @@ def test_download_skips_files_already_present(
     asked = _serve(monkeypatch, b"new")
     datasets.download_corpus("tinystories", tmp_path)
     assert target.read_text() == "kept" and asked == []
+
+
+def test_a_data_folder_that_is_a_file_is_named_as_such(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(DataError, match="is not a folder"):
+        resolve_data_dir(tmp_path / "f")

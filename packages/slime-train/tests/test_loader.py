@@ -51,6 +51,11 @@ def test_non_yaml_file_raises_config_error(tmp_path: Path) -> None:
         load_config(path)
 
 
+def test_a_config_path_that_is_a_folder_is_named_as_such(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is not a regular file and is not a preset"):
+        load_config(tmp_path)
+
+
 def test_missing_file_raises_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")

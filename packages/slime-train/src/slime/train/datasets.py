@@ -115,7 +115,8 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
             )
     path = Path(data_dir)
     if not path.is_dir():
-        raise DataError(f"data folder {str(path)!r} does not exist")
+        what = "is not a folder" if path.exists() else "does not exist"
+        raise DataError(f"data folder {str(path)!r} {what}")
     return path
 
 

@@ -160,14 +160,16 @@ def load_config(source: str | os.PathLike[str] | None = None) -> RunConfig:
         return config_from_dict(_parse(text, f"preset {source!r}"))
     path = Path(source)
     if not path.is_file():
+        what = "is not a regular file" if path.exists() else "does not exist"
         raise ConfigError(
-            f"config file {str(path)!r} does not exist and is not a preset; presets: "
-            f"{preset_names()}"
+            f"config file {str(path)!r} {what} and is not a preset; presets: {preset_names()}"
         )
     try:
         text = path.read_text("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path} is not UTF-8 text: {exc}") from exc
+    except OSError as exc:  # no permission, a file vanishing between the check and the read
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror or exc}") from exc
     return config_from_dict(_parse(text, str(path)))
 
 
