@@ -40,11 +40,24 @@ def _tasks(results: dict[str, Any], group: Group) -> list[str]:
 def _check(runs, task: str, check: Check) -> dict[str, Any]:
     a = metric_values(runs, task, check.a, check.metric)
     b = metric_values(runs, task, check.b, check.metric)
-    row = {"task": task, "a": check.a, "b": check.b, "metric": check.metric}
+    row: dict[str, Any] = {"task": task, "a": check.a, "b": check.b, "metric": check.metric}
+    if check.metric.startswith("target_"):  # runs that never reached the target are left out
+        row["reached"] = {side: _reached(runs, task, name) for side, name in (("a", check.a),
+                                                                              ("b", check.b))}  # fmt: skip
     if not a or not b:
         return {**row, "outcome": "not measured", "comparison": None}
     result = compare(check.metric, a, b, check.better)
     return {**row, "outcome": result.outcome, "comparison": result.to_dict()}
+
+
+def _reached(runs: list[dict[str, Any]], task: str, arm: str) -> str:
+    """``"k/n"``: runs of ``arm`` on ``task`` that reached the target, of those that had one."""
+    had = [
+        r
+        for r in runs
+        if r["task"] == task and r["arm"] == arm and r.get("target_loss") is not None
+    ]
+    return f"{sum(r.get('target_time_s') is not None for r in had)}/{len(had)}"
 
 
 def pooled_spearman(runs: list[dict[str, Any]], tasks: list[str], arms: tuple[str, ...]) -> dict:

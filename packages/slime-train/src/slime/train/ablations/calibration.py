@@ -75,7 +75,13 @@ def warm_up(
 
 
 def calibrate_steps(
-    profile: Profile, work: dict[str, list[str]], seeds: int, datasets, device, data_dir
+    profile: Profile,
+    work: dict[str, list[str]],
+    seeds: int,
+    datasets,
+    device,
+    data_dir,
+    sweeping: bool = True,
 ) -> dict[str, Any]:
     """The largest step count (multiple of 50) whose planned suite fits ``time_budget_s``.
 
@@ -84,6 +90,9 @@ def calibrate_steps(
     diagnostics). A run of ``s`` steps then costs ``fixed + s * step``, where ``fixed`` counts the
     events a run holds whatever its length (the lifecycle's intervals are fractions of the run)
     and, for the NAS arm, its search (``nas_candidates`` short runs of ``nas_steps`` steps).
+    Each run's equal-time partner costs ``fixed + equal_time_s``; with ``sweeping``, the LR sweep
+    costs ``len(lr_sweep) * sweep_seeds`` runs of ``sweep_steps`` steps (the planned steps when
+    None) per task and arm.
     """
     device = torch.device(device)
     task = next(iter(work))
@@ -109,6 +118,18 @@ def calibrate_steps(
     )  # fmt: skip
     fixed_total = sum(runs[k] * fixed[k] for k in runs) + nas_runs * search
     per_unit = sum(runs[k] * per_step[k] for k in runs)
+    # equal-time partners: one per run, the same fixed parts plus their training seconds
+    equal_time = sum(runs[k] * (fixed[k] + profile.equal_time_s) for k in runs)
+    fixed_total += equal_time
+    sweep_runs = {"slime": 0, "baseline": 0}
+    if sweeping:
+        tries = len(profile.lr_sweep) * profile.sweep_seeds
+        sweep_runs = {"slime": sum(slime_kind) * tries, "baseline": slime_kind.count(False) * tries}
+        fixed_total += sum(sweep_runs[k] * fixed[k] for k in runs)
+        if profile.sweep_steps is None:
+            per_unit += sum(sweep_runs[k] * per_step[k] for k in runs)
+        else:
+            fixed_total += sum(sweep_runs[k] * profile.sweep_steps * per_step[k] for k in runs)
     budget = profile.time_budget_s - fixed_total
     fit = int(budget / per_unit) // 50 * 50 if budget > 0 else 0
     steps = max(profile.min_steps, min(profile.steps, fit))
@@ -117,6 +138,8 @@ def calibrate_steps(
         "seconds_per_step": per_step,
         "runs": runs,
         "nas_search_s": search,
+        "equal_time_s": equal_time,
+        "sweep_runs": sweep_runs,
         "budget_s": profile.time_budget_s,
         "steps_fitting_budget": fit,
         "steps": steps,

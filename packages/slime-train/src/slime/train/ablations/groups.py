@@ -1,6 +1,10 @@
 """The comparisons of blueprint §12 and issues 7 and 16, with their decision rules fixed before any
 run.
 
+Every arm runs at its own peak LR, picked by the sweep of :mod:`slime.train.ablations.protocol`
+before the runs, and is judged by its best held-out loss (the best checkpoint) at equal steps and
+at equal training time, and by its time to a target loss fixed before the runs.
+
 One rule decides every pairwise check: **arm A is better than arm B on a metric when A's 95%
 Student-t confidence interval over seeds lies entirely on the better side of B's; worse when it lies
 entirely on the worse side; otherwise there is no clear difference.** Welch's p-value is reported
@@ -27,7 +31,22 @@ PAIR_RULE = (
 
 # metric -> (better direction, plain description)
 METRICS: dict[str, tuple[Better, str]] = {
-    "val_loss": ("lower", "final held-out loss (nats/token) on fixed validation batches"),
+    "best_val_loss": (
+        "lower",
+        "best held-out loss (nats/token) on the fixed held-out batches over the run's evaluations "
+        "(the best checkpoint, not the final step); equal steps, each arm at its swept LR",
+    ),
+    "best_val_loss_time": (
+        "lower",
+        "the same for the equal-time run: each arm trains the profile's equal_time_s seconds "
+        "(evaluation and diagnostics not counted), its cosine decay following the clock",
+    ),
+    "target_time_s": (
+        "lower",
+        "training seconds until the held-out loss first reached the task's target (equal-steps "
+        "run); runs that never reached it are left out and counted beside the interval",
+    ),
+    "val_loss": ("lower", "final-step held-out loss (secondary: the decisions use the best)"),
     "val_acc": ("higher", "final held-out next-token accuracy on scored targets"),
     "val_loss_auc": (
         "lower",
@@ -99,24 +118,29 @@ def _tasks_where(outcome: Outcome, tasks: tuple[str, ...], check: Check, result:
     return [t for t in tasks if outcome(t, check) == result]
 
 
+ACCURACY = ("best_val_loss", "best_val_loss_time")  # equal steps, equal time
+SPEED = ("tokens_per_s", "target_time_s")
+
+
 def _decide_baseline(outcome: Outcome, tasks: tuple[str, ...]) -> str:
-    acc, speed = Check("slime", "baseline", "val_loss"), Check("slime", "baseline", "tokens_per_s")
     sim = Check("slime", "baseline", "head_similarity")
-    won = {
-        "accuracy": _tasks_where(outcome, tasks, acc, "better"),
-        "speed": _tasks_where(outcome, tasks, speed, "better"),
-    }
-    lost = {
-        "accuracy": _tasks_where(outcome, tasks, acc, "worse"),
-        "speed": _tasks_where(outcome, tasks, speed, "worse"),
-    }
+    dims = {"accuracy": ACCURACY, "speed": SPEED}
+
+    def found(dim: str, result: str) -> list[str]:
+        return [
+            t for t in tasks if any(outcome(t, Check("slime", "baseline", m)) == result
+                                    for m in dims[dim])
+        ]  # fmt: skip
+
+    won = {dim: found(dim, "better") for dim in dims}
+    lost = {dim: found(dim, "worse") for dim in dims}
 
     def where(found: list[str]) -> str:
         return ", ".join(found) if found else "none"
 
     parts = [
-        f"{dim} ({metric}) better in {where(won[dim])}, worse in {where(lost[dim])}"
-        for dim, metric in (("accuracy", "val_loss"), ("speed", "tokens/s"))
+        f"{dim} ({' or '.join(dims[dim])}) better in {where(won[dim])}, worse in {where(lost[dim])}"
+        for dim in dims
     ]
     if won["accuracy"] or won["speed"]:
         verdict = "PASSES §12's bar (better on at least one of speed or accuracy somewhere)"
@@ -162,9 +186,12 @@ def _decide_benefit(
     return decide
 
 
+BENEFIT = (*ACCURACY, "val_loss_auc")
+
+
 def _decide_births(outcome: Outcome, tasks: tuple[str, ...]) -> str:
-    chemotaxis = _decide_benefit("slime", "uniform", "chemotaxis", ("val_loss", "val_loss_auc"))
-    tubes = _decide_benefit("slime", "no_tubes", "tubes", ("val_loss", "val_loss_auc"))
+    chemotaxis = _decide_benefit("slime", "uniform", "chemotaxis", BENEFIT)
+    tubes = _decide_benefit("slime", "no_tubes", "tubes", BENEFIT)
     return f"{chemotaxis(outcome, tasks)} {tubes(outcome, tasks)}"
 
 
@@ -184,8 +211,11 @@ def _decide_fitness(outcome: Outcome, tasks: tuple[str, ...]) -> str:
     parts = []
     for task in tasks:
         for other in ("task_only", "grad_only", "taylor_only"):
-            r = outcome(task, Check(other, "slime", "val_loss"))
-            parts.append(f"{task}: training with {other} vs the blend: final loss {r}")
+            r = [outcome(task, Check(other, "slime", m)) for m in ACCURACY]
+            parts.append(
+                f"{task}: training with {other} vs the blend: best held-out loss {r[0]} at equal "
+                f"steps, {r[1]} at equal time"
+            )
     return "; ".join(parts) + "."
 
 
@@ -193,7 +223,7 @@ def _decide_blueprint(outcome: Outcome, tasks: tuple[str, ...]) -> str:
     parts = []
     for task in tasks:
         for other in BLUEPRINT_OTHERS:
-            loss = outcome(task, Check("slime", other, "val_loss"))
+            loss, at_time = (outcome(task, Check("slime", other, m)) for m in ACCURACY)
             if loss == "not measured":
                 parts.append(f"{task}: slime vs {other} NOT MEASURED")
                 continue
@@ -211,8 +241,14 @@ def _decide_blueprint(outcome: Outcome, tasks: tuple[str, ...]) -> str:
                 degrade = "degrades more gracefully on one order, less on the other"
             else:
                 degrade = "degrades with NO CLEAR DIFFERENCE"
-            word = {"better": "BETTER", "worse": "WORSE"}.get(loss, "NO CLEAR DIFFERENCE")
-            parts.append(f"{task}: slime vs {other}: held-out loss {word}; slime {degrade}")
+            word, word_t = (
+                {"better": "BETTER", "worse": "WORSE"}.get(r, "NO CLEAR DIFFERENCE")
+                for r in (loss, at_time)
+            )
+            parts.append(
+                f"{task}: slime vs {other}: best held-out loss {word} at equal steps, {word_t} at "
+                f"equal time; slime {degrade}"
+            )
     return "; ".join(parts) + "."
 
 
@@ -228,7 +264,8 @@ GROUPS: tuple[Group, ...] = (
         tuple(
             Check("slime", "baseline", m)
             for m in (
-                "val_loss",
+                *ACCURACY,
+                "target_time_s",
                 "val_acc",
                 "tokens_per_s",
                 "peak_memory_mb",
@@ -236,8 +273,10 @@ GROUPS: tuple[Group, ...] = (
                 "head_similarity",
             )
         ),
-        "Accuracy = val_loss, speed = tokens_per_s. Slime passes if it is better on either in at "
-        "least one task; it fails if it is worse on both in every task; otherwise not shown.",
+        "Accuracy = best held-out loss at equal steps or at equal time (best_val_loss, "
+        "best_val_loss_time); speed = tokens_per_s or time to the target loss (target_time_s). "
+        "Slime passes if it is better on accuracy or speed in at least one task; it fails if it "
+        "is worse on both in every task; otherwise not shown.",
         _decide_baseline,
     ),
     Group(
@@ -247,13 +286,11 @@ GROUPS: tuple[Group, ...] = (
         "§12.2: archive-guided bootstrapping improves convergence (or is overhead with no benefit).",
         ("slime", "no_archive"),
         "ablation",
-        tuple(
-            Check("slime", "no_archive", m)
-            for m in ("val_loss", "val_loss_auc", "newborn_survival")
-        ),
-        "The archive helps if slime is better than no_archive on val_loss or val_loss_auc and "
-        "worse on neither; it hurts if worse on one and better on neither; else no clear benefit.",
-        _decide_benefit("slime", "no_archive", "the archive", ("val_loss", "val_loss_auc")),
+        tuple(Check("slime", "no_archive", m) for m in (*BENEFIT, "newborn_survival")),
+        "The archive helps if slime is better than no_archive on best_val_loss, "
+        "best_val_loss_time or val_loss_auc and worse on none; it hurts if worse on one and "
+        "better on none; else no clear benefit.",
+        _decide_benefit("slime", "no_archive", "the archive", BENEFIT),
     ),
     Group(
         "lifecycle",
@@ -263,12 +300,12 @@ GROUPS: tuple[Group, ...] = (
         ("slime", "static"),
         "ablation",
         tuple(
-            Check("slime", "static", m)
-            for m in ("val_loss", "val_loss_auc", "tokens_per_s", "descriptor_variance")
+            Check("slime", "static", m) for m in (*BENEFIT, "tokens_per_s", "descriptor_variance")
         ),
-        "The lifecycle helps if slime is better than static on val_loss or val_loss_auc and worse "
-        "on neither; it hurts if worse on one and better on neither; else no clear benefit.",
-        _decide_benefit("slime", "static", "the lifecycle", ("val_loss", "val_loss_auc")),
+        "The lifecycle helps if slime is better than static on best_val_loss, best_val_loss_time "
+        "or val_loss_auc and worse on none; it hurts if worse on one and better on none; else no "
+        "clear benefit.",
+        _decide_benefit("slime", "static", "the lifecycle", BENEFIT),
     ),
     Group(
         "efficiency",
@@ -279,7 +316,7 @@ GROUPS: tuple[Group, ...] = (
         "ablation",
         tuple(
             Check("eff_latency", "acc_only", m)
-            for m in ("tokens_per_s", "live_pods", "val_loss", "peak_memory_mb")
+            for m in ("tokens_per_s", "live_pods", *ACCURACY, "peak_memory_mb")
         ),
         "The efficiency term finds faster configurations if eff_latency is better than acc_only "
         "on tokens_per_s in at least one task.",
@@ -297,12 +334,12 @@ GROUPS: tuple[Group, ...] = (
         tuple(
             Check(a, "slime", m)
             for a in ("task_only", "grad_only", "taylor_only")
-            for m in ("val_loss", "spearman_fitness")
+            for m in (*ACCURACY, "spearman_fitness")
         ),
         "A metric tracks the task if the 95% interval of its Spearman correlation with the held-out "
         "masked-loss contribution (one value per run, all runs of this group) lies entirely above "
-        "0 (against the task if it lies entirely below 0). Final loss of each single-metric "
-        "fitness is compared with the blend by the pair rule.",
+        "0 (against the task if it lies entirely below 0). The best held-out loss (equal steps and "
+        "equal time) of each single-metric fitness is compared with the blend by the pair rule.",
         _decide_fitness,
     ),
     Group(
@@ -313,13 +350,10 @@ GROUPS: tuple[Group, ...] = (
         "temporal memory helps.",
         ("slime", "uniform", "no_tubes"),
         "ablation",
-        tuple(
-            Check("slime", "uniform", m)
-            for m in ("val_loss", "val_loss_auc", "newborn_survival", "coverage")
-        )
-        + tuple(Check("slime", "no_tubes", m) for m in ("val_loss", "val_loss_auc")),
-        "Chemotaxis (tubes) earns its place if slime is better than uniform (no_tubes) on val_loss "
-        "or val_loss_auc and worse on neither.",
+        tuple(Check("slime", "uniform", m) for m in (*BENEFIT, "newborn_survival", "coverage"))
+        + tuple(Check("slime", "no_tubes", m) for m in BENEFIT),
+        "Chemotaxis (tubes) earns its place if slime is better than uniform (no_tubes) on "
+        "best_val_loss, best_val_loss_time or val_loss_auc and worse on none.",
         _decide_births,
     ),
     Group(
@@ -336,14 +370,14 @@ GROUPS: tuple[Group, ...] = (
             Check("slime", other, m)
             for other in BLUEPRINT_OTHERS
             for m in (
-                "val_loss",
+                *ACCURACY,
                 "head_similarity",
                 "degradation_auc_most",
                 "degradation_auc_least",
             )
         ),
-        "For each other arm (baseline, hypernet, nas): slime's held-out loss is better, worse or "
-        "not clearly different by the pair rule; slime degrades more gracefully if it is better on "
+        "For each other arm (baseline, hypernet, nas): slime's best held-out loss at equal steps "
+        "and at equal time is better, worse or not clearly different by the pair rule; slime degrades more gracefully if it is better on "
         "degradation_auc_most or degradation_auc_least and worse on neither, less gracefully if "
         "worse on one and better on neither, otherwise no clear difference. The NAS arm's wall "
         "time counts the retraining only; its search seconds are reported beside it.",

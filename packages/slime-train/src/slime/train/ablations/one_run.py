@@ -12,11 +12,13 @@ curves (:mod:`slime.train.ablations.degradation`) on the held-out batches.
 from __future__ import annotations
 
 import gc
+import math
 import time
 from typing import Any
 
 import torch
 from slime.proto import ConfigError
+from slime.train.ablations.curves import best_of, time_to_target
 from slime.train.ablations.degradation import (
     degradation_area,
     degradation_curves,
@@ -49,6 +51,7 @@ __all__ = [
     "SEED_BASE",
     "SELECTION_SEED",
     "AblationTrainer",
+    "lr_config",
     "nas_search",
     "run_one",
 ]
@@ -73,10 +76,14 @@ class AblationTrainer(Trainer):
         heldout,
         device: torch.device,
         architecture: Architecture | None = None,
+        lr_schedule=None,
     ) -> None:
-        super().__init__(cfg, dataset, device=device)
+        super().__init__(cfg, dataset, device=device, lr_schedule=lr_schedule)
         self.arm = arm
         self.curve: list[dict[str, float]] = []
+        self.heldout = heldout
+        self.heldout_s = 0.0  # seconds of the held-out evaluations in the curve
+        self._t_fit: float | None = None  # start of the first fit call
         self.stopwatch = Stopwatch(self.device)
         self.ledger: BirthLedger | None = None
         if arm.kind in ("hypernet", "nas"):
@@ -104,15 +111,47 @@ class AblationTrainer(Trainer):
                 timer=self.lifecycle.timer,
             )
 
+    def fit(self, steps: int | None = None, *, max_seconds: float | None = None):
+        if self._t_fit is None:
+            self._t_fit = time.perf_counter()
+        return super().fit(steps, max_seconds=max_seconds)
+
+    def train_seconds(self) -> float:
+        """Seconds since the first ``fit`` call less evaluation (the trainer's and the held-out
+        one) and diagnostics: the clock of ``wall_s``, the equal-time budget and the curve."""
+        if self._t_fit is None:
+            return 0.0
+        spent = time.perf_counter() - self._t_fit
+        return spent - self.timings.get("eval", 0.0) - self.heldout_s - self.stopwatch.seconds
+
     def evaluate(self) -> dict[str, float]:
+        """The trainer's evaluation plus the loss on the fixed held-out batches (``heldout_loss``)
+        and the training seconds so far (``time_s``), appended to ``curve``."""
+        seconds = self.train_seconds()
         out = super().evaluate()
-        self.curve.append({"step": self.step, **out})
+        t0 = time.perf_counter()
+        heldout = heldout_eval(self.model, self.heldout)["loss"]
+        self.heldout_s += time.perf_counter() - t0
+        self.curve.append({"step": self.step, **out, "heldout_loss": heldout, "time_s": seconds})
         return out
 
 
 def _mean(values: list[float | None]) -> float | None:
     kept = [v for v in values if v is not None]
     return sum(kept) / len(kept) if kept else None
+
+
+def lr_config(
+    profile: Profile, arm_: Arm, task: str, steps: int, seed: int, data_dir, lr: float | None
+):
+    """The arm's RunConfig of one run with peak learning rate ``lr`` (None: the profile's); the
+    floor keeps the profile's ``min_lr / lr`` ratio, so the schedule's shape is the same."""
+    cfg = arm_.configure(profile.run_config(task, steps, seed, data_dir))
+    if lr is None:
+        return cfg
+    if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
+        raise ConfigError(f"expected a positive finite learning rate, got {lr!r}", "lr")
+    return cfg.replace(train={"lr": float(lr), "min_lr": profile.min_lr * lr / profile.lr})
 
 
 def baseline_params(cfg, vocab_size: int, device: torch.device) -> int:
@@ -123,14 +162,21 @@ def baseline_params(cfg, vocab_size: int, device: torch.device) -> int:
 
 
 def nas_search(
-    profile: Profile, task: str, arm_: Arm, seed: int, dataset, device: torch.device, data_dir
+    profile: Profile,
+    task: str,
+    arm_: Arm,
+    seed: int,
+    dataset,
+    device: torch.device,
+    data_dir,
+    lr: float | None = None,
 ) -> tuple[SearchResult, int]:
     """The NAS arm's search for one run: ``profile.nas_candidates`` architectures within
     ``profile.nas_tolerance`` of the baseline's parameters (drawn with ``seed``), each trained
     ``profile.nas_steps`` steps from the run's seed and scored by its loss on selection batches
     (validation data drawn with :data:`SELECTION_SEED`, not the final held-out batches). Returns
-    the search and the baseline's parameter count."""
-    cfg = arm_.configure(profile.run_config(task, profile.nas_steps, seed, data_dir))
+    the search and the baseline's parameter count. ``lr``: the arm's peak learning rate."""
+    cfg = lr_config(profile, arm_, task, profile.nas_steps, seed, data_dir, lr)
     base = baseline_params(cfg, dataset.vocab_size, device)
     candidates = sample_architectures(
         cfg.model, base, profile.nas_candidates, profile.nas_tolerance, seed
@@ -174,17 +220,23 @@ def run_one(
     heldout,
     device: torch.device,
     data_dir: str | None,
+    lr: float | None = None,
+    target: float | None = None,
 ) -> dict[str, Any]:
     """Train one arm on one task with one seed; returns its plain-data record.
+
+    ``lr``: the arm's peak learning rate (None: the profile's). The record holds the best
+    held-out evaluation (``best_val_loss``, ``best_step``, ``best_time_s``) and the first at or
+    under ``target`` (``target_step``, ``target_time_s``; None when not reached or no target).
 
     Raises:
         ConfigError: the NAS arm's retrained architecture is outside the profile's tolerance.
     """
-    cfg = arm_.configure(profile.run_config(task, steps, seed, data_dir))
+    cfg = lr_config(profile, arm_, task, steps, seed, data_dir, lr)
     gc.collect()  # earlier trainers hold reference cycles (slot listeners); free them first
     search = None
     if arm_.kind == "nas":
-        search, base = nas_search(profile, task, arm_, seed, dataset, device, data_dir)
+        search, base = nas_search(profile, task, arm_, seed, dataset, device, data_dir, lr)
         gc.collect()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -209,7 +261,8 @@ def run_one(
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     final = heldout_eval(trainer.model, heldout)
     train_s = summary["elapsed_s"] - summary["timings_s"].get("eval", 0.0)
-    train_s -= trainer.stopwatch.seconds
+    train_s -= trainer.stopwatch.seconds + trainer.heldout_s
+    best, reached = best_of(trainer.curve), time_to_target(trainer.curve, target)
     record: dict[str, Any] = {
         "task": task,
         "arm": arm_.name,
@@ -218,7 +271,11 @@ def run_one(
         "steps": summary["steps"],
         "params_init": params_init,
         "params_final": live_parameter_count(trainer.model),  # live pods only, as params_init
+        "lr": cfg.train.lr,
         "val_loss": final["loss"],
+        **best,
+        "target_loss": target,
+        **reached,
         "val_acc": final["accuracy"],
         "val_loss_auc": _mean([p["val_loss"] for p in trainer.curve]),
         "tokens_per_s": summary["tokens_seen"] / train_s,

@@ -63,6 +63,18 @@ class Profile:
             ``nas_steps``).
         nas_steps: training steps of each candidate (the winner is retrained with the run's steps).
         nas_tolerance: candidates hold within this fraction of the baseline's parameters.
+        lr_sweep: peak learning rates every arm is tried with before the main runs (at least 3,
+            the same for every arm); each arm's runs use the one with the best selection loss
+            (:mod:`slime.train.ablations.protocol`). ``lr`` and ``min_lr`` give the schedule's
+            shape: the floor is ``min_lr / lr`` of the chosen peak.
+        sweep_steps: steps of each sweep run (None: the main runs' steps).
+        sweep_seeds: sweep runs per arm and learning rate (their selection losses are averaged).
+        targets: target held-out loss per task, stated before the runs; a task not listed gets
+            its reference arm's median best selection loss over the sweep times
+            ``1 + target_margin``, fixed by the sweep before any main run.
+        target_margin: see ``targets``.
+        equal_time_s: training seconds of each equal-time run (one per main run: same arm, task,
+            seed and learning rate; evaluation and diagnostics not counted).
     """
 
     name: str
@@ -90,6 +102,35 @@ class Profile:
     nas_candidates: int = 8
     nas_steps: int = 150
     nas_tolerance: float = 0.05
+    lr_sweep: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
+    sweep_steps: int | None = None
+    sweep_seeds: int = 1
+    targets: dict[str, float] = field(default_factory=dict)
+    target_margin: float = 0.05
+    equal_time_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        lrs = self.lr_sweep
+        if len(set(lrs)) < 3 or any(not (isinstance(v, int | float) and v > 0) for v in lrs):
+            raise ConfigError(
+                f"expected at least 3 distinct positive learning rates, got {lrs!r}", "lr_sweep"
+            )
+        if self.sweep_steps is not None and self.sweep_steps < 10:
+            raise ConfigError(
+                f"expected at least 10 sweep steps, got {self.sweep_steps!r}", "sweep_steps"
+            )
+        if self.sweep_seeds < 1:
+            raise ConfigError(
+                f"expected at least 1 sweep seed, got {self.sweep_seeds!r}", "sweep_seeds"
+            )
+        if not self.equal_time_s > 0:
+            raise ConfigError(
+                f"expected a positive equal-time budget, got {self.equal_time_s!r}", "equal_time_s"
+            )
+        if not self.target_margin >= 0:
+            raise ConfigError(
+                f"expected a non-negative margin, got {self.target_margin!r}", "target_margin"
+            )
 
     def run_config(self, task: str, steps: int, seed: int, data_dir: str | None) -> RunConfig:
         """The shared RunConfig of one run (an arm then applies its own switches)."""
@@ -155,6 +196,10 @@ _CPU_SMALL = Profile(
     lifecycle={"warmup": 0.15, "gentle": 0.4, "medium": 0.1, "slow": 0.2},
     nas_candidates=3,
     nas_steps=20,
+    lr_sweep=(1e-3, 3e-3, 1e-2),
+    sweep_steps=20,  # a cheap sweep: 3 x 20 steps per arm and task, 1 seed
+    sweep_seeds=1,
+    equal_time_s=0.25,
 )
 
 _GPU_FULL = Profile(
@@ -179,11 +224,16 @@ _GPU_FULL = Profile(
     heldout_batches=16,
     baseline_tasks=("shakespeare", "wikitext2", "recall"),
     ablation_tasks=("shakespeare",),
+    seeds=5,
     device="auto",
     time_budget_s=360.0,
     deadline_s=510.0,
     nas_candidates=8,  # 8 x 150 steps of search: 3 runs' worth of steps per NAS run
     nas_steps=150,
+    lr_sweep=(3e-4, 1e-3, 3e-3),
+    sweep_steps=None,  # the sweep runs the main runs' steps: the schedule it picks for is theirs
+    sweep_seeds=1,
+    equal_time_s=20.0,
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (_CPU_SMALL, _GPU_FULL)}

@@ -12,7 +12,16 @@ from slime.train.ablations.variants import ARMS
 
 __all__ = ["render_report"]
 
-MAIN_METRICS = ("val_loss", "val_acc", "tokens_per_s", "peak_memory_mb", "wall_s")
+MAIN_METRICS = (
+    "best_val_loss",
+    "best_val_loss_time",
+    "target_time_s",
+    "val_loss",
+    "val_acc",
+    "tokens_per_s",
+    "peak_memory_mb",
+    "wall_s",
+)
 QD_METRICS = (
     "descriptor_variance",
     "coverage",
@@ -71,9 +80,10 @@ def _setup(results: dict[str, Any]) -> list[str]:
         "",
         f"- Profile `{p['name']}` on {results['device']}, torch {results['torch']}, created "
         f"{results['created']}; whole suite {results['suite_wall_s']:.0f} s.",
-        f"- Every arm: {results['steps']} steps, batch {p['batch_size']}, context "
-        f"{m['block_size']} (equal compute per step count), AdamW lr {p['lr']} cosine to "
-        f"{p['min_lr']}, seeds {results['seeds']}.",
+        f"- Every arm, two budgets: **equal steps** ({results['steps']} steps) and **equal "
+        f"time** ({_equal_time(p)} of training per run); batch {p['batch_size']}, context "
+        f"{m['block_size']}, AdamW with warmup and cosine decay to {p['min_lr'] / p['lr']:.2g} of "
+        f"the peak LR, {_peak_lr(results)}; seeds {results['seeds']}.",
         f"- Model: {m['n_layer']} layers, width {m['n_embd']}, {m['n_pods']} pods (heads) of "
         f"{m['head_dim']}, pod capacity {m['pod_capacity']}.",
         f"- Lifecycle as fractions of the run: warmup {lc['warmup']:.0%}, gentle until "
@@ -117,6 +127,59 @@ def _setup(results: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _equal_time(profile: dict[str, Any]) -> str:
+    value = profile.get("equal_time_s")
+    return "not run" if value is None else f"{value:g} s"
+
+
+def _peak_lr(results: dict[str, Any]) -> str:
+    if results.get("sweep"):
+        return "peak LR per arm from the sweep below"
+    return f"peak LR {results['profile']['lr']} for every arm (no sweep recorded)"
+
+
+def _protocol(results: dict[str, Any]) -> list[str]:
+    """The LR sweep's scores and picks, the targets and how they were fixed."""
+    sweep = results.get("sweep")
+    if not sweep:
+        return []
+    p = results["profile"]
+    lrs = [float(v) for v in p.get("lr_sweep") or []]
+    reused = (
+        " (reused from an earlier suite's results: --sweep-from)" if sweep.get("reused") else ""
+    )
+    lines = [
+        "## Protocol: LR sweep, targets, budgets",
+        "",
+        f"Before the main runs every arm trained once per peak LR of {lrs} "
+        f"({sweep.get('steps')} steps, {sweep.get('seeds')} seed(s), the main runs' schedule "
+        "shape), scored by its best loss on selection batches (validation data, not the final "
+        f"held-out batches); its runs use the LR with the lowest score{reused}. The sweep took "
+        f"{sweep.get('seconds') or 0.0:.0f} s. Each main run is scored by its best held-out "
+        "evaluation (the best checkpoint) and paired with an equal-time run of "
+        f"{_equal_time(p)} whose cosine decay follows the clock.",
+        "",
+    ]
+    rows = []
+    for task, arms in sweep["lrs"].items():
+        for name, lr in arms.items():
+            scores = sweep.get("scores", {}).get(task, {}).get(name, [])
+            cells = {float(sc["lr"]): sc["loss"] for sc in scores}
+            rows.append([task, name] + [_num(cells.get(v)) for v in lrs] + [f"**{lr:g}**"])
+    lines += _table(["task", "arm", *(f"lr {v:g}" for v in lrs), "picked"], rows) + [""]
+    rows = [
+        [task, f"{target:.4f}", str(sweep.get("target_source", {}).get(task))]
+        for task, target in sweep["targets"].items()
+    ]
+    lines += ["Target held-out loss per task (fixed before the main runs):", ""]
+    lines += _table(["task", "target", "how chosen"], rows) + [""]
+    return lines
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def _rules(results: dict[str, Any]) -> list[str]:
     lines = ["## Decision rules (fixed in code before the runs)", "", f"- Pair rule: {PAIR_RULE}"]
     for g in groups(results["groups"]):
@@ -143,7 +206,10 @@ def _group(results: dict[str, Any], analysis: dict[str, Any], group, plots: set[
     for row in analysis[group.key]["checks"]:
         comp = row["comparison"]
         p = "n/a" if comp is None or comp["p_value"] is None else f"{comp['p_value']:.3g}"
-        checks.append([row["task"], f"{row['a']} vs {row['b']}", row["metric"], row["outcome"], p])
+        metric = row["metric"]
+        if reached := row.get("reached"):
+            metric += f" (reached {reached['a']} vs {reached['b']})"
+        checks.append([row["task"], f"{row['a']} vs {row['b']}", metric, row["outcome"], p])
     lines += _table(["task", "check", "metric", "outcome", "Welch p"], checks) + [""]
     pooled = analysis[group.key].get("pooled_spearman")
     if pooled:
@@ -332,7 +398,7 @@ def render_report(
         "`SLIME_ABLATION_PROFILE` set; raw per-seed numbers are in results.json.",
         "",
     ]
-    lines += _setup(results) + _parts(results) + _rules(results)
+    lines += _setup(results) + _protocol(results) + _parts(results) + _rules(results)
     for group in selected:
         lines += _group(results, analysis, group, shown)
     lines += _diagnostics(results)

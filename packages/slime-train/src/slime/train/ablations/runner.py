@@ -21,9 +21,11 @@ from slime.proto import ConfigError, DataError
 from slime.train.ablations.calibration import calibrate_steps, warm_up
 from slime.train.ablations.groups import Group
 from slime.train.ablations.hypernet import check_matched, install_hypernet
+from slime.train.ablations.nas import Architecture
 from slime.train.ablations.one_run import HELDOUT_SEED, SEED_BASE, AblationTrainer, run_one
 from slime.train.ablations.probes import heldout_batches
 from slime.train.ablations.profiles import Profile
+from slime.train.ablations.protocol import lr_sweep, run_equal_time
 from slime.train.ablations.variants import arm
 from slime.train.build import build_dataset, build_model, resolve_device
 from slime.train.profile import live_parameter_count
@@ -68,6 +70,7 @@ def run_suite(
     data_dir: str | None = None,
     log: Callable[[str], None] = print,
     on_run: Callable[[dict[str, Any]], None] | None = None,
+    sweep: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run every arm the ``selected`` groups need; returns the raw results (``results.json``).
 
@@ -77,6 +80,9 @@ def run_suite(
         tasks: restricts both task lists of the profile to these tasks.
         on_run: called after every run with the results so far (same form as the return value),
             so a suite cut short by its caller's time limit still leaves its finished runs.
+        sweep: the ``sweep`` of an earlier suite's results (its picked learning rates and
+            targets) instead of sweeping again: parts of one suite run in separate commands
+            share one sweep. Raises ConfigError when it lacks a task or arm this suite runs.
     """
     n_seeds = profile.seeds if seeds is None else seeds
     if n_seeds < 2:
@@ -113,7 +119,9 @@ def run_suite(
             raise DataError(f"no task of the selected groups has data: {left_out}")
     calibration = None
     if steps is None and profile.time_budget_s is not None:
-        calibration = calibrate_steps(profile, work, n_seeds, datasets, device, data_dir)
+        calibration = calibrate_steps(
+            profile, work, n_seeds, datasets, device, data_dir, sweeping=sweep is None
+        )
         steps = calibration["steps"]
         log(f"calibrated: {calibration}")
     steps = profile.steps if steps is None else steps
@@ -129,6 +137,16 @@ def run_suite(
         for task in work
     }
     warmup_s = warm_up(profile, work, datasets, heldout, device, data_dir)
+    past_deadline = (
+        profile.deadline_s is not None and time.perf_counter() - t_suite > profile.deadline_s
+    )
+    if sweep is None and past_deadline:  # no run will start: no sweep either
+        sweep = {"lrs": {}, "scores": {}, "targets": {}, "seconds": 0.0, "skipped": "deadline"}
+    elif sweep is None:
+        sweep = lr_sweep(profile, work, steps, datasets, device, data_dir, log)
+        log(f"lr sweep: {sweep['seconds']:.1f} s, targets {sweep['targets']}")
+    else:
+        sweep = {**_check_sweep(sweep, work), "seconds": 0.0, "reused": True}
 
     def snapshot(skipped: int) -> dict[str, Any]:
         return {
@@ -150,6 +168,7 @@ def run_suite(
             "runs_not_started": skipped,
             "tasks_left_out": left_out,
             "warmup_s": warmup_s,
+            "sweep": sweep,
             "suite_wall_s": time.perf_counter() - t_suite,
         }
 
@@ -163,6 +182,7 @@ def run_suite(
             log(f"deadline: {elapsed:.0f} s spent, {skipped} runs not started")
             break
         t0 = time.perf_counter()
+        lr, target = sweep["lrs"][task][name], sweep["targets"][task]
         record = run_one(
             profile,
             task,
@@ -173,17 +193,50 @@ def run_suite(
             heldout[task],
             device,
             data_dir,
+            lr=lr,
+            target=target,
         )
+        architecture = record.get("architecture")
+        record.update(
+            run_equal_time(
+                profile, task, name, SEED_BASE + i, profile.equal_time_s,
+                record["wall_s"] / record["steps"], lr, datasets[task], heldout[task], device,
+                data_dir, target,
+                architecture=None if architecture is None else Architecture(
+                    tuple(architecture["heads"]), tuple(architecture["widths"])
+                ),
+            )
+        )  # fmt: skip
         record["run_s"] = time.perf_counter() - t0
         runs.append(record)
         if on_run is not None:
             on_run(snapshot(len(schedule) - len(runs)))
         log(
             f"[{len(runs)}/{len(schedule)}] {task} {name} seed {record['seed']}: "
-            f"val_loss {record['val_loss']:.4f}, {record['tokens_per_s']:,.0f} tok/s, "
+            f"lr {lr:g}, best val_loss {record['best_val_loss']:.4f} (equal steps), "
+            f"{record['best_val_loss_time']:.4f} (equal time), "
+            f"{record['tokens_per_s']:,.0f} tok/s, "
             f"{record['run_s']:.1f} s"
         )
     return snapshot(skipped)
+
+
+def _check_sweep(sweep: dict[str, Any], work: dict[str, list[str]]) -> dict[str, Any]:
+    """``sweep`` when it picked a learning rate for every (task, arm) of ``work`` and a target
+    for every task. Raises ConfigError naming the first missing one."""
+    if not isinstance(sweep, dict) or not {"lrs", "targets"} <= set(sweep):
+        raise ConfigError(
+            f"expected a sweep with lrs and targets, got {sweep!r:.80}", "--sweep-from"
+        )
+    for task, arms in work.items():
+        missing = [a for a in arms if a not in sweep["lrs"].get(task, {})]
+        if missing or task not in sweep["targets"]:
+            what = f"arms {missing}" if missing else "a target"
+            raise ConfigError(
+                f"the reused sweep has no learning rate or target for {task}: {what}",
+                "--sweep-from",
+            )
+    return sweep
 
 
 def _restrict(profile: Profile, tasks: tuple[str, ...]) -> Profile:

@@ -46,6 +46,17 @@ def _parser() -> argparse.ArgumentParser:
         "--deadline-s", type=float, help="start no run after this many seconds (gpu-full: 510)"
     )
     parser.add_argument(
+        "--sweep-from",
+        metavar="RESULTS_JSON",
+        help="reuse the learning rates and targets of this earlier results file's LR sweep "
+        "(parts of one suite in separate commands) instead of sweeping again",
+    )
+    parser.add_argument(
+        "--equal-time-s",
+        type=float,
+        help="training seconds of each equal-time run (default: the profile's)",
+    )
+    parser.add_argument(
         "--merge",
         nargs="+",
         metavar="RESULTS_JSON",
@@ -98,6 +109,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         prof = dataclasses.replace(prof, time_budget_s=args.budget_s)
     if args.deadline_s is not None:
         prof = dataclasses.replace(prof, deadline_s=args.deadline_s)
+    try:
+        if args.equal_time_s is not None:
+            prof = dataclasses.replace(prof, equal_time_s=args.equal_time_s)
+        sweep = _read_sweep(args.sweep_from) if args.sweep_from else None
+    except (OSError, json.JSONDecodeError, SlimeError) as exc:
+        print(f"ablations: error: {exc}", file=sys.stderr)
+        return 2
     threads = args.threads if args.threads is not None else prof.threads
     if threads is not None:
         torch.set_num_threads(threads)  # process-wide: set at the application's edge
@@ -111,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             data_dir=args.data_dir,
             log=lambda line: print(line, flush=True),
             on_run=lambda partial: _write_partial(partial, Path(args.out)),
+            sweep=sweep,
         )
         analysis = write_outputs(results, Path(args.out))
         (Path(args.out) / PARTIAL).unlink(missing_ok=True)
@@ -119,6 +138,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     _print_verdicts(analysis, Path(args.out))
     return 0
+
+
+def _read_sweep(path: str) -> dict[str, Any]:
+    """The ``sweep`` of the results file at ``path``. Raises ConfigError when it has none."""
+    sweep = json.loads(Path(path).read_text(encoding="utf-8"))
+    sweep = sweep.get("sweep") if isinstance(sweep, dict) else None
+    if not isinstance(sweep, dict) or "lrs" not in sweep or "targets" not in sweep:
+        raise ConfigError(f"{path} holds no LR sweep (lrs and targets)", "--sweep-from")
+    return sweep
 
 
 def _print_verdicts(analysis: dict[str, Any], out: Path) -> None:
