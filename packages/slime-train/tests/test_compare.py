@@ -61,3 +61,43 @@ def test_compare_prints_the_table_and_writes_json(
 def test_compare_refuses_an_unknown_mode(data_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         compare.main(["--data-dir", str(data_dir), "--out", str(tmp_path), "--modes", "fast"])
+
+
+def test_compare_sweeps_lrs_and_reports_both_budgets_and_time_to_target(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = load_config("tiny").replace(data={"name": "shakespeare"})
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(cfg.to_dict()))
+    argv = [
+        "--data-dir", str(data_dir), "--seconds", "0.5", "--out", str(tmp_path / "out"),
+        "--config", str(config), "--device", "cpu", "--profile-steps", "2",
+        "--eval-interval", "2", "--lr-sweep", "1e-3,3e-3,1e-2", "--sweep-seconds", "0.3",
+        "--steps", "6", "--target-loss", "100",
+    ]  # fmt: skip
+    assert compare.main(argv) == 0
+    table = capsys.readouterr().out
+    assert "peak lr (swept)" in table and "equal steps (6): best val" in table
+    results = json.loads((tmp_path / "out" / "compare.json").read_text())["modes"]["eager"]
+    for kind in ("slime", "baseline"):
+        sweep = results[kind]["sweep"]
+        assert [s["lr"] for s in sweep["scores"]] == [1e-3, 3e-3, 1e-2]
+        assert sweep["lr"] == min(sweep["scores"], key=lambda s: s["loss"])["lr"]
+        assert results[kind]["config"]["train"]["lr"] == sweep["lr"]
+        steps = results[kind]["train_steps"]
+        assert steps["steps"] == 6 and steps["best_val"] <= steps["val_loss"]
+        for run in (results[kind]["train"], steps):  # a loss of 100 is reached at the first eval
+            assert run["target_reached"] and run["target_step"] == 2
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--lr-sweep", "1e-3,abc,1e-2"), ("--lr-sweep", "1e-3,3e-3"), ("--steps", "0"),
+     ("--target-loss", "-1")],
+)  # fmt: skip
+def test_compare_refuses_bad_protocol_values_by_name(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str
+) -> None:
+    with pytest.raises(SystemExit):
+        compare.main(["--data-dir", str(data_dir), "--out", str(tmp_path), flag, value])
+    assert flag in capsys.readouterr().err

@@ -17,6 +17,13 @@ wall time, the cosine decay following the clock (so both models use the whole bu
 their schedule), and evaluates. It prints one table per mode and writes ``compare.json`` (results
 under ``modes``) plus each run's directory (metrics, plots, final checkpoint) under ``--out/<mode>``.
 
+One protocol with the ablation suite (issue 16 item 2): ``--lr-sweep 3e-4,1e-3,3e-3`` first trains
+each model briefly at each peak LR (``--sweep-seconds``, on other seeds: their evaluation batches
+are selection batches, not the final runs') and runs it at the best; ``--steps N`` adds the
+equal-steps budget (N steps, cosine over them) beside the equal-time one; ``--target-loss X``
+reports each run's time and steps to held-out loss X. Both budgets report the best held-out loss
+(the best checkpoint) and when it was reached.
+
 Overhead ratios (the blueprint claims <= 2% of step time, <= 1% of memory):
 
 - lifecycle time per step = observation cost (free-running step over whole medium intervals minus
@@ -45,12 +52,12 @@ from slime.train.build import build_dataset, resolve_device
 from slime.train.config import RunConfig
 from slime.train.datasets import Dataset
 from slime.train.loader import load_config
-from slime.train.optim import learning_rate
+from slime.train.optim import learning_rate, pick_lr
 from slime.train.profile import flops_per_token, live_parameter_count, peak_flops
 from slime.train.rundir import RunDir
 from slime.train.trainer import Trainer
 
-__all__ = ["MODES", "main", "profile_model", "train_for"]
+__all__ = ["MODES", "main", "profile_model", "sweep_lr", "train_for", "train_steps"]
 
 MODES = ("eager", "compiled", "graphs")
 
@@ -251,6 +258,63 @@ def train_for(
     return summary
 
 
+def train_steps(
+    cfg: RunConfig, dataset: Dataset, device: torch.device, steps: int, out: Path,
+    eval_interval: int,
+) -> dict[str, Any]:  # fmt: skip
+    """Train a fresh model for ``steps`` steps, the cosine decay over those steps (the
+    equal-steps budget), evaluating every ``eval_interval`` steps and at the end."""
+    cfg = cfg.replace(
+        train={"steps": steps, "eval_interval": min(eval_interval, steps),
+               "checkpoint_interval": steps}
+    )  # fmt: skip
+    run = RunDir.create(out, cfg.model.kind)
+    trainer = Trainer(cfg, dataset, run_dir=run, device=device)
+    _reset_peak(device)
+    summary = trainer.fit()
+    summary["peak_memory_mb"] = _peak_mb(device)
+    summary["run_dir"] = str(run.path)
+    return summary
+
+
+SWEEP_SEED_OFFSET = 17  # sweep runs' seed: their evaluation batches are not the final runs'
+
+
+def sweep_lr(
+    cfg: RunConfig, dataset: Dataset, device: torch.device, lrs: list[float], seconds: float,
+    out: Path, eval_interval: int,
+) -> dict[str, Any]:  # fmt: skip
+    """Train ``cfg`` briefly (``seconds`` each, cosine over the clock) at each peak LR of ``lrs``
+    and pick the one with the best held-out loss. The sweep runs use seed ``train.seed + 17``,
+    so their evaluation (selection) batches are not the final runs' held-out batches. The floor
+    keeps ``min_lr / lr``."""
+    ratio = cfg.train.min_lr / cfg.train.lr
+    seed = cfg.train.seed + SWEEP_SEED_OFFSET
+
+    def score(lr: float) -> float:
+        run_cfg = cfg.replace(train={"lr": lr, "min_lr": lr * ratio, "seed": seed})
+        summary = train_for(run_cfg, dataset, device, seconds, out / f"lr{lr:g}", eval_interval)
+        return summary.get("best_val", math.nan)
+
+    return pick_lr(lrs, score)
+
+
+def _lrs(text: str) -> list[float]:
+    """``"3e-4,1e-3,3e-3"`` as floats. Raises ValueError naming a bad item."""
+    out = []
+    for item in text.split(","):
+        try:
+            value = float(item)
+        except ValueError:
+            raise ValueError(f"--lr-sweep: {item!r} is not a number") from None
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"--lr-sweep: expected positive learning rates, got {item!r}")
+        out.append(value)
+    if len(set(out)) < 3:
+        raise ValueError(f"--lr-sweep: expected at least 3 distinct learning rates, got {text!r}")
+    return out
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
@@ -279,6 +343,26 @@ def _table(results: dict[str, Any]) -> str:
         ("peak memory MB (train)", s["train"]["peak_memory_mb"], b["train"]["peak_memory_mb"]),
         ("MFU (profiled)", s["profile"]["mfu"], b["profile"]["mfu"]),
     ]
+    if "sweep" in s:
+        rows.insert(0, ("peak lr (swept)", s["sweep"]["lr"], b["sweep"]["lr"]))
+    if s["train"].get("target_loss") is not None:
+        rows += [
+            (f"time to {s['train']['target_loss']:g} (s)", s["train"].get("target_time_s"),
+             b["train"].get("target_time_s")),
+            ("  steps to it", s["train"].get("target_step"), b["train"].get("target_step")),
+        ]  # fmt: skip
+    if "train_steps" in s:
+        t, u = s["train_steps"], b["train_steps"]
+        rows += [
+            (f"equal steps ({t['steps']}): best val", t.get("best_val"), u.get("best_val")),
+            ("  reached at step", t.get("best_step"), u.get("best_step")),
+            ("  wall s", t["elapsed_s"], u["elapsed_s"]),
+        ]
+        if t.get("target_loss") is not None:
+            rows += [
+                ("  time to target (s)", t.get("target_time_s"), u.get("target_time_s")),
+                ("  steps to target", t.get("target_step"), u.get("target_step")),
+            ]
     for phase in ("forward", "backward", "grad_norms", "optimizer", "fitness"):
         rows.append(
             (
@@ -337,11 +421,43 @@ def main(argv: list[str] | None = None) -> int:
         choices=("masked", "taylor"),
         help="overrides fitness.task (taylor: no probe forwards on the medium timescale)",
     )
+    parser.add_argument(
+        "--lr-sweep",
+        help="comma-separated peak LRs (at least 3, e.g. 3e-4,1e-3,3e-3): each model trains "
+        "briefly at each (--sweep-seconds) and its runs use the one with the best held-out loss",
+    )
+    parser.add_argument(
+        "--sweep-seconds", type=float, help="seconds per sweep run (default: --seconds / 10)"
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        help="also train each model this many steps (the equal-steps budget, cosine over them)",
+    )
+    parser.add_argument(
+        "--target-loss",
+        type=float,
+        help="report each run's time and steps until the held-out loss first reaches this",
+    )
     args = parser.parse_args(argv)
+    try:
+        args.lrs = _lrs(args.lr_sweep) if args.lr_sweep else None
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.steps is not None and args.steps < 1:
+        parser.error(f"--steps: expected a positive step count, got {args.steps}")
+    if args.target_loss is not None and not (
+        math.isfinite(args.target_loss) and args.target_loss > 0
+    ):
+        parser.error(f"--target-loss: expected a positive loss, got {args.target_loss}")
+    if args.sweep_seconds is not None and not args.sweep_seconds > 0:
+        parser.error(f"--sweep-seconds: expected a positive time, got {args.sweep_seconds}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
-    base_cfg = load_config(args.config).replace(train={"device": str(device)})
+    base_cfg = load_config(args.config).replace(
+        train={"device": str(device), "target_loss": args.target_loss}
+    )
     if args.fitness_task is not None:
         base_cfg = base_cfg.replace(fitness={"task": args.fitness_task})
     if base_cfg.train.cpu_threads is not None:
@@ -382,6 +498,16 @@ def _compare(
         cfg = base_cfg.replace(
             model={"kind": kind}, train={"compile": mode != "eager", "cuda_graphs": graphs}
         )
+        sweep = None
+        if args.lrs is not None:
+            seconds = args.sweep_seconds or args.seconds / 10
+            print(f"[{mode}] lr sweep {kind}: {args.lrs}, {seconds:.0f} s each", file=sys.stderr)
+            sweep = sweep_lr(
+                cfg, dataset, device, args.lrs, seconds, out / "sweep", args.eval_interval
+            )
+            ratio = cfg.train.min_lr / cfg.train.lr
+            cfg = cfg.replace(train={"lr": sweep["lr"], "min_lr": sweep["lr"] * ratio})
+            print(f"  {kind}: {sweep['scores']} -> lr {sweep['lr']:g}", file=sys.stderr)
         print(f"[{mode}] profiling {kind} ...", file=sys.stderr)
         prof = profile_model(cfg, dataset, device, args.profile_steps)
         print(f"[{mode}] training {kind} for {args.seconds:.0f} s ...", file=sys.stderr)
@@ -392,6 +518,13 @@ def _compare(
             file=sys.stderr,
         )
         results[kind] = {"profile": prof, "train": trained, "config": cfg.to_dict()}
+        if sweep is not None:
+            results[kind]["sweep"] = sweep
+        if args.steps is not None:
+            print(f"[{mode}] training {kind} for {args.steps} steps ...", file=sys.stderr)
+            results[kind]["train_steps"] = train_steps(
+                cfg, dataset, device, args.steps, out / "steps", args.eval_interval
+            )
     s, b = results["slime"], results["baseline"]
     results["ratios"] = {
         "lifecycle time / slime step": s["profile"].get("lifecycle_overhead"),

@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from slime.proto import CheckpointError
+from slime.proto import CheckpointError, ConfigError
 from slime.train.config import TrainConfig
 from torch import Tensor, nn
 
-__all__ = ["PoolOptimizer", "learning_rate"]
+__all__ = ["PoolOptimizer", "learning_rate", "pick_lr"]
 
 MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 _PER_POD = re.compile(r"^(?P<organism>.+)\.pods\.(?P<slot>\d+)\.(?P<name>[qkvo]_(?:weight|bias))$")
@@ -55,6 +56,25 @@ def learning_rate(step: int, cfg: TrainConfig, progress: float | None = None) ->
         progress = (step - cfg.warmup_iters) / (cfg.steps - cfg.warmup_iters)
     ratio = min(1.0, max(0.0, progress))
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.lr - cfg.min_lr)
+
+
+def pick_lr(lrs: Sequence[float], score: Callable[[float], float]) -> dict[str, Any]:
+    """Score every learning rate of ``lrs`` once; returns the lowest finite score's ``lr`` (the
+    first listed on ties) with every ``scores`` entry ``{"lr", "loss"}``.
+
+    Raises:
+        ConfigError: ``lrs`` is empty or holds a non-positive value, or no score is finite.
+    """
+    if not lrs:
+        raise ConfigError("expected at least one learning rate to sweep, got none", "lr_sweep")
+    bad = [lr for lr in lrs if not (isinstance(lr, int | float) and lr > 0)]
+    if bad:
+        raise ConfigError(f"expected positive learning rates, got {bad}", "lr_sweep")
+    scores = [{"lr": float(lr), "loss": float(score(lr))} for lr in lrs]
+    finite = [s for s in scores if math.isfinite(s["loss"])]
+    if not finite:
+        raise ConfigError(f"every learning rate of the sweep diverged: {scores}", "lr_sweep")
+    return {"lr": min(finite, key=lambda s: s["loss"])["lr"], "scores": scores}
 
 
 def _split(params: list[nn.Parameter], weight_decay: float) -> list[dict[str, Any]]:

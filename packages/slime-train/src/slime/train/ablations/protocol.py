@@ -43,7 +43,7 @@ from slime.train.ablations.one_run import (
 from slime.train.ablations.probes import heldout_batches
 from slime.train.ablations.profiles import Profile
 from slime.train.ablations.variants import arm
-from slime.train.optim import learning_rate
+from slime.train.optim import learning_rate, pick_lr
 
 __all__ = [
     "best_of",
@@ -53,25 +53,6 @@ __all__ = [
     "sweep_target",
     "time_to_target",
 ]
-
-
-def pick_lr(lrs: Sequence[float], score: Callable[[float], float]) -> dict[str, Any]:
-    """Score every learning rate of ``lrs`` once; returns the lowest finite score's ``lr`` (the
-    first listed on ties) with every ``scores`` entry ``{"lr", "loss"}``.
-
-    Raises:
-        ConfigError: ``lrs`` is empty or holds a non-positive value, or no score is finite.
-    """
-    if not lrs:
-        raise ConfigError("expected at least one learning rate to sweep, got none", "lr_sweep")
-    bad = [lr for lr in lrs if not (isinstance(lr, int | float) and lr > 0)]
-    if bad:
-        raise ConfigError(f"expected positive learning rates, got {bad}", "lr_sweep")
-    scores = [{"lr": float(lr), "loss": float(score(lr))} for lr in lrs]
-    finite = [s for s in scores if math.isfinite(s["loss"])]
-    if not finite:
-        raise ConfigError(f"every learning rate of the sweep diverged: {scores}", "lr_sweep")
-    return {"lr": min(finite, key=lambda s: s["loss"])["lr"], "scores": scores}
 
 
 def sweep_target(scores: Sequence[dict[str, Any]], margin: float) -> float:
