@@ -166,3 +166,31 @@ def test_restored_rng_replays_every_generator(tmp_path: Path) -> None:
     assert torch.equal(first[0], again[0])
     assert first[1] == again[1]
     assert np.array_equal(first[2], again[2])
+
+
+@pytest.mark.parametrize("staged", [None, ".best.tmp", "best.partial"])
+def test_a_swap_of_best_cut_between_its_renames_is_finished(tmp_path: Path, staged) -> None:
+    """Retire best/ -> .best.old, then rename the new folder in: a crash between the two leaves
+    no best/. remove_debris puts the complete new folder in place (else the retired one)."""
+    from slime.train.checkpoint import remove_debris
+
+    retired = tmp_path / ".best.old"
+    retired.mkdir()
+    (retired / "state.json").write_text("old")
+    if staged is not None:
+        (tmp_path / staged).mkdir()
+        (tmp_path / staged / "state.json").write_text("new")
+    removed = remove_debris(tmp_path)
+    expected = "old" if staged is None else "new"
+    assert (tmp_path / "best" / "state.json").read_text() == expected
+    assert not retired.exists() and removed == ([] if staged is None else [retired])
+
+
+def test_a_retired_copy_beside_a_committed_best_is_removed(tmp_path: Path) -> None:
+    from slime.train.checkpoint import remove_debris
+
+    for name, text in (("best", "new"), (".best.old", "old")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(text)
+    assert remove_debris(tmp_path) == [tmp_path / ".best.old"]
+    assert (tmp_path / "best" / "config.json").read_text() == "new"

@@ -44,6 +44,7 @@ from torch import Tensor
 __all__ = [
     "capture_rng",
     "checkpoint_steps",
+    "commit_folder",
     "latest_checkpoint",
     "load_checkpoint",
     "remove_debris",
@@ -230,14 +231,41 @@ def _commit(tmp: Path, final: Path) -> None:
 
 def remove_debris(run_dir: str | os.PathLike[str]) -> list[Path]:
     """Delete what a crash mid-write leaves in ``run_dir/checkpoints`` (``.step_*.tmp`` and
-    ``.step_*.old`` folders; never a committed checkpoint). Returns the removed folders."""
-    folder = Path(run_dir) / "checkpoints"
+    ``.step_*.old`` folders; never a committed checkpoint), and finish an interrupted swap of a
+    run's ``best/`` or ``model/``: a crash between retiring the old folder and renaming the new
+    one into place leaves both complete, and the new one is put in place. Returns the removed
+    folders."""
+    root = Path(run_dir)
+    removed = []
+    for name in ("best", "model"):
+        final, retired = root / name, root / f".{name}.old"
+        staged = [root / f".{name}.tmp", root / f"{name}.partial"]
+        if retired.is_dir():
+            if not final.exists():  # the swap stopped between its two renames
+                ready = next((s for s in staged if _complete(s)), None)
+                os.replace(ready or retired, final)
+            if retired.exists():
+                shutil.rmtree(retired)
+                removed.append(retired)
+    folder = root / "checkpoints"
     if not folder.is_dir():
-        return []
+        return removed
     debris = sorted(p for p in folder.iterdir() if _DEBRIS.match(p.name) and p.is_dir())
     for path in debris:
         shutil.rmtree(path)
-    return debris
+    return removed + debris
+
+
+def _complete(folder: Path) -> bool:
+    """Whether a staged run folder was fully written (its last file exists): a checkpoint folder's
+    ``state.json`` or a model directory's ``config.json`` (written after the weights)."""
+    return (folder / "state.json").is_file() or (folder / "config.json").is_file()
+
+
+def commit_folder(tmp: Path, final: Path) -> None:
+    """Put the complete folder ``tmp`` in place as ``final`` (see :func:`_commit`); a crash
+    midway is finished by :func:`remove_debris`."""
+    _commit(tmp, final)
 
 
 def load_checkpoint(path: str | os.PathLike[str], *, rank: int = 0) -> dict[str, Any]:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import random
 import shutil
 import time
@@ -44,6 +43,7 @@ from slime.proto import CheckpointError, ConfigError, PoolError
 from slime.train.build import build_model, check_fits, resolve_device
 from slime.train.checkpoint import (
     capture_rng,
+    commit_folder,
     latest_checkpoint,
     load_checkpoint,
     remove_debris,
@@ -577,9 +577,7 @@ class Trainer:
         self.model.save_pretrained(staging)
         if note is not None:
             (staging / "run.json").write_text(json.dumps(note) + "\n", encoding="utf-8")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
+        commit_folder(staging, final)  # a crash between its renames: see remove_debris
 
     def _keep_best(self) -> None:
         """After a new best evaluation: keep this model in ``run_dir/best`` (slime: a
