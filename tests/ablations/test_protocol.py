@@ -117,6 +117,10 @@ def test_the_sweep_picks_each_arms_lr_and_fixes_targets_before_the_runs(recall) 
     only = {"recall": ["baseline"]}
     again = lr_sweep(stated, only, 10, {"recall": data}, CPU, None, log=lambda line: None)
     assert again["targets"]["recall"] == 1.25 and "profile" in again["target_source"]["recall"]
+    known = {"lrs": {"recall": {"baseline": 5.0}}, "targets": {"recall": 9.0}}  # another part's
+    partial = lr_sweep(profile, work, 10, {"recall": data}, CPU, None, lambda line: None, known)
+    assert partial["lrs"]["recall"] == {"baseline": 5.0, "slime": sweep["lrs"]["recall"]["slime"]}
+    assert partial["targets"] == {"recall": 9.0} and "baseline" not in partial["scores"]["recall"]
 
 
 def test_decision_rules_use_best_loss_at_both_budgets_and_time_to_target() -> None:

@@ -15,6 +15,26 @@ best: cpu-small 3 x 20 steps (a toy search that only exercises the code), gpu-fu
 (1,200 search steps, about three runs' worth at the calibrated step count; calibration plans for
 it). At gpu-full sizes the hypernetwork has embeddings of width 2,184, a hidden layer of 14 and 2
 parameters fewer than the baseline's 3.2 M; at cpu-small 341, 2 and an exact match.
+
+The comparison protocol (:mod:`slime.train.ablations.protocol`): an LR sweep over ``lr_sweep``
+per arm and task before the main runs (cpu-small: 3 x 20 steps, 1 seed, a smoke version; gpu-full:
+3 x the main runs' steps, 1 seed), an equal-time partner of ``equal_time_s`` training seconds per
+run (cpu-small 0.25 s, gpu-full 20 s) and targets from the sweep (``targets`` empty: the
+reference arm's median best selection loss x 1.05).
+
+gpu-full device time (an estimate from the plan, not a measurement): with R main runs of s
+seconds each (the calibration sizes s), a part costs about warm-up + 3 R/5 s (sweep: 3 LRs, one
+seed, per task and arm, i.e. R/5 arm-task pairs at 5 seeds) + R s + R (20 s + setup and evals);
+every run also pays setup, evaluations and diagnostics. Group 1 alone on three tasks is 6 pairs,
+R = 30: with s = 6 s that is ~110 + 180 + 700 s, over one 10-minute call. Split it so that each
+call stays under 10 minutes (``--budget-s`` sizes s to what is left; ``--deadline-s`` stops a call
+cleanly and the report counts the runs not started): one command per (group, task) slice, e.g.
+``--groups baseline --tasks shakespeare``, then ``--tasks recall``, ``--tasks wikitext2``, then
+``--groups archive lifecycle``, ``--groups efficiency fitness``, ``--groups births``,
+``--groups blueprint``; pass ``--steps N`` (the first part's calibrated steps: merge checks the
+steps are equal) and ``--sweep-from`` the first part's results.json to every later part (it keeps
+the picked LRs and targets and sweeps only the arms it lacks), then ``--merge`` all results.json
+files. About 8-10 calls of <= 10 minutes: 80-100 device minutes for the whole suite at 5 seeds.
 """
 
 from __future__ import annotations

@@ -95,17 +95,26 @@ def lr_sweep(
     device: torch.device,
     data_dir: str | None,
     log: Callable[[str], None] = print,
+    known: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Pick each (task, arm)'s peak LR and each task's target loss (see the module docstring).
+    ``known``: an earlier sweep (another part of the suite) whose learning rates, scores and
+    targets are kept as they are; only what it lacks is swept.
 
     Returns ``{"lrs": {task: {arm: lr}}, "scores": {task: {arm: [{"lr", "loss"}]}},
     "targets": {task: loss}, "target_source": {task: text}, "steps", "seeds", "seconds"}``.
     """
     t0 = time.perf_counter()
     sweep_steps = profile.sweep_steps if profile.sweep_steps is not None else steps
-    lrs, scores, targets, source = {}, {}, {}, {}
+    known = known or {}
+    lrs = {t: dict(v) for t, v in known.get("lrs", {}).items()}
+    scores = {t: dict(v) for t, v in known.get("scores", {}).items()}
+    targets = dict(known.get("targets", {}))
+    source = dict(known.get("target_source", {}))
     for task, arms in work.items():
         for name in arms:
+            if name in lrs.get(task, {}):
+                continue
             picked = pick_lr(
                 profile.lr_sweep,
                 lambda lr, task=task, name=name: _selection_score(
@@ -115,11 +124,14 @@ def lr_sweep(
             lrs.setdefault(task, {})[name] = picked["lr"]
             scores.setdefault(task, {})[name] = picked["scores"]
             log(f"lr sweep {task} {name}: {picked['scores']} -> lr {picked['lr']:g}")
+        if task in targets:
+            continue
         if task in profile.targets:
             targets[task] = float(profile.targets[task])
             source[task] = "stated in the profile"
         else:
-            ref = "baseline" if "baseline" in arms else "slime" if "slime" in arms else arms[0]
+            swept = scores.get(task, {})
+            ref = "baseline" if "baseline" in swept else "slime" if "slime" in swept else arms[0]
             targets[task] = sweep_target(scores[task][ref], profile.target_margin)
             source[task] = (
                 f"{ref}'s median best selection loss over the sweep x "

@@ -80,9 +80,9 @@ def run_suite(
         tasks: restricts both task lists of the profile to these tasks.
         on_run: called after every run with the results so far (same form as the return value),
             so a suite cut short by its caller's time limit still leaves its finished runs.
-        sweep: the ``sweep`` of an earlier suite's results (its picked learning rates and
-            targets) instead of sweeping again: parts of one suite run in separate commands
-            share one sweep. Raises ConfigError when it lacks a task or arm this suite runs.
+        sweep: the ``sweep`` of an earlier suite's results: its learning rates and targets are
+            kept and only the (task, arm) pairs and tasks it lacks are swept, so parts of one
+            suite run in separate commands share one sweep.
     """
     n_seeds = profile.seeds if seeds is None else seeds
     if n_seeds < 2:
@@ -142,11 +142,12 @@ def run_suite(
     )
     if sweep is None and past_deadline:  # no run will start: no sweep either
         sweep = {"lrs": {}, "scores": {}, "targets": {}, "seconds": 0.0, "skipped": "deadline"}
-    elif sweep is None:
-        sweep = lr_sweep(profile, work, steps, datasets, device, data_dir, log)
-        log(f"lr sweep: {sweep['seconds']:.1f} s, targets {sweep['targets']}")
     else:
-        sweep = {**_check_sweep(sweep, work), "seconds": 0.0, "reused": True}
+        known = _check_sweep(sweep, work) if sweep is not None else None
+        sweep = lr_sweep(profile, work, steps, datasets, device, data_dir, log, known=known)
+        if known is not None:
+            sweep["reused"] = True
+        log(f"lr sweep: {sweep['seconds']:.1f} s, targets {sweep['targets']}")
 
     def snapshot(skipped: int) -> dict[str, Any]:
         return {
@@ -222,20 +223,11 @@ def run_suite(
 
 
 def _check_sweep(sweep: dict[str, Any], work: dict[str, list[str]]) -> dict[str, Any]:
-    """``sweep`` when it picked a learning rate for every (task, arm) of ``work`` and a target
-    for every task. Raises ConfigError naming the first missing one."""
+    """``sweep`` when it has learning rates and targets (arms and tasks it lacks are swept)."""
     if not isinstance(sweep, dict) or not {"lrs", "targets"} <= set(sweep):
         raise ConfigError(
             f"expected a sweep with lrs and targets, got {sweep!r:.80}", "--sweep-from"
         )
-    for task, arms in work.items():
-        missing = [a for a in arms if a not in sweep["lrs"].get(task, {})]
-        if missing or task not in sweep["targets"]:
-            what = f"arms {missing}" if missing else "a target"
-            raise ConfigError(
-                f"the reused sweep has no learning rate or target for {task}: {what}",
-                "--sweep-from",
-            )
     return sweep
 
 

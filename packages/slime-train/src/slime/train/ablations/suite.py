@@ -48,8 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--sweep-from",
         metavar="RESULTS_JSON",
-        help="reuse the learning rates and targets of this earlier results file's LR sweep "
-        "(parts of one suite in separate commands) instead of sweeping again",
+        help="keep the learning rates and targets of this earlier results file's LR sweep and "
+        "sweep only the arms and tasks it lacks (parts of one suite in separate commands)",
     )
     parser.add_argument(
         "--equal-time-s",
