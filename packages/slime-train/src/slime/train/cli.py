@@ -244,10 +244,9 @@ def _train(args: argparse.Namespace, cfg: RunConfig, ctx: Distributed, device: t
     if ctx.active:
         line += f" ({ctx.world_size} processes)"
     say(line)
-    files = "config.yaml, metrics.jsonl, summary.json, *.png, checkpoints/"
-    if cfg.model.kind == "slime":
-        files += ", model/"
-    say(f"results: {run.path} ({files})")
+    written = ["config.yaml", "metrics.jsonl", "summary.json", "*.png", "checkpoints/"]
+    written += [n for n in ("best/", "model/", TOKENIZER_FILE) if (run.path / n).exists()]
+    say(f"results: {run.path} ({', '.join(written)})")
     plugins = {ep.name for ep in entry_points(group=GROUP)}
     if (run.path / TOKENIZER_FILE).is_file():
         say(f"next: slime sample {run.path}  |  slime eval {run.path}")
