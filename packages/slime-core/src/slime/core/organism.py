@@ -560,11 +560,6 @@ class Organism(nn.Module):
             measure_organisms([self], latent[None], causal=causal)
         return self.live_descriptors(full=True)
 
-    def _weight_spread(self) -> Tensor:
-        """``(P,)``: ``1 - mean|w|^2 / mean(w^2)`` over each slot's weights, in [0, 1]."""
-        stacked = [(param.detach()[None], dim) for param, dim in self.slot_parameters()]
-        return _weight_spread(stacked, self.pod_capacity)[0]
-
     def live_descriptors(self, *, full: bool = False) -> Tensor:
         """Smoothed descriptors of the live pods in slot order: ``(n_live, k)`` with ``k`` the
         archive's dimensions (``full``: all of DESCRIPTOR_NAMES)."""

@@ -210,13 +210,14 @@ def save_state(
     _write_synced(tmp / "tensors.safetensors", blob)
     _write_synced(tmp / "state.json", json.dumps(manifest).encode("utf-8"))
     _fsync_dir(tmp)
-    _commit(tmp, final)
+    commit_folder(tmp, final)
     return final
 
 
-def _commit(tmp: Path, final: Path) -> None:
+def commit_folder(tmp: Path, final: Path) -> None:
     """Rename the complete folder ``tmp`` to ``final``; an existing ``final`` (re-reached after a
-    resume) is retired to ``.NAME.old`` first and removed after the swap."""
+    resume, or a run's ``best/`` replaced) is retired to ``.NAME.old`` first and removed after the
+    swap. A crash between the two renames is finished by :func:`remove_debris`."""
     if final.exists():
         retired = final.with_name(f".{final.name}.old")
         if retired.exists():
@@ -260,12 +261,6 @@ def _complete(folder: Path) -> bool:
     """Whether a staged run folder was fully written (its last file exists): a checkpoint folder's
     ``state.json`` or a model directory's ``config.json`` (written after the weights)."""
     return (folder / "state.json").is_file() or (folder / "config.json").is_file()
-
-
-def commit_folder(tmp: Path, final: Path) -> None:
-    """Put the complete folder ``tmp`` in place as ``final`` (see :func:`_commit`); a crash
-    midway is finished by :func:`remove_debris`."""
-    _commit(tmp, final)
 
 
 def load_checkpoint(path: str | os.PathLike[str], *, rank: int = 0) -> dict[str, Any]:
@@ -461,7 +456,7 @@ def save_sharded_checkpoint(
         _write_synced(tmp / "state.json", json.dumps(manifest).encode("utf-8"))
         _fsync_dir(tmp / _DCP)
         _fsync_dir(tmp)
-        _commit(tmp, final)
+        commit_folder(tmp, final)
         for old in checkpoint_steps(run_dir)[:-keep] if keep > 0 else []:
             shutil.rmtree(folder / f"step_{old:08d}")
     if world > 1:

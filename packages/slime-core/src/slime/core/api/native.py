@@ -198,24 +198,24 @@ class SlimeModel(nn.Module):
             o.elite_batch([s for s, a in enumerate(row) if a]) if any(row) else None
             for o, row in zip(organisms, alive)
         ]
-        tensors = [
-            (i, name, t)
-            for i, (o, b) in enumerate(zip(organisms, batches))
+        # Objectives, descriptors and genome columns of every layer, in one flat list; per-pod
+        # genome dicts (payload archives) stay where they are.
+        flat = [
+            (o.archive.device, t)
+            for o, b in zip(organisms, batches)
             if b is not None
-            for name, t in _batch_tensors(b)
+            for t in (b[1], b[2], *(b[0].values() if isinstance(b[0], dict) else ()))
         ]
-        moved = _move_at_once(
-            [(organisms[i].archive.device, t) for i, _, t in tensors],
-        )
-        for (i, name, _), t in zip(tensors, moved):
-            batches[i] = _with_tensor(batches[i], name, t)
+        moved = iter(_move_at_once(flat))
         results = []
         for o, b in zip(organisms, batches):
             if b is None:
                 results.append(None)
                 continue
-            with span(self.tracer, "organism.archive_elites", organism=o.name, n=len(b[1])):
-                results.append(o.archive.add(*b))
+            objectives, descs = next(moved), next(moved)
+            genomes = {k: next(moved) for k in b[0]} if isinstance(b[0], dict) else b[0]
+            with span(self.tracer, "organism.archive_elites", organism=o.name, n=len(objectives)):
+                results.append(o.archive.add(genomes, objectives, descs))
         return results
 
     def num_params(self) -> int:
@@ -416,25 +416,6 @@ def _read_meta(directory: Path) -> dict[str, Any]:
     if meta["version"] >= 2 and not isinstance(meta.get("model_sha256"), str):
         raise CheckpointError(f"{path}: 'model_sha256' is missing")
     return meta
-
-
-def _batch_tensors(batch: tuple[Any, Tensor, Tensor]) -> list[tuple[str, Tensor]]:
-    """The tensors of an elite batch by name (genome columns, objectives, descriptors); per-pod
-    genome dicts (payload archives) stay where they are."""
-    genomes, objectives, descs = batch
-    named = [("objectives", objectives), ("descriptors", descs)]
-    if isinstance(genomes, dict):
-        named += [(f"genome/{k}", v) for k, v in genomes.items()]
-    return named
-
-
-def _with_tensor(batch: tuple[Any, Tensor, Tensor], name: str, t: Tensor) -> tuple:
-    genomes, objectives, descs = batch
-    if name == "objectives":
-        return genomes, t, descs
-    if name == "descriptors":
-        return genomes, objectives, t
-    return {**genomes, name.removeprefix("genome/"): t}, objectives, descs
 
 
 def _move_at_once(items: list[tuple[torch.device, Tensor]]) -> list[Tensor]:
