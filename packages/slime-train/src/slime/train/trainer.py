@@ -400,9 +400,7 @@ class Trainer:
         self._fit_t0 = t_start
         window_t, window_tokens = t_start, self.tokens_seen
         while self.step < total:
-            if max_seconds is not None and self.dist.any(
-                time.perf_counter() - t_start >= max_seconds, self.device
-            ):
+            if max_seconds is not None and self._out_of_time(t_start, max_seconds, total):
                 break  # every rank stops at the same step
             loss, grad_norm = self.train_step()
             self.step += 1
@@ -451,6 +449,15 @@ class Trainer:
             self.save_checkpoint()
         self._seconds, self._fit_t0 = self._clock(), None
         return self._finish(elapsed)
+
+    def _out_of_time(self, t_start: float, max_seconds: float, total: int) -> bool:
+        """Whether ``max_seconds`` have passed since ``t_start``. Several ranks agree on it with a
+        collective, which waits for the device: only at steps that read the device anyway (a
+        run may then overrun its budget by up to ``log_interval`` steps), never in between."""
+        late = time.perf_counter() - t_start >= max_seconds
+        if not self.dist.active:
+            return late
+        return self._reads_at(self.step, total) and self.dist.any(late, self.device)
 
     def _clock(self) -> float:
         """Seconds this run has spent in ``fit``, across resumes (evaluation and events included)."""
