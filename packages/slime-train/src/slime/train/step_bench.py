@@ -9,6 +9,11 @@ free-running (the device is synchronised only around the timed block), after war
 also pay compilation. The table gives ms per step, the ratio to the baseline in the same mode,
 tokens per second and peak memory. This isolates the architecture's cost; ``slime.train.compare``
 times whole trainer steps with the lifecycle.
+
+``--ddp`` adds each model wrapped in ``DistributedDataParallel`` in a process group of one (NCCL on
+CUDA, gloo on the CPU), the wrapper a data-parallel run puts around the model, and prints its
+overhead against the same model unwrapped: the price of the wrapper itself (gradient hooks,
+buckets, a one-rank all-reduce), which a run with several ranks pays on top of communication.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 import torch
 from slime.train.build import build_model, resolve_device
 from slime.train.config import ModelConfig
+from slime.train.distributed import Distributed, data_parallel, shutdown
 from slime.train.loader import load_config
 
 __all__ = ["MODES", "main", "time_training_step"]
@@ -40,17 +46,21 @@ def time_training_step(
     warmup: int,
     mode: str,
     profile: bool = False,
+    ddp: bool = False,
 ) -> dict[str, Any]:
     """Mean ms per free-running training step, first-call (compile) seconds and peak MB.
 
     ``mode``: ``eager``, ``compiled`` (``torch.compile(fullgraph=True)``) or ``graphs`` (the same
-    with ``mode="reduce-overhead"``: CUDA graphs replay forward and backward).
+    with ``mode="reduce-overhead"``: CUDA graphs replay forward and backward). ``ddp``: the model
+    runs under ``DistributedDataParallel`` in the initialised default process group (compiled
+    without ``fullgraph``: dynamo splits the graph at the gradient buckets, as in a trainer).
     """
-    if mode == "eager":
-        forward = model
-    else:
+    forward = model
+    if ddp:
+        forward = data_parallel(model, device, Distributed.current())
+    if mode != "eager":
         options = {"mode": "reduce-overhead"} if mode == "graphs" else {}
-        forward = torch.compile(model, fullgraph=True, **options)
+        forward = torch.compile(forward, fullgraph=not ddp, **options)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     gen = torch.Generator(device=device).manual_seed(0)
     vocab, seq = cfg.vocab_size, cfg.block_size
@@ -115,7 +125,8 @@ def _without_tubes(model: torch.nn.Module) -> None:
 
 def _rows(args: argparse.Namespace) -> list[tuple[str, ModelConfig, Any]]:
     """``(label, config, edit)``: the baseline, slime at capacity = live with and without tubes,
-    and slime with two dead slots."""
+    and slime with two dead slots (with ``--ddp``, also the baseline and slime at capacity = live
+    under the wrapper)."""
     run = load_config(args.config)
     fields = {**run.model.to_dict(), "vocab_size": args.vocab}
     if args.kernel_backend is not None:
@@ -125,12 +136,33 @@ def _rows(args: argparse.Namespace) -> list[tuple[str, ModelConfig, Any]]:
     def cfg(kind: str, capacity: int) -> ModelConfig:
         return ModelConfig(**{**fields, "kind": kind, "pod_capacity": capacity})
 
-    return [
+    rows = [
         ("baseline", cfg("baseline", live), None),
         (f"slime cap={live}", cfg("slime", live), None),
         (f"slime cap={live} no tubes", cfg("slime", live), _without_tubes),
         (f"slime cap={live + 2}", cfg("slime", live + 2), None),
     ]
+    if args.ddp:
+        rows += [(f"{label}{_DDP}", c, e) for label, c, e in rows[:2]]
+    return rows
+
+
+_DDP = " DDP(1)"  # the label suffix of rows run under DistributedDataParallel
+
+
+def _join_group_of_one(device: torch.device) -> bool:
+    """Join a default process group of this one process (for ``--ddp``); False if one exists."""
+    import tempfile
+
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return False
+    store = tempfile.NamedTemporaryFile(prefix="step-bench-store-", delete=False)
+    store.close()
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, init_method=f"file://{store.name}", rank=0, world_size=1)
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,6 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", action="store_true", help="print torch.profiler's top operators per row"
     )
+    parser.add_argument(
+        "--ddp",
+        action="store_true",
+        help="also time the baseline and slime under DistributedDataParallel at world size 1",
+    )
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     if args.threads is not None:
@@ -167,11 +204,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.rows:
         wanted = set(args.rows.split(","))
         rows = [r for r in rows if r[0] in wanted or r[0] == "baseline"]
+    joined = args.ddp and _join_group_of_one(device)
+    try:
+        return _run(args, device, rows, modes, batch)
+    finally:
+        if joined:
+            shutdown()
+
+
+def _run(
+    args: argparse.Namespace,
+    device: torch.device,
+    rows: list[tuple[str, ModelConfig, Any]],
+    modes: list[str],
+    batch: int,
+) -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device: {name}; torch {torch.__version__}; config {args.config}; batch {batch}")
     results: dict[tuple[str, str], dict[str, Any]] = {}
     for mode in modes:
         for label, cfg, edit in rows:
+            if mode == "graphs" and label.endswith(_DDP):
+                continue  # the wrapper is timed eager and compiled only
             torch._dynamo.reset()
             gc.collect()
             if device.type == "cuda":
@@ -190,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                 warmup=args.warmup,
                 mode=mode,
                 profile=args.profile,
+                ddp=label.endswith(_DDP),
             )
             del model
             print(f"  {mode:8s} {label:14s} {results[(mode, label)]}", file=sys.stderr)
@@ -201,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     for mode in modes:
         base = results[(mode, "baseline")]
         for label, _, _ in rows:
+            if (mode, label) not in results:
+                continue
             r = results[(mode, label)]
             mem = (
                 f"{r['peak_mb']:.0f} | {r['peak_mb'] / base['peak_mb']:.3f}x"
@@ -211,6 +268,18 @@ def main(argv: list[str] | None = None) -> int:
                 f"| {mode} | {label} | {r['ms']:.2f} | {r['ms'] / base['ms']:.3f}x | "
                 f"{r['tokens_per_s'] / 1e6:.3f}M | {mem} | {r['first_step_s']:.1f} |"
             )
+    wrapped = [label for label, _, _ in rows if label.endswith(_DDP)]
+    if wrapped:
+        print()
+        print("| mode | model | unwrapped ms | DDP(1) ms | wrapper overhead |")
+        print("|---|---|---:|---:|---:|")
+        for mode in modes:
+            for label in wrapped:
+                bare = label.removesuffix(_DDP)
+                if (mode, label) not in results or (mode, bare) not in results:
+                    continue
+                plain, ddp = results[(mode, bare)]["ms"], results[(mode, label)]["ms"]
+                print(f"| {mode} | {bare} | {plain:.2f} | {ddp:.2f} | {ddp / plain - 1:+.1%} |")
     return 0
 
 
