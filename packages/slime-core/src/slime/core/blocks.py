@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from slime.core.organism import Organism
 from torch import Tensor, nn
 
@@ -9,7 +11,15 @@ __all__ = ["MLP", "Block"]
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward ``D -> int(mlp_ratio * D) -> D`` with GELU (or ``activation``)."""
+    """Position-wise feed-forward ``D -> int(mlp_ratio * D) -> D`` with GELU (or ``activation``).
+
+    Args:
+        activation: a module or any unary callable (``F.relu``), as ``nn.TransformerEncoderLayer``
+            takes.
+        dropout: dropout on the output.
+        hidden_dropout: dropout on the activations, before the second linear (the site
+            ``nn.TransformerEncoderLayer`` calls ``dropout``).
+    """
 
     def __init__(
         self,
@@ -17,19 +27,21 @@ class MLP(nn.Module):
         *,
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
+        hidden_dropout: float = 0.0,
         bias: bool = False,
-        activation: nn.Module | None = None,
+        activation: Callable[[Tensor], Tensor] | None = None,
         device=None,
     ):
         super().__init__()
         hidden = int(mlp_ratio * n_embd)
         self.c_fc = nn.Linear(n_embd, hidden, bias=bias, device=device)
         self.act = activation if activation is not None else nn.GELU()
+        self.hidden_dropout = nn.Dropout(hidden_dropout)
         self.c_proj = nn.Linear(hidden, n_embd, bias=bias, device=device)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+        return self.dropout(self.c_proj(self.hidden_dropout(self.act(self.c_fc(x)))))
 
 
 class Block(nn.Module):
@@ -65,10 +77,15 @@ class Block(nn.Module):
         causal: bool = True,
         key_padding_mask: Tensor | None = None,
         head_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
     ) -> Tensor:
         """``(B, T, D) -> (B, T, D)``; ``key_padding_mask`` ``(B, T)`` True where visible;
-        ``head_mask`` ``(B, P)`` (see :meth:`Organism.forward`)."""
-        masks = {"key_padding_mask": key_padding_mask, "head_mask": head_mask}
+        ``head_mask`` ``(B, P)`` and ``attn_mask`` (additive) as in :meth:`Organism.forward`."""
+        masks = {
+            "key_padding_mask": key_padding_mask,
+            "head_mask": head_mask,
+            "attn_mask": attn_mask,
+        }
         if self.norm_first:
             x = x + self.attn(self.attention_input(x), causal=causal, **masks)
             return x + self.mlp(self.ln_2(x))

@@ -41,11 +41,22 @@ FOUNDER = -1
 """``born_step`` of a pod present since construction (always mature)."""
 
 
+INITS = ("normal", "torch")
+
+
 def _normal(
     shape: tuple[int, ...], std: float, generator: torch.Generator | None, device: torch.device
 ) -> Tensor:
     where = generator.device if generator is not None else device
     return (torch.randn(shape, generator=generator, device=where) * std).to(device)
+
+
+def _uniform(
+    shape: tuple[int, ...], bound: float, generator: torch.Generator | None, device: torch.device
+) -> Tensor:
+    where = generator.device if generator is not None else device
+    draw = torch.empty(shape, device=where).uniform_(-bound, bound, generator=generator)
+    return draw.to(device)
 
 
 class Organism(nn.Module):
@@ -59,7 +70,15 @@ class Organism(nn.Module):
         kernel: compute backend shared by every pod.
         bias: biases on q/k/v and the output projection (as nanoGPT's ``bias``).
         dropout: dropout on the attention output.
-        init_std, out_std: normal init std of q/k/v and of the output projection.
+        attn_dropout: dropout on the attention probabilities while training (as
+            ``nn.MultiheadAttention``'s ``dropout``); above 0 it moves training forwards off the fused
+            kernel onto the masked path (see :meth:`forward`).
+        init: ``"normal"``: q/k/v drawn from N(0, ``init_std``), the output projection from
+            N(0, ``out_std``). ``"torch"``: as ``nn.MultiheadAttention`` of ``n_pods`` heads draws
+            them: the founders' output projection as ``nn.Linear``'s default and their q/k/v as one
+            xavier-uniform ``(3 * n_pods * d, D)`` matrix, in torch's order (so a seeded program
+            gets torch's numbers), biases zero; newborns draw uniform within the same bounds.
+        init_std, out_std: normal init std of q/k/v and of the output projection (``"normal"``).
         archive: descriptor archive; default a GridArchive of 8x8 cells over the first two
             descriptors, ranges [0, 1].
         chemotaxis: default one over ``archive``.
@@ -84,6 +103,8 @@ class Organism(nn.Module):
         kernel: Kernel,
         bias: bool = False,
         dropout: float = 0.0,
+        attn_dropout: float = 0.0,
+        init: str = "normal",
         init_std: float = 0.02,
         out_std: float | None = None,
         metrics: MetricsCollector | None = None,
@@ -109,6 +130,10 @@ class Organism(nn.Module):
             raise ConfigError(
                 f"must lie in [0, pod_capacity={pod_capacity}], got {n_pods}", "n_pods"
             )
+        if init not in INITS:
+            raise ConfigError(f"expected one of {INITS}, got {init!r}", "init")
+        if not 0.0 <= attn_dropout < 1.0:
+            raise ConfigError(f"must lie in [0, 1), got {attn_dropout!r}", "attn_dropout")
         if not metabolic_rate > 0:
             raise ConfigError(f"must be > 0, got {metabolic_rate}", "metabolic_rate")
         for field, value in (("n_embd", n_embd), ("head_dim", head_dim)):
@@ -128,7 +153,8 @@ class Organism(nn.Module):
             )
         self.n_embd, self.head_dim, self.pod_capacity = n_embd, head_dim, pod_capacity
         self.kernel, self.metrics, self.tracer = kernel, metrics, tracer
-        self.bias, self.init_std = bias, init_std
+        self.bias, self.init, self.init_std = bias, init, init_std
+        self.attn_dropout = float(attn_dropout)
         self.out_std = init_std if out_std is None else out_std
         self.quiet_birth, self.metabolic_rate, self.name = quiet_birth, metabolic_rate, name
         self.descriptor_momentum = descriptor_momentum
@@ -180,9 +206,15 @@ class Organism(nn.Module):
         self._ablated: frozenset[int] = frozenset()
         self.births = 0
         self.deaths = 0
+        # nn.MultiheadAttention's bounds for the whole founding layer; newborns reuse them.
+        width_heads = max(n_pods, 1) * head_dim
+        self._uniform_bounds = (math.sqrt(6 / (width + 3 * width_heads)), width_heads**-0.5)
         with torch.no_grad():
+            if init == "torch":
+                self._write_torch_founders(n_pods)
             for slot in range(n_pods):
-                self._write_fresh(slot, self.out_std)
+                if init == "normal":
+                    self._write_fresh(slot, self.out_std)
                 self.alive[slot] = True
         self._refresh_attending()
 
@@ -300,14 +332,41 @@ class Organism(nn.Module):
         return slot
 
     def _write_fresh(self, slot: int, out_std: float) -> None:
-        """Initialise ``slot`` with new random weights and empty state."""
+        """Initialise ``slot`` with new random weights and empty state (``out_std`` 0: a zero
+        output projection, whatever the init)."""
         d, width = self.head_dim, self.n_embd
         gen, device = self.generator, self._device
-        self.qkv_weight[:, slot] = _normal((3, d, width), self.init_std, gen, device)
-        self.o_weight[:, slot] = _normal((width, d), out_std, gen, device)
+        if self.init == "torch":
+            qkv_bound, out_bound = self._uniform_bounds
+            self.qkv_weight[:, slot] = _uniform((3, d, width), qkv_bound, gen, device)
+            out = _uniform((width, d), out_bound, gen, device) if out_std else 0.0
+            self.o_weight[:, slot] = out
+        else:
+            self.qkv_weight[:, slot] = _normal((3, d, width), self.init_std, gen, device)
+            self.o_weight[:, slot] = _normal((width, d), out_std, gen, device)
         if self.qkv_bias is not None:
             self.qkv_bias[:, slot] = 0.0
         self._reset_state(slot)
+
+    def _write_torch_founders(self, n: int) -> None:
+        """Draw slots ``0 .. n - 1`` as ``nn.MultiheadAttention(D, n)`` draws its projections:
+        ``out_proj`` first (weight, then a bias it later zeroes), then ``in_proj_weight``."""
+        d, width = self.head_dim, self.n_embd
+        where = self.generator.device if self.generator is not None else self._device
+        out = torch.empty(width, n * d, device=where)
+        nn.init.kaiming_uniform_(out, a=math.sqrt(5), generator=self.generator)
+        if self.bias:
+            bound = (n * d) ** -0.5
+            torch.empty(width, device=where).uniform_(-bound, bound, generator=self.generator)
+        qkv = torch.empty(3 * n * d, width, device=where)
+        nn.init.xavier_uniform_(qkv, generator=self.generator)
+        self.qkv_weight[:, :n] = qkv.view(3, n, d, width).to(self._device)
+        self.o_weight[:, :n] = out.view(width, n, d).to(self._device)
+        if self.qkv_bias is not None:
+            self.qkv_bias.zero_()
+            self.out_bias.zero_()
+        for slot in range(n):
+            self._reset_state(slot)
 
     def _reset_state(self, slot: int) -> None:
         self.fitness[slot] = 0.0
@@ -473,14 +532,22 @@ class Organism(nn.Module):
         causal: bool = False,
         key_padding_mask: Tensor | None = None,
         head_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
     ) -> Tensor:
         """Attend over ``stimulus`` ``(B, T, D)`` with every live pod at once.
+
+        Causal masking and key padding run in the kernel. An ``attn_mask``, or attention dropout
+        in a training forward, takes the masked path instead: torch's scaled dot-product attention
+        over all ``P`` slots with the same masks and dropout on the probabilities, dead and
+        ablated slots set to 0 (as the kernel leaves them).
 
         Args:
             causal: query ``t`` sees keys ``<= t`` only.
             key_padding_mask: ``(B, T)`` bool, True where a key may be attended.
             head_mask: ``(B, P)`` bool, False where a slot's output is dropped for that sample
                 (one batch can then hold a differently ablated organism per sample).
+            attn_mask: float added to the logits (``-inf`` forbids), broadcastable to
+                ``(B, P, T, T)``, in the stimulus dtype.
 
         Returns:
             ``(B, T, D)`` attention output (before the residual).
@@ -492,9 +559,12 @@ class Organism(nn.Module):
         batch, seq, width = stimulus.shape
         cap, d = self.pod_capacity, self.head_dim
         q, k, v = self.project(stimulus)
-        heads = self.kernel.attention(
-            q, k, v, causal=causal, key_padding_mask=key_padding_mask, alive=self.attending
-        )  # (B, P, T, d)
+        if attn_mask is None and not (self.training and self.attn_dropout > 0):
+            heads = self.kernel.attention(
+                q, k, v, causal=causal, key_padding_mask=key_padding_mask, alive=self.attending
+            )  # (B, P, T, d)
+        else:
+            heads = self._masked_attention(q, k, v, causal, key_padding_mask, attn_mask)
         if head_mask is not None:
             if head_mask.shape != (batch, cap) or head_mask.dtype != torch.bool:
                 raise KernelError(
@@ -507,6 +577,37 @@ class Organism(nn.Module):
         if self.feeding_tubes and self.training and torch.is_grad_enabled():
             self._feed_tubes(heads.detach())
         return self.dropout(out)
+
+    def _masked_attention(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        causal: bool,
+        key_padding_mask: Tensor | None,
+        attn_mask: Tensor | None,
+    ) -> Tensor:
+        """``(B, P, T, d)`` attention with an additive mask and probability dropout, by torch's
+        scaled dot-product attention (the computation ``nn.MultiheadAttention`` does)."""
+        mask = attn_mask
+        if key_padding_mask is not None:
+            pad = torch.zeros(key_padding_mask.shape, dtype=q.dtype, device=q.device)
+            pad = pad.masked_fill(~key_padding_mask, -math.inf)[:, None, None, :]
+            mask = pad if mask is None else mask + pad
+        if causal and mask is not None:
+            seq = q.shape[2]
+            future = torch.full((seq, seq), -math.inf, dtype=q.dtype, device=q.device).triu(1)
+            mask = mask + future
+            causal = False
+        heads = nn.functional.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            dropout_p=self.attn_dropout if self.training else 0.0,
+            is_causal=causal,
+        )
+        return torch.where(self.attending[:, None, None], heads, 0.0)
 
     def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Every slot's queries, keys and values of ``x`` ``(B, T, D)``: one linear over a view of
