@@ -6,7 +6,7 @@ Inputs come contiguous, as slices of one packed qkv projection (a model's layout
 (dense but not contiguous): ``empty_like`` keeps the stride order of both, the real outputs do not.
 On CPU the Triton backend runs in the interpreter, in float32 and float16 (its bf16 values are
 wrong); the GPU tests at the end repeat the check compiled, in bf16, and run inductor over a packed
-qkv view.
+qkv view. The SDPA path (torch ops, no custom op) runs the same compiled-vs-eager checks.
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def _compiled_matches_eager(backend, compile_backend, dtype, device, shape, tol)
         assert err <= tol, f"{name}: relative error {err:.2e} > {tol:.0e}"
 
 
-@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("backend", ["torch", "triton", "sdpa"])
 def test_compiled_packed_qkv_attention_matches_eager_on_cpu(backend):
     _compiled_matches_eager(backend, "aot_eager", torch.float32, "cpu", (2, 2, SEQ, D), 1e-5)
 
@@ -157,6 +157,6 @@ def test_fake_matches_real_layouts_on_cuda_bf16(backend, layout, masked):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("backend", ["auto", "torch"])
+@pytest.mark.parametrize("backend", ["auto", "torch", "sdpa"])
 def test_inductor_compiles_packed_qkv_attention_on_cuda_bf16(backend):
     _compiled_matches_eager(backend, "inductor", torch.bfloat16, "cuda", GPU_SHAPE, 1e-2)

@@ -1,4 +1,5 @@
-"""Compiled Triton kernels on a CUDA device vs the torch fallback vs float64 math, every dtype.
+"""Compiled Triton kernels and the SDPA path on a CUDA device vs the torch fallback vs float64
+math, every dtype (the SDPA path in fp16/bf16, where ``backend="auto"`` takes it).
 
 Tolerances are the table in ``test_triton_equivalence.py``'s docstring. Run on the GPU machine
 with ``nox -s gpu`` or ``pytest packages/slime-kernels/tests -m gpu``.
@@ -10,6 +11,7 @@ import pytest
 import torch
 from slime.kernels import TritonKernel, effective_rank, pool_attention, select_kernel
 from slime.kernels import torch_fallback as fallback
+from slime.kernels.functional import choose_path
 
 pytestmark = pytest.mark.gpu
 
@@ -35,9 +37,9 @@ def _case(batch, pool, seq, d, dtype, seed, masked):
     return q, k, v, kpm, alive
 
 
-def _check(q, k, v, kw, reference_attention, seed):
+def _check(q, k, v, kw, reference_attention, seed, backend="auto"):
     fwd_tol, grad_tol = TOL[q.dtype]
-    out = pool_attention(q, k, v, **kw)
+    out = pool_attention(q, k, v, backend=backend, **kw)
     ref = reference_attention(q, k, v, **kw)
     fb = fallback.attention(q, k, v, **kw)
     assert out.dtype == q.dtype and torch.isfinite(out).all()
@@ -54,27 +56,100 @@ def _check(q, k, v, kw, reference_attention, seed):
         torch.testing.assert_close(a.float(), c.float(), **grad_tol)
 
 
+PATHS = ["triton", "sdpa"]
+
+
+@pytest.mark.parametrize("backend", PATHS)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
-def test_single_token_and_single_pseudopod(dtype, reference_attention):
+def test_single_token_and_single_pseudopod(dtype, backend, reference_attention):
     q, k, v, _, _ = _case(3, 1, 1, 64, dtype, 11, masked=False)
-    _check(q, k, v, {"causal": True}, reference_attention, 11)
+    _check(q, k, v, {"causal": True}, reference_attention, 11, backend)
 
 
-def test_long_sequence_bf16_unmasked(reference_attention):
+@pytest.mark.parametrize("backend", PATHS)
+def test_long_sequence_bf16_unmasked(backend, reference_attention):
     q, k, v, _, _ = _case(1, 2, 1024, 64, torch.bfloat16, 12, masked=False)
-    _check(q, k, v, {"causal": True}, reference_attention, 12)
+    _check(q, k, v, {"causal": True}, reference_attention, 12, backend)
 
 
-def test_bf16_values_near_overflow_stay_finite(reference_attention):
+@pytest.mark.parametrize("backend", PATHS)
+def test_bf16_values_near_overflow_stay_finite(backend, reference_attention):
     q, k, v, _, _ = _case(1, 2, 64, 64, torch.bfloat16, 13, masked=False)
     with torch.no_grad():
         q.mul_(1e3)
         k.mul_(1e3)  # logits ~ 1e7: fine in the fp32 accumulator
-    out = pool_attention(q, k, v, causal=True)
+    out = pool_attention(q, k, v, causal=True, backend=backend)
     assert torch.isfinite(out).all()
     torch.testing.assert_close(
         out.double(), reference_attention(q, k, v, causal=True), **TOL[torch.bfloat16][0]
     )
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("padded", [False, True], ids=["alive", "alive+padding"])
+def test_sdpa_path_matches_reference_and_fallback(dtype, causal, padded, reference_attention):
+    q, k, v, kpm, alive = _case(2, 3, 201, 64, dtype, 40 + causal, masked=True)
+    kw = {"causal": causal, "alive": alive, "key_padding_mask": kpm if padded else None}
+    _check(q, k, v, kw, reference_attention, 40 + causal, "sdpa")
+
+
+@pytest.mark.parametrize("backend", ["auto", "sdpa"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_sdpa_path_gives_dead_slots_and_keyless_queries_exact_zeros(backend, dtype):
+    gen = torch.Generator(device="cuda").manual_seed(21)
+    q, k, v = (
+        torch.randn(2, 4, 96, 64, generator=gen, device="cuda", dtype=dtype).requires_grad_()
+        for _ in "qkv"
+    )
+    alive = torch.tensor([True, False, True, False], device="cuda")
+    kpm = None
+    if backend == "sdpa":  # "auto" sends key padding to the Triton kernel
+        kpm = torch.ones(2, 96, dtype=torch.bool, device="cuda")
+        kpm[1] = False  # batch row 1: no query has a visible key
+        kpm[0, :5] = False  # with causal, queries 0..4 of row 0 see nothing either
+    out = pool_attention(q, k, v, causal=True, key_padding_mask=kpm, alive=alive, backend=backend)
+    assert torch.isfinite(out).all()
+    zero = [(slice(None), ~alive.cpu())]
+    if kpm is not None:
+        zero += [(1,), (0, slice(None), slice(0, 5))]
+    for index in zero:
+        assert torch.equal(out[index], torch.zeros_like(out[index])), index
+    grad = torch.randn(out.shape, generator=gen, device="cuda", dtype=dtype)
+    for g in torch.autograd.grad(out, (q, k, v), grad):
+        assert torch.isfinite(g).all()
+        assert torch.equal(g[:, ~alive.cpu()], torch.zeros_like(g[:, ~alive.cpu()]))
+        if kpm is not None:
+            assert torch.equal(g[1], torch.zeros_like(g[1]))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "padded", "head_dim", "path"),
+    [
+        (torch.bfloat16, False, 64, "sdpa"),
+        (torch.float16, False, 48, "sdpa"),
+        (torch.bfloat16, True, 64, "triton"),
+        (torch.float32, False, 64, "triton"),
+        (torch.bfloat16, True, 48, "torch"),
+    ],
+)
+def test_auto_runs_the_path_choose_path_names_on_cuda(dtype, padded, head_dim, path):
+    device = torch.device("cuda")
+    assert choose_path("auto", device, dtype, head_dim, key_padding=padded, traced=False) == path
+    q, k, v = (
+        torch.randn(2, 3, 32, head_dim, device=device, dtype=dtype, requires_grad=True)
+        for _ in "qkv"
+    )
+    kpm = torch.ones(2, 32, dtype=torch.bool, device=device) if padded else None
+    out = pool_attention(q, k, v, causal=True, key_padding_mask=kpm)
+    ran = type(out.grad_fn).__name__
+    if path == "sdpa":
+        assert "ScaledDotProduct" in ran, ran
+    else:
+        assert ran == "_EagerAttentionBackward", ran
+        torch.testing.assert_close(
+            out, pool_attention(q, k, v, causal=True, key_padding_mask=kpm, backend=path)
+        )
 
 
 def test_torch_compile_traces_the_custom_op_without_graph_breaks():

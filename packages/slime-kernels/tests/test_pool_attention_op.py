@@ -21,11 +21,12 @@ def test_opcheck_passes_on_cpu(masked):
     torch.library.opcheck(_attention_op, (q, k, v, kpm, alive, True, 0.35, "torch"))
 
 
-def test_forward_and_gradients_match_float64_reference(reference_attention):
+@pytest.mark.parametrize("backend", ["auto", "torch", "sdpa"])
+def test_forward_and_gradients_match_float64_reference(backend, reference_attention):
     q, k, v = _qkv((2, 2, 6, 8), seed=1)
     kpm = torch.tensor([[True, False, True, True, True, False], [True] * 6])
     kw = {"causal": True, "key_padding_mask": kpm, "alive": torch.tensor([True, False])}
-    out = pool_attention(q, k, v, **kw)
+    out = pool_attention(q, k, v, backend=backend, **kw)
     ref = reference_attention(q, k, v, **kw)
     torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-4)
     grad = torch.randn_like(out)
@@ -98,3 +99,31 @@ def test_torch_compile_sees_the_custom_op_without_graph_breaks():
     graph = counter.graphs[0]
     targets = [str(n.target) for n in graph.graph.nodes if n.op == "call_function"]
     assert any("slime.pool_attention" in t for t in targets)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_torch_compile_traces_the_sdpa_path_as_torch_ops(masked):
+    """``backend="sdpa"`` is torch's own op under a compiler too: no custom op, no graph break."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    counter = CompileCounterWithBackend("eager")
+    q, k, v = _qkv((2, 3, 5, 8), seed=7)
+    kpm = torch.tensor([[True, False, True, True, False], [False] * 5]) if masked else None
+    alive = torch.tensor([True, False, True])
+
+    def step(q, k, v):
+        out = pool_attention(
+            q, k, v, causal=True, key_padding_mask=kpm, alive=alive, backend="sdpa"
+        )
+        return out.square().sum()
+
+    loss = torch.compile(step, backend=counter, fullgraph=True)(q, k, v)
+    torch.testing.assert_close(loss, step(q, k, v))
+    ours = torch.autograd.grad(loss, (q, k, v))
+    theirs = torch.autograd.grad(step(q, k, v), (q, k, v))
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b)
+        assert torch.equal(a[:, 1], torch.zeros_like(a[:, 1]))
+    targets = [str(n.target) for n in counter.graphs[0].graph.nodes if n.op == "call_function"]
+    assert any("scaled_dot_product_attention" in t for t in targets)
+    assert not any("slime" in t for t in targets)

@@ -1,6 +1,7 @@
 """Triton kernels (interpreter on CPU, compiled on GPU) vs the torch fallback vs float64 math.
 
-Every case draws its own random inputs. On CPU only float32 runs (the interpreter has no bf16);
+The attention cases also run the SDPA path (``backend="sdpa"``, torch's fused CPU kernel here),
+which must meet the same contract. Every case draws its own random inputs. On CPU only float32 runs (the interpreter has no bf16);
 the GPU module ``test_gpu.py`` repeats the comparison compiled, in every dtype. Tolerances:
 
 | dtype    | vs float64 forward atol / rtol | vs float64 gradients atol / rtol |
@@ -23,6 +24,7 @@ from slime.proto import KernelError
 
 FWD = {"atol": 2e-5, "rtol": 1e-4}
 GRAD = {"atol": 1e-4, "rtol": 1e-3}
+PATHS = ["triton", "sdpa"]
 
 
 def _case(batch, pool, seq, d, seed, *, masked):
@@ -37,8 +39,8 @@ def _case(batch, pool, seq, d, seed, *, masked):
     return q, k, v, kpm, alive
 
 
-def _check_against_fallback_and_reference(q, k, v, kw, reference_attention, seed):
-    out = pool_attention(q, k, v, backend="triton", **kw)
+def _check_against_fallback_and_reference(q, k, v, kw, reference_attention, seed, backend):
+    out = pool_attention(q, k, v, backend=backend, **kw)
     fb = fallback.attention(q, k, v, **kw)
     ref = reference_attention(q, k, v, **kw)
     torch.testing.assert_close(out, fb, **FWD)
@@ -53,38 +55,52 @@ def _check_against_fallback_and_reference(q, k, v, kw, reference_attention, seed
         torch.testing.assert_close(a.double(), c.double(), **GRAD)
 
 
+@pytest.mark.parametrize("backend", PATHS)
 @pytest.mark.parametrize("d", [16, 32, 64, 128])
-def test_head_dims_with_seq_not_a_multiple_of_the_block(d, reference_attention):
+def test_head_dims_with_seq_not_a_multiple_of_the_block(d, backend, reference_attention):
     q, k, v, kpm, alive = _case(1, 2, 37, d, seed=d, masked=True)
     kw = {"causal": d in (32, 128), "key_padding_mask": kpm, "alive": alive}
-    _check_against_fallback_and_reference(q, k, v, kw, reference_attention, seed=d)
+    _check_against_fallback_and_reference(q, k, v, kw, reference_attention, d, backend)
 
 
+@pytest.mark.parametrize("backend", PATHS)
 @pytest.mark.parametrize("causal", [False, True])
-def test_single_token_sequence(causal, reference_attention):
+def test_single_token_sequence(causal, backend, reference_attention):
     q, k, v, _, _ = _case(2, 2, 1, 16, seed=100 + causal, masked=False)
-    _check_against_fallback_and_reference(q, k, v, {"causal": causal}, reference_attention, 100)
+    kw = {"causal": causal}
+    _check_against_fallback_and_reference(q, k, v, kw, reference_attention, 100, backend)
 
 
-def test_single_pseudopod_pool(reference_attention):
+@pytest.mark.parametrize("backend", PATHS)
+def test_single_pseudopod_pool(backend, reference_attention):
     q, k, v, kpm, _ = _case(2, 1, 33, 16, seed=200, masked=True)
     kw = {"causal": True, "key_padding_mask": kpm}
-    _check_against_fallback_and_reference(q, k, v, kw, reference_attention, seed=200)
+    _check_against_fallback_and_reference(q, k, v, kw, reference_attention, 200, backend)
 
 
-def test_pool_at_capacity_with_every_slot_alive(reference_attention):
+@pytest.mark.parametrize("backend", PATHS)
+def test_pool_at_capacity_with_every_slot_alive(backend, reference_attention):
     q, k, v, _, _ = _case(1, 4, 20, 16, seed=300, masked=False)
     kw = {"alive": torch.ones(4, dtype=torch.bool), "scale": 0.7}
-    _check_against_fallback_and_reference(q, k, v, kw, reference_attention, seed=300)
+    _check_against_fallback_and_reference(q, k, v, kw, reference_attention, 300, backend)
 
 
-def test_masks_that_remove_whole_rows_give_zero_output_and_gradients():
+@pytest.mark.parametrize("backend", PATHS)
+@pytest.mark.parametrize("causal", [False, True])
+def test_dead_slots_without_key_padding_match_the_reference(causal, backend, reference_attention):
+    q, k, v, _, _ = _case(2, 3, 11, 16, seed=350 + causal, masked=False)
+    kw = {"causal": causal, "alive": torch.tensor([False, True, False])}
+    _check_against_fallback_and_reference(q, k, v, kw, reference_attention, 350, backend)
+
+
+@pytest.mark.parametrize("backend", PATHS)
+def test_masks_that_remove_whole_rows_give_zero_output_and_gradients(backend):
     q, k, v, _, _ = _case(2, 3, 9, 16, seed=400, masked=False)
     kpm = torch.ones(2, 9, dtype=torch.bool)
     kpm[1] = False
     kpm[0, 0] = False  # with causal, query 0 of batch 0 sees nothing either
     alive = torch.tensor([True, False, True])
-    out = pool_attention(q, k, v, causal=True, key_padding_mask=kpm, alive=alive, backend="triton")
+    out = pool_attention(q, k, v, causal=True, key_padding_mask=kpm, alive=alive, backend=backend)
     assert torch.equal(out[1], torch.zeros_like(out[1]))
     assert torch.equal(out[:, 1], torch.zeros_like(out[:, 1]))
     assert torch.equal(out[0, :, 0], torch.zeros_like(out[0, :, 0]))
@@ -94,11 +110,12 @@ def test_masks_that_remove_whole_rows_give_zero_output_and_gradients():
         assert torch.equal(g[:, 1], torch.zeros_like(g[:, 1]))
 
 
-def test_huge_logits_match_fallback():
+@pytest.mark.parametrize("backend", PATHS)
+def test_huge_logits_match_fallback(backend):
     q, k, v, _, _ = _case(1, 2, 12, 16, seed=500, masked=False)
     with torch.no_grad():
         q.mul_(200.0)
-    out = pool_attention(q, k, v, causal=True, backend="triton")
+    out = pool_attention(q, k, v, causal=True, backend=backend)
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out, fallback.attention(q, k, v, causal=True), **FWD)
 

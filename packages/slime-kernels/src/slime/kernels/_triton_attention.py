@@ -344,8 +344,8 @@ def forward(
     """
     utils.check_head_dim(q.shape[-1], utils.TRITON_HEAD_DIMS)
     batch, pool, seq, d = q.shape
-    nbytes = q.numel() * q.element_size() + batch * pool * seq * 4
-    utils.check_free_memory(nbytes, q.device, "triton pool attention output")
+    # No free-memory query here (~7 us of host time per call): the outputs are the size of q,
+    # and an allocation that does not fit raises torch's OutOfMemoryError naming its size.
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     lse = torch.empty((batch, pool, seq), dtype=torch.float32, device=q.device)
     kpm, live = _mask_args(q, key_padding_mask, alive)

@@ -4,8 +4,9 @@ Autograd, ``torch.compile`` and ``torch.export`` see that one op (its backward i
 ``slime::pool_attention_backward``), with a fake implementation for shape propagation. Plain
 eager calls run the same implementations through a thin ``autograd.Function`` instead, because
 the custom-op dispatcher costs more host time than a small attention kernel takes on a GPU.
-Which code computes it is the op's ``backend`` argument: ``"auto"`` runs Triton on CUDA and the torch fallback
-elsewhere; ``"triton"`` also runs on CPU tensors through the Triton interpreter (tests only).
+Which code computes a call is :func:`choose_path`'s one rule: torch's
+``F.scaled_dot_product_attention`` (``"sdpa"``), the Triton pool kernel or the torch fallback.
+``"triton"`` also runs on CPU tensors through the Triton interpreter (tests only).
 
 Pool size: ``P`` is the pool's *capacity*, fixed for a model's life, and ``alive`` (``(P,)`` bool)
 marks the slots that hold a living pseudopod. Births and deaths flip bits of ``alive`` instead of
@@ -18,14 +19,25 @@ from __future__ import annotations
 import importlib.util
 
 import torch
-from slime.kernels import torch_fallback, utils
+from slime.kernels import _sdpa_attention, torch_fallback, utils
 from slime.kernels.torch_fallback import coherence, correlation
 from slime.proto import KernelError
 from torch import Tensor
 
-__all__ = ["BACKENDS", "coherence", "correlation", "effective_rank", "pool_attention"]
+__all__ = [
+    "BACKENDS",
+    "POOL_BACKENDS",
+    "choose_path",
+    "coherence",
+    "correlation",
+    "effective_rank",
+    "pool_attention",
+]
 
-BACKENDS = ("auto", "torch", "triton")
+# The pool kernels: the custom op's backends, and select_kernel's names.
+POOL_BACKENDS = ("auto", "torch", "triton")
+BACKENDS = (*POOL_BACKENDS, "sdpa")
+_HALF = (torch.float16, torch.bfloat16)
 # Looked up once: torch.compile cannot trace importlib, and the answer cannot change in a process.
 _HAS_TRITON = importlib.util.find_spec("triton") is not None
 
@@ -36,14 +48,52 @@ def triton_available() -> bool:
 
 
 def resolve_backend(backend: str, device: torch.device, head_dim: int | None = None) -> str:
-    """``"triton"`` or ``"torch"``: what ``backend`` means on ``device`` for ``head_dim`` (the one
-    rule behind ``pool_attention`` and ``select_kernel``). Raises KernelError for another name."""
-    if backend not in BACKENDS:
-        raise KernelError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    """``"triton"`` or ``"torch"``: the pool kernel ``backend`` means on ``device`` for
+    ``head_dim`` (behind :func:`choose_path`, ``select_kernel`` and the custom op).
+
+    Raises:
+        KernelError: ``backend`` is not one of :data:`POOL_BACKENDS`.
+    """
+    if backend not in POOL_BACKENDS:
+        raise KernelError(f"backend must be one of {POOL_BACKENDS}, got {backend!r}")
     if backend == "auto":
         fits = head_dim is None or head_dim in utils.TRITON_HEAD_DIMS
         return "triton" if device.type == "cuda" and triton_available() and fits else "torch"
     return backend
+
+
+def choose_path(
+    backend: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    head_dim: int | None,
+    *,
+    key_padding: bool,
+    traced: bool,
+) -> str:
+    """What computes a ``pool_attention`` call: ``"sdpa"``, ``"triton"`` or ``"torch"``.
+
+    ``"auto"`` takes SDPA for an eager call without key padding, in fp16/bf16 on CUDA or in any
+    dtype elsewhere. On an H200, cuDNN's device time is 7% below the Triton kernel's to 7% above
+    it (BENCHMARKS.md), but one C++ call costs a fraction of the host time of the Triton kernels'
+    four Python launches, which is what an eager step waits on. Key padding needs a mask, which
+    limits SDPA on CUDA to its memory-efficient kernel (a third of cuDNN's speed), so it goes to
+    the pool kernel, as does fp32 on CUDA (the Triton kernel's IEEE fp32 dot products, where
+    SDPA's fp32 kernels may round through TF32) and a traced call (the custom op that
+    ``torch.compile`` and ``torch.export`` see). The pool kernel is Triton on CUDA
+    for the head dims it takes, the torch fallback otherwise. A named backend is always used.
+
+    Raises:
+        KernelError: ``backend`` is not one of :data:`BACKENDS`.
+    """
+    if backend not in BACKENDS:
+        raise KernelError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto" and not (key_padding or traced):
+        if device.type != "cuda" or dtype in _HALF:
+            return "sdpa"
+    if backend == "sdpa":
+        return backend
+    return resolve_backend(backend, device, head_dim)
 
 
 def _forward_impl(q, k, v, key_padding_mask, alive, causal, scale, backend):
@@ -190,8 +240,9 @@ def pool_attention(
         scale: logit scale; None means ``d ** -0.5``.
         key_padding_mask: ``(B, T)`` bool, True where a key may be attended.
         alive: ``(P,)`` bool, False for the empty slots of a pool below capacity.
-        backend: ``"auto"`` (Triton on CUDA for head dims 16/32/64/128, torch otherwise),
-            ``"torch"`` or ``"triton"``.
+        backend: ``"auto"`` (the fastest exact path, :func:`choose_path`), ``"sdpa"`` (torch's
+            ``F.scaled_dot_product_attention``), ``"triton"`` (head dims 16/32/64/128) or
+            ``"torch"`` (the readable fallback).
 
     Returns:
         ``(B, P, T, d)`` in the input dtype, accumulated in fp32. Queries with no visible key and
@@ -200,20 +251,23 @@ def pool_attention(
     Raises:
         KernelError: an argument violates the shapes, dtypes, devices or limits above.
     """
-    if isinstance(q, Tensor):
-        resolved = resolve_backend(backend, q.device, q.shape[-1] if q.dim() else None)
-    else:
-        resolved = resolve_backend(backend, torch.device("cpu"))
-    head_dims = utils.TRITON_HEAD_DIMS if resolved == "triton" else None
-    utils.check_attention_inputs(q, k, v, key_padding_mask, alive, head_dims=head_dims)
+    utils.check_attention_inputs(q, k, v, key_padding_mask, alive)
     scale = utils.resolve_scale(scale, q.shape[-1])
-    if resolved == "torch":
+    traced = _traced(q, k, v)
+    path = choose_path(
+        backend, q.device, q.dtype, q.shape[-1],
+        key_padding=key_padding_mask is not None, traced=traced,
+    )  # fmt: skip
+    if path == "sdpa":
+        return _sdpa_attention.attention(q, k, v, causal, scale, key_padding_mask, alive)
+    if path == "triton":
+        utils.check_head_dim(q.shape[-1], utils.TRITON_HEAD_DIMS)
+    else:
         batch, pool, seq, _ = q.shape
         utils.check_free_memory(3 * 4 * batch * pool * seq * seq, q.device, "torch pool attention")
-    args = (q, k, v, key_padding_mask, alive, causal, scale, backend)
-    if _traced(q, k, v):
-        return _attention_op(*args)[0]
-    return _EagerAttention.apply(*args)
+    if traced:  # the op keeps backend "auto" unresolved: an exported program runs on any device
+        return _attention_op(q, k, v, key_padding_mask, alive, causal, scale, backend)[0]
+    return _EagerAttention.apply(q, k, v, key_padding_mask, alive, causal, scale, path)
 
 
 def effective_rank(m: Tensor) -> Tensor:

@@ -2,22 +2,18 @@
 
 For the pool attention a language model trains with (causal or full, no key padding) the pool's
 semantics are exactly scaled dot-product attention per slot with dead slots zeroed, so this kernel
-calls ``F.scaled_dot_product_attention`` (flash or cuDNN on CUDA, the fused CPU kernel elsewhere)
-and zeroes the slots the ``alive`` mask marks dead: a dead or masked slot outputs exactly 0 and, since its
-output gradient is then 0, receives exactly zero gradients. A call from eager code costs one C++
-dispatch, where a Python-launched Triton kernel costs several hundred microseconds of host time
-(slime.kernels BENCHMARKS.md), which made small training steps host-bound.
+runs :func:`slime.kernels.pool_attention` with ``backend="sdpa"`` (cuDNN or flash on CUDA, the
+fused CPU kernel elsewhere, even in fp32 and under ``torch.compile``). A call from eager code
+costs one C++ dispatch, where a Python-launched Triton kernel costs several hundred microseconds
+of host time (slime.kernels BENCHMARKS.md), which made small training steps host-bound.
 
-Key padding needs the pool kernel's rule that a query with no visible key outputs 0 (SDPA returns
-NaN there), so calls with a ``key_padding_mask`` go to the ``masked`` kernel, as do correlation,
-effective rank and coherence.
+Calls with a ``key_padding_mask`` go to the ``masked`` kernel (SDPA with a mask runs its slower
+memory-efficient kernel), as do correlation, effective rank and coherence.
 """
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from slime.kernels import utils
+from slime.kernels.functional import pool_attention
 from slime.proto import Kernel
 from torch import Tensor
 
@@ -49,12 +45,7 @@ class SDPAKernel:
             return self.masked.attention(
                 q, k, v, causal=causal, scale=scale, key_padding_mask=key_padding_mask, alive=alive
             )
-        utils.check_attention_inputs(q, k, v, None, alive)
-        scale = utils.resolve_scale(scale, q.shape[-1])
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
-        if alive is None:
-            return out
-        return torch.where(alive.view(1, -1, 1, 1), out, 0.0)
+        return pool_attention(q, k, v, causal=causal, scale=scale, alive=alive, backend="sdpa")
 
     def correlation(self, x: Tensor) -> Tensor:
         return self.masked.correlation(x)
