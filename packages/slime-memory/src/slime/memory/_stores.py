@@ -155,26 +155,28 @@ class PayloadStore(GenomeStore):
             pack = self._packs[pack_id]
             # A cell whose elite already sits in this pack keeps its row (overwritten below);
             # the others give up whatever they held and take free rows.
-            rows = self._row_of[target]
-            moving = self._pack_of[target] != pack_id
-            if moving.any():
-                if moving.all():
-                    self._drop(target)
-                    rows = pack.take(target.shape[0])
-                else:
-                    self._drop(target[moving])
-                    rows[moving] = pack.take(int(np.count_nonzero(moving)))
-                self._pack_of[target] = pack_id
-                self._row_of[target] = rows
+            was = self._pack_of[target]
+            moving = np.flatnonzero(was != pack_id)
+            if moving.shape[0] == target.shape[0]:
+                rows = pack.take(target.shape[0])
+            else:
+                rows = self._row_of[target]
+                rows[moving] = pack.take(moving.shape[0])
+            if moving.shape[0]:
+                movers = target[moving]
+                self._drop(movers, was[moving])
+                self._pack_of[movers] = pack_id
+                self._row_of[movers] = rows[moving]
             pack.write(rows, values)
 
-    def _drop(self, cells: np.ndarray) -> None:
-        """Forget the genomes of ``cells`` (int64 array; cells holding none are skipped)."""
+    def _drop(self, cells: np.ndarray, pack_of: np.ndarray | None = None) -> None:
+        """Forget the genomes of ``cells`` (int64 array; cells holding none are skipped).
+        ``pack_of``: ``self._pack_of[cells]`` when the caller has it already."""
         if self._loose:
             for cell in cells.tolist():
                 self._loose.pop(cell, None)
         if self._packs:
-            pack_of = self._pack_of[cells]
+            pack_of = self._pack_of[cells] if pack_of is None else pack_of
             held = pack_of >= 0
             if held.any():
                 held_cells = cells[held]

@@ -334,13 +334,15 @@ class Archive:
         empty_base = 0.0 if self._threshold_min == -math.inf else self._threshold_min
         value = objectives - np.where(item_occupied, item_threshold, empty_base)
 
-        # best_per_cell: the best insertable objective per cell, the earliest item holding it.
-        key = np.where(can_insert, objectives, -np.inf)
+        # best_per_cell: the best insertable objective per cell, the earliest item holding it,
+        # worked out over the insertable items only (after the first batches, a minority).
+        insertable = np.flatnonzero(can_insert)
+        key, key_cells = objectives[insertable], inverse[insertable]
         best = np.full(m, -np.inf)
-        np.maximum.at(best, inverse, key)
-        candidate = np.where(can_insert & (key == best[inverse]), np.arange(n), n)
+        np.maximum.at(best, key_cells, key)
+        top = key == best[key_cells]
         first = np.full(m, n, dtype=np.int64)
-        np.minimum.at(first, inverse, candidate)
+        np.minimum.at(first, key_cells[top], insertable[top])
         lands = np.flatnonzero(first < n)  # touched cells receiving an elite
         if self._threshold_min != -math.inf:
             threshold = _host_cma_mae_thresholds(

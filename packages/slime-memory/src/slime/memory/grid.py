@@ -84,11 +84,18 @@ class GridArchive(Archive):
         return (grid * self._strides).sum(dim=1)  # row-major; int64 matmul is CPU-only
 
     def _host_cell_index(self, descriptors: np.ndarray) -> np.ndarray:
-        # The same operations in numpy (IEEE float64 both ways, so the same cells).
-        position = (self._dims_np * (descriptors - self._lower_np) + self._epsilon) / self._width_np
-        np.maximum(position, 0.0, out=position)
-        np.minimum(position, self._last_np, out=position)
-        return position.astype(np.int64) @ self._strides_np
+        # The same operations in numpy (IEEE float64 both ways, so the same cells), one
+        # descriptor column at a time: broadcasting a (k,) row over (n, k) runs numpy's inner
+        # loops k items long, about 4x slower than whole columns with scalar operands.
+        cells = np.zeros(descriptors.shape[0], dtype=np.int64)
+        for j in range(descriptors.shape[1]):
+            position = descriptors[:, j] - self._lower_np[j]
+            position *= self._dims_np[j]
+            position += self._epsilon
+            position /= self._width_np[j]
+            np.clip(position, 0.0, self._last_np[j], out=position)
+            cells += position.astype(np.int64) * self._strides_np[j]
+        return cells
 
     def _config(self) -> dict[str, Any]:
         return {"dims": list(self._dims), "epsilon": self._epsilon}
