@@ -1,8 +1,14 @@
-"""Benchmark: ``python -m slime.kernels.bench [--sweep] [--host] [--json PATH]`` on a CUDA machine.
+"""Benchmark: ``python -m slime.kernels.bench [--attention] [--sweep] [--host] [--json PATH]
+[--markdown PATH]`` on a CUDA machine.
 
-Prints markdown tables: pool attention forward and forward+backward TF/s next to torch SDPA's
-flash, cuDNN and memory-efficient backends (pinned with ``sdpa_kernel``) at the issue's shapes,
-bf16 causal; then the Triton effective rank against ``torch.linalg.eigvalsh``. ``--sweep`` first
+Prints markdown tables: pool attention forward and forward+backward TF/s (``backend="auto"``,
+with and without an alive mask, and the Triton kernel) next to torch SDPA's flash, cuDNN and
+memory-efficient backends (pinned with ``sdpa_kernel``) at the issue's shapes, bf16 causal; then
+the Triton effective rank against ``torch.linalg.eigvalsh``; last, the attention replayed from
+CUDA graphs and a summary of forward+backward "vs best SDPA" (the fastest of the three pinned
+backends' time over ours: above 1 is faster), eager and replayed. ``--attention`` prints the
+attention tables only; ``--device cpu --shape 1,2,16,16`` is a smoke run of them on the CPU in
+fp32 (CPU timings, no graphs; the Triton row needs ``TRITON_INTERPRET=1``). ``--sweep`` first
 times every candidate launch config of the attention kernels and of the effective rank
 (``--sweep-erank``: the latter only; ``--sweep-fwd``: forward configs from CUDA graphs).
 ``--host`` first prints the host time of each layer of an eager call; ``--only`` stops after the
@@ -24,6 +30,7 @@ import time
 import torch
 import triton
 from slime.kernels import _triton_attention, _triton_erank, pool_attention, torch_fallback, utils
+from slime.proto import KernelError
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.functional import scaled_dot_product_attention
 
@@ -69,6 +76,22 @@ def _ms(fn, grad_to_none=None) -> float:
     )
 
 
+def _cpu_ms(fn, grad_to_none=None, repeats: int = 5) -> float:
+    """Median wall time of ``fn()`` on the CPU, in ms (the smoke run's timer)."""
+    times = []
+    for _ in range(repeats + 1):
+        for x in grad_to_none or ():
+            x.grad = None
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times[1:])  # the first call warms up
+
+
+def _time_ms(fn, device: torch.device, grad_to_none=None) -> float:
+    return _ms(fn, grad_to_none) if device.type == "cuda" else _cpu_ms(fn, grad_to_none)
+
+
 def _graph_ms(fn) -> float:
     """Median time of ``fn`` replayed from a CUDA graph: device time without host launch cost."""
     side = torch.cuda.Stream()
@@ -87,8 +110,46 @@ def _attention_flops(batch, pool, seq, d) -> float:
     return 4 * batch * pool * seq * seq * d * 0.5  # causal
 
 
-def _inputs(shape, dtype=torch.bfloat16):
-    return [torch.randn(shape, device="cuda", dtype=dtype, requires_grad=True) for _ in range(3)]
+def _inputs(shape, dtype=torch.bfloat16, device="cuda"):
+    return [torch.randn(shape, device=device, dtype=dtype, requires_grad=True) for _ in range(3)]
+
+
+def _dtype(device: torch.device) -> torch.dtype:
+    return torch.bfloat16 if device.type == "cuda" else torch.float32  # the interpreter has no bf16
+
+
+def _attention_impls(pool: int, device: torch.device) -> dict:
+    """Name -> ``fn(q, k, v)``, causal, for every implementation the attention tables time."""
+    alive = torch.ones(pool, dtype=torch.bool, device=device)  # the mask's cost, not its values
+    impls = {
+        "slime-auto": lambda q, k, v: pool_attention(q, k, v, causal=True),
+        "slime-auto, alive mask": lambda q, k, v: pool_attention(q, k, v, causal=True, alive=alive),
+        "slime-triton": lambda q, k, v: pool_attention(q, k, v, causal=True, backend="triton"),
+    }
+    for name, backend in SDPA.items():
+
+        def sdpa(q, k, v, backend=backend):
+            with sdpa_kernel(backend):
+                return scaled_dot_product_attention(q, k, v, is_causal=True)
+
+        impls[name] = sdpa
+    return impls
+
+
+def _error_row(name, shape, exc: Exception) -> dict:
+    """A backend that does not support this shape, card or device: the row says why."""
+    message = str(exc).splitlines()[0][:80].replace("|", "/")  # a cell of a markdown table
+    return {"impl": name, "shape": shape, "error": message}
+
+
+def vs_best_sdpa(rows: list[dict], key: str, out: str) -> None:
+    """Set ``row[out]`` = the fastest pinned SDPA backend's ``key`` at the row's shape / the row's."""
+    for row in rows:
+        sdpa = [
+            r[key] for r in rows if r["impl"] in SDPA and r["shape"] == row["shape"] and key in r
+        ]
+        if sdpa and key in row:
+            row[out] = min(sdpa) / row[key]
 
 
 def _fwd_bwd(fn, q, k, v, grad):
@@ -98,36 +159,31 @@ def _fwd_bwd(fn, q, k, v, grad):
     return run
 
 
-def attention_rows(shape) -> list[dict]:
-    """One row per implementation: forward and forward+backward ms and TF/s, error vs float32."""
-    q, k, v = _inputs(shape)
+def attention_rows(shape, device: torch.device | None = None) -> list[dict]:
+    """One row per implementation: forward and forward+backward ms and TF/s, error vs float32,
+    and forward+backward "vs best SDPA". ``device``: CUDA unless given."""
+    device = torch.device("cuda") if device is None else device
+    q, k, v = _inputs(shape, _dtype(device), device)
     grad = torch.randn_like(q)
     ref = scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True)
-    impls = {"slime-triton": lambda q, k, v: pool_attention(q, k, v, causal=True)}
-    for name, backend in SDPA.items():
-
-        def sdpa(q, k, v, backend=backend):
-            with sdpa_kernel(backend):
-                return scaled_dot_product_attention(q, k, v, is_causal=True)
-
-        impls[name] = sdpa
     flops = _attention_flops(*shape)
     rows = []
-    for name, fn in impls.items():
+    for name, fn in _attention_impls(shape[1], device).items():
         try:
             with torch.no_grad():
                 out = fn(q, k, v)
             err = ((out.float() - ref).norm() / ref.norm()).item()
-            fwd = _ms(lambda fn=fn: fn(q, k, v))
-            both = _ms(_fwd_bwd(fn, q, k, v, grad), grad_to_none=[q, k, v])
-        except RuntimeError as exc:  # a backend that does not support this shape or card
-            rows.append({"impl": name, "shape": shape, "error": str(exc).splitlines()[0][:80]})
+            fwd = _time_ms(lambda fn=fn: fn(q, k, v), device)
+            both = _time_ms(_fwd_bwd(fn, q, k, v, grad), device, grad_to_none=[q, k, v])
+        except (RuntimeError, KernelError) as exc:
+            rows.append(_error_row(name, shape, exc))
             continue
         rows.append({
             "impl": name, "shape": shape, "rel_err": err,
             "fwd_ms": fwd, "fwd_tflops": flops / fwd * 1e-9,
             "fwd_bwd_ms": both, "fwd_bwd_tflops": 3.5 * flops / both * 1e-9,
         })  # fmt: skip
+    vs_best_sdpa(rows, "fwd_bwd_ms", "vs_best_sdpa")
     return rows
 
 
@@ -135,31 +191,40 @@ def graph_rows(shape) -> list[dict]:
     """Forward and forward+backward replayed from a CUDA graph: device time, no host launch cost."""
     q, k, v = _inputs(shape)
     grad = torch.randn_like(q)
-    impls = {"slime-triton": lambda: pool_attention(q, k, v, causal=True)}
-    for name, backend in SDPA.items():
-
-        def sdpa(backend=backend):
-            with sdpa_kernel(backend):
-                return scaled_dot_product_attention(q, k, v, is_causal=True)
-
-        impls[name] = sdpa
     flops = _attention_flops(*shape)
     rows = []
-    for name, fn in impls.items():
+    for name, fn in _attention_impls(shape[1], q.device).items():
 
         def both(fn=fn):
-            return torch.autograd.grad(fn(), (q, k, v), grad)
+            return torch.autograd.grad(fn(q, k, v), (q, k, v), grad)
 
         try:
             with torch.no_grad():
-                ms = _graph_ms(fn)
+                ms = _graph_ms(lambda fn=fn: fn(q, k, v))
             both_ms = _graph_ms(both)
-        except RuntimeError as exc:
-            rows.append({"impl": name, "shape": shape, "error": str(exc).splitlines()[0][:80]})
+        except (RuntimeError, KernelError) as exc:
+            rows.append(_error_row(name, shape, exc))
             continue
         rows.append({"impl": name, "shape": shape, "graph_fwd_ms": ms,
                      "graph_fwd_tflops": flops / ms * 1e-9, "graph_fwd_bwd_ms": both_ms,
                      "graph_fwd_bwd_tflops": 3.5 * flops / both_ms * 1e-9})  # fmt: skip
+    vs_best_sdpa(rows, "graph_fwd_bwd_ms", "graph_vs_best_sdpa")
+    return rows
+
+
+def summary_rows(eager: list[dict], graph: list[dict]) -> list[dict]:
+    """Forward+backward of each implementation, eager and replayed, each against the best SDPA."""
+    keys = ("graph_fwd_bwd_ms", "graph_vs_best_sdpa")
+    replayed = {(r["impl"], r["shape"]): r for r in graph}
+    rows = []
+    for row in eager:
+        if "fwd_bwd_ms" not in row:
+            continue
+        other = replayed.get((row["impl"], row["shape"]), {})
+        rows.append({
+            "impl": row["impl"], "shape": row["shape"], "fwd_bwd_ms": row["fwd_bwd_ms"],
+            "vs_best_sdpa": row.get("vs_best_sdpa", ""), **{k: other[k] for k in keys if k in other},
+        })  # fmt: skip
     return rows
 
 
@@ -255,6 +320,9 @@ def host_rows(shape=(1, 1, 16, 64)) -> list[dict]:
         return fn
 
     def attention(q, k, v):
+        return pool_attention(q, k, v, causal=True, backend="triton")
+
+    def auto(q, k, v):
         return pool_attention(q, k, v, causal=True)
 
     items = {
@@ -272,9 +340,10 @@ def host_rows(shape=(1, 1, 16, 64)) -> list[dict]:
         "triton backward (alloc + 3 launches)": lambda: _triton_attention.backward(
             grad, *plain, out, lse, None, True, scale, None, None
         ),
-        "pool_attention forward, no_grad": lambda: _no_grad(attention, q, k, v),
-        "pool_attention forward, grad": lambda: attention(q, k, v),
-        "pool_attention fwd+bwd": fwd_bwd(attention),
+        "pool_attention(triton) forward, no_grad": lambda: _no_grad(attention, q, k, v),
+        "pool_attention(triton) forward, grad": lambda: attention(q, k, v),
+        "pool_attention(triton) fwd+bwd": fwd_bwd(attention),
+        "pool_attention(auto) fwd+bwd": fwd_bwd(auto),
         "identity autograd.Function fwd+bwd": fwd_bwd(lambda q, k, v: _Identity.apply(q), (q,)),
         "sdpa-cudnn fwd+bwd": fwd_bwd(sdpa(SDPBackend.CUDNN_ATTENTION)),
         "sdpa-flash fwd+bwd": fwd_bwd(sdpa(SDPBackend.FLASH_ATTENTION)),
@@ -332,7 +401,7 @@ def backward_attribution(shape=(1, 1, 16, 64), calls: int = 200) -> list[dict]:
         return timed_fn
 
     def step():
-        torch.autograd.grad(pool_attention(q, k, v, causal=True), (q, k, v), grad)
+        torch.autograd.grad(pool_attention(q, k, v, causal=True, backend="triton"), (q, k, v), grad)
 
     for _ in range(20):
         step()
@@ -392,16 +461,52 @@ def erank_rows(variants: list[dict]) -> list[dict]:
     return rows
 
 
-def _print_table(rows: list[dict], columns: list[str]) -> None:
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "---|" * len(columns))
+def markdown_table(rows: list[dict], columns: list[str]) -> str:
+    """``rows`` as a markdown table of ``columns`` (floats to 4 significant digits)."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         cells = []
         for c in columns:
             value = row.get(c, "")
             cells.append(f"{value:.4g}" if isinstance(value, float) else str(value))
-        print("| " + " | ".join(cells) + " |")
-    print()
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _shape(text: str) -> tuple[int, int, int, int]:
+    parts = tuple(int(x) for x in text.split(","))
+    if len(parts) != 4 or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"a shape is B,P,T,d (four positive ints), got {text!r}")
+    return parts
+
+
+class _Report:
+    """Prints each table and keeps the text for ``--markdown``."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def line(self, text: str) -> None:
+        print(text)
+        self.parts.append(text + "\n")
+
+    def table(self, title: str, rows: list[dict], columns: list[str]) -> None:
+        self.line(title)
+        self.line("")
+        self.line(markdown_table(rows, columns))
+
+    def write(self, path: str | None) -> None:
+        if path:
+            with open(path, "w") as fh:
+                fh.write("".join(self.parts))
+
+
+ATTENTION_COLUMNS = ["impl", "shape", "fwd_ms", "fwd_tflops", "fwd_bwd_ms", "fwd_bwd_tflops",
+                     "vs_best_sdpa", "rel_err", "error"]  # fmt: skip
+GRAPH_COLUMNS = ["impl", "shape", "graph_fwd_ms", "graph_fwd_tflops", "graph_fwd_bwd_ms",
+                 "graph_fwd_bwd_tflops", "graph_vs_best_sdpa", "error"]  # fmt: skip
+SUMMARY_COLUMNS = ["impl", "shape", "fwd_bwd_ms", "vs_best_sdpa", "graph_fwd_bwd_ms",
+                   "graph_vs_best_sdpa"]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -411,85 +516,101 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep-fwd", action="store_true", help="forward configs, graph-timed")
     parser.add_argument("--host", action="store_true", help="host cost per eager call, by layer")
     parser.add_argument("--only", action="store_true", help="skip the main tables")
+    parser.add_argument("--attention", action="store_true", help="the attention tables only")
+    parser.add_argument("--device", default="cuda", help="cuda; cpu is a smoke run (attention)")
+    parser.add_argument("--shape", type=_shape, action="append", help="B,P,T,d (repeatable)")
     parser.add_argument("--json", help="also write all rows to this JSON file")
+    parser.add_argument("--markdown", help="also write the printed tables to this file")
     args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("slime.kernels.bench needs a CUDA device", file=sys.stderr)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("slime.kernels.bench needs a CUDA device (or --device cpu)", file=sys.stderr)
         return 2
+    shapes = args.shape or SHAPES
     torch.manual_seed(0)
     env = {
-        "card": torch.cuda.get_device_name(),
+        "card": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
         "triton": triton.__version__,
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
-    print(" | ".join(f"{k}: {v}" for k, v in env.items()), "\n")
+    report = _Report()
+    report.line(" | ".join(f"{k}: {v}" for k, v in env.items()) + "\n")
     results: dict = {"env": env}
+    if device.type != "cuda":  # the smoke run: eager attention rows, CPU timings
+        attention = [row for shape in shapes for row in attention_rows(shape, device)]
+        results["attention"] = attention
+        report.table(f"Pool attention, {_dtype(device)}, causal, {device} (no graphs):",
+                     attention, ATTENTION_COLUMNS)  # fmt: skip
+        _dump(results, args.json)
+        report.write(args.markdown)
+        return 0
     if args.sweep:
-        sweep = [row for shape in SHAPES for row in sweep_attention(shape)]
+        sweep = [row for shape in shapes for row in sweep_attention(shape)]
         results["sweep"] = sweep
-        _print_table(sweep, ["kernel", "shape", "config", "ms"])
+        report.table("Attention launch configs:", sweep, ["kernel", "shape", "config", "ms"])
     if args.sweep or args.sweep_erank:
         variants = erank_rows(ERANK_VARIANTS)
         results["erank_sweep"] = variants
-        _print_table(variants, ["P", "d", "variant", "ms", "speedup", "max_rel_err"])
+        columns = ["P", "d", "variant", "ms", "speedup", "max_rel_err"]
+        report.table("Effective rank variants:", variants, columns)
     if args.host:
         host = host_rows()
         results["host"] = host
-        print("Host time per eager call (GPU work negligible at this shape):")
-        _print_table(host, ["what", "shape", "host_us", "error"])
+        report.table("Host time per eager call (GPU work negligible at this shape):", host,
+                     ["what", "shape", "host_us", "error"])  # fmt: skip
         inside = backward_attribution()
         results["host_backward"] = inside
-        print("Host time of an eager forward+backward, attributed:")
-        _print_table(inside, ["what", "host_us"])
+        report.table("Host time of an eager forward+backward (triton), attributed:", inside,
+                     ["what", "host_us"])  # fmt: skip
     if args.sweep_fwd:
-        fwd = [row for shape in SHAPES for row in sweep_forward_graph(shape)]
+        fwd = [row for shape in shapes for row in sweep_forward_graph(shape)]
         results["sweep_fwd"] = fwd
-        _print_table(fwd, ["kernel", "shape", "config", "ms"])
+        report.table("Forward configs (graph):", fwd, ["kernel", "shape", "config", "ms"])
     if args.only:
         _dump(results, args.json)
+        report.write(args.markdown)
         return 0
-    attention = [row for shape in SHAPES for row in attention_rows(shape)]
+    attention = [row for shape in shapes for row in attention_rows(shape)]
     results["attention"] = attention
-    print("Pool attention, bf16, causal (B, P, T, d):")
-    _print_table(
-        attention,
-        [
-            "impl",
-            "shape",
-            "fwd_ms",
-            "fwd_tflops",
-            "fwd_bwd_ms",
-            "fwd_bwd_tflops",
-            "rel_err",
-            "error",
-        ],
-    )
-    erank = erank_rows([{}])
-    results["erank"] = erank
-    print("Effective rank of P correlation matrices (d x d), fp32 in:")
-    _print_table(erank, ["P", "d", "ms", "eigvalsh_ms", "speedup", "max_rel_err"])
+    report.table("Pool attention, bf16, causal (B, P, T, d), eager:", attention, ATTENTION_COLUMNS)
+    if not args.attention:
+        erank = erank_rows([{}])
+        results["erank"] = erank
+        report.table("Effective rank of P correlation matrices (d x d), fp32 in:", erank,
+                     ["P", "d", "ms", "eigvalsh_ms", "speedup", "max_rel_err"])  # fmt: skip
     _dump(results, args.json)
     # Graph captures last: a backend that cannot be captured must not cost the tables above.
-    mats = {(pool, d): _correlations(pool, d) for pool in (8, 64) for d in (32, 64, 128)}
-    erank_graph = []
-    for (pool, d), m in mats.items():
-        try:
-            ms = _graph_ms(lambda m=m: _triton_erank.effective_rank(m))
-        except RuntimeError as exc:
-            erank_graph.append({"P": pool, "d": d, "error": str(exc).splitlines()[0][:80]})
-            continue
-        erank_graph.append({"P": pool, "d": d, "graph_ms": ms})
-    results["erank_graph"] = erank_graph
-    print("Effective rank replayed from a CUDA graph (device time):")
-    _print_table(erank_graph, ["P", "d", "graph_ms", "error"])
-    graphs = [row for shape in SHAPES for row in graph_rows(shape)]
+    if not args.attention:
+        erank_graph = erank_graph_rows()
+        results["erank_graph"] = erank_graph
+        report.table("Effective rank replayed from a CUDA graph (device time):", erank_graph,
+                     ["P", "d", "graph_ms", "error"])  # fmt: skip
+    graphs = [row for shape in shapes for row in graph_rows(shape)]
     results["attention_graph"] = graphs
-    print("Attention replayed from a CUDA graph (device time):")
-    columns = ["impl", "shape", "graph_fwd_ms", "graph_fwd_tflops", "graph_fwd_bwd_ms"]
-    _print_table(graphs, [*columns, "graph_fwd_bwd_tflops", "error"])
+    report.table("Attention replayed from a CUDA graph (device time):", graphs, GRAPH_COLUMNS)
+    summary = summary_rows(attention, graphs)
+    results["summary"] = summary
+    report.table("Forward+backward vs the best SDPA backend (> 1: faster), eager and graph:",
+                 summary, SUMMARY_COLUMNS)  # fmt: skip
     _dump(results, args.json)
+    report.write(args.markdown)
     return 0
+
+
+def erank_graph_rows() -> list[dict]:
+    """The Triton effective rank replayed from a CUDA graph (device time)."""
+    rows = []
+    for pool in (8, 64):
+        for d in (32, 64, 128):
+            m = _correlations(pool, d)
+            try:
+                ms = _graph_ms(lambda m=m: _triton_erank.effective_rank(m))
+            except RuntimeError as exc:
+                rows.append({"P": pool, "d": d, "error": str(exc).splitlines()[0][:80]})
+                continue
+            rows.append({"P": pool, "d": d, "graph_ms": ms})
+    return rows
 
 
 def _dump(results: dict, path: str | None) -> None:
