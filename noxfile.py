@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -49,6 +50,13 @@ after = model(x).pow(2).mean()
 assert after.item() != before.item(), "an optimizer step changed nothing"
 print('slime-core alone: trained SlimeMoldEncoder one step', before.item(), '->', after.item())
 """
+
+
+def _readme_example(package: str) -> str:
+    """The one ```python block of packages/slime-<package>/README.md (its test runs it too)."""
+    text = (ROOT / "packages" / f"slime-{package}" / "README.md").read_text()
+    (code,) = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    return code
 
 
 def _sync(session: nox.Session, *args: str) -> None:
@@ -233,6 +241,8 @@ def wheels(session: nox.Session) -> None:
             )
         if top == "core":  # the issue's promise: train SlimeMoldEncoder inside your own module
             check += "\n" + _ENCODER_STEP
+        if top == "kernels":  # the README's example, as a user with only these wheels runs it
+            check += "\n" + _readme_example("kernels")
         session.run(python, "-c", check, external=True)
 
 
