@@ -3,19 +3,18 @@
 
 Prints markdown tables: pool attention forward and forward+backward TF/s (``backend="auto"``,
 with and without an alive mask, and the Triton kernel) next to torch SDPA's flash, cuDNN and
-memory-efficient backends (pinned with ``sdpa_kernel``) at the issue's shapes, bf16 causal; then
-the Triton effective rank against ``torch.linalg.eigvalsh``; last, the attention replayed from
-CUDA graphs and a summary of forward+backward "vs best SDPA" (the fastest of the three pinned
-backends' time over ours: above 1 is faster), eager and replayed. ``--attention`` prints the
-attention tables only; ``--device cpu --shape 1,2,16,16`` is a smoke run of them on the CPU in
-fp32 (CPU timings, no graphs; the Triton row needs ``TRITON_INTERPRET=1``). ``--sweep`` first
-times every candidate launch config of the attention kernels and of the effective rank
-(``--sweep-erank``: the latter only; ``--sweep-fwd``: forward configs from CUDA graphs).
-``--host`` first prints the host time of each layer of an eager call; ``--only`` stops after the
-options' tables. Times are medians of ``triton.testing.do_bench``, eager (host launch cost
-included), then forward and effective rank replayed from a CUDA graph; FLOPs count causal
-attention as half the dense work and the backward as 2.5x the forward (the FlashAttention
-convention).
+memory-efficient backends (pinned with ``sdpa_kernel``) and torch's unpinned pick at the issue's
+shapes, bf16 causal; then the Triton effective rank against ``torch.linalg.eigvalsh``; last, the
+attention replayed from CUDA graphs and a summary of forward+backward "vs best SDPA" (the
+fastest SDPA row's time over ours: above 1 is faster), eager and replayed. ``--attention``
+prints the attention tables only; ``--device cpu --shape 1,2,16,16`` is a smoke run of them on
+the CPU in fp32 (CPU timings, no graphs; the Triton row needs ``TRITON_INTERPRET=1``).
+``--sweep`` first times every candidate launch config of the attention kernels and of the
+effective rank (``--sweep-erank``: the latter only; ``--sweep-fwd``: forward configs from CUDA
+graphs). ``--host`` first prints the host time of each layer of an eager call; ``--only`` stops
+after the options' tables. Times are medians of ``triton.testing.do_bench``, eager (host launch
+cost included), then replayed from a CUDA graph; FLOPs count causal attention as half the dense
+work and the backward as 2.5x the forward (the FlashAttention convention).
 """
 
 from __future__ import annotations
@@ -35,10 +34,13 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.functional import scaled_dot_product_attention
 
 SHAPES = [(16, 12, 1024, 64), (64, 6, 256, 64)]
+# The SDPA rows and the candidates for "best SDPA": each backend pinned with ``sdpa_kernel``, and
+# torch's own pick without the context manager's host cost (None).
 SDPA = {
     "sdpa-flash": SDPBackend.FLASH_ATTENTION,
     "sdpa-cudnn": SDPBackend.CUDNN_ATTENTION,
     "sdpa-efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "sdpa-default": None,
 }
 FWD_CONFIGS = [
     (128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3),
@@ -129,6 +131,8 @@ def _attention_impls(pool: int, device: torch.device) -> dict:
     for name, backend in SDPA.items():
 
         def sdpa(q, k, v, backend=backend):
+            if backend is None:
+                return scaled_dot_product_attention(q, k, v, is_causal=True)
             with sdpa_kernel(backend):
                 return scaled_dot_product_attention(q, k, v, is_causal=True)
 
@@ -143,7 +147,7 @@ def _error_row(name, shape, exc: Exception) -> dict:
 
 
 def vs_best_sdpa(rows: list[dict], key: str, out: str) -> None:
-    """Set ``row[out]`` = the fastest pinned SDPA backend's ``key`` at the row's shape / the row's."""
+    """Set ``row[out]`` = the fastest SDPA row's ``key`` at the row's shape / the row's."""
     for row in rows:
         sdpa = [
             r[key] for r in rows if r["impl"] in SDPA and r["shape"] == row["shape"] and key in r
