@@ -50,7 +50,7 @@ def check_head_dim(d: int, supported: Collection[int] | None) -> None:
 
 def check_rows_contiguous(name: str, x: torch.Tensor) -> None:
     """Check the last dim of ``x`` is contiguous (stride 1), as the Triton kernels' row loads need."""
-    if x.shape[-1] > 1 and x.stride(-1) != 1:
+    if x.stride(-1) != 1 and x.shape[-1] > 1:  # stride first: the common case reads one attribute
         raise KernelError(
             f"{name} must be contiguous in its last dim (stride 1), got strides {tuple(x.stride())}"
         )
