@@ -40,7 +40,7 @@ ALONE = {
 _ENCODER_STEP = """
 import torch
 from slime.core import SlimeMoldEncoder
-model = torch.nn.Sequential(torch.nn.Linear(4, 16), SlimeMoldEncoder(16, 2, 1, 32, dropout=0.0))
+model = torch.nn.Sequential(torch.nn.Linear(4, 16), SlimeMoldEncoder.build(16, 2, 1, 32, dropout=0.0))
 opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
 x = torch.randn(3, 5, 4)
 before = model(x).pow(2).mean()

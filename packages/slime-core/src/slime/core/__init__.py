@@ -3,6 +3,7 @@
 from slime.core.api import SlimeConfig as SlimeConfig
 from slime.core.api import SlimeModel as SlimeModel
 from slime.core.api import SlimeMoldEncoder as SlimeMoldEncoder
+from slime.core.api import SlimeMoldEncoderLayer as SlimeMoldEncoderLayer
 from slime.core.api import generate_tokens as generate_tokens
 from slime.core.blocks import MLP as MLP
 from slime.core.blocks import Block as Block
@@ -34,6 +35,7 @@ __all__ = [
     "SlimeConfig",
     "SlimeModel",
     "SlimeMoldEncoder",
+    "SlimeMoldEncoderLayer",
     "SlotListener",
     "generate_tokens",
     "make_tracer",

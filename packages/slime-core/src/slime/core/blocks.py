@@ -19,6 +19,7 @@ class MLP(nn.Module):
         dropout: dropout on the output.
         hidden_dropout: dropout on the activations, before the second linear (the site
             ``nn.TransformerEncoderLayer`` calls ``dropout``).
+        hidden: the hidden width, when given (else ``int(mlp_ratio * D)``).
     """
 
     def __init__(
@@ -30,10 +31,11 @@ class MLP(nn.Module):
         hidden_dropout: float = 0.0,
         bias: bool = False,
         activation: Callable[[Tensor], Tensor] | None = None,
+        hidden: int | None = None,
         device=None,
     ):
         super().__init__()
-        hidden = int(mlp_ratio * n_embd)
+        hidden = hidden if hidden is not None else int(mlp_ratio * n_embd)
         self.c_fc = nn.Linear(n_embd, hidden, bias=bias, device=device)
         self.act = activation if activation is not None else nn.GELU()
         self.hidden_dropout = nn.Dropout(hidden_dropout)

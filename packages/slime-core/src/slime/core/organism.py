@@ -626,8 +626,9 @@ class Organism(nn.Module):
         capacity = self.tube_trace.shape[0]
         if capacity == 0:
             return
-        l1 = heads.abs().sum(-1, dtype=torch.float32)
-        l2 = torch.linalg.vector_norm(heads, dim=-1, dtype=torch.float32)
+        wide = torch.promote_types(heads.dtype, torch.float32)
+        l1 = heads.abs().sum(-1, dtype=wide)
+        l2 = torch.linalg.vector_norm(heads, dim=-1, dtype=wide)
         ratio = torch.nanmean(l1 / l2, dim=(0, 2))  # all-zero rows (dead slots) are 0/0 = NaN
         self.tube_trace.index_copy_(0, self.tube_pos.view(1), ratio.view(1, -1).to(self.tube_trace))
         self.tube_pos.add_(1).remainder_(capacity)
