@@ -420,7 +420,12 @@ def _read_meta(directory: Path) -> dict[str, Any]:
 
 def _move_at_once(items: list[tuple[torch.device, Tensor]]) -> list[Tensor]:
     """Each tensor on its target device, with one copy per (source, target, dtype) group: the
-    group is flattened into one buffer, copied, and split back into views."""
+    group is flattened into one buffer, copied, and split back into views.
+
+    A group leaving a CUDA device for the host lands in page-locked memory (torch caches those
+    buffers), several times faster than a copy into pageable memory; the host waits once, for
+    all of them, before returning.
+    """
     out: list[Tensor | None] = [None] * len(items)
     groups: dict[tuple, list[int]] = {}
     for i, (device, t) in enumerate(items):
@@ -428,9 +433,18 @@ def _move_at_once(items: list[tuple[torch.device, Tensor]]) -> list[Tensor]:
             out[i] = t
         else:
             groups.setdefault((t.device, device, t.dtype), []).append(i)
-    for (_, device, _), members in groups.items():
-        flat = torch.cat([items[i][1].reshape(-1) for i in members]).to(device)
-        pieces = flat.split([items[i][1].numel() for i in members])
+    waits: set[torch.device] = set()
+    for (source, device, dtype), members in groups.items():
+        flat = torch.cat([items[i][1].reshape(-1) for i in members])
+        if source.type == "cuda" and device.type == "cpu":
+            landed = torch.empty(flat.shape, dtype=dtype, pin_memory=True)
+            landed.copy_(flat, non_blocking=True)
+            waits.add(source)
+        else:
+            landed = flat.to(device)
+        pieces = landed.split([items[i][1].numel() for i in members])
         for i, piece in zip(members, pieces):
             out[i] = piece.view(items[i][1].shape)
+    for source in waits:
+        torch.cuda.current_stream(source).synchronize()
     return out
