@@ -1,5 +1,6 @@
-"""slime.memory: MAP-Elites archives (grid, CVT), TubeNetwork temporal memory and behavioural-space
-analysis. Usable on its own: it depends only on slime.proto."""
+"""slime.memory: MAP-Elites archives (grid, CVT), ask/tell emitters and a scheduler to search with
+them, TubeNetwork temporal memory and behavioural-space analysis. Usable on its own: it depends
+only on slime.proto."""
 
 from slime.memory.analysis import KernelPCAResult as KernelPCAResult
 from slime.memory.analysis import KMOResult as KMOResult
@@ -15,8 +16,13 @@ from slime.memory.archive import Archive as Archive
 from slime.memory.archive import ArchiveStats as ArchiveStats
 from slime.memory.archive import Elite as Elite
 from slime.memory.cvt import CVTArchive as CVTArchive
+from slime.memory.emitters import Emitter as Emitter
+from slime.memory.emitters import EvolutionStrategyEmitter as EvolutionStrategyEmitter
+from slime.memory.emitters import GaussianEmitter as GaussianEmitter
+from slime.memory.emitters import IsoLineEmitter as IsoLineEmitter
 from slime.memory.grid import GridArchive as GridArchive
 from slime.memory.limits import MAX_POOL_SIZE as MAX_POOL_SIZE
+from slime.memory.schedulers import Scheduler as Scheduler
 from slime.memory.tubes import TubeNetwork as TubeNetwork
 
 __all__ = [
@@ -27,9 +33,14 @@ __all__ = [
     "ArchiveStats",
     "CVTArchive",
     "Elite",
+    "Emitter",
+    "EvolutionStrategyEmitter",
+    "GaussianEmitter",
     "GridArchive",
+    "IsoLineEmitter",
     "KMOResult",
     "KernelPCAResult",
+    "Scheduler",
     "StabilityResult",
     "TubeNetwork",
     "bartlett_sphericity",

@@ -1,0 +1,205 @@
+"""CMA-ES for many independent searches at once, as stacked tensors on any torch device.
+
+The update follows Hansen's tutorial (arXiv:1604.00772) as pyribs 0.12's CMA-ES does (weights
+over however many parents a search selected, the ``hsig`` stall guard, the step size's
+``exp(min(1, ...))`` form and its stop rules), with two deliberate differences:
+
+- the rank-one covariance term is ``c1 * pc pc^T``, as in the tutorial; pyribs 0.12 multiplies
+  it by ``c1`` twice, which at d = 100 (c1 ~ 2e-4) all but switches it off.
+- the eigendecomposition that sampling needs is refreshed for every search at once, after the
+  same number of generations pyribs waits for one search (``0.5 d lam / ((c1 + cmu) d^2)``
+  evaluations); a search that restarts starts from the identity, which needs none.
+
+Everything except the periodic eigendecomposition runs without a host synchronisation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["BatchedCMAES"]
+
+# Samples outside the bounds are redrawn this many times, then clipped (pyribs redraws until
+# every sample fits, which needs a host round trip per draw).
+_REDRAWS = 8
+_TINY = 1e-300
+
+
+class BatchedCMAES:
+    """``instances`` independent CMA-ES searches in ``R^d``, advanced together.
+
+    State (E = instances): ``mean`` (E, d), ``sigma`` (E,), evolution paths ``pc``/``ps``
+    (E, d), covariance ``cov`` (E, d, d), and from its last eigendecomposition ``B D B^T`` the
+    eigenvalues ``eigvals`` (E, d), ``transform = B sqrt(D)`` and ``invsqrt = C^(-1/2)``.
+
+    Args:
+        instances: number of searches E.
+        dim: solution dimension d.
+        batch_size: samples per search per generation (lambda).
+        sigma0: initial step size, also used at every restart.
+        x0: ``(d,)`` float64 start of every search; fixes the device.
+        lower, upper: ``(d,)`` bounds or None.
+        generator: random generator on ``x0``'s device.
+    """
+
+    def __init__(
+        self,
+        instances: int,
+        dim: int,
+        batch_size: int,
+        sigma0: float,
+        x0: torch.Tensor,
+        *,
+        lower: torch.Tensor | None = None,
+        upper: torch.Tensor | None = None,
+        generator: torch.Generator,
+    ) -> None:
+        self.instances, self.dim, self.batch_size = instances, dim, batch_size
+        self.sigma0 = float(sigma0)
+        self.device = x0.device
+        self.lower, self.upper = lower, upper
+        self.generator = generator
+        half = torch.tensor([batch_size // 2], device="cpu")
+        *_, c1, cmu, _ = self._strategy(half)
+        self.eigen_gap = 0.5 * dim * batch_size / float(c1 + cmu) / dim**2  # evaluations
+        self._since_eigen = 0  # generations since the last eigendecomposition
+        e, d = instances, dim
+        f64 = {"dtype": torch.float64, "device": self.device}
+        self.mean = x0.to(**f64).expand(e, d).clone()
+        self.sigma = torch.full((e,), self.sigma0, **f64)
+        self.pc = torch.zeros(e, d, **f64)
+        self.ps = torch.zeros(e, d, **f64)
+        self.evals = torch.zeros(e, **f64)  # evaluations since each search's (re)start
+        self.cov = torch.eye(d, **f64).expand(e, d, d).clone()
+        self.eigvals = torch.ones(e, d, **f64)
+        self.transform = self.cov.clone()  # B diag(sqrt(D)): N(0, I) -> N(0, C)
+        self.invsqrt = self.cov.clone()  # C^(-1/2)
+        self.condition = torch.ones(e, **f64)
+        self._solutions: torch.Tensor | None = None  # (E, lam, d) of the last ask
+
+    def ask(self) -> torch.Tensor:
+        """``(E, lam, d)`` samples ``mean + sigma * B sqrt(D) z``, inside the bounds."""
+        if self._since_eigen * self.batch_size > self.eigen_gap:
+            self._decompose()
+        x = self._sample()
+        if self.lower is not None and self.upper is not None:
+            for _ in range(_REDRAWS):
+                outside = ((x < self.lower) | (x > self.upper)).any(dim=2, keepdim=True)
+                x = torch.where(outside, self._sample(), x)
+            x = torch.clamp(x, min=self.lower, max=self.upper)
+        self._solutions = x
+        return x
+
+    def _sample(self) -> torch.Tensor:
+        e, lam, d = self.instances, self.batch_size, self.dim
+        z = torch.randn(
+            (e, lam, d), generator=self.generator, device=self.device, dtype=torch.float64
+        )
+        return self.mean[:, None, :] + self.sigma[:, None, None] * (z @ self.transform.mT)
+
+    def tell(self, order: torch.Tensor, parents: torch.Tensor) -> None:
+        """Update from the last :meth:`ask`: ``order`` ``(E, lam)`` ranks each search's samples
+        best first; the first ``parents`` ``(E,)`` of them are recombined. A search with no
+        parent keeps its distribution (its evaluation count still grows)."""
+        assert self._solutions is not None, "tell needs a preceding ask"
+        n, lam = self.dim, self.batch_size
+        self.evals += lam
+        self._since_eigen += 1
+        moving = parents > 0
+        w, mueff, cc, cs, c1, cmu, damps = self._strategy(parents.clamp(min=1))
+        ranked = self._solutions.gather(1, order[..., None].expand(-1, -1, n))  # (E, lam, d)
+        old = self.mean
+        mean = (w[..., None] * ranked).sum(dim=1)
+        step = mean - old  # (E, d)
+        whitened = (self.invsqrt @ step[..., None]).squeeze(-1)
+        ps = (1 - cs)[:, None] * self.ps + (torch.sqrt(cs * (2 - cs) * mueff) / self.sigma)[
+            :, None
+        ] * whitened
+        ps_norm2 = ps.square().sum(dim=1)
+        fade = 1 - (1 - cs) ** (2 * self.evals / lam)
+        hsig = (ps_norm2 / n / fade < 2 + 4 / (n + 1)).to(torch.float64)
+        pc = (1 - cc)[:, None] * self.pc + (hsig * torch.sqrt(cc * (2 - cc) * mueff))[
+            :, None
+        ] * step
+        # C <- keep C + c1 pc pc^T + (cmu / sigma^2) sum_i w_i y_i y_i^T, as one scale and one
+        # batched product A A^T, with A = [sqrt(c1) pc, sqrt(cmu w_i) y_i / sigma]: two passes
+        # over the (E, d, d) covariances. A search that does not move gets keep = 1, A = 0.
+        c1a = c1 * (1 - (1 - hsig) * cc * (2 - cc))
+        keep = torch.where(moving, 1 - c1a - cmu * w.sum(dim=1), 1.0)
+        gate = moving.to(torch.float64)
+        deviations = (ranked - old[:, None, :]) * (
+            torch.sqrt(cmu[:, None] * w) / self.sigma[:, None] * gate[:, None]
+        )[..., None]
+        factor = torch.cat([(torch.sqrt(c1) * gate)[:, None, None] * pc[:, None, :], deviations], 1)
+        self.cov.mul_(keep[:, None, None]).baddbmm_(factor.mT, factor)
+        sigma = self.sigma * torch.exp(torch.clamp(cs / damps * (ps_norm2 / n - 1) / 2, max=1))
+        self.mean = torch.where(moving[:, None], mean, self.mean)
+        self.ps = torch.where(moving[:, None], ps, self.ps)
+        self.pc = torch.where(moving[:, None], pc, self.pc)
+        self.sigma = torch.where(moving, sigma, self.sigma)
+
+    def should_stop(self, ranked_values: torch.Tensor) -> torch.Tensor:
+        """``(E,)`` bool: pyribs' (pycma's) stop rules, given each search's ranking values in
+        rank order ``(E, lam, v)``; also any search whose state is no longer finite."""
+        stop = self.condition > 1e14
+        stop |= self.sigma * self.eigvals.max(dim=1).values.sqrt() < 1e-11
+        if self.batch_size >= 2:
+            spread = torch.linalg.vector_norm(ranked_values[:, 0] - ranked_values[:, -1], dim=1)
+            stop |= spread < 1e-12
+        # A non-finite covariance shows in the next decomposition's condition number.
+        stop |= ~torch.isfinite(self.condition) | ~torch.isfinite(self.sigma)
+        stop |= ~torch.isfinite(self.mean).all(dim=1) | ~torch.isfinite(self.pc).all(dim=1)
+        return stop
+
+    def reset(self, starts: torch.Tensor, mask: torch.Tensor) -> None:
+        """Restart the searches where ``mask`` ``(E,)``: mean ``starts`` ``(E, d)``, step size
+        ``sigma0``, zero paths, identity covariance."""
+        if self.device.type == "cpu" and not bool(mask.any()):
+            return  # free to check on the host; on an accelerator it would cost a sync
+        column, square = mask[:, None], mask[:, None, None]
+        self.mean = torch.where(column, starts.to(torch.float64), self.mean)
+        self.sigma = torch.where(mask, self.sigma0, self.sigma)
+        self.pc = torch.where(column, 0.0, self.pc)
+        self.ps = torch.where(column, 0.0, self.ps)
+        self.evals = torch.where(mask, 0.0, self.evals)
+        for matrix in (self.cov, self.transform, self.invsqrt):  # in place: (E, d, d) is big
+            matrix.masked_fill_(square, 0.0).diagonal(dim1=1, dim2=2).add_(column)
+        self.eigvals = torch.where(column, 1.0, self.eigvals)
+        self.condition = torch.where(mask, 1.0, self.condition)
+
+    def _decompose(self) -> None:
+        """Refresh every search's eigenbasis, eigenvalues, ``C^(-1/2)`` and condition number.
+
+        ``torch.linalg.eigh`` synchronises with the host; it runs once every few generations.
+        """
+        sym = (self.cov + self.cov.mT) / 2
+        eigvals, basis = torch.linalg.eigh(sym)
+        eigvals = eigvals.abs().clamp(min=_TINY)
+        self.eigvals = eigvals
+        self.transform = basis * eigvals.sqrt()[:, None, :]
+        self.condition = eigvals.max(dim=1).values / eigvals.min(dim=1).values
+        self.invsqrt = (basis / eigvals.sqrt()[:, None, :]) @ basis.mT
+        self._since_eigen = 0
+
+    def _strategy(self, parents: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Recombination weights ``(E, lam)`` (zero past each search's ``parents``) and the
+        per-search rates ``mueff, cc, cs, c1, cmu, damps`` ``(E,)`` for ``parents`` >= 1."""
+        n, lam = self.dim, self.batch_size
+        p = parents.to(torch.float64)[:, None]
+        rank = torch.arange(1, lam + 1, dtype=torch.float64, device=parents.device)
+        w = torch.where(rank <= p, torch.log(p + 0.5) - torch.log(rank), 0.0)
+        w = w / w.sum(dim=1, keepdim=True)
+        mueff = 1 / w.square().sum(dim=1)
+        cc = (4 + mueff / n) / (n + 4 + 2 * mueff / n)
+        cs = (mueff + 2) / (n + mueff + 5)
+        c1 = 2 / ((n + 1.3) ** 2 + mueff)
+        cmu = torch.minimum(1 - c1, 2 * (mueff - 2 + 1 / mueff) / ((n + 2) ** 2 + mueff))
+        damps = 1 + 2 * torch.clamp(torch.sqrt((mueff - 1) / (n + 1)) - 1, min=0) + cs
+        return w, mueff, cc, cs, c1, cmu, damps
+
+
+def default_batch_size(dim: int) -> int:
+    """CMA-ES' default population size ``4 + floor(3 ln d)``."""
+    return 4 + int(3 * math.log(dim))

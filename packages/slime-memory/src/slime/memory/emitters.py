@@ -1,0 +1,450 @@
+"""Emitters: where a quality-diversity search's next solutions come from (pyribs' ask/tell shape).
+
+An emitter proposes a batch of solutions with :meth:`Emitter.ask` and learns from how they fared
+with :meth:`Emitter.tell`; a :class:`~slime.memory.schedulers.Scheduler` runs several of them
+against one archive. Everything happens on the archive's device in batches: parents are drawn
+from the archive's tensor column without a host synchronisation (an empty archive falls back to
+``x0`` inside the same tensor expression), and the CMA-ES emitter advances all of its
+independent searches with stacked tensors.
+
+- :class:`GaussianEmitter`: an elite plus isotropic Gaussian noise (MAP-Elites).
+- :class:`IsoLineEmitter`: an elite plus isotropic noise plus a Gaussian step along the line to
+  a second elite (Iso+LineDD, Vassiliades & Mouret 2018).
+- :class:`EvolutionStrategyEmitter`: improvement-ranked CMA-ES searches (CMA-ME, Fontaine et
+  al. 2020), restarted from a random elite when they stop finding anything.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from slime.memory._cma import BatchedCMAES, default_batch_size
+from slime.memory.archive import Archive
+from slime.proto import ArchiveError, ConfigError
+
+__all__ = ["Emitter", "EvolutionStrategyEmitter", "GaussianEmitter", "IsoLineEmitter"]
+
+Bounds = Sequence[tuple[float | None, float | None]] | tuple[float | None, float | None] | None
+
+
+def _elite_rows(archive: Archive, column: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Which cells hold an elite, ``(C,)`` bool, and the genome column ``(C, ...)`` (None while
+    the archive has never stored a batch), both on the archive's device, without a host sync.
+
+    The one place that reads the archive's internals; it can become a public Archive method.
+    """
+    occupied = archive._state[:, 2] > 0
+    store = archive._store
+    if store is None:
+        return occupied, None
+    columns = getattr(store, "columns", None)
+    if columns is None:
+        raise ArchiveError(
+            f"emitters read genomes from a tensor column; this archive stores {store.kind}"
+        )
+    if column not in columns:
+        raise ArchiveError(f"the archive has no genome column {column!r}; it has {list(columns)}")
+    return occupied, columns[column]
+
+
+def sample_elite_rows(
+    archive: Archive, column: str, n: int, fallback: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """``n`` genome rows drawn uniformly with replacement from the archive's elites: ``(n, d)``.
+
+    Rows are ``fallback`` ``(d,)`` while the archive is empty. No host synchronisation: the
+    draw is an inverse-CDF lookup in the running count of occupied cells.
+    """
+    occupied, rows = _elite_rows(archive, column)
+    if rows is None:
+        return fallback.expand(n, -1).clone()
+    counts = occupied.cumsum(0)  # (C,)
+    total = counts[-1]
+    u = torch.rand(n, generator=generator, device=archive.device, dtype=torch.float64)
+    k = (u * total).floor().long()  # uniform in [0, total) when total > 0
+    cells = torch.searchsorted(counts, k, right=True).clamp_(max=archive.cells - 1)
+    picked = rows.index_select(0, cells).to(fallback.dtype).reshape(n, -1)
+    return torch.where(total > 0, picked, fallback)
+
+
+class Emitter:
+    """Base of the emitters: the archive, the solution space and the random generator.
+
+    Args:
+        archive: where parents come from; its genomes must be tensor columns.
+        x0: ``(d,)`` starting point, used while the archive is empty.
+        batch_size: solutions per :meth:`ask`.
+        bounds: None (unbounded), one ``(low, high)`` pair for every coordinate, or ``d``
+            pairs; ``None`` inside a pair leaves that side open. Solutions are clipped into it.
+        column: the archive's genome column holding solutions.
+        generator: a ``torch.Generator`` on the archive's device; the same seed gives the same
+            solutions. None draws a fresh seed.
+
+    Raises:
+        ConfigError: a bad ``x0``, ``batch_size``, bound or generator, naming it.
+    """
+
+    def __init__(
+        self,
+        archive: Archive,
+        *,
+        x0: torch.Tensor | Sequence[float],
+        batch_size: int,
+        bounds: Bounds = None,
+        column: str = "solution",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        name = type(self).__name__
+        if not isinstance(archive, Archive):
+            raise ConfigError(f"archive must be a slime.memory Archive, got {archive!r}", name)
+        self.archive = archive
+        self.device = archive.device
+        self.x0 = _check_x0(x0, self.device, name)
+        self.solution_dim = self.x0.shape[0]
+        self.batch_size = _positive_int(batch_size, f"{name}.batch_size")
+        self.lower, self.upper = _check_bounds(bounds, self.solution_dim, self.device, name)
+        self.bounded = bool(torch.isfinite(torch.cat([self.lower, self.upper])).any())
+        self.column = column
+        self.generator = _check_generator(generator, self.device, name)
+
+    def ask(self) -> torch.Tensor:
+        """A batch of new solutions ``(batch_size, d)`` float64 on the archive's device."""
+        raise NotImplementedError
+
+    def tell(
+        self,
+        solutions: torch.Tensor,
+        objectives: torch.Tensor,
+        measures: torch.Tensor,
+        status: torch.Tensor,
+        value: torch.Tensor,
+    ) -> None:
+        """Results for this emitter's last :meth:`ask`: objectives ``(n,)``, measures ``(n, k)``
+        and the archive's per-item ``status``/``value`` ``(n,)`` (see ``AddResult``).
+
+        Emitters that do not adapt ignore it.
+        """
+
+    def clip(self, solutions: torch.Tensor) -> torch.Tensor:
+        """``solutions`` ``(n, d)`` clipped into the bounds."""
+        if not self.bounded:
+            return solutions
+        return torch.clamp(solutions, min=self.lower, max=self.upper)
+
+    def _parents(self, n: int) -> torch.Tensor:
+        return sample_elite_rows(self.archive, self.column, n, self.x0, self.generator)
+
+    def _normal(self, *shape: int) -> torch.Tensor:
+        return torch.randn(shape, generator=self.generator, device=self.device, dtype=torch.float64)
+
+
+class GaussianEmitter(Emitter):
+    """MAP-Elites' mutation: a uniformly drawn elite plus ``N(0, sigma^2 I)`` noise, clipped.
+
+    While the archive is empty the parent is ``x0``. See :class:`Emitter` for the shared args.
+
+    Args:
+        sigma: noise standard deviation, a positive number or ``(d,)`` per-coordinate values.
+    """
+
+    def __init__(
+        self,
+        archive: Archive,
+        *,
+        sigma: float | Sequence[float] | torch.Tensor,
+        x0: torch.Tensor | Sequence[float],
+        batch_size: int = 64,
+        bounds: Bounds = None,
+        column: str = "solution",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(
+            archive, x0=x0, batch_size=batch_size, bounds=bounds, column=column, generator=generator
+        )
+        self.sigma = _check_scale(sigma, self.solution_dim, self.device, "GaussianEmitter.sigma")
+
+    def ask(self) -> torch.Tensor:
+        parents = self._parents(self.batch_size)
+        noise = self._normal(self.batch_size, self.solution_dim) * self.sigma
+        return self.clip(parents + noise)
+
+
+class IsoLineEmitter(Emitter):
+    """Iso+LineDD: ``x_i + iso_sigma * N(0, I) + line_sigma * N(0, 1) * (x_j - x_i)`` for two
+    uniformly drawn elites ``x_i``, ``x_j``, clipped. While the archive is empty both are ``x0``
+    (so the line term vanishes). See :class:`Emitter` for the shared args.
+    """
+
+    def __init__(
+        self,
+        archive: Archive,
+        *,
+        x0: torch.Tensor | Sequence[float],
+        iso_sigma: float = 0.01,
+        line_sigma: float = 0.2,
+        batch_size: int = 64,
+        bounds: Bounds = None,
+        column: str = "solution",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(
+            archive, x0=x0, batch_size=batch_size, bounds=bounds, column=column, generator=generator
+        )
+        self.iso_sigma = _positive_float(iso_sigma, "IsoLineEmitter.iso_sigma")
+        self.line_sigma = _positive_float(line_sigma, "IsoLineEmitter.line_sigma")
+
+    def ask(self) -> torch.Tensor:
+        b, d = self.batch_size, self.solution_dim
+        first, second = self._parents(2 * b).view(2, b, d)
+        iso = self._normal(b, d) * self.iso_sigma
+        line = self._normal(b, 1) * self.line_sigma
+        return self.clip(first + iso + line * (second - first))
+
+
+class EvolutionStrategyEmitter(Emitter):
+    """CMA-ME: ``instances`` independent CMA-ES searches ranked by archive improvement.
+
+    One emitter runs all of its searches as stacked tensors (``(instances, d, d)`` covariances),
+    so 15 searches of 36 solutions cost about what one costs in kernel launches; pyribs' setup
+    of 15 emitters is ``instances=15`` here. :meth:`ask` returns ``instances * batch_size`` rows,
+    each search's rows contiguous.
+
+    After each :meth:`tell` the searches are ranked and updated:
+
+    - ranker ``"2imp"`` (CMA-ME's improvement ranking): new cells first, then improved cells,
+      then the rest, each group by the archive's improvement ``value``; ``"imp"``: by ``value``.
+    - selection ``"filter"``: the solutions that entered the archive are the parents (a search
+      with none does not move); ``"mu"``: the better half.
+    - restart ``"no_improvement"``: a search none of whose solutions entered the archive
+      restarts; ``"basic"``: only CMA-ES' own stop rules (ill-conditioned covariance, collapsed
+      step size, flat ranking values) restart it; an int ``k``: every ``k`` tells as well. A
+      restart starts from a uniformly drawn elite with ``sigma0``.
+
+    See :class:`Emitter` for the shared args (``batch_size`` is per search; None uses CMA-ES'
+    default ``4 + floor(3 ln d)``). Out-of-bounds samples are redrawn a few times, then clipped.
+    """
+
+    def __init__(
+        self,
+        archive: Archive,
+        *,
+        x0: torch.Tensor | Sequence[float],
+        sigma0: float,
+        instances: int = 1,
+        batch_size: int | None = None,
+        ranker: str = "2imp",
+        selection_rule: str = "filter",
+        restart_rule: str | int = "no_improvement",
+        bounds: Bounds = None,
+        column: str = "solution",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        name = "EvolutionStrategyEmitter"
+        dim = _check_x0(x0, torch.device("cpu"), name).shape[0]
+        if batch_size is None:
+            batch_size = default_batch_size(dim)
+        super().__init__(
+            archive, x0=x0, batch_size=batch_size, bounds=bounds, column=column, generator=generator
+        )
+        self.sigma0 = _positive_float(sigma0, f"{name}.sigma0")
+        self.instances = _positive_int(instances, f"{name}.instances")
+        if ranker not in ("2imp", "imp"):
+            raise ConfigError(f"ranker must be '2imp' or 'imp', got {ranker!r}", f"{name}.ranker")
+        if selection_rule not in ("filter", "mu"):
+            raise ConfigError(
+                f"selection_rule must be 'filter' or 'mu', got {selection_rule!r}",
+                f"{name}.selection_rule",
+            )
+        if isinstance(restart_rule, bool) or not (
+            restart_rule in ("no_improvement", "basic")
+            or (isinstance(restart_rule, int) and restart_rule >= 1)
+        ):
+            raise ConfigError(
+                "restart_rule must be 'no_improvement', 'basic' or an int >= 1, got "
+                f"{restart_rule!r}",
+                f"{name}.restart_rule",
+            )
+        self.ranker = ranker
+        self.selection_rule = selection_rule
+        self.restart_rule = restart_rule
+        self.itrs = 0
+        self.restarts = torch.zeros(self.instances, dtype=torch.int64, device=self.device)
+        self._es = BatchedCMAES(
+            self.instances,
+            self.solution_dim,
+            self.batch_size,
+            self.sigma0,
+            self.x0,
+            lower=self.lower if self.bounded else None,
+            upper=self.upper if self.bounded else None,
+            generator=self.generator,
+        )
+        self._asked = False
+
+    @property
+    def es(self) -> BatchedCMAES:
+        """The stacked CMA-ES state (means, step sizes, covariances), read-only by convention."""
+        return self._es
+
+    def ask(self) -> torch.Tensor:
+        self._asked = True
+        return self.clip(self._es.ask().reshape(-1, self.solution_dim))
+
+    def tell(
+        self,
+        solutions: torch.Tensor,
+        objectives: torch.Tensor,
+        measures: torch.Tensor,
+        status: torch.Tensor,
+        value: torch.Tensor,
+    ) -> None:
+        if not self._asked:
+            raise ArchiveError("EvolutionStrategyEmitter.tell without a preceding ask")
+        expected = self.instances * self.batch_size
+        if status.shape != (expected,) or value.shape != (expected,):
+            raise ArchiveError(
+                f"tell got status {tuple(status.shape)} and value {tuple(value.shape)}; "
+                f"expected ({expected},) each (instances * batch_size)"
+            )
+        self._asked = False
+        self.itrs += 1
+        e, lam = self.instances, self.batch_size
+        status = status.to(self.device).view(e, lam)
+        value = value.to(self.device, torch.float64).view(e, lam)
+        added = (status > 0).sum(dim=1)  # (E,)
+        order, ranked = self._rank(status, value)
+        if self.selection_rule == "filter":
+            parents = added
+        else:
+            parents = torch.full_like(added, lam // 2)
+        self._es.tell(order, parents)
+        restart = self._es.should_stop(ranked)
+        if self.restart_rule == "no_improvement":
+            restart = restart | (added == 0)
+        elif isinstance(self.restart_rule, int) and self.itrs % self.restart_rule == 0:
+            restart = torch.ones_like(restart)
+        starts = self._parents(e)  # (E, d): drawn every tell, used where a search restarts
+        self._es.reset(starts, restart)
+        self.restarts += restart.long()
+
+    def _rank(self, status: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Best-first order ``(E, lam)`` and the ranking values in that order ``(E, lam, v)``."""
+        order = torch.sort(value, dim=1, descending=True, stable=True).indices
+        if self.ranker == "2imp":
+            by_status = torch.sort(status.gather(1, order), dim=1, descending=True, stable=True)
+            order = order.gather(1, by_status.indices)
+            keys = torch.stack([status.to(torch.float64), value], dim=2)
+        else:
+            keys = value[..., None]
+        ranked = keys.gather(1, order[..., None].expand(-1, -1, keys.shape[2]))
+        return order, ranked
+
+
+# ---- argument checks --------------------------------------------------------------------------
+
+
+def _positive_int(value: Any, path: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{path.rsplit('.', 1)[-1]} must be an int >= 1, got {value!r}", path)
+    return value
+
+
+def _positive_float(value: Any, path: str) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigError(
+            f"{path.rsplit('.', 1)[-1]} must be a finite number > 0, got {value!r}", path
+        )
+    return float(value)
+
+
+def _check_x0(x0: Any, device: torch.device, owner: str) -> torch.Tensor:
+    try:
+        point = torch.as_tensor(x0, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ConfigError(f"x0 must be d numbers, got {x0!r}", f"{owner}.x0") from e
+    if point.dim() != 1 or point.shape[0] == 0:
+        raise ConfigError(
+            f"x0 must have shape (d,) with d >= 1, got shape {tuple(point.shape)}", f"{owner}.x0"
+        )
+    if not torch.isfinite(point).all():
+        raise ConfigError(f"x0 must be finite, got {point.tolist()!r}", f"{owner}.x0")
+    return point.to(device)
+
+
+def _check_scale(sigma: Any, dim: int, device: torch.device, path: str) -> torch.Tensor:
+    if isinstance(sigma, numbers.Real) and not isinstance(sigma, bool):
+        return torch.tensor(_positive_float(sigma, path), dtype=torch.float64, device=device)
+    scale = torch.as_tensor(sigma, dtype=torch.float64)
+    if scale.shape != (dim,) or not bool((torch.isfinite(scale) & (scale > 0)).all()):
+        raise ConfigError(
+            f"sigma must be a number > 0 or {dim} finite numbers > 0, got {sigma!r}", path
+        )
+    return scale.to(device)
+
+
+def _check_bounds(
+    bounds: Bounds, dim: int, device: torch.device, owner: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(d,)`` lower and upper bounds (``-inf``/``inf`` where open) on ``device``."""
+    path = f"{owner}.bounds"
+    if bounds is None:
+        pairs: list[Any] = [(None, None)] * dim
+    elif len(bounds) == 2 and all(b is None or isinstance(b, numbers.Real) for b in bounds):
+        pairs = [tuple(bounds)] * dim
+    else:
+        pairs = list(bounds)
+        if len(pairs) != dim:
+            raise ConfigError(
+                f"bounds has {len(pairs)} pairs, expected one (low, high) or {dim}", path
+            )
+    lows, highs = [], []
+    for i, pair in enumerate(pairs):
+        if pair is None:
+            pair = (None, None)
+        try:
+            low, high = pair
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"bounds[{i}] is {pair!r}, expected (low, high)", path) from e
+        low = -math.inf if low is None else low
+        high = math.inf if high is None else high
+        if (
+            any(isinstance(v, bool) or not isinstance(v, numbers.Real) for v in (low, high))
+            or math.isnan(low)
+            or math.isnan(high)
+            or not low < high
+        ):
+            raise ConfigError(f"bounds[{i}] is {pair!r}, expected numbers low < high", path)
+        lows.append(float(low))
+        highs.append(float(high))
+    both = torch.tensor([lows, highs], dtype=torch.float64, device=device)
+    return both[0], both[1]
+
+
+def _check_generator(
+    generator: torch.Generator | None, device: torch.device, owner: str
+) -> torch.Generator:
+    if generator is None:
+        fresh = torch.Generator(device=device)
+        fresh.seed()
+        return fresh
+    if not isinstance(generator, torch.Generator):
+        raise ConfigError(
+            f"generator must be a torch.Generator, got {type(generator).__name__}",
+            f"{owner}.generator",
+        )
+    if generator.device.type != device.type:
+        raise ConfigError(
+            f"generator is on {generator.device}, the archive on {device}; make it with "
+            f"torch.Generator(device={str(device)!r})",
+            f"{owner}.generator",
+        )
+    return generator

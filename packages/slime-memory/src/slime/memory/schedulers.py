@@ -1,0 +1,124 @@
+"""The scheduler: one archive, several emitters, ask/tell (pyribs' ``Scheduler``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from slime.memory.archive import AddResult, Archive
+from slime.memory.emitters import Emitter
+from slime.proto import ArchiveError, ConfigError
+
+__all__ = ["Scheduler"]
+
+
+class Scheduler:
+    """Runs ``emitters`` against ``archive``: :meth:`ask` concatenates their solutions,
+    :meth:`tell` adds every evaluated solution to the archive in one batch and hands each
+    emitter its own slice with the archive's status and value.
+
+    Calls alternate: ``ask``, evaluate, ``tell`` with objectives and measures in the order
+    ``ask`` returned the solutions.
+
+    Args:
+        archive: where solutions land, as the tensor column ``column`` (its first batch fixes
+            the genome form to columns).
+        emitters: distinct emitters built on ``archive`` with the same solution dimension.
+        column: genome column name for the solutions.
+
+    Raises:
+        ConfigError: no emitter, an emitter repeated or built on another archive, or emitters
+            of different solution dimensions.
+    """
+
+    def __init__(
+        self, archive: Archive, emitters: Sequence[Emitter], *, column: str = "solution"
+    ) -> None:
+        emitters = list(emitters)
+        if not emitters:
+            raise ConfigError("the scheduler needs at least one emitter", "Scheduler.emitters")
+        if len({id(e) for e in emitters}) != len(emitters):
+            raise ConfigError(
+                "an emitter appears more than once; build each with its own constructor call "
+                "(not [Emitter(...)] * n)",
+                "Scheduler.emitters",
+            )
+        for i, emitter in enumerate(emitters):
+            if not isinstance(emitter, Emitter):
+                raise ConfigError(
+                    f"emitters[{i}] is a {type(emitter).__name__}, not an Emitter",
+                    "Scheduler.emitters",
+                )
+            if emitter.archive is not archive:
+                raise ConfigError(
+                    f"emitters[{i}] draws from another archive than the scheduler's",
+                    "Scheduler.emitters",
+                )
+            if emitter.solution_dim != emitters[0].solution_dim:
+                raise ConfigError(
+                    f"emitters[{i}] has solution dimension {emitter.solution_dim}, emitters[0] "
+                    f"{emitters[0].solution_dim}",
+                    "Scheduler.emitters",
+                )
+            if emitter.column != column:
+                raise ConfigError(
+                    f"emitters[{i}] reads genome column {emitter.column!r}, the scheduler "
+                    f"writes {column!r}",
+                    "Scheduler.emitters",
+                )
+        self.archive = archive
+        self.emitters = emitters
+        self.column = column
+        self._solutions: torch.Tensor | None = None  # (n, d) from the last ask
+        self._sizes: list[int] = []
+
+    def ask(self) -> torch.Tensor:
+        """Every emitter's solutions, concatenated in emitter order: ``(n, d)`` float64 on the
+        archive's device.
+
+        Raises:
+            ArchiveError: the previous ``ask`` has not been told yet.
+        """
+        if self._solutions is not None:
+            raise ArchiveError("ask called twice; tell the results of the last ask first")
+        batches = [emitter.ask() for emitter in self.emitters]
+        self._sizes = [batch.shape[0] for batch in batches]
+        self._solutions = torch.cat(batches)
+        return self._solutions
+
+    def tell(self, objectives: torch.Tensor, measures: torch.Tensor) -> AddResult:
+        """Add the last ``ask``'s solutions with their ``objectives`` ``(n,)`` and ``measures``
+        ``(n, k)``, then tell each emitter its slice.
+
+        Returns:
+            The archive's per-item result for the whole batch.
+
+        Raises:
+            ArchiveError: no pending ``ask``, a length that differs from the asked batch, or
+                what the archive's ``add`` raises (then no emitter is told and the batch stays
+                pending).
+        """
+        solutions = self._solutions
+        if solutions is None:
+            raise ArchiveError("tell without a pending ask")
+        n = solutions.shape[0]
+        for name, values in (("objectives", objectives), ("measures", measures)):
+            if not isinstance(values, torch.Tensor) or values.dim() < 1 or values.shape[0] != n:
+                shape = tuple(values.shape) if isinstance(values, torch.Tensor) else values
+                raise ArchiveError(f"{name} has shape {shape}; ask returned {n} solutions")
+        result = self.archive.add({self.column: solutions}, objectives, measures)
+        self._solutions = None
+        objectives = objectives.to(solutions.device)
+        measures = measures.to(solutions.device)
+        start = 0
+        for emitter, size in zip(self.emitters, self._sizes, strict=True):
+            part = slice(start, start + size)
+            emitter.tell(
+                solutions[part],
+                objectives[part],
+                measures[part],
+                result.status[part],
+                result.value[part],
+            )
+            start += size
+        return result
