@@ -180,6 +180,10 @@ MASKS = {
     "bool padding": lambda: {"src_key_padding_mask": padding(torch.bool)},
     "float padding": lambda: {"src_key_padding_mask": padding(torch.float)},
     "float padding biases": lambda: {"src_key_padding_mask": torch.randn(B, T)},
+    "float causal and float padding": lambda: {
+        "mask": nn.Transformer.generate_square_subsequent_mask(T),
+        "src_key_padding_mask": padding(torch.float),
+    },
     "bool causal and padding": lambda: {
         "mask": sliding_window(T).logical_not().triu(1),
         "src_key_padding_mask": padding(torch.bool),

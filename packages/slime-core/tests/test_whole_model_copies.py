@@ -78,3 +78,14 @@ def test_a_copy_lives_apart_and_can_still_grow_pods(kernel, tmp_path, build, cop
     with torch.no_grad():
         twin.organisms[0].qkv_weight.add_(1.0)
     assert not torch.equal(twin.organisms[0].qkv_weight, model.organisms[0].qkv_weight)
+
+
+def test_a_model_pickled_before_attention_dropout_and_torch_init_still_runs(kernel, tmp_path):
+    model = slime_model(kernel)
+    expected = run(model)
+    for block in model.blocks:  # what an earlier slime pickled: none of these existed
+        del block.attn.attn_dropout, block.attn.init, block.attn._uniform_bounds
+        del block.mlp._modules["hidden_dropout"]
+    loaded = saved_and_loaded(model, tmp_path)
+    torch.testing.assert_close(run(loaded), expected, atol=0, rtol=0)
+    assert loaded.organisms[0].attn_dropout == 0.0 and loaded.organisms[0].init == "normal"

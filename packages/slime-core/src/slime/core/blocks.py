@@ -42,6 +42,12 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(hidden, n_embd, bias=bias, device=device)
         self.dropout = nn.Dropout(dropout)
 
+    def __setstate__(self, state: dict) -> None:
+        # MLPs pickled whole before the hidden dropout existed had none.
+        super().__setstate__(state)
+        if "hidden_dropout" not in self._modules:
+            self.hidden_dropout = nn.Dropout(0.0)
+
     def forward(self, x: Tensor) -> Tensor:
         return self.dropout(self.c_proj(self.hidden_dropout(self.act(self.c_fc(x)))))
 

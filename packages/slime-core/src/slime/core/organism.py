@@ -773,6 +773,13 @@ class Organism(nn.Module):
 
     # -- checkpoints ------------------------------------------------------------------------------
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Organisms pickled whole (torch.save(model)) before attention dropout and the torch init
+        # existed had neither: they attended without dropout and drew normal weights.
+        super().__setstate__(state)
+        if "attn_dropout" not in state:
+            self.attn_dropout, self.init = 0.0, "normal"
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         # State dicts written before the slot table name each pod ("pods.<slot>.<param>"):
         # gather them into the stacked layout, and take membership from the slots present.
