@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 
+import numpy as np
 import pytest
+import torch
 from slime.memory import bench
 
 TINY = ["--items", "200", "--batches", "100", "--dims", "4", "--repeats", "1", "--threads", "0"]
@@ -35,3 +37,18 @@ def test_bench_with_pyribs_reports_a_ratio(capsys: pytest.CaptureFixture) -> Non
     bench.main([*TINY, "--archives", "grid"])
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| grid"))
     assert row.rstrip(" |").endswith("x")
+
+
+def test_pipelined_timing_feeds_every_archive_the_whole_stream() -> None:
+    rng = np.random.default_rng(0)
+    stream = [(rng.normal(size=(50, 3)), rng.normal(size=50), rng.uniform(-1, 1, (50, 2)))] * 3
+    columns, payloads = bench._ours("grid", "cpu", None), bench._ours("grid", "cpu", None)
+    spent = bench._pipelined(stream, "cpu", columns, payloads, None)
+    assert set(spent) == {"columns", "payloads"} and min(spent.values()) > 0
+    assert columns.stats == payloads.stats and len(columns) > 0
+    expected = bench._ours("grid", "cpu", None)
+    for solutions, objectives, descriptors in stream:
+        expected.add(
+            {"s": torch.from_numpy(solutions)}, *map(torch.from_numpy, (objectives, descriptors))
+        )
+    assert columns.stats == expected.stats

@@ -1,5 +1,6 @@
 """The arithmetic of one batched MAP-Elites insertion, as pure tensor functions (no host syncs
-except where a docstring says so). ``n`` items of a batch touch ``m`` distinct cells of ``C``."""
+except where a docstring says so). ``n`` items of a batch map to ``m`` cells (on a device, all
+``C`` cells of the archive; on the CPU, the cells a batch touches when they are far fewer)."""
 
 from __future__ import annotations
 
@@ -80,7 +81,8 @@ def eviction_mask(
     """``(C,)`` bool: the elites to drop so that at most ``max_size`` remain.
 
     Lowest objective first; on equal objectives newcomers go before incumbents (so a new cell
-    enters a full archive only by beating its worst elite), then higher cells first.
+    enters a full archive only by beating its worst elite), then higher cells first. Two
+    stable sorts of the ``C`` cells, no host sync: the number to evict stays a device tensor.
     """
     cells = objective.shape[0]
     excess = (occupied.sum() - max_size).clamp(min=0)

@@ -36,12 +36,14 @@ class GenomeStore:
         self,
         genomes: Any,
         cells: torch.Tensor,
-        kept: torch.Tensor,
         source: torch.Tensor,
+        kept: torch.Tensor,
         lost: torch.Tensor | None,
     ) -> Any:
-        """Prepare a change: where ``kept`` ``(m,)``, cell ``cells[i]`` takes batch row
-        ``source[i]``; where ``lost`` ``(C,)`` (None: nowhere), a cell loses its elite."""
+        """Prepare a change, given per item of the batch (``(n,)`` tensors on the device): its
+        cell, the batch row that cell takes (``source``, the same for every item of a cell)
+        and whether the cell takes it (``kept``); where ``lost`` ``(C,)`` (None: nowhere), a
+        cell loses its elite."""
         raise NotImplementedError
 
     def stage_landing(
@@ -113,12 +115,18 @@ class PayloadStore(GenomeStore):
         if len(genomes) != n:
             raise ArchiveError(f"{len(genomes)} genomes for a batch of {n} objectives")
 
-    def stage(self, genomes, cells, kept, source, lost):
-        landing = torch.nonzero(kept).squeeze(1)
-        target, rows = torch.stack([cells[landing], source[landing]]).cpu().numpy()
-        order = rows.argsort()
-        removed = None if lost is None else torch.nonzero(lost).squeeze(1).cpu().numpy()
-        return self.stage_landing(genomes, target[order], rows[order], removed)
+    def stage(self, genomes, cells, source, kept, lost):
+        """See :meth:`GenomeStore.stage`. Payload copies are host work: this fetches the
+        landing items (and lost cells) in one transfer, a host sync."""
+        n = cells.shape[0]
+        lands = kept & (source == torch.arange(n, device=source.device))  # an item, its cell's
+        parts = [cells, lands.to(torch.int64)]
+        if lost is not None:
+            parts.append(lost.to(torch.int64))
+        host = torch.cat(parts).cpu().numpy()
+        rows = np.flatnonzero(host[n : 2 * n])  # ascending: batch order
+        removed = None if lost is None else np.flatnonzero(host[2 * n :])
+        return self.stage_landing(genomes, host[:n][rows], rows, removed)
 
     def stage_landing(self, genomes, target, rows, lost):
         """See :meth:`GenomeStore.stage_landing`. Rows in ascending order read the genomes in
@@ -310,11 +318,9 @@ def _stack_flat(payloads: Sequence[Any]) -> tuple[tuple, dict[str, torch.Tensor]
 class ColumnStore(GenomeStore):
     kind = "columns"
 
-    def __init__(self, cells: int, device: torch.device, sync_free: bool | None = None) -> None:
+    def __init__(self, cells: int, device: torch.device) -> None:
         self.cells = cells
         self.device = device
-        # Sync-free staging rewrites every touched row; the default uses it off the CPU only.
-        self.sync_free = device.type != "cpu" if sync_free is None else sync_free
         self.columns: dict[str, torch.Tensor] = {}  # name -> (cells, ...)
 
     def check_batch(self, genomes: Any, n: int) -> None:
@@ -354,25 +360,17 @@ class ColumnStore(GenomeStore):
                 return False
         return True
 
-    def stage(self, genomes, cells, kept, source, lost):
+    def stage(self, genomes, cells, source, kept, lost):
+        """See :meth:`GenomeStore.stage`. Without learning how many rows land (a host sync),
+        every item rewrites its cell's row: with the new row where the cell takes one, else
+        with the row it holds. All items of a cell write the same bytes, so the order of the
+        writes does not matter."""
         buffers = self.columns or self._new_buffers(genomes)
-        if not self.sync_free:
-            # Copy only the rows that land (finding them is free on the host).
-            landing = torch.nonzero(kept).squeeze(1)
-            cells, source = cells.index_select(0, landing), source.index_select(0, landing)
-            values = {
-                name: as_numbers(column, self.device).index_select(0, source)
-                for name, column in genomes.items()
-            }
-        else:
-            # On an accelerator, rewrite every touched row (old or new) rather than count the
-            # landing rows, which would synchronise with the host.
-            values = {}
-            for name, column in genomes.items():
-                new = as_numbers(column, self.device).index_select(0, source)
-                old = buffers[name].index_select(0, cells)
-                mask = kept.view(-1, *([1] * (new.dim() - 1)))
-                values[name] = torch.where(mask, new, old)
+        values = {}
+        for name, column in genomes.items():
+            new = as_numbers(column, self.device).index_select(0, source)
+            old = buffers[name].index_select(0, cells)
+            values[name] = torch.where(kept.view(-1, *([1] * (new.dim() - 1))), new, old)
         return buffers, cells, values
 
     def stage_landing(self, genomes, target, rows, lost):

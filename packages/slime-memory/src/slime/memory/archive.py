@@ -50,9 +50,11 @@ class Elite:
 class AddResult:
     """Per-item outcome of :meth:`Archive.add`, computed against the archive before the batch.
 
-    ``status`` (n,) int32: 0 not added, 1 improved an occupied cell, 2 new cell. ``value`` (n,)
-    float64: objective minus the cell's threshold (the occupant's objective by default), or minus
-    ``threshold_min`` (0 when it is -inf) for an empty cell.
+    ``status`` (n,) int32: 0 not added, 1 improved an occupied cell, 2 new cell, and -1 for an
+    item with a NaN/Inf objective or descriptor, left out (only with ``add(..., check=False)``;
+    by default such an item raises). ``value`` (n,) float64: objective minus the cell's
+    threshold (the occupant's objective by default), or minus ``threshold_min`` (0 when it is
+    -inf) for an empty cell; NaN for status -1. Both live on the archive's device.
     """
 
     status: torch.Tensor
@@ -230,26 +232,43 @@ class Archive:
         genomes: Sequence[dict[str, Any]] | Mapping[str, torch.Tensor],
         objectives: torch.Tensor,
         descriptors: torch.Tensor,
+        *,
+        check: bool = True,
     ) -> AddResult:
         """Insert a batch; see the class docstring for the rules.
+
+        On an accelerator, ``add(columns, objectives, descriptors, check=False)`` never
+        synchronises with the host: statuses, values, thresholds, evictions and genome rows are
+        all worked out on the device and the results come back as device tensors, so batches
+        pipeline and the call can be captured in a CUDA graph (inputs already on the archive's
+        device; the first batch, which allocates the genome buffers, outside the capture).
+        With ``check=True`` the finiteness check is its one sync; payload genomes add one more
+        (their landing copies are host work).
 
         Args:
             genomes: either n ``to_dict()`` payloads (only those that land are checked and
                 deep-copied), or tensor columns ``{name: (n, ...)}`` with the same names, shapes
                 and dtypes every batch (stored in device buffers: the fast path). The first batch
                 fixes the form for the archive's life (until :meth:`clear`).
-            objectives: ``(n,)`` finite floats, higher is better.
-            descriptors: ``(n, k)`` finite floats.
+            objectives: ``(n,)`` floats, higher is better.
+            descriptors: ``(n, k)`` floats.
+            check: True (the default): a NaN/Inf objective or descriptor raises ArchiveError
+                naming the first such item (on an accelerator, one host sync). False: **no
+                error for non-finite items**: they never land, leave thresholds alone, and
+                report status -1 and value NaN; the rest of the batch is added as if they were
+                absent. Read ``status`` when passing False.
 
         Returns:
             Per-item status and value on the archive's device.
 
         Raises:
             ArchiveError: mismatched shapes or counts (naming them), a NaN/Inf objective or
-                descriptor (naming its index), genomes of the other form, or a landing payload
-                that holds something other than tensors and plain data. The archive is
-                unchanged when it raises.
+                descriptor with ``check=True`` (naming its index), genomes of the other form,
+                or a landing payload that holds something other than tensors and plain data.
+                The archive is unchanged when it raises.
         """
+        if not isinstance(check, bool):
+            raise ArchiveError(f"check must be True or False, got {check!r}")
         objectives, descriptors = self._check_batch(objectives, descriptors)
         n = objectives.shape[0]
         store = self._store or store_for(genomes, self._cells, self._device)
@@ -258,53 +277,91 @@ class Archive:
             empty = torch.zeros(0, device=self._device)
             return AddResult(status=empty.to(torch.int32), value=empty.to(torch.float64))
         if self._host:
-            return self._add_on_host(store, genomes, objectives.numpy(), descriptors.numpy())
-        check_finite(objectives, descriptors)  # the one host sync every batch pays
-        cells, inverse = self._touched_cells(self._cell_index(descriptors))
-        before = self._state.index_select(0, cells)  # (m, 3 + k)
-        occupied = before[:, _OCC] > 0
-        threshold = before[:, _THR]  # threshold_min where empty (kept so by every update)
+            return self._add_on_host(store, genomes, objectives.numpy(), descriptors.numpy(), check)
+        return self._add_on_device(store, genomes, objectives, descriptors, check)
 
-        item_occupied = occupied.index_select(0, inverse)  # (n,)
-        item_threshold = threshold.index_select(0, inverse)
+    def _add_on_device(
+        self,
+        store: GenomeStore,
+        genomes: Any,
+        objectives: torch.Tensor,
+        descriptors: torch.Tensor,
+        check: bool,
+    ) -> AddResult:
+        """:meth:`add` in tensor operations on the archive's device, without host syncs
+        (except ``check``'s and a payload store's).
+
+        Every batch works on all ``C`` cells (scatter-reduces into ``(C,)`` tensors) rather
+        than on the distinct cells it touches, which would take a sort whose size the host
+        must learn. ``objectives`` ``(n,)``, ``descriptors`` ``(n, k)``: float64 on the device.
+        """
+        n = objectives.shape[0]
+        finite = None
+        if check:
+            check_finite(objectives, descriptors)  # raising needs the answer: one host sync
+        else:
+            finite = torch.isfinite(objectives) & torch.isfinite(descriptors).all(dim=1)
+            # Non-finite items get harmless numbers (a valid cell, a finite objective) and are
+            # kept out of every decision by ``finite`` below.
+            objectives = torch.where(finite, objectives, 0.0)
+            descriptors = torch.where(finite[:, None], descriptors, self._lower)
+        cells = self._cell_index(descriptors)  # (n,)
+        state = self._state  # (C, 3 + k)
+        occupied = state[:, _OCC] > 0  # (C,)
+        threshold = state[:, _THR]  # threshold_min where empty (kept so by every update)
+
+        item_occupied = occupied.index_select(0, cells)  # (n,)
+        item_threshold = threshold.index_select(0, cells)
         can_insert = objectives > item_threshold
+        if finite is not None:
+            can_insert &= finite
         # 0 not added, 1 improved an occupied cell, 2 new cell
         status = can_insert.to(torch.int32) * (2 - item_occupied.to(torch.int32))
         empty_base = 0.0 if self._threshold_min == -math.inf else self._threshold_min
         value = objectives - torch.where(item_occupied, item_threshold, empty_base)
 
-        best, first = best_per_cell(inverse, objectives, can_insert, cells.shape[0])
-        landed = first < n  # (m,) cells receiving an elite from this batch
+        best, first = best_per_cell(cells, objectives, can_insert, self._cells)  # (C,) each
+        landed = first < n  # cells receiving an elite from this batch
         source = first.clamp(max=n - 1)
         if self._threshold_min != -math.inf:
             threshold = cma_mae_thresholds(
-                inverse, objectives, can_insert, threshold, self._learning_rate
+                cells, objectives, can_insert, threshold, self._learning_rate
             )
         else:
             threshold = best  # plain MAP-Elites: a cell's threshold is its elite's objective
         landing = [best, threshold, landed.to(torch.float64)]
         after = torch.cat([torch.stack(landing, dim=1), descriptors.index_select(0, source)], dim=1)
-        after = torch.where(landed[:, None], after, before)  # (m, 3 + k)
-        evicted = self._evictions(cells, after, landed, occupied)
-        if evicted is None:
-            kept, lost = landed, None
-        else:
-            lost = evicted & (self._state[:, _OCC] > 0)
-            kept = landed & ~evicted.index_select(0, cells)
+        after = torch.where(landed[:, None], after, state)  # (C, 3 + k)
+        kept, lost = landed, None
+        if self._max_size < self._cells:
+            evicted = eviction_mask(
+                after[:, _OBJ], after[:, _OCC] > 0, landed & ~occupied, self._max_size
+            )
+            lost = evicted & occupied
+            kept = landed & ~evicted
             # Items whose cell was evicted in this very batch report status 0.
-            status = status.masked_fill(evicted.index_select(0, cells).index_select(0, inverse), 0)
+            status = status.masked_fill(evicted.index_select(0, cells), 0)
+            after[:, _OCC].masked_fill_(evicted, 0.0)
+            after[:, _THR].masked_fill_(evicted, self._threshold_min)
+        if finite is not None:
+            status = status.masked_fill(~finite, -1)
+            value = value.masked_fill(~finite, math.nan)
 
-        staged = store.stage(genomes, cells, kept, source, lost)  # may raise; changes nothing
+        staged = store.stage(  # may raise; changes nothing
+            genomes, cells, source.index_select(0, cells), kept.index_select(0, cells), lost
+        )
         store.apply(staged)
         self._store = store
-        self._state.index_copy_(0, cells, after)
-        if evicted is not None:
-            self._state[:, _OCC].masked_fill_(evicted, 0.0)
-            self._state[:, _THR].masked_fill_(evicted, self._threshold_min)
+        self._state.copy_(after)
         return AddResult(status=status, value=value)
 
     def _add_on_host(
-        self, store: GenomeStore, genomes: Any, objectives: np.ndarray, descriptors: np.ndarray
+        self,
+        store: GenomeStore,
+        genomes: Any,
+        objectives: np.ndarray,
+        descriptors: np.ndarray,
+        check: bool,
     ) -> AddResult:
         """:meth:`add` for a CPU archive, step for step the tensor version in numpy.
 
@@ -312,11 +369,15 @@ class Archive:
         batch; the state is updated in place through a numpy view of ``_state``.
         """
         n = objectives.shape[0]
+        finite = None
         # A sum is finite only if every term is; otherwise (NaN, Inf, or an overflowing sum of
         # finite values) the per-item check decides.
         if not math.isfinite(objectives.sum() + descriptors.sum()):
             finite = np.isfinite(objectives) & np.isfinite(descriptors).all(axis=1)
-            raise_first_non_finite(torch.from_numpy(finite), "objectives/descriptors")
+            if check:
+                raise_first_non_finite(torch.from_numpy(finite), "objectives/descriptors")
+            objectives = np.where(finite, objectives, 0.0)  # see _add_on_device
+            descriptors = np.where(finite[:, None], descriptors, self._lower_np)
         item_cells = self._host_cell_index(descriptors)
         state = self._state.numpy()  # shares memory with self._state
         if self._cells <= 2 * n:  # work on every cell: no sort, column views
@@ -329,6 +390,8 @@ class Archive:
         item_occupied = occupied[inverse]
         item_threshold = threshold[inverse]
         can_insert = objectives > item_threshold
+        if finite is not None:
+            can_insert &= finite
         status = np.subtract(2, item_occupied, dtype=np.int32)  # 1 improved, 2 new cell
         status *= can_insert  # 0 not added
         empty_base = 0.0 if self._threshold_min == -math.inf else self._threshold_min
@@ -377,6 +440,9 @@ class Archive:
             # Items whose cell was evicted in this very batch report status 0.
             status[evicted[item_cells]] = 0
 
+        if finite is not None:
+            status[~finite] = -1
+            value[~finite] = math.nan
         # The store reads the landing genomes in batch order (kinder to the caches).
         kept_rows = np.sort(kept_rows)
         staged = store.stage_landing(genomes, item_cells[kept_rows], kept_rows, lost)  # may raise
@@ -387,33 +453,6 @@ class Archive:
             state[evicted, _OCC] = 0.0
             state[evicted, _THR] = self._threshold_min
         return AddResult(status=torch.from_numpy(status), value=torch.from_numpy(value))
-
-    def _touched_cells(self, item_cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The ``m`` cells a batch works on and each item's position among them ``(n,)``.
-
-        A small batch works on the distinct cells it touches (a sort); a batch about as large as
-        the archive works on every cell, which skips the sort (and its host sync on a GPU).
-        """
-        if self._cells <= 2 * item_cells.shape[0]:
-            return torch.arange(self._cells, device=self._device), item_cells
-        return torch.unique(item_cells, return_inverse=True)
-
-    def _evictions(
-        self, cells: torch.Tensor, after: torch.Tensor, landed: torch.Tensor, occupied: torch.Tensor
-    ) -> torch.Tensor | None:
-        """``(C,)`` bool: elites to drop to respect ``max_size`` (see :func:`eviction_mask`).
-
-        ``after`` ``(m, 3 + k)`` is the touched ``cells``' state after the batch; ``landed`` and
-        ``occupied`` ``(m,)`` say which received an elite and which held one before. None when
-        the archive cannot overflow (``max_size >= cells``).
-        """
-        if self._max_size >= self._cells:
-            return None
-        state = self._state.index_copy(0, cells, after)
-        newcomer = torch.zeros(self._cells, dtype=torch.bool, device=self._device).index_copy_(
-            0, cells, landed & ~occupied
-        )
-        return eviction_mask(state[:, _OBJ], state[:, _OCC] > 0, newcomer, self._max_size)
 
     # ---- queries --------------------------------------------------------------------------
 
