@@ -29,8 +29,11 @@ class SlimeMoldEncoderLayer(nn.Module):
     ``nn.MultiheadAttention``'s xavier-uniform ``in_proj``, the output projection and both
     feed-forward linears as ``nn.Linear``'s default, zero attention biases, drawn in torch's order,
     so a seeded program gets torch's numbers) and the four dropout sites (attention
-    probabilities, after the attention, inside the feed-forward, after it). Head ``h`` is slot
-    ``h`` of the organism; births and deaths happen only when a caller asks for them.
+    probabilities, after the attention, inside the feed-forward, after it). With dropout 0 a
+    seeded program computes and trains as with torch, to float noise; with dropout the rates and
+    sites are torch's but the masks are drawn over other memory layouts, so one seed drops other
+    elements. Head ``h`` is slot ``h`` of the organism; births and deaths happen only when a
+    caller asks for them.
 
     Args:
         activation: ``"relu"``, ``"gelu"`` or any unary callable (a module or a function).
@@ -129,10 +132,12 @@ class SlimeMoldEncoderLayer(nn.Module):
         """``src`` ``(T, B, D)`` (``(B, T, D)`` when batch_first, ``(T, D)`` unbatched) -> same.
 
         Masks as torch takes them: ``src_mask`` bool (True = not allowed) or float (added to the
-        logits), ``(T, T)`` or ``(B * nhead, T, T)``; ``src_key_padding_mask`` ``(B, T)`` bool
-        (True = padding) or float (added). ``is_causal`` is the hint that ``src_mask`` is the
-        causal mask. Causal masking and bool padding run in the organism's kernel; any other mask
-        takes its masked path (torch's scaled dot-product attention over the pool).
+        logits), ``(T, T)`` or ``(B * nhead, T, T)`` (one per sample and slot,
+        ``(B * pod_capacity, T, T)``, when the organism has spare slots); ``src_key_padding_mask``
+        ``(B, T)`` bool (True = padding) or float (added). ``is_causal`` is the hint that
+        ``src_mask`` is the causal mask. Causal masking and bool padding run in the organism's
+        kernel; any other mask takes its masked path (torch's scaled dot-product attention over
+        the pool).
 
         Raises:
             KernelError: a mask of the wrong dtype or shape, ``is_causal`` without ``src_mask``,
