@@ -152,6 +152,42 @@ def test_auto_runs_the_path_choose_path_names_on_cuda(dtype, padded, head_dim, p
         )
 
 
+def test_triton_launches_after_the_first_use_a_cached_handle():
+    """On this Triton the launcher caches (a False here means every launch pays the dispatcher,
+    not a wrong result), and the cached launches compute what the dispatched one did."""
+    from slime.kernels import _triton_attention as kernels
+
+    q, k, v, kpm, alive = _case(2, 3, 77, 64, torch.bfloat16, 31, masked=True)
+    args = (q.detach(), k.detach(), v.detach(), True, 0.125, kpm, alive)
+    first = kernels.forward(*args)
+    grad = torch.randn_like(first[0])
+    first_grads = kernels.backward(grad, *args[:3], *first, None, *args[3:])
+    for launcher in (kernels._FWD, kernels._BWD_DELTA, kernels._BWD_DKDV, kernels._BWD_DQ):
+        assert launcher.handles, f"{launcher.kernel} was not cached"
+    again = kernels.forward(*args)
+    again_grads = kernels.backward(grad, *args[:3], *again, None, *args[3:])
+    for a, b in zip((*first, *first_grads), (*again, *again_grads)):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("offset", [0, 1, 8])
+def test_cached_launches_respect_the_alignment_of_each_call(offset, reference_attention):
+    """A view 2 or 16 bytes into a buffer is a different specialisation from an aligned tensor:
+    each must get its own kernel, in either order."""
+    shape = (1, 2, 40, 64)
+    numel = torch.Size(shape).numel()
+    gen = torch.Generator(device="cuda").manual_seed(32)
+    bufs = [
+        torch.randn(numel + 8, generator=gen, device="cuda", dtype=torch.bfloat16) for _ in "qkv"
+    ]
+    aligned = [b[:numel].view(shape) for b in bufs]
+    shifted = [b[offset : offset + numel].view(shape) for b in bufs]
+    for q, k, v in (aligned, shifted, aligned, shifted):
+        out = pool_attention(q, k, v, causal=True, backend="triton")
+        ref = reference_attention(q, k, v, causal=True)
+        torch.testing.assert_close(out.double(), ref, **TOL[torch.bfloat16][0])
+
+
 def test_torch_compile_traces_the_custom_op_without_graph_breaks():
     q, k, v, _, alive = _case(2, 3, 64, 32, torch.bfloat16, 14, masked=True)
 

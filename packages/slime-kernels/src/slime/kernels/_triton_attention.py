@@ -8,7 +8,8 @@ folded into the scale; ``lse`` is stored in natural log, ``-inf`` for a query wi
 
 Each key loop runs in two phases: blocks that every query of the program sees in full (no causal
 or sequence-end compare) and the few blocks on the diagonal or at the sequence end (masked). A
-dead pseudopod's loops are empty, so it costs a launch slot and writes zeros.
+dead pseudopod's loops are empty, so it costs a launch slot and writes zeros. Launches after the
+first of each specialisation skip Triton's dispatcher (:mod:`slime.kernels._triton_launch`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 import triton
 import triton.language as tl
 from slime.kernels import utils
+from slime.kernels._triton_launch import Launcher
 from torch import Tensor
 
 __all__ = ["Config", "backward", "default_config", "forward"]
@@ -295,6 +297,13 @@ def _bwd_delta_kernel(OUT, DO, GLSE, DELTA, rows, HAS_GLSE: tl.constexpr,
     tl.store(DELTA + offs_r, delta, mask=r_in)
 
 
+# One launcher per kernel: each caches the compiled handles of its specialisations.
+_FWD = Launcher(_fwd_kernel)
+_BWD_DELTA = Launcher(_bwd_delta_kernel)
+_BWD_DKDV = Launcher(_bwd_dkdv_kernel)
+_BWD_DQ = Launcher(_bwd_dq_kernel)
+
+
 def _interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -351,8 +360,8 @@ def forward(
     kpm, live = _mask_args(q, key_padding_mask, alive)
     cfg = config or default_config("fwd", d, q.device)
     grid = (triton.cdiv(seq, cfg["BLOCK_M"]), batch * pool)
-    _fwd_kernel[grid](
-        q, k, v, out, lse, kpm, live,
+    _FWD(
+        grid, q, k, v, out, lse, kpm, live,
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
         pool, seq, scale * _LOG2E,
         CAUSAL=causal, HAS_KPM=key_padding_mask is not None, HAS_ALIVE=alive is not None,
@@ -388,9 +397,10 @@ def backward(
     delta = torch.empty((batch, pool, seq), dtype=torch.float32, device=q.device)
     glse = lse if grad_lse is None else grad_lse.contiguous().float()
     block_r = 64 if _interpreted() or q.device.type != "cuda" else 32
-    _bwd_delta_kernel[(triton.cdiv(rows, block_r),)](
-        out, grad_out, glse, delta, rows, HAS_GLSE=grad_lse is not None, D=d, BLOCK_R=block_r
-    )
+    _BWD_DELTA(
+        (triton.cdiv(rows, block_r),), out, grad_out, glse, delta, rows,
+        HAS_GLSE=grad_lse is not None, D=d, BLOCK_R=block_r,
+    )  # fmt: skip
     dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
     dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
@@ -403,13 +413,15 @@ def backward(
     )  # fmt: skip
     strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *grad_out.stride()[:3])
     cfg = configs[0]
-    _bwd_dkdv_kernel[(triton.cdiv(seq, cfg["BLOCK_N"]), batch * pool)](
-        q, k, v, grad_out, lse, delta, dk, dv, kpm, live,
+    _BWD_DKDV(
+        (triton.cdiv(seq, cfg["BLOCK_N"]), batch * pool), q, k, v, grad_out, lse, delta, dk, dv,
+        kpm, live,
         *strides, pool, seq, scale * _LOG2E, scale, **flags, **cfg,
     )  # fmt: skip
     cfg = configs[1]
-    _bwd_dq_kernel[(triton.cdiv(seq, cfg["BLOCK_M"]), batch * pool)](
-        q, k, v, grad_out, lse, delta, dq, kpm, live,
+    _BWD_DQ(
+        (triton.cdiv(seq, cfg["BLOCK_M"]), batch * pool), q, k, v, grad_out, lse, delta, dq, kpm,
+        live,
         *strides, pool, seq, scale * _LOG2E, scale, **flags, **cfg,
     )  # fmt: skip
     return dq, dk, dv

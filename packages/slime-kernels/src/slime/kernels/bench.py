@@ -338,6 +338,9 @@ def host_rows(shape=(1, 1, 16, 64)) -> list[dict]:
         ),
         "torch.empty_like": lambda: torch.empty_like(q),
         "triton _fwd_kernel launch alone": _fwd_launch(*plain, torch.empty_like(out), scale),
+        "triton _fwd_kernel launch, cached handle": _fwd_launch(
+            *plain, torch.empty_like(out), scale, cached=True
+        ),
         "triton forward (check + alloc + 1 launch)": lambda: _triton_attention.forward(
             *plain, True, scale, None, None
         ),
@@ -361,16 +364,17 @@ def host_rows(shape=(1, 1, 16, 64)) -> list[dict]:
     return rows
 
 
-def _fwd_launch(q, k, v, out, scale):
-    """The forward kernel's bare launch through Triton's dispatcher (outputs preallocated)."""
+def _fwd_launch(q, k, v, out, scale, cached: bool = False):
+    """The forward kernel's bare launch (outputs preallocated) through Triton's dispatcher, or
+    through the cached handle the attention code launches with (``cached``)."""
     batch, pool, seq, d = q.shape
     cfg = _triton_attention.default_config("fwd", d, q.device)
     lse = torch.empty((batch, pool, seq), dtype=torch.float32, device=q.device)
     grid = (triton.cdiv(seq, cfg["BLOCK_M"]), batch * pool)
 
     def launch():
-        _triton_attention._fwd_kernel[grid](
-            q, k, v, out, lse, q, q,
+        (_triton_attention._FWD if cached else _triton_attention._fwd_kernel[grid])(
+            *((grid,) if cached else ()), q, k, v, out, lse, q, q,
             *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
             pool, seq, scale * _triton_attention._LOG2E,
             CAUSAL=True, HAS_KPM=False, HAS_ALIVE=False, D=d, PRECISION="tf32", **cfg,
