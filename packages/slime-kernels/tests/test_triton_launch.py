@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from slime.kernels import _triton_launch
-from slime.kernels._triton_launch import Launcher
+from slime.kernels._triton_launch import Launcher, passes_every_argument
 
 NAMES = ("X", "n", "scale", "BLOCK", "FLAG")  # two constexprs last, as in the attention kernels
 
@@ -112,3 +112,26 @@ def test_the_cache_starts_over_at_its_bound(compiled, monkeypatch):
     assert len(launch.handles) == 2  # 3 kept, cleared at the 4th, then the 4th and 5th
     launch((1,), x, 6, 0.5, **CONSTEXPRS)
     assert launch.kernel.calls[-1][0] == "handle"
+
+
+def test_a_triton_before_3_3_is_never_cached(compiled, monkeypatch):
+    monkeypatch.setattr(_triton_launch.triton, "__version__", "3.2.0")
+    launch = compiled()
+    for _ in range(2):
+        launch((1,), torch.zeros(4), 1, 0.5, **CONSTEXPRS)
+    assert not launch.cached and [c[0] for c in launch.kernel.calls] == ["dispatch"] * 2
+
+
+@pytest.mark.parametrize(
+    ("version", "every"),
+    [
+        ("3.0.0", False),
+        ("3.2.1", False),
+        ("3.3.0", True),
+        ("3.6.0", True),
+        ("3.10.0+git1", True),
+        ("4.0.0rc1", True),
+    ],
+)
+def test_which_triton_versions_pass_constexprs_to_compiled_handles(version, every):
+    assert passes_every_argument(version) is every

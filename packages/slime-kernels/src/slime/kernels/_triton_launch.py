@@ -9,9 +9,10 @@ returns its ``CompiledKernel``; later launches with the same key call the handle
 The key holds more than Triton specialises on: every int argument's exact value (Triton looks at
 ``== 1``, divisibility by 16 and the int32 range), each tensor's dtype and 16-byte alignment,
 the constexprs and launch options, and the current device. The handle takes every argument in
-signature order, constexprs included, as the dispatcher passes them since Triton 3.3; a handle
-whose source signature does not cover every parameter (an older convention) is never cached, so
-such a Triton keeps its dispatcher. Under ``TRITON_INTERPRET=1`` there is nothing to cache.
+signature order, constexprs included, as the dispatcher passes them since Triton 3.3 (before, it
+passed the non-constexpr ones only): an older Triton, or a handle whose source signature does not
+list every parameter, keeps the dispatcher. Under ``TRITON_INTERPRET=1`` there is nothing to
+cache.
 """
 
 from __future__ import annotations
@@ -19,11 +20,20 @@ from __future__ import annotations
 import os
 
 import torch
+import triton
 from torch import Tensor
 
 __all__ = ["MAX_HANDLES", "Launcher"]
 
 MAX_HANDLES = 1024  # keys per kernel before the cache starts over (each holds a shared handle)
+
+
+def passes_every_argument(version: str) -> bool:
+    """Whether Triton ``version``'s compiled handles take constexprs too (3.3 and later)."""
+    major, minor = (
+        int("".join(c for c in part if c.isdigit()) or 0) for part in version.split(".")[:2]
+    )
+    return (major, minor) >= (3, 3)
 
 
 class Launcher:
@@ -33,17 +43,19 @@ class Launcher:
     floats, each position keeping its type from call to call (the key compares values, and
     ``1 == 1.0 == True``). Every constexpr goes by keyword, with the launch options
     (``num_warps``, ``num_stages``). Whether the kernels run in the interpreter is read once, as
-    Triton reads it when the ``@triton.jit`` decorators run.
+    Triton reads it when the ``@triton.jit`` decorators run; ``cached`` is False there and on a
+    Triton before 3.3.
     """
 
     def __init__(self, kernel) -> None:
         self.kernel = kernel
         self.names = tuple(kernel.arg_names)
         self.handles: dict = {}
-        self.interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+        interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+        self.cached = not interpreted and passes_every_argument(triton.__version__)
 
     def __call__(self, grid: tuple[int, ...], *args, **constexprs) -> None:
-        if self.interpreted:
+        if not self.cached:
             self.kernel[grid](*args, **constexprs)
             return
         # Inline, not a helper per argument: this line is most of the cached launch's host time.
