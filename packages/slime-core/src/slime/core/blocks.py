@@ -89,11 +89,9 @@ class Block(nn.Module):
     ) -> Tensor:
         """``(B, T, D) -> (B, T, D)``; ``key_padding_mask`` ``(B, T)`` True where visible;
         ``head_mask`` ``(B, P)`` and ``attn_mask`` (additive) as in :meth:`Organism.forward`."""
-        masks = {
-            "key_padding_mask": key_padding_mask,
-            "head_mask": head_mask,
-            "attn_mask": attn_mask,
-        }
+        masks = {"key_padding_mask": key_padding_mask, "head_mask": head_mask}
+        if attn_mask is not None:  # head sharding's forward (slime.train.heads) takes none
+            masks["attn_mask"] = attn_mask
         if self.norm_first:
             x = x + self.attn(self.attention_input(x), causal=causal, **masks)
             return x + self.mlp(self.ln_2(x))
