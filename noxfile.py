@@ -53,10 +53,12 @@ print('slime-core alone: trained SlimeMoldEncoder one step', before.item(), '->'
 
 
 def _readme_example(package: str) -> str:
-    """The one ```python block of packages/slime-<package>/README.md (its test runs it too)."""
+    """The ```python blocks of packages/slime-<package>/README.md, in order (its test runs them
+    too)."""
     text = (ROOT / "packages" / f"slime-{package}" / "README.md").read_text()
-    (code,) = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    return code
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert blocks, f"slime-{package}'s README has no python example"
+    return "\n".join(blocks)
 
 
 def _sync(session: nox.Session, *args: str) -> None:
@@ -243,6 +245,9 @@ def wheels(session: nox.Session) -> None:
             check += "\n" + _ENCODER_STEP
         if top == "kernels":  # the README's example, as a user with only these wheels runs it
             check += "\n" + _readme_example("kernels")
+        if top == "memory":  # archive and emitter examples; the archive one saves to its cwd
+            check += "\nimport os, tempfile; os.chdir(tempfile.mkdtemp())\n"
+            check += _readme_example("memory")
         session.run(python, "-c", check, external=True)
 
 
