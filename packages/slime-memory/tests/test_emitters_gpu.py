@@ -71,3 +71,15 @@ def test_a_cuda_search_scores_like_a_cpu_search() -> None:
         )
 
     assert mean_qd("cuda") >= 0.8 * mean_qd("cpu")
+
+
+def test_eigendecompositions_on_the_cpu_serve_a_cuda_search_as_well() -> None:
+    def mean_qd(eigen_device: str | None) -> float:
+        return statistics.fmean(
+            qd_bench.run_ours(
+                "sphere", "cma_me", DIM, 40, "cuda", s, grid=20, eigen_device=eigen_device
+            ).qd_score[-1]
+            for s in range(3)
+        )
+
+    assert mean_qd("cpu") >= 0.8 * mean_qd(None)

@@ -226,6 +226,8 @@ class EvolutionStrategyEmitter(Emitter):
 
     See :class:`Emitter` for the shared args (``batch_size`` is per search; None uses CMA-ES'
     default ``4 + floor(3 ln d)``). Out-of-bounds samples are redrawn a few times, then clipped.
+    ``eigen_device`` (default: the archive's) is where the covariances' eigendecomposition runs
+    every few generations: small batched ``eigh`` calls can be faster on the CPU than on a GPU.
     """
 
     def __init__(
@@ -242,6 +244,7 @@ class EvolutionStrategyEmitter(Emitter):
         bounds: Bounds = None,
         column: str = "solution",
         generator: torch.Generator | None = None,
+        eigen_device: torch.device | str | None = None,
     ) -> None:
         name = "EvolutionStrategyEmitter"
         dim = _check_x0(x0, torch.device("cpu"), name).shape[0]
@@ -282,6 +285,7 @@ class EvolutionStrategyEmitter(Emitter):
             lower=self.lower if self.bounded else None,
             upper=self.upper if self.bounded else None,
             generator=self.generator,
+            eigen_device=None if eigen_device is None else torch.device(eigen_device),
         )
         self._asked = False
 

@@ -65,7 +65,9 @@ class Trace:
     seconds: list[float]
 
 
-def _ours(algorithm: str, dim: int, grid: int, device: str, seed: int) -> Scheduler:
+def _ours(
+    algorithm: str, dim: int, grid: int, device: str, seed: int, eigen_device: str | None = None
+) -> Scheduler:
     cells = grid * grid
     archive = GridArchive((grid, grid), measure_ranges(dim), device=device, max_size=cells)
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -78,6 +80,7 @@ def _ours(algorithm: str, dim: int, grid: int, device: str, seed: int) -> Schedu
             instances=CMA_SEARCHES,
             batch_size=CMA_BATCH,
             generator=generator,
+            eigen_device=eigen_device,
         )
     elif algorithm == "map_elites":
         emitter = GaussianEmitter(
@@ -145,9 +148,11 @@ def run_ours(
     *,
     grid: int = 100,
     checkpoints: int = 10,
+    eigen_device: str | None = None,
 ) -> Trace:
-    """One search with our scheduler on ``device``."""
-    scheduler = _ours(algorithm, dim, grid, device, seed)
+    """One search with our scheduler on ``device`` (CMA-ES eigendecompositions on
+    ``eigen_device``, default the same)."""
+    scheduler = _ours(algorithm, dim, grid, device, seed, eigen_device)
     evaluate = PROBLEMS[problem]
 
     def step() -> int:
@@ -160,9 +165,8 @@ def run_ours(
         stats = scheduler.archive.stats  # one host transfer; it also waits for the device
         return stats.qd_score, stats.coverage
 
-    return _trace(
-        f"ours ({device})", problem, algorithm, dim, seed, iterations, checkpoints, step, read
-    )
+    side = f"ours ({device})" if eigen_device is None else f"ours ({device}, eigh {eigen_device})"
+    return _trace(side, problem, algorithm, dim, seed, iterations, checkpoints, step, read)
 
 
 def run_theirs(
@@ -301,14 +305,34 @@ def _warm_up(args: argparse.Namespace, with_ribs: bool, algorithm: str, dim: int
     """Untimed runs: pyribs' numba kernels, torch's first calls, CUDA/cuSOLVER handles. On an
     accelerator the CMA-ES warm-up lasts until its first eigendecomposition."""
     short = dict(grid=args.grid, checkpoints=1)
-    for device in args.device:
+    for device, eigen_device in _variants(args, algorithm):
         iterations = 2
         if algorithm == "cma_me" and device != "cpu":
             probe = _ours(algorithm, dim, args.grid, device, 0).emitters[0]
             iterations = math.ceil(probe.es.eigen_gap / CMA_BATCH) + 2
-        run_ours(args.problem, algorithm, dim, iterations, device, 10_000, **short)
+        run_ours(
+            args.problem,
+            algorithm,
+            dim,
+            iterations,
+            device,
+            10_000,
+            eigen_device=eigen_device,
+            **short,
+        )
     if with_ribs:
         run_theirs(args.problem, algorithm, dim, 2, 10_000, **short)
+
+
+def _variants(args: argparse.Namespace, algorithm: str) -> list[tuple[str, str | None]]:
+    """(device, eigen_device) pairs to run ours with: ``--eigen-device`` only matters for CMA-ES
+    and only where it differs from the device."""
+    pairs = []
+    for device in args.device:
+        pairs.append((device, None))
+        if algorithm == "cma_me":
+            pairs += [(device, e) for e in args.eigen_device if e != device.split(":")[0]]
+    return pairs
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -321,6 +345,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--grid", type=int, default=100, help="cells per measure (grid side)")
     parser.add_argument("--checkpoints", type=int, default=10)
+    parser.add_argument(
+        "--eigen-device",
+        nargs="*",
+        default=[],
+        help="also run CMA-ME with its eigendecompositions on these devices (e.g. cpu)",
+    )
     parser.add_argument("--no-ribs", action="store_true", help="skip pyribs even if installed")
     parser.add_argument("--json", help="also write every trace and the table rows here")
     parser.add_argument(
@@ -355,10 +385,17 @@ def main(argv: list[str] | None = None) -> None:
                     traces.append(
                         run_theirs(args.problem, algorithm, dim, args.iterations, seed, **settings)
                     )
-                for device in args.device:
+                for device, eigen_device in _variants(args, algorithm):
                     traces.append(
                         run_ours(
-                            args.problem, algorithm, dim, args.iterations, device, seed, **settings
+                            args.problem,
+                            algorithm,
+                            dim,
+                            args.iterations,
+                            device,
+                            seed,
+                            eigen_device=eigen_device,
+                            **settings,
                         )
                     )
             done = [t for t in traces if (t.dim, t.algorithm) == (dim, algorithm)]
