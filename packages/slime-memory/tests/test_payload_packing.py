@@ -103,7 +103,7 @@ def test_caller_edits_to_dicts_and_tensors_after_add_do_not_reach_the_archive() 
 
 
 def test_pack_hands_out_each_free_row_once_and_keeps_rows_when_it_grows() -> None:
-    pack = _Pack({"w": torch.zeros(1, 2)})
+    pack = _Pack({"w": torch.zeros(1, 2)}, cells=100)
     first = pack.take(5)
     assert sorted(first.tolist()) == list(range(5))
     pack.write(first, {"w": torch.arange(10.0).view(5, 2)})
@@ -114,3 +114,12 @@ def test_pack_hands_out_each_free_row_once_and_keeps_rows_when_it_grows() -> Non
     assert pack.buffers["w"].shape[0] >= 23
     kept = pack.buffers["w"][torch.from_numpy(first[[0, 2, 4]])]
     assert kept.tolist() == [[0.0, 1.0], [4.0, 5.0], [8.0, 9.0]]
+
+
+def test_pack_grows_to_at_most_one_row_per_cell() -> None:
+    pack = _Pack({"w": torch.zeros(1, 2)}, cells=40)
+    rows = pack.take(30)  # more than the 16 a new pack starts with: exactly what is needed
+    assert pack.buffers["w"].shape[0] == 30
+    rows = np.concatenate([rows, pack.take(10)])  # doubling would give 60: capped at 40
+    assert pack.buffers["w"].shape[0] == 40
+    assert sorted(rows.tolist()) == list(range(40))

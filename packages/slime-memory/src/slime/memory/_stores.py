@@ -159,7 +159,7 @@ class PayloadStore(GenomeStore):
             pack_id = self._pack_ids.get(layout)
             if pack_id is None:
                 pack_id = self._pack_ids[layout] = len(self._packs)
-                self._packs.append(_Pack(values))
+                self._packs.append(_Pack(values, self.cells))
             pack = self._packs[pack_id]
             # A cell whose elite already sits in this pack keeps its row (overwritten below);
             # the others give up whatever they held and take free rows.
@@ -221,9 +221,14 @@ _NO_CELLS.flags.writeable = False
 
 
 class _Pack:
-    """Growable ``(rows, ...)`` buffers of one flat payload layout, with a stack of free rows."""
+    """Growable ``(rows, ...)`` buffers of one flat payload layout, with a stack of free rows.
 
-    def __init__(self, values: dict[str, torch.Tensor]) -> None:
+    A pack never needs more rows than the archive has cells (one per elite), so it grows by
+    doubling up to ``cells`` rows and no further.
+    """
+
+    def __init__(self, values: dict[str, torch.Tensor], cells: int) -> None:
+        self.cells = cells
         self.keys = tuple(values)
         self.buffers = {key: v.new_empty((0, *v.shape[1:])) for key, v in values.items()}
         self.on_cpu = all(v.device.type == "cpu" for v in values.values())
@@ -240,7 +245,8 @@ class _Pack:
         """``count`` free rows (growing the buffers when too few are free)."""
         if self._free_count < count:
             size = next(iter(self.buffers.values())).shape[0]
-            grown = max(2 * size, size + count - self._free_count, 16)
+            need = size + count - self._free_count  # at most cells: one row per elite
+            grown = max(need, min(max(2 * size, 16), self.cells))
             self.buffers = {
                 key: torch.cat([b, b.new_empty((grown - size, *b.shape[1:]))])
                 for key, b in self.buffers.items()

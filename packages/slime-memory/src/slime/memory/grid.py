@@ -68,10 +68,11 @@ class GridArchive(Archive):
         self._first, self._last = torch.zeros_like(self._dims_t), self._dims_t - 1
         strides = [math.prod(dims[i + 1 :]) for i in range(len(dims))]
         self._strides = torch.tensor(strides, dtype=torch.int64, device=self.device)
-        self._dims_np = np.array(dims, dtype=np.float64)
-        self._width_np = self._upper_np - self._lower_np
-        self._last_np = self._dims_np - 1
-        self._strides_np = np.array(strides, dtype=np.int64)
+        # Per dimension, as Python numbers for the numpy path: low, cells, width, last, stride.
+        self._axes = [
+            (low, float(dim), high - low, float(dim - 1), stride)
+            for (low, high), dim, stride in zip(self.ranges, dims, strides)
+        ]
 
     @property
     def dims(self) -> list[int]:
@@ -85,16 +86,20 @@ class GridArchive(Archive):
 
     def _host_cell_index(self, descriptors: np.ndarray) -> np.ndarray:
         # The same operations in numpy (IEEE float64 both ways, so the same cells), one
-        # descriptor column at a time: broadcasting a (k,) row over (n, k) runs numpy's inner
-        # loops k items long, about 4x slower than whole columns with scalar operands.
-        cells = np.zeros(descriptors.shape[0], dtype=np.int64)
-        for j in range(descriptors.shape[1]):
-            position = descriptors[:, j] - self._lower_np[j]
-            position *= self._dims_np[j]
+        # descriptor column at a time with scalar operands: broadcasting a (k,) row over (n, k)
+        # runs numpy's inner loops k items long, about 4x slower.
+        cells = None
+        for j, (low, dim, width, last, stride) in enumerate(self._axes):
+            position = descriptors[:, j] - low
+            position *= dim
             position += self._epsilon
-            position /= self._width_np[j]
-            np.clip(position, 0.0, self._last_np[j], out=position)
-            cells += position.astype(np.int64) * self._strides_np[j]
+            position /= width
+            np.maximum(position, 0.0, out=position)
+            np.minimum(position, last, out=position)
+            index = position.astype(np.int64)
+            if stride != 1:
+                index *= stride
+            cells = index if cells is None else np.add(cells, index, out=cells)
         return cells
 
     def _config(self) -> dict[str, Any]:
