@@ -63,8 +63,10 @@ def test_searches_do_not_influence_each_other() -> None:
     assert not torch.equal(a.mean[1], b.mean[1])
 
 
-def test_reset_touches_only_the_masked_searches() -> None:
+@pytest.mark.parametrize("host", [True, False], ids=["host path", "accelerator path"])
+def test_reset_touches_only_the_masked_searches(host: bool) -> None:
     es = make(3, 4, 6)
+    es._host = host  # False: the sync-free masked update accelerators run
     minimise(es, lambda x: x.square().sum(dim=2), 5)
     before = es.mean.clone(), es.sigma.clone(), es.cov.clone()
     starts = torch.full((3, 4), 7.0, dtype=torch.float64)
@@ -103,3 +105,41 @@ def test_rates_and_eigendecomposition_gap_agree_with_pyribs() -> None:
         assert torch.all(ours[0][i, p:] == 0)
         for mine, reference in zip(ours[1:6], (mueff, cc, cs, c1, cmu), strict=True):
             assert math.isclose(float(mine[i]), float(reference), rel_tol=1e-12)
+
+
+def test_the_host_and_accelerator_updates_agree() -> None:
+    host, device = make(4, 6, 8, seed=2), make(4, 6, 8, seed=2)
+    device._host = False
+    for es in (host, device):
+        # Both paths then decompose every search at every generation after its first (the
+        # accelerator path looks for due searches less often in general).
+        es.eigen_gap = 0.0
+    g = torch.Generator().manual_seed(5)
+    for generation in range(12):
+        for es in (host, device):
+            es.ask()
+        order = torch.argsort(torch.rand(4, 8, generator=g), dim=1)
+        parents = torch.randint(0, 5, (4,), generator=g)  # some searches select nothing
+        mask = torch.rand(4, generator=g) < 0.2
+        for es in (host, device):
+            es.tell(order, parents)
+            es.reset(torch.full((4, 6), float(generation)), mask)
+    for name in ("mean", "sigma", "cov", "pc", "ps", "transform", "invsqrt"):
+        torch.testing.assert_close(getattr(host, name), getattr(device, name), msg=name)
+
+
+def test_a_search_is_decomposed_once_it_spent_the_gap_since_its_last_one_or_restart() -> None:
+    es = make(2, 4, 6)
+    eye = torch.eye(4, dtype=torch.float64)
+    parents = torch.tensor([3, 3])
+    due_after = math.floor(es.eigen_gap / 6) + 1  # tells until unfactored > gap
+    for generation in range(due_after):
+        es.ask()
+        assert torch.equal(es.transform[0], eye), generation  # not yet due
+        es.tell(torch.arange(6).expand(2, -1), parents)
+        if generation == due_after - 2:  # search 1 restarts one tell before search 0 is due
+            es.reset(torch.zeros(2, 4, dtype=torch.float64), torch.tensor([False, True]))
+    es.ask()
+    assert not torch.equal(es.transform[0], eye)  # search 0 was decomposed
+    assert torch.equal(es.transform[1], eye)  # search 1 has spent one generation since
+    assert es.unfactored.tolist() == [0.0, 6.0]

@@ -4,11 +4,14 @@ The update follows Hansen's tutorial (arXiv:1604.00772) as pyribs 0.12's CMA-ES 
 over however many parents a search selected, the ``hsig`` stall guard, the step size's
 ``exp(min(1, ...))`` form and its stop rules), with two deliberate differences:
 
-- the rank-one covariance term is ``c1 * pc pc^T``, as in the tutorial; pyribs 0.12 multiplies
-  it by ``c1`` twice, which at d = 100 (c1 ~ 2e-4) all but switches it off.
-- the eigendecomposition that sampling needs is refreshed for every search at once, after the
-  same number of generations pyribs waits for one search (``0.5 d lam / ((c1 + cmu) d^2)``
-  evaluations); a search that restarts starts from the identity, which needs none.
+- the rank-one covariance term is ``c1 * pc pc^T`` with ``pc`` accumulating steps divided by
+  ``sigma``, as in the tutorial; pyribs 0.12 accumulates undivided steps and multiplies the term
+  by ``c1`` twice, which at d = 100 (c1 ~ 2e-4) all but switches it off.
+- the eigendecomposition that sampling needs is refreshed, as in pyribs, for each search that
+  has spent more than ``0.5 d lam / ((c1 + cmu) d^2)`` evaluations since its last one or its
+  restart, but all due searches go through one batched ``eigh``. On the CPU that is checked at
+  every ``ask``; on an accelerator, where looking costs a host synchronisation, only once per
+  that many evaluations of any search, so a search may wait up to twice as long as in pyribs.
 
 Everything except the periodic eigendecomposition runs without a host synchronisation.
 """
@@ -62,13 +65,14 @@ class BatchedCMAES:
         self.instances, self.dim, self.batch_size = instances, dim, batch_size
         self.sigma0 = float(sigma0)
         self.device = x0.device
+        self._host = self.device.type == "cpu"  # may branch on tensor values without a sync
         self.lower, self.upper = lower, upper
         self.generator = generator
         self.eigen_device = self.device if eigen_device is None else torch.device(eigen_device)
         half = torch.tensor([batch_size // 2], device="cpu")
         *_, c1, cmu, _ = self._strategy(half)
         self.eigen_gap = 0.5 * dim * batch_size / float(c1 + cmu) / dim**2  # evaluations
-        self._since_eigen = 0  # generations since the last eigendecomposition
+        self._since_check = 0  # generations since due decompositions were last looked for
         e, d = instances, dim
         f64 = {"dtype": torch.float64, "device": self.device}
         self.mean = x0.to(**f64).expand(e, d).clone()
@@ -76,6 +80,7 @@ class BatchedCMAES:
         self.pc = torch.zeros(e, d, **f64)
         self.ps = torch.zeros(e, d, **f64)
         self.evals = torch.zeros(e, **f64)  # evaluations since each search's (re)start
+        self.unfactored = torch.zeros(e, **f64)  # ... since its last decomposition or restart
         self.cov = torch.eye(d, **f64).expand(e, d, d).clone()
         self.eigvals = torch.ones(e, d, **f64)
         self.transform = self.cov.clone()  # B diag(sqrt(D)): N(0, I) -> N(0, C)
@@ -85,8 +90,11 @@ class BatchedCMAES:
 
     def ask(self) -> torch.Tensor:
         """``(E, lam, d)`` samples ``mean + sigma * B sqrt(D) z``, inside the bounds."""
-        if self._since_eigen * self.batch_size > self.eigen_gap:
-            self._decompose()
+        if self._host or self._since_check * self.batch_size > self.eigen_gap:
+            self._since_check = 0
+            due = torch.nonzero(self.unfactored > self.eigen_gap).squeeze(1)  # a sync off the CPU
+            if due.numel():
+                self._decompose(due)
         x = self._sample()
         if self.lower is not None and self.upper is not None:
             for _ in range(_REDRAWS):
@@ -110,7 +118,8 @@ class BatchedCMAES:
         assert self._solutions is not None, "tell needs a preceding ask"
         n, lam = self.dim, self.batch_size
         self.evals += lam
-        self._since_eigen += 1
+        self.unfactored += lam
+        self._since_check += 1
         moving = parents > 0
         w, mueff, cc, cs, c1, cmu, damps = self._strategy(parents.clamp(min=1))
         ranked = self._solutions.gather(1, order[..., None].expand(-1, -1, n))  # (E, lam, d)
@@ -124,7 +133,7 @@ class BatchedCMAES:
         ps_norm2 = ps.square().sum(dim=1)
         fade = 1 - (1 - cs) ** (2 * self.evals / lam)
         hsig = (ps_norm2 / n / fade < 2 + 4 / (n + 1)).to(torch.float64)
-        pc = (1 - cc)[:, None] * self.pc + (hsig * torch.sqrt(cc * (2 - cc) * mueff))[
+        pc = (1 - cc)[:, None] * self.pc + (hsig * torch.sqrt(cc * (2 - cc) * mueff) / self.sigma)[
             :, None
         ] * step
         # C <- keep C + c1 pc pc^T + (cmu / sigma^2) sum_i w_i y_i y_i^T, as one scale and one
@@ -137,7 +146,18 @@ class BatchedCMAES:
             torch.sqrt(cmu[:, None] * w) / self.sigma[:, None] * gate[:, None]
         )[..., None]
         factor = torch.cat([(torch.sqrt(c1) * gate)[:, None, None] * pc[:, None, :], deviations], 1)
-        self.cov.mul_(keep[:, None, None]).baddbmm_(factor.mT, factor)
+        if self._host:
+            # Looking at values is free here: update only the searches that move, and only
+            # with the ranks some search selected (the rest of `factor` is zero).
+            rows = moving.nonzero().squeeze(1)
+            if rows.numel():
+                width = int(parents.max()) + 1
+                part = factor.index_select(0, rows)[:, :width]
+                cov = self.cov.index_select(0, rows)
+                cov.mul_(keep.index_select(0, rows)[:, None, None]).baddbmm_(part.mT, part)
+                self.cov.index_copy_(0, rows, cov)
+        else:
+            self.cov.mul_(keep[:, None, None]).baddbmm_(factor.mT, factor)
         sigma = self.sigma * torch.exp(torch.clamp(cs / damps * (ps_norm2 / n - 1) / 2, max=1))
         self.mean = torch.where(moving[:, None], mean, self.mean)
         self.ps = torch.where(moving[:, None], ps, self.ps)
@@ -160,33 +180,48 @@ class BatchedCMAES:
     def reset(self, starts: torch.Tensor, mask: torch.Tensor) -> None:
         """Restart the searches where ``mask`` ``(E,)``: mean ``starts`` ``(E, d)``, step size
         ``sigma0``, zero paths, identity covariance."""
-        if self.device.type == "cpu" and not bool(mask.any()):
-            return  # free to check on the host; on an accelerator it would cost a sync
-        column, square = mask[:, None], mask[:, None, None]
+        if self._host:
+            # Free to look at on the host (on an accelerator it would cost a sync): reset only
+            # the searches that restart rather than pass over every (d, d) matrix.
+            rows = mask.nonzero().squeeze(1)
+            if rows.numel() == 0:
+                return
+            eye = torch.eye(self.dim, dtype=torch.float64)
+            for matrix in (self.cov, self.transform, self.invsqrt):
+                matrix[rows] = eye
+        else:
+            square = mask[:, None, None]
+            for matrix in (self.cov, self.transform, self.invsqrt):
+                matrix.masked_fill_(square, 0.0).diagonal(dim1=1, dim2=2).add_(mask[:, None])
+        column = mask[:, None]
         self.mean = torch.where(column, starts.to(torch.float64), self.mean)
         self.sigma = torch.where(mask, self.sigma0, self.sigma)
         self.pc = torch.where(column, 0.0, self.pc)
         self.ps = torch.where(column, 0.0, self.ps)
         self.evals = torch.where(mask, 0.0, self.evals)
-        for matrix in (self.cov, self.transform, self.invsqrt):  # in place: (E, d, d) is big
-            matrix.masked_fill_(square, 0.0).diagonal(dim1=1, dim2=2).add_(column)
+        self.unfactored = torch.where(mask, 0.0, self.unfactored)
         self.eigvals = torch.where(column, 1.0, self.eigvals)
         self.condition = torch.where(mask, 1.0, self.condition)
 
-    def _decompose(self) -> None:
-        """Refresh every search's eigenbasis, eigenvalues, ``C^(-1/2)`` and condition number.
+    def _decompose(self, rows: torch.Tensor | None = None) -> None:
+        """Refresh the eigenvalues, ``B sqrt(D)``, ``C^(-1/2)`` and condition number of the
+        searches ``rows`` (int64 indices; None: all) from their covariances.
 
         ``torch.linalg.eigh`` synchronises with the host; it runs once every few generations.
         """
-        sym = (self.cov + self.cov.mT) / 2
-        eigvals, basis = torch.linalg.eigh(sym.to(self.eigen_device))
+        if rows is None:
+            rows = torch.arange(self.instances, device=self.device)
+        cov = self.cov.index_select(0, rows)
+        eigvals, basis = torch.linalg.eigh(((cov + cov.mT) / 2).to(self.eigen_device))
         eigvals, basis = eigvals.to(self.device), basis.to(self.device)
         eigvals = eigvals.abs().clamp(min=_TINY)
-        self.eigvals = eigvals
-        self.transform = basis * eigvals.sqrt()[:, None, :]
-        self.condition = eigvals.max(dim=1).values / eigvals.min(dim=1).values
-        self.invsqrt = (basis / eigvals.sqrt()[:, None, :]) @ basis.mT
-        self._since_eigen = 0
+        root = eigvals.sqrt()[:, None, :]
+        self.eigvals.index_copy_(0, rows, eigvals)
+        self.transform.index_copy_(0, rows, basis * root)
+        self.invsqrt.index_copy_(0, rows, (basis / root) @ basis.mT)
+        condition = eigvals.max(dim=1).values / eigvals.min(dim=1).values
+        self.condition.index_copy_(0, rows, condition)
+        self.unfactored.index_fill_(0, rows, 0.0)
 
     def _strategy(self, parents: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Recombination weights ``(E, lam)`` (zero past each search's ``parents``) and the

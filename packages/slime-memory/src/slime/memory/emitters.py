@@ -317,8 +317,8 @@ class EvolutionStrategyEmitter(Emitter):
         self._asked = False
         self.itrs += 1
         e, lam = self.instances, self.batch_size
-        status = status.to(self.device).view(e, lam)
-        value = value.to(self.device, torch.float64).view(e, lam)
+        status = status.to(self.device).reshape(e, lam)
+        value = value.to(self.device, torch.float64).reshape(e, lam)
         added = (status > 0).sum(dim=1)  # (E,)
         order, ranked = self._rank(status, value)
         if self.selection_rule == "filter":

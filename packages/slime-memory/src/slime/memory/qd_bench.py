@@ -310,6 +310,8 @@ def _warm_up(args: argparse.Namespace, with_ribs: bool, algorithm: str, dim: int
         if algorithm == "cma_me" and device != "cpu":
             probe = _ours(algorithm, dim, args.grid, device, 0).emitters[0]
             iterations = math.ceil(probe.es.eigen_gap / CMA_BATCH) + 2
+            where = eigen_device or device
+            torch.linalg.eigh(torch.eye(dim, dtype=torch.float64, device=where).expand(2, -1, -1))
         run_ours(
             args.problem,
             algorithm,
