@@ -5,6 +5,7 @@ import pytest
 import torch
 from slime.core import Organism, placement
 from slime.core.pseudopod import hoyer_sparsity
+from slime.kernels import TorchKernel, select_kernel
 from slime.memory import MAX_POOL_SIZE, GridArchive
 from slime.proto import ConfigError, KernelError, PoolError
 from slime.proto import Organism as OrganismProtocol
@@ -24,6 +25,13 @@ def make(kernel, gen, *, n_pods=3, capacity=5, **kw):
         init_std=0.3,
         **kw,
     )
+
+
+@pytest.fixture(params=["torch", "sdpa"])
+def any_kernel(request):
+    """The pool kernel (told which slots attend) and torch's SDPA (attends with every slot; the
+    organism's gated values zero the others)."""
+    return TorchKernel() if request.param == "torch" else select_kernel("cpu")
 
 
 def per_pod_reference(org, x, causal, skip=()):
@@ -124,8 +132,8 @@ def test_capacity_beyond_max_pool_size_is_rejected(kernel, gen):
         make(kernel, gen, capacity=MAX_POOL_SIZE + 1)
 
 
-def test_ablate_masks_pods_exactly_and_restores_them(kernel, gen):
-    org = make(kernel, gen)
+def test_ablate_masks_pods_exactly_and_restores_them(any_kernel, gen):
+    org = make(any_kernel, gen)
     x = torch.randn(2, 6, D, generator=gen)
     full = org(x, causal=True)
     with org.ablate([0, 2]):
@@ -205,14 +213,30 @@ def test_an_empty_pool_outputs_zeros(kernel, gen):
     assert torch.equal(out, torch.zeros(1, 4, D))
 
 
-def test_dead_slots_get_exactly_zero_gradients(kernel, gen):
-    org = make(kernel, gen)
+def test_dead_slots_get_exactly_zero_gradients(any_kernel, gen):
+    org = make(any_kernel, gen)
     org.cull([1])
     grads = _grads_after_backward(org, torch.randn(2, 5, D, generator=gen))
     assert set(grads) == {0, 2}
     for param, dim in org.slot_parameters():
         dead = param.grad.index_select(dim, torch.tensor([1, 3, 4]))
         assert torch.equal(dead, torch.zeros_like(dead))
+
+
+def test_ablated_slots_output_zero_and_get_zero_gradients_on_every_kernel(any_kernel, gen):
+    org = make(any_kernel, gen)
+    x = torch.randn(2, 5, D, generator=gen)
+    with org.ablate([1]):
+        q, k, v = org.project(x)
+        assert torch.equal(v[:, 1], torch.zeros_like(v[:, 1]))  # gated values
+        assert not torch.equal(q[:, 1], torch.zeros_like(q[:, 1]))  # the weights are still there
+        org(x, causal=True).square().sum().backward()
+    for param, dim in org.slot_parameters():
+        ablated = param.grad.index_select(dim, torch.tensor([1]))
+        assert torch.equal(ablated, torch.zeros_like(ablated))
+        live = param.grad.index_select(dim, torch.tensor([0, 2]))
+        assert live.abs().sum() > 0
+    assert org.value_gate[2].flatten().tolist() == [1.0, 1.0, 1.0, 0.0, 0.0]  # restored
 
 
 def test_memory_budget_culls_the_least_fit_pods(kernel, gen):

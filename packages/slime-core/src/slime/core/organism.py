@@ -186,6 +186,11 @@ class Organism(nn.Module):
         # What attention reads: alive and not ablated. Written in place, so compiled graphs and
         # CUDA graphs keep reading the same storage.
         buffer("attending", torch.zeros(cap, dtype=torch.bool), persistent=False)
+        # 1 for queries and keys, ``attending`` for values, broadcast over the projection: a slot
+        # that does not attend projects values of exactly 0, so its attention output is 0 and the
+        # gradients reaching its weights through attention are 0, whatever kernel computes it.
+        # Masking the (3, P, d, D) weights costs less than masking the (B, P, T, d) outputs.
+        buffer("value_gate", torch.ones(3, cap, 1, 1), persistent=False)
         # Whether training forwards feed the tube ring. A plain attribute: a compiled model keeps
         # one graph for each value, so a trainer can feed only the steps before a measurement.
         self.feeding_tubes = True
@@ -522,6 +527,7 @@ class Organism(nn.Module):
             if self._ablated:
                 index = torch.tensor(sorted(self._ablated), device=self._device)
                 self.attending.index_fill_(0, index, False)
+            self.value_gate[2].copy_(self.attending.view(-1, 1, 1))
 
     # -- the fast path ----------------------------------------------------------------------------
 
@@ -560,8 +566,17 @@ class Organism(nn.Module):
         cap, d = self.pod_capacity, self.head_dim
         q, k, v = self.project(stimulus)
         if attn_mask is None and not (self.training and self.attn_dropout > 0):
+            # Gated values already zero what does not attend. A kernel that attends with every
+            # slot anyway (torch's SDPA) then needs no mask pass over its output; the pool
+            # kernels still take ``alive``, which lets them skip dead slots' work.
+            sdpa = key_padding_mask is None and getattr(self.kernel, "name", None) == "sdpa"
             heads = self.kernel.attention(
-                q, k, v, causal=causal, key_padding_mask=key_padding_mask, alive=self.attending
+                q,
+                k,
+                v,
+                causal=causal,
+                key_padding_mask=key_padding_mask,
+                alive=None if sdpa else self.attending,
             )  # (B, P, T, d)
         else:
             heads = self._masked_attention(q, k, v, causal, key_padding_mask, attn_mask)
@@ -614,8 +629,10 @@ class Organism(nn.Module):
         ``qkv_weight``, split into ``(B, P, T, d)`` views (last dim contiguous)."""
         batch, seq, width = x.shape
         cap, d = self.pod_capacity, self.head_dim
-        bias = None if self.qkv_bias is None else self.qkv_bias.view(3 * cap * d)
-        qkv = nn.functional.linear(x, self.qkv_weight.view(3 * cap * d, width), bias)
+        gate = self.value_gate
+        bias = None if self.qkv_bias is None else (self.qkv_bias * gate[..., 0]).view(3 * cap * d)
+        weight = (self.qkv_weight * gate).view(3 * cap * d, width)
+        qkv = nn.functional.linear(x, weight, bias)
         q, k, v = qkv.view(batch, seq, 3, cap, d).permute(2, 0, 3, 1, 4).unbind(0)
         return q, k, v
 
@@ -779,6 +796,10 @@ class Organism(nn.Module):
         super().__setstate__(state)
         if "attn_dropout" not in state:
             self.attn_dropout, self.init = 0.0, "normal"
+        if "value_gate" not in self._buffers:  # pickled before the values were gated
+            gate = torch.ones(3, self.pod_capacity, 1, 1, device=self.attending.device)
+            self.register_buffer("value_gate", gate, persistent=False)
+            self._refresh_attending()
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         # State dicts written before the slot table name each pod ("pods.<slot>.<param>"):
