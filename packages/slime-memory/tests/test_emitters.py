@@ -10,7 +10,7 @@ from slime.memory import (
     GridArchive,
     IsoLineEmitter,
 )
-from slime.memory.emitters import sample_elite_rows
+from slime.memory.emitters import _sample_elite_rows
 from slime.proto import ArchiveError, ConfigError
 
 DIM = 4
@@ -63,7 +63,7 @@ def test_sigma_sets_the_spread_of_the_noise() -> None:
 
 def test_elites_are_drawn_uniformly() -> None:
     archive = archive_with([0.0], [1.0], [2.0], [3.0])
-    draws = sample_elite_rows(
+    draws = _sample_elite_rows(
         archive, "solution", 8000, torch.zeros(1, dtype=torch.float64), seeded()
     )
     shares = torch.bincount(draws[:, 0].long(), minlength=4) / 8000

@@ -51,7 +51,7 @@ def _elite_rows(archive: Archive, column: str) -> tuple[torch.Tensor, torch.Tens
     return occupied, columns[column]
 
 
-def sample_elite_rows(
+def _sample_elite_rows(
     archive: Archive, column: str, n: int, fallback: torch.Tensor, generator: torch.Generator
 ) -> torch.Tensor:
     """``n`` genome rows drawn uniformly with replacement from the archive's elites: ``(n, d)``.
@@ -136,7 +136,7 @@ class Emitter:
         return torch.clamp(solutions, min=self.lower, max=self.upper)
 
     def _parents(self, n: int) -> torch.Tensor:
-        return sample_elite_rows(self.archive, self.column, n, self.x0, self.generator)
+        return _sample_elite_rows(self.archive, self.column, n, self.x0, self.generator)
 
     def _normal(self, *shape: int) -> torch.Tensor:
         return torch.randn(shape, generator=self.generator, device=self.device, dtype=torch.float64)
