@@ -21,7 +21,9 @@ gives the means over seeds (± sample standard deviation of the final QD score) 
 rows, the wall time at the first checkpoint whose mean QD score reaches pyribs' final mean.
 Without pyribs (``ribs``) only our rows are printed. Both sides evaluate with
 :mod:`slime.memory.problems` (pyribs' solutions go through torch on the CPU). Defaults (dims 100
-and 1000, 300 iterations, 3 seeds) take ~3-4 minutes, mostly pyribs' CMA-ME at dimension 1000.
+and 1000, 300 iterations, 3 seeds) take ~4 minutes, mostly pyribs' CMA-ME at dimension 1000;
+``--eigen-device cpu`` is meant for dimension 100 (at 1000 a one-thread CPU ``eigh`` of 15
+matrices takes seconds).
 """
 
 from __future__ import annotations
