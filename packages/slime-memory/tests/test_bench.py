@@ -43,8 +43,8 @@ def test_pipelined_timing_feeds_every_archive_the_whole_stream() -> None:
     rng = np.random.default_rng(0)
     stream = [(rng.normal(size=(50, 3)), rng.normal(size=50), rng.uniform(-1, 1, (50, 2)))] * 3
     columns, payloads = bench._ours("grid", "cpu", None), bench._ours("grid", "cpu", None)
-    spent = bench._pipelined(stream, "cpu", columns, payloads, None)
-    assert set(spent) == {"columns", "payloads"} and min(spent.values()) > 0
+    rates = bench._pipelined(stream, "cpu", columns, payloads, None)
+    assert set(rates) == {"columns", "payloads"} and min(rates.values()) > 0
     assert columns.stats == payloads.stats and len(columns) > 0
     expected = bench._ours("grid", "cpu", None)
     for solutions, objectives, descriptors in stream:
@@ -52,3 +52,24 @@ def test_pipelined_timing_feeds_every_archive_the_whole_stream() -> None:
             {"s": torch.from_numpy(solutions)}, *map(torch.from_numpy, (objectives, descriptors))
         )
     assert columns.stats == expected.stats
+
+
+def test_cuda_graph_rows_need_a_cuda_device(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        bench.main([*TINY, "--cuda-graph"])
+    assert "--cuda-graph needs --device cuda" in capsys.readouterr().err
+
+
+def test_graph_columns_are_printed_only_when_asked() -> None:
+    row = bench.Row("grid (4 cells)", 2, 10, 20, 6.0, None, 2.0, graphed=5.0)
+    assert bench._format([row], "cuda", True).splitlines()[-1].endswith("| 5 | 2.50x |")
+    assert bench._format([row], "cuda").splitlines()[-1].endswith("| 3.00x | n/a |")
+
+
+@pytest.mark.gpu
+def test_bench_on_cuda_with_graph_replays_prints_every_column(capsys) -> None:
+    bench.main([*TINY, "--device", "cuda", "--cuda-graph", "--archives", "grid", "cvt"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    for row in rows[-2:]:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert len(cells) == 11 and float(cells[9].replace(",", "")) > 0

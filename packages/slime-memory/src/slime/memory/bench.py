@@ -45,6 +45,7 @@ class Row:
     columns: float  # adds per second, genomes as tensor columns {"solution": (B, dim)}
     payloads: float | None  # adds per second, genomes as B dicts {"solution": (dim,)}
     pyribs: float | None
+    graphed: float | None = None  # adds per second, columns, add replayed from a CUDA graph
 
     def ratio(self, ours: float | None) -> str:
         return "n/a" if ours is None or self.pyribs is None else f"{ours / self.pyribs:.2f}x"
@@ -78,8 +79,12 @@ def measure(
     with_ribs: bool,
     with_payloads: bool,
     seed: int,
+    with_graph: bool = False,
 ) -> Row:
-    """Feed ``items`` random solutions in batches of ``batch`` to each archive; adds per second."""
+    """Feed ``items`` random solutions in batches of ``batch`` to each archive; adds per second.
+
+    ``with_graph`` (CUDA only) also times a column archive whose ``add`` is captured once in a
+    CUDA graph and replayed for every batch after the first."""
     rng = np.random.default_rng(seed)
     centroids = rng.uniform(-1.0, 1.0, size=(CVT_CELLS, 2))
     columns = _ours(kind, device, centroids)
@@ -94,25 +99,28 @@ def measure(
         )
         for _ in range(batches)
     ]
-    if device.startswith("cuda"):
-        spent = _pipelined(stream, device, columns, payloads, theirs)
-    else:
-        spent = _interleaved(stream, columns, payloads, theirs)
     n = batches * batch
+    if device.startswith("cuda"):
+        rates = _pipelined(stream, device, columns, payloads, theirs)
+        if with_graph and batches > 1:
+            rates["graphed"] = _graph_replayed(stream, device, _ours(kind, device, centroids))
+    else:
+        rates = {k: n / v for k, v in _interleaved(stream, columns, payloads, theirs).items()}
     return Row(
         archive=f"{kind} ({columns.cells} cells)",
         solution_dim=solution_dim,
         batch=batch,
         items=n,
-        columns=n / spent["columns"],
-        payloads=n / spent["payloads"] if payloads is not None else None,
-        pyribs=n / spent["pyribs"] if theirs is not None else None,
+        columns=rates["columns"],
+        payloads=rates["payloads"] if payloads is not None else None,
+        pyribs=rates["pyribs"] if theirs is not None else None,
+        graphed=rates.get("graphed"),
     )
 
 
 def _interleaved(stream: list, columns: Archive, payloads: Archive | None, theirs) -> dict:
     """Seconds each archive spends in ``add`` (CPU): batch by batch, each add timed alone."""
-    spent = {"columns": 0.0, "payloads": 0.0, "pyribs": 0.0}
+    spent: dict[str, float] = {}
     for index, (solutions, objectives, descriptors) in enumerate(stream):
         solutions_t = torch.from_numpy(solutions)
         objectives_t = torch.from_numpy(objectives)
@@ -130,15 +138,15 @@ def _interleaved(stream: list, columns: Archive, payloads: Archive | None, their
         for name, add, args in calls[first:] + calls[:first]:
             start = time.perf_counter()
             add(*args)
-            spent[name] += time.perf_counter() - start
+            spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
     return spent
 
 
 def _pipelined(
     stream: list, device: str, columns: Archive, payloads: Archive | None, theirs
 ) -> dict:
-    """Seconds each archive takes for the whole stream, added back to back (our archives on
-    ``device`` with ``check=False``, synchronised once at the end; pyribs on the CPU)."""
+    """Adds per second of each archive over the whole stream, added back to back (our archives
+    on ``device`` with ``check=False``, synchronised once at the end; pyribs on the CPU)."""
     on_device = [tuple(torch.from_numpy(array).to(device) for array in batch) for batch in stream]
     contestants: list[tuple[str, Callable[[], None]]] = []
 
@@ -162,14 +170,40 @@ def _pipelined(
                 theirs.add(solutions, objectives, descriptors)
 
         contestants.append(("pyribs", add_theirs))
-    spent = {}
+    rates = {}
+    items = sum(batch[1].shape[0] for batch in stream)
     for name, run in contestants:
         _synchronize(device)
         start = time.perf_counter()
         run()
         _synchronize(device)
-        spent[name] = time.perf_counter() - start
-    return spent
+        rates[name] = items / (time.perf_counter() - start)
+    return rates
+
+
+def _graph_replayed(stream: list, device: str, archive: Archive) -> float:
+    """Adds per second of ``archive.add(..., check=False)`` captured in a CUDA graph: the first
+    batch is added eagerly (it allocates the genome buffers) and the add captured (neither
+    timed); each later batch is copied into the static inputs and the graph replayed, with one
+    synchronisation at the end."""
+    on_device = [tuple(torch.from_numpy(array).to(device) for array in batch) for batch in stream]
+    static = [tensor.clone() for tensor in on_device[0]]
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        archive.add({"solution": static[0]}, static[1], static[2], check=False)
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        archive.add({"solution": static[0]}, static[1], static[2], check=False)
+    _synchronize(device)
+    start = time.perf_counter()
+    for batch in on_device[1:]:
+        for buffer, tensor in zip(static, batch):
+            buffer.copy_(tensor)
+        graph.replay()
+    _synchronize(device)
+    return sum(b[1].shape[0] for b in on_device[1:]) / (time.perf_counter() - start)
 
 
 def _synchronize(device: str) -> None:
@@ -188,6 +222,7 @@ def best_of(runs: list[Row]) -> Row:
         columns=max(r.columns for r in runs),
         payloads=top([r.payloads for r in runs]),
         pyribs=top([r.pyribs for r in runs]),
+        graphed=top([r.graphed for r in runs]),
     )
 
 
@@ -197,22 +232,29 @@ def _warm_up(device: str, with_ribs: bool) -> None:
         measure(kind, 2, 64, 128, device, with_ribs=with_ribs, with_payloads=True, seed=99)
 
 
-def _format(rows: list[Row], device: str) -> str:
-    lines = [
+def _format(rows: list[Row], device: str, graphed: bool = False) -> str:
+    head = (
         f"| archive | solution dim | batch | items | ours, columns ({device}) | ours, payloads "
-        f"({device}) | pyribs (cpu) | columns / pyribs | payloads / pyribs |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+        f"({device}) | pyribs (cpu) | columns / pyribs | payloads / pyribs |"
+    )
+    rule = "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    if graphed:
+        head += f" ours, columns, CUDA graph ({device}) | graph / pyribs |"
+        rule += "---:|---:|"
 
     def rate(value: float | None) -> str:
         return "n/a" if value is None else f"{value:,.0f}"
 
+    lines = [head, rule]
     for r in rows:
-        lines.append(
+        line = (
             f"| {r.archive} | {r.solution_dim} | {r.batch:,} | {r.items:,} | {rate(r.columns)} "
             f"| {rate(r.payloads)} | {rate(r.pyribs)} | {r.ratio(r.columns)} "
             f"| {r.ratio(r.payloads)} |"
         )
+        if graphed:
+            line += f" {rate(r.graphed)} | {r.ratio(r.graphed)} |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -227,12 +269,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-ribs", action="store_true", help="skip pyribs even if installed")
     parser.add_argument("--no-payloads", action="store_true", help="skip the per-item dict form")
     parser.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help="CUDA only: also time a column add captured in a CUDA graph and replayed per batch",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=1,
         help="torch CPU threads (default 1, like pyribs' numpy; 0 keeps torch's default)",
     )
     args = parser.parse_args(argv)
+    if args.cuda_graph and not args.device.startswith("cuda"):
+        parser.error("--cuda-graph needs --device cuda")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     with_ribs = not args.no_ribs and importlib.util.find_spec("ribs") is not None
@@ -265,14 +314,15 @@ def main(argv: list[str] | None = None) -> None:
                         with_ribs=with_ribs,
                         with_payloads=not args.no_payloads,
                         seed=0,
+                        with_graph=args.cuda_graph,
                     )
                     for _ in range(max(1, args.repeats))
                 ]
                 row = best_of(runs)
                 rows.append(row)
-                print(_format([row], args.device).splitlines()[-1], flush=True)
+                print(_format([row], args.device, args.cuda_graph).splitlines()[-1], flush=True)
     print()
-    print(_format(rows, args.device))
+    print(_format(rows, args.device, args.cuda_graph))
 
 
 if __name__ == "__main__":
