@@ -185,6 +185,12 @@ def test_two_stage_ranking_puts_new_cells_before_improvements_before_the_rest() 
     emitter.ranker = "imp"
     order, _ = emitter._rank(status, value)
     assert order.tolist() == [[0, 3, 4, 1, 2, 5]]
+    # Items the archive left out as non-finite (status -1, value NaN) rank last either way.
+    status[0, 0], value[0, 0] = -1, float("nan")
+    for ranker in ("imp", "2imp"):
+        emitter.ranker = ranker
+        order, _ = emitter._rank(status, value)
+        assert order[0, -1] == 0, ranker
 
 
 def test_a_search_with_nothing_added_restarts_from_an_elite() -> None:

@@ -15,6 +15,7 @@ from slime.memory import (
     IsoLineEmitter,
     qd_bench,
 )
+from slime.memory.problems import sphere
 
 pytestmark = pytest.mark.gpu
 
@@ -83,3 +84,23 @@ def test_eigendecompositions_on_the_cpu_serve_a_cuda_search_as_well() -> None:
         )
 
     assert mean_qd("cpu") >= 0.8 * mean_qd(None)
+
+
+@pytest.mark.parametrize("algorithm", ["cma_me", "map_elites", "line_map_elites"])
+def test_a_whole_unchecked_search_iteration_never_waits_for_the_device(algorithm: str) -> None:
+    scheduler = qd_bench._ours(algorithm, DIM, 20, "cuda", 0)  # adds with check=False on CUDA
+    assert scheduler.check is False
+    for emitter in scheduler.emitters:
+        if isinstance(emitter, EvolutionStrategyEmitter):
+            emitter.es.eigen_gap = math.inf  # the periodic eigendecomposition is the one sync
+    for iteration in range(4):
+        torch.cuda.synchronize()
+        # The first batch allocates the archive's genome buffers: outside the check.
+        torch.cuda.set_sync_debug_mode("error" if iteration else "default")
+        try:
+            solutions = scheduler.ask()
+            objectives, measures = sphere(solutions)
+            scheduler.tell(objectives, measures)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert scheduler.archive.stats.num_elites > 0

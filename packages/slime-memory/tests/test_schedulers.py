@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from slime.memory import GaussianEmitter, GridArchive, Scheduler
+from slime.memory import EvolutionStrategyEmitter, GaussianEmitter, GridArchive, Scheduler
 from slime.proto import ArchiveError, ConfigError
 
 
@@ -119,3 +119,30 @@ def test_constructor_errors_name_the_problem() -> None:
         Scheduler(archive, emitters, column="x")
     with pytest.raises(ConfigError, match=r"emitters\[0\] is a str"):
         Scheduler(archive, ["gaussian"])
+
+
+def test_unchecked_tell_leaves_non_finite_items_out_and_tells_everyone() -> None:
+    archive = GridArchive((5, 5), [(-2.0, 2.0), (-2.0, 2.0)], max_size=25)
+    emitter = EvolutionStrategyEmitter(
+        archive,
+        x0=[0.0, 0.0],
+        sigma0=0.5,
+        instances=2,
+        batch_size=4,
+        generator=torch.Generator().manual_seed(0),
+    )
+    scheduler = Scheduler(archive, [emitter], check=False)
+    solutions = scheduler.ask()
+    objectives, measures = evaluate(solutions)
+    objectives[[0, 1, 2, 3]] = float("nan")  # all of search 0
+    result = scheduler.tell(objectives, measures)
+    assert result.status[:4].tolist() == [-1] * 4 and (result.status[4:] > 0).any()
+    # Search 0 added nothing: it restarts; search 1 moved.
+    assert emitter.restarts.tolist() == [1, 0] and emitter.itrs == 1
+    assert torch.isfinite(emitter.es.mean).all()
+
+
+def test_check_must_be_a_bool() -> None:
+    archive, emitters, _ = setup()
+    with pytest.raises(ConfigError, match="check must be True or False, got 'no'"):
+        Scheduler(archive, emitters, check="no")

@@ -336,7 +336,11 @@ class EvolutionStrategyEmitter(Emitter):
         self.restarts += restart.long()
 
     def _rank(self, status: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Best-first order ``(E, lam)`` and the ranking values in that order ``(E, lam, v)``."""
+        """Best-first order ``(E, lam)`` and the ranking values in that order ``(E, lam, v)``.
+
+        Items the archive left out as non-finite (status -1, value NaN) rank last.
+        """
+        value = torch.nan_to_num(value, nan=-math.inf)  # a descending sort puts NaN first
         order = torch.sort(value, dim=1, descending=True, stable=True).indices
         if self.ranker == "2imp":
             by_status = torch.sort(status.gather(1, order), dim=1, descending=True, stable=True)

@@ -25,6 +25,10 @@ class Scheduler:
             the genome form to columns).
         emitters: distinct emitters built on ``archive`` with the same solution dimension.
         column: genome column name for the solutions.
+        check: passed to ``archive.add``. True (the default): a NaN/Inf objective or measure
+            raises ArchiveError (on an accelerator, one host sync per ``tell``). False: such
+            items are left out with status -1 (emitters count them as not added) and ``tell``
+            never waits for the device.
 
     Raises:
         ConfigError: no emitter, an emitter repeated or built on another archive, or emitters
@@ -32,7 +36,12 @@ class Scheduler:
     """
 
     def __init__(
-        self, archive: Archive, emitters: Sequence[Emitter], *, column: str = "solution"
+        self,
+        archive: Archive,
+        emitters: Sequence[Emitter],
+        *,
+        column: str = "solution",
+        check: bool = True,
     ) -> None:
         emitters = list(emitters)
         if not emitters:
@@ -66,9 +75,12 @@ class Scheduler:
                     f"writes {column!r}",
                     "Scheduler.emitters",
                 )
+        if not isinstance(check, bool):
+            raise ConfigError(f"check must be True or False, got {check!r}", "Scheduler.check")
         self.archive = archive
         self.emitters = emitters
         self.column = column
+        self.check = check
         self._solutions: torch.Tensor | None = None  # (n, d) from the last ask
         self._sizes: list[int] = []
 
@@ -95,8 +107,8 @@ class Scheduler:
 
         Raises:
             ArchiveError: no pending ``ask``, a length that differs from the asked batch, or
-                what the archive's ``add`` raises (then no emitter is told and the batch stays
-                pending).
+                what the archive's ``add`` raises, e.g. a NaN objective with ``check=True``
+                (then no emitter is told and the batch stays pending).
         """
         solutions = self._solutions
         if solutions is None:
@@ -106,7 +118,7 @@ class Scheduler:
             if not isinstance(values, torch.Tensor) or values.dim() < 1 or values.shape[0] != n:
                 shape = tuple(values.shape) if isinstance(values, torch.Tensor) else values
                 raise ArchiveError(f"{name} has shape {shape}; ask returned {n} solutions")
-        result = self.archive.add({self.column: solutions}, objectives, measures)
+        result = self.archive.add({self.column: solutions}, objectives, measures, check=self.check)
         self._solutions = None
         objectives = objectives.to(solutions.device)
         measures = measures.to(solutions.device)
