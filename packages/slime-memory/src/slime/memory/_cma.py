@@ -69,8 +69,13 @@ class BatchedCMAES:
         self.lower, self.upper = lower, upper
         self.generator = generator
         self.eigen_device = self.device if eigen_device is None else torch.device(eigen_device)
-        half = torch.tensor([batch_size // 2], device="cpu")
-        *_, c1, cmu, _ = self._strategy(half)
+        # Weights and rates depend only on a search's parent count: tabulate them for
+        # 0..lam parents (row 0 as for 1; such searches do not move) so that a generation
+        # looks them up with two gathers instead of some forty small operations.
+        counts = torch.arange(batch_size + 1, device=self.device).clamp(min=1)
+        w, *rates = self._strategy(counts)
+        self._weights, self._rates = w, torch.stack(rates, dim=1)  # (lam + 1, lam), (lam + 1, 6)
+        c1, cmu = rates[3][batch_size // 2], rates[4][batch_size // 2]
         self.eigen_gap = 0.5 * dim * batch_size / float(c1 + cmu) / dim**2  # evaluations
         self._since_check = 0  # generations since due decompositions were last looked for
         e, d = instances, dim
@@ -121,7 +126,8 @@ class BatchedCMAES:
         self.unfactored += lam
         self._since_check += 1
         moving = parents > 0
-        w, mueff, cc, cs, c1, cmu, damps = self._strategy(parents.clamp(min=1))
+        w = self._weights.index_select(0, parents)  # (E, lam)
+        mueff, cc, cs, c1, cmu, damps = self._rates.index_select(0, parents).unbind(1)
         ranked = self._solutions.gather(1, order[..., None].expand(-1, -1, n))  # (E, lam, d)
         old = self.mean
         mean = (w[..., None] * ranked).sum(dim=1)
