@@ -17,18 +17,23 @@ independent searches with stacked tensors.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from slime.memory._cma import BatchedCMAES, default_batch_size
+from slime.memory._emitter_checks import (
+    Bounds,
+    check_bounds,
+    check_generator,
+    check_scale,
+    check_x0,
+    positive_float,
+    positive_int,
+)
 from slime.memory.archive import Archive
 from slime.proto import ArchiveError, ConfigError
 
 __all__ = ["Emitter", "EvolutionStrategyEmitter", "GaussianEmitter", "IsoLineEmitter"]
-
-Bounds = Sequence[tuple[float | None, float | None]] | tuple[float | None, float | None] | None
 
 
 def _elite_rows(archive: Archive, column: str) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -103,13 +108,13 @@ class Emitter:
             raise ConfigError(f"archive must be a slime.memory Archive, got {archive!r}", name)
         self.archive = archive
         self.device = archive.device
-        self.x0 = _check_x0(x0, self.device, name)
+        self.x0 = check_x0(x0, self.device, name)
         self.solution_dim = self.x0.shape[0]
-        self.batch_size = _positive_int(batch_size, f"{name}.batch_size")
-        self.lower, self.upper = _check_bounds(bounds, self.solution_dim, self.device, name)
+        self.batch_size = positive_int(batch_size, f"{name}.batch_size")
+        self.lower, self.upper = check_bounds(bounds, self.solution_dim, self.device, name)
         self.bounded = bool(torch.isfinite(torch.cat([self.lower, self.upper])).any())
         self.column = column
-        self.generator = _check_generator(generator, self.device, name)
+        self.generator = check_generator(generator, self.device, name)
 
     def ask(self) -> torch.Tensor:
         """A batch of new solutions ``(batch_size, d)`` float64 on the archive's device."""
@@ -165,7 +170,7 @@ class GaussianEmitter(Emitter):
         super().__init__(
             archive, x0=x0, batch_size=batch_size, bounds=bounds, column=column, generator=generator
         )
-        self.sigma = _check_scale(sigma, self.solution_dim, self.device, "GaussianEmitter.sigma")
+        self.sigma = check_scale(sigma, self.solution_dim, self.device, "GaussianEmitter.sigma")
 
     def ask(self) -> torch.Tensor:
         parents = self._parents(self.batch_size)
@@ -194,8 +199,8 @@ class IsoLineEmitter(Emitter):
         super().__init__(
             archive, x0=x0, batch_size=batch_size, bounds=bounds, column=column, generator=generator
         )
-        self.iso_sigma = _positive_float(iso_sigma, "IsoLineEmitter.iso_sigma")
-        self.line_sigma = _positive_float(line_sigma, "IsoLineEmitter.line_sigma")
+        self.iso_sigma = positive_float(iso_sigma, "IsoLineEmitter.iso_sigma")
+        self.line_sigma = positive_float(line_sigma, "IsoLineEmitter.line_sigma")
 
     def ask(self) -> torch.Tensor:
         b, d = self.batch_size, self.solution_dim
@@ -247,14 +252,14 @@ class EvolutionStrategyEmitter(Emitter):
         eigen_device: torch.device | str | None = None,
     ) -> None:
         name = "EvolutionStrategyEmitter"
-        dim = _check_x0(x0, torch.device("cpu"), name).shape[0]
+        dim = check_x0(x0, torch.device("cpu"), name).shape[0]
         if batch_size is None:
             batch_size = default_batch_size(dim)
         super().__init__(
             archive, x0=x0, batch_size=batch_size, bounds=bounds, column=column, generator=generator
         )
-        self.sigma0 = _positive_float(sigma0, f"{name}.sigma0")
-        self.instances = _positive_int(instances, f"{name}.instances")
+        self.sigma0 = positive_float(sigma0, f"{name}.sigma0")
+        self.instances = positive_int(instances, f"{name}.instances")
         if ranker not in ("2imp", "imp"):
             raise ConfigError(f"ranker must be '2imp' or 'imp', got {ranker!r}", f"{name}.ranker")
         if selection_rule not in ("filter", "mu"):
@@ -350,109 +355,3 @@ class EvolutionStrategyEmitter(Emitter):
             keys = value[..., None]
         ranked = keys.gather(1, order[..., None].expand(-1, -1, keys.shape[2]))
         return order, ranked
-
-
-# ---- argument checks --------------------------------------------------------------------------
-
-
-def _positive_int(value: Any, path: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{path.rsplit('.', 1)[-1]} must be an int >= 1, got {value!r}", path)
-    return value
-
-
-def _positive_float(value: Any, path: str) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ConfigError(
-            f"{path.rsplit('.', 1)[-1]} must be a finite number > 0, got {value!r}", path
-        )
-    return float(value)
-
-
-def _check_x0(x0: Any, device: torch.device, owner: str) -> torch.Tensor:
-    try:
-        point = torch.as_tensor(x0, dtype=torch.float64)
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise ConfigError(f"x0 must be d numbers, got {x0!r}", f"{owner}.x0") from e
-    if point.dim() != 1 or point.shape[0] == 0:
-        raise ConfigError(
-            f"x0 must have shape (d,) with d >= 1, got shape {tuple(point.shape)}", f"{owner}.x0"
-        )
-    if not torch.isfinite(point).all():
-        raise ConfigError(f"x0 must be finite, got {point.tolist()!r}", f"{owner}.x0")
-    return point.to(device)
-
-
-def _check_scale(sigma: Any, dim: int, device: torch.device, path: str) -> torch.Tensor:
-    if isinstance(sigma, numbers.Real) and not isinstance(sigma, bool):
-        return torch.tensor(_positive_float(sigma, path), dtype=torch.float64, device=device)
-    scale = torch.as_tensor(sigma, dtype=torch.float64)
-    if scale.shape != (dim,) or not bool((torch.isfinite(scale) & (scale > 0)).all()):
-        raise ConfigError(
-            f"sigma must be a number > 0 or {dim} finite numbers > 0, got {sigma!r}", path
-        )
-    return scale.to(device)
-
-
-def _check_bounds(
-    bounds: Bounds, dim: int, device: torch.device, owner: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(d,)`` lower and upper bounds (``-inf``/``inf`` where open) on ``device``."""
-    path = f"{owner}.bounds"
-    if bounds is None:
-        pairs: list[Any] = [(None, None)] * dim
-    elif len(bounds) == 2 and all(b is None or isinstance(b, numbers.Real) for b in bounds):
-        pairs = [tuple(bounds)] * dim
-    else:
-        pairs = list(bounds)
-        if len(pairs) != dim:
-            raise ConfigError(
-                f"bounds has {len(pairs)} pairs, expected one (low, high) or {dim}", path
-            )
-    lows, highs = [], []
-    for i, pair in enumerate(pairs):
-        if pair is None:
-            pair = (None, None)
-        try:
-            low, high = pair
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"bounds[{i}] is {pair!r}, expected (low, high)", path) from e
-        low = -math.inf if low is None else low
-        high = math.inf if high is None else high
-        if (
-            any(isinstance(v, bool) or not isinstance(v, numbers.Real) for v in (low, high))
-            or math.isnan(low)
-            or math.isnan(high)
-            or not low < high
-        ):
-            raise ConfigError(f"bounds[{i}] is {pair!r}, expected numbers low < high", path)
-        lows.append(float(low))
-        highs.append(float(high))
-    both = torch.tensor([lows, highs], dtype=torch.float64, device=device)
-    return both[0], both[1]
-
-
-def _check_generator(
-    generator: torch.Generator | None, device: torch.device, owner: str
-) -> torch.Generator:
-    if generator is None:
-        fresh = torch.Generator(device=device)
-        fresh.seed()
-        return fresh
-    if not isinstance(generator, torch.Generator):
-        raise ConfigError(
-            f"generator must be a torch.Generator, got {type(generator).__name__}",
-            f"{owner}.generator",
-        )
-    if generator.device.type != device.type:
-        raise ConfigError(
-            f"generator is on {generator.device}, the archive on {device}; make it with "
-            f"torch.Generator(device={str(device)!r})",
-            f"{owner}.generator",
-        )
-    return generator
