@@ -94,3 +94,14 @@ def test_nearest_centroid_is_exact_far_from_the_origin(nearest) -> None:
     box = 1e6 - 1 + 2 * torch.rand(2000, 2, generator=gen, dtype=torch.float64)
     exact = torch.linalg.vector_norm(box[:, None] - centroids[None], dim=-1).argmin(dim=1)
     assert torch.equal(archive.cell_index(box), exact)
+
+
+def test_the_accelerator_nearest_search_agrees_with_cdist_here_and_far_from_the_origin() -> None:
+    # The column-by-column squared distances accelerators use, run on CPU tensors.
+    archive = CVTArchive(300, RANGES, samples=3000, seed=0, nearest="brute_force")
+    points = torch.rand(5000, 2, dtype=torch.float64) * 4 - 2
+    assert torch.equal(archive._nearest_by_columns(points), archive.cell_index(points))
+    centroids = torch.tensor([[1e6, 1e6], [1e6 + 0.1, 1e6]], dtype=torch.float64)
+    far = CVTArchive(2, [(1e6 - 1, 1e6 + 1)] * 2, centroids=centroids, nearest="brute_force")
+    close_call = torch.tensor([[1e6 + 0.0504, 1e6 + 0.3]] * 26, dtype=torch.float64)
+    assert far._nearest_by_columns(close_call).tolist() == [1] * 26

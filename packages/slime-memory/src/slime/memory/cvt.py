@@ -15,7 +15,8 @@ from slime.proto import ConfigError
 
 __all__ = ["CVTArchive"]
 
-_CHUNK = 4096  # descriptors per batched distance computation on an accelerator
+_CHUNK = 4096  # descriptors per batched distance computation on the CPU
+_CHUNK_ELEMENTS = 1 << 23  # point-centroid pairs per distance block on an accelerator (64 MiB)
 
 
 class CVTArchive(Archive):
@@ -117,13 +118,28 @@ class CVTArchive(Archive):
         # cdist's default turns distances into a matrix product above 25 rows, which cancels
         # catastrophically far from the origin (points 0.1 apart at 1e6 swap their nearest
         # centroid); direct differences are exact enough and cheap for descriptor dims.
-        parts = [
-            torch.cdist(chunk, self._centroids, compute_mode="donot_use_mm_for_euclid_dist").argmin(
-                dim=1
-            )
-            for chunk in descriptors.split(_CHUNK)
-        ]
+        if descriptors.device.type == "cpu":
+            parts = [
+                torch.cdist(
+                    chunk, self._centroids, compute_mode="donot_use_mm_for_euclid_dist"
+                ).argmin(dim=1)
+                for chunk in descriptors.split(_CHUNK)
+            ]
+        else:
+            # On CUDA cdist's direct path runs one reduction per pair (13 ms for 10,000 x 1,000
+            # pairs of 2-d points on an H200); a sum of squared differences, one descriptor
+            # column at a time, is the same arithmetic in a few elementwise kernels.
+            rows = max(1, _CHUNK_ELEMENTS // self.cells)
+            parts = [self._nearest_by_columns(chunk) for chunk in descriptors.split(rows)]
         return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64, device=self.device)
+
+    def _nearest_by_columns(self, points: torch.Tensor) -> torch.Tensor:
+        """Index of each point's nearest centroid ``(n,)`` by squared Euclidean distance."""
+        total = None
+        for j in range(points.shape[1]):
+            gap = points[:, j, None] - self._centroids[None, :, j]
+            total = gap.square() if total is None else total.addcmul_(gap, gap)
+        return total.argmin(dim=1)
 
     def _config(self) -> dict[str, Any]:
         return {
