@@ -1,5 +1,6 @@
-"""Genome stores: the per-item column staging (accelerators: no host sync) equals staging the
-landing rows only (CPU archives), and payload staging from device tensors picks the same rows."""
+"""Genome stores: the per-item column staging (accelerators: no host sync, every item writes,
+those that land nowhere into a scratch row) equals staging the landing rows only (CPU archives),
+and payload staging from device tensors picks the same rows."""
 
 from __future__ import annotations
 
@@ -38,11 +39,17 @@ def landing_rows(item_cells, source, kept):
     return item_cells.numpy()[rows], rows
 
 
+def targets(item_cells, source, kept, cells=10):
+    """Per item: its cell if it is the row its cell takes, else ``cells`` (the scratch row)."""
+    lands = kept & (source == torch.arange(source.shape[0]))
+    return torch.where(lands, item_cells, cells)
+
+
 def test_per_item_column_staging_equals_landing_rows_only() -> None:
     per_item, landing = ColumnStore(10, torch.device("cpu")), ColumnStore(10, torch.device("cpu"))
     for seed in range(3):
         for columns, item_cells, source, kept in random_batches(seed):
-            per_item.apply(per_item.stage(columns, item_cells, source, kept, None))
+            per_item.apply(per_item.stage(columns, targets(item_cells, source, kept), None))
             target, rows = landing_rows(item_cells, source, kept)
             landing.apply(landing.stage_landing(columns, target, rows, None))
             for name in ("w", "id"):
@@ -57,7 +64,7 @@ def test_payload_staging_from_device_tensors_copies_each_landing_item_once() -> 
         genomes = [{"id": int(i)} for i in columns["id"]]  # loose payloads
         lost = torch.zeros(10, dtype=torch.bool)
         lost[int(item_cells[0])] = not bool(kept[0])
-        added, _, removed = staged.stage(genomes, item_cells, source, kept, lost)
+        added, _, removed = staged.stage(genomes, targets(item_cells, source, kept), lost)
         target, rows = landing_rows(item_cells, source, kept)
         assert (added or {}) == {int(c): genomes[r] for c, r in zip(target, rows)}
         assert removed.tolist() == torch.nonzero(lost).squeeze(1).tolist()

@@ -10,7 +10,7 @@ import torch
 from slime.proto import ArchiveError
 
 __all__ = [
-    "best_per_cell",
+    "cell_winners",
     "check_finite",
     "cma_mae_thresholds",
     "eviction_mask",
@@ -37,22 +37,30 @@ def raise_first_non_finite(finite: torch.Tensor, name: str) -> None:
         raise ArchiveError(f"{name}[{index}] is not finite (NaN or Inf)")
 
 
-def best_per_cell(
-    inverse: torch.Tensor, objectives: torch.Tensor, can_insert: torch.Tensor, m: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per touched cell ``(m,)``: the best insertable objective and the batch index holding it.
+def cell_winners(
+    cells: torch.Tensor,
+    objectives: torch.Tensor,
+    can_insert: torch.Tensor,
+    threshold: torch.Tensor,
+    positions: torch.Tensor,
+    cell_ids: torch.Tensor,
+) -> torch.Tensor:
+    """``(n,)`` bool: whether item ``i`` is the one its cell takes from the batch.
 
-    ``inverse`` ``(n,)`` maps items to touched cells. The index is the earliest among equal
-    objectives (pyribs' tie rule), and ``n`` where nothing can land.
+    A cell takes its best insertable item, the earliest among equal objectives (pyribs' tie
+    rule). ``cells`` ``(n,)`` and ``objectives`` ``(n,)`` (NaN: never insertable) per item,
+    ``threshold`` ``(C,)``, ``positions`` ``arange(n)``, ``cell_ids`` any ``(C,)`` int64 tensor
+    (only its shape and device are used). One float64 key cannot hold both an objective
+    and a batch index exactly, hence two scatter-reduces: the best objective, then the
+    earliest index holding it.
     """
-    n = objectives.shape[0]
-    key = torch.where(can_insert, objectives, -math.inf)
-    best = torch.full((m,), -math.inf, dtype=torch.float64, device=objectives.device)
-    best = best.scatter_reduce(0, inverse, key, reduce="amax")
-    position = torch.arange(n, device=objectives.device)
-    candidate = torch.where(can_insert & (key == best.index_select(0, inverse)), position, n)
-    first = torch.full((m,), n, dtype=torch.int64, device=objectives.device)
-    return best, first.scatter_reduce(0, inverse, candidate, reduce="amin")
+    key = objectives.nan_to_num(nan=-math.inf)  # amax would propagate a NaN to its cell
+    # max(threshold, insertable objectives): above the threshold exactly where one can land
+    best = threshold.scatter_reduce(0, cells, key, reduce="amax")
+    top = (key == best.index_select(0, cells)) & can_insert
+    candidate = torch.where(top, positions, positions.shape[0])  # n: no candidate
+    first = cell_ids.scatter_reduce(0, cells, candidate, reduce="amin", include_self=False)
+    return first.index_select(0, cells) == positions
 
 
 def cma_mae_thresholds(
@@ -66,11 +74,11 @@ def cma_mae_thresholds(
 
     A cell moves from its ``current`` threshold toward the mean of the batch's objectives that
     beat it, at rate ``1 - (1 - learning_rate) ** count``. Cells nothing beat keep ``current``.
+    Objectives that cannot be inserted (NaN among them) are left out.
     """
-    weight = can_insert.to(current.dtype)
     zeros = torch.zeros_like(current)
-    count = zeros.scatter_add(0, inverse, weight)
-    total = zeros.scatter_add(0, inverse, objectives * weight)
+    count = zeros.scatter_add(0, inverse, can_insert.to(current.dtype))
+    total = zeros.scatter_add(0, inverse, torch.where(can_insert, objectives, 0.0))
     keep = (1.0 - learning_rate) ** count
     return keep * current + (total / count.clamp(min=1.0)) * (1.0 - keep)
 

@@ -86,9 +86,7 @@ class SavedArchive:
             if column.shape[:1] != (cells,):
                 shape = tuple(column.shape)
                 raise ArchiveError(f"{self.path}: genome column {name!r} has shape {shape}")
-        store = ColumnStore(cells, device)
-        store.columns = dict(self.columns)
-        return store
+        return ColumnStore.from_columns(cells, device, self.columns)
 
 
 def _encode(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:

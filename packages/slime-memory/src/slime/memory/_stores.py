@@ -32,18 +32,11 @@ class GenomeStore:
     def check_batch(self, genomes: Any, n: int) -> None:
         raise NotImplementedError
 
-    def stage(
-        self,
-        genomes: Any,
-        cells: torch.Tensor,
-        source: torch.Tensor,
-        kept: torch.Tensor,
-        lost: torch.Tensor | None,
-    ) -> Any:
-        """Prepare a change, given per item of the batch (``(n,)`` tensors on the device): its
-        cell, the batch row that cell takes (``source``, the same for every item of a cell)
-        and whether the cell takes it (``kept``); where ``lost`` ``(C,)`` (None: nowhere), a
-        cell loses its elite."""
+    def stage(self, genomes: Any, target: torch.Tensor, lost: torch.Tensor | None) -> Any:
+        """Prepare a change, given per item of the batch the cell whose genome it becomes
+        (``target`` ``(n,)`` int64 on the device; ``cells``, one past the last cell, for an
+        item that lands nowhere); where ``lost`` ``(C,)`` (None: nowhere), a cell loses its
+        elite. No two items target the same cell."""
         raise NotImplementedError
 
     def stage_landing(
@@ -115,17 +108,14 @@ class PayloadStore(GenomeStore):
         if len(genomes) != n:
             raise ArchiveError(f"{len(genomes)} genomes for a batch of {n} objectives")
 
-    def stage(self, genomes, cells, source, kept, lost):
+    def stage(self, genomes, target, lost):
         """See :meth:`GenomeStore.stage`. Payload copies are host work: this fetches the
-        landing items (and lost cells) in one transfer, a host sync."""
-        n = cells.shape[0]
-        lands = kept & (source == torch.arange(n, device=source.device))  # an item, its cell's
-        parts = [cells, lands.to(torch.int64)]
-        if lost is not None:
-            parts.append(lost.to(torch.int64))
+        targets (and lost cells) in one transfer, a host sync."""
+        n = target.shape[0]
+        parts = [target] if lost is None else [target, lost.to(torch.int64)]
         host = torch.cat(parts).cpu().numpy()
-        rows = np.flatnonzero(host[n : 2 * n])  # ascending: batch order
-        removed = None if lost is None else np.flatnonzero(host[2 * n :])
+        rows = np.flatnonzero(host[:n] < self.cells)  # ascending: batch order
+        removed = None if lost is None else np.flatnonzero(host[n:])
         return self.stage_landing(genomes, host[:n][rows], rows, removed)
 
     def stage_landing(self, genomes, target, rows, lost):
@@ -322,12 +312,28 @@ def _stack_flat(payloads: Sequence[Any]) -> tuple[tuple, dict[str, torch.Tensor]
 
 
 class ColumnStore(GenomeStore):
+    """Genome columns in ``(cells + 1, ...)`` buffers on the device; ``columns`` are their first
+    ``cells`` rows, and the last row is scratch where a device add writes the items that land
+    nowhere (see :meth:`GenomeStore.stage`)."""
+
     kind = "columns"
 
     def __init__(self, cells: int, device: torch.device) -> None:
         self.cells = cells
         self.device = device
-        self.columns: dict[str, torch.Tensor] = {}  # name -> (cells, ...)
+        self.columns: dict[str, torch.Tensor] = {}  # name -> (cells, ...) view of _rows
+        self._rows: dict[str, torch.Tensor] = {}  # name -> (cells + 1, ...)
+
+    @classmethod
+    def from_columns(
+        cls, cells: int, device: torch.device, columns: Mapping[str, torch.Tensor]
+    ) -> ColumnStore:
+        """A store holding copies of ``columns`` ``{name: (cells, ...)}`` on ``device``."""
+        store = cls(cells, device)
+        store._hold(store._new_buffers(columns))
+        for name, column in columns.items():
+            store.columns[name].copy_(column)
+        return store
 
     def check_batch(self, genomes: Any, n: int) -> None:
         if not isinstance(genomes, Mapping):
@@ -366,21 +372,16 @@ class ColumnStore(GenomeStore):
                 return False
         return True
 
-    def stage(self, genomes, cells, source, kept, lost):
-        """See :meth:`GenomeStore.stage`. Without learning how many rows land (a host sync),
-        every item rewrites its cell's row: with the new row where the cell takes one, else
-        with the row it holds. All items of a cell write the same bytes, so the order of the
-        writes does not matter."""
-        buffers = self.columns or self._new_buffers(genomes)
-        values = {}
-        for name, column in genomes.items():
-            new = as_numbers(column, self.device).index_select(0, source)
-            old = buffers[name].index_select(0, cells)
-            values[name] = torch.where(kept.view(-1, *([1] * (new.dim() - 1))), new, old)
-        return buffers, cells, values
+    def stage(self, genomes, target, lost):
+        """See :meth:`GenomeStore.stage`. Every item's row is written, one ``index_copy_``
+        per column: a landing item's into its cell, the others' into the scratch row (several
+        writes there, in any order: its contents are never read)."""
+        buffers = self._rows or self._new_buffers(genomes)
+        values = {name: as_numbers(column, self.device) for name, column in genomes.items()}
+        return buffers, target, values
 
     def stage_landing(self, genomes, target, rows, lost):
-        buffers = self.columns or self._new_buffers(genomes)
+        buffers = self._rows or self._new_buffers(genomes)
         cells, source = torch.from_numpy(target), torch.from_numpy(rows)
         values = {
             name: as_numbers(column, self.device).index_select(0, source)
@@ -390,15 +391,20 @@ class ColumnStore(GenomeStore):
 
     def _new_buffers(self, genomes: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {
-            name: torch.zeros((self.cells, *c.shape[1:]), dtype=c.dtype, device=self.device)
+            name: torch.zeros((self.cells + 1, *c.shape[1:]), dtype=c.dtype, device=self.device)
             for name, c in genomes.items()
         }
 
+    def _hold(self, buffers: dict[str, torch.Tensor]) -> None:
+        if buffers is not self._rows:
+            self._rows = buffers
+            self.columns = {name: rows[: self.cells] for name, rows in buffers.items()}
+
     def apply(self, staged) -> None:
-        buffers, cells, values = staged
-        self.columns = buffers
+        buffers, target, values = staged
+        self._hold(buffers)
         for name, value in values.items():
-            self.columns[name].index_copy_(0, cells, value)
+            buffers[name].index_copy_(0, target, value)
 
     def get(self, cells: list[int]) -> list[dict[str, Any]]:
         index = torch.tensor(cells, dtype=torch.int64, device=self.device)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from slime.memory import _persist
 from slime.memory._insertion import (
-    best_per_cell,
+    cell_winners,
     check_finite,
     cma_mae_thresholds,
     eviction_mask,
@@ -159,6 +159,9 @@ class Archive:
         self._host = self._device.type == "cpu"
         self._lower_np, self._upper_np = np.array(self._ranges, dtype=np.float64).T
         self._all_cells = np.arange(cells)
+        self._cell_ids = torch.arange(cells, device=self._device)
+        self._scratch_row = torch.tensor(cells, device=self._device)  # see _add_on_device
+        self._constants: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.clear()
 
     # ---- geometry -------------------------------------------------------------------------
@@ -291,69 +294,101 @@ class Archive:
         """:meth:`add` in tensor operations on the archive's device, without host syncs
         (except ``check``'s and a payload store's).
 
-        Every batch works on all ``C`` cells (scatter-reduces into ``(C,)`` tensors) rather
-        than on the distinct cells it touches, which would take a sort whose size the host
-        must learn. ``objectives`` ``(n,)``, ``descriptors`` ``(n, k)``: float64 on the device.
+        How many items land is data the host would have to wait for, so every item writes: a
+        winner (its cell's best insertable item) writes its row into its cell, every other item
+        into a scratch row past the last cell (``_state_rows[C]``, and likewise in a column
+        store), one ``index_copy_`` per tensor. Each operation costs a dispatch and a kernel
+        launch at any batch size, so the common case (no eviction, plain MAP-Elites
+        thresholds) is kept to few of them. ``objectives`` ``(n,)``, ``descriptors``
+        ``(n, k)``: float64 on the device.
         """
         n = objectives.shape[0]
-        finite = None
-        if check:
-            check_finite(objectives, descriptors)  # raising needs the answer: one host sync
+        positions, ones = self._batch_constants(n)
+        if not check:
+            # x - x is +0 for finite x and NaN for NaN or +-Inf (a plain sum of the values
+            # could overflow); obj * 0 keeps a +0 sum +0. So ``poison`` is NaN exactly for
+            # the items with a non-finite objective or descriptor, +0 for the others, and
+            # subtracting it leaves finite objectives bit for bit (-0.0 included).
+            poison = (descriptors - descriptors).sum(dim=1)
+            poison = torch.addcmul(poison, objectives, poison)
+            # Those items' objectives become NaN: they beat no threshold, land nowhere and
+            # get value NaN. Their descriptors become finite so they map to a valid cell.
+            objectives = objectives - poison
+            descriptors = descriptors.nan_to_num()
         else:
-            finite = torch.isfinite(objectives) & torch.isfinite(descriptors).all(dim=1)
-            # Non-finite items get harmless numbers (a valid cell, a finite objective) and are
-            # kept out of every decision by ``finite`` below.
-            objectives = torch.where(finite, objectives, 0.0)
-            descriptors = torch.where(finite[:, None], descriptors, self._lower)
+            check_finite(objectives, descriptors)  # raising needs the answer: one host sync
+            poison = None
         cells = self._cell_index(descriptors)  # (n,)
-        state = self._state  # (C, 3 + k)
-        occupied = state[:, _OCC] > 0  # (C,)
-        threshold = state[:, _THR]  # threshold_min where empty (kept so by every update)
+        item_state = self._thresholds_occupied.index_select(0, cells)  # (n, 2)
+        item_threshold, item_occupied = item_state.unbind(1)
+        can_insert = objectives > item_threshold  # False for NaN
+        # An empty cell's threshold is threshold_min (every update keeps it so): the value's
+        # base, except that -inf counts as 0.
+        plain = self._threshold_min == -math.inf
+        value = objectives - (item_threshold.nan_to_num(neginf=0.0) if plain else item_threshold)
+        status = 2.0 - item_occupied  # 1 improved an occupied cell, 2 new cell
+        # 0 not added; NaN (-1 below) for the non-finite items
+        if poison is None:
+            status = status.mul_(can_insert)
+        else:
+            status = torch.where(can_insert, status, poison)
 
-        item_occupied = occupied.index_select(0, cells)  # (n,)
-        item_threshold = threshold.index_select(0, cells)
-        can_insert = objectives > item_threshold
-        if finite is not None:
-            can_insert &= finite
-        # 0 not added, 1 improved an occupied cell, 2 new cell
-        status = can_insert.to(torch.int32) * (2 - item_occupied.to(torch.int32))
-        empty_base = 0.0 if self._threshold_min == -math.inf else self._threshold_min
-        value = objectives - torch.where(item_occupied, item_threshold, empty_base)
-
-        best, first = best_per_cell(cells, objectives, can_insert, self._cells)  # (C,) each
-        landed = first < n  # cells receiving an elite from this batch
-        source = first.clamp(max=n - 1)
-        if self._threshold_min != -math.inf:
+        threshold = self._thresholds_occupied[:, 0]
+        wins = cell_winners(cells, objectives, can_insert, threshold, positions, self._cell_ids)
+        if plain:  # a cell's threshold is its elite's objective
+            landing = objectives[:, None].expand(n, 2)
+        else:
             threshold = cma_mae_thresholds(
                 cells, objectives, can_insert, threshold, self._learning_rate
             )
-        else:
-            threshold = best  # plain MAP-Elites: a cell's threshold is its elite's objective
-        landing = [best, threshold, landed.to(torch.float64)]
-        after = torch.cat([torch.stack(landing, dim=1), descriptors.index_select(0, source)], dim=1)
-        after = torch.where(landed[:, None], after, state)  # (C, 3 + k)
-        kept, lost = landed, None
+            landing = torch.stack([objectives, threshold.index_select(0, cells)], dim=1)
+        rows = torch.cat([landing, ones, descriptors], dim=1)  # (n, 3 + k): a winner's new row
+        target = torch.where(wins, cells, self._scratch_row)  # (n,)
+        after = lost = None
         if self._max_size < self._cells:
-            evicted = eviction_mask(
-                after[:, _OBJ], after[:, _OCC] > 0, landed & ~occupied, self._max_size
-            )
-            lost = evicted & occupied
-            kept = landed & ~evicted
-            # Items whose cell was evicted in this very batch report status 0.
-            status = status.masked_fill(evicted.index_select(0, cells), 0)
-            after[:, _OCC].masked_fill_(evicted, 0.0)
-            after[:, _THR].masked_fill_(evicted, self._threshold_min)
-        if finite is not None:
-            status = status.masked_fill(~finite, -1)
-            value = value.masked_fill(~finite, math.nan)
+            after, evicted, lost = self._evict(target, rows)
+            # Items whose cell was evicted in this very batch report status 0 (NaN stays NaN).
+            item_evicted = evicted.index_select(0, cells)
+            status.mul_(~item_evicted)
+            target = target.masked_fill(item_evicted, self._cells)
 
-        staged = store.stage(  # may raise; changes nothing
-            genomes, cells, source.index_select(0, cells), kept.index_select(0, cells), lost
-        )
+        staged = store.stage(genomes, target, lost)  # may raise; changes nothing
         store.apply(staged)
         self._store = store
-        self._state.copy_(after)
-        return AddResult(status=status, value=value)
+        if after is None:
+            self._state_rows.index_copy_(0, target, rows)
+        else:
+            self._state_rows.copy_(after)
+        if poison is not None:
+            status = status.nan_to_num(nan=-1.0)
+        return AddResult(status=status.to(torch.int32), value=value)
+
+    def _evict(
+        self, target: torch.Tensor, rows: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """After landing ``rows`` at ``target``, evict down to ``max_size``: the state rows
+        then ``(C + 1, 3 + k)``, the evicted cells and those of them that held an elite before
+        the batch ``(C,)`` bool."""
+        after = self._state_rows.index_copy(0, target, rows)
+        before = self._state[:, _OCC] > 0
+        occupied = after[: self._cells, _OCC] > 0
+        evicted = eviction_mask(
+            after[: self._cells, _OBJ], occupied, occupied & ~before, self._max_size
+        )
+        after[: self._cells, _OCC].masked_fill_(evicted, 0.0)
+        after[: self._cells, _THR].masked_fill_(evicted, self._threshold_min)
+        return after, evicted, evicted & before
+
+    def _batch_constants(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``arange(n)`` int64 and ``(n, 1)`` float64 ones on the device, made once per batch
+        size (each would cost an operation per add)."""
+        found = self._constants.get(n)
+        if found is None:
+            found = self._constants[n] = (
+                torch.arange(n, device=self._device),
+                torch.ones(n, 1, dtype=torch.float64, device=self._device),
+            )
+        return found
 
     def _add_on_host(
         self,
@@ -636,8 +671,18 @@ class Archive:
         """Remove every elite and reset thresholds; the next batch may use either genome form."""
         state = torch.zeros(self._cells, 3 + self.descriptor_dim, dtype=torch.float64)
         state[:, _THR] = self._threshold_min
-        self._state = state.to(self._device)
+        self._set_state(state)
         self._store = None
+
+    def _set_state(self, state: torch.Tensor) -> None:
+        """Hold ``state`` ``(C, 3 + k)`` as ``_state``: the first ``C`` rows of ``_state_rows``,
+        whose last row is the scratch row of :meth:`_add_on_device`."""
+        rows = torch.zeros(self._cells + 1, state.shape[1], dtype=torch.float64)
+        rows[: self._cells] = state
+        self._state_rows = rows.to(self._device)
+        self._state = self._state_rows[: self._cells]
+        # The (C, 2) columns a device add reads per item, a view made once, not per add.
+        self._thresholds_occupied = self._state[:, _THR : _OCC + 1]
 
     # One (C, 3 + k) float64 matrix holds every cell's numbers, so a batch reads and writes
     # them with one gather and one scatter. Columns: objective, threshold, occupied, descriptor.
@@ -709,7 +754,7 @@ class Archive:
             archive = target(**config, **saved.config_tensors, device=device)
         except (KeyError, TypeError, ValueError, ConfigError) as e:
             raise ArchiveError(f"{path}: the saved configuration is invalid: {e}") from e
-        archive._state = saved.state_matrix(archive.cells, archive.descriptor_dim)
+        archive._set_state(saved.state_matrix(archive.cells, archive.descriptor_dim))
         archive._store = saved.genome_store(archive.occupied_cells(), archive.cells, archive.device)
         return archive
 
@@ -775,7 +820,9 @@ def _host_cma_mae_thresholds(
     weight = can_insert.astype(np.float64)
     count = np.bincount(inverse, weights=weight, minlength=m)
     total = np.bincount(inverse, weights=objectives * weight, minlength=m)
-    keep = (1.0 - learning_rate) ** count
+    # torch's pow, as the tensor path: numpy's differs in the last bit (0.4 ** 2.0 is 0.16
+    # there, 0.16000000000000003 in torch and Python), which the paths' equality tests catch.
+    keep = torch.pow(1.0 - learning_rate, torch.from_numpy(count)).numpy()
     return keep * current + (total / np.maximum(count, 1.0)) * (1.0 - keep)
 
 

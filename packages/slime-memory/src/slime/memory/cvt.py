@@ -90,6 +90,7 @@ class CVTArchive(Archive):
             )
         self._samples, self._seed, self._nearest = samples, seed, nearest
         self._centroids = centroids.detach().to(device=self.device, dtype=torch.float64)
+        self._centroid_columns = self._centroids.t().unsqueeze(1).unbind(0)  # k x (1, cells)
         use_tree = nearest == "kd_tree" or (nearest == "auto" and self.device.type == "cpu")
         self._tree = KDTree(self._centroids.cpu().numpy()) if use_tree else None
 
@@ -130,14 +131,16 @@ class CVTArchive(Archive):
             # pairs of 2-d points on an H200); a sum of squared differences, one descriptor
             # column at a time, is the same arithmetic in a few elementwise kernels.
             rows = max(1, _CHUNK_ELEMENTS // self.cells)
+            if descriptors.shape[0] <= rows:  # one block: no split and cat to pay for
+                return self._nearest_by_columns(descriptors)
             parts = [self._nearest_by_columns(chunk) for chunk in descriptors.split(rows)]
         return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64, device=self.device)
 
     def _nearest_by_columns(self, points: torch.Tensor) -> torch.Tensor:
         """Index of each point's nearest centroid ``(n,)`` by squared Euclidean distance."""
         total = None
-        for j in range(points.shape[1]):
-            gap = points[:, j, None] - self._centroids[None, :, j]
+        for column, centroids in zip(points.split(1, dim=1), self._centroid_columns):
+            gap = column - centroids  # (n, 1) - (1, cells)
             total = gap.square() if total is None else total.addcmul_(gap, gap)
         return total.argmin(dim=1)
 
