@@ -73,3 +73,32 @@ def test_bench_on_cuda_with_graph_replays_prints_every_column(capsys) -> None:
     for row in rows[-2:]:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert len(cells) == 11 and float(cells[9].replace(",", "")) > 0
+
+
+def test_op_counts_on_meta_tensors_are_those_of_the_tensor_path_on_the_cpu() -> None:
+    # The grid has no device-dependent branch: meta must dispatch exactly what the CPU does.
+    on_meta = bench.count_ops("grid", 3, 50, evicting=True, device="meta")
+    on_cpu = bench.count_ops("grid", 3, 50, evicting=True, device="cpu")
+    assert on_meta[1] == on_cpu[1]
+    assert on_meta[0].ops == sum(on_meta[1].values()) > on_meta[0].views > 0
+
+
+def test_the_common_device_add_stays_a_few_dozen_operations() -> None:
+    # A regression guard: each operation is a dispatch and a kernel launch per add on a GPU
+    # (68 for the grid before the scratch-row rewrite, 41 after, torch 2.15).
+    plain, _ = bench.count_ops("grid", 10, 1000)
+    evicting, _ = bench.count_ops("grid", 10, 1000, evicting=True)
+    cma_mae, _ = bench.count_ops("grid", 10, 1000, cma_mae=True)
+    assert plain.ops <= 45 < cma_mae.ops < evicting.ops
+
+
+def test_count_ops_prints_each_configuration(capsys: pytest.CaptureFixture) -> None:
+    bench.main(["--count-ops", "--batches", "20", "--dims", "3", "--archives", "cvt"])
+    out = capsys.readouterr().out
+    assert "aten ops (meta)" in out
+    rows = [line for line in out.splitlines() if line.startswith("| cvt")]
+    assert [row.split("|")[4:6] for row in rows] == [
+        [" max_size >= cells ", " MAP-Elites "],
+        [" max_size 500 ", " MAP-Elites "],
+        [" max_size >= cells ", " CMA-MAE "],
+    ]

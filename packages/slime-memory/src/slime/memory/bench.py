@@ -2,6 +2,7 @@
 
     python -m slime.memory.bench                 # CPU, pyribs alongside when installed
     python -m slime.memory.bench --device cuda   # our archives on the GPU (pyribs still on CPU)
+    python -m slime.memory.bench --count-ops     # aten operations of one accelerator add
 
 Each configuration feeds the same random stream (solutions, objectives, descriptors) to every
 archive. On the CPU the archives take it batch by batch, alternating between them (which one
@@ -19,17 +20,20 @@ our numbers are printed.
 from __future__ import annotations
 
 import argparse
+import collections
 import importlib.util
 import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
 from slime.memory.archive import Archive
 from slime.memory.cvt import CVTArchive
 from slime.memory.grid import GridArchive
+from torch.utils._python_dispatch import TorchDispatchMode
 
 GRID_DIMS = (100, 100)
 CVT_CELLS = 1000
@@ -206,6 +210,110 @@ def _graph_replayed(stream: list, device: str, archive: Archive) -> float:
     return sum(b[1].shape[0] for b in on_device[1:]) / (time.perf_counter() - start)
 
 
+@dataclass(frozen=True)
+class OpCount:
+    archive: str
+    solution_dim: int
+    batch: int
+    capacity: str  # "max_size >= cells" or the binding max_size
+    thresholds: str  # "MAP-Elites" or "CMA-MAE"
+    ops: int  # aten operations dispatched, views included
+    views: int  # of which views (no kernel, but a dispatch each)
+
+
+class _OpCounter(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: collections.Counter[str] = collections.Counter()
+        self.views = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None) -> Any:
+        self.ops[str(func.overloadpacket)] += 1
+        self.views += func.is_view
+        return func(*args, **(kwargs or {}))
+
+
+def count_ops(
+    kind: str,
+    solution_dim: int,
+    batch: int,
+    *,
+    evicting: bool = False,
+    cma_mae: bool = False,
+    device: str = "meta",
+) -> tuple[OpCount, collections.Counter[str]]:
+    """aten operations of one sync-free column add (``check=False``) on the accelerator path,
+    and how many of each: the batch after a first one (which allocates the genome buffers).
+
+    On ``"meta"`` tensors (shapes only, no arithmetic) the add runs the code an accelerator
+    runs, CVT's nearest-centroid search included; ``"cpu"`` forces the same tensor path on
+    the CPU, where the CVT search takes ``cdist`` instead. Each operation costs a dispatch
+    and, on an accelerator, a kernel launch, whatever the batch size: the time of a small
+    eager add on a GPU is roughly their number times a few microseconds.
+    """
+    rng = np.random.default_rng(0)
+    centroids = rng.uniform(-1.0, 1.0, size=(CVT_CELLS, 2))
+    cells = GRID_DIMS[0] * GRID_DIMS[1] if kind == "grid" else CVT_CELLS
+    options: dict[str, Any] = {"device": device, "max_size": cells // 2 if evicting else cells}
+    if cma_mae:
+        options.update(learning_rate=0.5, threshold_min=-1.0)
+    if kind == "grid":
+        archive: Archive = GridArchive(GRID_DIMS, RANGES, **options)
+    else:
+        options["nearest"] = "brute_force"
+        archive = CVTArchive(CVT_CELLS, RANGES, centroids=torch.from_numpy(centroids), **options)
+    archive._host = False
+    counter = _OpCounter()
+    for counted in (False, True):
+        solutions = torch.from_numpy(rng.normal(size=(batch, solution_dim))).to(device)
+        objectives = torch.from_numpy(rng.normal(size=batch)).to(device)
+        descriptors = torch.from_numpy(rng.uniform(-1.1, 1.1, size=(batch, 2))).to(device)
+        if counted:
+            with counter:
+                archive.add({"solution": solutions}, objectives, descriptors, check=False)
+        else:
+            archive.add({"solution": solutions}, objectives, descriptors, check=False)
+    row = OpCount(
+        archive=f"{kind} ({cells} cells)",
+        solution_dim=solution_dim,
+        batch=batch,
+        capacity=f"max_size {cells // 2}" if evicting else "max_size >= cells",
+        thresholds="CMA-MAE" if cma_mae else "MAP-Elites",
+        ops=sum(counter.ops.values()),
+        views=counter.views,
+    )
+    return row, counter.ops
+
+
+def _format_counts(rows: list[tuple[OpCount, collections.Counter[str]]], device: str) -> str:
+    lines = [
+        f"| archive | solution dim | batch | capacity | thresholds | aten ops ({device}) | "
+        "of which views | most frequent |",
+        "|---|---:|---:|---|---|---:|---:|---|",
+    ]
+    for r, ops in rows:
+        common = ", ".join(f"{name.removeprefix('aten.')} {k}" for name, k in ops.most_common(4))
+        lines.append(
+            f"| {r.archive} | {r.solution_dim} | {r.batch:,} | {r.capacity} | {r.thresholds} "
+            f"| {r.ops} | {r.views} | {common} |"
+        )
+    return "\n".join(lines)
+
+
+def print_op_counts(archives: list[str], dims: list[int], batches: list[int], device: str) -> None:
+    """The table of :func:`count_ops` for every archive, dimension and batch size, each with
+    and without a binding ``max_size`` and CMA-MAE thresholds."""
+    rows = [
+        count_ops(kind, dim, batch, evicting=evicting, cma_mae=cma_mae, device=device)
+        for kind in archives
+        for dim in dims
+        for batch in batches
+        for evicting, cma_mae in ((False, False), (True, False), (False, True))
+    ]
+    print(f"# torch {torch.__version__}; one add({{'solution': x}}, ..., check=False)")
+    print(_format_counts(rows, device))
+
+
 def _synchronize(device: str) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
@@ -260,7 +368,11 @@ def _format(rows: list[Row], device: str, graphed: bool = False) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu", help="device of our archives (cpu, cuda)")
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="device of our archives (cpu, cuda; default cpu, and meta with --count-ops)",
+    )
     parser.add_argument("--items", type=int, default=100_000, help="items per configuration")
     parser.add_argument("--batches", type=int, nargs="+", default=[100, 1_000, 10_000])
     parser.add_argument("--dims", type=int, nargs="+", default=[10, 1_000])
@@ -279,7 +391,17 @@ def main(argv: list[str] | None = None) -> None:
         default=1,
         help="torch CPU threads (default 1, like pyribs' numpy; 0 keeps torch's default)",
     )
+    parser.add_argument(
+        "--count-ops",
+        action="store_true",
+        help="print the aten operations of one accelerator-path add instead of timing "
+        "(--device meta, the default for this, runs the accelerator's code without one)",
+    )
     args = parser.parse_args(argv)
+    if args.count_ops:
+        print_op_counts(args.archives, args.dims, args.batches, args.device or "meta")
+        return
+    args.device = args.device or "cpu"
     if args.cuda_graph and not args.device.startswith("cuda"):
         parser.error("--cuda-graph needs --device cuda")
     if args.threads > 0:
