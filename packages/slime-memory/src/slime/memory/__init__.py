@@ -20,6 +20,7 @@ from slime.memory.emitters import Emitter as Emitter
 from slime.memory.emitters import EvolutionStrategyEmitter as EvolutionStrategyEmitter
 from slime.memory.emitters import GaussianEmitter as GaussianEmitter
 from slime.memory.emitters import IsoLineEmitter as IsoLineEmitter
+from slime.memory.graphed import GraphedAdd as GraphedAdd
 from slime.memory.grid import GridArchive as GridArchive
 from slime.memory.limits import MAX_POOL_SIZE as MAX_POOL_SIZE
 from slime.memory.schedulers import Scheduler as Scheduler
@@ -36,6 +37,7 @@ __all__ = [
     "Emitter",
     "EvolutionStrategyEmitter",
     "GaussianEmitter",
+    "GraphedAdd",
     "GridArchive",
     "IsoLineEmitter",
     "KMOResult",

@@ -244,7 +244,8 @@ class Archive:
         synchronises with the host: statuses, values, thresholds, evictions and genome rows are
         all worked out on the device and the results come back as device tensors, so batches
         pipeline and the call can be captured in a CUDA graph (inputs already on the archive's
-        device; the first batch, which allocates the genome buffers, outside the capture).
+        device; the first batch, which allocates the genome buffers, outside the capture):
+        :class:`~slime.memory.GraphedAdd` does that for a batch size and column layout.
         With ``check=True`` the finiteness check is its one sync; payload genomes add one more
         (their landing copies are host work).
 

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from slime.memory.archive import Archive
 from slime.memory.cvt import CVTArchive
+from slime.memory.graphed import GraphedAdd
 from slime.memory.grid import GridArchive
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -186,28 +187,24 @@ def _pipelined(
 
 
 def _graph_replayed(stream: list, device: str, archive: Archive) -> float:
-    """Adds per second of ``archive.add(..., check=False)`` captured in a CUDA graph: the first
-    batch is added eagerly (it allocates the genome buffers) and the add captured (neither
-    timed); each later batch is copied into the static inputs and the graph replayed, with one
-    synchronisation at the end."""
+    """Adds per second of ``archive``'s column add replayed by a :class:`GraphedAdd`: built and
+    given the first batch before the clock starts; each later batch is copied into the static
+    inputs and the graph replayed, with one synchronisation at the end."""
     on_device = [tuple(torch.from_numpy(array).to(device) for array in batch) for batch in stream]
-    static = [tensor.clone() for tensor in on_device[0]]
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
-        archive.add({"solution": static[0]}, static[1], static[2], check=False)
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        archive.add({"solution": static[0]}, static[1], static[2], check=False)
+    solutions, objectives, descriptors = on_device[0]
+    add = GraphedAdd(archive, {"solution": solutions})
+    add({"solution": solutions}, objectives, descriptors)
     _synchronize(device)
     start = time.perf_counter()
-    for batch in on_device[1:]:
-        for buffer, tensor in zip(static, batch):
-            buffer.copy_(tensor)
-        graph.replay()
+    for solutions, objectives, descriptors in on_device[1:]:
+        add({"solution": solutions}, objectives, descriptors)
     _synchronize(device)
     return sum(b[1].shape[0] for b in on_device[1:]) / (time.perf_counter() - start)
+
+
+def _synchronize(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 @dataclass(frozen=True)
@@ -312,11 +309,6 @@ def print_op_counts(archives: list[str], dims: list[int], batches: list[int], de
     ]
     print(f"# torch {torch.__version__}; one add({{'solution': x}}, ..., check=False)")
     print(_format_counts(rows, device))
-
-
-def _synchronize(device: str) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def best_of(runs: list[Row]) -> Row:
