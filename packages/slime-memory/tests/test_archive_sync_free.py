@@ -146,3 +146,18 @@ def test_sync_free_tensor_path_equals_the_host_path(stream, config) -> None:
             device_style._store.columns["i"][occupied], host._store.columns["i"][occupied]
         )
     assert len(host) <= config["max_size"]
+
+
+def test_sync_free_add_keeps_finite_numbers_bit_for_bit_and_sums_nothing() -> None:
+    # The tensor path tells non-finite items apart by x - x, not by sums that finite values
+    # could overflow, and leaves finite objectives as they were (-0.0 included).
+    archive = on_path(GridArchive([5, 4], RANGES), "device")
+    big = 1.7e308  # two of them sum to Inf
+    objectives = torch.tensor([-0.0, 5e-324, -big, big, math.nan], dtype=torch.float64)
+    descriptors = torch.tensor(
+        [[-0.9, 0.1], [0.5, 1.9], [0.0, 1.0], [big, big], [0.5, 0.5]], dtype=torch.float64
+    )
+    result = archive.add({"x": torch.zeros(5, 1)}, objectives, descriptors, check=False)
+    assert result.status.tolist() == [2, 2, 2, 2, -1]
+    stored = archive._objective.index_select(0, archive.cell_index(descriptors[:4]))
+    assert torch.equal(stored.view(torch.int64), objectives[:4].view(torch.int64))

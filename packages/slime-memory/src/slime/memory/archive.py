@@ -334,16 +334,17 @@ class Archive:
         else:
             status = torch.where(can_insert, status, poison)
 
-        threshold = self._thresholds_occupied[:, 0]
+        threshold = self._threshold
         wins = cell_winners(cells, objectives, can_insert, threshold, positions, self._cell_ids)
+        objective = objectives[:, None]
         if plain:  # a cell's threshold is its elite's objective
-            landing = objectives[:, None].expand(n, 2)
+            landing = [objective, objective]
         else:
             threshold = cma_mae_thresholds(
                 cells, objectives, can_insert, threshold, self._learning_rate
             )
-            landing = torch.stack([objectives, threshold.index_select(0, cells)], dim=1)
-        rows = torch.cat([landing, ones, descriptors], dim=1)  # (n, 3 + k): a winner's new row
+            landing = [objective, threshold.index_select(0, cells)[:, None]]
+        rows = torch.cat([*landing, ones, descriptors], dim=1)  # (n, 3 + k): a winner's new row
         target = torch.where(wins, cells, self._scratch_row)  # (n,)
         after = lost = None
         if self._max_size < self._cells:
@@ -682,18 +683,15 @@ class Archive:
         rows[: self._cells] = state
         self._state_rows = rows.to(self._device)
         self._state = self._state_rows[: self._cells]
-        # The (C, 2) columns a device add reads per item, a view made once, not per add.
+        # Views a device add reads, made once, not per add: (C, 2) and (C,).
         self._thresholds_occupied = self._state[:, _THR : _OCC + 1]
+        self._threshold = self._state[:, _THR]
 
     # One (C, 3 + k) float64 matrix holds every cell's numbers, so a batch reads and writes
     # them with one gather and one scatter. Columns: objective, threshold, occupied, descriptor.
     @property
     def _objective(self) -> torch.Tensor:
         return self._state[:, _OBJ]
-
-    @property
-    def _threshold(self) -> torch.Tensor:
-        return self._state[:, _THR]
 
     @property
     def _occupied(self) -> torch.Tensor:
