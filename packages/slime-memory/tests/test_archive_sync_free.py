@@ -161,3 +161,13 @@ def test_sync_free_add_keeps_finite_numbers_bit_for_bit_and_sums_nothing() -> No
     assert result.status.tolist() == [2, 2, 2, 2, -1]
     stored = archive._objective.index_select(0, archive.cell_index(descriptors[:4]))
     assert torch.equal(stored.view(torch.int64), objectives[:4].view(torch.int64))
+
+
+def test_device_adds_keep_constants_for_a_few_batch_sizes_only() -> None:
+    archive = on_path(GridArchive([5, 4], RANGES), "device")
+    for n in range(1, 21):
+        x = torch.zeros(n, 1)
+        archive.add({"x": x}, torch.ones(n), torch.zeros(n, 2), check=False)
+    assert sorted(archive._constants) == list(range(13, 21))
+    result = archive.add({"x": torch.zeros(3, 1)}, torch.full((3,), 2.0), torch.zeros(3, 2))
+    assert result.status.tolist() == [1, 1, 1] and len(archive) == 1

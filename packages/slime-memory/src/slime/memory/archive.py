@@ -34,6 +34,7 @@ MAX_ARCHIVE_SIZE = 1000
 """The blueprint's hard limit on elites held at once (default ``max_size``)."""
 
 _OBJ, _THR, _OCC, _DESC = 0, 1, 2, 3  # columns of Archive._state
+_BATCH_SIZES_KEPT = 8  # batch sizes whose constants a device add keeps (_batch_constants)
 
 
 @dataclass(frozen=True)
@@ -307,9 +308,10 @@ class Archive:
         positions, ones = self._batch_constants(n)
         if not check:
             # x - x is +0 for finite x and NaN for NaN or +-Inf (a plain sum of the values
-            # could overflow); obj * 0 keeps a +0 sum +0. So ``poison`` is NaN exactly for
-            # the items with a non-finite objective or descriptor, +0 for the others, and
-            # subtracting it leaves finite objectives bit for bit (-0.0 included).
+            # could overflow), and +0 + obj * (+0) is +0 for a finite objective, NaN for
+            # another. So ``poison`` is NaN exactly for the items with a non-finite objective
+            # or descriptor, +0 for the others, and subtracting it leaves finite objectives
+            # bit for bit (-0.0 included).
             poison = (descriptors - descriptors).sum(dim=1)
             poison = torch.addcmul(poison, objectives, poison)
             # Those items' objectives become NaN: they beat no threshold, land nowhere and
@@ -382,14 +384,18 @@ class Archive:
         return after, evicted, evicted & before
 
     def _batch_constants(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``arange(n)`` int64 and ``(n, 1)`` float64 ones on the device, made once per batch
-        size (each would cost an operation per add)."""
-        found = self._constants.get(n)
+        """``arange(n)`` int64 and ``(n, 1)`` float64 ones on the device, kept for the last
+        few batch sizes (each would cost an operation per add). A CUDA graph that reads them
+        must hold them itself (see GraphedAdd): a size dropped here frees its tensors."""
+        found = self._constants.pop(n, None)  # put back last: the latest sizes stay
         if found is None:
-            found = self._constants[n] = (
+            if len(self._constants) >= _BATCH_SIZES_KEPT:
+                del self._constants[next(iter(self._constants))]
+            found = (
                 torch.arange(n, device=self._device),
                 torch.ones(n, 1, dtype=torch.float64, device=self._device),
             )
+        self._constants[n] = found
         return found
 
     def _add_on_host(

@@ -77,6 +77,8 @@ class GraphedAdd:
                 self._result = self._add()
         # What the graph writes to: an archive that has replaced them is not this graph's.
         self._state_rows, self._store = archive._state_rows, archive._store
+        # What it reads: kept alive here, whatever batch sizes the archive sees later.
+        self._constants = archive._batch_constants(n)
 
     @property
     def batch_size(self) -> int:
