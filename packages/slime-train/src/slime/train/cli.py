@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
@@ -23,6 +24,7 @@ from slime.train.config import DATASETS, RunConfig
 from slime.train.datasets import Dataset
 from slime.train.distributed import (
     Distributed,
+    elastic_restart,
     launch,
     rank_batch,
     shutdown,
@@ -151,11 +153,19 @@ def train_command(argv: list[str]) -> int:
 
     Under a launcher (``torchrun --nproc-per-node N --no-python slime train ...``) each process is
     one rank of a data-parallel run (:mod:`slime.train.distributed`): ``train.batch_size`` is the
-    global batch, and rank 0 alone writes the run directory and prints.
+    global batch, and rank 0 alone writes the run directory and prints. When torchrun's elastic
+    agent restarts the workers (a failed worker, a lost node), the same command resumes the run
+    its job made from the latest checkpoint, on however many processes the job now has.
     """
     args = _train_parser().parse_intermixed_args(argv)
+    args.argv = list(argv)
     world = world_size_from_env()
-    if args.resume is not None:
+    restarted = _elastic_run(args.out, argv)
+    if restarted is not None:
+        # The same command, started again by torchrun's elastic agent: carry its own run on.
+        args.resume = str(restarted)
+        cfg = load_config(restarted / "config.yaml")
+    elif args.resume is not None:
         if not (Path(args.resume) / "config.yaml").is_file():  # refuse before creating anything
             raise ConfigError(f"{args.resume} is not a run directory (no config.yaml)", "--resume")
         if args.model is not None or args.data is not None or args.seed is not None:
@@ -179,6 +189,33 @@ def train_command(argv: list[str]) -> int:
         shutdown()
 
 
+# Written into a run directory made under torchrun's elastic agent: which job and command made it.
+ELASTIC_FILE = "elastic.json"
+
+
+def _elastic_record(argv: Sequence[str]) -> dict[str, object] | None:
+    """What ties a run directory to its job: torchrun's run id and this command line."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    return None if run_id is None else {"run_id": run_id, "argv": list(argv)}
+
+
+def _elastic_run(out: str, argv: Sequence[str]) -> Path | None:
+    """The run directory under ``out`` that this very job and command made, when torchrun's
+    elastic agent restarted the workers (after a worker failed or a node was lost); None on a
+    first attempt, without a launcher, or when the job died before making one."""
+    if elastic_restart() is None:
+        return None
+    record = _elastic_record(argv)
+    made = []
+    for path in Path(out).glob(f"*/{ELASTIC_FILE}"):
+        try:
+            if json.loads(path.read_text(encoding="utf-8")) == record:
+                made.append(path.parent)
+        except (OSError, ValueError):
+            continue  # not one of ours
+    return max(made, key=lambda p: p.name) if made else None
+
+
 def _in_turn(ctx: Distributed, build: Callable[[], Dataset]) -> Dataset:
     """``build()`` on rank 0 first, then on the other ranks, which find its caches (tokens, a
     trained tokenizer) instead of writing them at the same time."""
@@ -199,6 +236,12 @@ def _train(args: argparse.Namespace, cfg: RunConfig, ctx: Distributed, device: t
 
     if args.resume is not None:
         run = RunDir(args.resume)
+        restart = elastic_restart()
+        if restart is not None:
+            say(
+                f"restart {restart[1]} of the job (torchrun): {ctx.world_size} process(es) "
+                f"carry {run.path} on from its latest checkpoint"
+            )
         ctx.barrier()  # every rank has read config.yaml before rank 0 rewrites it
         if ctx.is_main:
             save_config(cfg, run.config_path)
@@ -229,6 +272,9 @@ def _train(args: argparse.Namespace, cfg: RunConfig, ctx: Distributed, device: t
             run = RunDir.create(args.out, f"{cfg.model.kind}-{cfg.data.name}")
             ctx.broadcast_object(str(run.path))
             _record_data(run, dataset)
+            record = _elastic_record(args.argv)
+            if record is not None:  # a restarted job finds its run by this
+                (run.path / ELASTIC_FILE).write_text(json.dumps(record) + "\n", encoding="utf-8")
         else:
             run = RunDir(ctx.broadcast_object(None))
         trainer = Trainer(

@@ -171,6 +171,23 @@ def world_size_from_env() -> int:
     return int(raw)
 
 
+def elastic_restart() -> tuple[str, int] | None:
+    """``(run id, restart count)`` when torchrun's elastic agent restarted this process's
+    workers (``TORCHELASTIC_RESTART_COUNT`` >= 1: a worker failed or a node left or joined, and
+    every worker of the job started again, maybe on fewer or more processes); None on a first
+    attempt or without a launcher.
+
+    Raises:
+        ConfigError: a malformed ``TORCHELASTIC_RESTART_COUNT``.
+    """
+    if "TORCHELASTIC_RESTART_COUNT" not in os.environ:
+        return None
+    count = _env_int("TORCHELASTIC_RESTART_COUNT")
+    if count == 0:
+        return None
+    return os.environ.get("TORCHELASTIC_RUN_ID", ""), count
+
+
 def _env_int(name: str, default: str | None = None) -> int:
     raw = os.environ.get(name, default)
     if raw is None or not raw.strip().isdigit():
