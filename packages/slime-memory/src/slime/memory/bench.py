@@ -358,6 +358,20 @@ def _format(rows: list[Row], device: str, graphed: bool = False) -> str:
     return "\n".join(lines)
 
 
+def ribs_and_versions(no_ribs: bool) -> tuple[bool, list[str]]:
+    """Whether pyribs runs beside us (installed and not turned off), and the version line's
+    first entries: Python, torch and pyribs (or that it is absent)."""
+    with_ribs = not no_ribs and importlib.util.find_spec("ribs") is not None
+    versions = [f"python {platform.python_version()}", f"torch {torch.__version__}"]
+    if with_ribs:
+        import ribs
+
+        versions.append(f"ribs {ribs.__version__}")
+    else:
+        versions.append("ribs not installed: our numbers only")
+    return with_ribs, versions
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -398,14 +412,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--cuda-graph needs --device cuda")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    with_ribs = not args.no_ribs and importlib.util.find_spec("ribs") is not None
-    versions = [f"python {platform.python_version()}", f"torch {torch.__version__}"]
-    if with_ribs:
-        import ribs
-
-        versions.append(f"ribs {ribs.__version__}")
-    else:
-        versions.append("ribs not installed: our numbers only")
+    with_ribs, versions = ribs_and_versions(args.no_ribs)
     if args.device.startswith("cuda"):
         versions.append(torch.cuda.get_device_name(args.device))
         versions.append("our adds sync-free (check=False), one synchronisation per stream")

@@ -31,7 +31,6 @@ matrices takes seconds).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import platform
@@ -43,6 +42,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from slime.memory.bench import ribs_and_versions
 from slime.memory.emitters import EvolutionStrategyEmitter, GaussianEmitter, IsoLineEmitter
 from slime.memory.grid import GridArchive
 from slime.memory.problems import PROBLEMS, measure_ranges
@@ -372,14 +372,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    with_ribs = not args.no_ribs and importlib.util.find_spec("ribs") is not None
-    versions = [f"python {platform.python_version()}", f"torch {torch.__version__}"]
-    if with_ribs:
-        import ribs
-
-        versions.append(f"ribs {ribs.__version__}")
-    else:
-        versions.append("ribs not installed: our numbers only")
+    with_ribs, versions = ribs_and_versions(args.no_ribs)
     for device in args.device:
         if device.startswith("cuda"):
             versions.append(torch.cuda.get_device_name(device))
