@@ -193,8 +193,14 @@ def run_equal_time(
             break
         before = trainer.step
         trainer.fit(trainer.step + interval - trainer.step % interval, max_seconds=seconds - spent)
+        if trainer.step == before:  # fit's clock (evaluation included) ran out before a step:
+            trainer.fit(trainer.step + 1)  # one step takes the run past the training budget
         if trainer.step == before:
             break
+    # The training clock where the run stopped. The curve's last point may be older: an
+    # evaluation inside the last fit reads the clock before fit's own wall-time limit (which
+    # counts evaluation too) ends it, so it can sit just under the budget the loop has reached.
+    stopped = trainer.train_seconds()
     if not trainer.curve or trainer.curve[-1]["step"] != trainer.step:
         trainer.evaluate()
     curve = trainer.curve
@@ -202,7 +208,7 @@ def run_equal_time(
     return {
         "time_budget_s": seconds,
         "time_steps": trainer.step,
-        "time_train_s": curve[-1]["time_s"],
+        "time_train_s": max(stopped, curve[-1]["time_s"]),
         "time_lr": lr,
         "time_val_loss": curve[-1]["heldout_loss"],
         "best_val_loss_time": best["best_val_loss"],
