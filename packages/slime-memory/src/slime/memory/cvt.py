@@ -24,8 +24,9 @@ class CVTArchive(Archive):
 
     Centroids come from k-means (scikit-learn, one Lloyd run from a random init) over ``samples``
     points drawn uniformly in the ranges, or are given. The nearest centroid is found with a scipy
-    k-d tree on CPU and with batched ``torch.cdist`` + argmin on other devices (``nearest``
-    overrides the choice).
+    k-d tree on CPU and by batched distances + argmin elsewhere (``nearest`` overrides the
+    choice): ``torch.cdist``'s direct form on CPU tensors, squared differences summed one
+    descriptor column at a time on an accelerator.
 
     Args:
         cells: number of centroids.
