@@ -334,6 +334,21 @@ def test_from_torch_computes_what_the_torch_encoder_computes(options):
     torch.testing.assert_close(grad_ours, grad_theirs, atol=1e-4, rtol=1e-3)
 
 
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_one_seed_drops_what_torch_drops_at_every_dropout_site(batch_first, norm_first):
+    theirs, ours = torch_and_slime(dropout=0.2, batch_first=batch_first, norm_first=norm_first)
+    x = source(batch_first).requires_grad_()
+    mask = nn.Transformer.generate_square_subsequent_mask(T)  # a float mask: the masked path
+    for kwargs in ({}, {"mask": mask}):
+        torch.manual_seed(5)
+        expected = theirs(x, **kwargs)
+        torch.manual_seed(5)
+        got = ours(x, **kwargs)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    assert not torch.equal(ours.eval()(x), got)  # dropout was on
+
+
 def test_from_torch_takes_each_dropout_rate():
     layer = nn.TransformerEncoderLayer(D, H, 32, 0.1)
     layer.self_attn.dropout, layer.dropout1.p, layer.dropout.p, layer.dropout2.p = (

@@ -115,15 +115,12 @@ def test_a_seeded_model_trains_along_torchs_loss_curve_without_dropout():
     torch.testing.assert_close(torch.tensor(ours), torch.tensor(theirs), atol=1e-4, rtol=1e-4)
 
 
-def test_with_dropout_the_loss_curve_matches_torchs_in_distribution():
-    # Dropout masks are drawn over other memory layouts than torch's, so one seed drops other
-    # elements; averaged over seeds the curves agree.
-    def mean_late_loss(model_cls):
-        runs = [train(model_cls, dropout=0.2, seed=s, steps=40)[1][-10:] for s in range(3)]
-        return sum(sum(r) for r in runs) / 30
-
-    theirs, ours = mean_late_loss(TransformerModel), mean_late_loss(SlimeTransformerModel)
-    assert abs(ours - theirs) < 0.02 * theirs  # dropout 0.1 or 0.3 is 20% off
+def test_with_dropout_a_seeded_model_trains_along_torchs_loss_curve():
+    # Every dropout mask is drawn in the memory order of torch's tensor at that site, so one
+    # seed drops the same elements (the positional encoding's dropout included).
+    _, theirs = train(TransformerModel, dropout=0.2, steps=20)
+    _, ours = train(SlimeTransformerModel, dropout=0.2, steps=20)
+    torch.testing.assert_close(torch.tensor(ours), torch.tensor(theirs), atol=1e-4, rtol=1e-4)
 
 
 def test_the_model_saves_whole_with_torch_save_and_keeps_training(tmp_path):

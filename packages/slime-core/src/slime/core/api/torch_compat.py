@@ -29,10 +29,9 @@ class SlimeMoldEncoderLayer(nn.Module):
     ``nn.MultiheadAttention``'s xavier-uniform ``in_proj``, the output projection and both
     feed-forward linears as ``nn.Linear``'s default, zero attention biases, drawn in torch's order,
     so a seeded program gets torch's numbers) and the four dropout sites (attention
-    probabilities, after the attention, inside the feed-forward, after it). With dropout 0 a
-    seeded program computes and trains as with torch, to float noise; with dropout the rates and
-    sites are torch's but the masks are drawn over other memory layouts, so one seed drops other
-    elements. Head ``h`` is slot ``h`` of the organism; births and deaths happen only when a
+    probabilities, after the attention, inside the feed-forward, after it; each mask drawn in the
+    memory order of torch's tensor at that site, so one seed drops the same elements). A seeded
+    program computes and trains as with torch, to float noise, with or without dropout. Head ``h`` is slot ``h`` of the organism; births and deaths happen only when a
     caller asks for them.
 
     Args:
@@ -106,6 +105,13 @@ class SlimeMoldEncoderLayer(nn.Module):
         if generator is not None:
             for linear in (mlp.c_fc, mlp.c_proj):
                 _reset_linear(linear, generator)
+        # torch draws each dropout mask in its tensor's memory order: the attention output is
+        # sequence-major in either layout, the feed-forward's tensors are when batch_first is
+        # False. The same orders here make one seed drop the same elements as torch.
+        organism.dropout = _SequenceMajorDropout(dropout)
+        if not batch_first:
+            mlp.hidden_dropout = _SequenceMajorDropout(dropout)
+            mlp.dropout = _SequenceMajorDropout(dropout)
         self.block = Block(
             organism, mlp, bias=bias, norm_first=norm_first, eps=layer_norm_eps, device=device
         )
@@ -350,6 +356,16 @@ class SlimeMoldEncoder(nn.Module):
                 out, src_mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=is_causal
             )
         return out if self.norm is None else self.norm(out)
+
+
+class _SequenceMajorDropout(nn.Dropout):
+    """Dropout of a batch-first ``(B, T, ...)`` tensor whose mask is drawn in ``(T, B, ...)``
+    order, as torch draws it over its sequence-first tensors; the same rate and scaling."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0 or x.dim() < 2:
+            return super().forward(x)
+        return super().forward(x.transpose(0, 1).contiguous()).transpose(0, 1)
 
 
 def _clone(layer: SlimeMoldEncoderLayer, index: int) -> SlimeMoldEncoderLayer:
