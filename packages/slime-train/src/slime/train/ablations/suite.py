@@ -7,7 +7,7 @@ import dataclasses
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -156,19 +156,37 @@ def _print_verdicts(analysis: dict[str, Any], out: Path) -> None:
 
 
 def _merge(paths: list[str], out: Path) -> int:
+    return merge_files(
+        paths, out, keys=_RESULT_KEYS, what="suite", merge=merge_results, write=write_outputs,
+        tool="ablations",
+    )  # fmt: skip
+
+
+def merge_files(
+    paths: list[str],
+    out: Path,
+    *,
+    keys: Sequence[str],
+    what: str,
+    merge: Callable[[list[dict[str, Any]]], dict[str, Any]],
+    write: Callable[[dict[str, Any], Path], dict[str, Any]],
+    tool: str,
+) -> int:
+    """``--merge`` of a suite (this one or the continual benchmark): read the results files at
+    ``paths`` (each must hold ``keys``), ``merge`` them (one file: render it again), ``write``
+    the outputs into ``out`` and print the verdicts. Returns the exit status; errors are one
+    line on stderr, prefixed ``tool``."""
     try:
         parts = [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
         for path, part in zip(paths, parts, strict=True):
-            missing = (
-                [k for k in _RESULT_KEYS if k not in part] if isinstance(part, dict) else ["*"]
-            )
+            missing = [k for k in keys if k not in part] if isinstance(part, dict) else ["*"]
             if missing:
-                raise ConfigError(f"{path} is not a suite results file: no {missing}", "--merge")
+                raise ConfigError(f"{path} is not a {what} results file: no {missing}", "--merge")
             part.pop("analysis", None)  # recomputed from the merged runs
-        results = merge_results(parts) if len(parts) > 1 else parts[0]  # one: re-render only
-        analysis = write_outputs(results, out)
+        results = merge(parts) if len(parts) > 1 else parts[0]  # one: re-render only
+        analysis = write(results, out)
     except (OSError, json.JSONDecodeError, SlimeError) as exc:
-        print(f"ablations: error: {exc}", file=sys.stderr)
+        print(f"{tool}: error: {exc}", file=sys.stderr)
         return 2
     _print_verdicts(analysis, out)
     return 0

@@ -10,8 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from slime.proto import ConfigError, SlimeError
-from slime.train.ablations.suite import _clean
+from slime.proto import SlimeError
+from slime.train.ablations.suite import (
+    PARTIAL,
+    _clean,
+    _print_verdicts,
+    _write_partial,
+    merge_files,
+)
 from slime.train.continual.analysis import analyse
 from slime.train.continual.arms import ARMS
 from slime.train.continual.merge import RESULT_KEYS, merge_results
@@ -21,8 +27,6 @@ from slime.train.continual.runner import run_continual
 from slime.train.continual.streams import STREAMS
 
 __all__ = ["PARTIAL", "main", "write_outputs"]
-
-PARTIAL = "results.partial.json"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,33 +69,11 @@ def write_outputs(results: dict[str, Any], out: Path) -> dict[str, Any]:
     return analysis
 
 
-def _write_partial(results: dict[str, Any], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / (PARTIAL + ".tmp")
-    tmp.write_text(json.dumps(_clean(results)) + "\n", encoding="utf-8")
-    tmp.replace(out / PARTIAL)
-
-
-def _print(analysis: dict[str, Any], out: Path) -> None:
-    for stream, entry in analysis.items():
-        print(f"{stream}: {entry['verdict']}")
-    print(f"wrote {out / 'REPORT.md'}")
-
-
 def _merge(paths: list[str], out: Path) -> int:
-    try:
-        parts = [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
-        for path, part in zip(paths, parts, strict=True):
-            if not isinstance(part, dict) or any(k not in part for k in RESULT_KEYS):
-                raise ConfigError(f"{path} is not a continual results file", "--merge")
-            part.pop("analysis", None)
-        results = merge_results(parts) if len(parts) > 1 else parts[0]
-        analysis = write_outputs(results, out)
-    except (OSError, json.JSONDecodeError, SlimeError) as exc:
-        print(f"continual: error: {exc}", file=sys.stderr)
-        return 2
-    _print(analysis, out)
-    return 0
+    return merge_files(
+        paths, out, keys=RESULT_KEYS, what="continual", merge=merge_results, write=write_outputs,
+        tool="continual",
+    )  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -122,5 +104,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SlimeError as exc:
         print(f"continual: error: {exc}", file=sys.stderr)
         return 2
-    _print(analysis, out)
+    _print_verdicts(analysis, out)
     return 0
