@@ -94,3 +94,40 @@ def test_auto_on_cpu_runs_the_pool_kernel_with_key_padding():
     kpm = torch.ones(2, 6, dtype=torch.bool)
     out = pool_attention(q, k, v, causal=True, key_padding_mask=kpm)
     assert _grad_fn(out) == "_EagerAttentionBackward"
+
+
+@pytest.mark.parametrize("scale", [None, 0.3, 2])
+@pytest.mark.parametrize("dtype", [FP32, BF16])
+def test_auto_without_masks_matches_the_pool_kernel_for_views_and_scales(scale, dtype):
+    # A slice of a packed projection (rows contiguous, not the whole tensor), as models pass it.
+    packed = torch.randn(2, 5, 3, 3, 16, dtype=dtype).permute(2, 0, 3, 1, 4)  # (3, B, P, T, d)
+    q, k, v = (t.detach().requires_grad_() for t in packed)
+    out = pool_attention(q, k, v, causal=True, scale=scale)
+    ref = pool_attention(q, k, v, causal=True, scale=scale, backend="torch")
+    torch.testing.assert_close(out, ref, atol=2e-2 if dtype is BF16 else 1e-5, rtol=0)
+    (out.float().square().sum()).backward()
+    assert all(t.grad is not None and t.grad.isfinite().all() for t in (q, k, v))
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda q, k, v: (q, k[:, :, :-1], v), "k has shape"),
+        (lambda q, k, v: (q, k.half(), v), "k has dtype"),
+        (lambda q, k, v: (q.double(), k.double(), v.double()), "q has dtype"),
+        (lambda q, k, v: (q.transpose(-1, -2), k, v), "q must be contiguous in its last dim"),
+        (lambda q, k, v: (q[:, :0], k[:, :0], v[:, :0]), "empty dim"),
+        (lambda q, k, v: (q[0], k[0], v[0]), "4 dimensions"),
+    ],
+)
+def test_auto_without_masks_still_names_bad_inputs(change, match):
+    q, k, v = change(*(torch.randn(2, 3, 16, 16) for _ in "qkv"))
+    with pytest.raises(KernelError, match=match):
+        pool_attention(q, k, v, causal=True)
+
+
+@pytest.mark.parametrize("scale", [0.0, -1.0, float("inf"), float("nan"), "0.5"])
+def test_auto_without_masks_still_names_a_bad_scale(scale):
+    q = torch.randn(1, 2, 4, 16)
+    with pytest.raises(KernelError, match="scale"):
+        pool_attention(q, q, q, scale=scale)

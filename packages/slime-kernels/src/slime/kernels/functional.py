@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 
 import torch
+import torch.nn.functional as F
 from slime.kernels import _sdpa_attention, torch_fallback, utils
 from slime.kernels.torch_fallback import coherence, correlation
 from slime.proto import KernelError
@@ -221,6 +222,23 @@ def _traced(*tensors: Tensor) -> bool:
     return torch.compiler.is_compiling() or any(type(t) is not Tensor for t in tensors)
 
 
+def _plain(q: object, k: object, v: object) -> bool:
+    """Whether ``(q, k, v)`` is an eager call ``"auto"`` sends to SDPA with nothing to check: plain
+    tensors of one non-empty 4-d shape, dtype and device, rows contiguous, half precision on CUDA."""
+    if type(q) is not Tensor or type(k) is not Tensor or type(v) is not Tensor:
+        return False
+    shape, dtype = q.shape, q.dtype
+    if len(shape) != 4 or 0 in shape or k.shape != shape or v.shape != shape:
+        return False
+    if k.dtype is not dtype or v.dtype is not dtype:
+        return False
+    if dtype not in _HALF and (dtype is not torch.float32 or q.is_cuda):
+        return False
+    if q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
+        return False
+    return k.device == q.device and v.device == q.device and not torch.compiler.is_compiling()
+
+
 def pool_attention(
     q: Tensor,
     k: Tensor,
@@ -251,6 +269,13 @@ def pool_attention(
     Raises:
         KernelError: an argument violates the shapes, dtypes, devices or limits above.
     """
+    if key_padding_mask is None and alive is None and backend == "auto" and _plain(q, k, v):
+        # The eager SDPA call every causal LM step makes: what the checks below would accept,
+        # tested in a few attribute reads; anything else takes the full checks (and their errors).
+        if scale is None:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        if type(scale) is float and 0.0 < scale < float("inf"):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
     utils.check_attention_inputs(q, k, v, key_padding_mask, alive)
     scale = utils.resolve_scale(scale, q.shape[-1])
     traced = _traced(q, k, v)
