@@ -428,3 +428,51 @@ def test_token_ids_outside_the_vocabulary_are_a_data_error(kernel, bad):
     idx[1, 3] = bad
     with pytest.raises(DataError, match=f"token id {bad} is outside the vocabulary"):
         model(idx, targets)
+
+
+@pytest.mark.parametrize("group", [None, 2, 1])
+def test_ablation_losses_equal_one_ablated_forward_each_in_any_order_and_grouping(kernel, group):
+    model = make(kernel, n_layer=3)
+    model.organisms[1].cull([2])
+    idx, targets = batch(4, n=2)
+    targets[:, :3] = -1
+    ablations = [(2, 0), (0, 1), (1, 3), (0, 0), (2, 5)]  # unsorted; (2, 5) is an empty slot
+    max_logits = 2**26 if group is None else (group + 1) * idx.numel() * V
+    model.train()
+    losses, latents = model.ablation_losses(idx, targets, ablations, max_logits=max_logits)
+    assert model.training
+    model.eval()
+    with torch.no_grad():
+        expected = [model(idx, targets)[1]]
+        for layer, slot in ablations:
+            if slot not in model.organisms[layer].live_slots():
+                expected.append(expected[0])  # masking an empty slot changes nothing
+                continue
+            with model.ablate({layer: [slot]}):
+                expected.append(model(idx, targets)[1])
+        torch.testing.assert_close(losses, torch.stack(expected), atol=1e-5, rtol=0)
+        torch.testing.assert_close(latents, model._probe_latents(idx), atol=1e-6, rtol=0)
+
+
+def test_ablation_losses_without_ablations_is_the_whole_pools_loss(kernel):
+    model = make(kernel).eval()
+    idx, targets = batch(5)
+    losses, latents = model.ablation_losses(idx, targets, [])
+    with torch.no_grad():
+        torch.testing.assert_close(losses, model(idx, targets)[1].view(1), atol=1e-6, rtol=0)
+    assert latents.shape == (2, *idx.shape, 16)
+
+
+@pytest.mark.parametrize("ablation", [(2, 0), (-1, 0), (0, 6), (0, -1)])
+def test_an_ablation_outside_the_model_is_named(kernel, ablation):
+    model = make(kernel)
+    with pytest.raises(ConfigError, match=str(ablation).replace("(", r"\(").replace(")", r"\)")):
+        model.ablation_losses(*batch(), [ablation])
+
+
+def test_measuring_from_given_latents_equals_measuring_with_a_forward(kernel):
+    a, b = make(kernel, seed=3), make(kernel, seed=3)
+    idx = batch(6)[0]
+    _, latents = b.ablation_losses(idx, batch(6)[1], [])
+    for x, y in zip(a.measure_behaviour(idx), b.measure_behaviour(idx, latents=latents)):
+        torch.testing.assert_close(x, y, atol=1e-6, rtol=0)

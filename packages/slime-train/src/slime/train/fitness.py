@@ -26,12 +26,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from slime.proto import CheckpointError
 from slime.train.config import FitnessConfig
 from torch import Tensor
 
-__all__ = ["FitnessTracker", "PodKey", "PodScore", "masked_loss_contributions", "normalise"]
+__all__ = [
+    "FitnessTracker",
+    "PodKey",
+    "PodScore",
+    "masked_loss_contributions",
+    "masked_probe",
+    "normalise",
+]
 
 PodKey = tuple[int, int]  # (layer, slot)
 
@@ -59,49 +65,31 @@ def _live_keys(model) -> list[PodKey]:
 
 
 @torch.no_grad()
+def masked_probe(
+    model, idx: Tensor, targets: Tensor, *, max_logits: int = 2**26
+) -> tuple[dict[PodKey, float], Tensor]:
+    """Each live pod's loss increase on ``(idx, targets)`` when it alone is masked (host sync),
+    and each layer's attention input for the whole pool ``(n_layer, B, T, n_embd)``, the
+    latents behaviour is measured from, out of the same forward.
+
+    The masked copies share the whole pool's forward up to their layer
+    (``SlimeModel.ablation_losses``): one batched forward instead of ``n_pods`` small ones, and
+    no second forward for the measurement. Copies go in chunks whose logits stay under
+    ``max_logits`` elements (large vocabularies). Eval mode (no dropout); the model's mode is
+    restored.
+    """
+    keys = _live_keys(model)
+    losses, latents = model.ablation_losses(idx, targets, keys, max_logits=max_logits)
+    deltas = (losses[1:] - losses[0]).tolist()
+    return dict(zip(keys, deltas)), latents
+
+
 def masked_loss_contributions(
     model, idx: Tensor, targets: Tensor, *, max_logits: int = 2**26
 ) -> dict[PodKey, float]:
-    """Loss increase on ``(idx, targets)`` when each live pod alone is masked (host sync).
-
-    One batch holds ``1 + n_pods`` copies of ``(idx, targets)``: the first runs the whole pool,
-    each other one the pool without one pod (a per-sample ``head_mask``), so the masked forwards
-    cost one batched forward instead of ``n_pods`` small ones. Copies go in chunks whose logits
-    stay under ``max_logits`` elements (large vocabularies). Eval mode (no dropout); the model's
-    mode is restored.
-    """
-    keys = _live_keys(model)
-    n_layer, capacity = len(model.organisms), model.organisms[0].pod_capacity
-    batch, seq = idx.shape
-    vocab = model.config.vocab_size
-    copies: list[PodKey | None] = [None, *keys]
-    per_chunk = max(1, max_logits // max(1, batch * seq * vocab))
-    scored = (targets != -1).sum()
-    was_training = model.training
-    model.eval()
-    try:
-        losses = []
-        for start in range(0, len(copies), per_chunk):
-            part = copies[start : start + per_chunk]
-            mask = torch.ones(n_layer, len(part), batch, capacity, dtype=torch.bool)
-            masked = [(key[0], i, key[1]) for i, key in enumerate(part) if key is not None]
-            if masked:
-                layer, copy, slot = torch.tensor(masked).unbind(1)
-                mask[layer, copy, :, slot] = False  # one write for every masked copy
-            mask = mask.view(n_layer, len(part) * batch, capacity).to(idx.device)
-            logits, _ = model(idx.repeat(len(part), 1), head_mask=mask)
-            nll = F.cross_entropy(
-                logits.float().view(-1, vocab),
-                targets.repeat(len(part), 1).view(-1),
-                ignore_index=-1,
-                reduction="none",
-            )
-            losses.append(nll.view(len(part), batch * seq).sum(1) / scored)
-        loss = torch.cat(losses)
-        deltas = (loss[1:] - loss[0]).tolist()
-    finally:
-        model.train(was_training)
-    return dict(zip(keys, deltas))
+    """Loss increase on ``(idx, targets)`` when each live pod alone is masked (host sync); see
+    :func:`masked_probe`."""
+    return masked_probe(model, idx, targets, max_logits=max_logits)[0]
 
 
 class FitnessTracker:
@@ -195,6 +183,8 @@ class FitnessTracker:
         idx: Tensor,
         targets: Tensor,
         costs: dict[PodKey, float] | None = None,
+        *,
+        task: dict[PodKey, float] | None = None,
     ) -> dict[PodKey, PodScore]:
         """Medium timescale: score every live pod (host sync) and write each score into its
         organism's ``fitness`` buffer.
@@ -203,13 +193,19 @@ class FitnessTracker:
             model: a ``SlimeModel``.
             idx, targets: the probe batch ``(B, T)``.
             costs: measured cost per pod (lower is better); default: parameter bytes.
+            task: with ``task: masked``, the contributions :func:`masked_probe` already measured
+                on this probe and these weights; None measures them here.
         """
         keys = _live_keys(model)
         if not keys:
             return {}
         ema = self.averages(keys)
         if self.cfg.task == "masked":
-            task = masked_loss_contributions(model, idx, targets)
+            if task is None:
+                task = masked_loss_contributions(model, idx, targets)
+            missing = [k for k in keys if k not in task]
+            if missing:
+                raise ValueError(f"task contributions miss the live pods {missing}")
         else:
             task = {k: ema[k][1] for k in keys}
         if costs is None:

@@ -30,7 +30,7 @@ from slime.memory import bartlett_sphericity as bartlett
 from slime.memory import kernel_pca, kmo
 from slime.proto import ArchiveError, PoolError
 from slime.train.config import LifecycleConfig
-from slime.train.fitness import FitnessTracker
+from slime.train.fitness import FitnessTracker, masked_probe
 
 __all__ = ["Lifecycle", "LossGate", "Phase", "lifecycle_phase"]
 
@@ -156,11 +156,15 @@ class Lifecycle:
         ``loss`` is the latest training loss (a float or a 0-d tensor)."""
         idx, targets = probe
         phase = lifecycle_phase(step, self.cfg)
+        self.agree("measure")
+        task = latents = None
+        if self.fitness.cfg.task == "masked":  # one forward gives contributions and latents
+            with self.timer("fitness"), self.autocast():
+                task, latents = masked_probe(self.model, idx, targets)
         with self.timer("measure"):
-            self.agree("measure")
-            self.model.measure_behaviour(idx)
+            self.model.measure_behaviour(idx, latents=latents)
         with self.timer("fitness"), self.autocast():
-            scores = self.fitness.assess(self.model, idx, targets)
+            scores = self.fitness.assess(self.model, idx, targets, task=task)
         self.agree("decide")
         added = 0
         with self.timer("archive"):

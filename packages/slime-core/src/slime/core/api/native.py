@@ -165,9 +165,22 @@ class SlimeModel(nn.Module):
             yield
 
     @torch.no_grad()
-    def measure_behaviour(self, probe_idx: Tensor) -> list[Tensor]:
+    def measure_behaviour(
+        self, probe_idx: Tensor, *, latents: Tensor | None = None
+    ) -> list[Tensor]:
         """Update every pod's smoothed descriptors from a probe batch ``(B, T)`` (medium
-        timescale). Returns each layer's smoothed descriptors ``(n_live, 3)``."""
+        timescale). Returns each layer's smoothed descriptors ``(n_live, 3)``.
+
+        ``latents`` ``(n_layer, B, T, n_embd)``: each layer's attention input on the probe when
+        the caller has it already (:meth:`ablation_losses` returns it); None runs a forward.
+        """
+        if latents is None:
+            latents = self._probe_latents(probe_idx)
+        # Every layer at once: a few kernel calls instead of a few dozen per layer.
+        measure_organisms(self.organisms, latents, causal=True)
+        return [o.live_descriptors(full=True) for o in self.organisms]
+
+    def _probe_latents(self, probe_idx: Tensor) -> Tensor:
         was_training = self.training
         self.eval()  # no dropout: a probe measures the pods, not the noise
         try:
@@ -176,11 +189,89 @@ class SlimeModel(nn.Module):
             for block in self.blocks:
                 latents.append(block.attention_input(x))
                 x = block(x)
-            # Every layer at once: a few kernel calls instead of a few dozen per layer.
-            measure_organisms(self.organisms, torch.stack(latents), causal=True)
         finally:
             self.train(was_training)
-        return [o.live_descriptors(full=True) for o in self.organisms]
+        return torch.stack(latents)
+
+    @torch.no_grad()
+    def ablation_losses(
+        self,
+        idx: Tensor,
+        targets: Tensor,
+        ablations: list[tuple[int, int]],
+        *,
+        max_logits: int = 2**26,
+    ) -> tuple[Tensor, Tensor]:
+        """The loss on ``(idx, targets)`` of the whole pool and of the pool without each of
+        ``ablations`` (``(layer, slot)`` pairs, one slot masked per copy; masking an empty slot
+        changes nothing), in eval mode.
+
+        One forward runs every copy. A copy whose masked slot is in layer ``l`` is the whole
+        pool's forward up to ``l``, so it joins the batch at layer ``l``, starting from the whole
+        pool's residual stream there: block ``l`` runs ``1 + (copies masked in layers <= l)``
+        copies of the batch, about half the work of running every copy from the embedding, with
+        one call per block. Copies go in groups whose logits stay under ``max_logits`` elements
+        (large vocabularies); each group runs the whole pool again as its first copy.
+
+        Returns:
+            ``losses`` ``(1 + len(ablations),)`` float32 on the model's device (mean
+            cross-entropy over positions whose target is not -1; the first is the whole pool's)
+            and ``latents`` ``(n_layer, B, T, n_embd)``, each layer's attention input on ``idx``
+            for the whole pool (what :meth:`measure_behaviour` takes).
+
+        Raises:
+            ConfigError: an ablation names a layer or slot outside the model.
+        """
+        n_layer, capacity = len(self.blocks), self.organisms[0].pod_capacity
+        for layer, slot in ablations:
+            if not (0 <= layer < n_layer and 0 <= slot < capacity):
+                raise ConfigError(
+                    f"ablation {(layer, slot)} is outside the model ({n_layer} layers of "
+                    f"{capacity} slots)",
+                    "ablations",
+                )
+        order = sorted(range(len(ablations)), key=lambda i: ablations[i][0])
+        batch, seq = idx.shape
+        vocab = self.config.vocab_size
+        group = max(1, max_logits // max(1, batch * seq * vocab) - 1)
+        scored = (targets != -1).sum()
+        was_training = self.training
+        self.eval()
+        try:
+            embedded = self._embed(idx)
+            latents, losses = [], []
+            for start in range(0, max(1, len(order)), group):
+                part = [ablations[i] for i in order[start : start + group]]
+                x = embedded
+                for layer, block in enumerate(self.blocks):
+                    if start == 0:
+                        latents.append(block.attention_input(x[:batch]))
+                    joining = [slot for lay, slot in part if lay == layer]
+                    mask = None
+                    if joining:
+                        x = torch.cat([x, x[:batch].repeat(len(joining), 1, 1)])
+                        copies = x.shape[0] // batch
+                        keep = torch.ones(copies, capacity, dtype=torch.bool)
+                        keep[torch.arange(copies - len(joining), copies), joining] = False
+                        mask = keep.repeat_interleave(batch, 0).to(x.device, non_blocking=True)
+                    x = block(x, causal=True, head_mask=mask)
+                logits = self.lm_head(self.ln_f(x))
+                copies = x.shape[0] // batch
+                nll = F.cross_entropy(
+                    logits.float().view(-1, vocab),
+                    targets.repeat(copies, 1).view(-1),
+                    ignore_index=-1,
+                    reduction="none",
+                )
+                loss = nll.view(copies, batch * seq).sum(1) / scored
+                losses.append(loss if start == 0 else loss[1:])
+        finally:
+            self.train(was_training)
+        flat = torch.cat(losses)
+        result = torch.empty_like(flat)
+        result[0] = flat[0]
+        result[1 + torch.tensor(order, dtype=torch.long, device=flat.device)] = flat[1:]
+        return result, torch.stack(latents)
 
     @torch.no_grad()
     def archive_elites(self) -> list[Any]:

@@ -74,10 +74,10 @@ class RecordingFitness(FitnessTracker):
         self.heldout, self.stopwatch, self.cost_fn = heldout, stopwatch, cost_fn
         self.events: list[dict[str, Any]] = []
 
-    def assess(self, model, idx, targets, costs=None) -> dict[PodKey, PodScore]:
+    def assess(self, model, idx, targets, costs=None, *, task=None) -> dict[PodKey, PodScore]:
         if costs is None and self.cost_fn is not None:
             costs = self.cost_fn(model, idx)
-        scores = super().assess(model, idx, targets, costs)
+        scores = super().assess(model, idx, targets, costs, task=task)
         with self.stopwatch.timed():
             self.events.append(self._correlations(model, scores))
         return scores
