@@ -74,13 +74,20 @@ def masked_probe(
 
     The masked copies share the whole pool's forward up to their layer
     (``SlimeModel.ablation_losses``): one batched forward instead of ``n_pods`` small ones, and
-    no second forward for the measurement. Copies go in chunks whose logits stay under
-    ``max_logits`` elements (large vocabularies). Eval mode (no dropout); the model's mode is
-    restored.
+    no second forward for the measurement. Every slot of every layer gets its copy, empty ones
+    too, so the forward's shapes depend on the model's capacity and never on the pool: births
+    and deaths change no batch size, which would cost eager attention backends new setup per
+    shape (an eager run with births and deaths measured 70 ms per fitness part against 10 ms with
+    a fixed pool when the batch followed the live pods). Copies go in chunks whose logits stay
+    under ``max_logits`` elements (large vocabularies). Eval mode (no dropout); the model's mode
+    is restored.
     """
     keys = _live_keys(model)
-    losses, latents = model.ablation_losses(idx, targets, keys, max_logits=max_logits)
-    deltas = (losses[1:] - losses[0]).tolist()
+    capacity = model.organisms[0].pod_capacity
+    every = [(layer, slot) for layer in range(len(model.organisms)) for slot in range(capacity)]
+    losses, latents = model.ablation_losses(idx, targets, every, max_logits=max_logits)
+    picked = torch.tensor([layer * capacity + slot for layer, slot in keys], dtype=torch.long)
+    deltas = (losses[1:][picked.to(losses.device)] - losses[0]).tolist()
     return dict(zip(keys, deltas)), latents
 
 
