@@ -80,6 +80,31 @@ def test_dead_slots_stay_silent_and_get_no_gradient_on_the_masked_path(kernel):
     assert org.qkv_weight.grad[:, 0].abs().max() > 0
 
 
+def test_dead_and_ablated_slots_stay_silent_and_get_no_gradient_under_attention_dropout(kernel):
+    org = make(kernel, attn_dropout=0.5).train()
+    org.cull([1])
+    x = torch.randn(2, T, D)
+
+    def run(seed, backward=False):
+        torch.manual_seed(seed)
+        with org.ablate([2]):  # backward inside: leaving it rewrites the value gates
+            out = org(x, causal=True)
+            if backward:
+                out.square().sum().backward()
+        return out
+
+    with torch.no_grad():
+        before = run(0)
+        org.o_weight[:, 1] = 5.0  # neither a dead nor an ablated slot may reach the output
+        org.o_weight[:, 2] = 5.0
+        torch.testing.assert_close(run(0), before, atol=0, rtol=0)
+        org.o_weight[:, 1] = 0.0
+    run(1, backward=True)
+    assert org.qkv_weight.grad[:, 1].abs().max() == 0
+    assert org.qkv_weight.grad[:, 2].abs().max() == 0
+    assert org.qkv_weight.grad[:, 0].abs().max() > 0
+
+
 def test_attention_dropout_acts_only_while_training(kernel):
     org = make(kernel, attn_dropout=0.5)
     x = torch.randn(2, T, D)

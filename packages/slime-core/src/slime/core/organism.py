@@ -603,7 +603,11 @@ class Organism(nn.Module):
         attn_mask: Tensor | None,
     ) -> Tensor:
         """``(B, P, T, d)`` attention with an additive mask and probability dropout, by torch's
-        scaled dot-product attention (the computation ``nn.MultiheadAttention`` does)."""
+        scaled dot-product attention (the computation ``nn.MultiheadAttention`` does).
+
+        Slots that do not attend output 0 and get zero gradients from their gated values (zero
+        value rows: finite probabilities times 0); only a mask, whose fully masked rows would
+        leave them NaN, needs a pass over the output that zeroes them."""
         mask = attn_mask
         if key_padding_mask is not None:
             pad = torch.zeros(key_padding_mask.shape, dtype=q.dtype, device=q.device)
@@ -622,6 +626,8 @@ class Organism(nn.Module):
             dropout_p=self.attn_dropout if self.training else 0.0,
             is_causal=causal,
         )
+        if mask is None:  # causal or no mask: every query sees a key, no row is NaN
+            return heads
         return torch.where(self.attending[:, None, None], heads, 0.0)
 
     def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
