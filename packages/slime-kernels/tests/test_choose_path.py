@@ -96,13 +96,14 @@ def test_auto_on_cpu_runs_the_pool_kernel_with_key_padding():
     assert _grad_fn(out) == "_EagerAttentionBackward"
 
 
+@pytest.mark.parametrize("backend", ["auto", "sdpa"])
 @pytest.mark.parametrize("scale", [None, 0.3, 2])
 @pytest.mark.parametrize("dtype", [FP32, BF16])
-def test_auto_without_masks_matches_the_pool_kernel_for_views_and_scales(scale, dtype):
+def test_sdpa_without_masks_matches_the_pool_kernel_for_views_and_scales(scale, dtype, backend):
     # A slice of a packed projection (rows contiguous, not the whole tensor), as models pass it.
     packed = torch.randn(2, 5, 3, 3, 16, dtype=dtype).permute(2, 0, 3, 1, 4)  # (3, B, P, T, d)
     q, k, v = (t.detach().requires_grad_() for t in packed)
-    out = pool_attention(q, k, v, causal=True, scale=scale)
+    out = pool_attention(q, k, v, causal=True, scale=scale, backend=backend)
     ref = pool_attention(q, k, v, causal=True, scale=scale, backend="torch")
     torch.testing.assert_close(out, ref, atol=2e-2 if dtype is BF16 else 1e-5, rtol=0)
     (out.float().square().sum()).backward()
@@ -120,10 +121,11 @@ def test_auto_without_masks_matches_the_pool_kernel_for_views_and_scales(scale, 
         (lambda q, k, v: (q[0], k[0], v[0]), "4 dimensions"),
     ],
 )
-def test_auto_without_masks_still_names_bad_inputs(change, match):
+@pytest.mark.parametrize("backend", ["auto", "sdpa"])
+def test_sdpa_without_masks_still_names_bad_inputs(change, match, backend):
     q, k, v = change(*(torch.randn(2, 3, 16, 16) for _ in "qkv"))
     with pytest.raises(KernelError, match=match):
-        pool_attention(q, k, v, causal=True)
+        pool_attention(q, k, v, causal=True, backend=backend)
 
 
 @pytest.mark.parametrize("scale", [0.0, -1.0, float("inf"), float("nan"), "0.5"])

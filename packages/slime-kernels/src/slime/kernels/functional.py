@@ -222,9 +222,10 @@ def _traced(*tensors: Tensor) -> bool:
     return torch.compiler.is_compiling() or any(type(t) is not Tensor for t in tensors)
 
 
-def _plain(q: object, k: object, v: object) -> bool:
-    """Whether ``(q, k, v)`` is an eager call ``"auto"`` sends to SDPA with nothing to check: plain
-    tensors of one non-empty 4-d shape, dtype and device, rows contiguous, half precision on CUDA."""
+def _plain(q: object, k: object, v: object, backend: str) -> bool:
+    """Whether ``(q, k, v)`` is an eager call ``backend`` (``"auto"`` or ``"sdpa"``) sends to SDPA
+    with nothing to check: plain tensors of one non-empty 4-d shape, dtype and device, rows
+    contiguous, half precision or fp32 (fp32 on CUDA only for ``"sdpa"``)."""
     if type(q) is not Tensor or type(k) is not Tensor or type(v) is not Tensor:
         return False
     shape, dtype = q.shape, q.dtype
@@ -232,7 +233,7 @@ def _plain(q: object, k: object, v: object) -> bool:
         return False
     if k.dtype is not dtype or v.dtype is not dtype:
         return False
-    if dtype not in _HALF and (dtype is not torch.float32 or q.is_cuda):
+    if dtype not in _HALF and (dtype is not torch.float32 or (q.is_cuda and backend == "auto")):
         return False
     if q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
         return False
@@ -269,7 +270,12 @@ def pool_attention(
     Raises:
         KernelError: an argument violates the shapes, dtypes, devices or limits above.
     """
-    if key_padding_mask is None and alive is None and backend == "auto" and _plain(q, k, v):
+    if (
+        key_padding_mask is None
+        and alive is None
+        and (backend == "auto" or backend == "sdpa")
+        and _plain(q, k, v, backend)
+    ):
         # The eager SDPA call every causal LM step makes: what the checks below would accept,
         # tested in a few attribute reads; anything else takes the full checks (and their errors).
         if scale is None:
