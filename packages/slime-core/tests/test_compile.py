@@ -81,3 +81,27 @@ def test_inductor_compiles_a_training_step(kernel):
         if step == 1:
             model.organisms[0].spawn()
     assert losses[-1] < losses[0]
+
+
+def test_a_compiled_ablation_pass_equals_eager_and_survives_births_and_deaths(kernel):
+    import functools
+
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    model = make(kernel, n_pods=3, head_dim=4)
+    idx, targets = batch()
+    every = [(layer, slot) for layer in range(2) for slot in range(4)]
+    counter = CompileCounterWithBackend("aot_eager")
+    compiler = functools.partial(torch.compile, backend=counter, fullgraph=True, dynamic=False)
+    for change in (
+        lambda: None,
+        lambda: model.organisms[0].spawn(),
+        lambda: model.organisms[1].cull([0]),
+    ):
+        change()
+        eager = model.ablation_losses(idx, targets, every)
+        compiled = model.ablation_losses(idx, targets, every, compiler=compiler)
+        for got, want in zip(compiled, eager):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    assert counter.frame_count == 1
+    assert model.training

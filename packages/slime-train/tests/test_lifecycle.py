@@ -264,3 +264,49 @@ def test_a_state_with_born_at_from_before_the_slot_table_sets_born_step() -> Non
         [-1, -1, 9, -1],
     ]
     assert life.births == 2 and life.gate.ema == 1.5
+
+
+def test_a_medium_event_runs_its_probe_forward_through_the_given_compiler() -> None:
+    import functools
+
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    plain = _lifecycle()
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled = _lifecycle()
+    compiled.compiler = functools.partial(
+        torch.compile, backend=counter, fullgraph=True, dynamic=False
+    )
+    torch._dynamo.reset()
+    try:
+        for step in (20, 25):  # full phase: births between the events
+            a = plain.medium(step, 1.0, _probe())
+            b = compiled.medium(step, 1.0, _probe())
+            numbers = [k for k, v in a.items() if isinstance(v, float)]
+            assert {k: v for k, v in a.items() if k not in numbers} == {
+                k: v for k, v in b.items() if k not in numbers
+            }
+            assert [a[k] for k in numbers] == pytest.approx([b[k] for k in numbers], abs=1e-5)
+    finally:
+        torch._dynamo.reset()
+    assert counter.frame_count == 1  # one compile, kept across the births
+    assert compiled.births == plain.births > 0
+
+
+@pytest.mark.parametrize(
+    ("compile", "device", "sharded", "compiles"),
+    [
+        (True, "cuda", False, True),
+        (False, "cuda", False, False),
+        (True, "cpu", False, False),
+        (True, "cuda", True, False),
+    ],
+)
+def test_the_probe_is_compiled_only_with_a_compiled_step_on_a_gpu(
+    compile, device, sharded, compiles
+):
+    from slime.train.config import TrainConfig
+    from slime.train.lifecycle import probe_compiler
+
+    train = TrainConfig(compile=compile)
+    assert (probe_compiler(train, torch.device(device), sharded=sharded) is not None) == compiles

@@ -22,6 +22,7 @@ does not affect the ranking. :meth:`FitnessTracker.assess` writes the result int
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,7 +67,12 @@ def _live_keys(model) -> list[PodKey]:
 
 @torch.no_grad()
 def masked_probe(
-    model, idx: Tensor, targets: Tensor, *, max_logits: int = 2**26
+    model,
+    idx: Tensor,
+    targets: Tensor,
+    *,
+    max_logits: int = 2**26,
+    compiler: Callable[[Callable], Callable] | None = None,
 ) -> tuple[dict[PodKey, float], Tensor]:
     """Each live pod's loss increase on ``(idx, targets)`` when it alone is masked (host sync),
     and each layer's attention input for the whole pool ``(n_layer, B, T, n_embd)``, the
@@ -80,12 +86,15 @@ def masked_probe(
     shape (an eager run with births and deaths measured 70 ms per fitness part against 10 ms with
     a fixed pool when the batch followed the live pods). Copies go in chunks whose logits stay
     under ``max_logits`` elements (large vocabularies). Eval mode (no dropout); the model's mode
-    is restored.
+    is restored. ``compiler`` compiles that forward once and reuses it (see
+    ``SlimeModel.ablation_losses``).
     """
     keys = _live_keys(model)
     capacity = model.organisms[0].pod_capacity
     every = [(layer, slot) for layer in range(len(model.organisms)) for slot in range(capacity)]
-    losses, latents = model.ablation_losses(idx, targets, every, max_logits=max_logits)
+    losses, latents = model.ablation_losses(
+        idx, targets, every, max_logits=max_logits, compiler=compiler
+    )
     picked = torch.tensor([layer * capacity + slot for layer, slot in keys], dtype=torch.long)
     deltas = (losses[1:][picked.to(losses.device)] - losses[0]).tolist()
     return dict(zip(keys, deltas)), latents

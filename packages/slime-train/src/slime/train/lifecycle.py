@@ -20,6 +20,7 @@ medium timescale.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, Literal
@@ -29,10 +30,10 @@ from slime.core import FOUNDER
 from slime.memory import bartlett_sphericity as bartlett
 from slime.memory import kernel_pca, kmo
 from slime.proto import ArchiveError, PoolError
-from slime.train.config import LifecycleConfig
+from slime.train.config import LifecycleConfig, TrainConfig
 from slime.train.fitness import FitnessTracker, masked_probe
 
-__all__ = ["Lifecycle", "LossGate", "Phase", "lifecycle_phase"]
+__all__ = ["Lifecycle", "LossGate", "Phase", "lifecycle_phase", "probe_compiler"]
 
 Phase = Literal["warmup", "gentle", "full"]
 
@@ -111,6 +112,19 @@ def _untimed(name: str) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+def probe_compiler(
+    train: TrainConfig, device: torch.device, *, sharded: bool = False
+) -> Callable[[Callable], Callable] | None:
+    """What compiles the medium event's probe forward: ``torch.compile`` (no CUDA graphs: a
+    captured probe would hold its activations for the whole run) when the training step is
+    compiled on a GPU, where that forward's few hundred launches cost more host time than its
+    device work; None elsewhere (on a CPU the probe is compute-bound, and a head-sharded model's
+    forward runs collectives)."""
+    if not train.compile or device.type != "cuda" or sharded:
+        return None
+    return functools.partial(torch.compile, dynamic=False)
+
+
 class Lifecycle:
     """Runs the medium and slow timescale work on a SlimeModel. Returns plain-data event records.
 
@@ -125,6 +139,10 @@ class Lifecycle:
             ``"decide"`` (after fitness is scored, before the archive, births and culls act on
             it); a data-parallel trainer passes :class:`~slime.train.distributed.Lockstep`, so
             every rank decides alike.
+        compiler: compiles the probe forward of the masked fitness once (for example
+            ``functools.partial(torch.compile, dynamic=False)``; the trainer passes one when it
+            compiles the model on a GPU, where that forward's launches are host time); None runs
+            it eagerly.
     """
 
     def __init__(
@@ -136,8 +154,10 @@ class Lifecycle:
         timer: Callable[[str], contextlib.AbstractContextManager] = _untimed,
         autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
         agree: Callable[[str], None] | None = None,
+        compiler: Callable[[Callable], Callable] | None = None,
     ) -> None:
         self.model, self.cfg, self.fitness, self.timer = model, cfg, fitness, timer
+        self.compiler = compiler
         self.autocast = autocast
         self.agree = agree or (lambda stage: None)
         device = model.organisms[0].alive.device if model.organisms else None
@@ -160,7 +180,7 @@ class Lifecycle:
         task = latents = None
         if self.fitness.cfg.task == "masked":  # one forward gives contributions and latents
             with self.timer("fitness"), self.autocast():
-                task, latents = masked_probe(self.model, idx, targets)
+                task, latents = masked_probe(self.model, idx, targets, compiler=self.compiler)
         with self.timer("measure"):
             self.model.measure_behaviour(idx, latents=latents)
         with self.timer("fitness"), self.autocast():

@@ -63,7 +63,7 @@ from slime.train.distributed import (
 )
 from slime.train.fitness import FitnessTracker
 from slime.train.heads import HeadLockstep, HeadSharding
-from slime.train.lifecycle import Lifecycle
+from slime.train.lifecycle import Lifecycle, probe_compiler
 from slime.train.loader import save_config
 from slime.train.optim import PoolOptimizer, learning_rate
 from slime.train.profile import live_parameter_count
@@ -187,6 +187,7 @@ class Trainer:
                 timer=lambda name: self._timed(f"lifecycle/{name}"),
                 autocast=self._autocast,
                 agree=self.lockstep,
+                compiler=probe_compiler(cfg.train, self.device, sharded=self.heads),
             )
             if self.is_slime and cfg.lifecycle.enabled
             else None

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import math
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,18 @@ FORMAT = "slime-model"
 FORMAT_VERSION = 2  # 2: slot-table tensors; 1 (per-pod tensors) is converted on load
 READABLE_VERSIONS = (1, 2)
 _TIED = "lm_head.weight"
+
+
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _compiled(compiler: Callable[[Callable], Callable]) -> Callable:
+    """``compiler(SlimeModel._ablation_pass)``, made once per compiler object and called with the
+    model as its first argument (kept outside the module, so copying or pickling a model never
+    meets a compiled function, and the cache holds no model alive)."""
+    if compiler not in _COMPILED:
+        _COMPILED[compiler] = compiler(SlimeModel._ablation_pass)
+    return _COMPILED[compiler]
 
 
 class SlimeModel(nn.Module):
@@ -201,6 +214,7 @@ class SlimeModel(nn.Module):
         ablations: list[tuple[int, int]],
         *,
         max_logits: int = 2**26,
+        compiler: Callable[[Callable], Callable] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """The loss on ``(idx, targets)`` of the whole pool and of the pool without each of
         ``ablations`` (``(layer, slot)`` pairs, one slot masked per copy; masking an empty slot
@@ -212,6 +226,10 @@ class SlimeModel(nn.Module):
         copies of the batch, about half the work of running every copy from the embedding, with
         one call per block. Copies go in groups whose logits stay under ``max_logits`` elements
         (large vocabularies); each group runs the whole pool again as its first copy.
+
+        ``compiler`` (for example ``functools.partial(torch.compile, dynamic=False)``) compiles
+        that forward once per compiler object and reuses it: the same model, ablations and shapes
+        on later calls, and births and deaths, which only write slots, do not recompile.
 
         Returns:
             ``losses`` ``(1 + len(ablations),)`` float32 on the model's device (mean
@@ -231,47 +249,59 @@ class SlimeModel(nn.Module):
                     "ablations",
                 )
         order = sorted(range(len(ablations)), key=lambda i: ablations[i][0])
+        ordered = tuple((int(ablations[i][0]), int(ablations[i][1])) for i in order)
         batch, seq = idx.shape
-        vocab = self.config.vocab_size
-        group = max(1, max_logits // max(1, batch * seq * vocab) - 1)
-        scored = (targets != -1).sum()
+        group = max(1, max_logits // max(1, batch * seq * self.config.vocab_size) - 1)
+        run = SlimeModel._ablation_pass if compiler is None else _compiled(compiler)
         was_training = self.training
         self.eval()
         try:
-            embedded = self._embed(idx)
-            latents, losses = [], []
-            for start in range(0, max(1, len(order)), group):
-                part = [ablations[i] for i in order[start : start + group]]
-                x = embedded
-                for layer, block in enumerate(self.blocks):
-                    if start == 0:
-                        latents.append(block.attention_input(x[:batch]))
-                    joining = [slot for lay, slot in part if lay == layer]
-                    mask = None
-                    if joining:
-                        x = torch.cat([x, x[:batch].repeat(len(joining), 1, 1)])
-                        copies = x.shape[0] // batch
-                        keep = torch.ones(copies, capacity, dtype=torch.bool)
-                        keep[torch.arange(copies - len(joining), copies), joining] = False
-                        mask = keep.repeat_interleave(batch, 0).to(x.device, non_blocking=True)
-                    x = block(x, causal=True, head_mask=mask)
-                logits = self.lm_head(self.ln_f(x))
-                copies = x.shape[0] // batch
-                nll = F.cross_entropy(
-                    logits.float().view(-1, vocab),
-                    targets.repeat(copies, 1).view(-1),
-                    ignore_index=-1,
-                    reduction="none",
-                )
-                loss = nll.view(copies, batch * seq).sum(1) / scored
-                losses.append(loss if start == 0 else loss[1:])
+            flat, latents = run(self, idx, targets, ordered, group)
         finally:
             self.train(was_training)
-        flat = torch.cat(losses)
         result = torch.empty_like(flat)
         result[0] = flat[0]
         result[1 + torch.tensor(order, dtype=torch.long, device=flat.device)] = flat[1:]
-        return result, torch.stack(latents)
+        return result, latents
+
+    def _ablation_pass(
+        self, idx: Tensor, targets: Tensor, ordered: tuple[tuple[int, int], ...], group: int
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`ablation_losses`' forward, in eval mode, over ablations sorted by layer:
+        ``(1 + len(ordered),)`` losses in that order and the latents."""
+        batch, seq = idx.shape
+        vocab, capacity = self.config.vocab_size, self.organisms[0].pod_capacity
+        scored = (targets != -1).sum()
+        embedded = self._embed(idx)
+        latents, losses = [], []
+        for start in range(0, max(1, len(ordered)), group):
+            part = ordered[start : start + group]
+            x = embedded
+            for layer, block in enumerate(self.blocks):
+                if start == 0:
+                    latents.append(block.attention_input(x[:batch]))
+                joining = [slot for lay, slot in part if lay == layer]
+                mask = None
+                if joining:
+                    x = torch.cat([x, x[:batch].repeat(len(joining), 1, 1)])
+                    copies = x.shape[0] // batch
+                    keep = torch.ones(copies, capacity, dtype=torch.bool, device=x.device)
+                    rows = torch.arange(copies - len(joining), copies, device=x.device)
+                    slots = torch.tensor(joining, dtype=torch.long, device=x.device)
+                    keep[rows, slots] = False
+                    mask = keep.repeat_interleave(batch, 0)
+                x = block(x, causal=True, head_mask=mask)
+            logits = self.lm_head(self.ln_f(x))
+            copies = x.shape[0] // batch
+            nll = F.cross_entropy(
+                logits.float().view(-1, vocab),
+                targets.repeat(copies, 1).view(-1),
+                ignore_index=-1,
+                reduction="none",
+            )
+            loss = nll.view(copies, batch * seq).sum(1) / scored
+            losses.append(loss if start == 0 else loss[1:])
+        return torch.cat(losses), torch.stack(latents)
 
     @torch.no_grad()
     def archive_elites(self) -> list[Any]:
