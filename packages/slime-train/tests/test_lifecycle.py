@@ -310,3 +310,18 @@ def test_the_probe_is_compiled_only_with_a_compiled_step_on_a_gpu(
 
     train = TrainConfig(compile=compile)
     assert (probe_compiler(train, torch.device(device), sharded=sharded) is not None) == compiles
+
+
+def test_a_probe_compiler_that_fails_is_dropped_with_a_warning_and_the_event_runs_eagerly() -> None:
+    def failing(fn):
+        def run(*args, **kwargs):
+            raise torch._dynamo.exc.InternalTorchDynamoError("boom")
+
+        return run
+
+    plain, broken = _lifecycle(), _lifecycle()
+    broken.compiler = failing
+    with pytest.warns(RuntimeWarning, match="compiled fitness probe failed"):
+        record = broken.medium(20, 1.0, _probe())
+    assert broken.compiler is None
+    assert record["births"] == plain.medium(20, 1.0, _probe())["births"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -180,7 +181,7 @@ class Lifecycle:
         task = latents = None
         if self.fitness.cfg.task == "masked":  # one forward gives contributions and latents
             with self.timer("fitness"), self.autocast():
-                task, latents = masked_probe(self.model, idx, targets, compiler=self.compiler)
+                task, latents = self._masked_probe(idx, targets)
         with self.timer("measure"):
             self.model.measure_behaviour(idx, latents=latents)
         with self.timer("fitness"), self.autocast():
@@ -207,6 +208,21 @@ class Lifecycle:
             "task_mean": sum(task) / len(task) if task else 0.0,
             "fitness_max": max((s.fitness for s in scores.values()), default=0.0),
         }
+
+    def _masked_probe(self, idx: torch.Tensor, targets: torch.Tensor):
+        if self.compiler is not None:
+            try:
+                return masked_probe(self.model, idx, targets, compiler=self.compiler)
+            except torch._dynamo.exc.TorchDynamoException as err:
+                # The compiled probe is only a faster path to the same numbers: say why it is
+                # gone and keep the run going on the eager one.
+                warnings.warn(
+                    f"the compiled fitness probe failed, running it eagerly from now on: {err}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                self.compiler = None
+        return masked_probe(self.model, idx, targets)
 
     def _grow(self, step: int) -> int:
         born = 0
