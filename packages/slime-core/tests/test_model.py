@@ -205,6 +205,23 @@ def test_slot_gradient_stats_are_each_slots_gradient_norm_and_taylor_estimate(ke
     assert torch.equal(norms_sq[:, 4:], torch.zeros(2, 2))  # empty slots
 
 
+@pytest.mark.parametrize("bias", [False, True])
+def test_model_slot_gradient_stats_equal_each_organisms_own(kernel, bias):
+    model = make(kernel, bias=bias)
+    model.organisms[1].cull([2])
+    idx, targets = batch()
+    model(idx, targets)[1].backward()
+    norms_sq, taylor = model.slot_gradient_stats()
+    for layer, organism in enumerate(model.organisms):
+        own_norms, own_taylor = organism.slot_gradient_stats()
+        torch.testing.assert_close(norms_sq[layer], own_norms, atol=1e-7, rtol=1e-5)
+        torch.testing.assert_close(taylor[layer], own_taylor, atol=1e-7, rtol=1e-5)
+    model.organisms[0].o_weight.grad = None  # a layer without some gradient: per organism
+    norms_sq, taylor = model.slot_gradient_stats()
+    assert torch.equal(taylor[0], torch.zeros(6))
+    torch.testing.assert_close(norms_sq[1], model.organisms[1].slot_gradient_stats()[0])
+
+
 def test_measure_behaviour_updates_every_pod(kernel):
     model = make(kernel)
     probe, _ = batch()
