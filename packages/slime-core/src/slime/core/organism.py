@@ -895,14 +895,21 @@ def _measure_group(organisms: list[Organism], latents: Tensor, causal: bool) -> 
     correlation = first.kernel.correlation(out.transpose(1, 2).reshape(n * cap, batch * seq, d))
     correlation = correlation.view(n, cap, d, d)
     m = first.descriptor_momentum
-    for i, o in enumerate(organisms):
-        alive = o.alive
-        smoothed = torch.where(
-            (o.n_measurements > 0)[:, None], m * o.descriptors + (1 - m) * raw[i], raw[i]
-        )
-        o.descriptors.copy_(torch.where(alive[:, None], smoothed, o.descriptors))
-        o.correlation.copy_(torch.where(alive[:, None, None], correlation[i], o.correlation))
-        o.n_measurements.add_(alive.long())
+    # Every layer's update at once, then one multi-tensor copy per buffer kind.
+    alive = torch.stack([o.alive for o in organisms])  # (n, P)
+    descriptors = torch.stack([o.descriptors for o in organisms])
+    counts = torch.stack([o.n_measurements for o in organisms])
+    smoothed = torch.where((counts > 0)[..., None], m * descriptors + (1 - m) * raw, raw)
+    descriptors = torch.where(alive[..., None], smoothed, descriptors)
+    previous = torch.stack([o.correlation for o in organisms])
+    correlation = torch.where(alive[..., None, None], correlation, previous)
+    counts = counts + alive.long()
+    for buffers, values in (
+        ([o.descriptors for o in organisms], descriptors),
+        ([o.correlation for o in organisms], correlation),
+        ([o.n_measurements for o in organisms], counts),
+    ):
+        torch._foreach_copy_(buffers, list(values.unbind(0)))
 
 
 def _tube_recall(
