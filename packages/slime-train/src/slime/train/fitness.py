@@ -237,17 +237,13 @@ class FitnessTracker:
         for i, k in enumerate(keys):
             fitness = sum(wj * term[i] for wj, term in zip(w, terms))
             scores[k] = PodScore(task[k], costs[k], grads[i], fitness)
-        with torch.no_grad():
-            for layer, organism in enumerate(model.organisms):
-                slots = [s for lay, s in keys if lay == layer]
-                if slots:
-                    values = torch.tensor([scores[(layer, s)].fitness for s in slots])
-                    index = torch.tensor(slots, dtype=torch.long)
-                    organism.fitness.index_copy_(
-                        0,
-                        index.to(organism.fitness.device),
-                        values.to(organism.fitness.device, organism.fitness.dtype),
-                    )
+        with torch.no_grad():  # every layer's buffer in one gather, one write, one copy back
+            buffers = [organism.fitness for organism in model.organisms]
+            table = torch.stack(buffers)
+            index = torch.tensor(keys, dtype=torch.long).to(table.device, non_blocking=True)
+            values = torch.tensor([scores[k].fitness for k in keys], dtype=table.dtype)
+            table[index[:, 0], index[:, 1]] = values.to(table.device, non_blocking=True)
+            torch._foreach_copy_(buffers, list(table.unbind(0)))
         return scores
 
     def state_dict(self) -> dict[str, Any]:
