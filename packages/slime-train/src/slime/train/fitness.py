@@ -146,9 +146,13 @@ class FitnessTracker:
 
     def forget(self, layer: int, slots: list[int]) -> None:
         """Restart the averages of ``slots`` of ``layer`` at their next observed value."""
-        if self.fresh is not None and slots:
-            index = torch.tensor(slots, dtype=torch.long, device=self.fresh.device)
-            self.fresh[layer].index_fill_(0, index, True)
+        if self.fresh is None or not slots:
+            return
+        if len(slots) == 1:  # a birth or a death: one element's fill, no index to copy over
+            self.fresh[layer, slots[0]] = True
+            return
+        index = torch.tensor(slots, dtype=torch.long, device=self.fresh.device)
+        self.fresh[layer].index_fill_(0, index, True)
 
     @torch.no_grad()
     def observe_gradients(

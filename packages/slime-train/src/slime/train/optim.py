@@ -121,10 +121,14 @@ class PoolOptimizer:
             state = self.optimizer.state.get(param)
             if not state:
                 continue  # no step taken yet: the moments start at zero anyway
+            moments = [state[key] for key in MOMENTS if key in state]
+            if len(slots) == 1:  # a birth or a death: a fill of a view, no index to copy over
+                for moment in moments:
+                    moment.select(dim, slots[0]).zero_()
+                continue
             index = torch.tensor(slots, dtype=torch.long, device=param.device)
-            for key in MOMENTS:
-                if key in state:
-                    state[key].index_fill_(dim, index, 0.0)
+            for moment in moments:
+                moment.index_fill_(dim, index, 0.0)
 
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
