@@ -459,8 +459,13 @@ class Organism(nn.Module):
             raise PoolError(f"cannot cull {slots} from {self.name}: live slots are {live}")
         if not slots:
             return []
+        genomes = [PodView(self, s).to_dict() for s in slots]
+        self._remove(slots)
+        return genomes
+
+    def _remove(self, slots: list[int]) -> None:
+        """Empty ``slots`` (live, distinct, not empty): :meth:`cull` without the genomes."""
         with span(self.tracer, "organism.cull", organism=self.name, n=len(slots)):
-            genomes = [PodView(self, s).to_dict() for s in slots]
             index = torch.tensor(slots, device=self._device)
             with torch.no_grad():
                 for param, dim in self.slot_parameters():
@@ -475,7 +480,6 @@ class Organism(nn.Module):
         if self.metrics is not None:
             self.metrics.increment(f"{self.name}/deaths", len(slots))
         self._notify(slots)
-        return genomes
 
     def cull_least_fit(self, n: int, *, eligible: Iterable[int] | None = None) -> list[int]:
         """The one cull rule: offer the ``n`` least fit live pods (among ``eligible``; ties go to the
@@ -492,7 +496,7 @@ class Organism(nn.Module):
         fitness = self.fitness.tolist()
         dying = sorted(candidates, key=lambda s: (fitness[s], s))[:n]
         self.archive_elites(dying)
-        self.cull(dying)
+        self._remove(dying)  # the archive took what it keeps: no genome copies to return
         return dying
 
     def enforce_budget(self) -> list[int]:
