@@ -51,6 +51,20 @@ def test_non_yaml_file_raises_config_error(tmp_path: Path) -> None:
         load_config(path)
 
 
+def test_a_yaml_syntax_error_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    # PyYAML's own message spans lines (mark, source line, caret); the CLI prints one.
+    path = tmp_path / "c.yaml"
+    path.write_text("train: {steps: 10}\nx: [\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "\n" not in str(info.value)
+    assert str(info.value).startswith(f"{path} is not valid YAML: ")
+    path.write_text("model:\n  n_layer: 2\n\x00")
+    with pytest.raises(ConfigError, match="not valid YAML") as info:
+        load_config(path)
+    assert "\n" not in str(info.value)
+
+
 def test_a_config_path_that_is_a_folder_is_named_as_such(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="is not a regular file and is not a preset"):
         load_config(tmp_path)

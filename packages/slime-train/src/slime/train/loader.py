@@ -144,7 +144,8 @@ def _parse(text: str, source: str) -> Any:
     except RecursionError:
         raise ConfigError(f"{source} is nested too deeply to be a config") from None
     except (yaml.YAMLError, ValueError) as exc:  # PyYAML raises ValueError on dates like 2020-99-99
-        raise ConfigError(f"{source} is not valid YAML: {exc}") from exc
+        # PyYAML's messages span lines (the mark, a caret under the column): one line at the CLI.
+        raise ConfigError(f"{source} is not valid YAML: {' '.join(str(exc).split())}") from exc
 
 
 def load_config(source: str | os.PathLike[str] | None = None) -> RunConfig:
@@ -208,10 +209,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
             raise ConfigError(f"unknown key; expected one of {sorted(known)}", key)
         if name in changes.get(section, {}):
             raise ConfigError("given twice; expected one value per key", key)
-        try:
-            value = _parse(text, f"override {key}={shown(text)}")
-        except ConfigError as exc:  # PyYAML's messages span lines: one line at the CLI
-            raise ConfigError(" ".join(str(exc).split())) from None
+        value = _parse(text, f"override {key}={shown(text)}")
         changes.setdefault(section, {})[name] = value
     return changes
 
