@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pytest
+from slime.proto import CheckpointError
 from slime.train.rundir import ProgressBar, RunDir
 
 
@@ -66,3 +68,37 @@ def test_progress_writes_lines_when_not_a_terminal() -> None:
     bar.update(1, 2.0, 100.0)
     bar.update(2, 1.5, 100.0)
     assert stream.getvalue().count("\n") == 2
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (b"\xff\xfe not utf-8", "is not JSON"),
+        (b"5", "is not a record with an integer 'step'"),
+        (b'{"kind": "train"}', "is not a record with an integer 'step'"),
+        (b'{"step": "x", "kind": "train"}', "is not a record with an integer 'step'"),
+        (b'{"step": 3}', "is not a record with an integer 'step' and a 'kind'"),
+    ],
+)
+def test_a_damaged_line_is_a_checkpoint_error_naming_it(
+    tmp_path: Path, line: bytes, message: str
+) -> None:
+    # Resuming such a run read these as records and failed with a traceback (UnicodeDecodeError,
+    # TypeError, KeyError) in truncate_metrics; now the damage is named, file and line.
+    run = RunDir(tmp_path)
+    run.log({"step": 1, "kind": "train", "loss": 2.0})
+    with open(run.metrics_path, "ab") as handle:
+        handle.write(line + b"\n")
+    run.log({"step": 2, "kind": "train", "loss": 1.0})
+    before = run.metrics_path.read_bytes()
+    with pytest.raises(CheckpointError, match=f"metrics.jsonl:2 {message}"):
+        run.truncate_metrics(1)
+    assert run.metrics_path.read_bytes() == before
+
+
+def test_a_torn_last_line_that_is_not_utf8_is_dropped(tmp_path: Path) -> None:
+    run = RunDir(tmp_path)
+    run.log({"step": 1, "kind": "train", "loss": 2.0})
+    with open(run.metrics_path, "ab") as handle:
+        handle.write(b'{"step": 2, "kind": "\xe2\x82')  # cut inside a multi-byte character
+    assert [r["step"] for r in run.read_metrics()] == [1]

@@ -72,18 +72,35 @@ class RunDir:
             handle.write(line + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        """Every record, in order; a torn last line (crash mid-append) is dropped."""
+        """Every record, in order; a torn last line (crash mid-append) is dropped.
+
+        Raises:
+            CheckpointError: a line before the last is not UTF-8 JSON, or a record is not an object
+                with an integer ``step`` and a string ``kind`` (naming the file and line).
+        """
         if not self.metrics_path.is_file():
             return []
-        lines = self.metrics_path.read_text(encoding="utf-8").splitlines()
+        lines = self.metrics_path.read_bytes().splitlines()
         records = []
         for i, line in enumerate(lines):
+            where = f"{self.metrics_path}:{i + 1}"
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
+                record = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 if i == len(lines) - 1:
                     break  # the process died mid-write; that line never completed
-                raise CheckpointError(f"{self.metrics_path}:{i + 1} is not JSON: {exc}") from exc
+                raise CheckpointError(f"{where} is not JSON: {exc}") from None
+            step = record.get("step") if isinstance(record, dict) else None
+            if (
+                not isinstance(step, int)
+                or isinstance(step, bool)
+                or not isinstance(record.get("kind"), str)
+            ):
+                raise CheckpointError(
+                    f"{where} is not a record with an integer 'step' and a 'kind': "
+                    f"{line[:80].decode('utf-8', 'replace')!r}"
+                )
+            records.append(record)
         return records
 
     def truncate_metrics(self, step: int) -> None:
