@@ -395,6 +395,11 @@ def test_bad_sample_arguments_are_one_error(
             "character '\u2603' is not in the run's character vocabulary",
         ),
         (["--prompt", ""], "encodes to no tokens"),
+        (["--seed", "-1"], "--seed: expected a seed in [0, 9223372036854775807], got -1"),
+        (  # torch's generator raised "Overflow when unpacking long long" with a traceback
+            ["--seed", str(2**64)],
+            f"--seed: expected a seed in [0, 9223372036854775807], got {2**64}",
+        ),
     ]
     for args, message in cases:
         assert cli.main(["sample", str(char_run), *args]) == 2

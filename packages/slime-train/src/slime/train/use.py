@@ -59,6 +59,7 @@ __all__ = [
 ]
 
 TOKENIZER_FILE = "tokenizer.json"
+MAX_SEED = 2**63 - 1
 DATA_FILE = "data.json"
 
 
@@ -225,8 +226,8 @@ def sample_command(argv: list[str]) -> int:
         raise ConfigError(f"expected a finite value > 0, got {args.temperature}", "--temperature")
     if args.top_k is not None and args.top_k < 1:
         raise ConfigError(f"expected at least 1, got {args.top_k}", "--top-k")
-    if args.seed < 0:
-        raise ConfigError(f"expected a seed >= 0, got {args.seed}", "--seed")
+    if not 0 <= args.seed <= MAX_SEED:  # as train.seed; torch's generators take 64 bits at most
+        raise ConfigError(f"expected a seed in [0, {MAX_SEED}], got {args.seed}", "--seed")
     run, cfg = open_run(args.run_dir)
     tokenizer = run_tokenizer(run, cfg)
     device = _device(args.device, cfg)
