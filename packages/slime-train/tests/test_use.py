@@ -420,6 +420,20 @@ def test_eval_refuses_text_that_changed_since_training(
     assert "changed since the run trained on it" in _one_error(capsys, "eval")
 
 
+def test_eval_on_a_run_with_a_damaged_metrics_log_is_one_error(
+    space: Path, char_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # eval reads the val_loss logged at its model's step; a line that was not UTF-8 raised a
+    # UnicodeDecodeError (and one that was not an object an AttributeError) with a traceback.
+    run = space / "damaged-metrics"
+    shutil.copytree(char_run, run)
+    lines = (run / "metrics.jsonl").read_bytes().splitlines(keepends=True)
+    for bad in (b"\xff\xfe\n", b"5\n"):
+        (run / "metrics.jsonl").write_bytes(b"".join([lines[0], bad, *lines[1:]]))
+        assert cli.main(["eval", str(run), "--quiet"]) == 2
+        assert "metrics.jsonl:2 is not" in _one_error(capsys, "eval")
+
+
 def test_help_lists_sample_and_eval(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["--help"]) == 0
     usage = capsys.readouterr().out

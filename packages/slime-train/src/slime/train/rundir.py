@@ -26,7 +26,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from slime.proto import CheckpointError, ConfigError
 
-__all__ = ["ProgressBar", "RunDir"]
+__all__ = ["ProgressBar", "RunDir", "read_metrics"]
 
 
 class RunDir:
@@ -72,36 +72,8 @@ class RunDir:
             handle.write(line + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        """Every record, in order; a torn last line (crash mid-append) is dropped.
-
-        Raises:
-            CheckpointError: a line before the last is not UTF-8 JSON, or a record is not an object
-                with an integer ``step`` and a string ``kind`` (naming the file and line).
-        """
-        if not self.metrics_path.is_file():
-            return []
-        lines = self.metrics_path.read_bytes().splitlines()
-        records = []
-        for i, line in enumerate(lines):
-            where = f"{self.metrics_path}:{i + 1}"
-            try:
-                record = json.loads(line.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                if i == len(lines) - 1:
-                    break  # the process died mid-write; that line never completed
-                raise CheckpointError(f"{where} is not JSON: {exc}") from None
-            step = record.get("step") if isinstance(record, dict) else None
-            if (
-                not isinstance(step, int)
-                or isinstance(step, bool)
-                or not isinstance(record.get("kind"), str)
-            ):
-                raise CheckpointError(
-                    f"{where} is not a record with an integer 'step' and a 'kind': "
-                    f"{line[:80].decode('utf-8', 'replace')!r}"
-                )
-            records.append(record)
-        return records
+        """Every record, in order (see :func:`read_metrics`)."""
+        return read_metrics(self.metrics_path)
 
     def truncate_metrics(self, step: int) -> None:
         """Keep only records with ``step <= step`` (on resume, later ones will be re-run)."""
@@ -150,6 +122,41 @@ class RunDir:
         path = self.path / name
         fig.savefig(path, dpi=100)
         return path
+
+
+def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every record of the metrics file ``path`` (a run's ``metrics.jsonl``), in order; ``[]``
+    when it is absent. A torn last line (crash mid-append) is dropped.
+
+    Raises:
+        CheckpointError: a line before the last is not UTF-8 JSON, or a record is not an object
+            with an integer ``step`` and a string ``kind`` (naming the file and line).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    lines = path.read_bytes().splitlines()
+    records = []
+    for i, line in enumerate(lines):
+        where = f"{path}:{i + 1}"
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            if i == len(lines) - 1:
+                break  # the process died mid-write; that line never completed
+            raise CheckpointError(f"{where} is not JSON: {exc}") from None
+        step = record.get("step") if isinstance(record, dict) else None
+        if (
+            not isinstance(step, int)
+            or isinstance(step, bool)
+            or not isinstance(record.get("kind"), str)
+        ):
+            raise CheckpointError(
+                f"{where} is not a record with an integer 'step' and a 'kind': "
+                f"{line[:80].decode('utf-8', 'replace')!r}"
+            )
+        records.append(record)
+    return records
 
 
 def _clock(seconds: float) -> str:

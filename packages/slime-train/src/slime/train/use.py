@@ -43,6 +43,7 @@ from slime.train.checkpoint import latest_checkpoint, load_checkpoint
 from slime.train.config import DATASETS, RunConfig
 from slime.train.datasets import Dataset
 from slime.train.loader import load_config
+from slime.train.rundir import read_metrics
 from slime.train.tokenizer import Tokenizer, load_tokenizer
 from torch import Tensor, nn
 
@@ -364,14 +365,17 @@ def _eval_parser() -> argparse.ArgumentParser:
 
 
 def _recorded_val_loss(run: Path, step: int | None) -> float | None:
-    if step is None or not (run / "metrics.jsonl").is_file():
+    """The ``val_loss`` the run logged at ``step``; None when it logged none.
+
+    Raises:
+        CheckpointError: ``metrics.jsonl`` is damaged (naming the line).
+    """
+    if step is None:
         return None
     found = None
-    for line in (run / "metrics.jsonl").read_text("utf-8").splitlines():
-        with contextlib.suppress(json.JSONDecodeError):
-            record = json.loads(line)
-            if record.get("kind") == "eval" and record.get("step") == step:
-                found = record.get("val_loss")
+    for record in read_metrics(run / "metrics.jsonl"):
+        if record["kind"] == "eval" and record["step"] == step:
+            found = record.get("val_loss")
     return found if isinstance(found, float) else None
 
 
