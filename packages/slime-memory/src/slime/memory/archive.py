@@ -217,6 +217,22 @@ class Archive:
             return torch.from_numpy(self._host_cell_index(descriptors.numpy()))
         return self._cell_index(descriptors)
 
+    def thresholds(self, descriptors: torch.Tensor) -> torch.Tensor:
+        """What an item with each descriptor must beat to land: its cell's threshold (the
+        occupant's objective by default, CMA-MAE's annealed threshold with ``learning_rate`` <
+        1, ``threshold_min`` in an empty cell), ``(n, k) -> (n,)`` float64 on the archive's
+        device.
+
+        :meth:`add` gives an item whose objective is not above it status 0 and value
+        ``objective - threshold``, and such an item changes nothing (no threshold, eviction or
+        tie moves): a caller whose genomes are costly to produce may offer only the items above
+        it and get the same archive.
+
+        Raises:
+            ArchiveError: wrong shape, or a NaN/Inf descriptor (naming its index).
+        """
+        return self._threshold.index_select(0, self.cell_index(descriptors))
+
     def _cell_index(self, descriptors: torch.Tensor) -> torch.Tensor:
         """``(n, k)`` finite float64 on the archive's device -> ``(n,)`` int64 cells."""
         raise NotImplementedError(f"{type(self).__name__} must define _cell_index")
