@@ -61,6 +61,14 @@ def test_visualize_with_nothing_to_plot_fails_with_a_message(tmp_path, capsys):
     assert "slime visualize: error: nothing to plot" in capsys.readouterr().err
 
 
+def test_visualize_of_a_run_whose_metrics_are_not_utf8_is_one_error_line(tmp_path, capsys):
+    (tmp_path / "metrics.jsonl").write_bytes(b'{"step": 0, "kind": "train"}\n\xff\n\n')
+    assert cli.visualize_command([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("slime visualize: error: ") and "metrics.jsonl:2 is not JSON" in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
 def test_export_reports_the_file_and_the_check(slime_run, tmp_path, capsys):
     target = tmp_path / "frozen.ts"
     argv = [str(slime_run[0]), "--format", "torchscript", "--out", str(target)]

@@ -29,6 +29,20 @@ def test_a_corrupt_line_before_the_last_names_its_line_number(tmp_path):
         read_metrics(tmp_path)
 
 
+def test_a_line_that_is_not_utf8_names_its_line_number(tmp_path):
+    # read as text, it raised UnicodeDecodeError: a traceback from slime visualize
+    (tmp_path / "metrics.jsonl").write_bytes(
+        b'{"step": 0, "kind": "train"}\n\xff\xfe\n{"step": 1, "kind": "eval"}\n'
+    )
+    with pytest.raises(CheckpointError, match=r"metrics.jsonl:2 is not JSON"):
+        read_metrics(tmp_path)
+
+
+def test_a_torn_last_line_cut_inside_a_character_is_dropped(tmp_path):
+    (tmp_path / "metrics.jsonl").write_bytes(b'{"step": 0, "kind": "train"}\n{"kind": "\xe2\x82')
+    assert read_metrics(tmp_path) == [{"step": 0, "kind": "train"}]
+
+
 def test_a_record_without_step_or_kind_is_rejected_by_line(tmp_path):
     (tmp_path / "metrics.jsonl").write_text(json.dumps({"loss": 1.0}) + "\n")
     with pytest.raises(

@@ -54,20 +54,20 @@ def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     A torn last line (the trainer died mid-append) is dropped, as slime.train does.
 
     Raises:
-        CheckpointError: a line before the last is not JSON, or a record is not an object with
+        CheckpointError: a line before the last is not UTF-8 JSON, or a record is not an object with
             ``step`` and ``kind`` (naming the line).
     """
     path = run_path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = path.read_bytes().splitlines()
     records = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             if number == len(lines):
                 break
             raise CheckpointError(f"{path}:{number} is not JSON: {exc}") from exc
