@@ -192,3 +192,34 @@ def test_a_run_killed_before_its_first_checkpoint_restarts_from_step_zero(
     assert [p.name for p in checkpoints.iterdir()] == ["step_00000003"]
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps) and json.loads((run / "summary.json").read_text())["steps"] == 3
+
+
+def _run_files(run: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(run)): p.read_bytes()
+        for p in sorted(run.rglob("*"))
+        if p.is_file() and not p.name.endswith(".png")
+    }
+
+
+@pytest.mark.parametrize("finished", [True, False])
+def test_a_run_whose_checkpoints_were_deleted_is_not_restarted_over_its_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], finished: bool
+) -> None:
+    # With no committed checkpoint, resume restarted from step 0: it cleared metrics.jsonl and
+    # replaced summary.json, best/ and model/ of a run that had got far past its first checkpoint.
+    import shutil
+
+    argv = ["train", "--config", "tiny", "--steps", "6", "train.checkpoint_interval=2"]
+    cli.main([*argv, "--out", str(tmp_path), "--quiet"])
+    run = _only_run(tmp_path)
+    shutil.rmtree(run / "checkpoints")
+    if not finished:  # as if its checkpoints were lost mid-run
+        (run / "summary.json").unlink()
+    before = _run_files(run)
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has no committed checkpoint" in err and len(err.splitlines()) == 1
+    assert ("summary.json is there" if finished else "logs step 6") in err
+    assert _run_files(run) == before

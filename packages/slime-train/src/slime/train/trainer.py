@@ -64,7 +64,7 @@ from slime.train.distributed import (
 from slime.train.fitness import FitnessTracker
 from slime.train.heads import HeadLockstep, HeadSharding
 from slime.train.lifecycle import Lifecycle, probe_compiler
-from slime.train.loader import save_config
+from slime.train.loader import load_config, save_config
 from slime.train.optim import PoolOptimizer, learning_rate
 from slime.train.profile import live_parameter_count
 from slime.train.rundir import ProgressBar, RunDir
@@ -73,6 +73,30 @@ from slime.train.stability import GradientMonitor
 from torch import Tensor
 
 __all__ = ["Trainer"]
+
+
+def _refuse_restart_over_results(run_dir: RunDir, cfg: RunConfig) -> None:
+    """Raise CheckpointError when ``run_dir`` has no committed checkpoint but must have had one:
+    it finished (``summary.json``), or logged metrics after its first checkpoint's step
+    (``min(checkpoint_interval, steps)``, by ``cfg`` and by the run's own ``config.yaml``,
+    whichever is later). Restarting such a run from step 0 would erase its metrics, summary and
+    models."""
+    firsts = [min(cfg.train.checkpoint_interval, cfg.train.steps)]
+    with contextlib.suppress(ConfigError):
+        own = load_config(run_dir.config_path).train
+        firsts.append(min(own.checkpoint_interval, own.steps))
+    if run_dir.summary_path.is_file():
+        evidence = f"it finished ({run_dir.summary_path.name} is there)"
+    else:
+        last = max((r["step"] for r in run_dir.read_metrics()), default=0)
+        if last <= max(firsts):
+            return  # killed before its first checkpoint: restarting loses nothing
+        evidence = f"{run_dir.metrics_path.name} logs step {last}, after its first checkpoint"
+    raise CheckpointError(
+        f"{str(run_dir.path)!r} has no committed checkpoint in checkpoints/, yet {evidence}: "
+        "were its checkpoints deleted or moved? Not restarting it from step 0 over its results; "
+        "start a new run instead"
+    )
 
 
 def _first_mismatch(model: torch.nn.Module, tensors: dict[str, Any]) -> str:
@@ -725,12 +749,18 @@ class Trainer:
         Debris of a crash mid-write is removed first. A run killed before its first checkpoint was
         committed restarts from step 0 with its own config: its metrics are cleared and
         :attr:`restarted` is True (the caller says so).
+
+        Raises:
+            CheckpointError: no committed checkpoint, yet the run got past one (a ``summary.json``,
+                or metrics logged after its first checkpoint step): its checkpoints were deleted
+                or moved, and restarting would overwrite its results.
         """
         trainer = cls(cfg, dataset, run_dir=run_dir, **kwargs)
         if trainer.dist.is_main:
             remove_debris(run_dir.path)
         trainer.dist.barrier()
         if latest_checkpoint(run_dir.path) is None:
+            _refuse_restart_over_results(run_dir, cfg)
             if trainer.dist.is_main:
                 run_dir.truncate_metrics(0)
             trainer.restarted = True
