@@ -202,6 +202,23 @@ def _run_files(run: Path) -> dict[str, bytes]:
     }
 
 
+def test_a_refused_resume_leaves_the_runs_config_as_it_was(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The config was rewritten with the resume's overrides before the checkpoint was read: a
+    # damaged checkpoint then left a run whose config.yaml said steps: 9.
+    cli.main(["train", "--config", "tiny", "--steps", "3", "--out", str(tmp_path), "--quiet"])
+    run = _only_run(tmp_path)
+    (latest,) = (run / "checkpoints").iterdir()
+    blob = latest / "tensors.safetensors"
+    blob.write_bytes(blob.read_bytes()[:100])
+    before = _run_files(run)
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(run), "--steps", "9", "--quiet"]) == 2
+    assert "truncated or was modified" in capsys.readouterr().err
+    assert _run_files(run) == before
+
+
 @pytest.mark.parametrize("finished", [True, False])
 def test_a_run_whose_checkpoints_were_deleted_is_not_restarted_over_its_results(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], finished: bool

@@ -242,9 +242,6 @@ def _train(args: argparse.Namespace, cfg: RunConfig, ctx: Distributed, device: t
                 f"restart {restart[1]} of the job (torchrun): {ctx.world_size} process(es) "
                 f"carry {run.path} on from its latest checkpoint"
             )
-        ctx.barrier()  # every rank has read config.yaml before rank 0 rewrites it
-        if ctx.is_main:
-            save_config(cfg, run.config_path)
         recorded = run.path / TOKENIZER_FILE
         dataset = _in_turn(
             ctx,
@@ -259,6 +256,10 @@ def _train(args: argparse.Namespace, cfg: RunConfig, ctx: Distributed, device: t
         trainer = Trainer.resume(
             run, dataset, cfg, device=device, progress=progress, distributed=ctx
         )
+        # Only once the resume is accepted: a refused one leaves the run's config.yaml as it was.
+        ctx.barrier()  # every rank has read config.yaml before rank 0 rewrites it
+        if ctx.is_main:
+            save_config(cfg, run.config_path)
         if trainer.restarted:
             say(f"no committed checkpoint in {run.path}: restarting from step 0 with its config")
     else:
