@@ -219,6 +219,22 @@ def test_a_refused_resume_leaves_the_runs_config_as_it_was(
     assert _run_files(run) == before
 
 
+def test_resuming_to_fewer_steps_than_the_checkpoint_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It printed "completed: ... 4 steps" and left config.yaml saying steps: 2.
+    cli.main(["train", "--config", "tiny", "--steps", "4", "--out", str(tmp_path), "--quiet"])
+    run = _only_run(tmp_path)
+    before = _run_files(run)
+    capsys.readouterr()
+    for argv in (["--steps", "2"], ["train.steps=3"]):
+        assert cli.main(["train", "--resume", str(run), *argv, "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("slime train: error: train.steps: expected at least 4, the step of")
+        assert len(err.splitlines()) == 1
+    assert _run_files(run) == before
+
+
 @pytest.mark.parametrize("finished", [True, False])
 def test_a_run_whose_checkpoints_were_deleted_is_not_restarted_over_its_results(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], finished: bool

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from slime.proto import ConfigError, SlimeError
 from slime.train.build import build_dataset
+from slime.train.checkpoint import checkpoint_steps
 from slime.train.config import DATASETS, RunConfig
 from slime.train.datasets import Dataset
 from slime.train.distributed import (
@@ -179,6 +180,13 @@ def train_command(argv: list[str]) -> int:
         if "seed" in changes["train"]:
             raise ConfigError("a resumed run keeps its seed", "train.seed")
         cfg = load_config(Path(args.resume) / "config.yaml").replace(**changes)
+        done = checkpoint_steps(args.resume)
+        if done and cfg.train.steps < done[-1]:  # it would stop there, saying train.steps
+            raise ConfigError(
+                f"expected at least {done[-1]}, the step of {args.resume}'s latest checkpoint, "
+                f"got {cfg.train.steps}",
+                "train.steps",
+            )
     else:
         cfg = load_config(args.config).replace(**_overrides(args))
     rank_batch(cfg.train.batch_size, world)  # refused before any process joins a group
