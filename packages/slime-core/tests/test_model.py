@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 from slime.core import MetricsCollector, SlimeConfig, SlimeModel
-from slime.proto import CheckpointError, ConfigError, DataError
+from slime.proto import ArchiveError, CheckpointError, ConfigError, DataError
 
 V, T = 13, 8
 
@@ -273,6 +273,52 @@ def test_offering_every_layer_at_once_equals_offering_each_organism(kernel):
     for a, b in zip(together.organisms[0].archive, apart.organisms[0].archive):
         assert (a.cell, a.objective) == (b.cell, b.objective)
         assert all(torch.equal(a.genome[k], b.genome[k]) for k in b.genome)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"threshold_min": 0.5, "learning_rate": 0.5}, {"max_size": 3}],
+    ids=["map-elites", "cma-mae", "eviction"],
+)
+def test_offering_only_pods_above_their_threshold_keeps_every_result(kernel, options):
+    from slime.memory import GridArchive
+
+    filtered, everything = make(kernel), make(kernel)
+    probe, _ = batch()
+    for model in (filtered, everything):
+        model.measure_behaviour(probe)
+        for o in model.organisms:
+            o.replace_archive(GridArchive([3, 3], o.archive.ranges[:2], **options))
+    offered = []
+    for o in filtered.organisms:  # count the genomes the filtered model gathers
+        original = o.elite_genomes
+        o.elite_genomes = lambda slots, f=original: offered.append(len(slots)) or f(slots)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        fitness = [torch.randn(6, generator=g) for _ in range(2)]
+        for model in (filtered, everything):
+            for o, f in zip(model.organisms, fitness):
+                o.fitness.copy_(f)
+        results = filtered.archive_elites()
+        for o, got in zip(everything.organisms, results):
+            live = o.live_slots()
+            want = o.archive.add(*o.elite_batch(live))
+            assert torch.equal(got.status, want.status)
+            torch.testing.assert_close(got.value, want.value)
+        for a, b in zip(filtered.organisms, everything.organisms):
+            assert torch.equal(a.archive._state, b.archive._state)
+            for x, y in zip(a.archive, b.archive):
+                assert all(torch.equal(x.genome[k], y.genome[k]) for k in y.genome)
+    assert sum(offered) < 4 * 2 * 4  # rounds x layers x live pods: some genomes were skipped
+
+
+def test_a_non_finite_fitness_is_still_named_by_the_archive(kernel):
+    model = make(kernel)
+    model.measure_behaviour(batch()[0])
+    model.archive_elites()
+    model.organisms[1].fitness[2] = float("nan")
+    with pytest.raises(ArchiveError, match="objectives"):
+        model.archive_elites()
 
 
 def test_generate_extends_the_sequence_reproducibly(kernel):

@@ -747,14 +747,21 @@ class Organism(nn.Module):
         """What :meth:`archive_elites` offers the archive for ``slots``: genomes (columns, or
         per-pod dicts for an archive that stores payloads), objectives ``(n,)`` (fitness) and
         descriptors ``(n, k)``, on this organism's device."""
+        return (self.elite_genomes(slots), *self.elite_scores(slots))
+
+    def elite_scores(self, slots: list[int]) -> tuple[Tensor, Tensor]:
+        """Objectives ``(n,)`` (fitness) and descriptors ``(n, k)`` of ``slots``, as
+        :meth:`elite_batch` offers them, on this organism's device."""
         index = torch.tensor(slots, dtype=torch.long, device=self._device)
         objectives = self.fitness.index_select(0, index)
-        descs = self.descriptors.index_select(0, index)[:, : self.descriptor_dims]
+        return objectives, self.descriptors.index_select(0, index)[:, : self.descriptor_dims]
+
+    def elite_genomes(self, slots: list[int]) -> Any:
+        """The genomes :meth:`elite_batch` offers for ``slots``: columns, or per-pod dicts for an
+        archive that stores payloads."""
         if self.archive.genome_form == "payloads":
-            genomes: Any = [PodView(self, s).to_dict() for s in slots]  # an archive from v1
-        else:
-            genomes = self.genome_columns(slots)
-        return genomes, objectives, descs
+            return [PodView(self, s).to_dict() for s in slots]  # an archive from v1
+        return self.genome_columns(slots)
 
     def birth_location(self) -> Tensor | None:
         """Where chemotaxis says the next pod should grow from: ``(k,)``, or None when the

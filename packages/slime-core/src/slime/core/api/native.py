@@ -24,7 +24,7 @@ from slime.core.blocks import MLP, Block
 from slime.core.observability import MetricsCollector, span
 from slime.core.organism import Organism, measure_organisms
 from slime.kernels import select_kernel
-from slime.memory import GridArchive
+from slime.memory import AddResult, GridArchive
 from slime.proto import CheckpointError, ConfigError, DataError, Kernel, PoolError, shown
 from torch import Tensor, nn
 
@@ -328,33 +328,64 @@ class SlimeModel(nn.Module):
         copy per dtype for the whole model (archives in host memory would otherwise cost a
         device read per column and layer).
 
+        An archive in host memory is offered only the pods whose fitness is above their cell's
+        threshold (``Archive.thresholds``), the ones that can land: the others would change
+        nothing, and their genomes (most of a pod's bytes) are not gathered or copied to the
+        host. Their results read as ``add`` gives them: status 0, value ``fitness -
+        threshold``.
+
         Returns:
             Each layer's AddResult, None for a layer with no live pod.
         """
         organisms = list(self.organisms)
         alive = torch.stack([o.alive for o in organisms]).tolist()  # one read
-        batches = [
-            o.elite_batch([s for s, a in enumerate(row) if a]) if any(row) else None
-            for o, row in zip(organisms, alive)
-        ]
-        # Objectives, descriptors and genome columns of every layer, in one flat list; per-pod
-        # genome dicts (payload archives) stay where they are.
-        flat = [
-            (o.archive.device, t)
-            for o, b in zip(organisms, batches)
-            if b is not None
-            for t in (b[1], b[2], *(b[0].values() if isinstance(b[0], dict) else ()))
-        ]
-        moved = iter(_move_at_once(flat))
-        results = []
-        for o, b in zip(organisms, batches):
-            if b is None:
-                results.append(None)
+        live = [[s for s, a in enumerate(row) if a] for row in alive]
+        scores = [o.elite_scores(slots) if slots else None for o, slots in zip(organisms, live)]
+        moved = iter(
+            _move_at_once(
+                [(o.archive.device, t) for o, sc in zip(organisms, scores) if sc for t in sc]
+            )
+        )
+        offers = []
+        for o, slots, sc in zip(organisms, live, scores):
+            if sc is None:
+                offers.append(None)
                 continue
             objectives, descs = next(moved), next(moved)
-            genomes = {k: next(moved) for k in b[0]} if isinstance(b[0], dict) else b[0]
+            keep, threshold = _worth_offering(o.archive, objectives, descs)
+            offered = slots if keep is None else [s for s, k in zip(slots, keep.tolist()) if k]
+            genomes = o.elite_genomes(offered) if offered else None
+            offers.append((objectives, descs, keep, threshold, genomes))
+        # The offered pods' genome columns, in one copy per dtype; per-pod genome dicts (payload
+        # archives) stay where they are.
+        moved = iter(
+            _move_at_once(
+                [
+                    (o.archive.device, t)
+                    for o, offer in zip(organisms, offers)
+                    if offer is not None and isinstance(offer[4], dict)
+                    for t in offer[4].values()
+                ]
+            )
+        )
+        results = []
+        for o, offer in zip(organisms, offers):
+            if offer is None:
+                results.append(None)
+                continue
+            objectives, descs, keep, threshold, genomes = offer
+            if isinstance(genomes, dict):
+                genomes = {k: next(moved) for k in genomes}
             with span(self.tracer, "organism.archive_elites", organism=o.name, n=len(objectives)):
-                results.append(o.archive.add(genomes, objectives, descs))
+                if keep is None:
+                    results.append(o.archive.add(genomes, objectives, descs))
+                    continue
+                status = torch.zeros(len(objectives), dtype=torch.int32)
+                value = objectives.double() - threshold
+                if genomes is not None:
+                    landed = o.archive.add(genomes, objectives[keep], descs[keep])
+                    status[keep], value[keep] = landed.status, landed.value
+                results.append(AddResult(status=status, value=value))
         return results
 
     def num_params(self) -> int:
@@ -555,6 +586,22 @@ def _read_meta(directory: Path) -> dict[str, Any]:
     if meta["version"] >= 2 and not isinstance(meta.get("model_sha256"), str):
         raise CheckpointError(f"{path}: 'model_sha256' is missing")
     return meta
+
+
+def _worth_offering(
+    archive: Any, objectives: Tensor, descriptors: Tensor
+) -> tuple[Tensor | None, Tensor | None]:
+    """For an archive in host memory that stores columns: which items are above their cell's
+    threshold ``(n,)`` bool, and the thresholds ``(n,)`` float64; ``(None, None)`` to offer
+    every item (an archive on an accelerator, payload genomes, a non-finite item, which
+    ``add`` names, or every item above)."""
+    if archive.device.type != "cpu" or archive.genome_form == "payloads":
+        return None, None
+    if not bool((torch.isfinite(objectives) & torch.isfinite(descriptors).all(1)).all()):
+        return None, None
+    threshold = archive.thresholds(descriptors)
+    keep = objectives.double() > threshold
+    return (None, None) if bool(keep.all()) else (keep, threshold)
 
 
 def _move_at_once(items: list[tuple[torch.device, Tensor]]) -> list[Tensor]:
