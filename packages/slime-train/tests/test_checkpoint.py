@@ -141,6 +141,18 @@ def test_edited_json_state_raises(tmp_path: Path) -> None:
         load_checkpoint(path)
 
 
+@pytest.mark.parametrize("step", ["x", None, 3.5, True, -1, 8])
+def test_a_step_in_state_json_that_is_not_the_folders_raises(tmp_path: Path, step) -> None:
+    # Neither checksum covers "step": an edited one came back as is, and resuming compared it
+    # with the metrics' steps (TypeError traceback) or went on from a step that never was.
+    folder = save_checkpoint(tmp_path, 7, _state())
+    manifest = json.loads((folder / "state.json").read_text())
+    manifest["step"] = step
+    (folder / "state.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match=r"records step .*expected 7 \(the folder's\)"):
+        load_checkpoint(tmp_path)
+
+
 def test_missing_tensor_file_raises(tmp_path: Path) -> None:
     path = save_checkpoint(tmp_path, 1, _state())
     (path / "tensors.safetensors").unlink()

@@ -310,9 +310,27 @@ def load_checkpoint(path: str | os.PathLike[str], *, rank: int = 0) -> dict[str,
     state = _unflatten(manifest["state"], load_tensors(blob))
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {str(path)!r} state is not a mapping")
-    state["step"] = manifest["step"]
+    state["step"] = _manifest_step(manifest, path)
     state["folder"] = path
     return state
+
+
+def _manifest_step(manifest: dict[str, Any], path: Path) -> int:
+    """The step a checkpoint's ``state.json`` records: an int >= 0, and the folder's own for a
+    ``step_NNNNNNNN`` folder (neither checksum covers it)."""
+    step = manifest.get("step")
+    named = _NAME.match(path.name)
+    if (
+        not isinstance(step, int)
+        or isinstance(step, bool)
+        or step < 0
+        or (named is not None and int(named.group(1)) != step)
+    ):
+        raise CheckpointError(
+            f"{str(path / 'state.json')!r} records step {step!r}, expected "
+            + (f"{int(named.group(1))} (the folder's)" if named else "an integer >= 0")
+        )
+    return step
 
 
 def _read_manifest(manifest_path: Path) -> Any:
@@ -537,7 +555,7 @@ def _load_sharded(path: Path, manifest: dict[str, Any], rank: int) -> dict[str, 
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {str(path)!r} state is not a mapping")
     state.update(_unflatten(own, tensors))
-    state["step"] = manifest["step"]
+    state["step"] = _manifest_step(manifest, path)
     state["folder"] = path
     state["world_size"] = world
     return state
