@@ -256,3 +256,44 @@ def test_a_run_whose_checkpoints_were_deleted_is_not_restarted_over_its_results(
     assert "has no committed checkpoint" in err and len(err.splitlines()) == 1
     assert ("summary.json is there" if finished else "logs step 6") in err
     assert _run_files(run) == before
+
+
+def test_ctrl_c_during_training_is_one_line_and_leaves_a_resumable_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SIGINT ended `slime train` with a KeyboardInterrupt traceback from wherever it landed.
+    from slime.train.trainer import Trainer
+
+    step = Trainer.train_step
+    calls = []
+
+    def interrupted_at_step_7(self: Trainer):  # noqa: ANN202
+        calls.append(1)
+        if len(calls) == 7:
+            raise KeyboardInterrupt
+        return step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted_at_step_7)
+    argv = ["train", "--config", "tiny", "--steps", "12", "train.checkpoint_interval=3"]
+    assert cli.main([*argv, "--out", str(tmp_path), "--quiet"]) == cli.INTERRUPTED
+    run = _only_run(tmp_path)
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    assert err == (
+        f"slime train: interrupted at step 6; its latest checkpoint is step 6: "
+        f"slime train --resume {run} carries it on"
+    )
+    monkeypatch.setattr(Trainer, "train_step", step)
+    assert cli.main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert json.loads((run / "summary.json").read_text())["steps"] == 12
+
+
+def test_ctrl_c_in_any_command_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(argv: list[str]) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.BUILTIN, "eval", interrupted)
+    assert cli.main(["eval", "somewhere"]) == cli.INTERRUPTED
+    assert capsys.readouterr().err == "slime eval: interrupted\n"

@@ -40,6 +40,7 @@ from slime.train.use import DATA_FILE, TOKENIZER_FILE, data_changes, eval_comman
 __all__ = ["main", "train_command"]
 
 GROUP = "slime.commands"
+INTERRUPTED = 130  # the exit status of a command stopped by SIGINT (128 + 2), as shells report
 Command = Callable[[list[str]], int | None]
 
 
@@ -292,7 +293,20 @@ def _train(args: argparse.Namespace, cfg: RunConfig, ctx: Distributed, device: t
     if cfg.train.cpu_threads is not None:
         # Process-wide; set here, at the application's edge, not inside the library.
         torch.set_num_threads(cfg.train.cpu_threads)
-    summary = trainer.fit()
+    try:
+        summary = trainer.fit()
+    except KeyboardInterrupt:
+        # Checkpoints are committed atomically: the latest one is whole, whatever step the
+        # interrupt cut. A step cut midway is not saved (its state may be half-updated).
+        steps = checkpoint_steps(run.path)
+        kept = f"its latest checkpoint is step {steps[-1]}" if steps else "it has no checkpoint yet"
+        if ctx.is_main:
+            print(
+                f"slime train: interrupted at step {trainer.step}; {kept}: "
+                f"slime train --resume {run.path} carries it on",
+                file=sys.stderr,
+            )
+        return INTERRUPTED
     line = f"{summary['status']}: {summary['model']} on {cfg.data.name}, {summary['steps']} steps"
     if "val_loss" in summary:
         line += f", val loss {summary['val_loss']:.4f}"
@@ -348,6 +362,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SlimeError as exc:
         print(f"slime {name}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: a line, not a traceback (train says how to resume)
+        print(f"slime {name}: interrupted", file=sys.stderr)
+        return INTERRUPTED
     return int(status or 0)
 
 
