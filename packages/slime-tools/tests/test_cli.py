@@ -78,6 +78,20 @@ def test_export_reports_the_file_and_the_check(slime_run, tmp_path, capsys):
     assert "checked torchscript against PyTorch on (batch x seq) 1x4, 3x8" in out.err
 
 
+def test_export_never_replaces_an_existing_out_file(slime_run, capsys):
+    # --out RUN_DIR/metrics.jsonl replaced the run's metrics with a TorchScript archive.
+    config = slime_run[0] / "metrics.jsonl"
+    before = config.read_bytes()
+    argv = [str(slime_run[0]), "--format", "torchscript", "--out", str(config)]
+    assert cli.export_command(argv) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"slime export: error: --out: {str(config)!r} exists; an export never replaces a file (remove it or name another)\n"
+    )
+    assert config.read_bytes() == before
+
+
 def test_export_of_a_v1_model_directory_succeeds(v1_run, tmp_path, capsys):
     target = tmp_path / "v1.pt2"
     argv = [str(v1_run), "--format", "torch-export", "--out", str(target)]

@@ -265,13 +265,20 @@ def export_run(
         out: the file to write; default ``RUN_DIR/export/model.<onnx|pt2|ts>``.
 
     Raises:
-        ConfigError: unknown ``fmt``.
+        ConfigError: unknown ``fmt``; an ``out`` that exists (never replaced).
         CheckpointError: the run has no saved model (e.g. a baseline run).
         MissingExtraError: ONNX without the ``onnx`` extra.
         ExportMismatchError: the export's outputs differ from the frozen model's.
     """
     if fmt not in FORMATS:
         raise ConfigError(f"expected one of {FORMATS}, got {fmt!r}", "format")
+    if out is not None and (Path(out).exists() or Path(out).is_symlink()):
+        # A path the caller named may be anything (the run's config.yaml, a checkpoint): it is
+        # never replaced. The default path under RUN_DIR/export/ is the export's own.
+        raise ConfigError(
+            f"{str(out)!r} exists; an export never replaces a file (remove it or name another)",
+            "--out",
+        )
     frozen = freeze(load_run_model(run_dir))
     path = Path(out) if out is not None else Path(run_dir) / "export" / f"model{SUFFIX[fmt]}"
     if fmt == "onnx":
