@@ -297,3 +297,18 @@ def test_ctrl_c_in_any_command_is_one_line(
     monkeypatch.setitem(cli.BUILTIN, "eval", interrupted)
     assert cli.main(["eval", "somewhere"]) == cli.INTERRUPTED
     assert capsys.readouterr().err == "slime eval: interrupted\n"
+
+
+@pytest.mark.parametrize("damage", [b"{bad", b"\xff\xfe", b"[1, 2]"])
+def test_resuming_a_finished_run_with_a_damaged_summary_is_one_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: bytes
+) -> None:
+    # It died with a JSONDecodeError (or UnicodeDecodeError) traceback.
+    cli.main(["train", "--config", "tiny", "--steps", "3", "--out", str(tmp_path), "--quiet"])
+    run = _only_run(tmp_path)
+    (run / "summary.json").write_bytes(damage)
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("slime train: error: ") and "summary.json' is damaged" in err
+    assert len(err.splitlines()) == 1

@@ -740,7 +740,12 @@ class Trainer:
                     self._last_eval = (self.step, losses)
             summary = self.run_dir.summary_path
             if any(r.get("kind") == "summary" for r in at_step) and summary.is_file():
-                self._finished = json.loads(summary.read_text("utf-8"))
+                try:
+                    self._finished = json.loads(summary.read_text("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                    raise CheckpointError(f"{str(summary)!r} is damaged: {exc}") from None
+                if not isinstance(self._finished, dict):
+                    raise CheckpointError(f"{str(summary)!r} is damaged: not a JSON object")
 
     @classmethod
     def resume(cls, run_dir: RunDir, dataset: Dataset, cfg: RunConfig, **kwargs: Any) -> Trainer:
