@@ -168,7 +168,14 @@ class Lifecycle:
         fitness.attach(model)
 
     def pool_size(self) -> int:
-        return sum(len(o.live_slots()) for o in self.model.organisms)
+        return sum(self._live_counts())
+
+    def _live_counts(self) -> list[int]:
+        """Live pods per layer, in one read of the device."""
+        organisms = list(self.model.organisms)
+        if len({o.alive.shape for o in organisms}) != 1:  # none, or capacities that differ
+            return [len(o.live_slots()) for o in organisms]
+        return torch.stack([o.alive for o in organisms]).sum(1).tolist()
 
     def medium(
         self, step: int, loss: torch.Tensor | float, probe: tuple[torch.Tensor, torch.Tensor]
@@ -226,8 +233,7 @@ class Lifecycle:
 
     def _grow(self, step: int) -> int:
         born = 0
-        for organism in self.model.organisms:
-            live = len(organism.live_slots())
+        for organism, live in zip(self.model.organisms, self._live_counts()):
             room = min(self.cfg.max_pool_size - live, organism.pod_capacity - live)
             for _ in range(max(0, min(self.cfg.births_per_event, room))):
                 organism.spawn(step=step)
