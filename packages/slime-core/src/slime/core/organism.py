@@ -699,21 +699,8 @@ class Organism(nn.Module):
         """Per slot, the squared L2 norm of its gradients ``(P,)`` and the first-order (Taylor)
         estimate of the loss increase were it masked, ``-<W_o, dL/dW_o>`` ``(P,)``. Device
         tensors, zeros where no gradient exists; no host synchronisation."""
-        squares = []
-        for param, dim in self.slot_parameters():
-            if param.grad is not None:
-                others = [i for i in range(param.dim()) if i != dim]
-                wide = torch.promote_types(param.grad.dtype, torch.float32)
-                norm = torch.linalg.vector_norm(param.grad, dim=others, dtype=wide)
-                squares.append(norm.square())
-        if not squares:
-            zeros = torch.zeros(self.pod_capacity, device=self._device)
-            return zeros, zeros.clone()
-        norms = torch.stack(squares).sum(0) if len(squares) > 1 else squares[0]
-        if self.o_weight.grad is None:
-            return norms, torch.zeros_like(norms)
-        taylor = -(self.o_weight.detach() * self.o_weight.grad).sum(dim=(0, 2), dtype=norms.dtype)
-        return norms, taylor
+        norms, taylor = slot_gradient_stats([self])
+        return norms[0], taylor[0]
 
     def genome_columns(self, slots: list[int]) -> dict[str, Tensor]:
         """The archive's genome columns for ``slots``: ``qkv_weight (n, 3, d, D)``, ``o_weight
@@ -835,6 +822,29 @@ PROBS_BUDGET = 1 << 28
 
 
 @torch.no_grad()
+def slot_gradient_stats(organisms: list[Organism]) -> tuple[Tensor, Tensor]:
+    """:meth:`Organism.slot_gradient_stats` of organisms with one slot-table shape (a model's
+    layers) at once, ``(n, P)`` each: every slot parameter's gradients stacked over the
+    organisms and reduced over all but slots, a few kernels for all of them. A missing gradient
+    counts as zeros."""
+    first = organisms[0]
+    squares, out_grads = [], None
+    for column in zip(*(o.slot_parameters() for o in organisms)):
+        param, dim = column[0]
+        grads = torch.stack(
+            [p.grad if p.grad is not None else torch.zeros_like(p) for p, _ in column]
+        )
+        others = [i for i in range(grads.dim()) if i not in (0, dim + 1)]
+        wide = torch.promote_types(grads.dtype, torch.float32)
+        squares.append(torch.linalg.vector_norm(grads, dim=others, dtype=wide).square())
+        if param is first.o_weight:
+            out_grads = grads  # (n, D, P, d)
+    norms = torch.stack(squares).sum(0) if len(squares) > 1 else squares[0]
+    weight = torch.stack([o.o_weight.detach() for o in organisms])
+    taylor = -(weight * out_grads).sum(dim=(1, 3), dtype=norms.dtype)
+    return norms, taylor
+
+
 def measure_organisms(organisms: list[Organism], latents: Tensor, *, causal: bool = False) -> None:
     """Update the smoothed descriptors of every live pod of ``organisms`` from their probe inputs
     ``latents`` ``(L, B, T, D)`` (row ``i`` is organism ``i``'s attention input).

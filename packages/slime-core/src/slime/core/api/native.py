@@ -22,7 +22,7 @@ from slime.core.api.config import SlimeConfig
 from slime.core.api.sampling import generate_tokens
 from slime.core.blocks import MLP, Block
 from slime.core.observability import MetricsCollector, span
-from slime.core.organism import Organism, measure_organisms
+from slime.core.organism import Organism, measure_organisms, slot_gradient_stats
 from slime.kernels import select_kernel
 from slime.memory import AddResult, GridArchive
 from slime.proto import CheckpointError, ConfigError, DataError, Kernel, PoolError, shown
@@ -163,26 +163,7 @@ class SlimeModel(nn.Module):
     def slot_gradient_stats(self) -> tuple[Tensor, Tensor]:
         """Per layer and slot: squared gradient norms ``(L, P)`` and first-order masked-loss
         estimates ``(L, P)`` (see :meth:`Organism.slot_gradient_stats`). Device tensors."""
-        organisms = list(self.organisms)
-        grads = [[p.grad for p, _ in o.slot_parameters()] for o in organisms]
-        if any(g is None for row in grads for g in row):  # some slot parameter has no gradient
-            norms, taylor = zip(*(o.slot_gradient_stats() for o in organisms))
-            return torch.stack(norms), torch.stack(taylor)
-        # Every layer at once (a few kernels instead of ~9 per layer): the layers' slot tables
-        # have one shape, so their gradients stack into (L, ...) and reduce over all but slots.
-        dims = [dim for _, dim in organisms[0].slot_parameters()]
-        wide = torch.promote_types(grads[0][0].dtype, torch.float32)
-        squares, stacks = [], []
-        for column, dim in zip(zip(*grads), dims):
-            stacks.append(torch.stack(column))
-            others = [i for i in range(stacks[-1].dim()) if i not in (0, dim + 1)]
-            squares.append(torch.linalg.vector_norm(stacks[-1], dim=others, dtype=wide).square())
-        norms = torch.stack(squares).sum(0) if len(squares) > 1 else squares[0]
-        first = organisms[0]
-        out = next(i for i, (p, _) in enumerate(first.slot_parameters()) if p is first.o_weight)
-        weight = torch.stack([o.o_weight.detach() for o in organisms])  # (L, D, P, d)
-        taylor = -(weight * stacks[out]).sum(dim=(1, 3), dtype=norms.dtype)
-        return norms, taylor
+        return slot_gradient_stats(list(self.organisms))
 
     @contextlib.contextmanager
     def ablate(self, slots_by_layer: dict[int, list[int]]) -> Iterator[None]:
