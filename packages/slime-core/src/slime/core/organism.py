@@ -30,7 +30,7 @@ from slime.core.observability import MetricsCollector, span
 from slime.core.placement import placement
 from slime.core.pod_view import PodView
 from slime.core.pseudopod import DESCRIPTOR_NAMES, hoyer_sparsity
-from slime.memory import MAX_POOL_SIZE, GridArchive
+from slime.memory import MAX_POOL_SIZE, AddResult, GridArchive
 from slime.proto import ConfigError, Kernel, KernelError, PoolError
 from torch import Tensor, nn
 
@@ -719,6 +719,9 @@ class Organism(nn.Module):
         """Offer the pods in ``slots`` (default: every live pod) to the archive, each with its
         ``fitness`` as the objective and its smoothed descriptors as the location.
 
+        An archive in host memory is offered only the pods above their cell's threshold (see
+        :func:`worth_offering`).
+
         Returns:
             The archive's AddResult (per-pod status and value).
         """
@@ -728,7 +731,12 @@ class Organism(nn.Module):
         if unknown:
             raise PoolError(f"slots {unknown} are not live in {self.name}: live are {live}")
         with span(self.tracer, "organism.archive_elites", organism=self.name, n=len(slots)):
-            return self.archive.add(*self.elite_batch(slots))
+            scores = (t.to(self.archive.device) for t in self.elite_scores(slots))
+            objectives, descriptors = scores
+            keep, threshold = worth_offering(self.archive, objectives, descriptors)
+            offered = slots if keep is None else [s for s, k in zip(slots, keep.tolist()) if k]
+            genomes = self.elite_genomes(offered) if offered else None
+            return add_offered(self.archive, genomes, objectives, descriptors, keep, threshold)
 
     def elite_batch(self, slots: list[int]) -> tuple[Any, Tensor, Tensor]:
         """What :meth:`archive_elites` offers the archive for ``slots``: genomes (columns, or
@@ -822,6 +830,46 @@ PROBS_BUDGET = 1 << 28
 
 
 @torch.no_grad()
+def worth_offering(
+    archive: Any, objectives: Tensor, descriptors: Tensor
+) -> tuple[Tensor | None, Tensor | None]:
+    """Which pods to offer ``archive``: for an archive in host memory that stores columns, the
+    pods whose objective is above their cell's threshold ``(n,)`` bool, and the thresholds
+    ``(n,)`` float64 (``objectives`` and ``descriptors`` on the archive's device). The others
+    could not land (``Archive.thresholds``), so their genomes, most of a pod's bytes, need not
+    be gathered and copied to the host. ``(None, None)`` offers every pod: an archive on an
+    accelerator (no copy to save), payload genomes, a non-finite item (which ``add`` names),
+    no item, or every item above."""
+    if archive.device.type != "cpu" or archive.genome_form == "payloads" or not len(objectives):
+        return None, None
+    if not bool((torch.isfinite(objectives) & torch.isfinite(descriptors).all(1)).all()):
+        return None, None
+    threshold = archive.thresholds(descriptors)
+    keep = objectives.double() > threshold
+    return (None, None) if bool(keep.all()) else (keep, threshold)
+
+
+def add_offered(
+    archive: Any,
+    genomes: Any,
+    objectives: Tensor,
+    descriptors: Tensor,
+    keep: Tensor | None,
+    threshold: Tensor | None,
+) -> Any:
+    """``archive.add`` of the pods :func:`worth_offering` kept (``genomes`` theirs, None for
+    none), read back as the AddResult of every pod: the others as ``add`` gives them, status 0
+    and value ``objective - threshold``."""
+    if keep is None:
+        return archive.add(genomes, objectives, descriptors)
+    status = torch.zeros(len(objectives), dtype=torch.int32)
+    value = objectives.double() - threshold
+    if genomes is not None:
+        landed = archive.add(genomes, objectives[keep], descriptors[keep])
+        status[keep], value[keep] = landed.status, landed.value
+    return AddResult(status=status, value=value)
+
+
 def slot_gradient_stats(organisms: list[Organism]) -> tuple[Tensor, Tensor]:
     """:meth:`Organism.slot_gradient_stats` of organisms with one slot-table shape (a model's
     layers) at once, ``(n, P)`` each: every slot parameter's gradients stacked over the

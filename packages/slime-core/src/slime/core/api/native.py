@@ -22,9 +22,15 @@ from slime.core.api.config import SlimeConfig
 from slime.core.api.sampling import generate_tokens
 from slime.core.blocks import MLP, Block
 from slime.core.observability import MetricsCollector, span
-from slime.core.organism import Organism, measure_organisms, slot_gradient_stats
+from slime.core.organism import (
+    Organism,
+    add_offered,
+    measure_organisms,
+    slot_gradient_stats,
+    worth_offering,
+)
 from slime.kernels import select_kernel
-from slime.memory import AddResult, GridArchive
+from slime.memory import GridArchive
 from slime.proto import CheckpointError, ConfigError, DataError, Kernel, PoolError, shown
 from torch import Tensor, nn
 
@@ -309,11 +315,9 @@ class SlimeModel(nn.Module):
         copy per dtype for the whole model (archives in host memory would otherwise cost a
         device read per column and layer).
 
-        An archive in host memory is offered only the pods whose fitness is above their cell's
-        threshold (``Archive.thresholds``), the ones that can land: the others would change
-        nothing, and their genomes (most of a pod's bytes) are not gathered or copied to the
-        host. Their results read as ``add`` gives them: status 0, value ``fitness -
-        threshold``.
+        An archive in host memory is offered only the pods above their cell's threshold
+        (:func:`~slime.core.organism.worth_offering`); the others' results read as ``add`` gives
+        them.
 
         Returns:
             Each layer's AddResult, None for a layer with no live pod.
@@ -333,7 +337,7 @@ class SlimeModel(nn.Module):
                 offers.append(None)
                 continue
             objectives, descs = next(moved), next(moved)
-            keep, threshold = _worth_offering(o.archive, objectives, descs)
+            keep, threshold = worth_offering(o.archive, objectives, descs)
             offered = slots if keep is None else [s for s, k in zip(slots, keep.tolist()) if k]
             genomes = o.elite_genomes(offered) if offered else None
             offers.append((objectives, descs, keep, threshold, genomes))
@@ -358,15 +362,7 @@ class SlimeModel(nn.Module):
             if isinstance(genomes, dict):
                 genomes = {k: next(moved) for k in genomes}
             with span(self.tracer, "organism.archive_elites", organism=o.name, n=len(objectives)):
-                if keep is None:
-                    results.append(o.archive.add(genomes, objectives, descs))
-                    continue
-                status = torch.zeros(len(objectives), dtype=torch.int32)
-                value = objectives.double() - threshold
-                if genomes is not None:
-                    landed = o.archive.add(genomes, objectives[keep], descs[keep])
-                    status[keep], value[keep] = landed.status, landed.value
-                results.append(AddResult(status=status, value=value))
+                results.append(add_offered(o.archive, genomes, objectives, descs, keep, threshold))
         return results
 
     def num_params(self) -> int:
@@ -567,22 +563,6 @@ def _read_meta(directory: Path) -> dict[str, Any]:
     if meta["version"] >= 2 and not isinstance(meta.get("model_sha256"), str):
         raise CheckpointError(f"{path}: 'model_sha256' is missing")
     return meta
-
-
-def _worth_offering(
-    archive: Any, objectives: Tensor, descriptors: Tensor
-) -> tuple[Tensor | None, Tensor | None]:
-    """For an archive in host memory that stores columns: which items are above their cell's
-    threshold ``(n,)`` bool, and the thresholds ``(n,)`` float64; ``(None, None)`` to offer
-    every item (an archive on an accelerator, payload genomes, a non-finite item, which
-    ``add`` names, or every item above)."""
-    if archive.device.type != "cpu" or archive.genome_form == "payloads":
-        return None, None
-    if not bool((torch.isfinite(objectives) & torch.isfinite(descriptors).all(1)).all()):
-        return None, None
-    threshold = archive.thresholds(descriptors)
-    keep = objectives.double() > threshold
-    return (None, None) if bool(keep.all()) else (keep, threshold)
 
 
 def _move_at_once(items: list[tuple[torch.device, Tensor]]) -> list[Tensor]:
