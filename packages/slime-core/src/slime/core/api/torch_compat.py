@@ -31,8 +31,9 @@ class SlimeMoldEncoderLayer(nn.Module):
     so a seeded program gets torch's numbers) and the four dropout sites (attention
     probabilities, after the attention, inside the feed-forward, after it; each mask drawn in the
     memory order of torch's tensor at that site, so one seed drops the same elements). A seeded
-    program computes and trains as with torch, to float noise, with or without dropout. Head ``h`` is slot ``h`` of the organism; births and deaths happen only when a
-    caller asks for them.
+    program computes and trains as with torch, to float noise, with or without dropout. Head
+    ``h`` is slot ``h`` of the organism; births and deaths happen only when a caller asks for
+    them.
 
     Args:
         activation: ``"relu"``, ``"gelu"`` or any unary callable (a module or a function).
