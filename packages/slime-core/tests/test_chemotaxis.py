@@ -104,3 +104,26 @@ def test_sources_of_another_dimension_are_rejected():
     chem.add_source(torch.tensor([0.5, 0.5]), 1.0)
     with pytest.raises(ArchiveError, match="shape"):
         chem.add_source(torch.tensor([0.5, 0.5, 0.5]), 1.0)
+
+
+def test_sense_reads_locations_and_objectives_without_touching_a_genome():
+    chem = make()
+    genomes = [{"w": torch.full((3,), float(i))} for i in range(3)]
+    descriptors = torch.tensor([[0.9, 0.9], [0.1, 0.1], [0.6, 0.1]], dtype=torch.float64)
+    chem.archive.add(genomes, torch.tensor([1.0, 2.0, 3.0]), descriptors)
+    elites = list(chem.archive)
+    chem.archive._genomes = None  # any genome read would now fail
+    assert chem.sense() == 3
+    by_hand = make(seed=5)
+    for elite in elites:  # what sensing means: every elite a source, ascending cell order
+        by_hand.add_source(elite.descriptor.float(), elite.objective)
+    chem.generator.manual_seed(5)
+    here = torch.tensor([0.5, 0.5])
+    for _ in range(20):
+        assert torch.equal(chem.sample(here, 0.3, 0.7), by_hand.sample(here, 0.3, 0.7))
+
+
+def test_a_source_must_have_one_concentration():
+    chem = make()
+    with pytest.raises(ArchiveError, match="concentration"):
+        chem.add_source(torch.tensor([0.5, 0.5]), torch.tensor([1.0, 2.0]))

@@ -90,3 +90,24 @@ def test_where_rejects_bad_bounds_naming_them(low, high, message) -> None:
     with pytest.raises(ArchiveError, match=message):
         archive.where(low, high)
     assert [e.cell for e in archive] == before
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: GridArchive([6, 6], RANGES, max_size=36),
+        lambda: GridArchive([6, 6], RANGES, max_size=5),  # evicting
+        lambda: CVTArchive(20, RANGES, samples=400, max_size=20),
+    ],
+)
+def test_elite_scores_are_the_elites_without_their_genomes(make) -> None:
+    archive = filled(make())
+    cells, objectives, descriptors = archive.elite_scores()
+    elites = list(archive)
+    assert cells.tolist() == [e.cell for e in elites]
+    assert objectives.dtype == descriptors.dtype == torch.float64
+    assert objectives.tolist() == [e.objective for e in elites]
+    assert torch.equal(descriptors, torch.stack([e.descriptor for e in elites]))
+    archive.clear()
+    cells, objectives, descriptors = archive.elite_scores()
+    assert cells.shape == objectives.shape == (0,) and descriptors.shape == (0, 2)

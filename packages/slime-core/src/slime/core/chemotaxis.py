@@ -36,30 +36,43 @@ class Chemotaxis:
     def __init__(self, archive: Any, *, generator: torch.Generator | None = None):
         self.archive = archive
         self.generator = generator
-        self._locations: list[Tensor] = []
-        self._concentrations: list[Tensor] = []
+        self._locations: Tensor | None = None  # (n, k) float32
+        self._concentrations: Tensor | None = None  # (n,) float32
 
     def __len__(self) -> int:
-        return len(self._locations)
+        return 0 if self._locations is None else self._locations.shape[0]
 
     def add_source(self, location: Tensor, concentration: float | Tensor) -> None:
         """Add a source at ``location`` ``(k,)`` with ``concentration`` (an elite's objective)."""
         location = torch.as_tensor(location, dtype=torch.float32)
         if location.dim() != 1:
             raise ArchiveError(f"location must be (k,), got shape {tuple(location.shape)}")
-        if self._locations and location.shape != self._locations[0].shape:
+        concentration = torch.as_tensor(concentration, dtype=torch.float32)
+        if concentration.numel() != 1:
+            raise ArchiveError(
+                f"concentration must be one number, got shape {tuple(concentration.shape)}"
+            )
+        if self._locations is None:
+            self._locations, self._concentrations = location[None], concentration.reshape(1)
+            return
+        if location.shape != self._locations.shape[1:]:
             raise ArchiveError(
                 f"location shape {tuple(location.shape)} differs from the sources' "
-                f"{tuple(self._locations[0].shape)}"
+                f"{tuple(self._locations.shape[1:])}"
             )
-        self._locations.append(location)
-        self._concentrations.append(torch.as_tensor(concentration, dtype=torch.float32))
+        location = location.to(self._locations.device)
+        concentration = concentration.to(self._concentrations.device)
+        self._locations = torch.cat([self._locations, location[None]])
+        self._concentrations = torch.cat([self._concentrations, concentration.reshape(1)])
 
     def sense(self) -> int:
-        """Replace the sources with the archive's current elites; returns how many there are."""
+        """Replace the sources with the archive's current elites (ascending cell order, so
+        reproducible); returns how many there are. Reads only where the elites are and their
+        objectives, never a genome."""
         self.clear()
-        for elite in self.archive:  # ascending cell order: reproducible
-            self.add_source(elite.descriptor.float(), elite.objective)
+        _, objectives, descriptors = self.archive.elite_scores()
+        if objectives.shape[0]:
+            self._locations, self._concentrations = descriptors.float(), objectives.float()
         return len(self)
 
     def sample(self, behavior: Tensor, metabolic_rate: float, hunger: float) -> Tensor | None:
@@ -72,15 +85,15 @@ class Chemotaxis:
             raise ConfigError(f"must be > 0, got {metabolic_rate!r}", "metabolic_rate")
         if not 0.0 <= hunger <= 1.0:
             raise ConfigError(f"must lie in [0, 1], got {hunger!r}", "hunger")
-        if not self._locations:
+        if self._locations is None:
             return None
-        locations = torch.stack(self._locations)
+        locations = self._locations
         behavior = torch.as_tensor(behavior, dtype=torch.float32).to(locations.device)
         if behavior.shape != locations.shape[1:]:
             raise ArchiveError(
                 f"behavior shape {tuple(behavior.shape)} != source shape {tuple(locations.shape[1:])}"
             )
-        conc = torch.stack(self._concentrations).to(locations.device)
+        conc = self._concentrations
         span = conc.max() - conc.min()
         conc01 = torch.where(span > 0, (conc - conc.min()) / span.clamp_min(1e-12), 1.0)
         distance = torch.linalg.vector_norm(locations - behavior, dim=-1)
@@ -99,5 +112,4 @@ class Chemotaxis:
         return torch.minimum(torch.maximum(location, ranges[:, 0]), ranges[:, 1])
 
     def clear(self) -> None:
-        self._locations.clear()
-        self._concentrations.clear()
+        self._locations = self._concentrations = None

@@ -529,6 +529,15 @@ class Archive:
         """Elites in ascending cell order (blueprint decision 3: reproducible iteration)."""
         return iter(self._elites(self.occupied_cells()))
 
+    def elite_scores(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The elites without their genomes: occupied cells ``(n,)`` int64 in ascending order,
+        their objectives ``(n,)`` and descriptors ``(n, k)`` (float64), on the archive's device,
+        in one gather and no host transfer. For readers of the landscape (where the elites are,
+        how good) that need no genome: iterating the archive copies every genome."""
+        cells = torch.nonzero(self._occupied).squeeze(1)
+        rows = self._state.index_select(0, cells)
+        return cells, rows[:, _OBJ], rows[:, _DESC:]
+
     def retrieve(self, descriptors: torch.Tensor) -> tuple[torch.Tensor, list[Elite | None]]:
         """The elite of each descriptor's cell: ``(n, k)`` -> (occupied ``(n,)`` bool, elites)."""
         cells = self.cell_index(descriptors)
