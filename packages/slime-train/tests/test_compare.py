@@ -49,6 +49,18 @@ def test_compare_prints_the_table_and_writes_json(
     assert results["slime"]["profile"]["medium_births"][0] > 0  # refills the warm-up's culls
     assert sum(results["slime"]["profile"]["slow_deaths"]) > 0
     assert results["slime"]["profile"]["medium_first_ms"] > 0
+    prof = results["slime"]["profile"]
+    # births are charged one per culled pod and slow interval, at their timed cost apiece
+    assert prof["birth_ms"] > 0 and prof["births_per_slow_interval"] > 0
+    assert 0 < prof["medium_rest_ms"] < prof["medium_event_ms"]
+    lc = cfg.lifecycle
+    amortised = (
+        prof["medium_rest_ms"] / lc.medium_interval
+        + (prof["births_per_slow_interval"] * prof["birth_ms"] + prof["slow_event_ms"])
+        / lc.slow_interval
+    )
+    observed = max(0.0, prof["free_step_ms"] - prof["plain_step_ms"])
+    assert prof["lifecycle_ms_per_step"] == pytest.approx(observed + amortised)
     for kind in ("slime", "baseline"):
         trained = results[kind]["train"]
         assert trained["best_val"] <= trained["val_loss"] and trained["best_step"] >= 1

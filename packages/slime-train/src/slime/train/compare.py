@@ -27,8 +27,11 @@ reports each run's time and steps to held-out loss X. Both budgets report the be
 Overhead ratios (the blueprint claims <= 2% of step time, <= 1% of memory):
 
 - lifecycle time per step = observation cost (free-running step over whole medium intervals minus
-  the step between observation windows: tubes and per-slot gradient statistics) + medium event /
-  medium_interval + slow event / slow_interval, over the free-running slime step;
+  the step between observation windows: tubes and per-slot gradient statistics) + medium event
+  apart from its births / medium_interval + (births + slow event) / slow_interval, over the
+  free-running slime step. Births are counted at the rate a run at capacity has them: one for
+  each pod the slow event culls (a full pool has no room for more), each at the mean cost of
+  the births in the timed medium events;
 - step ratio = slime step / baseline step, free-running (architecture cost: pool attention over
   ``pod_capacity`` slots, the alive mask, the observation window);
 - memory: archive genome bytes over the model's parameter + optimizer bytes, and slime's peak over
@@ -171,8 +174,9 @@ def profile_model(
         out.update(_profile_lifecycle(trainer, device))
         per_step_lifecycle = (
             max(0.0, free_ms - plain_ms) / 1e3  # tubes and per-slot gradient statistics
-            + out["medium_event_ms"] / 1e3 / cfg.lifecycle.medium_interval
-            + out["slow_event_ms"] / 1e3 / cfg.lifecycle.slow_interval
+            + out["medium_rest_ms"] / 1e3 / cfg.lifecycle.medium_interval
+            + out["births_per_slow_interval"] * out["birth_ms"] / 1e3 / lc.slow_interval
+            + out["slow_event_ms"] / 1e3 / lc.slow_interval
         )
         out["lifecycle_ms_per_step"] = per_step_lifecycle * 1e3
         out["lifecycle_overhead"] = per_step_lifecycle / free_s
@@ -217,8 +221,17 @@ def _profile_lifecycle(trainer: Trainer, device: torch.device, repeats: int = 3)
     mediums = [timed(medium) for _ in range(repeats)]
     slows = [timed(slow) for _ in range(repeats)]
     parts = {k.removeprefix("lifecycle/"): v * 1e3 / repeats for k, v in trainer.timings.items()}
+    births = sum(r["births"] for _, r in mediums)
+    medium_ms = statistics.mean(t for t, _ in mediums)
+    deaths = statistics.mean(r["deaths"] for _, r in slows)
     return {
-        "medium_event_ms": statistics.mean(t for t, _ in mediums),
+        "medium_event_ms": medium_ms,
+        # A medium event apart from its births, and one birth: births only refill slots that
+        # deaths emptied (a full pool has no room), so a run pays as many per slow interval as
+        # its slow event culls, not the few per medium event these timed events hold.
+        "medium_rest_ms": medium_ms - parts.get("births", 0.0),
+        "birth_ms": parts.get("births", 0.0) * repeats / births if births else 0.0,
+        "births_per_slow_interval": deaths,
         "medium_births": [r["births"] for _, r in mediums],
         "slow_event_ms": statistics.mean(t for t, _ in slows),
         "slow_deaths": [r["deaths"] for _, r in slows],
@@ -377,7 +390,9 @@ def _table(results: dict[str, Any]) -> str:
     lines.append("")
     lines.append(
         f"medium event ms: {_fmt(s['profile'].get('medium_event_ms'))} "
-        f"(first {_fmt(s['profile'].get('medium_first_ms'))}), "
+        f"(first {_fmt(s['profile'].get('medium_first_ms'))}; "
+        f"{_fmt(s['profile'].get('medium_rest_ms'))} apart from births, "
+        f"{_fmt(s['profile'].get('birth_ms'))} a birth), "
         f"slow event ms: {_fmt(s['profile'].get('slow_event_ms'))} "
         f"(first {_fmt(s['profile'].get('slow_first_ms'))})"
     )
