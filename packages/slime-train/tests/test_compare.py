@@ -40,6 +40,8 @@ def test_compare_prints_the_table_and_writes_json(
         "3",
         "--eval-interval",
         "2",
+        "--profile-repeats",
+        "2",
     ]
     assert compare.main(argv) == 0
     table = capsys.readouterr().out
@@ -50,6 +52,9 @@ def test_compare_prints_the_table_and_writes_json(
     assert sum(results["slime"]["profile"]["slow_deaths"]) > 0
     assert results["slime"]["profile"]["medium_first_ms"] > 0
     prof = results["slime"]["profile"]
+    for kind in ("free", "plain"):  # the median of the timed windows
+        windows = prof[f"{kind}_step_ms_windows"]
+        assert len(windows) == 2 and prof[f"{kind}_step_ms"] == pytest.approx(sum(windows) / 2)
     # births are charged one per culled pod and slow interval, at their timed cost apiece
     assert prof["birth_ms"] > 0 and prof["births_per_slow_interval"] > 0
     assert 0 < prof["medium_rest_ms"] < prof["medium_event_ms"]
@@ -70,9 +75,17 @@ def test_compare_prints_the_table_and_writes_json(
             assert value is not None and value > 0, name
 
 
-def test_compare_refuses_an_unknown_mode(data_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--modes", "fast"), ("--profile-repeats", "0"), ("--profile-steps", "-3")],
+)
+def test_compare_refuses_bad_arguments_naming_them(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str
+) -> None:
     with pytest.raises(SystemExit):
-        compare.main(["--data-dir", str(data_dir), "--out", str(tmp_path), "--modes", "fast"])
+        compare.main(["--data-dir", str(data_dir), "--out", str(tmp_path / "o"), flag, value])
+    assert value in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_compare_sweeps_lrs_and_reports_both_budgets_and_time_to_target(

@@ -119,13 +119,20 @@ def _align(trainer: Trainer, interval: int) -> None:
 
 
 def profile_model(
-    cfg: RunConfig, dataset: Dataset, device: torch.device, steps: int, warmup: int = 10
+    cfg: RunConfig,
+    dataset: Dataset,
+    device: torch.device,
+    steps: int,
+    warmup: int = 10,
+    repeats: int = 3,
 ) -> dict[str, Any]:
     """Per-step time by phase, lifecycle event costs, memory, FLOPs and MFU of one model.
 
     With a lifecycle, ``free_step_ms`` averages whole medium intervals (so it holds their
     observed steps in proportion) and ``plain_step_ms`` averages steps outside the observation
-    window; their difference is the observation cost per step.
+    window; their difference is the observation cost per step. Each is the median of
+    ``repeats`` timed windows (the two kinds alternating), so one window slowed by other work on
+    the host does not decide it.
     """
     trainer = Trainer(cfg, dataset, device=device, sync_timing=True)
     for _ in range(warmup):
@@ -147,19 +154,25 @@ def profile_model(
     step_s = sum(per_step.get(k, 0.0) for k in _STEP_PARTS)
     peak = _peak_mb(device)
     trainer.sync_timing = False  # free-running: the step time a real run sees
-    if trainer.lifecycle is not None and lc.observe_steps < lc.medium_interval:
-        _align(trainer, lc.medium_interval)
-        plain_ms = _free_running_ms(trainer, device, lc.medium_interval - lc.observe_steps)
-        _align(trainer, lc.medium_interval)
-        intervals = max(1, round(steps / lc.medium_interval))
-        free_ms = _free_running_ms(trainer, device, intervals * lc.medium_interval)
-    else:
-        free_ms = plain_ms = _free_running_ms(trainer, device, steps)
+    plains, frees = [], []
+    for _ in range(repeats):
+        if trainer.lifecycle is not None and lc.observe_steps < lc.medium_interval:
+            _align(trainer, lc.medium_interval)
+            plains.append(_free_running_ms(trainer, device, lc.medium_interval - lc.observe_steps))
+            _align(trainer, lc.medium_interval)
+            intervals = max(1, round(steps / lc.medium_interval))
+            frees.append(_free_running_ms(trainer, device, intervals * lc.medium_interval))
+        else:
+            frees.append(_free_running_ms(trainer, device, steps))
+            plains.append(frees[-1])
+    free_ms, plain_ms = statistics.median(frees), statistics.median(plains)
     out: dict[str, Any] = {
         "params": live_parameter_count(trainer.model),
         "step_ms": step_s * 1e3,
         "free_step_ms": free_ms,
         "plain_step_ms": plain_ms,
+        "free_step_ms_windows": frees,
+        "plain_step_ms_windows": plains,
         "phases_ms": {k: v * 1e3 for k, v in per_step.items()},
         "peak_memory_mb": peak,
     }
@@ -419,6 +432,12 @@ def main(argv: list[str] | None = None) -> int:
         help="steps per timing (rounded to whole medium intervals for the free-running one)",
     )
     parser.add_argument(
+        "--profile-repeats",
+        type=int,
+        default=3,
+        help="free-running windows timed per kind; the median is reported",
+    )
+    parser.add_argument(
         "--modes",
         default="eager",
         help="comma-separated: eager, compiled (train.compile), graphs (train.cuda_graphs); "
@@ -461,12 +480,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     if args.steps is not None and args.steps < 1:
         parser.error(f"--steps: expected a positive step count, got {args.steps}")
+    if args.profile_steps < 1:
+        parser.error(f"--profile-steps: expected a positive step count, got {args.profile_steps}")
+    if args.profile_repeats < 1:
+        parser.error(f"--profile-repeats: expected at least 1 window, got {args.profile_repeats}")
     if args.target_loss is not None and not (
         math.isfinite(args.target_loss) and args.target_loss > 0
     ):
         parser.error(f"--target-loss: expected a positive loss, got {args.target_loss}")
     if args.sweep_seconds is not None and not args.sweep_seconds > 0:
         parser.error(f"--sweep-seconds: expected a positive time, got {args.sweep_seconds}")
+    modes = args.modes.split(",")
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        parser.error(f"unknown modes {unknown}; expected some of {', '.join(MODES)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
@@ -478,10 +505,6 @@ def main(argv: list[str] | None = None) -> int:
     if base_cfg.train.cpu_threads is not None:
         torch.set_num_threads(base_cfg.train.cpu_threads)  # process-wide, at the script's edge
     dataset = build_dataset(base_cfg.data, base_cfg.model.block_size, args.data_dir)
-    modes = args.modes.split(",")
-    unknown = sorted(set(modes) - set(MODES))
-    if unknown:
-        parser.error(f"unknown modes {unknown}; expected some of {', '.join(MODES)}")
     results: dict[str, Any] = {"device": str(device), "seconds": args.seconds}
     if device.type == "cuda":
         results["device_name"] = torch.cuda.get_device_name(device)
@@ -524,7 +547,7 @@ def _compare(
             cfg = cfg.replace(train={"lr": sweep["lr"], "min_lr": sweep["lr"] * ratio})
             print(f"  {kind}: {sweep['scores']} -> lr {sweep['lr']:g}", file=sys.stderr)
         print(f"[{mode}] profiling {kind} ...", file=sys.stderr)
-        prof = profile_model(cfg, dataset, device, args.profile_steps)
+        prof = profile_model(cfg, dataset, device, args.profile_steps, repeats=args.profile_repeats)
         print(f"[{mode}] training {kind} for {args.seconds:.0f} s ...", file=sys.stderr)
         trained = train_for(cfg, dataset, device, args.seconds, out, args.eval_interval)
         print(
