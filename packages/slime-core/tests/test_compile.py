@@ -105,3 +105,35 @@ def test_a_compiled_ablation_pass_equals_eager_and_survives_births_and_deaths(ke
             torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
     assert counter.frame_count == 1
     assert model.training
+
+
+def test_a_compiled_measurement_equals_eager_and_survives_births_and_deaths(kernel):
+    import functools
+
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    eager = make(kernel, n_pods=3, head_dim=4)
+    compiled = make(kernel, n_pods=3, head_dim=4)
+    compiled.load_state_dict(eager.state_dict())
+    idx, _ = batch()
+    counter = CompileCounterWithBackend("aot_eager")
+    compiler = functools.partial(torch.compile, backend=counter, fullgraph=True, dynamic=False)
+    for change in (
+        lambda m: None,
+        lambda m: m.organisms[0].spawn(),
+        lambda m: m.organisms[1].cull([0]),
+        lambda m: None,  # a second measurement: the smoothing step
+    ):
+        for model in (eager, compiled):
+            change(model)
+            model(idx)[0].sum().backward()  # a training forward: feeds the tubes
+        want = eager.measure_behaviour(idx)
+        got = compiled.measure_behaviour(idx, compiler=compiler)
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-4)
+        for a, b in zip(compiled.organisms, eager.organisms):
+            torch.testing.assert_close(a.descriptors, b.descriptors, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(a.correlation, b.correlation, atol=1e-5, rtol=1e-4)
+            assert torch.equal(a.n_measurements, b.n_measurements)
+    assert counter.frame_count == 1
+    assert compiled.organisms[0].n_measurements.sum() > 0

@@ -130,3 +130,38 @@ def test_fullgraph_compile_on_cuda_trains_through_births_and_deaths_without_reco
     assert counter.frame_count == 1
     assert torch.isfinite(torch.stack(losses)).all()
     torch._dynamo.reset()
+
+
+def test_inductor_compiles_the_probe_and_the_measurement_once_across_births_and_deaths():
+    import functools
+
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    torch._dynamo.reset()
+    eager = make(TritonKernel())
+    model = make(TritonKernel())
+    model.load_state_dict(eager.state_dict())
+    counter = CompileCounterWithBackend("inductor")
+    compiler = functools.partial(torch.compile, backend=counter, dynamic=False)
+    (chunk,) = data(1, batch=4)
+    idx, targets = chunk[:, :-1], chunk[:, 1:]
+    every = [(layer, slot) for layer in range(2) for slot in range(8)]
+    try:
+        for change in (
+            lambda m: None,
+            lambda m: m.organisms[0].spawn(),
+            lambda m: m.organisms[1].cull([2]),
+        ):
+            for m in (eager, model):
+                change(m)
+            want_losses, latents = eager.ablation_losses(idx, targets, every)
+            got_losses, got_latents = model.ablation_losses(idx, targets, every, compiler=compiler)
+            torch.testing.assert_close(got_losses, want_losses, atol=2e-4, rtol=2e-4)
+            eager.measure_behaviour(idx, latents=latents)
+            model.measure_behaviour(idx, latents=got_latents, compiler=compiler)
+            for a, b in zip(model.organisms, eager.organisms):
+                torch.testing.assert_close(a.descriptors, b.descriptors, atol=2e-4, rtol=2e-4)
+                torch.testing.assert_close(a.correlation, b.correlation, atol=2e-3, rtol=2e-3)
+    finally:
+        torch._dynamo.reset()
+    assert counter.frame_count == 2  # one graph each, kept across the births and deaths

@@ -116,10 +116,10 @@ def _untimed(name: str) -> contextlib.AbstractContextManager:
 def probe_compiler(
     train: TrainConfig, device: torch.device, *, sharded: bool = False
 ) -> Callable[[Callable], Callable] | None:
-    """What compiles the medium event's probe forward: ``torch.compile`` (no CUDA graphs: a
-    captured probe would hold its activations for the whole run) when the training step is
-    compiled on a GPU, where that forward's few hundred launches cost more host time than its
-    device work; None elsewhere (on a CPU the probe is compute-bound, and a head-sharded model's
+    """What compiles the medium event's probe forward and behaviour measurement:
+    ``torch.compile`` (no CUDA graphs: a captured probe would hold its activations for the whole
+    run) when the training step is compiled on a GPU, where their few hundred launches each cost
+    more host time than their device work; None elsewhere (on a CPU the probe is compute-bound, and a head-sharded model's
     forward runs collectives)."""
     if not train.compile or device.type != "cuda" or sharded:
         return None
@@ -140,10 +140,10 @@ class Lifecycle:
             ``"decide"`` (after fitness is scored, before the archive, births and culls act on
             it); a data-parallel trainer passes :class:`~slime.train.distributed.Lockstep`, so
             every rank decides alike.
-        compiler: compiles the probe forward of the masked fitness once (for example
-            ``functools.partial(torch.compile, dynamic=False)``; the trainer passes one when it
-            compiles the model on a GPU, where that forward's launches are host time); None runs
-            it eagerly.
+        compiler: compiles the probe forward of the masked fitness and the behaviour
+            measurement once each (for example ``functools.partial(torch.compile,
+            dynamic=False)``; the trainer passes one when it compiles the model on a GPU, where
+            their launches are host time); None runs them eagerly.
     """
 
     def __init__(
@@ -190,7 +190,7 @@ class Lifecycle:
             with self.timer("fitness"), self.autocast():
                 task, latents = self._masked_probe(idx, targets)
         with self.timer("measure"):
-            self.model.measure_behaviour(idx, latents=latents)
+            self._measure(idx, latents)
         with self.timer("fitness"), self.autocast():
             scores = self.fitness.assess(self.model, idx, targets, task=task)
         self.agree("decide")
@@ -217,19 +217,33 @@ class Lifecycle:
         }
 
     def _masked_probe(self, idx: torch.Tensor, targets: torch.Tensor):
+        return self._compiled_or_eager(
+            "fitness probe",
+            lambda compiler: masked_probe(self.model, idx, targets, compiler=compiler),
+        )
+
+    def _measure(self, idx: torch.Tensor, latents: torch.Tensor | None) -> None:
+        self._compiled_or_eager(
+            "behaviour measurement",
+            lambda compiler: self.model.measure_behaviour(idx, latents=latents, compiler=compiler),
+        )
+
+    def _compiled_or_eager(self, what: str, run: Callable[[Any], Any]) -> Any:
+        """``run(self.compiler)``; when compiling fails, ``run(None)`` from then on."""
         if self.compiler is not None:
             try:
-                return masked_probe(self.model, idx, targets, compiler=self.compiler)
+                return run(self.compiler)
             except torch._dynamo.exc.TorchDynamoException as err:
-                # The compiled probe is only a faster path to the same numbers: say why it is
-                # gone and keep the run going on the eager one.
+                # The compiled forms are only faster paths to the same numbers: say why they
+                # are gone and keep the run going on the eager ones.
                 warnings.warn(
-                    f"the compiled fitness probe failed, running it eagerly from now on: {err}",
+                    f"the compiled {what} failed, running the medium event eagerly from now "
+                    f"on: {err}",
                     RuntimeWarning,
-                    stacklevel=2,
+                    stacklevel=3,
                 )
                 self.compiler = None
-        return masked_probe(self.model, idx, targets)
+        return run(None)
 
     def _grow(self, step: int) -> int:
         born = 0

@@ -184,18 +184,24 @@ class SlimeModel(nn.Module):
 
     @torch.no_grad()
     def measure_behaviour(
-        self, probe_idx: Tensor, *, latents: Tensor | None = None
+        self,
+        probe_idx: Tensor,
+        *,
+        latents: Tensor | None = None,
+        compiler: Callable[[Callable], Callable] | None = None,
     ) -> list[Tensor]:
         """Update every pod's smoothed descriptors from a probe batch ``(B, T)`` (medium
         timescale). Returns each layer's smoothed descriptors ``(n_live, 3)``.
 
         ``latents`` ``(n_layer, B, T, n_embd)``: each layer's attention input on the probe when
         the caller has it already (:meth:`ablation_losses` returns it); None runs a forward.
+        ``compiler`` compiles the measurement once per compiler object
+        (:func:`~slime.core.organism.measure_organisms`).
         """
         if latents is None:
             latents = self._probe_latents(probe_idx)
         # Every layer at once: a few kernel calls instead of a few dozen per layer.
-        measure_organisms(self.organisms, latents, causal=True)
+        measure_organisms(self.organisms, latents, causal=True, compiler=compiler)
         return [o.live_descriptors(full=True) for o in self.organisms]
 
     def _probe_latents(self, probe_idx: Tensor) -> Tensor:
