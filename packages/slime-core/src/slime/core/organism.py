@@ -644,8 +644,12 @@ class Organism(nn.Module):
         bias = None if self.qkv_bias is None else (self.qkv_bias * gate[..., 0]).view(3 * cap * d)
         weight = (self.qkv_weight * gate).view(3 * cap * d, width)
         qkv = nn.functional.linear(x, weight, bias)
-        q, k, v = qkv.view(batch, seq, 3, cap, d).permute(2, 0, 3, 1, 4).unbind(0)
-        return q, k, v
+        # Split, then view each part: the same strides as a permute and unbind of one view, but
+        # the backward concatenates the three gradients in place of a stack and a permuted copy
+        # of it (two passes over the projection's gradient in an eager step).
+        return tuple(
+            part.view(batch, seq, cap, d).transpose(1, 2) for part in qkv.split(cap * d, dim=-1)
+        )
 
     def _feed_tubes(self, heads: Tensor) -> None:
         """Write each slot's mean l1/l2 ratio of this forward's head outputs ``(B, P, T, d)`` at
