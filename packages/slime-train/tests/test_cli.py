@@ -312,3 +312,89 @@ def test_resuming_a_finished_run_with_a_damaged_summary_is_one_error(
     err = capsys.readouterr().err.strip()
     assert err.startswith("slime train: error: ") and "summary.json' is damaged" in err
     assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (  # 10**12 steps trained until stopped
+            ["--steps", str(10**12)],
+            "--steps (train.steps): expected a value <= 1000000000, got 1000000000000",
+        ),
+        (["--steps", "0"], "--steps (train.steps): expected a value >= 1, got 0"),
+        (["--steps", "-4"], "--steps (train.steps): expected a value >= 1, got -4"),
+        (["--seed", str(2**64)], f"--seed (train.seed): expected a value <= {2**63 - 1}"),
+        (["--device", "cuda:256"], "--device (train.device): expected 'auto', 'cpu', 'cuda'"),
+        (  # the trainer's loss buffer: a TypeError traceback ("Overflow when unpacking long long")
+            ["train.log_interval=1000000000000"],
+            "train.log_interval: expected a value <= 1048576, got 1000000000000",
+        ),
+        (
+            ["lifecycle.medium_interval=1e30"],
+            "lifecycle.medium_interval: expected int, got 1e+30",
+        ),
+    ],
+)
+def test_out_of_range_counts_are_one_error_naming_the_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    out = tmp_path / "runs"
+    assert cli.main(["train", "--config", "tiny", "--out", str(out), "--quiet", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"slime train: error: {message}") and err.count("\n") == 1, err
+    assert not out.exists()
+
+
+def test_the_limit_of_steps_is_in_the_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    assert "overrides train.steps (1 to 1,000,000,000)" in capsys.readouterr().out
+
+
+def test_a_failed_allocation_is_one_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Values each within bounds can still multiply past the memory (a probe batch of a million
+    # windows of a long block): torch's allocator refused with a RuntimeError traceback.
+    import torch
+
+    def allocates_four_exbibytes(argv: list[str]) -> int:
+        torch.empty(1 << 62, dtype=torch.uint8)
+        return 0
+
+    monkeypatch.setitem(cli.BUILTIN, "eval", allocates_four_exbibytes)
+    assert cli.main(["eval", "somewhere"]) == 2
+    assert capsys.readouterr().err == (
+        "slime eval: error: out of memory: could not allocate 4,294,967,296.0 GiB of CPU memory "
+        "(smaller batches, windows or model fit)\n"
+    )
+
+    def python_runs_out(argv: list[str]) -> int:
+        bytearray(1 << 62)
+        return 0
+
+    monkeypatch.setitem(cli.BUILTIN, "eval", python_runs_out)
+    assert cli.main(["eval", "somewhere"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("slime eval: error: out of memory: ") and err.count("\n") == 1
+
+    def cuda_runs_out(argv: list[str]) -> int:  # the message torch's CUDA allocator writes
+        raise torch.OutOfMemoryError(
+            "CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of 79.11 "
+            "GiB of which 3.94 GiB is free.\nOf the allocated memory 70.01 GiB is allocated by "
+            "PyTorch"
+        )
+
+    monkeypatch.setitem(cli.BUILTIN, "eval", cuda_runs_out)
+    assert cli.main(["eval", "somewhere"]) == 2
+    assert capsys.readouterr().err == (
+        "slime eval: error: out of memory: CUDA out of memory. Tried to allocate 20.00 GiB "
+        "(smaller batches, windows or model fit)\n"
+    )
+
+    def other_runtime_error(argv: list[str]) -> int:
+        raise RuntimeError("not about memory")
+
+    monkeypatch.setitem(cli.BUILTIN, "eval", other_runtime_error)
+    with pytest.raises(RuntimeError, match="not about memory"):  # a bug keeps its traceback
+        cli.main(["eval", "somewhere"])

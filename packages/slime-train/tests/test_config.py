@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from slime.proto import ConfigError
-from slime.train.config import LifecycleConfig, ModelConfig, RunConfig, TrainConfig
+from slime.train.config import (
+    MAX_LOG_INTERVAL,
+    MAX_STEPS,
+    LifecycleConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+)
 
 
 def test_defaults_are_valid_and_follow_the_blueprint() -> None:
@@ -102,3 +111,91 @@ def test_absurd_sizes_and_infinite_weight_sums_are_config_errors() -> None:
         ModelConfig(vocab_size=10**30)
     with pytest.raises(ConfigError, match="finite sum"):
         FitnessConfig(w_task=1e308, w_eff=1e308, w_grad=1e308)
+
+
+# Int fields with no upper bound, and why that is safe.
+_UNBOUNDED = {
+    # a budget: a larger one only allows more; compared, never allocated (SlimeConfig's field)
+    "model.memory_budget_bytes",
+}
+
+
+def test_every_count_and_size_has_an_upper_bound() -> None:
+    # 10**12 in train.log_interval was a TypeError traceback (the trainer allocates that many
+    # steps' losses); 10**12 steps a run that never ends. Every int of every section has a bound.
+    import typing
+
+    from slime.train.config import SECTIONS
+
+    unbounded = []
+    for name, section in SECTIONS.items():
+        hints = typing.get_type_hints(section)
+        for f in dataclasses.fields(section):
+            tp = hints[f.name]
+            if tp is int or int in typing.get_args(tp):
+                if f.metadata.get("range", (None, None))[1] is None:
+                    unbounded.append(f"{name}.{f.name}")
+    assert set(unbounded) == _UNBOUNDED
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ("train", "steps"),
+        ("train", "warmup_iters"),
+        ("train", "eval_interval"),
+        ("train", "checkpoint_interval"),
+        ("train", "max_nonfinite"),
+        ("train", "patience"),
+        ("lifecycle", "observe_steps"),
+        ("lifecycle", "maturity_steps"),
+    ],
+)
+def test_step_counts_are_at_most_a_billion(section: str, key: str) -> None:
+    RunConfig().replace(**{section: {key: MAX_STEPS}})
+    with pytest.raises(
+        ConfigError, match=rf"^{section}\.{key}: expected a value <= {MAX_STEPS}, got {10**12}$"
+    ):
+        RunConfig().replace(**{section: {key: 10**12}})
+
+
+def test_lifecycle_intervals_and_phases_are_at_most_a_billion_steps() -> None:
+    at_most = {"medium_interval": MAX_STEPS, "slow_interval": MAX_STEPS}
+    LifecycleConfig(**at_most, warmup_steps=MAX_STEPS, gentle_steps=MAX_STEPS)
+    for key in ("medium_interval", "slow_interval", "warmup_steps", "gentle_steps"):
+        with pytest.raises(ConfigError, match=rf"lifecycle\.{key}: expected a value <= "):
+            LifecycleConfig(**{**at_most, "gentle_steps": MAX_STEPS, key: MAX_STEPS + 1})
+
+
+def test_log_interval_is_bounded_by_the_trainers_loss_buffer() -> None:
+    assert TrainConfig(log_interval=MAX_LOG_INTERVAL).log_interval == MAX_LOG_INTERVAL
+    with pytest.raises(ConfigError, match=r"train\.log_interval: expected a value <= 1048576"):
+        TrainConfig(log_interval=10**12)
+
+
+@pytest.mark.parametrize("device", ["cuda:0", "cuda:7", "cuda:127", "cuda", "cpu", "mps", "auto"])
+def test_device_indices_torch_can_hold_are_accepted(device: str) -> None:
+    assert TrainConfig(device=device).device == device
+
+
+@pytest.mark.parametrize(
+    "device",
+    # torch keeps the index in 8 bits: cuda:256 was cuda:0 and cuda:255 plain cuda, silently;
+    # cuda:01 and an index past 2**31 were RuntimeError tracebacks from torch.device
+    ["cuda:128", "cuda:255", "cuda:256", "cuda:01", "cuda:99999999999999999999", "cuda:-1"],
+)
+def test_device_indices_torch_cannot_hold_are_refused(device: str) -> None:
+    with pytest.raises(ConfigError, match=r"train\.device: .*\(N from 0 to 127\)"):
+        TrainConfig(device=device)
+
+
+def test_archive_grids_are_at_most_a_million_cells() -> None:
+    # Each layer's archive allocates a row per cell: [1024, 1024, 1024] asked for 8 GiB per layer
+    # and ended in a RuntimeError traceback from the allocator (or the OOM killer).
+    assert ModelConfig(archive_dims=[1024, 1024]).archive_dims == (1024, 1024)
+    with pytest.raises(
+        ConfigError,
+        match=r"model\.archive_dims: expected at most 1048576 cells in all \(the product of the "
+        r"dims\), got \[1024, 1024, 2\]: 2097152 cells",
+    ):
+        ModelConfig(archive_dims=[1024, 1024, 2])

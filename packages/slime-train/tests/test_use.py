@@ -20,7 +20,13 @@ from prose_text import prose
 from slime.train import cli
 from slime.train import text as text_module
 from slime.train.tokenizer import CharTokenizer, HFTokenizer, load_tokenizer
-from slime.train.use import heldout_metrics, load_run_model, open_run
+from slime.train.use import (
+    MAX_SAMPLE_TOKENS,
+    MIN_TEMPERATURE,
+    heldout_metrics,
+    load_run_model,
+    open_run,
+)
 
 
 @pytest.fixture(scope="module")
@@ -352,6 +358,10 @@ def test_bad_data_is_one_error(space: Path, capsys: pytest.CaptureFixture[str]) 
             ["--data", str(space / "data.txt"), "--tokenizer", "bpe:x"],
             "--tokenizer: expected bpe:VOCAB",
         ),
+        (  # a folder was said not to exist
+            ["--data", str(space / "data.txt"), "--tokenizer", str(space)],
+            f"tokenizer file {str(space)!r} is not a file (expected 'char', 'bpe'",
+        ),
     ]
     for args, message in cases:
         argv = ["train", "--config", "tiny", "--quiet", "--out", str(space / "never"), *args]
@@ -400,10 +410,69 @@ def test_bad_sample_arguments_are_one_error(
             ["--seed", str(2**64)],
             f"--seed: expected a seed in [0, 9223372036854775807], got {2**64}",
         ),
+        (["--tokens", "-5"], "--tokens: expected at least 1 token, got -5"),
+        (  # it generated for hours (each token one forward), then ran out of memory
+            ["--tokens", str(10**12)],
+            "--tokens: expected at most 1,000,000 tokens, got 1000000000000",
+        ),
+        (["--tokens", str(MAX_SAMPLE_TOKENS + 1)], "--tokens: expected at most 1,000,000 tokens"),
+        (["--temperature", "-1"], "--temperature: expected a finite value > 0, got -1.0"),
+        (["--temperature", "inf"], "--temperature: expected a finite value > 0, got inf"),
+        (  # the logits / temperature overflowed: torch.multinomial's RuntimeError, a traceback
+            ["--temperature", "1e-320"],
+            "--temperature: expected at least 0.0001 (below, the scaled logits can overflow; "
+            "--top-k 1 samples greedily), got 9.99989e-321",
+        ),
+        (
+            ["--top-k", str(10**30)],
+            "--top-k: expected at most 16,777,216 (the largest vocabulary), "
+            "got 1000000000000000000000000000000",
+        ),
+        (  # torch read the index in 8 bits: cuda:256 was cuda:0, cuda:2**31 a traceback
+            ["--device", "cuda:256"],
+            "--device: expected 'auto', 'cpu', 'cuda', 'cuda:N' (N from 0 to 127) or 'mps', "
+            "got 'cuda:256'",
+        ),
+        (["--device", "cuda:99999999999999999999"], "(N from 0 to 127)"),
     ]
     for args, message in cases:
         assert cli.main(["sample", str(char_run), *args]) == 2
         assert message in _one_error(capsys, "sample")
+
+
+def test_the_limits_of_sample_are_in_its_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["sample", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"tokens to generate, 1 to {MAX_SAMPLE_TOKENS:,}" in text
+    assert f"at least {MIN_TEMPERATURE:g}" in text and "1 to 16,777,216" in text
+
+
+def test_sample_at_the_lowest_temperature_draws_finite_tokens(
+    char_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # float32 logits on the CPU: bf16 ones (CUDA autocast) tie often, and ties draw at random
+    argv = ["sample", str(char_run), "--prompt", "The ", "--tokens", "8", "--device", "cpu"]
+    assert cli.main([*argv, "--temperature", str(MIN_TEMPERATURE)]) == 0
+    cold = capsys.readouterr().out
+    assert cold.startswith("The ") and len(cold) == len("The ") + 8 + 1
+    assert cli.main([*argv, "--top-k", "1"]) == 0
+    assert cold == capsys.readouterr().out  # that cold is greedy
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0", "--batch-size: expected from 1 to 16,777,216, got 0"),
+        ("-3", "--batch-size: expected from 1 to 16,777,216, got -3"),
+        (str(10**12), "--batch-size: expected from 1 to 16,777,216, got 1000000000000"),
+    ],
+)
+def test_bad_eval_batch_sizes_are_one_error(
+    char_run: Path, capsys: pytest.CaptureFixture[str], value: str, message: str
+) -> None:
+    assert cli.main(["eval", str(char_run), "--quiet", "--batch-size", value]) == 2
+    assert message in _one_error(capsys, "eval")
 
 
 def test_eval_refuses_text_that_changed_since_training(

@@ -9,10 +9,20 @@ that parses its own arguments (``slime NAME ARGS...`` calls ``fn(ARGS)``) and re
 
 from __future__ import annotations
 
+import sys
+
+# ``python -m slime.train.cli``: hand over to the console script's entry point before the imports
+# below (seconds: torch among them), so a Ctrl-C during them is exit status 130 and one line here
+# too. It imports this file again, as slime.train.cli, and runs its main.
+if __name__ == "__main__":
+    from slime.train.console import main as _console
+
+    sys.exit(_console())
+
 import argparse
 import json
 import os
-import sys
+import re
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -21,7 +31,8 @@ import torch
 from slime.proto import ConfigError, SlimeError
 from slime.train.build import build_dataset
 from slime.train.checkpoint import checkpoint_steps
-from slime.train.config import DATASETS, RunConfig
+from slime.train.config import DATASETS, MAX_STEPS, RunConfig
+from slime.train.console import INTERRUPTED
 from slime.train.datasets import Dataset
 from slime.train.distributed import (
     Distributed,
@@ -40,7 +51,6 @@ from slime.train.use import DATA_FILE, TOKENIZER_FILE, data_changes, eval_comman
 __all__ = ["main", "train_command"]
 
 GROUP = "slime.commands"
-INTERRUPTED = 130  # the exit status of a command stopped by SIGINT (128 + 2), as shells report
 Command = Callable[[list[str]], int | None]
 
 
@@ -67,10 +77,10 @@ def _train_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint"
     )
-    parser.add_argument("--steps", type=int, help="overrides train.steps")
+    parser.add_argument("--steps", type=int, help=f"overrides train.steps (1 to {MAX_STEPS:,})")
     parser.add_argument("--out", default="runs", help="parent folder of new run directories")
     parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (overrides train.device)")
-    parser.add_argument("--seed", type=int, help="overrides train.seed")
+    parser.add_argument("--seed", type=int, help="overrides train.seed (0 to 2**63 - 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
         "--compile",
@@ -128,6 +138,23 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict]:
     return changes
 
 
+# The config keys that options of `slime train` set: a refused value names the option too.
+_OPTIONS = {"train.steps": "steps", "train.seed": "seed", "train.device": "device"}
+
+
+def _with_options(cfg: RunConfig, changes: dict[str, dict], args: argparse.Namespace) -> RunConfig:
+    """``cfg`` with the options' and overrides' ``changes``; a value an option set that the config
+    refuses is named by the option as well as its key (``--steps (train.steps): ...``)."""
+    try:
+        return cfg.replace(**changes)
+    except ConfigError as exc:
+        option = _OPTIONS.get(exc.path or "")
+        if option is None or getattr(args, option) is None:
+            raise
+        message = str(exc).removeprefix(f"{exc.path}: ")
+        raise ConfigError(message, f"--{option} ({exc.path})") from None
+
+
 def _record_data(run: RunDir, dataset: Dataset) -> None:
     """Write the run's tokenizer (and, for text, where the text came from) into the run directory,
     so ``slime sample`` and ``slime eval`` decode and encode as the run did."""
@@ -180,7 +207,7 @@ def train_command(argv: list[str]) -> int:
                 raise ConfigError(f"a resumed run keeps its {key} section", key)
         if "seed" in changes["train"]:
             raise ConfigError("a resumed run keeps its seed", "train.seed")
-        cfg = load_config(Path(args.resume) / "config.yaml").replace(**changes)
+        cfg = _with_options(load_config(Path(args.resume) / "config.yaml"), changes, args)
         done = checkpoint_steps(args.resume)
         if done and cfg.train.steps < done[-1]:  # it would stop there, saying train.steps
             raise ConfigError(
@@ -189,7 +216,7 @@ def train_command(argv: list[str]) -> int:
                 "train.steps",
             )
     else:
-        cfg = load_config(args.config).replace(**_overrides(args))
+        cfg = _with_options(load_config(args.config), _overrides(args), args)
     rank_batch(cfg.train.batch_size, world)  # refused before any process joins a group
     ctx, device = launch(cfg.train.device)
     try:
@@ -341,6 +368,22 @@ def commands() -> dict[str, Command]:
     return found
 
 
+_CPU_ALLOCATION = re.compile(r"can't allocate memory: you tried to allocate (\d+) bytes")
+
+
+def _out_of_memory(exc: BaseException) -> str | None:
+    """What could not be allocated when ``exc`` is a failed allocation (CUDA's OutOfMemoryError,
+    torch's CPU allocator refusing, Python's MemoryError); None for any other error."""
+    if isinstance(exc, torch.OutOfMemoryError):  # "CUDA out of memory. Tried to allocate ..."
+        return ". ".join(" ".join(str(exc).split()).split(". ")[:2])[:300]
+    if isinstance(exc, MemoryError):
+        return str(exc)[:300] or "Python could not allocate an object"
+    found = _CPU_ALLOCATION.search(str(exc)) if isinstance(exc, RuntimeError) else None
+    if found is None:
+        return None
+    return f"could not allocate {int(found.group(1)) / 2**30:,.1f} GiB of CPU memory"
+
+
 def _usage(names: Sequence[str]) -> str:
     return f"usage: slime {{{','.join(names)}}} [ARGS...]\n       slime COMMAND --help"
 
@@ -365,8 +408,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C: a line, not a traceback (train says how to resume)
         print(f"slime {name}: interrupted", file=sys.stderr)
         return INTERRUPTED
+    except (MemoryError, RuntimeError) as exc:  # legal values whose product does not fit
+        what = _out_of_memory(exc)
+        if what is None:
+            raise
+        print(
+            f"slime {name}: error: out of memory: {what} (smaller batches, windows or model fit)",
+            file=sys.stderr,
+        )
+        return 2
     return int(status or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

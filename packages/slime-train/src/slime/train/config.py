@@ -36,8 +36,19 @@ __all__ = [
 MAX_POOL_SIZE = 64
 MAX_ARCHIVE_SIZE = 1000
 MAX_LOSS_RATIO = 10.0
+# The most training steps any count of steps (a run's length, an interval, a warmup) may take: a
+# billion steps is days even at a millisecond a step, and far from the int64 counters' limit.
+MAX_STEPS = 10**9
+# The most steps between two log lines: the trainer keeps that many steps' losses on the device.
+MAX_LOG_INTERVAL = 1 << 20
+MAX_BATCH_SIZE = 1 << 24
+# The most cells of one layer's archive grid (the product of model.archive_dims): the archive
+# keeps a row of state per cell, allocated in full, in every layer.
+MAX_ARCHIVE_CELLS = 1 << 20
+# The highest CUDA device index: torch keeps it in 8 bits, so cuda:256 would silently be cuda:0.
+MAX_CUDA_INDEX = 127
 
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:(0|[1-9][0-9]{0,2}))?|mps)$")
 
 
 def _describe(tp: Any) -> str:
@@ -155,6 +166,13 @@ class _ModelSection(_Section):
             message = str(e).removeprefix(f"{e.path}: ")
             raise ConfigError(message, f"model.{e.path}") from None
         object.__setattr__(self, "head_dim", resolved.head_dim)  # None -> n_embd // n_pods
+        cells = math.prod(resolved.archive_dims)
+        if cells > MAX_ARCHIVE_CELLS:
+            raise ConfigError(
+                f"expected at most {MAX_ARCHIVE_CELLS} cells in all (the product of the dims), "
+                f"got {shown(list(resolved.archive_dims))}: {cells} cells",
+                "model.archive_dims",
+            )
 
     def slime_config(self, vocab_size: int) -> SlimeConfig:
         """The core architecture (``vocab_size`` from the dataset when this section has none)."""
@@ -220,30 +238,30 @@ class TrainConfig(_Section):
 
     SECTION: ClassVar[str] = "train"
 
-    steps: int = field(default=200, metadata=bounds(1))
-    batch_size: int = field(default=16, metadata=bounds(1, 1 << 24))
+    steps: int = field(default=200, metadata=bounds(1, MAX_STEPS))
+    batch_size: int = field(default=16, metadata=bounds(1, MAX_BATCH_SIZE))
     lr: float = field(default=1e-3, metadata=bounds(0.0, 10.0, lo_open=True))
     min_lr: float = field(default=1e-4, metadata=bounds(0.0, 10.0))
-    warmup_iters: int = field(default=20, metadata=bounds(0))
+    warmup_iters: int = field(default=20, metadata=bounds(0, MAX_STEPS))
     cosine: bool = True
     weight_decay: float = field(default=0.1, metadata=bounds(0.0, 10.0))
     betas: tuple[float, float] = field(default=(0.9, 0.99), metadata=bounds(0.0, 0.999999))
     grad_clip: float = field(default=1.0, metadata=bounds(0.0))
-    eval_interval: int = field(default=50, metadata=bounds(1))
+    eval_interval: int = field(default=50, metadata=bounds(1, MAX_STEPS))
     eval_iters: int = field(default=4, metadata=bounds(1, 1 << 24))
-    log_interval: int = field(default=10, metadata=bounds(1))
-    checkpoint_interval: int = field(default=100, metadata=bounds(1))
+    log_interval: int = field(default=10, metadata=bounds(1, MAX_LOG_INTERVAL))
+    checkpoint_interval: int = field(default=100, metadata=bounds(1, MAX_STEPS))
     seed: int = field(default=1337, metadata=bounds(0, 2**63 - 1))
     device: str = "auto"
     amp: bool = True
     cpu_threads: int | None = field(default=None, metadata=bounds(1, 1024))
     nonfinite: Literal["skip", "stop"] = "skip"
-    max_nonfinite: int = field(default=20, metadata=bounds(1))
+    max_nonfinite: int = field(default=20, metadata=bounds(1, MAX_STEPS))
     compile: bool = False
     cuda_graphs: bool = False
     parallel: Literal["data", "heads"] = "data"
     placement: Literal["behaviour", "random"] = "behaviour"
-    patience: int | None = field(default=None, metadata=bounds(1))
+    patience: int | None = field(default=None, metadata=bounds(1, MAX_STEPS))
     target_loss: float | None = field(default=None, metadata=bounds(0.0, lo_open=True))
 
     def _check_relations(self) -> None:
@@ -258,9 +276,11 @@ class TrainConfig(_Section):
                 "expected train.compile: true with cuda_graphs (graphs come from torch.compile)",
                 path="train.cuda_graphs",
             )
-        if not _DEVICE.match(self.device):
+        index = self.device.partition(":")[2]
+        if not _DEVICE.match(self.device) or int(index or 0) > MAX_CUDA_INDEX:
             raise ConfigError(
-                f"expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}",
+                f"expected 'auto', 'cpu', 'cuda', 'cuda:N' (N from 0 to {MAX_CUDA_INDEX}) or "
+                f"'mps', got {shown(self.device)}",
                 path="train.device",
             )
         if self.min_lr > self.lr:
@@ -286,11 +306,11 @@ class LifecycleConfig(_Section):
     SECTION: ClassVar[str] = "lifecycle"
 
     enabled: bool = True
-    medium_interval: int = field(default=100, metadata=bounds(1))
-    observe_steps: int = field(default=16, metadata=bounds(1))
-    slow_interval: int = field(default=1000, metadata=bounds(1))
-    warmup_steps: int = field(default=1000, metadata=bounds(0))
-    gentle_steps: int = field(default=5000, metadata=bounds(0))
+    medium_interval: int = field(default=100, metadata=bounds(1, MAX_STEPS))
+    observe_steps: int = field(default=16, metadata=bounds(1, MAX_STEPS))
+    slow_interval: int = field(default=1000, metadata=bounds(1, MAX_STEPS))
+    warmup_steps: int = field(default=1000, metadata=bounds(0, MAX_STEPS))
+    gentle_steps: int = field(default=5000, metadata=bounds(0, MAX_STEPS))
     loss_gate_ratio: float = field(default=MAX_LOSS_RATIO, metadata=bounds(1.0, lo_open=True))
     loss_ema_decay: float = field(default=0.99, metadata=bounds(0.0, 1.0, lo_open=True))
     max_pool_size: int = field(default=MAX_POOL_SIZE, metadata=bounds(1, MAX_POOL_SIZE))
@@ -298,7 +318,7 @@ class LifecycleConfig(_Section):
     births_per_event: int = field(default=1, metadata=bounds(0, MAX_POOL_SIZE))
     cull_fraction: float = field(default=0.25, metadata=bounds(0.0, 1.0))
     min_pods: int = field(default=1, metadata=bounds(1, MAX_POOL_SIZE))
-    maturity_steps: int = field(default=0, metadata=bounds(0))
+    maturity_steps: int = field(default=0, metadata=bounds(0, MAX_STEPS))
     probe_batch_size: int = field(default=4, metadata=bounds(1, 1 << 20))
 
     def _check_relations(self) -> None:

@@ -218,8 +218,9 @@ def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
     """
     path = Path(path)
     if not path.is_file():
+        what = "is not a file" if path.exists() else "does not exist"
         raise DataError(
-            f"tokenizer file {str(path)!r} does not exist (expected 'char', 'bpe', 'bpe:VOCAB' "
+            f"tokenizer file {str(path)!r} {what} (expected 'char', 'bpe', 'bpe:VOCAB' "
             "or a tokenizer.json)"
         )
     try:

@@ -37,10 +37,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from slime.core import SlimeModel, generate_tokens
-from slime.proto import CheckpointError, ConfigError, DataError, PoolError
+from slime.proto import CheckpointError, ConfigError, DataError, PoolError, shown
 from slime.train.build import build_dataset, build_model, resolve_device
 from slime.train.checkpoint import latest_checkpoint, load_checkpoint
-from slime.train.config import DATASETS, RunConfig
+from slime.train.config import DATASETS, MAX_BATCH_SIZE, ModelConfig, RunConfig
 from slime.train.datasets import Dataset
 from slime.train.loader import load_config
 from slime.train.rundir import read_metrics
@@ -62,6 +62,15 @@ __all__ = [
 TOKENIZER_FILE = "tokenizer.json"
 MAX_SEED = 2**63 - 1
 DATA_FILE = "data.json"
+# The most tokens one ``slime sample`` generates: every token is one forward of the model over up
+# to block_size tokens, so a million is hours on a CPU already.
+MAX_SAMPLE_TOKENS = 1_000_000
+# --top-k above the vocabulary samples among every token; no model's vocabulary is larger than this
+# (the upper bound of model.vocab_size).
+MAX_TOP_K = {f.name: f for f in dataclasses.fields(ModelConfig)}["vocab_size"].metadata["range"][1]
+# Below this temperature the logits divided by it can overflow to inf (no token can be drawn);
+# --top-k 1 samples greedily.
+MIN_TEMPERATURE = 1e-4
 
 
 def data_changes(value: str) -> dict[str, Any]:
@@ -191,12 +200,12 @@ def _autocast(cfg: RunConfig, device: torch.device) -> contextlib.AbstractContex
 
 
 def _device(value: str | None, cfg: RunConfig) -> torch.device:
-    if value is not None:
-        try:
-            cfg = cfg.replace(train={"device": value})
-        except ConfigError as exc:
-            raise ConfigError(str(exc).removeprefix("train.device: "), "--device") from None
-    return resolve_device(cfg.train.device)
+    if value is None:
+        return resolve_device(cfg.train.device)
+    try:
+        return resolve_device(cfg.replace(train={"device": value}).train.device)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).removeprefix("train.device: "), "--device") from None
 
 
 # -- slime sample -------------------------------------------------------------------------------
@@ -210,10 +219,26 @@ def _sample_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("run_dir", metavar="RUN_DIR")
     parser.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
-    parser.add_argument("--tokens", type=int, default=200, help="tokens to generate (default 200)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="> 0 (default 1.0)")
-    parser.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    parser.add_argument(
+        "--tokens",
+        type=int,
+        default=200,
+        help=f"tokens to generate, 1 to {MAX_SAMPLE_TOKENS:,} (default 200)",
+    )
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help=f"at least {MIN_TEMPERATURE:g}, finite (default 1.0; --top-k 1 is greedy)",
+    )
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        help=f"sample among the k most likely tokens, 1 to {MAX_TOP_K:,} (default: all)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help=f"sampling seed, 0 to {MAX_SEED} (default 0)"
+    )
     parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: the run's)")
     return parser
 
@@ -223,10 +248,25 @@ def sample_command(argv: list[str]) -> int:
     args = _sample_parser().parse_args(argv)
     if args.tokens < 1:
         raise ConfigError(f"expected at least 1 token, got {args.tokens}", "--tokens")
+    if args.tokens > MAX_SAMPLE_TOKENS:
+        raise ConfigError(
+            f"expected at most {MAX_SAMPLE_TOKENS:,} tokens, got {shown(args.tokens)}", "--tokens"
+        )
     if not math.isfinite(args.temperature) or args.temperature <= 0:
         raise ConfigError(f"expected a finite value > 0, got {args.temperature}", "--temperature")
+    if args.temperature < MIN_TEMPERATURE:
+        raise ConfigError(
+            f"expected at least {MIN_TEMPERATURE:g} (below, the scaled logits can overflow; "
+            f"--top-k 1 samples greedily), got {args.temperature:g}",
+            "--temperature",
+        )
     if args.top_k is not None and args.top_k < 1:
         raise ConfigError(f"expected at least 1, got {args.top_k}", "--top-k")
+    if args.top_k is not None and args.top_k > MAX_TOP_K:
+        raise ConfigError(
+            f"expected at most {MAX_TOP_K:,} (the largest vocabulary), got {shown(args.top_k)}",
+            "--top-k",
+        )
     if not 0 <= args.seed <= MAX_SEED:  # as train.seed; torch's generators take 64 bits at most
         raise ConfigError(f"expected a seed in [0, {MAX_SEED}], got {args.seed}", "--seed")
     run, cfg = open_run(args.run_dir)
@@ -358,7 +398,11 @@ def _eval_parser() -> argparse.ArgumentParser:
         "run's tokenizer) or built-in corpus instead of the run's data",
     )
     parser.add_argument("--data-dir", help="folder of the built-in corpora (default: as trained)")
-    parser.add_argument("--batch-size", type=int, help="windows per forward (default: the run's)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help=f"windows per forward, 1 to {MAX_BATCH_SIZE:,} (default: the run's train.batch_size)",
+    )
     parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: the run's)")
     parser.add_argument("--quiet", action="store_true", help="no encoding progress")
     return parser
@@ -399,8 +443,10 @@ def _check_same_data(run: Path, dataset: Dataset) -> None:
 def eval_command(argv: list[str]) -> int:
     """``slime eval RUN_DIR``: prints held-out loss, perplexity and bits per character."""
     args = _eval_parser().parse_args(argv)
-    if args.batch_size is not None and args.batch_size < 1:
-        raise ConfigError(f"expected at least 1, got {args.batch_size}", "--batch-size")
+    if args.batch_size is not None and not 1 <= args.batch_size <= MAX_BATCH_SIZE:
+        raise ConfigError(
+            f"expected from 1 to {MAX_BATCH_SIZE:,}, got {shown(args.batch_size)}", "--batch-size"
+        )
     run, cfg = open_run(args.run_dir)
     tokenizer = run_tokenizer(run, cfg)
     own = args.data is None
