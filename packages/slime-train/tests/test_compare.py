@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from slime.train import compare
 from slime.train.loader import load_config
@@ -126,3 +127,31 @@ def test_compare_refuses_bad_protocol_values_by_name(
     with pytest.raises(SystemExit):
         compare.main(["--data-dir", str(data_dir), "--out", str(tmp_path), flag, value])
     assert flag in capsys.readouterr().err
+
+
+def test_profile_models_times_the_models_windows_in_turn(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from slime.train.build import build_dataset
+
+    cfg = load_config("tiny").replace(data={"name": "shakespeare"})
+    dataset = build_dataset(cfg.data, cfg.model.block_size, str(data_dir))
+    cfgs = {"baseline": cfg.replace(model={"kind": "baseline"}), "slime": cfg}
+    order = []
+    timed = compare._time_windows
+
+    def recorded(trainer, run_cfg, device, steps):
+        order.append(run_cfg.model.kind)
+        return timed(trainer, run_cfg, device, steps)
+
+    monkeypatch.setattr(compare, "_time_windows", recorded)
+    profiles = compare.profile_models(cfgs, dataset, torch.device("cpu"), 2, warmup=1, repeats=3)
+    # the order reverses every round, so a slow spell of the host hits both models alike
+    assert order == ["baseline", "slime", "slime", "baseline", "baseline", "slime"]
+    for kind in cfgs:
+        assert len(profiles[kind]["free_step_ms_windows"]) == 3
+        assert profiles[kind]["free_step_ms"] > 0 and profiles[kind]["params"] > 0
+    assert (
+        "lifecycle_overhead" in profiles["slime"]
+        and "lifecycle_overhead" not in profiles["baseline"]
+    )

@@ -8,11 +8,12 @@ Usage::
         python -m slime.train.compare --seconds 300 --out runs/compare
 
 For each mode (``--modes eager,compiled,graphs``: ``compiled`` sets ``train.compile``, ``graphs``
-also ``train.cuda_graphs``) and each model it
-first profiles ``--profile-steps`` training steps with the device synchronised around every phase
-(where the time goes), then free-running steps over whole medium intervals (the step time a run
-sees) and over the steps between observation windows, and one medium- and one slow-timescale event,
-timed in the phases where births and deaths happen; then it trains a fresh copy for ``--seconds`` of
+also ``train.cuda_graphs``) it profiles each model over ``--profile-steps`` training steps with the
+device synchronised around every phase (where the time goes); then both models, side by side in
+the process, time free-running windows in turn (``--profile-repeats`` rounds, the order reversed
+each round; medians reported): whole medium intervals (the step time a run sees) and the steps
+between observation windows. Then each model's medium- and slow-timescale events are timed in the
+phases where births and deaths happen, and each model trains a fresh copy for ``--seconds`` of
 wall time, the cosine decay following the clock (so both models use the whole budget and finish
 their schedule), and evaluates. It prints one table per mode and writes ``compare.json`` (results
 under ``modes``) plus each run's directory (metrics, plots, final checkpoint) under ``--out/<mode>``.
@@ -60,7 +61,15 @@ from slime.train.profile import flops_per_token, live_parameter_count, peak_flop
 from slime.train.rundir import RunDir
 from slime.train.trainer import Trainer
 
-__all__ = ["MODES", "main", "profile_model", "sweep_lr", "train_for", "train_steps"]
+__all__ = [
+    "MODES",
+    "main",
+    "profile_model",
+    "profile_models",
+    "sweep_lr",
+    "train_for",
+    "train_steps",
+]
 
 MODES = ("eager", "compiled", "graphs")
 
@@ -132,8 +141,51 @@ def profile_model(
     observed steps in proportion) and ``plain_step_ms`` averages steps outside the observation
     window; their difference is the observation cost per step. Each is the median of
     ``repeats`` timed windows (the two kinds alternating), so one window slowed by other work on
-    the host does not decide it.
+    the host does not decide it. :func:`profile_models` times several models' windows in turn.
     """
+    return profile_models({"model": cfg}, dataset, device, steps, warmup, repeats)["model"]
+
+
+def profile_models(
+    cfgs: dict[str, RunConfig],
+    dataset: Dataset,
+    device: torch.device,
+    steps: int,
+    warmup: int = 10,
+    repeats: int = 3,
+) -> dict[str, dict[str, Any]]:
+    """:func:`profile_model` of each of ``cfgs``, their free-running windows interleaved.
+
+    Every model is built and profiled with synchronised phases first (each peak counts only its
+    own memory); then round after round each model times one window of each kind, the order
+    reversed every round, so a slow spell of the host lands on all models alike instead of on
+    whichever was timed then; then each model's lifecycle events are timed.
+    """
+    started = {
+        name: _start_profile(cfg, dataset, device, steps, warmup) for name, cfg in cfgs.items()
+    }
+    names = list(started)
+    windows: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in names}
+    for round_ in range(repeats):
+        for name in names if round_ % 2 == 0 else names[::-1]:
+            frees, plains = windows[name]
+            free, plain = _time_windows(started[name][0], cfgs[name], device, steps)
+            frees.append(free)
+            plains.append(plain)
+    results = {}
+    for name in names:
+        trainer, out = started.pop(name)
+        results[name] = _finish_profile(trainer, cfgs[name], device, out, *windows[name])
+        del trainer
+    return results
+
+
+def _start_profile(
+    cfg: RunConfig, dataset: Dataset, device: torch.device, steps: int, warmup: int
+) -> tuple[Trainer, dict[str, Any]]:
+    """A warmed-up trainer and its synchronised per-phase profile over ``steps`` steps."""
+    _reset_peak(device)
+    others = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     trainer = Trainer(cfg, dataset, device=device, sync_timing=True)
     for _ in range(warmup):
         trainer.train_step()
@@ -153,29 +205,49 @@ def profile_model(
     per_step = {k: v / steps for k, v in trainer.timings.items()}
     step_s = sum(per_step.get(k, 0.0) for k in _STEP_PARTS)
     peak = _peak_mb(device)
-    trainer.sync_timing = False  # free-running: the step time a real run sees
-    plains, frees = [], []
-    for _ in range(repeats):
-        if trainer.lifecycle is not None and lc.observe_steps < lc.medium_interval:
-            _align(trainer, lc.medium_interval)
-            plains.append(_free_running_ms(trainer, device, lc.medium_interval - lc.observe_steps))
-            _align(trainer, lc.medium_interval)
-            intervals = max(1, round(steps / lc.medium_interval))
-            frees.append(_free_running_ms(trainer, device, intervals * lc.medium_interval))
-        else:
-            frees.append(_free_running_ms(trainer, device, steps))
-            plains.append(frees[-1])
-    free_ms, plain_ms = statistics.median(frees), statistics.median(plains)
-    out: dict[str, Any] = {
+    trainer.sync_timing = False  # free-running from here: the step time a real run sees
+    return trainer, {
         "params": live_parameter_count(trainer.model),
         "step_ms": step_s * 1e3,
-        "free_step_ms": free_ms,
-        "plain_step_ms": plain_ms,
-        "free_step_ms_windows": frees,
-        "plain_step_ms_windows": plains,
         "phases_ms": {k: v * 1e3 for k, v in per_step.items()},
-        "peak_memory_mb": peak,
+        # models profiled earlier stay resident while the next one runs: count only its own
+        "peak_memory_mb": None if peak is None else peak - others / 2**20,
     }
+
+
+def _time_windows(
+    trainer: Trainer, cfg: RunConfig, device: torch.device, steps: int
+) -> tuple[float, float]:
+    """One free-running window over whole medium intervals and one of the steps between
+    observation windows, ms per step each (the same window twice without a lifecycle)."""
+    lc = cfg.lifecycle
+    if trainer.lifecycle is None or lc.observe_steps >= lc.medium_interval:
+        free = _free_running_ms(trainer, device, steps)
+        return free, free
+    _align(trainer, lc.medium_interval)
+    plain = _free_running_ms(trainer, device, lc.medium_interval - lc.observe_steps)
+    _align(trainer, lc.medium_interval)
+    intervals = max(1, round(steps / lc.medium_interval))
+    return _free_running_ms(trainer, device, intervals * lc.medium_interval), plain
+
+
+def _finish_profile(
+    trainer: Trainer,
+    cfg: RunConfig,
+    device: torch.device,
+    out: dict[str, Any],
+    frees: list[float],
+    plains: list[float],
+) -> dict[str, Any]:
+    """``out`` with the windows' medians, FLOPs and MFU, and the lifecycle's events and share."""
+    lc = cfg.lifecycle
+    free_ms, plain_ms = statistics.median(frees), statistics.median(plains)
+    out.update(
+        free_step_ms=free_ms,
+        plain_step_ms=plain_ms,
+        free_step_ms_windows=frees,
+        plain_step_ms_windows=plains,
+    )
     n_params = out["params"] - trainer.model.wpe.weight.numel()
     fpt = flops_per_token(n_params, _attention_widths(trainer), trainer.probe[0].shape[1])
     tokens_per_step = cfg.train.batch_size * cfg.model.block_size
@@ -187,7 +259,7 @@ def profile_model(
         out.update(_profile_lifecycle(trainer, device))
         per_step_lifecycle = (
             max(0.0, free_ms - plain_ms) / 1e3  # tubes and per-slot gradient statistics
-            + out["medium_rest_ms"] / 1e3 / cfg.lifecycle.medium_interval
+            + out["medium_rest_ms"] / 1e3 / lc.medium_interval
             + out["births_per_slow_interval"] * out["birth_ms"] / 1e3 / lc.slow_interval
             + out["slow_event_ms"] / 1e3 / lc.slow_interval
         )
@@ -531,23 +603,27 @@ def _compare(
     """Profile and train both models in ``mode``; their results and the ratios."""
     torch._dynamo.reset()
     results: dict[str, Any] = {}
+    cfgs, sweeps = {}, {}
     for kind in ("baseline", "slime"):
         graphs = mode == "graphs"
         cfg = base_cfg.replace(
             model={"kind": kind}, train={"compile": mode != "eager", "cuda_graphs": graphs}
         )
-        sweep = None
         if args.lrs is not None:
             seconds = args.sweep_seconds or args.seconds / 10
             print(f"[{mode}] lr sweep {kind}: {args.lrs}, {seconds:.0f} s each", file=sys.stderr)
-            sweep = sweep_lr(
+            sweep = sweeps[kind] = sweep_lr(
                 cfg, dataset, device, args.lrs, seconds, out / "sweep", args.eval_interval
             )
             ratio = cfg.train.min_lr / cfg.train.lr
             cfg = cfg.replace(train={"lr": sweep["lr"], "min_lr": sweep["lr"] * ratio})
             print(f"  {kind}: {sweep['scores']} -> lr {sweep['lr']:g}", file=sys.stderr)
-        print(f"[{mode}] profiling {kind} ...", file=sys.stderr)
-        prof = profile_model(cfg, dataset, device, args.profile_steps, repeats=args.profile_repeats)
+        cfgs[kind] = cfg
+    print(f"[{mode}] profiling both models, their timed windows in turn ...", file=sys.stderr)
+    profiles = profile_models(
+        cfgs, dataset, device, args.profile_steps, repeats=args.profile_repeats
+    )
+    for kind, cfg in cfgs.items():
         print(f"[{mode}] training {kind} for {args.seconds:.0f} s ...", file=sys.stderr)
         trained = train_for(cfg, dataset, device, args.seconds, out, args.eval_interval)
         print(
@@ -555,9 +631,9 @@ def _compare(
             f" (best {trained.get('best_val', math.nan):.4f})",
             file=sys.stderr,
         )
-        results[kind] = {"profile": prof, "train": trained, "config": cfg.to_dict()}
-        if sweep is not None:
-            results[kind]["sweep"] = sweep
+        results[kind] = {"profile": profiles[kind], "train": trained, "config": cfg.to_dict()}
+        if kind in sweeps:
+            results[kind]["sweep"] = sweeps[kind]
         if args.steps is not None:
             print(f"[{mode}] training {kind} for {args.steps} steps ...", file=sys.stderr)
             results[kind]["train_steps"] = train_steps(
