@@ -257,7 +257,10 @@ def data_parallel(model: nn.Module, device: torch.device, ctx: Distributed) -> n
     """``model`` under ``DistributedDataParallel``: its backward averages gradients over the ranks.
 
     Buffers are not broadcast at each forward: the lifecycle's buffers change only between steps,
-    the same way on every rank, and the tube rings are shared by :class:`Lockstep`.
+    the same way on every rank, and the tube rings are shared by :class:`Lockstep`. Gradients are
+    views into DDP's communication buckets (``gradient_as_bucket_view``): the backward does not
+    copy every gradient into its bucket and back, one launch per parameter and a second copy of
+    the gradients' memory.
     """
     import inspect
 
@@ -270,6 +273,7 @@ def data_parallel(model: nn.Module, device: torch.device, ctx: Distributed) -> n
         model,
         device_ids=[device.index] if device.type == "cuda" else None,
         process_group=ctx.group,
+        gradient_as_bucket_view=True,
         **{no_sync: False},
     )
 
