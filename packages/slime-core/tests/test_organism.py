@@ -552,3 +552,44 @@ def test_a_per_sample_head_mask_ablates_each_sample_on_its_own(kernel, gen):
         torch.testing.assert_close(out[1], org(x[1:], causal=True)[0])
     with pytest.raises(KernelError, match="head_mask"):
         org(x, head_mask=torch.ones(2, 4, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_an_eager_forward_with_every_slot_attending_skips_the_gate_with_the_same_numbers(
+    any_kernel, gen, bias
+):
+    org = make(any_kernel, gen, n_pods=5, capacity=5, bias=bias)
+    assert org._all_attend
+    x = torch.randn(2, 6, D, generator=torch.Generator().manual_seed(1), requires_grad=True)
+
+    def run(gated: bool):
+        org.zero_grad(set_to_none=True)
+        org._all_attend = not gated  # gated: multiply by the all-ones gate, as compiled code does
+        out = org(x, causal=True)
+        out.square().sum().backward()
+        return out.detach(), [p.grad.clone() for p in org.parameters()]
+
+    skipped, gated = run(False), run(True)
+    org._refresh_attending()
+    assert torch.equal(skipped[0], gated[0])
+    assert all(torch.equal(a, b) for a, b in zip(skipped[1], gated[1]))
+
+
+def test_the_all_attending_flag_follows_births_deaths_ablation_and_loading(any_kernel, gen):
+    org = make(any_kernel, gen, n_pods=3, capacity=3)
+    assert org._all_attend
+    org.cull([1])
+    assert not org._all_attend
+    x = torch.randn(2, 5, D, generator=torch.Generator().manual_seed(2))
+    gated = org(x, causal=True)
+    torch.testing.assert_close(gated, per_pod_reference(org, x, causal=True))
+    org.spawn(slot=1)
+    assert org._all_attend
+    with org.ablate([0]):
+        assert not org._all_attend
+        torch.testing.assert_close(org(x), per_pod_reference(org, x, causal=False, skip=[0]))
+    assert org._all_attend
+    other = make(any_kernel, torch.Generator().manual_seed(3), n_pods=2, capacity=3)
+    assert not other._all_attend
+    other.load_state_dict(org.state_dict())
+    assert other._all_attend

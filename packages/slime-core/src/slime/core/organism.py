@@ -527,12 +527,17 @@ class Organism(nn.Module):
             self._refresh_attending()
 
     def _refresh_attending(self) -> None:
+        """Derive ``attending``, the value gate and ``_all_attend`` from ``alive`` and the
+        ablated slots; every write of membership ends here (one device read)."""
         with torch.no_grad():
             self.attending.copy_(self.alive)
             if self._ablated:
                 index = torch.tensor(sorted(self._ablated), device=self._device)
                 self.attending.index_fill_(0, index, False)
             self.value_gate[2].copy_(self.attending.view(-1, 1, 1))
+            # A host copy of "the gate is all ones", for eager forwards to skip multiplying by
+            # it; compiled forwards never read it (they keep one graph whatever the pool).
+            self._all_attend = bool(self.attending.all())
 
     # -- the fast path ----------------------------------------------------------------------------
 
@@ -640,9 +645,15 @@ class Organism(nn.Module):
         ``qkv_weight``, split into ``(B, P, T, d)`` views (last dim contiguous)."""
         batch, seq, width = x.shape
         cap, d = self.pod_capacity, self.head_dim
-        gate = self.value_gate
-        bias = None if self.qkv_bias is None else (self.qkv_bias * gate[..., 0]).view(3 * cap * d)
-        weight = (self.qkv_weight * gate).view(3 * cap * d, width)
+        if not torch.compiler.is_compiling() and self._all_attend:
+            # Every slot attends, so the gate is all ones: an eager forward skips the multiply
+            # (and its gradient), the same numbers for two launches less per layer and step.
+            bias = None if self.qkv_bias is None else self.qkv_bias.view(3 * cap * d)
+            weight = self.qkv_weight.view(3 * cap * d, width)
+        else:
+            gate = self.value_gate
+            bias = None if self.qkv_bias is None else (self.qkv_bias * gate[..., 0]).view(-1)
+            weight = (self.qkv_weight * gate).view(3 * cap * d, width)
         qkv = nn.functional.linear(x, weight, bias)
         # Split, then view each part: the same strides as a permute and unbind of one view, but
         # the backward concatenates the three gradients in place of a stack and a permuted copy
@@ -816,6 +827,8 @@ class Organism(nn.Module):
         if "value_gate" not in self._buffers:  # pickled before the values were gated
             gate = torch.ones(3, self.pod_capacity, 1, 1, device=self.attending.device)
             self.register_buffer("value_gate", gate, persistent=False)
+            self._refresh_attending()
+        elif "_all_attend" not in state:  # pickled before eager forwards skipped an all-ones gate
             self._refresh_attending()
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
