@@ -532,8 +532,9 @@ class Archive:
     def elite_scores(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The elites without their genomes: occupied cells ``(n,)`` int64 in ascending order,
         their objectives ``(n,)`` and descriptors ``(n, k)`` (float64), on the archive's device,
-        in one gather and no host transfer. For readers of the landscape (where the elites are,
-        how good) that need no genome: iterating the archive copies every genome."""
+        in one gather (finding the occupied cells reads their count: one wait on an
+        accelerator). For readers of the landscape (where the elites are, how good) that need
+        no genome: iterating the archive copies every genome."""
         cells = torch.nonzero(self._occupied).squeeze(1)
         rows = self._state.index_select(0, cells)
         return cells, rows[:, _OBJ], rows[:, _DESC:]
