@@ -8,9 +8,57 @@ from typing import Any
 import torch
 from slime.proto import ArchiveError
 
-__all__ = ["as_numbers", "blend_payloads", "copy_payload", "tensor_leaves"]
+__all__ = [
+    "INDEXABLE_DTYPES",
+    "as_numbers",
+    "blend_payloads",
+    "check_storable",
+    "copy_payload",
+    "tensor_leaves",
+]
 
 _PLAIN = (str, int, float, bool, type(None))
+
+INDEXABLE_DTYPES = frozenset(
+    {
+        torch.bool,
+        torch.uint8,
+        torch.int8,
+        torch.int16,
+        torch.int32,
+        torch.int64,
+        torch.float16,
+        torch.bfloat16,
+        torch.float32,
+        torch.float64,
+        torch.complex64,
+        torch.complex128,
+    }
+)
+"""Dtypes that genome buffers take: ``index_copy_`` is not implemented for the others (float8,
+uint16/32/64, complex32 on the CPU), so those are only ever held as separate tensors."""
+
+# Dtypes safetensors cannot write (save would fail on them), besides the quantized ones.
+_UNSAVABLE = frozenset({torch.complex32})
+
+
+def check_storable(tensor: torch.Tensor, path: str, *, meta_ok: bool = False) -> None:
+    """Raise ArchiveError naming ``path`` unless the archive can copy, read back and save
+    ``tensor``: a dense tensor holding data (not sparse, nested, quantized or on ``meta``;
+    ``meta_ok``: an archive on the meta device, which only follows shapes, takes meta tensors)."""
+    if (
+        tensor.layout != torch.strided
+        or tensor.is_nested
+        or tensor.is_quantized
+        or (tensor.is_meta and not meta_ok)
+        or tensor.dtype in _UNSAVABLE
+    ):
+        kind = "nested" if tensor.is_nested else f"{tensor.layout}, {tensor.dtype}"
+        raise ArchiveError(
+            f"{path} is a tensor ({kind}, on {tensor.device}) the archive cannot store; a genome "
+            "tensor must be plain and dense (not sparse, nested or quantized) and hold data (not "
+            "on the meta device)"
+        )
 
 
 def as_numbers(
@@ -31,9 +79,11 @@ def copy_payload(payload: Any, path: str) -> Any:
     """Deep-copy a payload, cloning tensors (detached), so later edits by the caller cannot leak in.
 
     Raises:
-        ArchiveError: ``path`` names the first value that is neither a tensor nor plain data.
+        ArchiveError: ``path`` names the first value that is neither a tensor nor plain data, or
+            a tensor the archive cannot store (see :func:`check_storable`).
     """
     if isinstance(payload, torch.Tensor):
+        check_storable(payload, path)
         return payload.detach().clone()
     if isinstance(payload, _PLAIN):
         return payload

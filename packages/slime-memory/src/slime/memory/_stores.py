@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from slime.memory._payload import as_numbers, copy_payload
+from slime.memory._payload import INDEXABLE_DTYPES, as_numbers, check_storable, copy_payload
 from slime.proto import ArchiveError
 
 __all__ = ["ColumnStore", "GenomeStore", "PayloadStore", "store_for"]
@@ -293,6 +293,8 @@ def _stack_flat(payloads: Sequence[Any]) -> tuple[tuple, dict[str, torch.Tensor]
         head = first[key]
         if type(key) is not str or type(head) is not torch.Tensor or head.layout != torch.strided:
             return None
+        if head.dtype not in INDEXABLE_DTYPES or head.is_nested or head.is_meta:
+            return None  # no buffer can take it; copied payload by payload (and checked)
         row_bytes += head.numel() * head.element_size()
         if row_bytes > PACK_MAX_BYTES:
             return None
@@ -348,6 +350,12 @@ class ColumnStore(GenomeStore):
                 raise ArchiveError(
                     f"genome column {name!r} must be a str -> torch.Tensor pair, got "
                     f"{type(column).__name__}"
+                )
+            check_storable(column, f"genome column {name!r}", meta_ok=self.device.type == "meta")
+            if column.dtype not in INDEXABLE_DTYPES:
+                raise ArchiveError(
+                    f"genome column {name!r} has dtype {column.dtype}, which a column buffer "
+                    "cannot take; store such genomes as payloads"
                 )
             if column.dim() == 0 or column.shape[0] != n:
                 raise ArchiveError(

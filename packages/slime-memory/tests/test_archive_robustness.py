@@ -1,0 +1,82 @@
+"""Bad inputs found by fuzzing the archive: each raises one typed error naming the value and
+leaves the archive (and its saved files) exactly as they were."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from slime.memory import GridArchive
+from slime.proto import ArchiveError
+from slime.proto.testing import payloads_equal
+
+
+def two_cells() -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.tensor([1.0, 1.0]), torch.tensor([[0.1, 0.1], [0.9, 0.9]])
+
+
+def snapshot(archive: GridArchive) -> list:
+    return [(e.cell, e.objective, e.descriptor, e.genome) for e in archive]
+
+
+def assert_unchanged(before: list, archive: GridArchive) -> None:
+    after = snapshot(archive)
+    assert [a[:2] for a in after] == [b[:2] for b in before]
+    for a, b in zip(after, before):
+        assert torch.equal(a[2], b[2]) and payloads_equal(a[3], b[3])
+
+
+def test_a_sparse_column_after_dense_ones_raises_and_writes_no_column() -> None:
+    # The layout check passed (same dtype and shape), and the sparse column failed inside
+    # index_copy_ after the first column's rows were already written over the elites' genomes.
+    archive = GridArchive([4, 4], [(0.0, 1.0), (0.0, 1.0)])
+    objectives, descriptors = two_cells()
+    archive.add({"a": torch.zeros(2, 3), "b": torch.zeros(2, 3)}, objectives, descriptors)
+    before = snapshot(archive)
+    bad = {"a": torch.ones(2, 3), "b": torch.ones(2, 3).to_sparse()}
+    with pytest.raises(ArchiveError, match="genome column 'b' is a tensor .*sparse"):
+        archive.add(bad, objectives + 1, descriptors)
+    assert_unchanged(before, archive)
+
+
+@pytest.mark.parametrize(
+    "tensor",
+    [torch.ones(2, 2).to_sparse(), torch.ones(2, device="meta")],
+    ids=["sparse", "meta"],
+)
+def test_a_payload_tensor_the_archive_cannot_save_is_refused_when_it_lands(tensor, tmp_path):
+    # Such a payload used to land, and then the archive could never be saved (or read back).
+    archive = GridArchive([4], [(0.0, 1.0)])
+    with pytest.raises(ArchiveError, match=r"genomes\[0\]\['x'\] is a tensor"):
+        archive.add([{"x": tensor}], torch.ones(1), torch.tensor([[0.5]]))
+    assert len(archive) == 0 and archive.genome_form is None
+    archive.save(tmp_path / "a")
+
+
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.uint16])
+def test_payloads_of_a_dtype_no_buffer_takes_are_kept_unpacked(dtype, tmp_path) -> None:
+    # Packing them failed inside index_copy_ after the store's bookkeeping had moved the cells
+    # to the new pack: the archive lost the genomes it held.
+    archive = GridArchive([4], [(0.0, 1.0)])
+    archive.add([{"x": torch.zeros(2)}], torch.ones(1), torch.tensor([[0.5]]))
+    genome = {"x": torch.ones(2).to(dtype)}
+    result = archive.add([genome], torch.full((1,), 2.0), torch.tensor([[0.5]]))
+    assert result.status.tolist() == [1]
+    (elite,) = archive
+    assert elite.genome["x"].dtype == dtype and payloads_equal(elite.genome, genome)
+    archive.save(tmp_path / "a")
+    (loaded,) = GridArchive.load(tmp_path / "a")
+    assert payloads_equal(loaded.genome, genome)
+
+
+@pytest.mark.parametrize(
+    ("column", "says"),
+    [
+        (torch.ones(1, 2, device="meta"), "meta"),
+        (torch.ones(1, 2).to(torch.float8_e4m3fn), "float8_e4m3fn"),
+    ],
+)
+def test_a_column_no_buffer_can_take_raises_naming_it(column, says) -> None:
+    archive = GridArchive([4], [(0.0, 1.0)])
+    with pytest.raises(ArchiveError, match=f"genome column 'x' .*{says}"):
+        archive.add({"x": column}, torch.ones(1), torch.tensor([[0.5]]))
+    assert archive.genome_form is None
