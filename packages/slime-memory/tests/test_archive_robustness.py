@@ -80,3 +80,71 @@ def test_a_column_no_buffer_can_take_raises_naming_it(column, says) -> None:
     with pytest.raises(ArchiveError, match=f"genome column 'x' .*{says}"):
         archive.add({"x": column}, torch.ones(1), torch.tensor([[0.5]]))
     assert archive.genome_form is None
+
+
+def test_a_save_that_fails_midway_leaves_the_previous_files_whole(tmp_path, monkeypatch) -> None:
+    # The tensor file used to be overwritten in place before the metadata was written: a save
+    # failing between the two (here a full disk, the file-size limit) left a pair that no
+    # longer matched, and the archive saved before could not be loaded any more.
+    resource = pytest.importorskip("resource")
+    signal = pytest.importorskip("signal")
+    old = GridArchive([4], [(0.0, 1.0)])
+    old.add([{"x": torch.ones(2)}], torch.ones(1), torch.tensor([[0.5]]))
+    old.save(tmp_path / "a")
+    new = GridArchive([4], [(0.0, 1.0)])
+    new.add([{"x": torch.zeros(2), "notes": "n" * 200_000}], torch.ones(1), torch.tensor([[0.1]]))
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, limits[1]))
+    try:
+        with pytest.raises(OSError):
+            new.save(tmp_path / "a")  # the tensors fit under the limit, the metadata does not
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert_unchanged(snapshot(old), GridArchive.load(tmp_path / "a"))
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(
+        ["archive.json", "tensors.safetensors"]
+    )
+
+
+def test_concurrent_saves_to_one_folder_never_interleave(tmp_path) -> None:
+    import threading
+
+    archives = []
+    for value in range(3):
+        archive = GridArchive([4], [(0.0, 1.0)])
+        archive.add({"x": torch.full((1, 256), float(value))}, torch.ones(1), torch.tensor([[0.5]]))
+        archives.append(archive)
+    archives[0].save(tmp_path / "a")
+    failures: list[BaseException] = []
+
+    def save_often(archive: GridArchive) -> None:
+        try:
+            for _ in range(15):
+                archive.save(tmp_path / "a")
+        except BaseException as e:  # reported below
+            failures.append(e)
+
+    threads = [threading.Thread(target=save_often, args=(a,)) for a in archives]
+    for thread in threads:
+        thread.start()
+    seen = set()
+    while any(t.is_alive() for t in threads):
+        (elite,) = GridArchive.load(tmp_path / "a")  # a torn pair would raise ArchiveError
+        seen.add(elite.genome["x"][0].item())
+    for thread in threads:
+        thread.join()
+    assert not failures
+    assert seen <= {0.0, 1.0, 2.0}
+
+
+def test_payload_keys_with_a_slash_round_trip_beside_nested_keys(tmp_path) -> None:
+    # {"a/b": ...} and {"a": {"b": ...}} were both written under the tensor key "genome/0/a/b":
+    # the second overwrote the first, and both came back as the second.
+    archive = GridArchive([4], [(0.0, 1.0)])
+    genome = {"a/b": torch.tensor([1.0]), "a": {"b": torch.tensor([2.0])}}
+    archive.add([genome], torch.ones(1), torch.tensor([[0.5]]))
+    archive.save(tmp_path / "a")
+    (elite,) = GridArchive.load(tmp_path / "a")
+    assert payloads_equal(elite.genome, genome)

@@ -1,5 +1,9 @@
 """Archive files: ``tensors.safetensors`` plus ``archive.json`` (no pickle), checked by sha256.
 
+A save writes both files to temporary names in the folder and renames them into place, under an
+exclusive lock of the folder (a load holds a shared one): a save that fails leaves the previous
+files whole, and concurrent saves to one folder land one after the other, never interleaved.
+
 Genomes are stored as tagged JSON trees whose tensor leaves point into the safetensors file, so
 tuples stay tuples, bools stay bools and floats (NaN included) come back exactly.
 """
@@ -9,6 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,8 +99,12 @@ class SavedArchive:
 
 def _encode(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(value, torch.Tensor):
-        tensors[key] = value.detach().cpu().contiguous()
-        return {"tensor": key}
+        # A path is not unique on its own: {"a/b": x} and {"a": {"b": y}} both give "…/a/b".
+        unique, n = key, len(tensors)
+        while unique in tensors:
+            unique, n = f"{key}#{n}", n + 1
+        tensors[unique] = value.detach().cpu().contiguous()
+        return {"tensor": unique}
     if isinstance(value, dict):
         return {"dict": {k: _encode(v, f"{key}/{k}", tensors) for k, v in value.items()}}
     if isinstance(value, list | tuple):
@@ -157,9 +169,54 @@ def save_archive(
         "tensors_sha256": _digest(blob),
     }
     document = {"meta": meta, "meta_sha256": _digest(_canonical(meta))}
+    text = json.dumps(document, sort_keys=True, allow_nan=False, indent=1).encode()
     path.mkdir(parents=True, exist_ok=True)
-    (path / TENSORS).write_bytes(blob)
-    (path / META).write_text(json.dumps(document, sort_keys=True, allow_nan=False, indent=1))
+    with _locked(path, exclusive=True):
+        staged = []
+        try:
+            for name, data in ((TENSORS, blob), (META, text)):
+                staged.append(_write_temporary(path, name, data))
+            for temporary, name in zip(staged, (TENSORS, META)):
+                os.replace(temporary, path / name)
+        finally:
+            for temporary in staged:
+                temporary.unlink(missing_ok=True)
+
+
+def _write_temporary(folder: Path, name: str, data: bytes) -> Path:
+    """``data`` written and flushed to disk in a new file of ``folder`` (removed if that fails),
+    created as ``open`` would create it (mode 0o666 less the umask)."""
+    temporary = folder / f".{name}.{uuid.uuid4().hex}.tmp"
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return temporary
+
+
+@contextmanager
+def _locked(folder: Path, *, exclusive: bool) -> Iterator[None]:
+    """Hold an advisory lock of ``folder`` (POSIX ``flock``; none where the platform has none
+    or the folder cannot be opened for reading: the renames are still atomic, one by one)."""
+    try:
+        import fcntl
+
+        handle = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):
+        handle = None
+    if handle is None:
+        yield
+        return
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(handle)  # releases the lock
 
 
 def load_archive(path: Path, *, device: torch.device | str | None) -> SavedArchive:
@@ -168,16 +225,18 @@ def load_archive(path: Path, *, device: torch.device | str | None) -> SavedArchi
     for name in (META, TENSORS):
         if not (path / name).is_file():
             raise ArchiveError(f"archive file {path / name} is missing")
+    with _locked(path, exclusive=False):  # both files from one save
+        try:
+            text = (path / META).read_bytes()
+            blob = (path / TENSORS).read_bytes()
+        except OSError as e:
+            raise ArchiveError(f"cannot read the archive files in {path}: {e}") from e
     try:
-        document = json.loads((path / META).read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        document = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ArchiveError(
             f"{path / META} is not readable JSON (damaged or truncated?): {e}"
         ) from e
-    try:
-        blob = (path / TENSORS).read_bytes()
-    except OSError as e:
-        raise ArchiveError(f"cannot read {path / TENSORS}: {e}") from e
     if not isinstance(document, dict) or set(document) != {"meta", "meta_sha256"}:
         raise ArchiveError(f"{path / META} is not a slime archive document")
     meta = document["meta"]
