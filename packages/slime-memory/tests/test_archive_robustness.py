@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from slime.memory import GridArchive
-from slime.proto import ArchiveError
+from slime.memory import CVTArchive, GridArchive
+from slime.proto import ArchiveError, ConfigError
 from slime.proto.testing import payloads_equal
 
 
@@ -148,3 +148,53 @@ def test_payload_keys_with_a_slash_round_trip_beside_nested_keys(tmp_path) -> No
     archive.save(tmp_path / "a")
     (elite,) = GridArchive.load(tmp_path / "a")
     assert payloads_equal(elite.genome, genome)
+
+
+@pytest.mark.parametrize("make", [GridArchive, CVTArchive])
+def test_a_range_whose_width_overflows_raises_a_config_error(make) -> None:
+    # (-1e308, 1e308) passed the check (finite, low < high) but its width is inf: every
+    # grid cell index became -2**63 and add crashed with an IndexError.
+    ranges = [(0.0, 1.0), (-1e308, 1e308)]
+    with pytest.raises(ConfigError, match=r"range 1 .*overflows"):
+        if make is GridArchive:
+            GridArchive([2, 2], ranges)
+        else:
+            CVTArchive(2, ranges, centroids=torch.zeros(2, 2))
+
+
+@pytest.mark.parametrize("query", ["cell_index", "thresholds", "retrieve", "bootstrap"])
+def test_complex_descriptors_raise_instead_of_losing_their_imaginary_part(query) -> None:
+    archive = GridArchive([4, 4], [(0.0, 1.0), (0.0, 1.0)])
+    archive.add({"x": torch.zeros(2, 1)}, *two_cells())
+    point = torch.tensor([[0.1 + 0.8j, 0.1]])
+    with pytest.raises(ArchiveError, match="real-valued, got dtype torch.complex64"):
+        getattr(archive, query)(point[0] if query == "bootstrap" else point)
+
+
+def test_complex_centroids_raise() -> None:
+    with pytest.raises(ConfigError, match="centroids must be real"):
+        CVTArchive(2, [(0.0, 1.0)], centroids=torch.tensor([[0.0], [1.0 + 1j]]))
+
+
+def test_elites_and_points_far_outside_the_ranges_still_find_the_nearest() -> None:
+    # Scaled distances over ~1e154 overflowed to inf: every elite was as far as any other, so
+    # bootstrap took the lowest cell, not the nearest elite, and interpolate weighted by
+    # 1 / inf = 0 and returned NaN genomes.
+    archive = GridArchive([4, 4], [(0.0, 1.0), (0.0, 1.0)])
+    genomes = {"x": torch.tensor([[1.0], [3.0]])}
+    descriptors = torch.tensor([[-1e200, -1e200], [1e200, 1e200]], dtype=torch.float64)
+    archive.add(genomes, torch.ones(2), descriptors)  # clipped into cells 0 and 15
+    point = torch.tensor([3e200, 3e200], dtype=torch.float64)  # 2e200 and 4e200 (x sqrt 2) away
+    assert archive.bootstrap(point)["x"].item() == 3.0
+    blend = archive.interpolate(point, k_neighbors=2)["x"]
+    assert blend.item() == pytest.approx((3.0 * 2 + 1.0) / 3)  # weights 1/2e200 and 1/4e200
+    with pytest.raises(ArchiveError, match="too far from every elite"):
+        archive.bootstrap(torch.tensor([-1.7e308, -1.7e308], dtype=torch.float64))
+
+
+def test_meta_tensors_given_to_a_cpu_archive_raise_naming_them() -> None:
+    archive = GridArchive([4], [(0.0, 1.0)])
+    with pytest.raises(ArchiveError, match="objectives is on the meta device"):
+        archive.add({"x": torch.ones(1, 1)}, torch.ones(1, device="meta"), torch.ones(1, 1))
+    with pytest.raises(ArchiveError, match="descriptors is on the meta device"):
+        archive.retrieve(torch.ones(1, 1, device="meta"))

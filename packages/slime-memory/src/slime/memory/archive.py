@@ -666,7 +666,8 @@ class Archive:
         genomes = self._genomes(cells)
         if distances[0] == 0.0:
             return copy_payload(genomes[0], "genome")
-        return blend_payloads(genomes, [1.0 / d for d in distances])
+        # Inverse distances relative to the nearest's (1 for it): no under- or overflow.
+        return blend_payloads(genomes, [distances[0] / d for d in distances])
 
     def _nearest_elites(self, descriptor: torch.Tensor, k: int) -> tuple[list[int], list[float]]:
         if not isinstance(descriptor, torch.Tensor) or descriptor.shape != (self.descriptor_dim,):
@@ -679,9 +680,19 @@ class Archive:
             raise ArchiveError("no elite to start from: the archive is empty")
         scale = self._upper - self._lower
         offsets = (self._descriptors.index_select(0, cells) - point) / scale
-        distance = torch.linalg.vector_norm(offsets, dim=1)
+        # The norm of offsets over ~1e154 overflows (inf: every elite as far, NaN weights in
+        # interpolate): take it of the offsets divided by their largest, then scale back.
+        largest = offsets.abs().amax(dim=1)
+        unit = offsets / largest.clamp(min=torch.finfo(torch.float64).tiny)[:, None]
+        distance = torch.linalg.vector_norm(unit, dim=1) * largest
         nearest = torch.sort(distance, stable=True).indices[: min(k, cells.shape[0])]
-        return cells[nearest].tolist(), distance[nearest].tolist()
+        cells_list, distances = cells[nearest].tolist(), distance[nearest].tolist()
+        if not math.isfinite(distances[0]):
+            raise ArchiveError(
+                f"descriptor {descriptor.tolist()!r} is too far from every elite to measure "
+                "(its scaled distance overflows float64)"
+            )
+        return cells_list, distances
 
     def _genomes(self, cells: list[int]) -> list[dict[str, Any]]:
         assert self._store is not None, "occupied cells imply a store"
@@ -798,7 +809,19 @@ class Archive:
             raise ArchiveError(
                 f"{name} has shape {tuple(descriptors.shape)}, expected (n, {self.descriptor_dim})"
             )
+        self._check_numbers(descriptors, name)
         return as_numbers(descriptors, self._device, torch.float64)
+
+    def _check_numbers(self, tensor: torch.Tensor, name: str) -> None:
+        """Raise ArchiveError unless ``tensor`` holds real numbers the archive can read: not
+        complex (casting would drop the imaginary part) and not on the meta device (no data)
+        unless the archive is (it then follows shapes only)."""
+        if tensor.is_complex():
+            raise ArchiveError(f"{name} must be real-valued, got dtype {tensor.dtype}")
+        if tensor.is_meta and self._device.type != "meta":
+            raise ArchiveError(
+                f"{name} is on the meta device (no data); the archive is on {self._device}"
+            )
 
     def _check_batch(
         self, objectives: torch.Tensor, descriptors: torch.Tensor
@@ -817,8 +840,8 @@ class Archive:
                 f"batch shapes disagree: objectives {tuple(objectives.shape)}, descriptors "
                 f"{tuple(descriptors.shape)}; expected (n,) and (n, {self.descriptor_dim})"
             )
-        if objectives.is_complex() or descriptors.is_complex():
-            raise ArchiveError("objectives and descriptors must be real-valued")
+        self._check_numbers(objectives, "objectives")
+        self._check_numbers(descriptors, "descriptors")
         # Detached: the archive keeps numbers, never a piece of someone's autograd graph.
         return (
             as_numbers(objectives, self._device, torch.float64),
@@ -869,6 +892,11 @@ def _check_ranges(ranges: Sequence[tuple[float, float]], owner: str) -> list[tup
         if not (math.isfinite(low) and math.isfinite(high) and low < high):
             raise ConfigError(
                 f"range {i} is {pair!r}, expected finite low < high", f"{owner}.ranges"
+            )
+        if not math.isfinite(high - low):  # cells and distances divide by the width
+            raise ConfigError(
+                f"range {i} is {pair!r}: its width high - low overflows to inf",
+                f"{owner}.ranges",
             )
         checked.append((low, high))
     if not checked:

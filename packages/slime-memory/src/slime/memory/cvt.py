@@ -78,6 +78,12 @@ class CVTArchive(Archive):
                 f"centroids has shape {shape}, expected ({cells}, {len(ranges)})",
                 "CVTArchive.centroids",
             )
+        elif centroids.is_complex() or centroids.is_meta:
+            raise ConfigError(
+                f"centroids must be real numbers holding data, got {centroids.dtype} on "
+                f"{centroids.device}",
+                "CVTArchive.centroids",
+            )
         elif not bool(torch.isfinite(centroids).all()):
             raise ConfigError("centroids contain NaN or Inf", "CVTArchive.centroids")
         if nearest not in ("auto", "kd_tree", "brute_force"):
