@@ -135,3 +135,27 @@ def test_store_and_recall_do_not_synchronise_on_cuda() -> None:
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert recalled.device.type == "cuda"
+
+
+@pytest.mark.parametrize(
+    ("data", "weight", "says"),
+    [
+        (torch.ones(2), 1e300, "weight must be finite and >= 0 in torch.float32"),
+        (torch.ones(2), 10**400, "weight must be finite"),
+        (torch.eye(2)[0].to_sparse(), 1.0, "dense"),
+    ],
+    ids=["float32-overflow", "huge-int", "sparse"],
+)
+def test_a_refused_store_changes_nothing(data, weight, says) -> None:
+    # The weights were decayed (and a sparse item's weight written) before the store failed
+    # inside torch (fill_ overflow, copy_ from sparse): the memory was no longer what it was.
+    memory, untouched = TubeNetwork(capacity=3, decay=0.5), TubeNetwork(capacity=3, decay=0.5)
+    for item in (torch.tensor([1.0, 3.0]), torch.tensor([5.0, 7.0])):
+        memory.store(item, 1.0)
+        untouched.store(item, 1.0)
+    with pytest.raises(ArchiveError, match=says):
+        memory.store(data, weight)
+    assert len(memory) == 2
+    for m in (memory, untouched):
+        m.store(torch.tensor([9.0, 9.0]), 1.0)  # weighs against the old ones as if never refused
+    assert torch.equal(memory.recall(), untouched.recall())

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from slime.proto import ArchiveError, ConfigError
 
@@ -74,6 +72,8 @@ class TubeNetwork:
             raise ArchiveError(f"data must be a torch.Tensor, got {type(data).__name__}")
         if not data.is_floating_point():
             raise ArchiveError(f"data must be floating point, got {data.dtype}")
+        if data.layout != torch.strided:
+            raise ArchiveError(f"data must be a dense tensor, got layout {data.layout}")
         if self._data is None:
             device = self._device if self._device is not None else data.device
             self._data = torch.zeros((self._capacity, *data.shape), dtype=data.dtype, device=device)
@@ -90,8 +90,11 @@ class TubeNetwork:
             weight = weight.detach().to(device=self._weights.device, dtype=self._weights.dtype)
         elif isinstance(weight, bool) or not isinstance(weight, int | float):
             raise ArchiveError(f"weight must be a float or 0-d tensor, got {weight!r}")
-        elif not (math.isfinite(weight) and weight >= 0):
-            raise ArchiveError(f"weight must be finite and >= 0, got {weight!r}")
+        elif not (0 <= weight <= torch.finfo(self._weights.dtype).max):  # NaN fails too
+            raise ArchiveError(
+                f"weight must be finite and >= 0 in {self._weights.dtype}, got {weight!r}"
+            )
+        # Every check is above: nothing below can fail, so a refused store changes nothing.
         self._weights.mul_(self._decay)
         # fill_ takes a Python scalar as a kernel argument; item assignment would copy it from
         # pageable host memory, which synchronises a CUDA stream (caught by the zero-sync test).
