@@ -273,6 +273,7 @@ def pool_attention(
     if (
         key_padding_mask is None
         and alive is None
+        and (causal is True or causal is False)
         and (backend == "auto" or backend == "sdpa")
         and _plain(q, k, v, backend)
     ):
@@ -283,6 +284,7 @@ def pool_attention(
         if type(scale) is float and 0.0 < scale < float("inf"):
             return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
     utils.check_attention_inputs(q, k, v, key_padding_mask, alive)
+    utils.check_causal(causal)
     scale = utils.resolve_scale(scale, q.shape[-1])
     traced = _traced(q, k, v)
     path = choose_path(

@@ -83,6 +83,7 @@ def attention(
     dtypes it accepts float64 (computed in float64), which gradcheck needs.
     """
     utils.check_attention_inputs(q, k, v, key_padding_mask, alive, dtypes=utils.FALLBACK_DTYPES)
+    utils.check_causal(causal)
     scale = utils.resolve_scale(scale, q.shape[-1])
     s = _logits(q, k, scale, visible_keys(q.shape, q.device, causal, key_padding_mask, alive))
     # The row max only shifts the exponent; detaching it keeps its (exactly cancelling) gradient out.
@@ -201,20 +202,24 @@ def effective_rank(m: Tensor) -> Tensor:
     """
     utils.check_square_batch("m", m)
     work = m.to(torch.float64 if m.dtype == torch.float64 else torch.float32)
-    return entropy_rank(torch.linalg.eigvalsh(work)).float()
+    try:
+        eigenvalues = torch.linalg.eigvalsh(work)
+    except torch.linalg.LinAlgError as e:  # NaN or Inf entries (the CPU solver reports them)
+        raise KernelError(f"effective_rank: eigvalsh failed on m (NaN or Inf entries?): {e}") from e
+    return entropy_rank(eigenvalues).float()
 
 
 def coherence(corr: Tensor) -> Tensor:
     """Mean absolute off-diagonal correlation: ``(P, d, d) -> (P,)`` float32 in ``[0, 1]``.
 
     0 when the features are pairwise uncorrelated (identity matrix), 1 when every pair is perfectly
-    correlated or anti-correlated (all features are one feature up to sign). A ``d = 1`` matrix has
+    correlated or anti-correlated (all features are one feature up to sign). A ``d <= 1`` matrix has
     no pairs and coherence 0. ``corr`` must be a correlation matrix (entries in ``[-1, 1]``), as
     :func:`correlation` returns; values are not read, to avoid a host sync.
     """
     utils.check_square_batch("corr", corr)
     d = corr.shape[-1]
-    if d == 1:
+    if d <= 1:  # no pairs (d = 0 divided 0 by 0)
         return torch.zeros(corr.shape[0], dtype=torch.float32, device=corr.device)
     a = corr.float().abs()
     off = a.sum(dim=(1, 2)) - torch.diagonal(a, dim1=1, dim2=2).sum(dim=1)

@@ -6,6 +6,7 @@ and what was expected. None of them reads tensor values, so none synchronises wi
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Collection
 
 import torch
@@ -16,6 +17,7 @@ __all__ = [
     "FALLBACK_DTYPES",
     "TRITON_HEAD_DIMS",
     "check_attention_inputs",
+    "check_causal",
     "check_free_memory",
     "check_head_dim",
     "check_rows_contiguous",
@@ -92,11 +94,21 @@ def check_free_memory(nbytes: int, device: torch.device, what: str) -> None:
         )
 
 
+def check_causal(causal: object) -> None:
+    """Check ``causal`` is a bool: the torch fallback would read any truthy object as True."""
+    if not isinstance(causal, bool):
+        raise KernelError(f"causal must be True or False, got {causal!r}")
+
+
 def resolve_scale(scale: float | None, d: int) -> float:
     """The logit scale: ``d ** -0.5`` when ``scale`` is None; must be a finite positive float."""
     if scale is None:
         return d**-0.5
-    if not isinstance(scale, int | float) or not (0.0 < float(scale) < float("inf")):
+    if (
+        isinstance(scale, bool)
+        or not isinstance(scale, int | float)
+        or not (0.0 < scale <= sys.float_info.max)  # an int of any size, without float()
+    ):
         raise KernelError(f"scale must be a finite positive float or None, got {scale!r}")
     return float(scale)
 
