@@ -198,3 +198,89 @@ def test_meta_tensors_given_to_a_cpu_archive_raise_naming_them() -> None:
         archive.add({"x": torch.ones(1, 1)}, torch.ones(1, device="meta"), torch.ones(1, 1))
     with pytest.raises(ArchiveError, match="descriptors is on the meta device"):
         archive.retrieve(torch.ones(1, 1, device="meta"))
+
+
+def filled_grid() -> GridArchive:
+    archive = GridArchive([4, 4], [(0.0, 1.0), (0.0, 1.0)])
+    objectives, descriptors = two_cells()
+    archive.add([{"x": torch.zeros(1)}, {"x": torch.ones(1)}], objectives, descriptors)
+    return archive
+
+
+@pytest.mark.parametrize("generator", [None, 7, "seed"], ids=["none", "int", "str"])
+def test_sample_elites_names_a_generator_that_is_not_one(generator) -> None:
+    # None and 7 raised AttributeError ('NoneType' object has no attribute 'device').
+    with pytest.raises(ArchiveError, match=f"torch.Generator, got {generator!r}"):
+        filled_grid().sample_elites(2, generator)
+
+
+def test_sample_elites_refuses_a_count_above_the_limit() -> None:
+    # 10**12 went to torch.randint, which failed allocating (RuntimeError).
+    from slime.memory.limits import MAX_SAMPLE_SIZE
+
+    archive = filled_grid()
+    with pytest.raises(ArchiveError, match=f"n = {10**12} is above the limit MAX_SAMPLE_SIZE"):
+        archive.sample_elites(10**12, torch.Generator())
+    assert len(archive.sample_elites(MAX_SAMPLE_SIZE, torch.Generator())) == MAX_SAMPLE_SIZE
+
+
+@pytest.mark.parametrize("side", ["low", "high"])
+def test_where_names_a_bound_beyond_float_range(side) -> None:
+    # float(10**400) raised OverflowError.
+    bounds = {side: [10**400, None] if side == "high" else [-(10**400), None]}
+    with pytest.raises(ArchiveError, match=rf"where: {side}\[0\] = -?1000.* beyond the float64"):
+        filled_grid().where(**bounds)
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "", 1.5], ids=repr)
+@pytest.mark.parametrize("kind", ["grid", "cvt"])
+def test_an_archive_names_a_device_torch_cannot_read(kind, device) -> None:
+    # torch.device raised RuntimeError (or TypeError for 1.5) from inside the constructor.
+    name = "GridArchive" if kind == "grid" else "CVTArchive"
+    with pytest.raises(ConfigError, match=rf"{name}.device: device.*{device!r}"):
+        if kind == "grid":
+            GridArchive([4], [(0.0, 1.0)], device=device)
+        else:
+            CVTArchive(4, [(0.0, 1.0)], samples=8, device=device)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "path"),
+    [
+        ({"dims": 3}, "GridArchive.dims"),
+        ({"ranges": ((0.0, 1.0) for _ in range(1))}, "GridArchive.ranges"),
+        ({"epsilon": "1"}, "GridArchive.epsilon"),
+        ({"epsilon": None}, "GridArchive.epsilon"),
+        ({"epsilon": True}, "GridArchive.epsilon"),
+        ({"epsilon": 10**400}, "GridArchive.epsilon"),
+        ({"qd_offset": 10**400}, "GridArchive.qd_offset"),
+        ({"threshold_min": 10**400}, "GridArchive.threshold_min"),
+        ({"dims": [10**6, 10**6]}, "GridArchive.dims"),
+    ],
+    ids=[
+        "dims-int",
+        "ranges-generator",
+        "eps-str",
+        "eps-none",
+        "eps-bool",
+        "eps-huge",
+        "qd-offset-huge",
+        "threshold-huge",
+        "dims-huge",
+    ],
+)
+def test_grid_archive_arguments_of_the_wrong_kind_raise_config_error(arguments, path) -> None:
+    # TypeError (len(3), len(generator), math.isfinite("1")), OverflowError (10**400), a
+    # silent epsilon 1.0 for True, or a RuntimeError allocating 10**12 cells.
+    given = {"dims": [4], "ranges": [(0.0, 1.0)], **arguments}
+    with pytest.raises(ConfigError, match=path.replace(".", r"\.")):
+        GridArchive(given.pop("dims"), given.pop("ranges"), **given)
+
+
+def test_archive_cells_above_the_limit_raise_config_error() -> None:
+    from slime.memory.limits import MAX_ARCHIVE_CELLS
+
+    with pytest.raises(
+        ConfigError, match=f"above the limit MAX_ARCHIVE_CELLS = {MAX_ARCHIVE_CELLS}"
+    ):
+        CVTArchive(MAX_ARCHIVE_CELLS + 1, [(0.0, 1.0)])

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from slime.memory import _persist
+from slime.memory._devices import as_device
 from slime.memory._insertion import (
     cell_winners,
     check_finite,
@@ -26,7 +27,8 @@ from slime.memory._insertion import (
 )
 from slime.memory._payload import as_numbers, blend_payloads, copy_payload
 from slime.memory._stores import GenomeStore, store_for
-from slime.proto import ArchiveError, ConfigError
+from slime.memory.limits import MAX_ARCHIVE_CELLS, MAX_SAMPLE_SIZE
+from slime.proto import ArchiveError, ConfigError, shown
 
 __all__ = ["MAX_ARCHIVE_SIZE", "AddResult", "Archive", "ArchiveStats", "Elite"]
 
@@ -92,9 +94,11 @@ class Archive:
     which differs only for CMA-MAE or after evictions).
 
     Args:
-        cells: number of cells.
+        cells: number of cells, at most
+            :data:`~slime.memory.limits.MAX_ARCHIVE_CELLS` (16,777,216).
         ranges: ``(low, high)`` per descriptor dimension.
         device: where the archive's tensors live; inputs on another device are copied there.
+            A string torch cannot read as a device raises ConfigError.
         qd_offset: subtracted from each objective in ``qd_score``.
         learning_rate: CMA-MAE threshold learning rate in ``(0, 1]``; with a finite
             ``threshold_min`` the batch threshold rule applies even at 1, as in pyribs.
@@ -118,14 +122,17 @@ class Archive:
         name = type(self).__name__
         if isinstance(cells, bool) or not isinstance(cells, int) or cells < 1:
             raise ConfigError(f"cells must be a positive int, got {cells!r}", f"{name}.cells")
+        if cells > MAX_ARCHIVE_CELLS:
+            raise ConfigError(
+                f"cells is {cells}, above the limit MAX_ARCHIVE_CELLS = {MAX_ARCHIVE_CELLS}",
+                f"{name}.cells",
+            )
+        device = as_device(device, f"{name}.device")
         self._ranges = _check_ranges(ranges, name)
-        for field, number in (
-            ("learning_rate", learning_rate),
-            ("threshold_min", threshold_min),
-            ("qd_offset", qd_offset),
-        ):
-            if isinstance(number, bool) or not isinstance(number, int | float):
-                raise ConfigError(f"{field} must be a number, got {number!r}", f"{name}.{field}")
+        # Numbers first (an int beyond float range, such as 10**400, raises ConfigError here).
+        learning_rate = config_number(learning_rate, f"{name}.learning_rate")
+        threshold_min = config_number(threshold_min, f"{name}.threshold_min")
+        qd_offset = config_number(qd_offset, f"{name}.qd_offset")
         if not 0.0 < learning_rate <= 1.0:
             raise ConfigError(
                 f"learning_rate must be in (0, 1], got {learning_rate!r}", f"{name}.learning_rate"
@@ -605,19 +612,39 @@ class Archive:
                 continue
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise ArchiveError(f"where: {name}[{i}] is {value!r}, not a number")
-            if math.isnan(value):
+            try:
+                number = float(value)
+            except OverflowError as e:  # an int beyond float range, e.g. 10**400
+                raise ArchiveError(
+                    f"where: {name}[{i}] = {shown(value)} is beyond the float64 range"
+                ) from e
+            if math.isnan(number):
                 raise ArchiveError(f"where: {name}[{i}] is NaN")
-            side.append(float(value))
+            side.append(number)
         return side
 
     def sample_elites(self, n: int, generator: torch.Generator) -> list[Elite]:
         """``n`` elites drawn uniformly with replacement; the same generator state, the same draw.
 
+        Args:
+            n: how many, 1 to :data:`~slime.memory.limits.MAX_SAMPLE_SIZE` (1,048,576).
+            generator: a ``torch.Generator``; the draw runs on its device.
+
         Raises:
-            ArchiveError: ``n`` < 1 or the archive is empty.
+            ArchiveError: ``n`` < 1 or above the limit, a generator that is not a
+                ``torch.Generator``, or the archive is empty.
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ArchiveError(f"sample_elites needs n >= 1, got {n!r}")
+            raise ArchiveError(f"sample_elites needs n >= 1, got {shown(n)}")
+        if n > MAX_SAMPLE_SIZE:
+            raise ArchiveError(
+                f"sample_elites: n = {n} is above the limit MAX_SAMPLE_SIZE = {MAX_SAMPLE_SIZE}"
+            )
+        if not isinstance(generator, torch.Generator):
+            raise ArchiveError(
+                f"sample_elites needs a torch.Generator, got {shown(generator)} "
+                "(e.g. torch.Generator().manual_seed(0))"
+            )
         cells = self.occupied_cells()
         if not cells:
             raise ArchiveError("sample_elites on an empty archive")
@@ -880,7 +907,26 @@ def _host_cma_mae_thresholds(
     return keep * current + (total / np.maximum(count, 1.0)) * (1.0 - keep)
 
 
+def config_number(value: Any, path: str) -> float:
+    """``value`` as a float if it is a real Python number (int or float, not bool) within the
+    float64 range, else ConfigError naming it (the last part of ``path`` is the argument)."""
+    field = path.rsplit(".", 1)[-1]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{field} must be a number, got {shown(value)}", path)
+    try:
+        return float(value)
+    except OverflowError as e:  # an int such as 10**400
+        raise ConfigError(f"{field} = {shown(value)} is beyond the float64 range", path) from e
+
+
 def _check_ranges(ranges: Sequence[tuple[float, float]], owner: str) -> list[tuple[float, float]]:
+    if isinstance(ranges, str | bytes) or not hasattr(ranges, "__len__"):
+        # An iterator would be used up by the first pass over it (and has no length to
+        # compare with the dims).
+        raise ConfigError(
+            f"ranges must be a sequence of (low, high) pairs, got {shown(ranges)}",
+            f"{owner}.ranges",
+        )
     checked = []
     for i, pair in enumerate(ranges):
         try:

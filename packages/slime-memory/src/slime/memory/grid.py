@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from slime.memory.archive import MAX_ARCHIVE_SIZE, Archive
-from slime.proto import ConfigError
+from slime.memory.archive import MAX_ARCHIVE_SIZE, Archive, config_number
+from slime.memory.limits import MAX_ARCHIVE_CELLS
+from slime.proto import ConfigError, shown
 
 __all__ = ["GridArchive"]
 
@@ -21,7 +22,8 @@ class GridArchive(Archive):
     clipped into the edge cells, and ``epsilon`` absorbs rounding at cell boundaries.
 
     Args:
-        dims: cells per dimension, e.g. ``(10, 10)``.
+        dims: cells per dimension, e.g. ``(10, 10)``; their product is at most
+            :data:`~slime.memory.limits.MAX_ARCHIVE_CELLS` (16,777,216).
         ranges: ``(low, high)`` per dimension, same length as ``dims``.
         epsilon: added before truncation so a value on a boundary lands in the upper cell.
         device, qd_offset, learning_rate, threshold_min, max_size: see :class:`Archive`.
@@ -41,19 +43,35 @@ class GridArchive(Archive):
         max_size: int = MAX_ARCHIVE_SIZE,
         epsilon: float = 1e-6,
     ) -> None:
+        if isinstance(dims, str | bytes) or not hasattr(dims, "__len__"):
+            raise ConfigError(
+                f"dims must be a sequence of positive ints, got {shown(dims)}", "GridArchive.dims"
+            )
         dims = list(dims)
         if not dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
-            raise ConfigError(f"dims must be positive ints, got {dims!r}", "GridArchive.dims")
+            raise ConfigError(f"dims must be positive ints, got {shown(dims)}", "GridArchive.dims")
+        if math.prod(dims) > MAX_ARCHIVE_CELLS:
+            raise ConfigError(
+                f"dims {shown(dims)} make {math.prod(dims)} cells, above the limit "
+                f"MAX_ARCHIVE_CELLS = {MAX_ARCHIVE_CELLS}",
+                "GridArchive.dims",
+            )
+        if isinstance(ranges, str | bytes) or not hasattr(ranges, "__len__"):
+            raise ConfigError(
+                f"ranges must be a sequence of (low, high) pairs, got {shown(ranges)}",
+                "GridArchive.ranges",
+            )
         if len(dims) != len(ranges):
             raise ConfigError(
                 f"dims has {len(dims)} entries but ranges has {len(ranges)}", "GridArchive.ranges"
             )
-        if not (math.isfinite(epsilon) and epsilon >= 0):
+        number = config_number(epsilon, "GridArchive.epsilon")
+        if not (math.isfinite(number) and number >= 0):
             raise ConfigError(
                 f"epsilon must be finite and >= 0, got {epsilon!r}", "GridArchive.epsilon"
             )
         self._dims = dims
-        self._epsilon = float(epsilon)
+        self._epsilon = number
         super().__init__(
             math.prod(dims),
             ranges,
