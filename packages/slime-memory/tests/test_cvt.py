@@ -105,3 +105,11 @@ def test_the_accelerator_nearest_search_agrees_with_cdist_here_and_far_from_the_
     far = CVTArchive(2, [(1e6 - 1, 1e6 + 1)] * 2, centroids=centroids, nearest="brute_force")
     close_call = torch.tensor([[1e6 + 0.0504, 1e6 + 0.3]] * 26, dtype=torch.float64)
     assert far._nearest_by_columns(close_call).tolist() == [1] * 26
+
+
+@pytest.mark.parametrize("seed", ["a", -1, 1.5, True, 2**32], ids=repr)
+def test_a_seed_that_is_not_an_int_in_range_raises_config_error(seed) -> None:
+    # numpy's default_rng and scikit-learn raised their own TypeError/ValueError (True seeded
+    # as 1).
+    with pytest.raises(ConfigError, match=rf"CVTArchive.seed: seed must be an int .*{seed!r}"):
+        CVTArchive(4, RANGES, samples=8, seed=seed)

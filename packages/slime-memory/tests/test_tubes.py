@@ -159,3 +159,31 @@ def test_a_refused_store_changes_nothing(data, weight, says) -> None:
     for m in (memory, untouched):
         m.store(torch.tensor([9.0, 9.0]), 1.0)  # weighs against the old ones as if never refused
     assert torch.equal(memory.recall(), untouched.recall())
+
+
+@pytest.mark.parametrize(
+    ("arguments", "says"),
+    [
+        ({"capacity": 10**12}, "capacity 1000000000000 is above the limit MAX_TUBE_CAPACITY"),
+        ({"device": "gpu"}, "TubeNetwork.device: device 'gpu' is not a torch device"),
+        ({"device": "cuda:x"}, "TubeNetwork.device: device 'cuda:x' is not a torch device"),
+        ({"device": 1.5}, "TubeNetwork.device: device must be a torch.device"),
+    ],
+    ids=["huge-capacity", "unknown-type", "cuda-x", "float"],
+)
+def test_construction_names_a_capacity_above_the_limit_or_an_unreadable_device(
+    arguments, says
+) -> None:
+    # 10**12 failed allocating at the first store; a bad device string raised torch's
+    # RuntimeError from the constructor.
+    with pytest.raises(ConfigError, match=says):
+        TubeNetwork(**{"capacity": 3, "decay": 0.5, **arguments}).store(torch.ones(1), 1.0)
+
+
+def test_a_complex_tensor_weight_is_refused() -> None:
+    # The cast to the float weights dropped the imaginary part silently.
+    memory = TubeNetwork(3, 0.5)
+    memory.store(torch.ones(1), 1.0)
+    with pytest.raises(ArchiveError, match="weight must be real, got a torch.complex64 tensor"):
+        memory.store(torch.ones(1), torch.tensor(1 + 2j))
+    assert len(memory) == 1

@@ -11,7 +11,7 @@ import torch
 from scipy.spatial import KDTree
 from sklearn.cluster import k_means
 from slime.memory.archive import MAX_ARCHIVE_SIZE, Archive
-from slime.proto import ConfigError
+from slime.proto import ConfigError, shown
 
 __all__ = ["CVTArchive"]
 
@@ -33,7 +33,7 @@ class CVTArchive(Archive):
         ranges: ``(low, high)`` per dimension.
         centroids: ``(cells, k)`` centroids to use instead of k-means.
         samples: uniform samples clustered by k-means (ignored with ``centroids``).
-        seed: seeds the samples and k-means.
+        seed: seeds the samples and k-means: an int in ``[0, 2**32)`` (scikit-learn's range).
         nearest: ``"auto"`` (k-d tree on CPU, batched distances elsewhere), ``"kd_tree"`` (CPU
             only) or ``"brute_force"``.
         device, qd_offset, learning_rate, threshold_min, max_size: see :class:`Archive`.
@@ -65,6 +65,10 @@ class CVTArchive(Archive):
             threshold_min=threshold_min,
             max_size=max_size,
         )
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+            raise ConfigError(
+                f"seed must be an int in [0, 2**32), got {shown(seed)}", "CVTArchive.seed"
+            )
         if centroids is None:
             if isinstance(samples, bool) or not isinstance(samples, int) or samples < cells:
                 raise ConfigError(

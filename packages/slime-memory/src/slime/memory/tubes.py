@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import torch
-from slime.proto import ArchiveError, ConfigError
+from slime.memory._devices import as_device
+from slime.memory.limits import MAX_TUBE_CAPACITY
+from slime.proto import ArchiveError, ConfigError, shown
 
 __all__ = ["TubeNetwork"]
 
@@ -17,12 +19,15 @@ class TubeNetwork:
     detached copies.
 
     Args:
-        capacity: how many stores are remembered; the oldest is overwritten first.
+        capacity: how many stores are remembered, at most
+            :data:`~slime.memory.limits.MAX_TUBE_CAPACITY` (1,048,576); the oldest is
+            overwritten first.
         decay: factor in ``(0, 1]`` applied to every remembered weight at each store.
         device: where the buffer lives; None means the device of the first stored tensor.
 
     Raises:
-        ConfigError: capacity < 1 or decay outside ``(0, 1]``.
+        ConfigError: capacity < 1 or above the limit, decay outside ``(0, 1]``, or a device
+            torch cannot read.
     """
 
     def __init__(
@@ -30,13 +35,18 @@ class TubeNetwork:
     ) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
             raise ConfigError(
-                f"capacity must be a positive int, got {capacity!r}", "TubeNetwork.capacity"
+                f"capacity must be a positive int, got {shown(capacity)}", "TubeNetwork.capacity"
+            )
+        if capacity > MAX_TUBE_CAPACITY:
+            raise ConfigError(
+                f"capacity {capacity} is above the limit MAX_TUBE_CAPACITY = {MAX_TUBE_CAPACITY}",
+                "TubeNetwork.capacity",
             )
         if isinstance(decay, bool) or not isinstance(decay, int | float) or not 0.0 < decay <= 1.0:
             raise ConfigError(f"decay must be in (0, 1], got {decay!r}", "TubeNetwork.decay")
         self._capacity = capacity
         self._decay = float(decay)
-        self._device = torch.device(device) if device is not None else None
+        self._device = as_device(device, "TubeNetwork.device")
         self._data: torch.Tensor | None = None  # (capacity, *shape)
         self._weights: torch.Tensor | None = None  # (capacity,) >= float32, 0 for empty slots
         self._next = 0
@@ -66,7 +76,7 @@ class TubeNetwork:
 
         Raises:
             ArchiveError: ``data`` is not a floating tensor or its shape differs from the first store's;
-                the weight is negative, not finite or not 0-d.
+                the weight is negative, not finite, not 0-d or complex.
         """
         if not isinstance(data, torch.Tensor):
             raise ArchiveError(f"data must be a torch.Tensor, got {type(data).__name__}")
@@ -87,6 +97,8 @@ class TubeNetwork:
         if isinstance(weight, torch.Tensor):
             if weight.dim() != 0:
                 raise ArchiveError(f"weight must be 0-d, got shape {tuple(weight.shape)}")
+            if weight.is_complex():  # the cast below would drop the imaginary part
+                raise ArchiveError(f"weight must be real, got a {weight.dtype} tensor")
             weight = weight.detach().to(device=self._weights.device, dtype=self._weights.dtype)
         elif isinstance(weight, bool) or not isinstance(weight, int | float):
             raise ArchiveError(f"weight must be a float or 0-d tensor, got {weight!r}")
