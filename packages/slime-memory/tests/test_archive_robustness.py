@@ -284,3 +284,25 @@ def test_archive_cells_above_the_limit_raise_config_error() -> None:
         ConfigError, match=f"above the limit MAX_ARCHIVE_CELLS = {MAX_ARCHIVE_CELLS}"
     ):
         CVTArchive(MAX_ARCHIVE_CELLS + 1, [(0.0, 1.0)])
+
+
+@pytest.mark.parametrize("path", [None, 5, b"a"], ids=repr)
+def test_save_names_a_path_that_is_not_one(path) -> None:
+    # Path(None) and Path(5) raised TypeError.
+    with pytest.raises(ArchiveError, match=f"save needs a folder path .*got {path!r}"):
+        filled_grid().save(path)
+
+
+@pytest.mark.parametrize("where", ["file", "below-a-file"])
+def test_save_onto_a_regular_file_raises_and_leaves_it_and_the_archive_whole(
+    where, tmp_path
+) -> None:
+    # mkdir raised FileExistsError (NotADirectoryError below a file).
+    saved = filled_grid()
+    saved.save(tmp_path / "archive")
+    (tmp_path / "file").write_bytes(b"keep me")
+    target = tmp_path / "file" if where == "file" else tmp_path / "file" / "archive"
+    with pytest.raises(ArchiveError, match=f"cannot save an archive to {target}"):
+        filled_grid().save(target)
+    assert (tmp_path / "file").read_bytes() == b"keep me"
+    assert_unchanged(snapshot(saved), GridArchive.load(tmp_path / "archive"))

@@ -170,7 +170,14 @@ def save_archive(
     }
     document = {"meta": meta, "meta_sha256": _digest(_canonical(meta))}
     text = json.dumps(document, sort_keys=True, allow_nan=False, indent=1).encode()
-    path.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_dir():
+        raise ArchiveError(f"cannot save an archive to {path}: it is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:  # a parent is a file
+        raise ArchiveError(f"cannot save an archive to {path}: {e}") from e
+    # Other OSErrors (a full disk, no permission) propagate as they are: the environment, not
+    # the argument, is at fault, and the previous files stay whole either way.
     with _locked(path, exclusive=True):
         staged = []
         try:

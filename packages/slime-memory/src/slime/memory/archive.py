@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -783,7 +784,15 @@ class Archive:
         """Write the archive to the directory ``path``: safetensors for tensors, JSON for the rest.
 
         No pickle. The JSON records the tensor file's sha256, so load detects truncation or edits.
+        The folder is created if missing; a save that fails leaves what the folder held whole.
+
+        Raises:
+            ArchiveError: ``path`` is not a str or path-like, or it (or a parent) is an existing
+                file rather than a folder (naming the path). OSError: the files cannot be
+                written (a full disk, no permission); the previous files stay whole.
         """
+        if not isinstance(path, str | os.PathLike) or isinstance(os.fspath(path), bytes):
+            raise ArchiveError(f"save needs a folder path (str or Path), got {shown(path)}")
         shared = {
             "ranges": [list(r) for r in self._ranges],
             "qd_offset": self._qd_offset,
