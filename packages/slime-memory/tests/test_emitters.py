@@ -284,6 +284,49 @@ def test_bad_arguments_raise_config_errors_naming_the_value(make, message) -> No
         make(archive_with())
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"sigma": 1j}, r"GaussianEmitter.sigma: sigma must be .* got .*complex.* 1j"),
+        ({"sigma": [1.0, 1j]}, r"GaussianEmitter.sigma: sigma must be .*complex"),
+        ({"sigma": "1"}, r"GaussianEmitter.sigma: sigma must be .* got '1'"),
+        ({"sigma": 10**400}, r"GaussianEmitter.sigma: sigma must be .* got 1000"),
+        ({"bounds": 5}, r"GaussianEmitter.bounds: bounds must be None, .* got 5"),
+        ({"bounds": (0, 10**400)}, r"GaussianEmitter.bounds: bounds\[0\] .* float64 range"),
+        ({"x0": [1 + 2j, 0.0]}, r"GaussianEmitter.x0: x0 must be d numbers \(real\)"),
+        ({"x0": torch.tensor([1 + 2j, 0.0])}, r"GaussianEmitter.x0: x0 must be .*complex"),
+        ({"x0": [True, False]}, r"GaussianEmitter.x0: x0 must be .*torch.bool"),
+        ({"x0": "ab"}, r"GaussianEmitter.x0: x0 must be d numbers, got 'ab'"),
+    ],
+    ids=[
+        "sigma-complex",
+        "sigma-complex-list",
+        "sigma-str",
+        "sigma-huge",
+        "bounds-int",
+        "bounds-huge",
+        "x0-complex",
+        "x0-complex-tensor",
+        "x0-bool",
+        "x0-str",
+    ],
+)
+def test_mistyped_numbers_raise_config_errors_instead_of_converting(arguments, message) -> None:
+    # sigma 1j or "1" raised TypeError, bounds=5 TypeError (len), 10**400 OverflowError; a
+    # complex x0 lost its imaginary part and bools became 1.0 and 0.0.
+    given = {"sigma": 1.0, "x0": [0.0, 0.0], **arguments}
+    with pytest.raises(ConfigError, match=message):
+        GaussianEmitter(archive_with(), **given)
+
+
+def test_instances_above_the_limit_raise_config_error_before_allocating() -> None:
+    from slime.memory.limits import MAX_EMITTER_INSTANCES
+
+    with pytest.raises(ConfigError, match=f"instances {10**9} is above the limit"):
+        EvolutionStrategyEmitter(archive_with(), x0=[0.0], sigma0=0.5, instances=10**9)
+    assert MAX_EMITTER_INSTANCES >= 15  # pyribs' CMA-ME setup still fits
+
+
 def test_an_archive_of_payloads_cannot_feed_an_emitter() -> None:
     archive = GridArchive((4,), [(0.0, 4.0)], max_size=4)
     archive.add([{"solution": torch.zeros(2)}], torch.ones(1), torch.ones(1, 1))

@@ -146,3 +146,19 @@ def test_check_must_be_a_bool() -> None:
     archive, emitters, _ = setup()
     with pytest.raises(ConfigError, match="check must be True or False, got 'no'"):
         Scheduler(archive, emitters, check="no")
+
+
+def test_emitters_that_are_no_sequence_raise_config_error() -> None:
+    # list(None) raised TypeError.
+    with pytest.raises(ConfigError, match="Scheduler.emitters: emitters must be a sequence .*None"):
+        Scheduler(GridArchive((4,), [(0.0, 1.0)]), None)
+
+
+def test_tell_with_a_long_list_shows_a_short_message() -> None:
+    # The message held the whole list (10**5 numbers).
+    archive = GridArchive((4, 4), [(0.0, 1.0)] * 2, max_size=16)
+    scheduler = Scheduler(archive, [GaussianEmitter(archive, sigma=0.1, x0=[0.0, 0.0])])
+    scheduler.ask()
+    with pytest.raises(ArchiveError, match=r"objectives must be a tensor of 64 rows") as raised:
+        scheduler.tell([0.5] * 100_000, torch.zeros(64, 2))
+    assert len(str(raised.value)) < 300

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from slime.proto import ConfigError
+from slime.proto import ConfigError, shown
 
 __all__ = [
     "Bounds",
@@ -31,23 +31,44 @@ def positive_int(value: Any, path: str) -> int:
 
 
 def positive_float(value: Any, path: str) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        number = math.nan
+    else:
+        try:
+            number = float(value)
+        except OverflowError:  # an int such as 10**400
+            number = math.inf
+    if not math.isfinite(number) or number <= 0:
         raise ConfigError(
-            f"{path.rsplit('.', 1)[-1]} must be a finite number > 0, got {value!r}", path
+            f"{path.rsplit('.', 1)[-1]} must be a finite number > 0, got {shown(value)}", path
         )
-    return float(value)
+    return number
+
+
+def _real_tensor(value: Any, what: str, path: str) -> torch.Tensor:
+    """``value`` (numbers, a sequence or a tensor) as a float64 CPU tensor, or ConfigError:
+    strings, complex numbers (the cast would drop the imaginary part) and numbers beyond the
+    float64 range are refused, not converted."""
+    if isinstance(value, str | bytes):
+        raise ConfigError(f"{what}, got {shown(value)}", path)
+    try:
+        tensor = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as e:
+        raise ConfigError(f"{what}, got {shown(value)}", path) from e
+    if (
+        tensor.is_complex()
+        or tensor.dtype == torch.bool
+        or not (tensor.is_floating_point() or tensor.dtype in _INTEGER_DTYPES)
+    ):
+        raise ConfigError(f"{what} (real), got {tensor.dtype} values {shown(value)}", path)
+    return tensor.detach().to(device="cpu", dtype=torch.float64)
+
+
+_INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
 def check_x0(x0: Any, device: torch.device, owner: str) -> torch.Tensor:
-    try:
-        point = torch.as_tensor(x0, dtype=torch.float64)
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise ConfigError(f"x0 must be d numbers, got {x0!r}", f"{owner}.x0") from e
+    point = _real_tensor(x0, "x0 must be d numbers", f"{owner}.x0")
     if point.dim() != 1 or point.shape[0] == 0:
         raise ConfigError(
             f"x0 must have shape (d,) with d >= 1, got shape {tuple(point.shape)}", f"{owner}.x0"
@@ -60,11 +81,10 @@ def check_x0(x0: Any, device: torch.device, owner: str) -> torch.Tensor:
 def check_scale(sigma: Any, dim: int, device: torch.device, path: str) -> torch.Tensor:
     if isinstance(sigma, numbers.Real) and not isinstance(sigma, bool):
         return torch.tensor(positive_float(sigma, path), dtype=torch.float64, device=device)
-    scale = torch.as_tensor(sigma, dtype=torch.float64)
+    what = f"sigma must be a number > 0 or {dim} finite numbers > 0"
+    scale = _real_tensor(sigma, what, path)
     if scale.shape != (dim,) or not bool((torch.isfinite(scale) & (scale > 0)).all()):
-        raise ConfigError(
-            f"sigma must be a number > 0 or {dim} finite numbers > 0, got {sigma!r}", path
-        )
+        raise ConfigError(f"{what}, got {shown(sigma)}", path)
     return scale.to(device)
 
 
@@ -75,6 +95,10 @@ def check_bounds(
     path = f"{owner}.bounds"
     if bounds is None:
         pairs: list[Any] = [(None, None)] * dim
+    elif isinstance(bounds, str | bytes) or not hasattr(bounds, "__len__"):
+        raise ConfigError(
+            f"bounds must be None, one (low, high) pair or {dim} pairs, got {shown(bounds)}", path
+        )
     elif len(bounds) == 2 and all(b is None or isinstance(b, numbers.Real) for b in bounds):
         pairs = [tuple(bounds)] * dim
     else:
@@ -93,15 +117,19 @@ def check_bounds(
             raise ConfigError(f"bounds[{i}] is {pair!r}, expected (low, high)", path) from e
         low = -math.inf if low is None else low
         high = math.inf if high is None else high
-        if (
-            any(isinstance(v, bool) or not isinstance(v, numbers.Real) for v in (low, high))
-            or math.isnan(low)
-            or math.isnan(high)
-            or not low < high
-        ):
-            raise ConfigError(f"bounds[{i}] is {pair!r}, expected numbers low < high", path)
-        lows.append(float(low))
-        highs.append(float(high))
+        if any(isinstance(v, bool) or not isinstance(v, numbers.Real) for v in (low, high)):
+            raise ConfigError(f"bounds[{i}] is {shown(pair)}, expected numbers low < high", path)
+        try:
+            low, high = float(low), float(high)
+        except OverflowError as e:  # an int such as 10**400
+            raise ConfigError(
+                f"bounds[{i}] is {shown(pair)}: beyond the float64 range (use None for open)",
+                path,
+            ) from e
+        if math.isnan(low) or math.isnan(high) or not low < high:
+            raise ConfigError(f"bounds[{i}] is {shown(pair)}, expected numbers low < high", path)
+        lows.append(low)
+        highs.append(high)
     both = torch.tensor([lows, highs], dtype=torch.float64, device=device)
     return both[0], both[1]
 

@@ -31,6 +31,7 @@ from slime.memory._emitter_checks import (
     positive_int,
 )
 from slime.memory.archive import Archive
+from slime.memory.limits import MAX_EMITTER_INSTANCES
 from slime.proto import ArchiveError, ConfigError
 
 __all__ = ["Emitter", "EvolutionStrategyEmitter", "GaussianEmitter", "IsoLineEmitter"]
@@ -230,7 +231,8 @@ class EvolutionStrategyEmitter(Emitter):
       restart starts from a uniformly drawn elite with ``sigma0``.
 
     See :class:`Emitter` for the shared args (``batch_size`` is per search; None uses CMA-ES'
-    default ``4 + floor(3 ln d)``). Out-of-bounds samples are redrawn a few times, then clipped.
+    default ``4 + floor(3 ln d)``). ``instances`` is at most
+    :data:`~slime.memory.limits.MAX_EMITTER_INSTANCES` (4,096). Out-of-bounds samples are redrawn a few times, then clipped.
     ``eigen_device`` (default: the archive's) is where the covariances' eigendecomposition runs
     every few generations: small batched ``eigh`` calls can be faster on the CPU than on a GPU.
     """
@@ -260,6 +262,12 @@ class EvolutionStrategyEmitter(Emitter):
         )
         self.sigma0 = positive_float(sigma0, f"{name}.sigma0")
         self.instances = positive_int(instances, f"{name}.instances")
+        if self.instances > MAX_EMITTER_INSTANCES:
+            raise ConfigError(
+                f"instances {self.instances} is above the limit MAX_EMITTER_INSTANCES = "
+                f"{MAX_EMITTER_INSTANCES}",
+                f"{name}.instances",
+            )
         if ranker not in ("2imp", "imp"):
             raise ConfigError(f"ranker must be '2imp' or 'imp', got {ranker!r}", f"{name}.ranker")
         if selection_rule not in ("filter", "mu"):

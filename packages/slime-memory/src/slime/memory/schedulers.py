@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from slime.memory.archive import AddResult, Archive
 from slime.memory.emitters import Emitter
-from slime.proto import ArchiveError, ConfigError
+from slime.proto import ArchiveError, ConfigError, shown
 
 __all__ = ["Scheduler"]
 
@@ -43,6 +43,11 @@ class Scheduler:
         column: str = "solution",
         check: bool = True,
     ) -> None:
+        if isinstance(emitters, str | bytes) or not hasattr(emitters, "__iter__"):
+            raise ConfigError(
+                f"emitters must be a sequence of Emitters, got {shown(emitters)}",
+                "Scheduler.emitters",
+            )
         emitters = list(emitters)
         if not emitters:
             raise ConfigError("the scheduler needs at least one emitter", "Scheduler.emitters")
@@ -116,8 +121,14 @@ class Scheduler:
         n = solutions.shape[0]
         for name, values in (("objectives", objectives), ("measures", measures)):
             if not isinstance(values, torch.Tensor) or values.dim() < 1 or values.shape[0] != n:
-                shape = tuple(values.shape) if isinstance(values, torch.Tensor) else values
-                raise ArchiveError(f"{name} has shape {shape}; ask returned {n} solutions")
+                if isinstance(values, torch.Tensor):
+                    raise ArchiveError(
+                        f"{name} has shape {tuple(values.shape)}; ask returned {n} solutions"
+                    )
+                raise ArchiveError(
+                    f"{name} must be a tensor of {n} rows (ask returned {n} solutions), got "
+                    f"{type(values).__name__} {shown(values)}"
+                )
         result = self.archive.add({self.column: solutions}, objectives, measures, check=self.check)
         self._solutions = None
         objectives = objectives.to(solutions.device)
