@@ -115,3 +115,65 @@ def test_a_drifting_descriptor_reports_its_steps_and_drift() -> None:
 def test_stability_needs_two_observations() -> None:
     with pytest.raises(ArchiveError, match=r"n >= 2"):
         descriptor_stability(torch.ones(1, 2))
+
+
+@pytest.mark.parametrize(
+    "samples",
+    [
+        np.ones((5, 2), dtype=np.complex128),
+        np.array([["1.5", "2"], ["3", "4"], ["5", "7"]]),
+        np.ones((5, 2), dtype=bool),
+        torch.ones(5, 2, dtype=torch.complex64),
+        torch.ones(5, 2, dtype=torch.bool),
+    ],
+    ids=["numpy-complex", "numpy-str", "numpy-bool", "torch-complex", "torch-bool"],
+)
+@pytest.mark.parametrize("function", [kmo, bartlett_sphericity, kernel_pca, descriptor_variance])
+def test_samples_that_are_not_real_numbers_are_refused(function, samples) -> None:
+    # They were cast to float64: the imaginary part dropped, "1.5" parsed, bools 0 and 1.
+    with pytest.raises(ArchiveError, match="samples must hold real numbers, got dtype"):
+        function(samples)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "says"),
+    [
+        ({"gamma": "a"}, "gamma must be None or a finite number > 0, got 'a'"),
+        ({"gamma": -1.0}, "gamma must be .* got -1.0"),
+        ({"gamma": float("nan")}, "gamma must be .* got nan"),
+        ({"gamma": 10**400}, "gamma must be .* got 1000"),
+        ({"seed": -1}, r"seed must be an int in \[0, 2\*\*32\), got -1"),
+        ({"seed": "a"}, "seed must be .* got 'a'"),
+        ({"seed": 1.5}, "seed must be .* got 1.5"),
+        ({"kernel": "precomputed"}, "kernel 'precomputed' is not one of"),
+        ({"kernel": ["rbf"]}, r"kernel \['rbf'\] is not one of"),
+    ],
+    ids=[
+        "gamma-str",
+        "gamma-negative",
+        "gamma-nan",
+        "gamma-huge",
+        "seed-negative",
+        "seed-str",
+        "seed-float",
+        "kernel-precomputed",
+        "kernel-list",
+    ],
+)
+def test_kernel_pca_arguments_are_checked_before_scikit_learn(arguments, says) -> None:
+    # scikit-learn raised its own InvalidParameterError / ValueError.
+    samples = torch.randn(10, 3, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ArchiveError, match=says):
+        kernel_pca(samples, **arguments)
+
+
+def test_kmo_and_bartlett_of_huge_finite_samples_are_finite_and_scale_free() -> None:
+    # corrcoef overflowed on values near 1e308: NaN results for finite input.
+    samples = np.random.default_rng(0).normal(size=(40, 3))
+    samples[:, 1] += samples[:, 0]
+    huge = samples * 1e307
+    assert np.isfinite(kmo(huge).overall)
+    assert kmo(huge).overall == pytest.approx(kmo(samples).overall, rel=1e-12)
+    statistic, p_value = bartlett_sphericity(huge)
+    assert statistic == pytest.approx(bartlett_sphericity(samples)[0], rel=1e-12)
+    assert np.isfinite(p_value)

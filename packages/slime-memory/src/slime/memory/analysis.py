@@ -13,6 +13,7 @@ observation). They run on the host in float64; the inputs may live on any device
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +21,7 @@ import torch
 from scipy.stats import chi2
 from sklearn.decomposition import KernelPCA
 from sklearn.metrics.pairwise import pairwise_kernels
-from slime.proto import ArchiveError
+from slime.proto import ArchiveError, shown
 
 __all__ = [
     "KMOResult",
@@ -34,6 +35,7 @@ __all__ = [
 ]
 
 _KERNELS = ("linear", "poly", "rbf", "sigmoid", "cosine")
+_INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,15 @@ class StabilityResult:
 
 def _matrix(samples: torch.Tensor | np.ndarray, name: str, min_rows: int) -> np.ndarray:
     if isinstance(samples, torch.Tensor):
+        if not (samples.is_floating_point() or samples.dtype in _INTEGER_DTYPES):
+            # complex would lose its imaginary part, bool become 0 and 1
+            raise ArchiveError(f"{name} must hold real numbers, got dtype {samples.dtype}")
+        if samples.is_meta:
+            raise ArchiveError(f"{name} is on the meta device (no data)")
         array = samples.detach().to(device="cpu", dtype=torch.float64).numpy()
     elif isinstance(samples, np.ndarray):
+        if samples.dtype.kind not in "iuf":  # complex, strings ("1.5"), objects, bools
+            raise ArchiveError(f"{name} must hold real numbers, got dtype {samples.dtype}")
         array = samples.astype(np.float64)
     else:
         raise ArchiveError(f"{name} must be a tensor or array, got {type(samples).__name__}")
@@ -85,6 +94,10 @@ def _matrix(samples: torch.Tensor | np.ndarray, name: str, min_rows: int) -> np.
 def _correlation(array: np.ndarray, name: str) -> np.ndarray:
     if array.shape[1] < 2:
         raise ArchiveError(f"{name} has {array.shape[1]} dimension; correlation needs >= 2")
+    # Correlation does not change when a column is scaled: dividing each by its largest
+    # magnitude first keeps sums of finite values near 1e308 from overflowing (NaN results).
+    largest = np.abs(array).max(axis=0)
+    array = array / np.where(largest > 0, largest, 1.0)
     std = array.std(axis=0)
     flat = np.flatnonzero(std == 0)
     if flat.size:
@@ -144,12 +157,26 @@ def kernel_pca(
     Args:
         n_components: components kept, 1..n.
         kernel: one of linear, poly, rbf, sigmoid, cosine.
-        gamma: kernel coefficient; None means ``1 / k`` (scikit-learn's default).
-        seed: for the randomised eigensolver scikit-learn may pick on large inputs.
+        gamma: kernel coefficient, a finite number > 0; None means ``1 / k`` (scikit-learn's
+            default).
+        seed: an int in ``[0, 2**32)``, for the randomised eigensolver scikit-learn may pick
+            on large inputs.
+
+    Raises:
+        ArchiveError: bad samples, or an argument of the wrong type or range (naming it).
     """
     array = _matrix(samples, "samples", min_rows=2)
-    if kernel not in _KERNELS:
-        raise ArchiveError(f"kernel {kernel!r} is not one of {_KERNELS}")
+    if not isinstance(kernel, str) or kernel not in _KERNELS:
+        raise ArchiveError(f"kernel {shown(kernel)} is not one of {_KERNELS}")
+    if gamma is not None:
+        number = math.nan
+        if not isinstance(gamma, bool) and isinstance(gamma, int | float):
+            number = float(gamma) if abs(gamma) < 2**1024 else math.inf  # 10**400 overflows
+        if not 0 < number < math.inf:  # also refuses NaN
+            raise ArchiveError(f"gamma must be None or a finite number > 0, got {shown(gamma)}")
+        gamma = number
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ArchiveError(f"seed must be an int in [0, 2**32), got {shown(seed)}")
     n = array.shape[0]
     if isinstance(n_components, bool) or not isinstance(n_components, int):
         raise ArchiveError(f"n_components must be an int, got {n_components!r}")
