@@ -197,3 +197,47 @@ def test_a_forged_archive_is_refused_with_an_archive_error(tmp_path, edit_meta, 
     _forge(tmp_path / "a", edit_meta, edit_tensors)
     with pytest.raises(ArchiveError):
         GridArchive.load(tmp_path / "a")
+
+
+def _threshold(value: float):
+    def edit(tensors: dict) -> None:
+        tensors["archive/threshold"][4] = value
+
+    return edit
+
+
+def _move_an_elite(tensors: dict) -> None:
+    # cell 0 of the 3 x 3 grid holds the elite at (0.1, -0.9); put it in cell 8's corner
+    tensors["archive/descriptors"][0] = torch.tensor([0.9, 0.9])
+
+
+@pytest.mark.parametrize(
+    ("edit_meta", "edit_tensors", "says"),
+    [
+        (lambda m: m["config"].update(dims={"list": [{"plain": 10**6}] * 2}), None,
+         f"asks for {10**12} cells, above the limit MAX_ARCHIVE_CELLS"),
+        (lambda m: m["config"].update(dims={"list": [{"plain": 300}] * 2}), None,
+         "asks for 90000 cells, the stored state holds 9"),
+        (None, _threshold(math.inf), "cell 4 has threshold inf"),
+        (None, _threshold(math.nan), "cell 4 has threshold nan"),
+        (None, _move_an_elite, "the elite in cell 0 has a descriptor of cell 8"),
+    ],
+    ids=["huge-dims", "dims-disagree", "threshold-inf", "threshold-nan", "elite-elsewhere"],
+)  # fmt: skip
+def test_a_forged_configuration_or_state_is_refused_before_it_is_built(
+    tmp_path, edit_meta, edit_tensors, says
+) -> None:
+    # 10**12 cells were allocated before the shapes were compared (MemoryError); 90000 were
+    # built and then refused; an inf threshold and an elite outside its cell loaded as if sound.
+    populated_grid().save(tmp_path / "a")
+    _forge(tmp_path / "a", edit_meta, edit_tensors)
+    with pytest.raises(ArchiveError, match=says):
+        GridArchive.load(tmp_path / "a")
+
+
+def test_a_forged_cvt_cell_count_is_refused(tmp_path) -> None:
+    archive = CVTArchive(4, [(0.0, 1.0)], samples=8)
+    archive.save(tmp_path / "a")
+    _forge(tmp_path / "a", lambda m: m["config"].update(cells={"plain": 5}))
+    with pytest.raises(ArchiveError, match="asks for 5 cells, the stored state holds 4"):
+        CVTArchive.load(tmp_path / "a")

@@ -71,10 +71,17 @@ class SavedArchive:
         live = occupied > 0
         if not bool(torch.isfinite(s["objective"][live]).all()):
             raise ArchiveError(f"{self.path}: an elite's objective is NaN or infinite")
-        if bool(s["threshold"].isnan().any()) or not bool(
-            torch.isfinite(s["descriptors"][live]).all()
-        ):
-            raise ArchiveError(f"{self.path}: a threshold or an elite's descriptor is NaN")
+        # A threshold is finite, or -inf in an empty cell of a plain archive: +inf or NaN
+        # would keep its cell shut for ever.
+        bad = torch.nonzero(s["threshold"].isnan() | (s["threshold"] == torch.inf)).squeeze(1)
+        if bad.numel():
+            cell = int(bad[0])
+            raise ArchiveError(
+                f"{self.path}: cell {cell} has threshold {float(s['threshold'][cell])!r} "
+                "(must be finite, or -inf)"
+            )
+        if not bool(torch.isfinite(s["descriptors"][live]).all()):
+            raise ArchiveError(f"{self.path}: an elite's descriptor is NaN or infinite")
         numbers = [s["objective"], s["threshold"], occupied]
         return torch.cat([torch.stack(numbers, dim=1), s["descriptors"]], dim=1)
 

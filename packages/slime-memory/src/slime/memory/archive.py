@@ -818,14 +818,22 @@ class Archive:
     def load(cls, path: str | Path, *, device: torch.device | str | None = None) -> Archive:
         """Rebuild an archive written by :meth:`save`, with its tensors on ``device`` (CPU default).
 
+        The configuration is checked against the stored tensors before anything is built, and
+        every elite against its cell, so a forged pair of files (checksums recomputed) is
+        refused rather than trusted.
+
         Raises:
-            ArchiveError: missing, truncated or tampered files, or a file of another archive kind.
+            ArchiveError: missing, truncated or tampered files, a file of another archive kind,
+                a configuration whose cell count differs from the stored tensors' (or is above
+                ``MAX_ARCHIVE_CELLS``), a threshold of +inf or NaN, or an elite whose
+                descriptor lies in another cell than the one holding it (naming the cell).
         """
         saved = _persist.load_archive(Path(path), device=device)
         kinds = {sub.kind: sub for sub in _subclasses(Archive)}
         target = kinds.get(saved.kind)
         if target is None or not issubclass(target, cls):
             raise ArchiveError(f"{path} holds a {saved.kind!r} archive, not a {cls.kind}")
+        _check_saved_cells(saved.config, saved.state, path)
         try:
             config = dict(saved.config)
             config["ranges"] = [tuple(r) for r in config["ranges"]]
@@ -833,7 +841,18 @@ class Archive:
         except (KeyError, TypeError, ValueError, ConfigError) as e:
             raise ArchiveError(f"{path}: the saved configuration is invalid: {e}") from e
         archive._set_state(saved.state_matrix(archive.cells, archive.descriptor_dim))
-        archive._store = saved.genome_store(archive.occupied_cells(), archive.cells, archive.device)
+        occupied = archive.occupied_cells()
+        if occupied:
+            held = torch.tensor(occupied, dtype=torch.int64, device=archive.device)
+            mapped = archive.cell_index(archive._descriptors.index_select(0, held))
+            wrong = torch.nonzero(mapped != held).squeeze(1)
+            if wrong.numel():
+                i = int(wrong[0])
+                raise ArchiveError(
+                    f"{path}: the elite in cell {occupied[i]} has a descriptor of cell "
+                    f"{int(mapped[i])} (forged or from another archive)"
+                )
+        archive._store = saved.genome_store(occupied, archive.cells, archive.device)
         return archive
 
     # ---- input checks ---------------------------------------------------------------------
@@ -957,6 +976,41 @@ def _check_ranges(ranges: Sequence[tuple[float, float]], owner: str) -> list[tup
     if not checked:
         raise ConfigError("ranges is empty; need one (low, high) per dimension", f"{owner}.ranges")
     return checked
+
+
+def _check_saved_cells(config: dict[str, Any], state: dict[str, torch.Tensor], path: Any) -> None:
+    """Raise ArchiveError unless the saved configuration asks for as many cells as the stored
+    state holds, at most MAX_ARCHIVE_CELLS: checked before the archive (and its state, or a
+    k-means over that many cells) is built from the configuration."""
+    objective = state.get("objective")
+    if objective is None or objective.dim() != 1:
+        shape = None if objective is None else tuple(objective.shape)
+        raise ArchiveError(f"{path}: 'objective' has shape {shape}, expected (cells,)")
+    stored = objective.shape[0]
+    asked = None
+    if "cells" in config:
+        asked = config["cells"]
+    elif isinstance(config.get("dims"), list) and all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in config["dims"]
+    ):
+        dims = config["dims"]
+        # The product of many dims can be astronomically large: stop once past the limit.
+        asked = 1
+        for d in dims:
+            asked *= d
+            if asked > MAX_ARCHIVE_CELLS:
+                break
+    if isinstance(asked, int) and not isinstance(asked, bool):
+        if asked > MAX_ARCHIVE_CELLS:
+            raise ArchiveError(
+                f"{path}: the saved configuration asks for {shown(asked)} cells, above the "
+                f"limit MAX_ARCHIVE_CELLS = {MAX_ARCHIVE_CELLS}"
+            )
+        if asked != stored:
+            raise ArchiveError(
+                f"{path}: the saved configuration asks for {asked} cells, the stored state "
+                f"holds {stored}"
+            )
 
 
 def _subclasses(cls: type) -> list[type]:
