@@ -241,3 +241,14 @@ def test_a_forged_cvt_cell_count_is_refused(tmp_path) -> None:
     _forge(tmp_path / "a", lambda m: m["config"].update(cells={"plain": 5}))
     with pytest.raises(ArchiveError, match="asks for 5 cells, the stored state holds 4"):
         CVTArchive.load(tmp_path / "a")
+
+
+def test_a_cvt_elite_on_a_tie_between_centroids_counts_as_in_either_cell() -> None:
+    # The k-d tree, cdist and the column sums may break a tie differently: an archive saved on
+    # one device must load on another, so load's check accepts either side of a tie.
+    archive = CVTArchive(
+        2, [(-1.0, 2.0), (-1.0, 1.0)], centroids=torch.tensor([[0.0, 0.0], [1.0, 0.0]])
+    )
+    points = torch.tensor([[0.5, 0.0], [0.5, 0.0], [0.2, 0.0], [0.9, 0.3]], dtype=torch.float64)
+    cells = torch.tensor([0, 1, 1, 0])
+    assert archive._in_own_cells(points, cells).tolist() == [True, True, False, False]

@@ -772,6 +772,11 @@ class Archive:
     def _descriptors(self) -> torch.Tensor:
         return self._state[:, _DESC:]
 
+    def _in_own_cells(self, descriptors: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        """``(n,)`` bool: whether each descriptor ``(n, k)`` belongs in its cell ``(n,)`` (what
+        :meth:`load` asks of every stored elite)."""
+        return self.cell_index(descriptors) == cells
+
     def _config(self) -> dict[str, Any]:
         """JSON-able constructor arguments (beyond the shared ones) for save/load."""
         raise NotImplementedError(f"{type(self).__name__} must define _config")
@@ -844,13 +849,14 @@ class Archive:
         occupied = archive.occupied_cells()
         if occupied:
             held = torch.tensor(occupied, dtype=torch.int64, device=archive.device)
-            mapped = archive.cell_index(archive._descriptors.index_select(0, held))
-            wrong = torch.nonzero(mapped != held).squeeze(1)
+            descriptors = archive._descriptors.index_select(0, held)
+            wrong = torch.nonzero(~archive._in_own_cells(descriptors, held)).squeeze(1)
             if wrong.numel():
                 i = int(wrong[0])
+                mapped = int(archive.cell_index(descriptors[i : i + 1])[0])
                 raise ArchiveError(
                     f"{path}: the elite in cell {occupied[i]} has a descriptor of cell "
-                    f"{int(mapped[i])} (forged or from another archive)"
+                    f"{mapped} (forged or from another archive)"
                 )
         archive._store = saved.genome_store(occupied, archive.cells, archive.device)
         return archive

@@ -147,6 +147,16 @@ class CVTArchive(Archive):
             parts = [self._nearest_by_columns(chunk) for chunk in descriptors.split(rows)]
         return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64, device=self.device)
 
+    def _in_own_cells(self, descriptors: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        """As :meth:`Archive._in_own_cells`, where a descriptor as near its cell's centroid as to
+        the nearest one (to 1e-9 relative) counts as in it: the k-d tree, ``cdist`` and the
+        column sums may break such a tie differently, and an archive saved on one device must
+        load on another."""
+        nearest = self.cell_index(descriptors)
+        to_held = (descriptors - self._centroids.index_select(0, cells)).square().sum(1)
+        to_nearest = (descriptors - self._centroids.index_select(0, nearest)).square().sum(1)
+        return (nearest == cells) | (to_held <= to_nearest * (1 + 1e-9))
+
     def _nearest_by_columns(self, points: torch.Tensor) -> torch.Tensor:
         """Index of each point's nearest centroid ``(n,)`` by squared Euclidean distance."""
         total = None
