@@ -593,3 +593,104 @@ def test_the_all_attending_flag_follows_births_deaths_ablation_and_loading(any_k
     assert not other._all_attend
     other.load_state_dict(org.state_dict())
     assert other._all_attend
+
+
+def unchanged(org, before):
+    after = org.state_dict()
+    return all(torch.equal(before[k].nan_to_num(), after[k].nan_to_num()) for k in before)
+
+
+def spawn_into_free_slot_one(org):
+    return org.spawn(slot=True)  # True == 1 passes a membership test, then indexes every slot
+
+
+@pytest.mark.parametrize(
+    "act",
+    [
+        spawn_into_free_slot_one,
+        lambda o: o.spawn(slot=3.0),
+        lambda o: o.spawn(step="x"),
+        lambda o: o.cull([True]),
+        lambda o: o.cull([1.0]),
+        lambda o: o.cull(1),
+        lambda o: o.ablate([True]).__enter__(),
+        lambda o: o.cull_least_fit(True),
+        lambda o: o.cull_least_fit(1.5),
+        lambda o: o.archive_elites([True]),
+        lambda o: o.write_slot(True, {k: v[0] for k, v in o.genome_columns([0]).items()}, keep_state=False),
+        lambda o: o.write_slot(-1, {k: v[0] for k, v in o.genome_columns([0]).items()}, keep_state=False),
+        lambda o: o.write_slot(5, {k: v[0] for k, v in o.genome_columns([0]).items()}, keep_state=False),
+    ],
+    ids=["spawn-True", "spawn-float", "step-str", "cull-True", "cull-float", "cull-int",
+         "ablate-True", "least-fit-True", "least-fit-float", "archive-True", "write-True",
+         "write-negative", "write-beyond"],
+)  # fmt: skip
+def test_a_slot_that_is_no_int_in_range_is_a_typed_error_and_changes_nothing(kernel, gen, act):
+    org = make(kernel, gen)
+    if act is spawn_into_free_slot_one:
+        org.cull([1])
+    before = {k: v.clone() for k, v in org.state_dict().items()}
+    with pytest.raises((PoolError, ConfigError)):
+        act(org)
+    assert unchanged(org, before) and org._ablated == frozenset()
+    assert org(torch.randn(1, 4, D)).shape == (1, 4, D)  # still usable
+
+
+@pytest.mark.parametrize(
+    ("damage", "path"),
+    [
+        (lambda g: {**g, "o_weight": torch.full_like(g["o_weight"], float("nan"))}, "o_weight"),
+        (lambda g: {**g, "qkv_weight": g["qkv_weight"] / 0.0}, "qkv_weight"),
+        (lambda g: {**g, "o_weight": g["o_weight"].long()}, "o_weight"),
+        (lambda g: {**g, "o_weight": g["o_weight"].to(torch.complex64)}, "o_weight"),
+        (lambda g: {**g, "o_weight": g["o_weight"].tolist()}, "o_weight"),
+        (lambda g: {**g, "o_weight": g["o_weight"].numpy()}, "o_weight"),
+        (lambda g: {**g, "qkv_bias": torch.zeros(7)}, "qkv_bias"),
+        (lambda g: {**g, "fitness": "high"}, "genome"),
+        (lambda g: {**g, "descriptors": [0.1, 0.2]}, "descriptors"),
+        (lambda g: {**g, "correlation": torch.eye(2)}, "correlation"),
+    ],
+    ids=["nan", "inf", "int", "complex", "list", "numpy", "bias-shape", "fitness-str",
+         "descriptors-shape", "correlation-shape"],
+)  # fmt: skip
+def test_a_malformed_genome_is_refused_whole_before_any_write(kernel, gen, damage, path):
+    org = make(kernel, gen, bias=True)
+    genome = damage({k: v[0] for k, v in org.genome_columns([1]).items()})
+    before = {k: v.clone() for k, v in org.state_dict().items()}
+    with pytest.raises(ConfigError, match=path):
+        org.write_slot(0, genome, keep_state=True)
+    if path in ("qkv_weight", "o_weight", "qkv_bias"):  # spawn takes the weights only
+        with pytest.raises(ConfigError, match=path):
+            org.spawn(genome)
+    assert unchanged(org, before) and org.live_slots() == [0, 1, 2]
+
+
+def test_a_pod_view_genome_with_a_nan_weight_is_refused(kernel, gen):
+    org = make(kernel, gen)
+    genome = org.cull([2])[0]
+    genome["params"]["q_weight"][0, 0] = float("nan")
+    with pytest.raises(ConfigError, match="params.q_weight"):
+        org.spawn(genome)
+    assert org.live_slots() == [0, 1]
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"n_pods": 1.5},
+        {"pod_capacity": 5.0},
+        {"dropout": 2.0},
+        {"dropout": float("nan")},
+        {"attn_dropout": "x"},
+        {"init_std": float("nan")},
+        {"init_std": -1.0},
+        {"out_std": float("inf")},
+        {"metabolic_rate": float("inf")},
+        {"memory_budget_bytes": -5},  # would cull every pod at the first enforce_budget
+        {"memory_budget_bytes": 1.5},
+    ],
+)
+def test_constructor_arguments_out_of_range_or_of_the_wrong_type_are_named(kernel, gen, kw):
+    args = dict(pod_capacity=5, n_pods=3, head_dim=d, kernel=kernel, generator=gen)
+    with pytest.raises(ConfigError, match=next(iter(kw))):
+        Organism(D, **{**args, **kw})

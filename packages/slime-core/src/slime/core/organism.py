@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -32,7 +33,7 @@ from slime.core.placement import placement
 from slime.core.pod_view import PodView
 from slime.core.pseudopod import DESCRIPTOR_NAMES, hoyer_sparsity
 from slime.memory import MAX_POOL_SIZE, AddResult, GridArchive
-from slime.proto import ConfigError, Kernel, KernelError, PoolError
+from slime.proto import ConfigError, Kernel, KernelError, PoolError, shown
 from torch import Tensor, nn
 
 __all__ = ["FOUNDER", "Organism", "SlotListener", "measure_organisms"]
@@ -123,6 +124,21 @@ class Organism(nn.Module):
         device: torch.device | str | None = None,
     ):
         super().__init__()
+        for field, value in (("pod_capacity", pod_capacity), ("n_pods", n_pods)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"must be an int, got {shown(value)}", field)
+        numbers = {
+            "dropout": dropout,
+            "attn_dropout": attn_dropout,
+            "init_std": init_std,
+            "out_std": 0.0 if out_std is None else out_std,
+            "tube_decay": tube_decay,
+            "metabolic_rate": metabolic_rate,
+            "descriptor_momentum": descriptor_momentum,
+        }
+        for field, value in numbers.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"must be a number, got {shown(value)}", field)
         if not 1 <= pod_capacity <= MAX_POOL_SIZE:
             raise ConfigError(
                 f"must lie in [1, {MAX_POOL_SIZE}], got {pod_capacity}", "pod_capacity"
@@ -135,8 +151,24 @@ class Organism(nn.Module):
             raise ConfigError(f"expected one of {INITS}, got {init!r}", "init")
         if not 0.0 <= attn_dropout < 1.0:
             raise ConfigError(f"must lie in [0, 1), got {attn_dropout!r}", "attn_dropout")
-        if not metabolic_rate > 0:
-            raise ConfigError(f"must be > 0, got {metabolic_rate}", "metabolic_rate")
+        if not 0 < metabolic_rate < math.inf:
+            raise ConfigError(
+                f"must be a finite number > 0, got {metabolic_rate}", "metabolic_rate"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"must lie in [0, 1), got {dropout!r}", "dropout")
+        for field, value in (("init_std", init_std), ("out_std", out_std)):
+            if value is not None and not 0.0 <= value < math.inf:
+                raise ConfigError(f"must be a finite number >= 0, got {value!r}", field)
+        if memory_budget_bytes is not None and (
+            isinstance(memory_budget_bytes, bool)
+            or not isinstance(memory_budget_bytes, int)
+            or memory_budget_bytes < 1
+        ):
+            raise ConfigError(
+                f"must be an int >= 1 or None, got {shown(memory_budget_bytes)}",
+                "memory_budget_bytes",
+            )
         for field, value in (("n_embd", n_embd), ("head_dim", head_dim)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 2:
                 raise ConfigError(f"must be an int >= 2, got {value!r}", field)
@@ -239,6 +271,17 @@ class Organism(nn.Module):
         """Live slots in ascending order (reads ``alive`` on the host: slow timescale)."""
         return torch.nonzero(self.alive).flatten().tolist()
 
+    def _slot_numbers(self, slots: Any, action: str) -> list[int]:
+        """``slots`` as a list of ints (a bool or a float is no slot: ``True`` would index every
+        slot at once); PoolError naming them otherwise."""
+        try:
+            items = list(slots)
+            if not any(isinstance(s, bool) for s in items):
+                return [operator.index(s) for s in items]
+        except TypeError:
+            pass
+        raise PoolError(f"cannot {action} {shown(slots)} in {self.name}: expected int slots")
+
     def pod(self, slot: int) -> PodView:
         """A view of the live pod in ``slot``. Raises PoolError for an empty slot."""
         live = self.live_slots()
@@ -306,6 +349,8 @@ class Organism(nn.Module):
             PoolError: the pool is full or ``slot`` is taken or out of range.
             ConfigError: the genome does not fit this organism.
         """
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise ConfigError(f"expected an int, got {shown(step)}", "step")
         live = set(self.live_slots())
         free = [s for s in range(self.pod_capacity) if s not in live]
         if not free:
@@ -314,7 +359,9 @@ class Organism(nn.Module):
             )
         if slot is None:
             slot = free[0]
-        elif slot not in free:
+        else:
+            (slot,) = self._slot_numbers([slot], "spawn into")
+        if slot not in free:
             raise PoolError(f"slot {slot} is not a free slot of {self.name}; free: {free}")
         with span(self.tracer, "organism.spawn", organism=self.name, slot=slot):
             if genome is None:
@@ -385,28 +432,75 @@ class Organism(nn.Module):
     def write_slot(self, slot: int, genome: dict[str, Any], *, keep_state: bool) -> None:
         """Copy a genome's weights into ``slot`` (a :meth:`PodView.to_dict` genome or an archive
         column row). ``keep_state`` also takes its fitness and descriptors; otherwise
-        they start from zero.
+        they start from zero. The genome is checked whole before anything is written.
 
         Raises:
-            ConfigError: the genome's sizes do not fit this organism.
+            PoolError: ``slot`` is not a slot of this organism.
+            ConfigError: the genome does not fit this organism (sizes, dtypes, NaN or Inf
+                weights, malformed state).
         """
+        (slot,) = self._slot_numbers([slot], "write")
+        if not 0 <= slot < self.pod_capacity:
+            raise PoolError(f"slot {slot} is outside {self.name}'s {self.pod_capacity} slots")
         qkv, qkv_bias, out = self._genome_tensors(genome)
+        state = self._genome_state(genome) if keep_state else None
         self.qkv_weight[:, slot] = qkv
         self.o_weight[:, slot] = out
         if self.qkv_bias is not None:
             self.qkv_bias[:, slot] = 0.0 if qkv_bias is None else qkv_bias
         self._reset_state(slot)
-        if keep_state:
-            self.fitness[slot] = float(genome.get("fitness", 0.0))
-            if "descriptors" in genome:
-                self.descriptors[slot] = torch.as_tensor(genome["descriptors"]).to(self._device)
-            self.n_measurements[slot] = int(genome.get("n_measurements", 0))
-            if "correlation" in genome:
-                self.correlation[slot] = torch.as_tensor(genome["correlation"]).to(self._device)
+        if state is not None:
+            fitness, descriptors, n_measurements, correlation = state
+            self.fitness[slot] = fitness
+            if descriptors is not None:
+                self.descriptors[slot] = descriptors.to(self._device)
+            self.n_measurements[slot] = n_measurements
+            if correlation is not None:
+                self.correlation[slot] = correlation.to(self._device)
+
+    def _genome_state(
+        self, genome: dict[str, Any]
+    ) -> tuple[float, Tensor | None, int, Tensor | None]:
+        """A genome's ``(fitness, descriptors, n_measurements, correlation)``, checked."""
+        try:
+            fitness = float(genome.get("fitness", 0.0))
+            n_measurements = int(genome.get("n_measurements", 0))
+            state = {
+                key: torch.as_tensor(genome[key], dtype=torch.float32)
+                for key in ("descriptors", "correlation")
+                if key in genome
+            }
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise ConfigError(f"malformed genome state: {e}", "genome") from None
+        shapes = {
+            "descriptors": self.descriptors.shape[1:],
+            "correlation": self.correlation.shape[1:],
+        }
+        for key, value in state.items():
+            if value.shape != shapes[key]:
+                raise ConfigError(
+                    f"shape {tuple(value.shape)} != expected {tuple(shapes[key])}", f"genome.{key}"
+                )
+        return fitness, state.get("descriptors"), n_measurements, state.get("correlation")
 
     def _genome_tensors(self, genome: dict[str, Any]) -> tuple[Tensor, Tensor | None, Tensor]:
-        """``(qkv (3, d, D), qkv_bias (3, d) or None, o (D, d))`` from either genome form."""
+        """``(qkv (3, d, D), qkv_bias (3, d) or None, o (D, d))`` from either genome form, each
+        a finite floating tensor of its shape."""
         d, width = self.head_dim, self.n_embd
+
+        def checked(name: str, value: Any, shape: tuple[int, ...]) -> Tensor:
+            if not isinstance(value, Tensor):
+                raise ConfigError(f"expected a tensor, got {shown(value)}", f"genome.{name}")
+            if tuple(value.shape) != shape:
+                raise ConfigError(
+                    f"shape {tuple(value.shape)} != expected {shape}", f"genome.{name}"
+                )
+            if not value.is_floating_point():
+                raise ConfigError(f"expected a floating dtype, got {value.dtype}", f"genome.{name}")
+            if not bool(torch.isfinite(value).all()):
+                raise ConfigError("holds NaN or Inf", f"genome.{name}")
+            return value
+
         if not isinstance(genome, dict):
             raise ConfigError(f"a genome is a dict, got {type(genome).__name__}", "genome")
         if "params" in genome:  # a PodView.to_dict() genome
@@ -418,33 +512,29 @@ class Organism(nn.Module):
                         f"genome.{key}",
                     )
             params = genome["params"]
+            if not isinstance(params, dict):
+                raise ConfigError(f"expected a dict, got {shown(params)}", "genome.params")
             wanted = [f"{p}_weight" for p in "qkv"] + ["o_weight"]
             wanted += [f"{p}_bias" for p in "qkv"] if self.bias else []
             missing = sorted(set(wanted) - set(params))
             if missing:
                 raise ConfigError(f"genome params lack {missing}", "genome.params")
-            for name in wanted[:3]:
-                if tuple(params[name].shape) != (d, width):
-                    raise ConfigError(
-                        f"shape {tuple(params[name].shape)} != expected {(d, width)}",
-                        f"genome.params.{name}",
-                    )
+            shapes = {"o_weight": (width, d)}
+            for name in wanted:
+                shape = shapes.get(name, (d, width) if name.endswith("weight") else (d,))
+                checked(f"params.{name}", params[name], shape)
             qkv = torch.stack([params[f"{p}_weight"] for p in "qkv"])
             bias = torch.stack([params[f"{p}_bias"] for p in "qkv"]) if self.bias else None
-            out = params["o_weight"]
-        else:  # an archive column row
-            missing = sorted({"qkv_weight", "o_weight"} - set(genome))
-            if missing:
-                raise ConfigError(f"genome lacks {missing} (and has no 'params')", "genome")
-            qkv, out, bias = genome["qkv_weight"], genome["o_weight"], genome.get("qkv_bias")
-        for name, value, shape in (
-            ("qkv_weight", qkv, (3, d, width)),
-            ("o_weight", out, (width, d)),
-        ):
-            if tuple(value.shape) != shape:
-                raise ConfigError(
-                    f"shape {tuple(value.shape)} != expected {shape}", f"genome.{name}"
-                )
+            return qkv, bias, params["o_weight"]
+        # an archive column row
+        missing = sorted({"qkv_weight", "o_weight"} - set(genome))
+        if missing:
+            raise ConfigError(f"genome lacks {missing} (and has no 'params')", "genome")
+        qkv = checked("qkv_weight", genome["qkv_weight"], (3, d, width))
+        out = checked("o_weight", genome["o_weight"], (width, d))
+        bias = genome.get("qkv_bias")
+        if self.bias and bias is not None:
+            bias = checked("qkv_bias", bias, (3, d))
         return qkv, bias, out
 
     def cull(self, slots: Iterable[int]) -> list[dict[str, Any]]:
@@ -453,7 +543,7 @@ class Organism(nn.Module):
         Raises:
             PoolError: a slot is not live or repeats.
         """
-        slots = list(slots)
+        slots = self._slot_numbers(slots, "cull")
         live = self.live_slots()
         unknown = [s for s in slots if s not in live]
         if unknown or len(set(slots)) != len(slots):
@@ -489,6 +579,8 @@ class Organism(nn.Module):
         Returns:
             The culled slots, least fit first.
         """
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise PoolError(f"cannot cull {shown(n)} pods from {self.name}: expected an int")
         live = self.live_slots()
         candidates = live if eligible is None else [s for s in live if s in set(eligible)]
         n = min(n, len(candidates))
@@ -511,7 +603,7 @@ class Organism(nn.Module):
     @contextmanager
     def ablate(self, slots: Iterable[int]) -> Iterator[None]:
         """Mask ``slots`` out of the attention inside the block (their pods stay alive)."""
-        slots = set(slots)
+        slots = set(self._slot_numbers(slots, "ablate"))
         unknown = sorted(slots - set(self.live_slots()))
         if unknown:
             raise PoolError(
@@ -742,7 +834,7 @@ class Organism(nn.Module):
             The archive's AddResult (per-pod status and value).
         """
         live = self.live_slots()
-        slots = live if slots is None else list(slots)
+        slots = live if slots is None else self._slot_numbers(slots, "archive")
         unknown = [s for s in slots if s not in live]
         if unknown:
             raise PoolError(f"slots {unknown} are not live in {self.name}: live are {live}")
