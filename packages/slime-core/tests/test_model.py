@@ -539,3 +539,66 @@ def test_measuring_from_given_latents_equals_measuring_with_a_forward(kernel):
     _, latents = b.ablation_losses(idx, batch(6)[1], [])
     for x, y in zip(a.measure_behaviour(idx), b.measure_behaviour(idx, latents=latents)):
         torch.testing.assert_close(x, y, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "targets",
+    [
+        lambda t: t.view(-1, 2),  # the same count of targets, another shape: scored silently
+        lambda t: t.float(),
+        lambda t: t.int(),
+        lambda t: t.clamp(max=0) + V,
+        lambda t: t.clamp(max=0) - 2,
+        lambda t: t.tolist(),
+    ],
+    ids=["reshaped", "float", "int32", "vocab", "minus-two", "list"],
+)
+def test_targets_not_like_idx_or_outside_the_vocabulary_are_a_data_error(kernel, targets):
+    model = make(kernel)
+    idx, good = batch()
+    with pytest.raises(DataError, match="target"):
+        model(idx, targets(good))
+    with pytest.raises(DataError, match="target"):
+        model.ablation_losses(idx, targets(good), [(0, 1)])
+
+
+@pytest.mark.parametrize(
+    ("kw", "field"),
+    [
+        ({"max_new_tokens": -1}, "max_new_tokens"),  # returned idx unchanged
+        ({"max_new_tokens": 2.5}, "max_new_tokens"),
+        ({"max_new_tokens": True}, "max_new_tokens"),
+        ({"max_new_tokens": None}, "max_new_tokens"),
+        ({"temperature": float("inf")}, "temperature"),
+        ({"temperature": "1"}, "temperature"),
+        ({"top_k": 1.5}, "top_k"),
+        ({"top_k": True}, "top_k"),
+        ({"top_k": "3"}, "top_k"),
+    ],
+)
+def test_generate_arguments_of_the_wrong_type_or_range_are_named(kernel, kw, field):
+    model = make(kernel)
+    with pytest.raises(ConfigError) as info:
+        model.generate(batch()[0], **{"max_new_tokens": 1, **kw})
+    assert info.value.path == field
+
+
+def test_generate_from_a_one_dimensional_prompt_is_a_data_error(kernel):
+    with pytest.raises(DataError, match=r"\(B, T\)"):
+        make(kernel).generate(batch()[0][0], 1)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: m.ablate({True: [0]}).__enter__(),
+        lambda m: m.ablate([0]).__enter__(),
+        lambda m: m.ablation_losses(*batch(), [(0, True)]),
+        lambda m: m.ablation_losses(*batch(), [(0, 1.0)]),
+        lambda m: m.ablation_losses(*batch(), [(0, 1, 2)]),
+    ],
+    ids=["layer-True", "not-a-dict", "slot-True", "slot-float", "triple"],
+)
+def test_an_ablation_that_is_no_pair_of_ints_is_named(kernel, call):
+    with pytest.raises(ConfigError):
+        call(make(kernel))

@@ -174,9 +174,18 @@ class SlimeModel(nn.Module):
     @contextlib.contextmanager
     def ablate(self, slots_by_layer: dict[int, list[int]]) -> Iterator[None]:
         """Mask ``{layer: [slot, ...]}`` out of attention inside the block."""
-        bad = sorted(k for k in slots_by_layer if not 0 <= k < len(self.blocks))
+        if not isinstance(slots_by_layer, dict):
+            raise ConfigError(
+                f"expected {{layer: [slot, ...]}}, got {shown(slots_by_layer)}", "layer"
+            )
+        n = len(self.blocks)
+        bad = [
+            k
+            for k in slots_by_layer
+            if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < n
+        ]
         if bad:
-            raise ConfigError(f"layers {bad} do not exist (n_layer={len(self.blocks)})", "layer")
+            raise ConfigError(f"layers {shown(bad)} do not exist (n_layer={n})", "layer")
         with contextlib.ExitStack() as stack:
             for layer, slots in slots_by_layer.items():
                 stack.enter_context(self.organisms[layer].ablate(slots))
@@ -252,10 +261,16 @@ class SlimeModel(nn.Module):
             ConfigError: an ablation names a layer or slot outside the model.
         """
         n_layer, capacity = len(self.blocks), self.organisms[0].pod_capacity
-        for layer, slot in ablations:
+        self._check_targets(idx, targets)
+        for ablation in ablations:
+            layer, slot = (
+                ablation if isinstance(ablation, tuple | list) and len(ablation) == 2 else (-1, -1)
+            )
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in (layer, slot)):
+                layer = -1
             if not (0 <= layer < n_layer and 0 <= slot < capacity):
                 raise ConfigError(
-                    f"ablation {(layer, slot)} is outside the model ({n_layer} layers of "
+                    f"ablation {shown(ablation)} is outside the model ({n_layer} layers of "
                     f"{capacity} slots)",
                     "ablations",
                 )
@@ -422,10 +437,29 @@ class SlimeModel(nn.Module):
             logits = self.lm_head(self.ln_f(x))
             if targets is None:
                 return logits, None
+            self._check_targets(idx, targets)
             loss = F.cross_entropy(
                 logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1
             )
             return logits, loss
+
+    def _check_targets(self, idx: Tensor, targets: Tensor) -> None:
+        """DataError unless ``targets`` is ``idx``'s shape, int64, each in ``[0, vocab)`` or -1
+        (a transposed batch of the same size would otherwise be scored silently)."""
+        if (
+            not isinstance(targets, Tensor)
+            or targets.shape != idx.shape
+            or targets.dtype != torch.long
+        ):
+            got = (tuple(targets.shape), targets.dtype) if isinstance(targets, Tensor) else targets
+            raise DataError(f"targets must be {tuple(idx.shape)} int64 like idx, got {shown(got)}")
+        if targets.device.type == "cpu" and not torch.compiler.is_compiling():
+            vocab = self.config.vocab_size
+            bad = targets[(targets < -1) | (targets >= vocab)]
+            if bad.numel():
+                raise DataError(
+                    f"target {int(bad[0])} is outside the vocabulary [0, {vocab}) and not -1"
+                )
 
     @torch.no_grad()
     def generate(

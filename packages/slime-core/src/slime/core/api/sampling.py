@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from slime.proto import ConfigError
+from slime.proto import ConfigError, DataError, shown
 from torch import Tensor
 
 __all__ = ["generate_tokens"]
@@ -29,12 +29,27 @@ def generate_tokens(
     The model sees at most the last ``block_size`` tokens; ``top_k`` keeps the k most likely.
 
     Raises:
-        ConfigError: ``temperature`` is not > 0, or ``top_k`` is below 1.
+        ConfigError: ``max_new_tokens`` is not an int >= 0, ``temperature`` not a finite number
+            > 0, or ``top_k`` not an int >= 1.
+        DataError: ``idx`` is not a ``(B, T)`` tensor.
     """
-    if not temperature > 0:
-        raise ConfigError(f"expected > 0, got {temperature!r}", "temperature")
-    if top_k is not None and top_k < 1:
-        raise ConfigError(f"expected >= 1 or None, got {top_k!r}", "top_k")
+    if (
+        isinstance(max_new_tokens, bool)
+        or not isinstance(max_new_tokens, int)
+        or max_new_tokens < 0
+    ):
+        raise ConfigError(f"expected an int >= 0, got {shown(max_new_tokens)}", "max_new_tokens")
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, int | float)
+        or not 0 < temperature < math.inf
+    ):
+        raise ConfigError(f"expected a finite number > 0, got {shown(temperature)}", "temperature")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ConfigError(f"expected an int >= 1 or None, got {shown(top_k)}", "top_k")
+    if not isinstance(idx, Tensor) or idx.dim() != 2:
+        got = tuple(idx.shape) if isinstance(idx, Tensor) else idx
+        raise DataError(f"idx must be a (B, T) tensor, got {shown(got)}")
     for _ in range(max_new_tokens):
         logits, _ = model(idx[:, -block_size:])
         logits = logits[:, -1, :] / temperature
