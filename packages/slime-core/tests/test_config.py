@@ -30,6 +30,9 @@ def test_head_dim_defaults_to_width_over_pods():
         ({"archive_dims": (8, 0)}, "archive_dims"),
         ({"archive_device": "cuda"}, "archive_device"),
         ({"tube_decay": 0.0}, "tube_decay"),
+        ({"tube_decay": True}, "tube_decay"),  # a bool is no decay rate (it read as 1.0)
+        ({"dropout": False}, "dropout"),
+        ({"tube_decay": float("nan")}, "tube_decay"),
         ({"kernel_backend": "cuda"}, "kernel_backend"),
         ({"bias": 1}, "bias"),
         ({"memory_budget_bytes": 0}, "memory_budget_bytes"),

@@ -574,6 +574,7 @@ def test_targets_not_like_idx_or_outside_the_vocabulary_are_a_data_error(kernel,
         ({"top_k": 1.5}, "top_k"),
         ({"top_k": True}, "top_k"),
         ({"top_k": "3"}, "top_k"),
+        ({"generator": 5}, "generator"),  # multinomial raised a TypeError
     ],
 )
 def test_generate_arguments_of_the_wrong_type_or_range_are_named(kernel, kw, field):

@@ -118,10 +118,12 @@ class SlimeConfig:
                 raise ConfigError(f"expected a number > 0, got {shown(value)}", name)
             if not math.isfinite(value):
                 raise ConfigError(f"expected a finite number, got {shown(value)}", name)
-        if not isinstance(self.dropout, int | float) or not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"expected a number in [0, 1), got {self.dropout!r}", "dropout")
-        if not isinstance(self.tube_decay, int | float) or not 0.0 < self.tube_decay <= 1.0:
-            raise ConfigError(f"expected a number in (0, 1], got {self.tube_decay!r}", "tube_decay")
+        number = int | float
+        dropout, decay = self.dropout, self.tube_decay
+        if isinstance(dropout, bool) or not isinstance(dropout, number) or not 0 <= dropout < 1:
+            raise ConfigError(f"expected a number in [0, 1), got {dropout!r}", "dropout")
+        if isinstance(decay, bool) or not isinstance(decay, number) or not 0 < decay <= 1:
+            raise ConfigError(f"expected a number in (0, 1], got {decay!r}", "tube_decay")
         for name in ("bias", "quiet_birth"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"expected a bool, got {getattr(self, name)!r}", name)

@@ -30,7 +30,7 @@ def generate_tokens(
 
     Raises:
         ConfigError: ``max_new_tokens`` is not an int >= 0, ``temperature`` not a finite number
-            > 0, or ``top_k`` not an int >= 1.
+            > 0, ``top_k`` not an int >= 1, or ``generator`` not a torch.Generator.
         DataError: ``idx`` is not a ``(B, T)`` tensor.
     """
     if (
@@ -47,6 +47,10 @@ def generate_tokens(
         raise ConfigError(f"expected a finite number > 0, got {shown(temperature)}", "temperature")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ConfigError(f"expected an int >= 1 or None, got {shown(top_k)}", "top_k")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ConfigError(
+            f"expected a torch.Generator or None, got {shown(generator)}", "generator"
+        )
     if not isinstance(idx, Tensor) or idx.dim() != 2:
         got = tuple(idx.shape) if isinstance(idx, Tensor) else idx
         raise DataError(f"idx must be a (B, T) tensor, got {shown(got)}")
