@@ -603,3 +603,16 @@ def test_generate_from_a_one_dimensional_prompt_is_a_data_error(kernel):
 def test_an_ablation_that_is_no_pair_of_ints_is_named(kernel, call):
     with pytest.raises(ConfigError):
         call(make(kernel))
+
+
+@pytest.mark.parametrize(
+    ("idx", "message"),
+    [
+        ([[1, 2, 3]], "tensor"),  # a list raised AttributeError
+        (torch.zeros(2, 0, dtype=torch.long), "at least one token"),  # empty T: a KernelError
+        (torch.zeros(0, 4, dtype=torch.long), "at least one token"),
+    ],
+)
+def test_an_idx_that_is_no_token_batch_is_a_data_error(kernel, idx, message):
+    with pytest.raises(DataError, match=message):
+        make(kernel)(idx)

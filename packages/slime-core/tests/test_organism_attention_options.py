@@ -175,3 +175,21 @@ def test_unknown_init_and_out_of_range_attention_dropout_are_refused(kernel):
         make(kernel, init="xavier")
     with pytest.raises(ConfigError, match="attn_dropout"):
         make(kernel, attn_dropout=1.0)
+
+
+@pytest.mark.parametrize(
+    ("mask", "message"),
+    [
+        (torch.zeros(T + 1, T + 1), "does not broadcast"),  # torch raised deep inside attention
+        (torch.zeros(3, 1, T, T), "does not broadcast"),  # a batch of 3 for a batch of 2
+        (torch.zeros(T, T, dtype=torch.long), "bool or floating"),
+        ([[0.0] * T] * T, "bool or floating"),
+    ],
+)
+def test_an_attention_mask_that_cannot_apply_is_a_kernel_error_naming_it(kernel, mask, message):
+    from slime.proto import KernelError
+
+    org = make(kernel)
+    x = torch.randn(2, T, D)
+    with pytest.raises(KernelError, match=message):
+        org(x, attn_mask=mask)

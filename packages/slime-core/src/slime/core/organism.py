@@ -666,6 +666,8 @@ class Organism(nn.Module):
             )
         batch, seq, width = stimulus.shape
         cap, d = self.pod_capacity, self.head_dim
+        if attn_mask is not None:
+            self._check_attn_mask(attn_mask, (batch, cap, seq, seq))
         q, k, v = self.project(stimulus)
         if attn_mask is None and not (self.training and self.attn_dropout > 0):
             # Gated values already zero what does not attend. A kernel that attends with every
@@ -694,6 +696,25 @@ class Organism(nn.Module):
         if self.feeding_tubes and self.training and torch.is_grad_enabled():
             self._feed_tubes(heads.detach())
         return self.dropout(out)
+
+    @staticmethod
+    def _check_attn_mask(mask: Any, full: tuple[int, int, int, int]) -> None:
+        """KernelError unless ``mask`` is a bool or floating tensor broadcastable to ``full``
+        ``(B, P, T, T)`` (torch's attention would fail deep inside, naming neither)."""
+        if not isinstance(mask, Tensor) or not (
+            mask.dtype == torch.bool or mask.is_floating_point()
+        ):
+            got = mask.dtype if isinstance(mask, Tensor) else shown(mask)
+            raise KernelError(f"attn_mask must be a bool or floating tensor, got {got}")
+        try:
+            fits = torch.broadcast_shapes(mask.shape, full) == full
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise KernelError(
+                f"attn_mask of shape {tuple(mask.shape)} does not broadcast to (B, P, T, T) = "
+                f"{full}"
+            )
 
     def _masked_attention(
         self,

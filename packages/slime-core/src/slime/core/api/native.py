@@ -393,8 +393,12 @@ class SlimeModel(nn.Module):
     # -- forward --------------------------------------------------------------------------------
 
     def _embed(self, idx: Tensor) -> Tensor:
+        if not isinstance(idx, Tensor):
+            raise DataError(f"idx must be a (B, T) int64 tensor, got {shown(idx)}")
         if idx.dim() != 2 or idx.dtype != torch.long:
             raise DataError(f"idx must be (B, T) int64, got {tuple(idx.shape)} {idx.dtype}")
+        if idx.numel() == 0:
+            raise DataError(f"idx must hold at least one token, got shape {tuple(idx.shape)}")
         if idx.shape[1] > self.config.block_size:
             raise ConfigError(
                 f"sequence length {idx.shape[1]} exceeds block_size {self.config.block_size}",
@@ -422,6 +426,8 @@ class SlimeModel(nn.Module):
         ``head_mask`` ``(n_layer, B, P)`` bool drops slots per sample and layer (False = dropped):
         each sample then runs through its own ablation of the pool.
         """
+        if not isinstance(idx, Tensor):
+            raise DataError(f"idx must be a (B, T) int64 tensor, got {shown(idx)}")
         batch, seq = idx.shape[0], idx.shape[-1]
         if head_mask is not None and head_mask.shape[0] != len(self.blocks):
             raise ConfigError(
