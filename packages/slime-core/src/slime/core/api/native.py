@@ -54,6 +54,18 @@ def _compiled(compiler: Callable[[Callable], Callable]) -> Callable:
     return _COMPILED[compiler]
 
 
+def _check_ids(ids: Tensor, low: int, vocab: int, message: str) -> None:
+    """DataError ``message.format(bad id, vocab)`` unless every id lies in ``[low, vocab)``;
+    checked on the CPU only, where it costs no wait (one reduction while all ids are fine)."""
+    if ids.device.type != "cpu" or torch.compiler.is_compiling():
+        return
+    try:
+        torch._assert_async(((ids >= low) & (ids < vocab)).all(), "id out of range")
+    except RuntimeError:
+        bad = ids[(ids < low) | (ids >= vocab)][0]
+        raise DataError(message.format(int(bad), vocab)) from None
+
+
 class SlimeModel(nn.Module):
     """Causal LM of organism blocks.
 
@@ -404,16 +416,8 @@ class SlimeModel(nn.Module):
                 f"sequence length {idx.shape[1]} exceeds block_size {self.config.block_size}",
                 "block_size",
             )
-        if idx.device.type == "cpu" and not torch.compiler.is_compiling():
-            # On the CPU the check costs no wait (on CUDA the embedding kernel asserts by itself).
-            vocab = self.config.vocab_size
-            try:
-                torch._assert_async(((idx >= 0) & (idx < vocab)).all(), "token id out of range")
-            except RuntimeError:
-                bad = idx[(idx < 0) | (idx >= vocab)][0]
-                raise DataError(
-                    f"token id {int(bad)} is outside the vocabulary [0, {vocab})"
-                ) from None
+        # On CUDA the embedding kernel asserts by itself.
+        _check_ids(idx, 0, self.config.vocab_size, "token id {} is outside the vocabulary [0, {})")
         pos = torch.arange(idx.shape[1], device=idx.device)
         return self.drop(self.wte(idx) + self.wpe(pos))
 
@@ -459,13 +463,8 @@ class SlimeModel(nn.Module):
         ):
             got = (tuple(targets.shape), targets.dtype) if isinstance(targets, Tensor) else targets
             raise DataError(f"targets must be {tuple(idx.shape)} int64 like idx, got {shown(got)}")
-        if targets.device.type == "cpu" and not torch.compiler.is_compiling():
-            vocab = self.config.vocab_size
-            bad = targets[(targets < -1) | (targets >= vocab)]
-            if bad.numel():
-                raise DataError(
-                    f"target {int(bad[0])} is outside the vocabulary [0, {vocab}) and not -1"
-                )
+        message = "target {} is outside the vocabulary [0, {}) and not -1"
+        _check_ids(targets, -1, self.config.vocab_size, message)
 
     @torch.no_grad()
     def generate(
