@@ -694,3 +694,51 @@ def test_constructor_arguments_out_of_range_or_of_the_wrong_type_are_named(kerne
     args = dict(pod_capacity=5, n_pods=3, head_dim=d, kernel=kernel, generator=gen)
     with pytest.raises(ConfigError, match=next(iter(kw))):
         Organism(D, **{**args, **kw})
+
+
+@pytest.mark.parametrize(
+    ("stimulus", "message"),
+    [
+        (torch.randn(2, 6, D, dtype=torch.float64), "torch.float64; organism computes in float32"),
+        (torch.randn(2, 6, D).bfloat16(), "torch.bfloat16; organism computes in float32"),
+        (torch.ones(2, 6, D, dtype=torch.long), "torch.int64; organism computes in float32"),
+        (torch.randn(2, 6, D, device="meta"), "on meta; organism's parameters are on cpu"),
+        ([[0.0] * D] * 6, r"stimulus must be a \(B, T, 16\) tensor, got \[\["),
+    ],
+    ids=["float64", "bfloat16", "int64", "another device", "a list"],
+)
+def test_a_stimulus_the_parameters_cannot_compute_on_is_named(kernel, gen, stimulus, message):
+    # torch's linear raised "expected m1 and m2 to have the same dtype" (a list: AttributeError)
+    with pytest.raises(KernelError, match=message.replace("float32", r"torch\.float32")):
+        make(kernel, gen)(stimulus)
+
+
+@pytest.mark.parametrize("kernel_name", ["torch", "sdpa"])
+def test_autocast_computes_a_float32_stimulus_but_not_a_float64_one(gen, kernel_name):
+    org = make(TorchKernel() if kernel_name == "torch" else select_kernel("cpu"), gen)
+    x = torch.randn(2, 6, D, generator=gen)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert org(x).dtype == torch.bfloat16
+        assert org(x.bfloat16()).dtype == torch.bfloat16
+        with pytest.raises(KernelError, match="float64"):
+            org(x.double())
+
+
+@pytest.mark.parametrize("head_mask", [torch.tensor(True), torch.ones(5, dtype=torch.bool), [True]])
+def test_a_head_mask_of_the_wrong_shape_or_type_is_named_before_attention(kernel, gen, head_mask):
+    org = make(kernel, gen)
+    calls = []
+    org.kernel = type("Spy", (), {"attention": lambda self, *a, **k: calls.append(1)})()
+    with pytest.raises(KernelError, match=r"head_mask must be a \(2, 5\) bool tensor"):
+        org(torch.randn(2, 6, D), head_mask=head_mask)
+    assert calls == []  # checked before the kernel ran
+
+
+@pytest.mark.parametrize("shape", [(0, 6, D), (2, 0, D)], ids=["no sample", "no token"])
+def test_an_empty_batch_gives_an_empty_output_and_feeds_no_tube(kernel, gen, shape):
+    # torch's attention returns an empty output; the kernel raised "q has an empty dim"
+    org = make(kernel, gen)
+    org.train()
+    out = org(torch.randn(shape))
+    assert out.shape == shape
+    assert int(org.tube_pos) == 0 and bool(org.tube_trace.isnan().all())

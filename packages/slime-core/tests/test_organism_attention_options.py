@@ -193,3 +193,36 @@ def test_an_attention_mask_that_cannot_apply_is_a_kernel_error_naming_it(kernel,
     x = torch.randn(2, T, D)
     with pytest.raises(KernelError, match=message):
         org(x, attn_mask=mask)
+
+
+@pytest.mark.parametrize(
+    ("mask", "message"),
+    [
+        (torch.zeros(T, T).index_fill(1, torch.tensor([2]), math.nan), r"nan at \(0, 2\)"),
+        (torch.zeros(T, T).index_fill(0, torch.tensor([3]), math.inf), r"inf at \(3, 0\)"),
+        (torch.zeros(T, T, dtype=torch.float64), "float32 .*, got torch.float64"),
+        (torch.zeros(T, T, dtype=torch.float16), "float32 .*, got torch.float16"),
+    ],
+    ids=["nan", "+inf", "float64", "float16"],
+)
+def test_a_float_mask_that_would_give_nan_or_fail_inside_attention_is_named(kernel, mask, message):
+    # NaN and +inf gave NaN outputs silently; the dtypes raised torch's RuntimeError.
+    from slime.proto import KernelError
+
+    with pytest.raises(KernelError, match=message):
+        make(kernel)(torch.randn(2, T, D), attn_mask=mask)
+
+
+def test_a_query_that_sees_no_key_outputs_zeros_as_multihead_attention_does(kernel):
+    org = make(kernel, n_pods=H, capacity=H, init="torch")
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(D, H, bias=False, batch_first=True)
+    with torch.no_grad():
+        mha.in_proj_weight.copy_(org.qkv_weight.reshape(3 * H * d, D))
+        mha.out_proj.weight.copy_(org.o_weight.reshape(D, H * d))
+    x = torch.randn(2, T, D)
+    mask = torch.zeros(T, T).index_fill(0, torch.tensor([1]), -math.inf)  # query 1 sees nothing
+    out = org(x, attn_mask=mask)
+    theirs = mha(x, x, x, attn_mask=mask, need_weights=False)[0]
+    assert torch.equal(out[:, 1], torch.zeros(2, D))
+    torch.testing.assert_close(out, theirs, atol=1e-5, rtol=1e-4)

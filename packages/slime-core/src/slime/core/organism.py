@@ -61,6 +61,11 @@ def _uniform(
     return draw.to(device)
 
 
+def _autocast_eligible(dtype: torch.dtype) -> bool:
+    """Whether autocast casts tensors of ``dtype`` to its own: floating ones but float64."""
+    return dtype.is_floating_point and dtype != torch.float64
+
+
 class Organism(nn.Module):
     """A living multi-head attention layer over a slot table. Implements slime.proto.Organism.
 
@@ -649,27 +654,57 @@ class Organism(nn.Module):
         over all ``P`` slots with the same masks and dropout on the probabilities, dead and
         ablated slots set to 0 (as the kernel leaves them).
 
+        A query that sees no key (an ``attn_mask`` row all ``-inf`` or all False, every key
+        padded) outputs 0 from each slot, with zero gradients: what torch's scaled dot-product
+        attention gives it, and so ``nn.MultiheadAttention(need_weights=False)`` and
+        ``nn.TransformerEncoderLayer``, and what the pool kernels give. An empty batch or sequence
+        gives an empty output, as torch's attention does (and feeds no tube).
+
+        The stimulus must be of the parameters' dtype: no cast happens here, as
+        ``nn.MultiheadAttention`` casts nothing. Under ``torch.autocast`` for the stimulus's
+        device, any floating dtype autocast casts (all but float64) may meet parameters of such a
+        dtype, since autocast computes both in its own dtype (a float32 stimulus with bf16
+        compute is the usual case).
+
         Args:
             causal: query ``t`` sees keys ``<= t`` only.
             key_padding_mask: ``(B, T)`` bool, True where a key may be attended.
             head_mask: ``(B, P)`` bool, False where a slot's output is dropped for that sample
                 (one batch can then hold a differently ablated organism per sample).
-            attn_mask: float added to the logits (``-inf`` forbids), broadcastable to
-                ``(B, P, T, T)``, in the stimulus dtype.
+            attn_mask: bool (True = may attend) or float added to the logits (``-inf`` forbids),
+                broadcastable to ``(B, P, T, T)``; a float mask in float32 or the dtype attention
+                computes in (the stimulus's, or autocast's), as torch's attention takes it. NaN
+                and ``+inf`` (which make the softmax NaN) are refused where the mask is on the CPU;
+                on an accelerator no check runs (it would wait for the device).
 
         Returns:
             ``(B, T, D)`` attention output (before the residual).
+
+        Raises:
+            KernelError: a stimulus, mask or head mask of the wrong type, shape, dtype or device
+                (named with what was expected), or a float ``attn_mask`` on the CPU holding NaN or
+                ``+inf``.
         """
-        if stimulus.dim() != 3 or stimulus.shape[-1] != self.n_embd:
-            raise KernelError(
-                f"stimulus must be (B, T, {self.n_embd}), got shape {tuple(stimulus.shape)}"
-            )
+        self._check_stimulus(stimulus)
         batch, seq, width = stimulus.shape
         cap, d = self.pod_capacity, self.head_dim
+        if head_mask is not None and (
+            not isinstance(head_mask, Tensor)
+            or head_mask.shape != (batch, cap)
+            or head_mask.dtype != torch.bool
+        ):
+            got = (
+                f"{tuple(head_mask.shape)} {head_mask.dtype}"
+                if isinstance(head_mask, Tensor)
+                else shown(head_mask)
+            )
+            raise KernelError(f"head_mask must be a ({batch}, {cap}) bool tensor, got {got}")
         if attn_mask is not None:
             self._check_attn_mask(attn_mask, (batch, cap, seq, seq))
         q, k, v = self.project(stimulus)
-        if attn_mask is None and not (self.training and self.attn_dropout > 0):
+        if batch == 0 or seq == 0:  # nothing to attend: torch's attention returns empty too
+            heads = torch.zeros_like(q)
+        elif attn_mask is None and not (self.training and self.attn_dropout > 0):
             # Gated values already zero what does not attend. A kernel that attends with every
             # slot anyway (torch's SDPA) then needs no mask pass over its output; the pool
             # kernels still take ``alive``, which lets them skip dead slots' work.
@@ -685,22 +720,47 @@ class Organism(nn.Module):
         else:
             heads = self._masked_attention(q, k, v, causal, key_padding_mask, attn_mask)
         if head_mask is not None:
-            if head_mask.shape != (batch, cap) or head_mask.dtype != torch.bool:
-                raise KernelError(
-                    f"head_mask must be ({batch}, {cap}) bool, got "
-                    f"{tuple(head_mask.shape)} {head_mask.dtype}"
-                )
             heads = torch.where(head_mask[:, :, None, None], heads, 0.0)
         merged = heads.transpose(1, 2).reshape(batch, seq, cap * d)
         out = nn.functional.linear(merged, self.o_weight.view(width, cap * d), self.out_bias)
-        if self.feeding_tubes and self.training and torch.is_grad_enabled():
+        if self.feeding_tubes and self.training and torch.is_grad_enabled() and batch * seq:
             self._feed_tubes(heads.detach())
         return self.dropout(out)
+
+    def _check_stimulus(self, stimulus: Any) -> None:
+        """KernelError unless ``stimulus`` is a ``(B, T, D)`` tensor on the parameters' device, of
+        their dtype or one autocast computes with them (see :meth:`forward`); the linears would
+        fail naming neither. Reads shapes and dtypes only."""
+        if not isinstance(stimulus, Tensor):
+            raise KernelError(
+                f"stimulus must be a (B, T, {self.n_embd}) tensor, got {shown(stimulus)}"
+            )
+        if stimulus.dim() != 3 or stimulus.shape[-1] != self.n_embd:
+            raise KernelError(
+                f"stimulus must be (B, T, {self.n_embd}), got shape {tuple(stimulus.shape)}"
+            )
+        weight = self.qkv_weight
+        if stimulus.device != weight.device:
+            raise KernelError(
+                f"stimulus is on {stimulus.device}; {self.name}'s parameters are on {weight.device}"
+            )
+        if stimulus.dtype != weight.dtype and not (
+            _autocast_eligible(stimulus.dtype)
+            and _autocast_eligible(weight.dtype)
+            and torch.is_autocast_enabled(stimulus.device.type)
+        ):
+            raise KernelError(
+                f"stimulus has dtype {stimulus.dtype}; {self.name} computes in {weight.dtype} "
+                f"(convert one of them, or run under torch.autocast with a floating stimulus "
+                f"other than float64)"
+            )
 
     @staticmethod
     def _check_attn_mask(mask: Any, full: tuple[int, int, int, int]) -> None:
         """KernelError unless ``mask`` is a bool or floating tensor broadcastable to ``full``
-        ``(B, P, T, T)`` (torch's attention would fail deep inside, naming neither)."""
+        ``(B, P, T, T)`` (torch's attention would fail deep inside, naming neither), and, on the
+        CPU, a float mask free of NaN and ``+inf`` (each makes its rows' softmax NaN). Checked
+        as token ids are: on the CPU only, where reading the result costs no wait."""
         if not isinstance(mask, Tensor) or not (
             mask.dtype == torch.bool or mask.is_floating_point()
         ):
@@ -715,6 +775,18 @@ class Organism(nn.Module):
                 f"attn_mask of shape {tuple(mask.shape)} does not broadcast to (B, P, T, T) = "
                 f"{full}"
             )
+        if not mask.is_floating_point() or mask.device.type != "cpu":
+            return
+        if torch.compiler.is_compiling():
+            return
+        try:
+            torch._assert_async(~(mask.isnan() | mask.isposinf()).any(), "NaN or +inf in mask")
+        except RuntimeError:
+            where = torch.nonzero(mask.isnan() | mask.isposinf())[0].tolist()
+            raise KernelError(
+                f"attn_mask holds {mask[tuple(where)].item()} at {tuple(where)}: a float mask is "
+                "added to the logits, where NaN and +inf make the softmax NaN (-inf forbids a key)"
+            ) from None
 
     def _masked_attention(
         self,
@@ -731,6 +803,16 @@ class Organism(nn.Module):
         Slots that do not attend output 0 and get zero gradients from their gated values (zero
         value rows: finite probabilities times 0); only a mask, whose fully masked rows would
         leave them NaN, needs a pass over the output that zeroes them."""
+        if (
+            attn_mask is not None
+            and attn_mask.is_floating_point()
+            and attn_mask.dtype not in (torch.float32, q.dtype)
+        ):
+            wanted = sorted({str(torch.float32), str(q.dtype)})
+            raise KernelError(
+                f"a float attn_mask must be {' or '.join(wanted)} (attention computes in "
+                f"{q.dtype}), got {attn_mask.dtype}"
+            )
         mask = attn_mask
         if key_padding_mask is not None:
             pad = torch.zeros(key_padding_mask.shape, dtype=q.dtype, device=q.device)
