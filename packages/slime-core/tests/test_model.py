@@ -616,3 +616,38 @@ def test_an_ablation_that_is_no_pair_of_ints_is_named(kernel, call):
 def test_an_idx_that_is_no_token_batch_is_a_data_error(kernel, idx, message):
     with pytest.raises(DataError, match=message):
         make(kernel)(idx)
+
+
+def test_a_zero_dimensional_idx_is_a_data_error(kernel):
+    with pytest.raises(DataError, match=r"\(B, T\) int64, got \(\)"):  # IndexError before
+        make(kernel)(torch.tensor(3))
+
+
+@pytest.mark.parametrize(
+    "head_mask",
+    [torch.tensor(True), torch.ones(2, dtype=torch.bool), [[[True]]]],
+    ids=["0-d", "1-d", "a list"],
+)
+def test_a_head_mask_that_is_no_per_layer_tensor_is_named(kernel, head_mask):
+    # 0-d: IndexError from head_mask.shape[0]; a list: AttributeError
+    with pytest.raises(ConfigError, match=r"head_mask: .*\(n_layer=2, B, P\) tensor, got"):
+        make(kernel)(batch()[0], head_mask=head_mask)
+
+
+@pytest.mark.parametrize("max_logits", [0, -5, True, 1.5, "big"])
+def test_ablation_losses_refuses_a_max_logits_that_is_no_positive_int(kernel, max_logits):
+    # each was taken (as groups of one copy, or a TypeError for the string)
+    with pytest.raises(ConfigError, match=r"max_logits: expected an int >= 1, got"):
+        make(kernel).ablation_losses(*batch(), [(0, 0)], max_logits=max_logits)
+
+
+def test_ablation_losses_takes_any_iterable_of_pairs_and_names_a_non_iterable(kernel):
+    model = make(kernel)
+    idx, targets = batch()
+    listed, _ = model.ablation_losses(idx, targets, [(0, 0), (1, 2)])
+    generated, _ = model.ablation_losses(
+        idx, targets, ((layer, 0 if layer == 0 else 2) for layer in (0, 1))
+    )
+    torch.testing.assert_close(listed, generated)  # a generator raised TypeError (len)
+    with pytest.raises(ConfigError, match="ablations: expected a list of .* got None"):
+        model.ablation_losses(idx, targets, None)

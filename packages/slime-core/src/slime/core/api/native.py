@@ -270,9 +270,19 @@ class SlimeModel(nn.Module):
             for the whole pool (what :meth:`measure_behaviour` takes).
 
         Raises:
-            ConfigError: an ablation names a layer or slot outside the model.
+            ConfigError: an ablation names a layer or slot outside the model, ``ablations`` is no
+                list of pairs, or ``max_logits`` is no int >= 1.
         """
         n_layer, capacity = len(self.blocks), self.organisms[0].pod_capacity
+        if isinstance(max_logits, bool) or not isinstance(max_logits, int) or max_logits < 1:
+            raise ConfigError(f"expected an int >= 1, got {shown(max_logits)}", "max_logits")
+        try:
+            ablations = list(ablations)
+        except TypeError:
+            raise ConfigError(
+                f"expected a list of (layer, slot) pairs, got {shown(ablations)}", "ablations"
+            ) from None
+        self._check_idx(idx)
         self._check_targets(idx, targets)
         for ablation in ablations:
             layer, slot = (
@@ -404,13 +414,18 @@ class SlimeModel(nn.Module):
 
     # -- forward --------------------------------------------------------------------------------
 
-    def _embed(self, idx: Tensor) -> Tensor:
+    @staticmethod
+    def _check_idx(idx: Any) -> None:
+        """DataError unless ``idx`` is a ``(B, T)`` int64 tensor holding a token."""
         if not isinstance(idx, Tensor):
             raise DataError(f"idx must be a (B, T) int64 tensor, got {shown(idx)}")
         if idx.dim() != 2 or idx.dtype != torch.long:
             raise DataError(f"idx must be (B, T) int64, got {tuple(idx.shape)} {idx.dtype}")
         if idx.numel() == 0:
             raise DataError(f"idx must hold at least one token, got shape {tuple(idx.shape)}")
+
+    def _embed(self, idx: Tensor) -> Tensor:
+        self._check_idx(idx)
         if idx.shape[1] > self.config.block_size:
             raise ConfigError(
                 f"sequence length {idx.shape[1]} exceeds block_size {self.config.block_size}",
@@ -430,13 +445,16 @@ class SlimeModel(nn.Module):
         ``head_mask`` ``(n_layer, B, P)`` bool drops slots per sample and layer (False = dropped):
         each sample then runs through its own ablation of the pool.
         """
-        if not isinstance(idx, Tensor):
-            raise DataError(f"idx must be a (B, T) int64 tensor, got {shown(idx)}")
-        batch, seq = idx.shape[0], idx.shape[-1]
-        if head_mask is not None and head_mask.shape[0] != len(self.blocks):
+        self._check_idx(idx)
+        batch, seq = idx.shape
+        if head_mask is not None and (
+            not isinstance(head_mask, Tensor)
+            or head_mask.dim() != 3
+            or head_mask.shape[0] != len(self.blocks)
+        ):
+            got = tuple(head_mask.shape) if isinstance(head_mask, Tensor) else shown(head_mask)
             raise ConfigError(
-                f"head_mask must be (n_layer={len(self.blocks)}, B, P), got "
-                f"{tuple(head_mask.shape)}",
+                f"head_mask must be a (n_layer={len(self.blocks)}, B, P) tensor, got {got}",
                 "head_mask",
             )
         timer = self.metrics.time_forward(batch * seq) if self.metrics else contextlib.nullcontext()
