@@ -81,3 +81,16 @@ def test_cuda_timing_defers_reading_events_until_flush():
         torch.cuda.set_sync_debug_mode(0)
     summary = metrics.flush()
     assert summary["forwards"] == 3 and summary["latency_ms_mean"] > 0
+
+
+@pytest.mark.parametrize("max_pending", [1.5, "5", True, float("nan")])
+def test_max_pending_must_be_an_int(max_pending):
+    # a float, True and NaN were taken; a string raised TypeError
+    with pytest.raises(ConfigError, match="max_pending must be an int >= 1"):
+        MetricsCollector(max_pending=max_pending)
+
+
+@pytest.mark.parametrize("device", ["nvidia", 5.5])
+def test_a_device_torch_cannot_read_is_named(device):
+    with pytest.raises(ConfigError, match="device: device .* is not a torch device"):
+        MetricsCollector(device=device)  # torch's RuntimeError / TypeError before

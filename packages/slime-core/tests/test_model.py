@@ -651,3 +651,14 @@ def test_ablation_losses_takes_any_iterable_of_pairs_and_names_a_non_iterable(ke
     torch.testing.assert_close(listed, generated)  # a generator raised TypeError (len)
     with pytest.raises(ConfigError, match="ablations: expected a list of .* got None"):
         model.ablation_losses(idx, targets, None)
+
+
+@pytest.mark.parametrize("device", ["nvidia", "meta", 1.5])
+def test_a_model_on_a_device_that_cannot_hold_it_is_named(kernel, device):
+    with pytest.raises(ConfigError, match="device: "):  # RuntimeError, TypeError before
+        SlimeModel(config(), kernel=kernel, device=device)
+
+
+def test_a_model_of_no_config_is_named(kernel):
+    with pytest.raises(ConfigError, match="config: expected a SlimeConfig, got {'vocab_size': 13}"):
+        SlimeModel({"vocab_size": V}, kernel=kernel)  # AttributeError before

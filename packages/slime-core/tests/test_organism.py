@@ -742,3 +742,21 @@ def test_an_empty_batch_gives_an_empty_output_and_feeds_no_tube(kernel, gen, sha
     out = org(torch.randn(shape))
     assert out.shape == shape
     assert int(org.tube_pos) == 0 and bool(org.tube_trace.isnan().all())
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ("meta", "device 'meta' holds no data"),  # Tensor.item() cannot be called on meta tensors
+        ("nvidia", "device 'nvidia' is not a torch device"),  # torch's RuntimeError
+        (3.5, "device must be a torch.device or a string"),  # torch's TypeError
+    ],
+)
+def test_a_device_that_cannot_hold_the_slot_table_is_named(kernel, device, message):
+    with pytest.raises(ConfigError, match=f"device: {message}"):
+        Organism(D, pod_capacity=2, n_pods=1, head_dim=d, kernel=kernel, device=device)
+
+
+def test_a_generator_that_is_no_torch_generator_is_named(kernel):
+    with pytest.raises(ConfigError, match="generator: expected a torch.Generator or None, got 5"):
+        Organism(D, pod_capacity=2, n_pods=1, head_dim=d, kernel=kernel, generator=5)

@@ -36,7 +36,7 @@ from slime.memory import MAX_POOL_SIZE, AddResult, GridArchive
 from slime.proto import ConfigError, Kernel, KernelError, PoolError, shown
 from torch import Tensor, nn
 
-__all__ = ["FOUNDER", "Organism", "SlotListener", "measure_organisms"]
+__all__ = ["FOUNDER", "Organism", "SlotListener", "measure_organisms", "read_device"]
 
 SlotListener = Callable[["Organism", list[int]], None]
 FOUNDER = -1
@@ -59,6 +59,35 @@ def _uniform(
     where = generator.device if generator is not None else device
     draw = torch.empty(shape, device=where).uniform_(-bound, bound, generator=generator)
     return draw.to(device)
+
+
+def read_device(device: Any, path: str = "device") -> torch.device:
+    """``device`` (None: the CPU) as a ``torch.device`` holding data, or ConfigError naming it, as
+    slime.memory reads its device arguments: a string torch cannot parse (``"gpu"``), something
+    that is no device (``3.5``), or the meta device, which holds no data where an organism reads
+    its slot table on the host."""
+    if device is None:
+        return torch.device("cpu")
+    if not isinstance(device, torch.device):
+        if not isinstance(device, str) and (
+            isinstance(device, bool) or not isinstance(device, int)
+        ):
+            raise ConfigError(
+                f"device must be a torch.device or a string such as 'cpu' or 'cuda:0', got "
+                f"{shown(device)}",
+                path,
+            )
+        try:
+            device = torch.device(device)  # an int is a CUDA index, as torch reads it
+        except (RuntimeError, ValueError) as e:
+            raise ConfigError(f"device {shown(device)} is not a torch device: {e}", path) from e
+    if device.type == "meta":
+        raise ConfigError(
+            "device 'meta' holds no data, and an organism reads its slot table on the host "
+            "(births, deaths, measurements); build it on a real device",
+            path,
+        )
+    return device
 
 
 def _autocast_eligible(dtype: torch.dtype) -> bool:
@@ -198,8 +227,12 @@ class Organism(nn.Module):
         self.descriptor_momentum = descriptor_momentum
         self.memory_budget_bytes = memory_budget_bytes
         self.tube_decay = float(tube_decay)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ConfigError(
+                f"expected a torch.Generator or None, got {shown(generator)}", "generator"
+            )
         self.generator = generator
-        device = torch.device(device) if device is not None else torch.device("cpu")
+        device = read_device(device)
         cap, d, width = pod_capacity, head_dim, n_embd
 
         self.qkv_weight = nn.Parameter(torch.zeros(3, cap, d, width, device=device))

@@ -26,6 +26,7 @@ from slime.core.organism import (
     Organism,
     add_offered,
     measure_organisms,
+    read_device,
     slot_gradient_stats,
     worth_offering,
 )
@@ -90,7 +91,9 @@ class SlimeModel(nn.Module):
         generator: torch.Generator | None = None,
     ):
         super().__init__()
-        device = torch.device(device) if device is not None else torch.device("cpu")
+        if not isinstance(config, SlimeConfig):
+            raise ConfigError(f"expected a SlimeConfig, got {shown(config)}", "config")
+        device = read_device(device)
         if kernel is None:
             kernel = select_kernel(device, backend=config.kernel_backend, head_dim=config.head_dim)
         self.config, self.kernel, self.metrics, self.tracer = config, kernel, metrics, tracer

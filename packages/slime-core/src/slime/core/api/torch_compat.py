@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from slime.core.api._torch_masks import is_causal_mask, organism_masks
 from slime.core.blocks import MLP, Block
-from slime.core.organism import Organism
+from slime.core.organism import Organism, read_device
 from slime.kernels import select_kernel
 from slime.proto import ConfigError, Kernel, KernelError
 from torch import Tensor, nn
@@ -77,7 +77,7 @@ class SlimeMoldEncoderLayer(nn.Module):
                     "activation",
                 )
             activation = _ACTIVATIONS[activation]
-        device = torch.device(device) if device is not None else torch.device("cpu")
+        device = read_device(device)
         head_dim = d_model // nhead
         organism_options.setdefault("name", "encoder")
         organism = Organism(

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-from slime.proto import ConfigError
+from slime.proto import ConfigError, shown
 
 __all__ = ["MetricsCollector"]
 
@@ -39,9 +39,14 @@ class MetricsCollector:
     """
 
     def __init__(self, *, device: torch.device | str | None = None, max_pending: int = 4096):
-        if max_pending < 1:
-            raise ConfigError(f"max_pending must be >= 1, got {max_pending}", "max_pending")
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
+            raise ConfigError(
+                f"max_pending must be an int >= 1, got {shown(max_pending)}", "max_pending"
+            )
+        try:
+            self.device = torch.device(device) if device is not None else torch.device("cpu")
+        except (RuntimeError, TypeError, ValueError) as e:  # as slime.memory reads devices
+            raise ConfigError(f"device {shown(device)} is not a torch device: {e}", "device") from e
         self.max_pending = max_pending
         self._pending: list[tuple[Any, Any, int]] = []
         self._latencies_ms: list[float] = []
