@@ -97,15 +97,150 @@ def test_a_save_that_fails_midway_leaves_the_previous_files_whole(tmp_path, monk
     handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, limits[1]))
     try:
-        with pytest.raises(OSError):
-            new.save(tmp_path / "a")  # the tensors fit under the limit, the metadata does not
+        # the tensors fit under the limit, the metadata does not
+        with pytest.raises(ArchiveError, match=r"File too large \(EFBIG\); the files it held"):
+            new.save(tmp_path / "a")
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, limits)
         signal.signal(signal.SIGXFSZ, handler)
-    assert_unchanged(snapshot(old), GridArchive.load(tmp_path / "a"))
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(
-        ["archive.json", "tensors.safetensors"]
-    )
+    assert_saved_files_are(tmp_path / "a", old)
+
+
+def assert_saved_files_are(folder, archive: GridArchive) -> None:
+    """``folder`` holds exactly ``archive``'s two files (no temporary left behind)."""
+    assert_unchanged(snapshot(archive), GridArchive.load(folder))
+    assert sorted(p.name for p in folder.iterdir()) == ["archive.json", "tensors.safetensors"]
+
+
+def saved_pair(tmp_path) -> tuple[GridArchive, GridArchive]:
+    """An archive saved to ``tmp_path / "a"`` and a different one to save over it."""
+    old = GridArchive([4], [(0.0, 1.0)])
+    old.add([{"x": torch.ones(2)}], torch.ones(1), torch.tensor([[0.5]]))
+    old.save(tmp_path / "a")
+    new = GridArchive([4], [(0.0, 1.0)])
+    new.add([{"x": torch.zeros(2)}], torch.ones(1), torch.tensor([[0.1]]))
+    return old, new
+
+
+def expect_os_reason(failure: pytest.ExceptionInfo, folder, code: int) -> None:
+    """The ArchiveError names the folder and the OS's reason, chained from the OSError."""
+    import errno
+    import os
+
+    message = str(failure.value)
+    assert str(folder) in message
+    assert f"{os.strerror(code)} ({errno.errorcode[code]})" in message
+    assert isinstance(failure.value.__cause__, OSError)
+    assert failure.value.__cause__.errno == code
+
+
+@pytest.mark.parametrize("failing", [0, 1], ids=["tensors", "metadata"])
+def test_a_full_disk_midway_through_a_write_is_an_archive_error_and_loses_nothing(
+    tmp_path, monkeypatch, failing
+) -> None:
+    # The OSError escaped raw (a caller catching SlimeError missed it). Here the disk fills
+    # half way through writing the tensor file or the metadata file.
+    import errno
+    import os
+
+    old, new = saved_pair(tmp_path)
+    real_fdopen, opened = os.fdopen, []
+
+    class HalfWritten:
+        def __init__(self, file) -> None:
+            self.file = file
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.file.close()
+
+        def write(self, data: bytes) -> None:
+            self.file.write(data[: len(data) // 2])
+            self.file.flush()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def fdopen(fd, *args, **kwargs):
+        file = real_fdopen(fd, *args, **kwargs)
+        opened.append(fd)
+        return HalfWritten(file) if len(opened) == failing + 1 else file
+
+    monkeypatch.setattr(os, "fdopen", fdopen)
+    with pytest.raises(ArchiveError, match="cannot save an archive to") as failure:
+        new.save(tmp_path / "a")
+    monkeypatch.undo()
+    assert len(opened) == failing + 1
+    expect_os_reason(failure, tmp_path / "a", errno.ENOSPC)
+    assert_saved_files_are(tmp_path / "a", old)
+
+
+@pytest.mark.parametrize("failing", ["tensors.safetensors", "archive.json"])
+def test_a_rename_that_fails_after_the_first_puts_the_previous_files_back(
+    tmp_path, monkeypatch, failing
+) -> None:
+    # The tensor file was renamed into place before the metadata: a failure of the second
+    # rename left the new tensors beside the old metadata, a pair that no longer loads.
+    import errno
+    import os
+
+    old, new = saved_pair(tmp_path)
+    real_replace = os.replace
+
+    def replace(source, target, *args, **kwargs):
+        if str(source).endswith(".tmp") and os.path.basename(target) == failing:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real_replace(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(ArchiveError) as failure:
+        new.save(tmp_path / "a")
+    monkeypatch.undo()
+    expect_os_reason(failure, tmp_path / "a", errno.EIO)
+    assert_saved_files_are(tmp_path / "a", old)
+    new.save(tmp_path / "a")  # and the next save goes through
+    assert_saved_files_are(tmp_path / "a", new)
+
+
+def test_a_read_only_file_system_is_an_archive_error_naming_the_folder(
+    tmp_path, monkeypatch
+) -> None:
+    # EROFS (as a read-only mount gives even to root) escaped as a raw OSError.
+    import errno
+    import os
+
+    old, new = saved_pair(tmp_path)
+    real_open = os.open
+
+    def read_only(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(ArchiveError) as failure:
+        new.save(tmp_path / "a")
+    monkeypatch.undo()
+    expect_os_reason(failure, tmp_path / "a", errno.EROFS)
+    assert_saved_files_are(tmp_path / "a", old)
+
+
+@pytest.mark.parametrize("target", ["a", "a/b"], ids=["existing folder", "new subfolder"])
+def test_a_folder_without_write_permission_is_an_archive_error(tmp_path, target) -> None:
+    import errno
+    import os
+
+    if not hasattr(os, "geteuid") or os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders; the EROFS test covers this path")
+    old, new = saved_pair(tmp_path)
+    (tmp_path / "a").chmod(0o555)
+    try:
+        with pytest.raises(ArchiveError) as failure:
+            new.save(tmp_path / target)
+    finally:
+        (tmp_path / "a").chmod(0o755)
+    expect_os_reason(failure, tmp_path / target, errno.EACCES)
+    assert_saved_files_are(tmp_path / "a", old)
 
 
 def test_concurrent_saves_to_one_folder_never_interleave(tmp_path) -> None:

@@ -2,7 +2,9 @@
 
 A save writes both files to temporary names in the folder and renames them into place, under an
 exclusive lock of the folder (a load holds a shared one): a save that fails leaves the previous
-files whole, and concurrent saves to one folder land one after the other, never interleaved.
+files whole (a file being replaced is moved aside first, and put back if a later rename fails;
+an OSError becomes an ArchiveError naming the folder and the OS's reason), and concurrent saves
+to one folder land one after the other, never interleaved.
 
 Genomes are stored as tagged JSON trees whose tensor leaves point into the safetensors file, so
 tuples stay tuples, bools stay bools and floats (NaN included) come back exactly.
@@ -10,6 +12,8 @@ tuples stay tuples, bools stay bools and floats (NaN included) come back exactly
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import math
@@ -177,24 +181,79 @@ def save_archive(
     }
     document = {"meta": meta, "meta_sha256": _digest(_canonical(meta))}
     text = json.dumps(document, sort_keys=True, allow_nan=False, indent=1).encode()
-    if path.exists() and not path.is_dir():
-        raise ArchiveError(f"cannot save an archive to {path}: it is a file, not a folder")
     try:
+        if path.exists() and not path.is_dir():
+            raise ArchiveError(f"cannot save an archive to {path}: it is a file, not a folder")
         path.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError) as e:  # a parent is a file
         raise ArchiveError(f"cannot save an archive to {path}: {e}") from e
-    # Other OSErrors (a full disk, no permission) propagate as they are: the environment, not
-    # the argument, is at fault, and the previous files stay whole either way.
-    with _locked(path, exclusive=True):
-        staged = []
-        try:
-            for name, data in ((TENSORS, blob), (META, text)):
-                staged.append(_write_temporary(path, name, data))
-            for temporary, name in zip(staged, (TENSORS, META)):
-                os.replace(temporary, path / name)
-        finally:
-            for temporary in staged:
+    except OSError as e:  # no permission, a read-only file system, a full disk
+        raise ArchiveError(f"cannot save an archive to {path}: {_reason(e)}") from e
+    try:
+        with _locked(path, exclusive=True):
+            _replace_files(path, {TENSORS: blob, META: text})
+    except OSError as e:
+        notes = getattr(e, "__notes__", None)
+        after = "; ".join(notes) if notes else "the files it held are unchanged"
+        raise ArchiveError(f"cannot save an archive to {path}: {_reason(e)}; {after}") from e
+
+
+def _reason(error: OSError) -> str:
+    """What went wrong, in the OS's words: ``No space left on device (ENOSPC)``."""
+    if error.errno is None:
+        return str(error) or type(error).__name__
+    name = errno.errorcode.get(error.errno, f"errno {error.errno}")
+    return f"{error.strerror or os.strerror(error.errno)} ({name})"
+
+
+def _replace_files(folder: Path, files: dict[str, bytes]) -> None:
+    """Write ``files`` (name -> bytes) into ``folder``, replacing those there, or raise OSError
+    and leave the folder's files as they were.
+
+    Every file is written and flushed under a temporary name first, then renamed into place.
+    A file it replaces is first moved aside (not overwritten), so a rename failing after the
+    first (rare: the data is already on disk) can put back the files already replaced.
+    """
+    staged: dict[str, Path] = {}
+    moved: list[list[Any]] = []  # [name, where its previous file waits or None, placed]
+    try:
+        for name, data in files.items():
+            staged[name] = _write_temporary(folder, name, data)
+        for name, temporary in staged.items():
+            kept: Path | None = folder / f".{name}.{uuid.uuid4().hex}.old"
+            try:
+                os.replace(folder / name, kept)
+            except FileNotFoundError:
+                kept = None
+            entry = [name, kept, False]
+            moved.append(entry)
+            os.replace(temporary, folder / name)
+            entry[2] = True
+    except BaseException as error:
+        _put_back(folder, moved, error)
+        raise
+    finally:
+        for temporary in staged.values():
+            with contextlib.suppress(OSError):
                 temporary.unlink(missing_ok=True)
+    for _, kept, _ in moved:
+        if kept is not None:
+            with contextlib.suppress(OSError):
+                kept.unlink()
+
+
+def _put_back(folder: Path, moved: list[list[Any]], error: BaseException) -> None:
+    """Undo :func:`_replace_files`' renames; a file that cannot be put back stays where it was
+    moved, and ``error`` says where."""
+    for name, kept, placed in reversed(moved):
+        try:
+            if kept is not None:
+                os.replace(kept, folder / name)
+            elif placed:  # there was no such file before
+                (folder / name).unlink(missing_ok=True)
+        except OSError as e:
+            where = kept if kept is not None else folder / name
+            error.add_note(f"could not restore {folder / name} ({_reason(e)}); see {where}")
 
 
 def _write_temporary(folder: Path, name: str, data: bytes) -> Path:

@@ -793,8 +793,9 @@ class Archive:
 
         Raises:
             ArchiveError: ``path`` is not a str or path-like, or it (or a parent) is an existing
-                file rather than a folder (naming the path). OSError: the files cannot be
-                written (a full disk, no permission); the previous files stay whole.
+                file rather than a folder, or the files cannot be written (a full disk, no
+                permission, a read-only folder): naming the path and the OS's reason, with the
+                OSError as its cause. The previous files stay whole.
         """
         if not isinstance(path, str | os.PathLike) or isinstance(os.fspath(path), bytes):
             raise ArchiveError(f"save needs a folder path (str or Path), got {shown(path)}")
