@@ -94,3 +94,27 @@ def test_max_pending_must_be_an_int(max_pending):
 def test_a_device_torch_cannot_read_is_named(device):
     with pytest.raises(ConfigError, match="device: device .* is not a torch device"):
         MetricsCollector(device=device)  # torch's RuntimeError / TypeError before
+
+
+@pytest.mark.parametrize("tokens", ["a", 1.5, -1, None])
+def test_a_token_count_that_is_no_int_is_refused_and_never_poisons_the_summary(tokens):
+    # "a" was recorded and every later flush raised TypeError; -1 gave a negative throughput
+    metrics = MetricsCollector()
+    with pytest.raises(ConfigError, match="tokens: expected an int >= 0, got"):
+        with metrics.time_forward(tokens):
+            pass
+    with metrics.time_forward(4):
+        pass
+    summary = metrics.flush()
+    assert summary["forwards"] == 1 and summary["tokens"] == 4
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(("births", "x"), "amount: expected an int"), (("births", 0.5), "amount"), ((5,), "counter")],
+)
+def test_a_counter_increment_of_no_int_or_no_name_is_refused(args, message):
+    metrics = MetricsCollector()
+    with pytest.raises(ConfigError, match=message):
+        metrics.increment(*args)
+    assert metrics.flush()["counters"] == {}

@@ -30,6 +30,11 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
+def _check_count(value: object, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"expected an int >= 0, got {shown(value)}", name)
+
+
 class MetricsCollector:
     """Records what forward passes cost. Pass one to a model; read it with :meth:`flush`.
 
@@ -60,7 +65,13 @@ class MetricsCollector:
 
     @contextmanager
     def time_forward(self, tokens: int) -> Iterator[None]:
-        """Time the enclosed forward pass, which processes ``tokens`` tokens."""
+        """Time the enclosed forward pass, which processes ``tokens`` tokens.
+
+        Raises:
+            ConfigError: ``tokens`` is no int >= 0 (checked before anything is recorded, so a
+                bad count never reaches the summaries).
+        """
+        _check_count(tokens, "tokens")
         if self.uses_cuda_events:
             start = torch.cuda.Event(enable_timing=True)
             end = torch.cuda.Event(enable_timing=True)
@@ -77,7 +88,15 @@ class MetricsCollector:
             self._tokens.append(tokens)
 
     def increment(self, counter: str, amount: int = 1) -> None:
-        """Add ``amount`` to a named counter (e.g. ``"pod/0.3/forwards"``)."""
+        """Add ``amount`` to a named counter (e.g. ``"pod/0.3/forwards"``).
+
+        Raises:
+            ConfigError: ``counter`` is no string or ``amount`` no int.
+        """
+        if not isinstance(counter, str):
+            raise ConfigError(f"a counter is named by a string, got {shown(counter)}", "counter")
+        if isinstance(amount, bool) or not isinstance(amount, int):
+            raise ConfigError(f"expected an int, got {shown(amount)}", "amount")
         self._counters[counter] += amount
 
     def counter(self, name: str) -> int:
