@@ -177,3 +177,50 @@ def test_kmo_and_bartlett_of_huge_finite_samples_are_finite_and_scale_free() -> 
     statistic, p_value = bartlett_sphericity(huge)
     assert statistic == pytest.approx(bartlett_sphericity(samples)[0], rel=1e-12)
     assert np.isfinite(p_value)
+
+
+def test_descriptor_variance_of_huge_finite_samples_is_finite_and_exact() -> None:
+    # The mean's sum overflowed near 1e308: a constant column came out NaN, not 0.
+    huge = 1.5 * 2.0**1023  # 1.35e308: in units of 2**1023 every step below is exact
+    samples = np.array([[huge, 1.0], [huge, 2.0], [huge, 4.0], [huge, 5.0]])
+    assert descriptor_variance(samples).tolist() == [0.0, np.var([1.0, 2.0, 4.0, 5.0], ddof=1)]
+    # Dividing by a power of two is exact: ordinary samples give numpy's result bit for bit.
+    ordinary = np.random.default_rng(0).normal(size=(20, 3)) * np.array([1e150, 1.0, 1e-150])
+    assert descriptor_variance(ordinary).tolist() == ordinary.var(axis=0, ddof=1).tolist()
+
+
+def test_a_variance_beyond_float64_raises_naming_the_dimension() -> None:
+    samples = np.array([[0.0, 1e200], [1.0, -1e200]])  # a variance of 2e400
+    with pytest.raises(ArchiveError, match=r"variance of dimension 1 is beyond the float64"):
+        descriptor_variance(samples)
+
+
+def test_descriptor_stability_of_huge_finite_series_is_finite() -> None:
+    # np.linalg.norm squared the steps (inf from about 1.3e154) and the spread's variance
+    # overflowed: inf or NaN for finite series whose answers are finite.
+    huge = 1.5 * 2.0**1023
+    series = torch.tensor([[0.0, huge], [1e200, huge], [3e200, huge]], dtype=torch.float64)
+    result = descriptor_stability(series)
+    assert result.mean_step == pytest.approx(1.5e200, rel=1e-15)
+    assert result.drift == pytest.approx(3e200, rel=1e-15)
+    expected = np.std([0.0, 1.0, 3.0]) * 1e200
+    assert result.spread[0].item() == pytest.approx(expected, rel=1e-15)
+    assert result.spread[1].item() == 0.0
+    # Steps of 1.41e308 are finite, and so is the spread of 1e308 and 0.
+    corners = descriptor_stability(np.array([[1e308, 1e308], [0.0, 0.0], [1e308, 1e308]]))
+    assert corners.mean_step == pytest.approx(2**0.5 * 1e308, rel=1e-15)
+    assert corners.drift == 0.0
+    assert descriptor_stability(np.array([[1e308], [0.0]])).spread.item() == 5e307
+
+
+@pytest.mark.parametrize(
+    ("series", "says"),
+    [
+        ([[1e308, 0.0], [-1e308, 0.0]], "length of a step"),  # the difference overflows
+        ([[1.5e308, 1.5e308], [0.0, 0.0]], "length of a step"),  # the norm does
+        ([[-1e308, -1e308], [0.0, 0.0], [1e308, 1e308]], "length of the drift"),
+    ],
+)
+def test_a_step_or_drift_beyond_float64_raises(series, says) -> None:
+    with pytest.raises(ArchiveError, match=f"{says} between observations is beyond the float64"):
+        descriptor_stability(np.array(series))

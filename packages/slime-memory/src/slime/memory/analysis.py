@@ -203,18 +203,83 @@ def kernel_pca(
     )
 
 
+def _power_of_two_scale(largest: np.ndarray) -> np.ndarray:
+    """For each largest magnitude, a power of two at most it (1 for 0): dividing by it is
+    exact and leaves magnitudes below 2, so squares and sums of squares cannot overflow."""
+    exponent = np.frexp(largest)[1] - 1
+    return np.where(largest > 0, np.ldexp(1.0, exponent), 1.0)
+
+
+def _row_norms(rows: np.ndarray) -> np.ndarray:
+    """Euclidean norm of each row of finite ``rows`` ``(m, k)``, each computed on the row
+    divided by a power of two near its largest entry (``np.linalg.norm`` squares the entries:
+    inf from about 1.3e154, 0 below about 1e-162). A norm beyond float64 is inf."""
+    scale = _power_of_two_scale(np.abs(rows).max(axis=1))
+    unit = rows / scale[:, None]
+    with np.errstate(over="ignore"):
+        return np.sqrt(np.einsum("ij,ij->i", unit, unit)) * scale
+
+
+def _beyond_float64(name: str, what: str, largest: float) -> ArchiveError:
+    return ArchiveError(
+        f"{name}: the {what} is beyond the float64 range (values up to {shown(largest)}); "
+        "rescale the descriptors"
+    )
+
+
 def descriptor_variance(samples: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """Unbiased variance of each dimension across ``samples`` ``(n >= 2, k)``: ``(k,)`` float64."""
+    """Unbiased variance of each dimension across ``samples`` ``(n >= 2, k)``: ``(k,)`` float64.
+
+    Each dimension is computed divided by a power of two near its largest magnitude (exact),
+    so finite samples near 1e308 give finite results whenever the variance itself is one.
+
+    Raises:
+        ArchiveError: samples that are not a finite real ``(n >= 2, k)`` matrix, or a variance
+            beyond the float64 range (above about 1.8e308, for values of spread near 1e154 or
+            more), naming the dimension.
+    """
     array = _matrix(samples, "samples", min_rows=2)
-    return torch.from_numpy(array.var(axis=0, ddof=1))
+    scale = _power_of_two_scale(np.abs(array).max(axis=0))
+    with np.errstate(over="ignore"):
+        variance = (array / scale).var(axis=0, ddof=1) * scale * scale
+    huge = np.flatnonzero(~np.isfinite(variance))
+    if huge.size:
+        j = int(huge[0])
+        largest = float(np.abs(array[:, j]).max())
+        raise _beyond_float64("samples", f"variance of dimension {j}", largest)
+    return torch.from_numpy(variance)
 
 
 def descriptor_stability(series: torch.Tensor | np.ndarray) -> StabilityResult:
-    """Movement of one component's descriptor over time, ``series`` ``(t >= 2, k)``."""
+    """Movement of one component's descriptor over time, ``series`` ``(t >= 2, k)``.
+
+    Distances and spreads are computed on scaled values (as in :func:`descriptor_variance`), so
+    finite series near 1e308 give finite results whenever the results themselves are.
+
+    Raises:
+        ArchiveError: a series that is not a finite real ``(t >= 2, k)`` matrix, or a step or
+            the drift beyond the float64 range (two observations about 1.8e308 apart).
+    """
     array = _matrix(series, "series", min_rows=2)
-    steps = np.linalg.norm(np.diff(array, axis=0), axis=1)
-    return StabilityResult(
-        mean_step=float(steps.mean()),
-        drift=float(np.linalg.norm(array[-1] - array[0])),
-        spread=torch.from_numpy(array.std(axis=0)),
-    )
+    largest = float(np.abs(array).max())
+    with np.errstate(over="ignore"):
+        steps = _distances(np.diff(array, axis=0), "a step", largest)
+        drift = float(_distances((array[-1] - array[0])[None], "the drift", largest)[0])
+        # A mean of finite steps is at most the largest step, and a standard deviation at
+        # most the largest magnitude: computed scaled, both stay finite.
+        step_scale = float(_power_of_two_scale(steps.max(keepdims=True))[0])
+        mean_step = float((steps / step_scale).mean() * step_scale)
+        spread_scale = _power_of_two_scale(np.abs(array).max(axis=0))
+        spread = (array / spread_scale).std(axis=0) * spread_scale
+    if not (math.isfinite(mean_step) and np.isfinite(spread).all()):  # rounding at the edge
+        raise _beyond_float64("series", "mean step or spread", largest)
+    return StabilityResult(mean_step=mean_step, drift=drift, spread=torch.from_numpy(spread))
+
+
+def _distances(moves: np.ndarray, what: str, largest: float) -> np.ndarray:
+    """Norms of the rows of ``moves`` (differences of a series' observations), or
+    ArchiveError when one is beyond float64 (the difference itself may already be inf)."""
+    distance = _row_norms(moves) if np.isfinite(moves).all() else np.array([np.inf])
+    if not np.isfinite(distance).all():
+        raise _beyond_float64("series", f"length of {what} between observations", largest)
+    return distance
