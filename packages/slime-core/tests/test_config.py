@@ -65,3 +65,16 @@ def test_to_dict_from_dict_round_trips(vocab, pods, dims, bias):
 def test_descriptor_names_follow_archive_dims():
     cfg = SlimeConfig(vocab_size=10, archive_dims=(4, 4, 4))
     assert cfg.descriptor_names == ("attention_distance", "activation_sparsity", "weight_spread")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({}, "vocab_size: missing keys"),
+        ([], "config: expected a dict"),
+        ({1: 2, "a": 3}, "unknown"),
+    ],
+)
+def test_from_dict_names_missing_keys_and_data_that_is_no_dict(data, message):
+    with pytest.raises(ConfigError, match=message):  # TypeError before
+        SlimeConfig.from_dict(data)

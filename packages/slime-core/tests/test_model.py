@@ -662,3 +662,123 @@ def test_a_model_on_a_device_that_cannot_hold_it_is_named(kernel, device):
 def test_a_model_of_no_config_is_named(kernel):
     with pytest.raises(ConfigError, match="config: expected a SlimeConfig, got {'vocab_size': 13}"):
         SlimeModel({"vocab_size": V}, kernel=kernel)  # AttributeError before
+
+
+def _forge(tmp_path, kernel, meta=None, tensors=None):
+    """A saved model whose config.json (``meta(dict)``) or tensors (``tensors(dict)``, the sha256
+    recomputed, as a forger would) were rewritten; returns the directory and its files' bytes."""
+    import hashlib
+
+    from safetensors.torch import load, save
+
+    make(kernel).save_pretrained(tmp_path)
+    config_path, tensor_path = tmp_path / "config.json", tmp_path / "model.safetensors"
+    data = json.loads(config_path.read_text())
+    if tensors is not None:
+        state = load(tensor_path.read_bytes())
+        tensors(state)
+        blob = save(state)
+        tensor_path.write_bytes(blob)
+        data["model_sha256"] = hashlib.sha256(blob).hexdigest()
+    if meta is not None:
+        meta(data)
+    config_path.write_text(json.dumps(data))
+    return {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+
+
+def _set(key, value):
+    return lambda mapping: mapping.__setitem__(key, value)
+
+
+def _set_config(key, value):
+    return lambda meta: meta["config"].__setitem__(key, value)
+
+
+@pytest.mark.parametrize(
+    ("meta", "message"),
+    [
+        (lambda m: m["config"].pop("vocab_size"), "missing keys \\['vocab_size'\\]"),  # TypeError
+        (_set_config("n_embd", 65536), r"'wte.weight' has shape \(13, 16\), .* give \(13, 65536\)"),
+        (_set_config("tube_capacity", 1 << 20), r"'blocks.0.attn.tube_trace' has shape"),
+        (_set_config("archive_dims", [1024, 1024, 1024]), "config.json: .*MAX_ARCHIVE_CELLS"),
+        (_set("version", True), "vTrue"),  # read as version 1
+        (lambda m: m["layers"][0].__setitem__("live", [0.0, 1.0, 2.0, 3.0]), "slot numbers"),
+        (lambda m: m["layers"][0].__setitem__("live", [10**30]), r"lists \[1000000"),
+    ],
+    ids=["missing key", "huge width", "huge tube ring", "huge archive", "version True",
+         "float slots", "huge slot"],
+)  # fmt: skip
+def test_a_forged_config_json_is_a_checkpoint_error_before_anything_is_allocated(
+    kernel, tmp_path, meta, message
+):
+    # the missing key raised TypeError, the huge sizes allocated (or tried to) the model first,
+    # the huge archive raised ConfigError naming no file, True was read as version 1
+    files = _forge(tmp_path, kernel, meta=meta)
+    with pytest.raises(CheckpointError, match=message):
+        SlimeModel.from_pretrained(tmp_path, kernel=kernel)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == files
+
+
+@pytest.mark.parametrize(
+    ("tensors", "message"),
+    [
+        (lambda t: t.__setitem__("blocks.0.attn.alive", t["blocks.0.attn.alive"].long() * 3),
+         "'blocks.0.attn.alive' is torch.int64, expected torch.bool"),
+        (lambda t: t.__setitem__("wpe.weight", t["wpe.weight"].long()),
+         "'wpe.weight' is torch.int64, expected a floating dtype"),
+        (lambda t: t.__setitem__("blocks.1.attn.n_measurements", torch.full((6,), 0.5)),
+         "'blocks.1.attn.n_measurements' is torch.float32, expected torch.int64"),
+        (lambda t: t.__setitem__("lm_head.weight", torch.zeros(V, 16)), "lm_head.weight"),
+        (lambda t: t["blocks.0.attn.tube_pos"].fill_(10**6), "tube_pos 1000000 is outside"),
+        (lambda t: t["blocks.0.attn.tube_pos"].fill_(-3), "tube_pos -3 is outside"),
+        (lambda t: t.pop("wpe.weight"), r"lacks 'wpe.weight' \(8, 16\)"),
+    ],
+    ids=["int alive", "int weight", "float counts", "untied head", "tube_pos huge",
+         "tube_pos negative", "missing"],
+)  # fmt: skip
+def test_forged_tensors_are_a_checkpoint_error_naming_the_tensor(
+    kernel, tmp_path, tensors, message
+):
+    # each was cast or ignored silently; a tube position outside the ring failed the first
+    # training forward
+    files = _forge(tmp_path, kernel, tensors=tensors)
+    with pytest.raises(CheckpointError, match=message):
+        SlimeModel.from_pretrained(tmp_path, kernel=kernel)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == files
+
+
+def test_a_model_saved_in_bfloat16_still_loads_into_float32(kernel, tmp_path):
+    model = make(kernel).to(torch.bfloat16)
+    model.save_pretrained(tmp_path)
+    loaded = SlimeModel.from_pretrained(tmp_path, kernel=kernel)
+    assert loaded.wte.weight.dtype == torch.float32
+    assert torch.equal(loaded.wte.weight, model.wte.weight.float())
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"[" * 100_000 + b"]" * 100_000, b'{"version": ' + b"9" * 5000 + b"}"],
+    ids=["nested too deep", "a 5000-digit int"],
+)
+def test_a_config_json_python_cannot_parse_is_a_checkpoint_error(kernel, tmp_path, raw):
+    make(kernel).save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_bytes(raw)  # RecursionError / ValueError before
+    with pytest.raises(CheckpointError, match="cannot read .*config.json"):
+        SlimeModel.from_pretrained(tmp_path, kernel=kernel)
+
+
+def test_a_missing_archive_folder_is_a_checkpoint_error(kernel, tmp_path):
+    import shutil
+
+    make(kernel).save_pretrained(tmp_path)
+    shutil.rmtree(tmp_path / "archive_1")  # ArchiveError before: not what the docstring says
+    with pytest.raises(CheckpointError, match="archive_1"):
+        SlimeModel.from_pretrained(tmp_path, kernel=kernel)
+
+
+@pytest.mark.parametrize("directory", [None, 5])
+def test_a_model_directory_that_is_no_path_is_named(kernel, directory):
+    with pytest.raises(ConfigError, match="directory: expected a path"):  # TypeError before
+        SlimeModel.from_pretrained(directory, kernel=kernel)
+    with pytest.raises(ConfigError, match="directory: expected a path"):
+        make(kernel).save_pretrained(directory)

@@ -1065,6 +1065,16 @@ class Organism(nn.Module):
         head = f"{prefix}pods."
         if any(key.startswith(head) for key in state_dict):
             _convert_per_pod_layout(self, state_dict, prefix)
+        pos = state_dict.get(f"{prefix}tube_pos")
+        if isinstance(pos, Tensor) and pos.numel() == 1 and not pos.is_meta:
+            # Read on the host (loading is the slow timescale): a position outside the ring
+            # would fail the first training forward that feeds the tubes, far from here.
+            ring = self.tube_trace.shape[0]
+            if not 0 <= pos.item() < max(ring, 1):
+                raise PoolError(
+                    f"{prefix}tube_pos {shown(pos.item())} is outside {self.name}'s tube ring of "
+                    f"{ring} entries"
+                )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._ablated = frozenset()
         self._refresh_attending()

@@ -162,11 +162,25 @@ class SlimeConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SlimeConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ConfigError naming them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        """Inverse of :meth:`to_dict`; unknown and missing keys raise ConfigError naming them."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"expected a dict of fields, got {shown(data)}", "config")
+        fields = dataclasses.fields(cls)
+        known = {f.name for f in fields}
+        unknown = sorted(set(data) - known, key=str)
         if unknown:
-            raise ConfigError(f"unknown keys {unknown}; known: {sorted(known)}", unknown[0])
+            raise ConfigError(
+                f"unknown keys {shown(unknown)}; known: {sorted(known)}", str(unknown[0])
+            )
+        missing = [
+            f.name
+            for f in fields
+            if f.name not in data
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
+        if missing:
+            raise ConfigError(f"missing keys {missing}", missing[0])
         data = dict(data)
         if "archive_dims" in data and isinstance(data["archive_dims"], list):
             data["archive_dims"] = tuple(data["archive_dims"])

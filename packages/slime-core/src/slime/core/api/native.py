@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,7 +33,15 @@ from slime.core.organism import (
 )
 from slime.kernels import select_kernel
 from slime.memory import GridArchive
-from slime.proto import CheckpointError, ConfigError, DataError, Kernel, PoolError, shown
+from slime.proto import (
+    ArchiveError,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    Kernel,
+    PoolError,
+    shown,
+)
 from torch import Tensor, nn
 
 __all__ = ["SlimeModel"]
@@ -513,7 +522,7 @@ class SlimeModel(nn.Module):
         """Write ``config.json``, ``model.safetensors`` and ``archive_<layer>/`` to ``directory``."""
         from safetensors.torch import save
 
-        directory = Path(directory)
+        directory = _directory(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().contiguous() for k, v in self.state_dict().items() if k != _TIED}
         blob = save(tensors)
@@ -544,15 +553,21 @@ class SlimeModel(nn.Module):
     ) -> SlimeModel:
         """Rebuild a model written by :meth:`save_pretrained`, pools and archives included.
 
+        Nothing is allocated for the model before the tensors' shapes are checked against the
+        config's sizes, so a forged config cannot ask for more memory than the file holds; the
+        files are only read.
+
         Raises:
-            CheckpointError: a file is missing or malformed, or does not match the config.
+            CheckpointError: a file is missing or malformed, or does not match the config (a
+                tensor of another shape or kind of dtype, one missing or extra).
+            ConfigError: ``directory`` is no path.
         """
         from safetensors.torch import load
 
-        directory = Path(directory)
+        directory = _directory(directory)
+        device = read_device(device)  # the caller's: a ConfigError below is the directory's
         meta = _read_meta(directory)
         config = SlimeConfig.from_dict(meta["config"])
-        model = cls(config, kernel=kernel, metrics=metrics, tracer=tracer, device=device)
         path = directory / "model.safetensors"
         try:
             blob = path.read_bytes()
@@ -566,6 +581,16 @@ class SlimeModel(nn.Module):
             raise CheckpointError(f"cannot read {path}: {e}") from e
         if "wte.weight" not in tensors:
             raise CheckpointError(f"{path} lacks the token embedding 'wte.weight'")
+        if _TIED in tensors and not torch.equal(tensors[_TIED], tensors["wte.weight"]):
+            raise CheckpointError(
+                f"{path} holds {_TIED!r} unlike 'wte.weight': the head is tied to the embedding"
+            )
+        _check_sizes(path, tensors, config, meta["version"])
+        try:
+            model = cls(config, kernel=kernel, metrics=metrics, tracer=tracer, device=device)
+        except ConfigError as e:  # a limit of the archives or kernels the config asks for
+            raise CheckpointError(f"{directory / 'config.json'}: {e}") from e
+        _check_dtypes(path, tensors, model.state_dict())
         tensors[_TIED] = tensors["wte.weight"]
         try:
             model.load_state_dict(tensors)
@@ -575,16 +600,70 @@ class SlimeModel(nn.Module):
             if organism.live_slots() != layer["live"]:
                 raise CheckpointError(
                     f"layer {i}: tensors hold slots {organism.live_slots()}, "
-                    f"config.json lists {layer['live']}"
+                    f"config.json lists {shown(layer['live'])}"
                 )
             if meta["version"] == 1:  # fitness lived in config.json before the slot table
                 for slot, fitness in zip(layer["live"], layer["fitness"], strict=True):
                     organism.pod(slot).fitness = fitness
-            archive = GridArchive.load(
-                directory / f"archive_{i}", device=model.archive_device(model.wte.weight.device)
-            )
-            organism.replace_archive(archive)
+            try:
+                archive = GridArchive.load(
+                    directory / f"archive_{i}", device=model.archive_device(model.wte.weight.device)
+                )
+                organism.replace_archive(archive)
+            except (ArchiveError, ConfigError) as e:
+                raise CheckpointError(f"{directory / f'archive_{i}'}: {e}") from e
         return model
+
+
+def _directory(directory: Any) -> Path:
+    """``directory`` as a Path, or ConfigError naming what is no path."""
+    if not isinstance(directory, str | os.PathLike):
+        raise ConfigError(f"expected a path, got {shown(directory)}", "directory")
+    return Path(directory)
+
+
+def _sized_shapes(c: SlimeConfig, version: int) -> dict[str, tuple[int, ...]]:
+    """The shapes of the tensors whose size is a product of config sizes (what a forged config
+    could make huge), by name; a version 1 file keeps the attention per pod, converted on load."""
+    width, cap, d, hidden = c.n_embd, c.pod_capacity, c.head_dim, int(c.mlp_ratio * c.n_embd)
+    shapes = {"wte.weight": (c.vocab_size, width), "wpe.weight": (c.block_size, width)}
+    for i in range(c.n_layer):
+        block = f"blocks.{i}."
+        shapes[block + "mlp.c_fc.weight"] = (hidden, width)
+        shapes[block + "mlp.c_proj.weight"] = (width, hidden)
+        if version >= 2:
+            shapes[block + "attn.qkv_weight"] = (3, cap, d, width)
+            shapes[block + "attn.o_weight"] = (width, cap, d)
+            shapes[block + "attn.correlation"] = (cap, d, d)
+            shapes[block + "attn.tube_trace"] = (c.tube_capacity, cap)
+    return shapes
+
+
+def _check_sizes(path: Path, tensors: dict[str, Tensor], config: SlimeConfig, version: int) -> None:
+    """CheckpointError unless ``tensors`` hold every config-sized tensor in the config's shape,
+    checked before a model of that config is allocated."""
+    for key, shape in _sized_shapes(config, version).items():
+        if key not in tensors:
+            raise CheckpointError(f"{path} lacks {key!r} {shape}, which config.json describes")
+        if tuple(tensors[key].shape) != shape:
+            raise CheckpointError(
+                f"{path}: {key!r} has shape {tuple(tensors[key].shape)}, config.json's sizes "
+                f"give {shape}"
+            )
+
+
+def _check_dtypes(path: Path, tensors: dict[str, Tensor], expected: dict[str, Tensor]) -> None:
+    """CheckpointError unless each tensor the model has is of the model's kind of dtype: any
+    floating dtype for a floating one (a model saved in bf16 loads into float32), exactly its
+    dtype otherwise (load_state_dict would cast float slot flags or counts silently)."""
+    for key, tensor in tensors.items():
+        want = expected.get(key)
+        if want is None:
+            continue  # not the model's: load_state_dict names it
+        floating = want.is_floating_point()
+        if tensor.is_floating_point() != floating or (not floating and tensor.dtype != want.dtype):
+            kind = "a floating dtype" if floating else str(want.dtype)
+            raise CheckpointError(f"{path}: {key!r} is {tensor.dtype}, expected {kind}")
 
 
 def _read_meta(directory: Path) -> dict[str, Any]:
@@ -596,11 +675,18 @@ def _read_meta(directory: Path) -> dict[str, Any]:
     path = directory / "config.json"
     try:
         meta = json.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"cannot read {path}: {e}") from e
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: not UTF-8, not JSON, an
+        # integer of too many digits; RecursionError: nested too deep
+        raise CheckpointError(f"cannot read {path}: {e}") from None
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path} holds {type(meta).__name__}, expected a JSON object")
-    if meta.get("format") != FORMAT or meta.get("version") not in READABLE_VERSIONS:
+    version = meta.get("version")
+    if (
+        meta.get("format") != FORMAT
+        or isinstance(version, bool)
+        or not isinstance(version, int)
+        or version not in READABLE_VERSIONS
+    ):
         raise CheckpointError(
             f"{directory} holds format {shown(meta.get('format'))} v{shown(meta.get('version'))}, "
             f"expected {FORMAT!r} v{' or v'.join(map(str, READABLE_VERSIONS))}"
@@ -620,10 +706,14 @@ def _read_meta(directory: Path) -> dict[str, Any]:
         keys = ("live", "fitness") if meta["version"] == 1 else ("live",)
         for key in keys:
             value = layer.get(key) if isinstance(layer, dict) else None
+            kind = int if key == "live" else int | float
             if not isinstance(value, list) or not all(
-                isinstance(v, int | float) and not isinstance(v, bool) for v in value
+                isinstance(v, kind) and not isinstance(v, bool) and math.isfinite(v) for v in value
             ):
-                raise CheckpointError(f"{path}: layers[{i}].{key} must be a list of numbers")
+                what = "slot numbers" if key == "live" else "finite numbers"
+                raise CheckpointError(
+                    f"{path}: layers[{i}].{key} must be a list of {what}, got {shown(value)}"
+                )
         if meta["version"] == 1 and len(layer["live"]) != len(layer["fitness"]):
             raise CheckpointError(f"{path}: layers[{i}] lists unequal 'live' and 'fitness'")
     if meta["version"] >= 2 and not isinstance(meta.get("model_sha256"), str):
