@@ -441,3 +441,36 @@ def test_save_onto_a_regular_file_raises_and_leaves_it_and_the_archive_whole(
         filled_grid().save(target)
     assert (tmp_path / "file").read_bytes() == b"keep me"
     assert_unchanged(snapshot(saved), GridArchive.load(tmp_path / "archive"))
+
+
+@pytest.mark.parametrize("call", ["add", "cell_index", "thresholds", "retrieve"])
+def test_a_batch_above_the_limit_is_refused_before_it_is_converted(call) -> None:
+    # An expand()-ed view of 10**12 rows holds no memory; converting it to float64 asked the
+    # allocator for 8 TB (RuntimeError), and a float64 one was summed for minutes.
+    from slime.memory.limits import MAX_BATCH_SIZE
+
+    archive = GridArchive([4, 4], [(0.0, 1.0), (0.0, 1.0)])
+    archive.add({"x": torch.zeros(2, 3)}, *two_cells())
+    before = snapshot(archive)
+    n = 10**12
+    descriptors = torch.zeros(1, 2).expand(n, 2)
+    name = "objectives" if call == "add" else "descriptors"
+    with pytest.raises(
+        ArchiveError,
+        match=f"{name} has {n} rows, above the limit MAX_BATCH_SIZE = {MAX_BATCH_SIZE}",
+    ):
+        if call == "add":
+            archive.add(
+                {"x": torch.zeros(1, 3).expand(n, 3)}, torch.zeros(1).expand(n), descriptors
+            )
+        else:
+            getattr(archive, call)(descriptors)
+    assert_unchanged(before, archive)
+
+
+def test_cvt_samples_above_the_limit_raise_before_k_means() -> None:
+    from slime.memory.limits import MAX_CVT_SAMPLES
+
+    with pytest.raises(ConfigError, match=f"samples {10**12} is above the limit MAX_CVT_SAMPLES"):
+        CVTArchive(4, [(0.0, 1.0)], samples=10**12)
+    assert MAX_CVT_SAMPLES >= 100_000  # pyribs' default sample count still fits

@@ -327,6 +327,38 @@ def test_instances_above_the_limit_raise_config_error_before_allocating() -> Non
     assert MAX_EMITTER_INSTANCES >= 15  # pyribs' CMA-ME setup still fits
 
 
+@pytest.mark.parametrize("make", [GaussianEmitter, IsoLineEmitter, EvolutionStrategyEmitter])
+def test_a_batch_size_above_the_limit_raises_config_error_before_allocating(make) -> None:
+    # batch_size had no upper bound: 10**12 was accepted and the first ask (or CMA-ES'
+    # buffers) asked the allocator for terabytes.
+    from slime.memory.limits import MAX_BATCH_SIZE
+
+    kwargs = {GaussianEmitter: {"sigma": 0.5}, IsoLineEmitter: {}}.get(make, {"sigma0": 0.5})
+    with pytest.raises(
+        ConfigError,
+        match=f"batch_size {10**12} is above the limit MAX_BATCH_SIZE = {MAX_BATCH_SIZE}",
+    ):
+        make(archive_with(), x0=[0.0], batch_size=10**12, **kwargs)
+    if make is not EvolutionStrategyEmitter:  # builds nothing of that size
+        assert make(archive_with(), x0=[0.0], batch_size=MAX_BATCH_SIZE, **kwargs).ask_size == (
+            MAX_BATCH_SIZE
+        )
+
+
+def test_cma_es_searches_together_above_the_batch_limit_raise_config_error() -> None:
+    from slime.memory.limits import MAX_BATCH_SIZE, MAX_EMITTER_INSTANCES
+
+    batch = MAX_BATCH_SIZE // MAX_EMITTER_INSTANCES + 1
+    with pytest.raises(
+        ConfigError, match=rf"instances \* batch_size = {MAX_EMITTER_INSTANCES} \* {batch} "
+    ):
+        EvolutionStrategyEmitter(
+            archive_with(), x0=[0.0], sigma0=0.5, instances=MAX_EMITTER_INSTANCES, batch_size=batch
+        )
+    emitter = EvolutionStrategyEmitter(archive_with(), x0=[0.0], sigma0=0.5, instances=3)
+    assert emitter.ask_size == 3 * emitter.batch_size == emitter.ask().shape[0]
+
+
 def test_an_archive_of_payloads_cannot_feed_an_emitter() -> None:
     archive = GridArchive((4,), [(0.0, 4.0)], max_size=4)
     archive.add([{"solution": torch.zeros(2)}], torch.ones(1), torch.ones(1, 1))

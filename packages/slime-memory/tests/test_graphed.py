@@ -98,3 +98,14 @@ def test_payload_archives_are_refused() -> None:
     archive.add([{"x": torch.zeros(3)}], torch.ones(1), torch.zeros(1, 2))
     with pytest.raises(ArchiveError, match="stores payloads"):
         GraphedAdd(archive, {"x": torch.zeros(4, 3, device="cuda")})
+
+
+@pytest.mark.gpu
+def test_columns_above_the_batch_limit_are_refused_before_allocating() -> None:
+    from slime.memory.limits import MAX_BATCH_SIZE
+
+    archive = archive_of("grid", {})
+    huge = torch.zeros(1, 3, device="cuda").expand(10**12, 3)  # a view: no memory
+    with pytest.raises(ArchiveError, match=f"above the limit MAX_BATCH_SIZE = {MAX_BATCH_SIZE}"):
+        GraphedAdd(archive, {"x": huge})
+    assert archive.genome_form is None

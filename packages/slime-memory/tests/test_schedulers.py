@@ -162,3 +162,17 @@ def test_tell_with_a_long_list_shows_a_short_message() -> None:
     with pytest.raises(ArchiveError, match=r"objectives must be a tensor of 64 rows") as raised:
         scheduler.tell([0.5] * 100_000, torch.zeros(64, 2))
     assert len(str(raised.value)) < 300
+
+
+def test_emitters_asking_for_more_than_one_add_takes_raise_config_error() -> None:
+    # Each emitter was under its own limits, but tell's one add of them all was not: the
+    # error came only after the whole batch had been evaluated.
+    from slime.memory.limits import MAX_BATCH_SIZE
+
+    archive = GridArchive((5,), [(-2.0, 2.0)])
+    half = MAX_BATCH_SIZE // 2 + 1
+    emitters = [GaussianEmitter(archive, sigma=0.5, x0=[0.0], batch_size=half) for _ in "ab"]
+    with pytest.raises(
+        ConfigError, match=f"ask for {2 * half} solutions together, above the limit MAX_BATCH_SIZE"
+    ):
+        Scheduler(archive, emitters)

@@ -28,7 +28,7 @@ from slime.memory._insertion import (
 )
 from slime.memory._payload import as_numbers, blend_payloads, copy_payload
 from slime.memory._stores import GenomeStore, store_for
-from slime.memory.limits import MAX_ARCHIVE_CELLS, MAX_SAMPLE_SIZE
+from slime.memory.limits import MAX_ARCHIVE_CELLS, MAX_BATCH_SIZE, MAX_SAMPLE_SIZE
 from slime.proto import ArchiveError, ConfigError, shown
 
 __all__ = ["MAX_ARCHIVE_SIZE", "AddResult", "Archive", "ArchiveStats", "Elite"]
@@ -217,7 +217,8 @@ class Archive:
         """Cell of each descriptor: ``(n, k) -> (n,)`` int64 on the archive's device.
 
         Raises:
-            ArchiveError: wrong shape, or a NaN/Inf descriptor (naming its index).
+            ArchiveError: wrong shape, more than :data:`~slime.memory.limits.MAX_BATCH_SIZE`
+                rows, or a NaN/Inf descriptor (naming its index).
         """
         descriptors = self._as_descriptors(descriptors, "descriptors")
         raise_first_non_finite(torch.isfinite(descriptors).all(dim=1), "descriptors")
@@ -237,7 +238,8 @@ class Archive:
         it and get the same archive.
 
         Raises:
-            ArchiveError: wrong shape, or a NaN/Inf descriptor (naming its index).
+            ArchiveError: wrong shape, more than :data:`~slime.memory.limits.MAX_BATCH_SIZE`
+                rows, or a NaN/Inf descriptor (naming its index).
         """
         return self._threshold.index_select(0, self.cell_index(descriptors))
 
@@ -291,7 +293,8 @@ class Archive:
             Per-item status and value on the archive's device.
 
         Raises:
-            ArchiveError: mismatched shapes or counts (naming them), a NaN/Inf objective or
+            ArchiveError: mismatched shapes or counts (naming them), more than
+                :data:`~slime.memory.limits.MAX_BATCH_SIZE` items, a NaN/Inf objective or
                 descriptor with ``check=True`` (naming its index), genomes of the other form,
                 or a landing payload that holds something other than tensors and plain data.
                 The archive is unchanged when it raises.
@@ -871,6 +874,7 @@ class Archive:
             raise ArchiveError(
                 f"{name} has shape {tuple(descriptors.shape)}, expected (n, {self.descriptor_dim})"
             )
+        _check_batch_size(descriptors.shape[0], name)
         self._check_numbers(descriptors, name)
         return as_numbers(descriptors, self._device, torch.float64)
 
@@ -902,12 +906,23 @@ class Archive:
                 f"batch shapes disagree: objectives {tuple(objectives.shape)}, descriptors "
                 f"{tuple(descriptors.shape)}; expected (n,) and (n, {self.descriptor_dim})"
             )
+        _check_batch_size(n, "objectives")
         self._check_numbers(objectives, "objectives")
         self._check_numbers(descriptors, "descriptors")
         # Detached: the archive keeps numbers, never a piece of someone's autograd graph.
         return (
             as_numbers(objectives, self._device, torch.float64),
             as_numbers(descriptors, self._device, torch.float64),
+        )
+
+
+def _check_batch_size(n: int, name: str) -> None:
+    """Raise ArchiveError if a batch of ``n`` rows (of ``name``) is above MAX_BATCH_SIZE:
+    before it is converted, summed or mapped (an ``expand()``-ed view holds no memory)."""
+    if n > MAX_BATCH_SIZE:
+        raise ArchiveError(
+            f"{name} has {n} rows, above the limit MAX_BATCH_SIZE = {MAX_BATCH_SIZE}; "
+            "split it into batches"
         )
 
 

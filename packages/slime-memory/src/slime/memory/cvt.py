@@ -11,6 +11,7 @@ import torch
 from scipy.spatial import KDTree
 from sklearn.cluster import k_means
 from slime.memory.archive import MAX_ARCHIVE_SIZE, Archive
+from slime.memory.limits import MAX_CVT_SAMPLES
 from slime.proto import ConfigError, shown
 
 __all__ = ["CVTArchive"]
@@ -32,7 +33,8 @@ class CVTArchive(Archive):
         cells: number of centroids.
         ranges: ``(low, high)`` per dimension.
         centroids: ``(cells, k)`` centroids to use instead of k-means.
-        samples: uniform samples clustered by k-means (ignored with ``centroids``).
+        samples: uniform samples clustered by k-means (ignored with ``centroids``), at most
+            :data:`~slime.memory.limits.MAX_CVT_SAMPLES` (16,777,216).
         seed: seeds the samples and k-means: an int in ``[0, 2**32)`` (scikit-learn's range).
         nearest: ``"auto"`` (k-d tree on CPU, batched distances elsewhere), ``"kd_tree"`` (CPU
             only) or ``"brute_force"``.
@@ -73,6 +75,11 @@ class CVTArchive(Archive):
             if isinstance(samples, bool) or not isinstance(samples, int) or samples < cells:
                 raise ConfigError(
                     f"samples must be an int >= cells ({cells}), got {samples!r}",
+                    "CVTArchive.samples",
+                )
+            if samples > MAX_CVT_SAMPLES:
+                raise ConfigError(
+                    f"samples {samples} is above the limit MAX_CVT_SAMPLES = {MAX_CVT_SAMPLES}",
                     "CVTArchive.samples",
                 )
             centroids = torch.from_numpy(self._k_means(samples, seed))

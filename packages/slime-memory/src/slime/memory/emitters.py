@@ -31,7 +31,7 @@ from slime.memory._emitter_checks import (
     positive_int,
 )
 from slime.memory.archive import Archive
-from slime.memory.limits import MAX_EMITTER_INSTANCES
+from slime.memory.limits import MAX_BATCH_SIZE, MAX_EMITTER_INSTANCES
 from slime.proto import ArchiveError, ConfigError
 
 __all__ = ["Emitter", "EvolutionStrategyEmitter", "GaussianEmitter", "IsoLineEmitter"]
@@ -83,7 +83,8 @@ class Emitter:
     Args:
         archive: where parents come from; its genomes must be tensor columns.
         x0: ``(d,)`` starting point, used while the archive is empty.
-        batch_size: solutions per :meth:`ask`.
+        batch_size: solutions per :meth:`ask`, at most
+            :data:`~slime.memory.limits.MAX_BATCH_SIZE` (16,777,216).
         bounds: None (unbounded), one ``(low, high)`` pair for every coordinate, or ``d``
             pairs; ``None`` inside a pair leaves that side open. Solutions are clipped into it.
         column: the archive's genome column holding solutions.
@@ -112,13 +113,24 @@ class Emitter:
         self.x0 = check_x0(x0, self.device, name)
         self.solution_dim = self.x0.shape[0]
         self.batch_size = positive_int(batch_size, f"{name}.batch_size")
+        if self.batch_size > MAX_BATCH_SIZE:
+            raise ConfigError(
+                f"batch_size {self.batch_size} is above the limit MAX_BATCH_SIZE = "
+                f"{MAX_BATCH_SIZE}",
+                f"{name}.batch_size",
+            )
         self.lower, self.upper = check_bounds(bounds, self.solution_dim, self.device, name)
         self.bounded = bool(torch.isfinite(torch.cat([self.lower, self.upper])).any())
         self.column = column
         self.generator = check_generator(generator, self.device, name)
 
+    @property
+    def ask_size(self) -> int:
+        """How many solutions one :meth:`ask` returns."""
+        return self.batch_size
+
     def ask(self) -> torch.Tensor:
-        """A batch of new solutions ``(batch_size, d)`` float64 on the archive's device."""
+        """A batch of new solutions ``(ask_size, d)`` float64 on the archive's device."""
         raise NotImplementedError
 
     def tell(
@@ -232,7 +244,9 @@ class EvolutionStrategyEmitter(Emitter):
 
     See :class:`Emitter` for the shared args (``batch_size`` is per search; None uses CMA-ES'
     default ``4 + floor(3 ln d)``). ``instances`` is at most
-    :data:`~slime.memory.limits.MAX_EMITTER_INSTANCES` (4,096). Out-of-bounds samples are redrawn a few times, then clipped.
+    :data:`~slime.memory.limits.MAX_EMITTER_INSTANCES` (4,096), and ``instances * batch_size``
+    at most :data:`~slime.memory.limits.MAX_BATCH_SIZE`. Out-of-bounds samples are redrawn a
+    few times, then clipped.
     ``eigen_device`` (default: the archive's) is where the covariances' eigendecomposition runs
     every few generations: small batched ``eigh`` calls can be faster on the CPU than on a GPU.
     """
@@ -268,6 +282,12 @@ class EvolutionStrategyEmitter(Emitter):
                 f"{MAX_EMITTER_INSTANCES}",
                 f"{name}.instances",
             )
+        if self.instances * self.batch_size > MAX_BATCH_SIZE:
+            raise ConfigError(
+                f"instances * batch_size = {self.instances} * {self.batch_size} solutions per "
+                f"ask, above the limit MAX_BATCH_SIZE = {MAX_BATCH_SIZE}",
+                f"{name}.batch_size",
+            )
         if ranker not in ("2imp", "imp"):
             raise ConfigError(f"ranker must be '2imp' or 'imp', got {ranker!r}", f"{name}.ranker")
         if selection_rule not in ("filter", "mu"):
@@ -301,6 +321,10 @@ class EvolutionStrategyEmitter(Emitter):
             eigen_device=None if eigen_device is None else torch.device(eigen_device),
         )
         self._asked = False
+
+    @property
+    def ask_size(self) -> int:
+        return self.instances * self.batch_size
 
     @property
     def es(self) -> BatchedCMAES:

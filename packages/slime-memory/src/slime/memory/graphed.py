@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 import torch
 from slime.memory.archive import AddResult, Archive
+from slime.memory.limits import MAX_BATCH_SIZE
 from slime.proto import ArchiveError
 
 __all__ = ["GraphedAdd"]
@@ -34,7 +35,8 @@ class GraphedAdd:
     Args:
         archive: an archive on a CUDA device, holding tensor columns or nothing yet.
         columns: ``{name: (n, ...)}``, an example batch: every call must bring the same names,
-            ``n`` and row shapes, and the same dtypes. Its values are not added.
+            ``n`` and row shapes, and the same dtypes. Its values are not added. ``n`` is at
+            most :data:`~slime.memory.limits.MAX_BATCH_SIZE`.
 
     Raises:
         ArchiveError: an archive on another device, one that stores payload genomes, or
@@ -56,6 +58,10 @@ class GraphedAdd:
         n, device = next(iter(self._layout.values()))[0][0], archive.device
         if n == 0 or any(shape[0] != n for shape, _ in self._layout.values()):
             raise ArchiveError(f"columns must share a batch size n >= 1, got {self._layout}")
+        if n > MAX_BATCH_SIZE:  # before the static buffers are allocated
+            raise ArchiveError(
+                f"columns have {n} rows, above the limit MAX_BATCH_SIZE = {MAX_BATCH_SIZE}"
+            )
         self._archive = archive
         self._columns = {
             name: torch.zeros(shape, dtype=dtype, device=device)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 __all__ = [
     "MAX_ARCHIVE_CELLS",
+    "MAX_BATCH_SIZE",
+    "MAX_CVT_SAMPLES",
     "MAX_EMITTER_INSTANCES",
     "MAX_POOL_SIZE",
     "MAX_SAMPLE_SIZE",
@@ -16,6 +18,16 @@ MAX_POOL_SIZE = 64
 MAX_ARCHIVE_CELLS = 1 << 24
 """Most cells an archive may have (16,777,216): its state matrix holds ``3 + k`` float64 per
 cell, so a larger count is a mistake (a grid of ``10**6 x 10**6`` cells) rather than a plan."""
+
+MAX_BATCH_SIZE = 1 << 24
+"""Most items one :meth:`~slime.memory.Archive.add` takes (16,777,216), and most descriptors one
+query (``cell_index``, ``thresholds``, ``retrieve``) maps; also the most solutions one emitter's
+``ask`` returns (``instances * batch_size`` for CMA-ES) and a scheduler's emitters return
+together. Larger is a mistake (an ``expand()``-ed view of ``10**12`` rows) rather than a plan:
+split it into batches."""
+
+MAX_CVT_SAMPLES = 1 << 24
+"""Most uniform points a :class:`~slime.memory.CVTArchive` clusters with k-means (16,777,216)."""
 
 MAX_SAMPLE_SIZE = 1 << 20
 """Most elites one :meth:`~slime.memory.Archive.sample_elites` call draws (1,048,576)."""

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from slime.memory.archive import AddResult, Archive
 from slime.memory.emitters import Emitter
+from slime.memory.limits import MAX_BATCH_SIZE
 from slime.proto import ArchiveError, ConfigError, shown
 
 __all__ = ["Scheduler"]
@@ -31,8 +32,9 @@ class Scheduler:
             never waits for the device.
 
     Raises:
-        ConfigError: no emitter, an emitter repeated or built on another archive, or emitters
-            of different solution dimensions.
+        ConfigError: no emitter, an emitter repeated or built on another archive, emitters
+            of different solution dimensions, or more solutions per ask than
+            :data:`~slime.memory.limits.MAX_BATCH_SIZE` together.
     """
 
     def __init__(
@@ -80,6 +82,13 @@ class Scheduler:
                     f"writes {column!r}",
                     "Scheduler.emitters",
                 )
+        total = sum(emitter.ask_size for emitter in emitters)
+        if total > MAX_BATCH_SIZE:
+            raise ConfigError(
+                f"the emitters ask for {total} solutions together, above the limit "
+                f"MAX_BATCH_SIZE = {MAX_BATCH_SIZE} that one archive add takes",
+                "Scheduler.emitters",
+            )
         if not isinstance(check, bool):
             raise ConfigError(f"check must be True or False, got {check!r}", "Scheduler.check")
         self.archive = archive
