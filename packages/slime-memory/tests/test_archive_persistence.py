@@ -252,3 +252,17 @@ def test_a_cvt_elite_on_a_tie_between_centroids_counts_as_in_either_cell() -> No
     points = torch.tensor([[0.5, 0.0], [0.5, 0.0], [0.2, 0.0], [0.9, 0.3]], dtype=torch.float64)
     cells = torch.tensor([0, 1, 1, 0])
     assert archive._in_own_cells(points, cells).tolist() == [True, True, False, False]
+
+
+def test_a_forged_cvt_without_centroids_cannot_ask_k_means_for_a_huge_sample(tmp_path) -> None:
+    # With its centroids removed, load rebuilt them by k-means over the saved sample count:
+    # samples=10**12 raised numpy's MemoryError (7 TiB), not an ArchiveError.
+    CVTArchive(4, [(0.0, 1.0)], samples=8).save(tmp_path / "a")
+
+    def drop_centroids(meta: dict) -> None:
+        meta["config_tensors"] = []
+        meta["config"]["samples"] = {"plain": 10**12}
+
+    _forge(tmp_path / "a", drop_centroids, lambda tensors: tensors.pop("archive/centroids"))
+    with pytest.raises(ArchiveError, match="samples 1000000000000 is above the limit"):
+        CVTArchive.load(tmp_path / "a")
