@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -181,3 +183,12 @@ def test_live_parameters_count_live_pods_only_and_match_the_baseline(tiny_slime,
     assert live_parameters(tiny_slime) == allocated - per_pod
     organism.cull(organism.live_slots())
     assert live_parameters(tiny_slime) == allocated - 4 * per_pod
+
+
+def test_stopwatch_counts_time_even_when_the_diagnostic_fails_and_has_no_cpu_peak() -> None:
+    watch = Stopwatch(torch.device("cpu"))
+    with pytest.raises(RuntimeError), watch.timed():
+        time.sleep(0.01)
+        raise RuntimeError("diagnostic failed")
+    assert watch.seconds >= 0.01
+    assert watch.peak_bytes() is None  # a CUDA allocator peak only (the GPU test covers it)

@@ -147,3 +147,22 @@ def test_cuda_graph_training_captures_one_forward_across_observation_windows() -
     assert summary["status"] == "completed"
     assert all(o.feeding_tubes for o in trainer.model.organisms)
     torch._dynamo.reset()
+
+
+def test_ablation_stopwatch_keeps_a_diagnostics_spike_out_of_the_peak() -> None:
+    from slime.train.ablations.diagnostics import Stopwatch
+
+    device = torch.device("cuda")
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats(device)
+    watch = Stopwatch(device)
+    run = torch.empty(2**20, device=device)  # 4 MiB of "training"
+    del run
+    with watch.timed():
+        spike = torch.empty(64 * 2**20, device=device)  # 256 MiB of "diagnostic", freed inside
+        del spike
+    after = torch.empty(2**21, device=device)  # 8 MiB after the diagnostic: still counted
+    peak = watch.peak_bytes()
+    assert 8 * 2**20 <= peak < 64 * 2**20, peak
+    assert watch.seconds > 0
+    del after

@@ -53,7 +53,11 @@ METRICS: dict[str, tuple[Better, str]] = {
         "mean validation loss over the run's evaluation points (speed of convergence)",
     ),
     "tokens_per_s": ("higher", "training tokens per second (evaluation and diagnostics excluded)"),
-    "peak_memory_mb": ("lower", "CUDA allocator peak (MiB); not measured on the CPU"),
+    "peak_memory_mb": (
+        "lower",
+        "CUDA allocator peak (MiB) of training, evaluation and the lifecycle (the suite's "
+        "diagnostics left out); not measured on the CPU",
+    ),
     "wall_s": ("lower", "training wall time (s), evaluation and diagnostics excluded"),
     "head_similarity": ("lower", "mean pairwise |cosine| of head contributions (1 = collapsed)"),
     "live_pods": ("lower", "live pods at the end (all layers)"),
