@@ -407,3 +407,84 @@ def test_encoder_trains_inside_a_users_module():
         opt.step()
         losses.append(loss.item())
     assert sum(losses[-20:]) / 20 < 0.1  # chance level is ln 2 = 0.69
+
+
+# -- careless and hostile arguments ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "field"),
+    [
+        ((D, "2"), {}, "nhead"),  # TypeError
+        ((D, 2.0), {}, "nhead"),  # named pod_capacity
+        ((D, H, -1), {}, "dim_feedforward"),  # RuntimeError: negative dimension
+        ((D, H, 32.5), {}, "dim_feedforward"),  # TypeError
+        ((D, H, 32, 1.5), {}, "dropout"),  # named attn_dropout
+        ((D, H, 32, 0.1, 5), {}, "activation"),  # taken; TypeError in forward
+        ((D, H), {"layer_norm_eps": -1.0}, "layer_norm_eps"),  # NaN outputs
+        ((D, H), {"layer_norm_eps": "a"}, "layer_norm_eps"),  # taken; TypeError in forward
+        ((D, H), {"dtype": "float64"}, "dtype"),  # RuntimeError: invalid device string
+        ((D, H), {"dtype": torch.int64}, "dtype"),  # TypeError from nn.Module.to
+        ((D, H), {"foo": 1}, "organism_options"),  # TypeError naming Organism.__init__
+        ((D, H), {"device": "meta"}, "device"),  # Tensor.item() on meta tensors
+    ],
+)
+def test_layer_arguments_torch_would_fail_on_later_are_named(args, kwargs, field):
+    with pytest.raises(ConfigError, match=f"^{field}: "):
+        SlimeMoldEncoderLayer(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [({"num_layers": 2.0}, "num_layers"), ({"num_layers": True}, "num_layers"),
+     ({"num_layers": "2"}, "num_layers"), ({"num_layers": 1, "norm": 5}, "norm")],
+)  # fmt: skip
+def test_encoder_arguments_of_the_wrong_type_are_named(kwargs, field):
+    # a float and a string raised TypeError, True built one layer, norm=5 failed in forward
+    with pytest.raises(ConfigError, match=f"^{field}: "):
+        SlimeMoldEncoder(SlimeMoldEncoderLayer(D, H, 32), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "convert",
+    [
+        lambda: SlimeMoldEncoder.from_torch(nn.TransformerEncoderLayer(D, H)),
+        lambda: SlimeMoldEncoderLayer.from_torch(nn.Linear(D, D)),
+        lambda: SlimeMoldEncoderLayer(D, H, 32).copy_torch_weights(nn.Linear(D, D)),
+    ],
+    ids=["encoder from a layer", "layer from a linear", "weights from a linear"],
+)
+def test_converting_what_is_no_torch_encoder_is_named(convert):
+    with pytest.raises(ConfigError, match="expected an nn.TransformerEncoder"):  # AttributeError
+        convert()
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda enc, x: enc(x.tolist()), "src must be a 2-D .* tensor"),  # AttributeError
+        (lambda enc, x: enc(x.double()), "stimulus has dtype torch.float64"),  # RuntimeError
+        (lambda enc, x: enc(x, mask=[[0.0] * T] * T), "mask must be a tensor"),
+        (lambda enc, x: enc(x, src_key_padding_mask=[[False] * T] * B), "padding_mask must be a"),
+        (lambda enc, x: enc(x[0], src_key_padding_mask=[False] * T), "padding_mask must be a"),
+        (lambda enc, x: enc(x, mask=torch.full((T, T), math.nan)), "holds nan"),  # NaN output
+        (lambda enc, x: enc(x, mask=torch.zeros(T, T), is_causal="False"), "is_causal must be"),
+        (lambda enc, x: enc.layers[0](x, torch.zeros(T, T), None, "False"), "is_causal must be"),
+    ],
+    ids=["src list", "src float64", "mask list", "padding list", "unbatched padding list",
+         "nan mask", "is_causal string", "layer is_causal string"],
+)  # fmt: skip
+def test_forward_inputs_of_the_wrong_type_are_a_kernel_error_naming_them(call, match):
+    # the layer read "False" as a causal hint (torch reads it as no hint)
+    enc = SlimeMoldEncoder(SlimeMoldEncoderLayer(D, H, 32, 0.0, norm_first=True), 2)
+    with pytest.raises(KernelError, match=match):
+        call(enc, source())
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_an_empty_batch_or_sequence_gives_an_empty_output_as_torch(batch_first):
+    theirs, ours = torch_and_slime(batch_first=batch_first)
+    theirs.eval()  # torch's training path; the nested-tensor fast path refuses empty batches
+    for shape in [(0, T, D), (B, 0, D)]:
+        x = torch.randn(shape if batch_first else (shape[1], shape[0], D))
+        assert ours(x).shape == theirs(x).shape == x.shape  # KernelError about q before

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 
 import torch
-from slime.proto import KernelError
+from slime.proto import KernelError, shown
 from torch import Tensor
 
 
@@ -71,6 +71,9 @@ def organism_masks(
         KernelError: a mask of the wrong dtype or shape, or ``is_causal`` without ``src_mask``.
     """
     visible = pad = None
+    for name, mask in (("src_mask", src_mask), ("src_key_padding_mask", src_key_padding_mask)):
+        if mask is not None and not isinstance(mask, Tensor):
+            raise KernelError(f"{name} must be a tensor or None, got {shown(mask)}")
     if src_key_padding_mask is not None:
         if tuple(src_key_padding_mask.shape) != (batch, seq):
             raise KernelError(

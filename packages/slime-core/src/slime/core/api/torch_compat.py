@@ -4,6 +4,7 @@ attention of every layer an organism of ``nhead`` pods."""
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -14,7 +15,7 @@ from slime.core.api._torch_masks import is_causal_mask, organism_masks
 from slime.core.blocks import MLP, Block
 from slime.core.organism import Organism, read_device
 from slime.kernels import select_kernel
-from slime.proto import ConfigError, Kernel, KernelError
+from slime.proto import ConfigError, Kernel, KernelError, shown
 from torch import Tensor, nn
 
 __all__ = ["SlimeMoldEncoder", "SlimeMoldEncoderLayer"]
@@ -68,7 +69,10 @@ class SlimeMoldEncoderLayer(nn.Module):
         **organism_options: Any,
     ):
         super().__init__()
-        if nhead < 1 or d_model % nhead:
+        _check_layer_options(
+            d_model, nhead, dim_feedforward, dropout, layer_norm_eps, dtype, organism_options
+        )
+        if d_model % nhead:
             raise ConfigError(f"d_model {d_model} is not divisible by nhead {nhead}", "nhead")
         if isinstance(activation, str):
             if activation not in _ACTIVATIONS:
@@ -77,6 +81,11 @@ class SlimeMoldEncoderLayer(nn.Module):
                     "activation",
                 )
             activation = _ACTIVATIONS[activation]
+        elif not callable(activation):
+            raise ConfigError(
+                f"expected one of {sorted(_ACTIVATIONS)} or a callable, got {shown(activation)}",
+                "activation",
+            )
         device = read_device(device)
         head_dim = d_model // nhead
         organism_options.setdefault("name", "encoder")
@@ -147,11 +156,19 @@ class SlimeMoldEncoderLayer(nn.Module):
         the pool).
 
         Raises:
-            KernelError: a mask of the wrong dtype or shape, ``is_causal`` without ``src_mask``,
-                or ``src`` not 2-D or 3-D.
+            KernelError: a mask that is no tensor or of the wrong dtype or shape, ``is_causal``
+                that is no bool or without ``src_mask``, or ``src`` that is no 2-D or 3-D tensor
+                of the layer's width, dtype (see :meth:`Organism.forward` for autocast) and
+                device.
         """
-        if src.dim() not in (2, 3):
-            raise KernelError(f"src must be 2-D (unbatched) or 3-D, got {tuple(src.shape)}")
+        if not isinstance(src, Tensor) or src.dim() not in (2, 3):
+            got = tuple(src.shape) if isinstance(src, Tensor) else shown(src)
+            raise KernelError(f"src must be a 2-D (unbatched) or 3-D tensor, got {got}")
+        if not isinstance(is_causal, bool):
+            raise KernelError(f"is_causal must be True or False, got {shown(is_causal)}")
+        for name, mask in (("src_mask", src_mask), ("src_key_padding_mask", src_key_padding_mask)):
+            if mask is not None and not isinstance(mask, Tensor):
+                raise KernelError(f"{name} must be a tensor or None, got {shown(mask)}")
         unbatched = src.dim() == 2
         if unbatched:
             x = src.unsqueeze(0)
@@ -159,6 +176,7 @@ class SlimeMoldEncoderLayer(nn.Module):
                 src_key_padding_mask = src_key_padding_mask.unsqueeze(0)
         else:
             x = src if self.batch_first else src.transpose(0, 1)
+        self.organism._check_stimulus(x)  # before a first LayerNorm fails on it
         batch, seq, _ = x.shape
         masks = organism_masks(
             batch,
@@ -191,6 +209,7 @@ class SlimeMoldEncoderLayer(nn.Module):
             ConfigError: ``layer``'s attention has separate q/k/v widths, ``bias_k``/``bias_v`` or
                 ``add_zero_attn``, which the organism does not have.
         """
+        _check_torch(layer, nn.TransformerEncoderLayer, "layer")
         attn = layer.self_attn
         weight = attn.in_proj_weight
         if weight is None:
@@ -221,6 +240,7 @@ class SlimeMoldEncoderLayer(nn.Module):
             ConfigError: ``layer`` has another width, head count or bias setting, or attention
                 features the organism does not have.
         """
+        _check_torch(layer, nn.TransformerEncoderLayer, "layer")
         attn, org = layer.self_attn, self.organism
         if attn.bias_k is not None or attn.add_zero_attn or not attn._qkv_same_embed_dim:
             raise ConfigError(
@@ -285,8 +305,10 @@ class SlimeMoldEncoder(nn.Module):
                 "(SlimeMoldEncoder.from_torch converts an nn.TransformerEncoder)",
                 "encoder_layer",
             )
-        if num_layers < 1:
-            raise ConfigError(f"expected >= 1, got {num_layers}", "num_layers")
+        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+            raise ConfigError(f"expected an int >= 1, got {shown(num_layers)}", "num_layers")
+        if norm is not None and not callable(norm):
+            raise ConfigError(f"expected a module or None, got {shown(norm)}", "norm")
         self.layers = nn.ModuleList(_clone(encoder_layer, i) for i in range(num_layers))
         self.num_layers = num_layers
         self.norm = norm
@@ -317,7 +339,13 @@ class SlimeMoldEncoder(nn.Module):
     @classmethod
     def from_torch(cls, encoder: nn.TransformerEncoder, **slime_options: Any) -> SlimeMoldEncoder:
         """An encoder computing what ``encoder`` computes: each layer converted by
-        :meth:`SlimeMoldEncoderLayer.from_torch` with its own weights, ``norm`` copied."""
+        :meth:`SlimeMoldEncoderLayer.from_torch` with its own weights, ``norm`` copied.
+
+        Raises:
+            ConfigError: ``encoder`` is no ``nn.TransformerEncoder``, or as
+                :meth:`SlimeMoldEncoderLayer.from_torch`.
+        """
+        _check_torch(encoder, nn.TransformerEncoder, "encoder")
         layers = encoder.layers
         first = SlimeMoldEncoderLayer.from_torch(layers[0], **slime_options)
         ours = cls(
@@ -348,6 +376,13 @@ class SlimeMoldEncoder(nn.Module):
             KernelError: as :meth:`SlimeMoldEncoderLayer.forward`.
         """
         first = self.layers[0]
+        if not isinstance(src, Tensor) or src.dim() not in (2, 3):
+            got = tuple(src.shape) if isinstance(src, Tensor) else shown(src)
+            raise KernelError(f"src must be a 2-D (unbatched) or 3-D tensor, got {got}")
+        if is_causal is not None and not isinstance(is_causal, bool):
+            raise KernelError(f"is_causal must be True, False or None, got {shown(is_causal)}")
+        if mask is not None and not isinstance(mask, Tensor):
+            raise KernelError(f"mask must be a tensor or None, got {shown(mask)}")
         seq = src.shape[1 if first.batch_first and src.dim() == 3 else 0]
         if is_causal is None:
             is_causal = is_causal_mask(mask, seq)
@@ -357,6 +392,52 @@ class SlimeMoldEncoder(nn.Module):
                 out, src_mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=is_causal
             )
         return out if self.norm is None else self.norm(out)
+
+
+def _check_torch(module: Any, kind: type, name: str) -> None:
+    if not isinstance(module, kind):
+        raise ConfigError(f"expected an nn.{kind.__name__}, got {shown(module)}", name)
+
+
+# The Organism keywords a layer sets itself; the rest may come through organism_options.
+_LAYER_SET = {"n_embd", "n_pods", "head_dim", "kernel", "bias", "dropout", "attn_dropout", "init"}
+_LAYER_SET |= {"generator", "device", "pod_capacity"}
+
+
+def _check_layer_options(
+    d_model: Any,
+    nhead: Any,
+    dim_feedforward: Any,
+    dropout: Any,
+    eps: Any,
+    dtype: Any,
+    organism_options: dict[str, Any],
+) -> None:
+    """ConfigError naming the first of a layer's arguments torch would fail on (or compute NaN
+    with) far from here."""
+    for name, value, low in (
+        ("d_model", d_model, 1),
+        ("nhead", nhead, 1),
+        ("dim_feedforward", dim_feedforward, 0),  # 0 builds, as torch's layer does
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"expected an int >= {low}, got {shown(value)}", name)
+    for name, value, ok in (
+        ("dropout", dropout, lambda v: 0 <= v < 1),
+        ("layer_norm_eps", eps, lambda v: 0 <= v < math.inf),  # eps < 0 gives NaN
+    ):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not ok(value):
+            bounds = "[0, 1)" if name == "dropout" else "[0, inf)"
+            raise ConfigError(f"expected a number in {bounds}, got {shown(value)}", name)
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ConfigError(f"expected a floating torch.dtype or None, got {shown(dtype)}", "dtype")
+    known = set(inspect.signature(Organism).parameters) - _LAYER_SET
+    unknown = sorted(set(organism_options) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown options {unknown}; an organism takes {sorted(known)} besides the layer's",
+            "organism_options",
+        )
 
 
 class _SequenceMajorDropout(nn.Dropout):
