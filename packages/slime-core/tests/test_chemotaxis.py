@@ -127,3 +127,51 @@ def test_a_source_must_have_one_concentration():
     chem = make()
     with pytest.raises(ArchiveError, match="concentration"):
         chem.add_source(torch.tensor([0.5, 0.5]), torch.tensor([1.0, 2.0]))
+
+
+@pytest.mark.parametrize(
+    ("location", "concentration", "message"),
+    [
+        (torch.tensor([float("nan"), 0.5]), 1.0, "location must be finite"),
+        (torch.tensor([0.1, 0.5]), float("inf"), "concentration must be finite"),
+        (torch.tensor([0.1, 0.5]), float("nan"), "concentration must be finite"),
+        ("ab", 1.0, "location must be real numbers, got 'ab'"),  # TypeError before
+        (torch.tensor([0.1, 0.5]), "x", "concentration must be real numbers"),
+        (torch.tensor([0.1 + 1j, 0.5]), 1.0, "location must be real"),  # imaginary part dropped
+        (torch.tensor([0.1]), 1.0, r"k = 2 .* got shape \(1,\)"),  # sampled a 2-d location
+    ],
+    ids=["nan location", "inf concentration", "nan concentration", "string location",
+         "string concentration", "complex location", "too few descriptors"],
+)  # fmt: skip
+def test_a_source_that_would_break_sampling_is_refused(location, concentration, message):
+    # the non-finite ones were taken, and every later sample raised multinomial's RuntimeError
+    chem = make()
+    with pytest.raises(ArchiveError, match=message):
+        chem.add_source(location, concentration)
+    assert len(chem) == 0
+    chem.add_source(torch.tensor([0.6, 0.5]), 1.0)
+    assert chem.sample(torch.tensor([0.5, 0.5]), 0.5, 0.5) is not None
+
+
+def test_sampling_from_a_non_finite_or_non_numeric_behaviour_or_rate_is_named():
+    chem = make()
+    chem.add_source(torch.tensor([0.6, 0.5]), 1.0)
+    with pytest.raises(ArchiveError, match="behavior must be finite"):  # RuntimeError before
+        chem.sample(torch.tensor([float("nan"), 0.5]), 0.5, 0.5)
+    with pytest.raises(ConfigError, match="metabolic_rate: expected a number"):  # TypeError
+        chem.sample(torch.tensor([0.5, 0.5]), "fast", 0.5)
+    with pytest.raises(ConfigError, match="hunger: expected a number"):  # TypeError
+        chem.sample(torch.tensor([0.5, 0.5]), 0.5, "very")
+
+
+def test_concentrations_whose_span_overflows_float32_still_sample():
+    chem = make()
+    chem.add_source(torch.tensor([0.1, 0.2]), 3e38)
+    chem.add_source(torch.tensor([0.3, 0.2]), -3e38)  # the span 6e38 is inf in float32: NaN
+    location = chem.sample(torch.tensor([0.5, 0.5]), 0.25, 1.0)
+    assert bool(torch.isfinite(location).all())
+
+
+def test_a_generator_that_is_no_torch_generator_is_named():
+    with pytest.raises(ConfigError, match="generator"):  # AttributeError at the first sample
+        Chemotaxis(GridArchive((4, 4), [(0.0, 1.0), (0.0, 1.0)]), generator=5)
