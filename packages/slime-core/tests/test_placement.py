@@ -70,3 +70,22 @@ def test_bad_device_count_raises(n):
 def test_bad_cell_raises(cell):
     with pytest.raises(ConfigError, match="cell"):
         placement(cell, 2)
+
+
+@pytest.mark.parametrize("cell", [(2**70,), (1e300,), (1e13 + 0.5,), (-(2**64),)])
+def test_a_coordinate_beyond_int64_once_quantized_is_named(cell):
+    with pytest.raises(ConfigError, match="beyond what placement hashes"):  # struct.error
+        placement(cell, 4)
+
+
+@pytest.mark.parametrize("cell", [5, None])
+def test_a_cell_that_is_no_sequence_is_named(cell):
+    with pytest.raises(ConfigError, match="cell must be a tensor or a sequence"):  # TypeError
+        placement(cell, 4)
+
+
+def test_numpy_integers_place_as_the_ints_they_are():
+    np = pytest.importorskip("numpy")
+    # "cell coordinates must be numbers, got np.int64(1)" before
+    assert placement(np.array([1, 2]), 7) == placement((1, 2), 7)
+    assert placement([np.int32(5)], 7) == placement([5], 7)
