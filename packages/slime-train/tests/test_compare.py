@@ -74,6 +74,11 @@ def test_compare_prints_the_table_and_writes_json(
     for name, value in results["ratios"].items():
         if "peak memory" not in name:  # no CUDA allocator on the CPU
             assert value is not None and value > 0, name
+    ratios, s, b = results["ratios"], results["slime"]["profile"], results["baseline"]["profile"]
+    rounds = [x / y for x, y in zip(s["free_step_ms_windows"], b["free_step_ms_windows"])]
+    assert len(rounds) == 2  # --profile-repeats 2
+    assert ratios["  per round, lowest"] == pytest.approx(min(rounds))
+    assert ratios["  per round, highest"] == pytest.approx(max(rounds))
 
 
 @pytest.mark.parametrize(

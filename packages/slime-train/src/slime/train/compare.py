@@ -34,7 +34,9 @@ Overhead ratios (the blueprint claims <= 2% of step time, <= 1% of memory):
   each pod the slow event culls (a full pool has no room for more), each at the mean cost of
   the births in the timed medium events;
 - step ratio = slime step / baseline step, free-running (architecture cost: pool attention over
-  ``pod_capacity`` slots, the alive mask, the observation window);
+  ``pod_capacity`` slots, the alive mask, the observation window): the ratio of the two medians,
+  then the lowest and highest ratio of one round's windows (slime's window over the baseline's
+  of the same round), a spread to read it with;
 - memory: archive genome bytes over the model's parameter + optimizer bytes, and slime's peak over
   the baseline's peak.
 """
@@ -645,6 +647,10 @@ def _compare(
         "slime step / baseline step": _ratio(
             s["profile"]["free_step_ms"], b["profile"]["free_step_ms"]
         ),
+        # The same ratio window by window (round i of slime over round i of the baseline): how
+        # far one run's median can be trusted (two runs of this command have differed by 0.15).
+        "  per round, lowest": min(_round_ratios(s, b), default=None),
+        "  per round, highest": max(_round_ratios(s, b), default=None),
         "slime step between observations / baseline step": _ratio(
             s["profile"]["plain_step_ms"], b["profile"]["free_step_ms"]
         ),
@@ -657,6 +663,16 @@ def _compare(
         ),
     }
     return results
+
+
+def _round_ratios(slime: dict[str, Any], baseline: dict[str, Any]) -> list[float]:
+    """Slime's free-running window of each round over the baseline's of the same round."""
+    pairs = zip(
+        slime["profile"]["free_step_ms_windows"],
+        baseline["profile"]["free_step_ms_windows"],
+        strict=True,
+    )
+    return [s / b for s, b in pairs if b > 0]
 
 
 if __name__ == "__main__":
