@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -519,27 +520,62 @@ class SlimeModel(nn.Module):
     # -- checkpoints ----------------------------------------------------------------------------
 
     def save_pretrained(self, directory: str | Path) -> None:
-        """Write ``config.json``, ``model.safetensors`` and ``archive_<layer>/`` to ``directory``."""
+        """Write ``config.json``, ``model.safetensors`` and ``archive_<layer>/`` to ``directory``.
+
+        The files are written into ``directory/.saving`` first and moved into place once all are
+        complete, ``config.json`` last, so a failure midway (a full disk, a refused write) leaves
+        a model already there as it was. Its files move to ``directory/.replaced`` while the new
+        ones move in, and are deleted after; a crash in that moment leaves them there, and
+        :meth:`from_pretrained` says so. Files of ``directory`` that a save does not write (a
+        tokenizer, notes) are never moved.
+
+        Raises:
+            ConfigError: ``directory`` is no path.
+            CheckpointError: ``directory`` is a file, a ``.replaced`` folder is left from a save
+                that stopped midway (never deleted here: it may hold the only copy of a model),
+                or the OS refused a write (the reason named; the model there is as it was).
+        """
         from safetensors.torch import save
 
         directory = _directory(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().contiguous() for k, v in self.state_dict().items() if k != _TIED}
-        blob = save(tensors)
-        (directory / "model.safetensors").write_bytes(blob)
-        digest = hashlib.sha256(blob).hexdigest()
-        layers = []
-        for i, organism in enumerate(self.organisms):
-            organism.archive.save(directory / f"archive_{i}")
-            layers.append({"live": organism.live_slots()})
-        meta = {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "config": self.config.to_dict(),
-            "layers": layers,
-            "model_sha256": digest,
-        }
-        (directory / "config.json").write_text(json.dumps(meta, indent=2))
+        if directory.exists() and not directory.is_dir():
+            raise CheckpointError(f"cannot save a model to {directory}: it is a file, not a folder")
+        staging, aside = directory / _SAVING, directory / _REPLACED
+        if aside.exists():
+            raise CheckpointError(
+                f"{aside} is left from a save into {directory} that stopped midway and may hold "
+                "its previous model; move or delete it, then save again"
+            )
+        created = not directory.exists()
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            if staging.exists():  # debris of an interrupted save: never the model itself
+                shutil.rmtree(staging)
+            staging.mkdir()
+            tensors = {
+                k: v.detach().contiguous() for k, v in self.state_dict().items() if k != _TIED
+            }
+            blob = save(tensors)
+            (staging / "model.safetensors").write_bytes(blob)
+            layers = []
+            for i, organism in enumerate(self.organisms):
+                organism.archive.save(staging / f"archive_{i}")
+                layers.append({"live": organism.live_slots()})
+            meta = {
+                "format": FORMAT,
+                "version": FORMAT_VERSION,
+                "config": self.config.to_dict(),
+                "layers": layers,
+                "model_sha256": hashlib.sha256(blob).hexdigest(),
+            }
+            (staging / "config.json").write_text(json.dumps(meta, indent=2))
+            _move_in(staging, directory, aside)
+        except (OSError, ArchiveError) as e:
+            shutil.rmtree(staging, ignore_errors=True)
+            if created:
+                with contextlib.suppress(OSError):
+                    directory.rmdir()  # only if empty: what this call made, nothing else
+            raise CheckpointError(f"cannot save the model to {directory}: {e}") from e
 
     @classmethod
     def from_pretrained(
@@ -666,6 +702,53 @@ def _check_dtypes(path: Path, tensors: dict[str, Tensor], expected: dict[str, Te
             raise CheckpointError(f"{path}: {key!r} is {tensor.dtype}, expected {kind}")
 
 
+_SAVING, _REPLACED = ".saving", ".replaced"  # save_pretrained's folders inside the directory
+
+
+def _written_by_save(name: str) -> bool:
+    """Whether a folder entry is one :meth:`SlimeModel.save_pretrained` writes."""
+    return name in ("config.json", "model.safetensors") or (
+        name.startswith("archive_") and name[len("archive_") :].isdigit()
+    )
+
+
+def _move_in(staging: Path, directory: Path, aside: Path) -> None:
+    """Move the complete save in ``staging`` into ``directory``: the model files already there
+    to ``aside`` first (``config.json`` first: a folder without it reads as no model, never as a
+    mixed one), then the new ones (``config.json`` last). A failed move puts everything back.
+
+    Raises:
+        OSError: a move failed; ``directory`` holds its previous files again (or, if putting
+            them back failed too, ``aside`` holds them).
+    """
+    old = sorted(
+        (e for e in directory.iterdir() if _written_by_save(e.name)),
+        key=lambda e: e.name != "config.json",
+    )
+    new = sorted(staging.iterdir(), key=lambda e: e.name == "config.json")
+    moved_aside, moved_in = [], []
+    try:
+        if old:
+            aside.mkdir()
+        for entry in old:
+            os.rename(entry, aside / entry.name)
+            moved_aside.append(entry.name)
+        for entry in new:
+            os.rename(entry, directory / entry.name)
+            moved_in.append(entry.name)
+    except OSError:
+        for name in reversed(moved_in):
+            os.rename(directory / name, staging / name)
+        for name in reversed(moved_aside):
+            os.rename(aside / name, directory / name)
+        if old:
+            aside.rmdir()
+        raise
+    staging.rmdir()
+    if old:
+        shutil.rmtree(aside)
+
+
 def _read_meta(directory: Path) -> dict[str, Any]:
     """``config.json`` of a model directory, checked for the keys and shapes the loader reads.
 
@@ -673,6 +756,12 @@ def _read_meta(directory: Path) -> dict[str, Any]:
         CheckpointError: unreadable, not JSON, or a key missing or of the wrong kind.
     """
     path = directory / "config.json"
+    aside = directory / _REPLACED
+    if not path.exists() and (aside / "config.json").exists():
+        raise CheckpointError(
+            f"{path} is missing: a save_pretrained into {directory} stopped while moving its "
+            f"files in; the previous model is in {aside} (move its files back)"
+        )
     try:
         meta = json.loads(path.read_text("utf-8"))
     except (OSError, ValueError, RecursionError) as e:  # ValueError: not UTF-8, not JSON, an
