@@ -10,7 +10,10 @@ Encoded tokens live in a cache folder (``data.cache_dir``, else ``$SLIME_CACHE_D
 ``$XDG_CACHE_HOME/slime/tokens`` or ``~/.cache/slime/tokens``) as raw ``uint16`` (``uint32`` for
 vocabularies over 65536) arrays, one per split, keyed by the sha256 of the text's bytes, the cut and the
 tokenizer's identity; a JSON manifest written last (every file written to a temporary name and renamed)
-marks an entry complete. A second run with the same text and tokenizer memory-maps the cache and
+marks an entry complete. It records the text's hash, cut, tokenizer identity and each array's sha256,
+all checked on every load: an entry that does not match (a flipped byte, another corpus's files copied
+over it) is reported and encoded again, and text that changes while it is encoded is refused, not
+cached. A second run with the same text and tokenizer memory-maps the cache and
 encodes nothing; a BPE tokenizer trained on the same split is cached too. Batches are random windows
 read from the memory map, so corpora larger than RAM work: the text is read in pieces of about a
 million characters, cut between a non-space character and the whitespace after it, where GPT-2's
@@ -35,11 +38,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 import torch
-from slime.proto import DataError
+from slime.proto import DataError, shown
 from slime.train.datasets import shifted, split_tokens, window_offsets
 from slime.train.tokenizer import (
     CharTokenizer,
@@ -78,6 +81,22 @@ class TextSource:
     chars: int
     bytes: int
     alphabet: frozenset[str]
+    stamps: tuple[tuple[int, int, int], ...] = ()  # each file's size, mtime_ns, inode when hashed
+
+    def check_unchanged(self) -> None:
+        """Raise DataError naming the first file whose size, mtime or inode is no longer that of
+        the bytes hashed: tokens read from it would not be the text of :attr:`sha256`."""
+        for file, stamp in zip(self.files, self.stamps, strict=False):
+            try:
+                now = _stamp(os.stat(file))
+            except OSError as exc:
+                now = exc.strerror or str(exc)
+            if now != stamp:
+                raise DataError(
+                    f"{str(file)!r} changed while it was being read (size, mtime or inode now "
+                    f"{now}, {stamp} when hashed); nothing was cached: run again once it is "
+                    "complete"
+                )
 
     def pieces(self, start: int, stop: int) -> Iterator[str]:
         """The text's characters ``[start, stop)``, in pieces of about :data:`PIECE_CHARS`, each cut
@@ -165,6 +184,7 @@ def scan_text(path: str | os.PathLike[str]) -> TextSource:
     digest = hashlib.sha256()
     chars = total = 0
     alphabet: set[str] = set()
+    stamps: list[tuple[int, int, int]] = []
     for file in files:
         if path.is_dir():  # the order and names of a folder's files are part of its text
             digest.update(f"{file.relative_to(path).as_posix()}\0".encode())
@@ -172,6 +192,7 @@ def scan_text(path: str | os.PathLike[str]) -> TextSource:
         offset = 0
         try:
             with open(file, "rb") as handle:
+                stamps.append(_stamp(os.fstat(handle.fileno())))
                 while block := handle.read(_READ_BYTES):
                     nul = block.find(b"\0")
                     if nul >= 0:
@@ -202,7 +223,15 @@ def scan_text(path: str | os.PathLike[str]) -> TextSource:
     if chars == 0:
         what = "file" if path.is_file() else "folder's .txt files"
         raise DataError(f"data {what} {str(path)!r} is empty; expected some text")
-    return TextSource(path, files, digest.hexdigest(), chars, total, frozenset(alphabet))
+    source = TextSource(
+        path, files, digest.hexdigest(), chars, total, frozenset(alphabet), tuple(stamps)
+    )
+    source.check_unchanged()  # written to while it was hashed
+    return source
+
+
+def _stamp(stat: os.stat_result) -> tuple[int, int, int]:
+    return (stat.st_size, stat.st_mtime_ns, stat.st_ino)
 
 
 class _Progress:
@@ -251,9 +280,10 @@ def _encode_split(
     dtype: np.dtype,
     target: Path,
     progress: _Progress,
+    digest: Any,
 ) -> int:
     """Encode characters ``[start, stop)`` into the raw array file ``target`` (via a temporary
-    file and a rename); returns the number of tokens."""
+    file and a rename), feeding its bytes to ``digest``; returns the number of tokens."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     count, done = 0, 0
     try:
@@ -265,7 +295,9 @@ def _encode_split(
                         f"the tokenizer produced id {int(ids.max())}, outside its vocabulary of "
                         f"{tokenizer.vocab_size}"
                     )
-                handle.write(ids.astype(dtype).tobytes())
+                payload = ids.astype(dtype).tobytes()
+                digest.update(payload)
+                handle.write(payload)
                 count += ids.size
                 done += len(piece)
                 progress.update(done)
@@ -276,6 +308,14 @@ def _encode_split(
         Path(tmp).unlink(missing_ok=True)
         raise
     return count
+
+
+def _file_sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        while block := handle.read(_READ_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _map(file: Path, dtype: np.dtype | str, count: int) -> np.ndarray:
@@ -298,23 +338,36 @@ def _cached_tokens(
     ).hexdigest()[:40]
     manifest = cache / f"{key}.json"
     dtype = np.dtype(np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32)
+    expected = {
+        "format": CACHE_FORMAT,
+        "sha256": source.sha256,
+        "cut": cut,
+        "tokenizer": tokenizer.identity,
+        "dtype": dtype.name,
+    }
     if manifest.is_file():
         try:
             meta = json.loads(manifest.read_text("utf-8"))
+            for field, value in expected.items():
+                if meta[field] != value:
+                    raise ValueError(f"its {field} is {shown(meta[field])}, expected {value!r}")
             arrays = {}
             for split in ("train", "val"):
                 file = cache / f"{key}.{split}.bin"
-                if file.stat().st_size != meta[split] * np.dtype(meta["dtype"]).itemsize:
+                if file.stat().st_size != meta[split] * dtype.itemsize:
                     raise ValueError(f"{file} has the wrong size")
-                arrays[split] = _map(file, meta["dtype"], meta[split])
+                if _file_sha256(file) != meta[f"{split}_sha256"]:
+                    raise ValueError(f"{file} does not hash to the sha256 the manifest records")
+                arrays[split] = _map(file, dtype, meta[split])
             return arrays, manifest
         except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
             if stream is not None:
                 stream.write(f"token cache entry {manifest} is damaged ({exc}); encoding again\n")
     _writable(cache)
-    counts = {}
+    counts, hashes = {}, {}
     for split, (start, stop) in (("train", (0, cut)), ("val", (cut, source.chars))):
         label = f"encoding {split} split ({tokenizer.kind})"
+        digest = hashlib.sha256()
         counts[split] = _encode_split(
             source,
             start,
@@ -323,16 +376,11 @@ def _cached_tokens(
             dtype,
             cache / f"{key}.{split}.bin",
             _Progress(label, stop - start, stream),
+            digest,
         )
-    meta = {
-        "format": CACHE_FORMAT,
-        "source": str(source.path),
-        "sha256": source.sha256,
-        "cut": cut,
-        "tokenizer": tokenizer.identity,
-        "dtype": dtype.name,
-        **counts,
-    }
+        hashes[f"{split}_sha256"] = digest.hexdigest()
+    source.check_unchanged()  # tokens of text that changed since its hash must not be cached
+    meta = {**expected, "source": str(source.path), **counts, **hashes}
     fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".{manifest.name}.", suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(json.dumps(meta))

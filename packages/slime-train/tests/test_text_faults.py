@@ -1,0 +1,90 @@
+"""Fault injection on text data, the token cache and tokenizer files (hardening issue 14)."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prose_text import prose
+from slime.proto import DataError
+from slime.train import text as text_module
+from slime.train.text import load_text, scan_text
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("SLIME_CACHE_DIR", str(cache))
+    return cache
+
+
+def _write(path: Path, data: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    return path
+
+
+def _entry(corpus: text_module.TextCorpus) -> str:
+    assert corpus.cache_entry is not None
+    return corpus.cache_entry.name.removesuffix(".json")
+
+
+def test_a_flipped_byte_in_cached_tokens_is_detected_and_encoded_again(
+    tmp_path: Path, _cache: Path
+) -> None:
+    path = _write(tmp_path / "a.txt", prose(5_000))
+    first = load_text(path, 8, progress=None)
+    expected = np.array(first.splits["train"])
+    cached = _cache / f"{_entry(first)}.train.bin"
+    data = bytearray(cached.read_bytes())
+    data[0] ^= 1  # still a token id inside the vocabulary: only a hash sees it
+    del first
+    cached.write_bytes(bytes(data))
+    report = io.StringIO()
+    again = load_text(path, 8, progress=report)
+    assert "damaged" in report.getvalue() and "sha256" in report.getvalue()
+    assert np.array_equal(np.array(again.splits["train"]), expected)
+
+
+def test_another_corpus_cache_copied_over_an_entry_is_not_used(
+    tmp_path: Path, _cache: Path
+) -> None:
+    a = _write(tmp_path / "a.txt", prose(5_000))
+    b = _write(tmp_path / "b.txt", prose(5_000, seed=1))
+    first = load_text(a, 8, progress=None)
+    expected = {s: np.array(t) for s, t in first.splits.items()}
+    other = load_text(b, 8, progress=None)
+    key, other_key = _entry(first), _entry(other)
+    del first, other
+    for suffix in ("train.bin", "val.bin", "json"):
+        shutil.copy(_cache / f"{other_key}.{suffix}", _cache / f"{key}.{suffix}")
+    report = io.StringIO()
+    again = load_text(a, 8, progress=report)
+    assert "damaged" in report.getvalue() and "sha256" in report.getvalue()
+    for split, tokens in expected.items():
+        assert np.array_equal(np.array(again.splits[split]), tokens)
+
+
+def test_text_that_changes_while_it_is_encoded_is_refused_and_not_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _cache: Path
+) -> None:
+    path = _write(tmp_path / "a.txt", prose(5_000))
+    scan = text_module.scan_text
+
+    def scan_then_edit(target: Path) -> text_module.TextSource:
+        source = scan(target)
+        _write(path, prose(5_000, seed=3))  # another text after the hash was taken
+        stat = path.stat()
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+        return source
+
+    monkeypatch.setattr(text_module, "scan_text", scan_then_edit)
+    with pytest.raises(DataError, match="changed while it was being read"):
+        load_text(path, 8, progress=None)
+    assert not list(_cache.glob("*.json"))  # no manifest: nothing keyed by the old hash
+    monkeypatch.setattr(text_module, "scan_text", scan)
+    assert load_text(path, 8, progress=None).source.sha256 == scan_text(path).sha256
