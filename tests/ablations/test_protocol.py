@@ -194,3 +194,34 @@ def test_parts_whose_sweeps_picked_different_lrs_are_refused_by_name() -> None:
     c["profile"]["equal_time_s"] = 1.0
     with pytest.raises(ConfigError, match="profile"):
         merge_results([a, c])
+
+
+def test_a_patience_stops_the_equal_steps_run_at_its_plateau_but_not_the_equal_time_run(
+    recall,
+) -> None:
+    profile, data, held = recall
+    patient = dataclasses.replace(profile, patience=1)
+    # An LR far too large: the held-out loss stops improving at once, and one evaluation without
+    # a new best ends the run long before its 40 steps.
+    record = run_one(patient, "recall", arm("baseline"), 1337, 40, data, held, CPU, None, lr=2.0)
+    assert record["status"] == "early_stopped" and record["steps"] < 40
+    assert record["best_time_s"] is not None
+    timed = run_equal_time(
+        patient, "recall", "baseline", 1337, 0.5, 0.01, 2.0, data, held, CPU, None, None
+    )
+    assert timed["time_train_s"] >= 0.5  # the clock, not the patience, ended it
+    with pytest.raises(ConfigError, match="patience"):
+        dataclasses.replace(profile, patience=0)
+    with pytest.raises(ConfigError, match="patience"):
+        dataclasses.replace(profile, patience=True)
+
+
+def test_the_report_states_the_plateau_rule_and_how_many_runs_met_it() -> None:
+    from slime.train.ablations.report import _steps_budget
+
+    runs = [{"status": "early_stopped"}, {"status": "completed"}, {"status": "early_stopped"}]
+    fixed = {"profile": {"patience": None}, "steps": 500, "runs": runs}
+    assert _steps_budget(fixed) == "500 steps"
+    line = _steps_budget({**fixed, "profile": {"patience": 4}})
+    assert "at most 500 steps" in line and "after 4 evaluations" in line
+    assert "2 of 3 runs stopped at their plateau" in line

@@ -46,6 +46,11 @@ METRICS: dict[str, tuple[Better, str]] = {
         "training seconds until the held-out loss first reached the task's target (equal-steps "
         "run); runs that never reached it are left out and counted beside the interval",
     ),
+    "best_time_s": (
+        "lower",
+        "training seconds to the best held-out evaluation of the equal-steps run; with a "
+        "patience (runs stop at their plateau), the time to converge on one card",
+    ),
     "val_loss": ("lower", "final-step held-out loss (secondary: the decisions use the best)"),
     "val_acc": ("higher", "final held-out next-token accuracy on scored targets"),
     "val_loss_auc": (
@@ -270,6 +275,7 @@ GROUPS: tuple[Group, ...] = (
             for m in (
                 *ACCURACY,
                 "target_time_s",
+                "best_time_s",
                 "val_acc",
                 "tokens_per_s",
                 "peak_memory_mb",

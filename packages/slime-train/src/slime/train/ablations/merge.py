@@ -28,7 +28,8 @@ _NAS_FIELDS = ("nas_candidates", "nas_steps", "nas_tolerance")
 # parts written before they existed merge as they are (their runs lack the new metrics, which the
 # analysis then takes from the other parts' runs only).
 _PROTOCOL_FIELDS = (
-    "lr_sweep", "sweep_steps", "sweep_seeds", "targets", "target_margin", "equal_time_s"
+    "lr_sweep", "sweep_steps", "sweep_seeds", "targets", "target_margin", "equal_time_s",
+    "patience",
 )  # fmt: skip
 
 

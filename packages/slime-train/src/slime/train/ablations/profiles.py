@@ -35,6 +35,12 @@ cleanly and the report counts the runs not started): one command per (group, tas
 steps are equal) and ``--sweep-from`` the first part's results.json to every later part (it keeps
 the picked LRs and targets and sweeps only the arms it lacks), then ``--merge`` all results.json
 files. About 8-10 calls of <= 10 minutes: 80-100 device minutes for the whole suite at 5 seeds.
+
+To convergence (issue 16 item 3): ``--steps N --patience P`` makes N a limit; each equal-steps run
+stops after P evaluations (``evals`` per N steps) without a new best held-out loss, and
+``best_time_s`` is its training time to convergence. The equal-time partners ignore the patience:
+their clock is their budget. The first 1000-step slice (ablations/gpu-2026-12-02) was still
+improving at its last step for both arms.
 """
 
 from __future__ import annotations
@@ -95,6 +101,10 @@ class Profile:
         target_margin: see ``targets``.
         equal_time_s: training seconds of each equal-time run (one per main run: same arm, task,
             seed and learning rate; evaluation and diagnostics not counted).
+        patience: a run stops after this many evaluations in a row without a new best
+            (``train.patience``): ``steps`` is then a limit and each run trains to its plateau
+            (None: every run trains its ``steps``). ``best_time_s`` is then the training time to
+            convergence; the report counts the runs that stopped before the limit.
     """
 
     name: str
@@ -128,8 +138,18 @@ class Profile:
     targets: dict[str, float] = field(default_factory=dict)
     target_margin: float = 0.05
     equal_time_s: float = 10.0
+    patience: int | None = None
 
     def __post_init__(self) -> None:
+        if self.patience is not None and (
+            isinstance(self.patience, bool)
+            or not isinstance(self.patience, int)
+            or self.patience < 1
+        ):
+            raise ConfigError(
+                f"expected no patience or an int >= 1 evaluations, got {self.patience!r}",
+                "patience",
+            )
         lrs = self.lr_sweep
         if len(set(lrs)) < 3 or any(not (isinstance(v, int | float) and v > 0) for v in lrs):
             raise ConfigError(
@@ -174,6 +194,7 @@ class Profile:
                 checkpoint_interval=steps,
                 seed=seed,
                 device=self.device,
+                patience=self.patience,
             ),
             lifecycle=LifecycleConfig(
                 medium_interval=medium,
@@ -250,7 +271,9 @@ _GPU_FULL = Profile(
     deadline_s=510.0,
     nas_candidates=8,  # 8 x 150 steps of search: 3 runs' worth of steps per NAS run
     nas_steps=150,
-    lr_sweep=(3e-4, 1e-3, 3e-3),
+    # 2026-12-02 (H200, 1000 steps, 5 seeds): both arms picked the top of (3e-4, 1e-3, 3e-3); a
+    # sweep whose best is its edge has not found the best, so the range moves up one step.
+    lr_sweep=(1e-3, 3e-3, 1e-2),
     sweep_steps=None,  # the sweep runs the main runs' steps: the schedule it picks for is theirs
     sweep_seeds=1,
     equal_time_s=20.0,

@@ -174,7 +174,11 @@ def run_equal_time(
         raise ConfigError(f"expected a positive time budget, got {seconds!r}", "equal_time_s")
     expected = max(10, round(seconds / max(seconds_per_step, 1e-9)))
     arm_ = arm(name)
-    cfg = lr_config(profile, arm_, task, expected, seed, data_dir, lr)
+    # The clock is this run's budget: a patience (the equal-steps runs' plateau rule) would end
+    # some runs before it and compare them at unequal times.
+    cfg = lr_config(profile, arm_, task, expected, seed, data_dir, lr).replace(
+        train={"patience": None}
+    )
     holder: list[AblationTrainer] = []
 
     def by_time(step: int) -> float:

@@ -80,7 +80,7 @@ def _setup(results: dict[str, Any]) -> list[str]:
         "",
         f"- Profile `{p['name']}` on {results['device']}, torch {results['torch']}, created "
         f"{results['created']}; whole suite {results['suite_wall_s']:.0f} s.",
-        f"- Every arm, two budgets: **equal steps** ({results['steps']} steps) and **equal "
+        f"- Every arm, two budgets: **equal steps** ({_steps_budget(results)}) and **equal "
         f"time** ({_equal_time(p)} of training per run); batch {p['batch_size']}, context "
         f"{m['block_size']}, AdamW with warmup and cosine decay to {p['min_lr'] / p['lr']:.2g} of "
         f"the peak LR, {_peak_lr(results)}; seeds {results['seeds']}.",
@@ -125,6 +125,21 @@ def _setup(results: dict[str, Any]) -> list[str]:
             f"training step; {c['steps']} steps per run (planned {c['planned_s']:.0f} s)."
         )
     return lines + [""]
+
+
+def _steps_budget(results: dict[str, Any]) -> str:
+    """The equal-steps budget: fixed steps, or a limit with a patience and how many runs
+    stopped at their plateau before it."""
+    patience = results["profile"].get("patience")
+    if patience is None:
+        return f"{results['steps']} steps"
+    runs = results["runs"]
+    stopped = sum(r.get("status") == "early_stopped" for r in runs)
+    return (
+        f"to convergence: at most {results['steps']} steps, a run stops after {patience} "
+        f"evaluations in a row without a new best; {stopped} of {len(runs)} runs stopped at "
+        "their plateau before the limit"
+    )
 
 
 def _equal_time(profile: dict[str, Any]) -> str:

@@ -57,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
         help="training seconds of each equal-time run (default: the profile's)",
     )
     parser.add_argument(
+        "--patience",
+        type=int,
+        help="stop a run after this many evaluations without a new best held-out loss: --steps "
+        "becomes a limit and each run trains to its plateau (default: the profile's, none)",
+    )
+    parser.add_argument(
         "--merge",
         nargs="+",
         metavar="RESULTS_JSON",
@@ -112,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.equal_time_s is not None:
             prof = dataclasses.replace(prof, equal_time_s=args.equal_time_s)
+        if args.patience is not None:
+            prof = dataclasses.replace(prof, patience=args.patience)
         sweep = _read_sweep(args.sweep_from) if args.sweep_from else None
     except (OSError, json.JSONDecodeError, SlimeError) as exc:
         print(f"ablations: error: {exc}", file=sys.stderr)
