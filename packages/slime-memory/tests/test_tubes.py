@@ -87,6 +87,18 @@ def test_shape_mismatch_raises_naming_both_shapes() -> None:
         tubes.store(torch.ones(3, 2), 1.0)
 
 
+def test_a_tensor_above_the_element_limit_is_refused_before_anything_is_copied() -> None:
+    from slime.memory.limits import MAX_TUBE_ELEMENTS
+
+    tubes = TubeNetwork(4, 0.9)
+    huge = torch.zeros(1).expand(MAX_TUBE_ELEMENTS + 1)  # no storage: the buffer would be 4 copies
+    with pytest.raises(ArchiveError, match=rf"{MAX_TUBE_ELEMENTS + 1} elements.*MAX_TUBE_ELEMENTS"):
+        tubes.store(huge, 1.0)  # allocated (capacity, 2**24 + 1) floats before
+    assert len(tubes) == 0 and tubes.recall() is None
+    tubes.store(torch.ones(3), 1.0)  # nothing was kept: a first store of another shape is fine
+    assert tubes.shape == (3,)
+
+
 def test_clear_forgets_items_and_shape() -> None:
     tubes = TubeNetwork(3, 0.9)
     tubes.store(torch.ones(2), 1.0)

@@ -10,6 +10,7 @@ __all__ = [
     "MAX_POOL_SIZE",
     "MAX_SAMPLE_SIZE",
     "MAX_TUBE_CAPACITY",
+    "MAX_TUBE_ELEMENTS",
 ]
 
 MAX_POOL_SIZE = 64
@@ -35,6 +36,11 @@ MAX_SAMPLE_SIZE = 1 << 20
 MAX_TUBE_CAPACITY = 1 << 20
 """Most stores a :class:`~slime.memory.TubeNetwork` remembers (1,048,576); its buffer holds
 ``capacity`` copies of the stored tensor."""
+
+MAX_TUBE_ELEMENTS = 1 << 24
+"""Most elements one tensor a :class:`~slime.memory.TubeNetwork` stores may have (16,777,216):
+its buffer holds ``capacity`` copies of it, so a larger one is a mistake (an ``expand()``-ed view
+of ``10**12`` elements) rather than a plan."""
 
 MAX_EMITTER_INSTANCES = 1 << 12
 """Most CMA-ES searches one :class:`~slime.memory.EvolutionStrategyEmitter` runs (4,096);

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from slime.memory._devices import as_device
-from slime.memory.limits import MAX_TUBE_CAPACITY
+from slime.memory.limits import MAX_TUBE_CAPACITY, MAX_TUBE_ELEMENTS
 from slime.proto import ArchiveError, ConfigError, shown
 
 __all__ = ["TubeNetwork"]
@@ -75,8 +75,9 @@ class TubeNetwork:
         would synchronise with the device.
 
         Raises:
-            ArchiveError: ``data`` is not a floating tensor or its shape differs from the first store's;
-                the weight is negative, not finite, not 0-d or complex.
+            ArchiveError: ``data`` is not a floating tensor, has more elements than
+                :data:`~slime.memory.limits.MAX_TUBE_ELEMENTS` or a shape other than the first
+                store's; the weight is negative, not finite, not 0-d or complex.
         """
         if not isinstance(data, torch.Tensor):
             raise ArchiveError(f"data must be a torch.Tensor, got {type(data).__name__}")
@@ -84,6 +85,11 @@ class TubeNetwork:
             raise ArchiveError(f"data must be floating point, got {data.dtype}")
         if data.layout != torch.strided:
             raise ArchiveError(f"data must be a dense tensor, got layout {data.layout}")
+        if data.numel() > MAX_TUBE_ELEMENTS:  # before the buffer of capacity copies is made
+            raise ArchiveError(
+                f"data of shape {tuple(data.shape)} has {data.numel()} elements, above the limit "
+                f"MAX_TUBE_ELEMENTS = {MAX_TUBE_ELEMENTS}"
+            )
         if self._data is None:
             device = self._device if self._device is not None else data.device
             self._data = torch.zeros((self._capacity, *data.shape), dtype=data.dtype, device=device)
