@@ -88,3 +88,45 @@ def test_text_that_changes_while_it_is_encoded_is_refused_and_not_cached(
     assert not list(_cache.glob("*.json"))  # no manifest: nothing keyed by the old hash
     monkeypatch.setattr(text_module, "scan_text", scan)
     assert load_text(path, 8, progress=None).source.sha256 == scan_text(path).sha256
+
+
+def _word_level(vocab: dict[str, int], unk: str | None = "<unk>") -> str:
+    import json
+
+    return json.dumps(
+        {
+            "version": "1.0",
+            "truncation": None,
+            "padding": None,
+            "added_tokens": [],
+            "normalizer": None,
+            "pre_tokenizer": {"type": "Whitespace"},
+            "post_processor": None,
+            "decoder": None,
+            "model": {"type": "WordLevel", "vocab": vocab, "unk_token": unk},
+        }
+    )
+
+
+def test_a_tokenizer_that_cannot_encode_the_text_is_a_data_error(tmp_path: Path) -> None:
+    file = _write(tmp_path / "tok.json", _word_level({"hello": 0, "world": 1}))
+    path = _write(tmp_path / "a.txt", "hello world foo " * 300)
+    with pytest.raises(DataError, match="wordlevel tokenizer cannot encode the text.*UNK"):
+        load_text(path, 8, tokenizer=str(file), progress=None)
+
+
+@pytest.mark.parametrize(
+    ("vocab", "match"),
+    [
+        ({"hello": 0, "world": 100_000, "<unk>": 1}, "3 tokens but gives one the id 100,000"),
+        ({f"w{i}": i for i in range((1 << 20) + 1)}, "1,048,577 tokens; at most 1,048,576"),
+    ],
+)
+def test_tokenizer_files_whose_ids_do_not_fit_a_vocabulary_are_refused(
+    tmp_path: Path, vocab: dict[str, int], match: str
+) -> None:
+    from slime.train.tokenizer import load_tokenizer
+
+    file = _write(tmp_path / "tok.json", _word_level(vocab))
+    with pytest.raises(DataError, match=f"{file.name}.*{match}"):
+        load_tokenizer(file)

@@ -174,6 +174,17 @@ class HFTokenizer(Tokenizer):
         self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
         if self.vocab_size < 1:
             raise DataError("the tokenizer has an empty vocabulary")
+        if self.vocab_size > MAX_BPE_VOCAB:
+            raise DataError(
+                f"the tokenizer has {self.vocab_size:,} tokens; at most {MAX_BPE_VOCAB:,} are "
+                "supported"
+            )
+        top = max(tokenizer.get_vocab(with_added_tokens=True).values())
+        if top >= self.vocab_size:  # ids with gaps: the model's embedding has vocab_size rows
+            raise DataError(
+                f"the tokenizer has {self.vocab_size:,} tokens but gives one the id {top:,}; "
+                f"expected ids 0 to {self.vocab_size - 1:,}"
+            )
 
     def to_json(self) -> str:
         return self.tokenizer.to_str()
@@ -182,7 +193,13 @@ class HFTokenizer(Tokenizer):
         return self.encode_many([text])[0]
 
     def encode_many(self, texts: list[str]) -> list[np.ndarray]:
-        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
+        try:
+            encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
+        except Exception as exc:  # tokenizers raises a bare Exception; re-typed, not hidden
+            message = " ".join(str(exc).split())
+            raise DataError(
+                f"the {self.kind} tokenizer cannot encode the text: {message}"
+            ) from None
         return [np.asarray(e.ids, dtype=np.int64) for e in encodings]
 
     def decode(self, ids: Iterable[int]) -> str:
@@ -246,4 +263,7 @@ def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
         raise DataError(
             f"tokenizer file {str(path)!r} is not a tokenizers JSON file: {message}"
         ) from None
-    return HFTokenizer(tokenizer)
+    try:
+        return HFTokenizer(tokenizer)
+    except DataError as exc:
+        raise DataError(f"tokenizer file {str(path)!r}: {exc}") from None
