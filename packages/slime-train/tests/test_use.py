@@ -503,6 +503,26 @@ def test_eval_on_a_run_with_a_damaged_metrics_log_is_one_error(
         assert "metrics.jsonl:2 is not" in _one_error(capsys, "eval")
 
 
+def test_sample_and_eval_refuse_a_tampered_tokenizer_file(
+    space: Path, char_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Two characters swapped in the vocabulary: the same size, so sample decoded every token as
+    # another character and eval scored the text with the wrong ids, silently.
+    run = space / "tampered-tokenizer"
+    shutil.copytree(char_run, run)
+    tokenizer = load_tokenizer(run / "tokenizer.json")
+    assert isinstance(tokenizer, CharTokenizer)
+    itos = list(tokenizer.itos)
+    itos[-1], itos[-2] = itos[-2], itos[-1]
+    CharTokenizer(itos).save(run / "tokenizer.json")
+    for command in ("sample", "eval"):
+        assert (
+            cli.main([command, str(run), "--quiet"] if command == "eval" else [command, str(run)])
+            == 2
+        )
+        assert "is not the tokenizer the run trained with" in _one_error(capsys, command)
+
+
 def test_help_lists_sample_and_eval(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["--help"]) == 0
     usage = capsys.readouterr().out

@@ -97,7 +97,8 @@ def run_tokenizer(run: Path, cfg: RunConfig) -> Tokenizer:
     """The tokenizer a run recorded.
 
     Raises:
-        CheckpointError: the run has none (a run on a synthetic task, which has no text).
+        CheckpointError: the run has none (a run on a synthetic task, which has no text), or it
+            is not the tokenizer whose identity the run's ``data.json`` records.
     """
     file = run / TOKENIZER_FILE
     if not file.is_file():
@@ -107,9 +108,22 @@ def run_tokenizer(run: Path, cfg: RunConfig) -> Tokenizer:
             "sample and eval need a run on text"
         )
     try:
-        return load_tokenizer(file)
+        tokenizer = load_tokenizer(file)
     except DataError as exc:
         raise CheckpointError(str(exc)) from None
+    record = run / DATA_FILE
+    if record.is_file():  # a text run recorded its tokenizer's identity beside it
+        try:
+            recorded = json.loads(record.read_text("utf-8"))["tokenizer"]
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{str(record)!r} is damaged: {exc}") from None
+        if recorded != tokenizer.identity:
+            raise CheckpointError(
+                f"{str(file)!r} is not the tokenizer the run trained with (sha256 "
+                f"{tokenizer.identity[:12]}, {DATA_FILE} records {shown(recorded)[:14]}): it was "
+                "edited or replaced"
+            )
+    return tokenizer
 
 
 @dataclass
