@@ -467,7 +467,7 @@ def test_converting_what_is_no_torch_encoder_is_named(convert):
         (lambda enc, x: enc(x, mask=[[0.0] * T] * T), "mask must be a tensor"),
         (lambda enc, x: enc(x, src_key_padding_mask=[[False] * T] * B), "padding_mask must be a"),
         (lambda enc, x: enc(x[0], src_key_padding_mask=[False] * T), "padding_mask must be a"),
-        (lambda enc, x: enc(x, mask=torch.full((T, T), math.nan)), "holds nan"),  # NaN output
+        (lambda enc, x: enc(x, mask=torch.full((T, T), math.nan)), r"^mask holds nan at \(0, 0\)"),
         (lambda enc, x: enc(x, mask=torch.zeros(T, T), is_causal="False"), "is_causal must be"),
         (lambda enc, x: enc.layers[0](x, torch.zeros(T, T), None, "False"), "is_causal must be"),
     ],
@@ -476,6 +476,30 @@ def test_converting_what_is_no_torch_encoder_is_named(convert):
 )  # fmt: skip
 def test_forward_inputs_of_the_wrong_type_are_a_kernel_error_naming_them(call, match):
     # the layer read "False" as a causal hint (torch reads it as no hint)
+    enc = SlimeMoldEncoder(SlimeMoldEncoderLayer(D, H, 32, 0.0, norm_first=True), 2)
+    with pytest.raises(KernelError, match=match):
+        call(enc, source())
+
+
+def _nan_at(row, col):
+    mask = torch.zeros(T, T)
+    mask[row, col] = math.nan
+    return mask
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda enc, x: enc(x, mask=_nan_at(2, 1)), r"^mask holds nan at \(2, 1\)"),
+        (lambda enc, x: enc(x, mask=_nan_at(2, 1), is_causal=False), r"^mask holds nan at \(2, 1\)"),
+        (lambda enc, x: enc(x, src_key_padding_mask=torch.full((B, T), math.inf)),
+         r"^src_key_padding_mask holds inf at \(0, 0\)"),
+        (lambda enc, x: enc.layers[0](x, _nan_at(2, 1)), r"^src_mask holds nan at \(2, 1\)"),
+    ],
+    ids=["encoder mask", "encoder mask not causal", "encoder float padding", "layer src_mask"],
+)  # fmt: skip
+def test_a_nan_or_inf_mask_is_named_as_the_caller_passed_it(call, match):
+    # each was named attn_mask, at a (B, P, T, T) position the caller never wrote
     enc = SlimeMoldEncoder(SlimeMoldEncoderLayer(D, H, 32, 0.0, norm_first=True), 2)
     with pytest.raises(KernelError, match=match):
         call(enc, source())

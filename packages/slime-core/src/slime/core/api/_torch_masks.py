@@ -30,13 +30,33 @@ def additive(mask: Tensor, name: str, dtype: torch.dtype) -> Tensor:
     """A bool mask (True = not allowed) as ``-inf``/0 in ``dtype``; a float mask as it is.
 
     Raises:
-        KernelError: ``mask`` is neither bool nor floating point.
+        KernelError: ``mask`` is neither bool nor floating point, or a float mask on the CPU
+            holds NaN or ``+inf`` (:func:`check_mask_values`).
     """
     if mask.dtype == torch.bool:
         return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(mask, -math.inf)
     if not mask.is_floating_point():
         raise KernelError(f"{name} must be bool or floating point, got {mask.dtype}")
+    check_mask_values(mask, name)
     return mask.to(dtype)
+
+
+def check_mask_values(mask: Tensor, name: str) -> None:
+    """KernelError naming ``name`` (the argument the caller passed) and the first position of a
+    NaN or ``+inf`` in a float ``mask`` on the CPU: added to the logits, either makes its rows'
+    softmax NaN. Checked as the organism checks its ``attn_mask``: on the CPU only, where reading
+    the result costs no wait, and never while compiling."""
+    if not mask.is_floating_point() or mask.device.type != "cpu" or mask.numel() == 0:
+        return
+    if torch.compiler.is_compiling():
+        return
+    bad = mask.isnan() | mask.isposinf()
+    if bad.any():
+        where = tuple(torch.nonzero(bad)[0].tolist())
+        raise KernelError(
+            f"{name} holds {mask[where].item()} at {where}: a float mask is added to the "
+            "logits, where NaN and +inf make the softmax NaN (-inf forbids a key)"
+        )
 
 
 def is_causal_mask(mask: Tensor | None, seq: int) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from slime.core.api._torch_masks import is_causal_mask, organism_masks
+from slime.core.api._torch_masks import check_mask_values, is_causal_mask, organism_masks
 from slime.core.blocks import MLP, Block
 from slime.core.organism import Organism, read_device
 from slime.kernels import select_kernel
@@ -386,6 +386,8 @@ class SlimeMoldEncoder(nn.Module):
         seq = src.shape[1 if first.batch_first and src.dim() == 3 else 0]
         if is_causal is None:
             is_causal = is_causal_mask(mask, seq)
+        if mask is not None and not is_causal:  # the layers would name it their src_mask
+            check_mask_values(mask, "mask")
         out = src
         for layer in self.layers:
             out = layer(
