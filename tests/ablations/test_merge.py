@@ -87,7 +87,6 @@ def test_a_run_made_by_two_parts_is_kept_once_and_reported() -> None:
     ("key", "change"),
     [
         ("steps", lambda r: r.update(steps=500)),
-        ("seeds", lambda r: r.update(seeds=[1, 2, 3])),
         ("profile", lambda r: r["profile"].update(lr=3e-4)),
         ("params", lambda r: r["params"]["shakespeare"].update(slime=11)),
     ],
@@ -172,3 +171,14 @@ def test_group_7_parts_of_different_searches_or_counts_are_refused(key, change) 
     change(b)
     with pytest.raises(ConfigError, match=key):
         merge_results([a, b])
+
+
+def test_parts_that_split_the_seeds_merge_into_one_interval() -> None:
+    a = _part(["baseline"], ["shakespeare"], ["slime", "baseline"])
+    b = copy.deepcopy(a)
+    b["seeds"] = [1340, 1341]  # --seed-indices 3 4 in a second command
+    b["runs"] = [{**r, "seed": r["seed"] + 3} for r in b["runs"] if r["seed"] != 1339]
+    merged = merge_results([a, b])
+    assert merged["seeds"] == [1337, 1338, 1339, 1340, 1341]
+    slime = [r for r in merged["runs"] if r["arm"] == "slime"]
+    assert sorted(r["seed"] for r in slime) == merged["seeds"] and merged["duplicates"] == []

@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from slime.proto import ConfigError
 from slime.train.ablations import GROUPS, PROFILES, run_suite, write_outputs
 from slime.train.ablations.calibration import calibrate_steps
 from slime.train.ablations.groups import groups
@@ -68,7 +69,7 @@ def test_every_finished_run_is_handed_over_before_the_suite_ends() -> None:
     results = run_suite(
         PROFILES["cpu-small"],
         groups(["archive"]),
-        seeds=2,
+        seed_indices=(0, 4),  # a part of a suite whose seeds are split over commands
         steps=10,
         tasks=("recall",),
         log=lambda line: None,
@@ -76,6 +77,8 @@ def test_every_finished_run_is_handed_over_before_the_suite_ends() -> None:
     )
     assert seen == [1, 2, 3, 4]
     assert len(results["runs"]) == 4 and results["runs_not_started"] == 0
+    assert results["seeds"] == [1337, 1341]
+    assert sorted({r["seed"] for r in results["runs"]}) == [1337, 1341]
 
 
 def test_a_corpus_with_no_offline_copy_is_left_out_and_reported(
@@ -97,3 +100,17 @@ def test_a_corpus_with_no_offline_copy_is_left_out_and_reported(
     assert "**wikitext2 left out**" in (tmp_path / "REPORT.md").read_text()
     with pytest.raises(DataError, match="is missing"):
         run_suite(profile, groups(["baseline"]), tasks=tasks, data_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"seed_indices": (3, 3)}, "seed indices"),
+        ({"seed_indices": (-1,)}, "seed indices"),
+        ({"seed_indices": ()}, "seed indices"),
+        ({"seed_indices": (0,), "seeds": 3}, "both"),
+    ],
+)
+def test_bad_seed_indices_are_refused_by_name(kwargs, match) -> None:
+    with pytest.raises(ConfigError, match=match):
+        run_suite(PROFILES["cpu-small"], groups(["baseline"]), **kwargs)

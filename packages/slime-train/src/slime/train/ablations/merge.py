@@ -1,13 +1,15 @@
 """One results dict from several suite runs ("parts"), e.g. groups run in separate device commands.
 
 Parts must share what makes their runs comparable: profile (apart from the task lists and the
-scheduling fields, time budget and deadline, which each part records), steps per run, seeds and
+scheduling fields, time budget and deadline, which each part records), steps per run and
 model sizes (a model counted in several parts must have the same count in each; a part that ran the
 hypernetwork arm adds its count) and, among the parts that record them, the protocol's fields
 and the learning rates and targets their sweeps picked (later parts should reuse the first part's
 sweep: ``--sweep-from``). Each run keeps the index of its part. A (task, arm, seed) that more than
 one part ran is kept from the first part listed and the others are recorded under
 ``duplicates`` (with both losses), never silently merged into an interval with more seeds.
+Parts may hold different seeds (``--seed-indices``: long runs split over several commands); the
+merged suite holds their union.
 """
 
 from __future__ import annotations
@@ -110,7 +112,6 @@ def merge_results(parts: list[dict[str, Any]]) -> dict[str, Any]:
         _same(swept, "profile", lambda r: {k: r["profile"].get(k) for k in _PROTOCOL_FIELDS})
     sweep = _merge_sweeps(parts)
     _same(parts, "steps", lambda r: r["steps"])
-    _same(parts, "seeds", lambda r: r["seeds"])
     params: dict[str, dict[str, Any]] = {}
     for i, part in enumerate(parts):
         for task, counts in part["params"].items():
@@ -154,7 +155,7 @@ def merge_results(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "profile": profile,
         "groups": [g.key for g in GROUPS if g.key in present],
         "steps": parts[0]["steps"],
-        "seeds": parts[0]["seeds"],
+        "seeds": sorted(_union(p["seeds"] for p in parts)),  # parts may split the seeds
         "device": " / ".join(devices),
         "torch": " / ".join(torches),
         "calibration": None,

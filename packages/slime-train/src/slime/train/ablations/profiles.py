@@ -39,7 +39,9 @@ files. About 8-10 calls of <= 10 minutes: 80-100 device minutes for the whole su
 To convergence (issue 16 item 3): ``--steps N --patience P`` makes N a limit; each equal-steps run
 stops after P evaluations (``evals`` per N steps) without a new best held-out loss, and
 ``best_time_s`` is its training time to convergence. The equal-time partners ignore the patience:
-their clock is their budget. The first 1000-step slice (ablations/gpu-2026-12-02) was still
+their clock is their budget. Runs that long fit a 10-minute call a few seeds at a time:
+``--seed-indices 0 1``, then ``2 3``, then ``4`` (seeds 1337 + i), each with ``--sweep-from`` the
+first part, joined by ``--merge``. The first 1000-step slice (ablations/gpu-2026-12-02) was still
 improving at its last step for both arms.
 """
 

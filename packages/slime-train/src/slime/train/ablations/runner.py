@@ -71,11 +71,16 @@ def run_suite(
     log: Callable[[str], None] = print,
     on_run: Callable[[dict[str, Any]], None] | None = None,
     sweep: dict[str, Any] | None = None,
+    seed_indices: tuple[int, ...] | None = None,
 ) -> dict[str, Any]:
     """Run every arm the ``selected`` groups need; returns the raw results (``results.json``).
 
     Args:
-        seeds: runs per arm and task (default: the profile's; at least 3 for a confidence interval).
+        seeds: runs per arm and task (default: the profile's; at least 2 for a confidence
+            interval).
+        seed_indices: run exactly these seeds (``1337 + i``) instead: one part of a suite whose
+            seeds are split over several commands (``--merge`` joins them; a part may hold one
+            seed, the merged suite needs two). Excludes ``seeds``.
         steps: fixes the steps per run (default: the profile's, or calibrated to its time budget).
         tasks: restricts both task lists of the profile to these tasks.
         on_run: called after every run with the results so far (same form as the return value),
@@ -84,9 +89,29 @@ def run_suite(
             kept and only the (task, arm) pairs and tasks it lacks are swept, so parts of one
             suite run in separate commands share one sweep.
     """
-    n_seeds = profile.seeds if seeds is None else seeds
-    if n_seeds < 2:
-        raise ConfigError(f"expected at least 2 seeds for an interval, got {n_seeds}", "--seeds")
+    if seed_indices is not None:
+        if seeds is not None:
+            raise ConfigError("expected --seeds or --seed-indices, got both", "--seed-indices")
+        indices = tuple(seed_indices)
+        if (
+            not indices
+            or len(set(indices)) != len(indices)
+            or not all(
+                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 10**6 for i in indices
+            )
+        ):
+            raise ConfigError(
+                f"expected distinct seed indices in [0, 1000000), got {list(indices)}",
+                "--seed-indices",
+            )
+    else:
+        n_seeds = profile.seeds if seeds is None else seeds
+        if n_seeds < 2:
+            raise ConfigError(
+                f"expected at least 2 seeds for an interval, got {n_seeds}", "--seeds"
+            )
+        indices = tuple(range(n_seeds))
+    n_seeds = len(indices)
     if tasks is not None:
         profile = _restrict(profile, tasks)
     device = resolve_device(profile.device)
@@ -127,9 +152,7 @@ def run_suite(
     steps = profile.steps if steps is None else steps
     params = _check_equal_params(profile, work, datasets, device, data_dir, log)
     runs: list[dict[str, Any]] = []
-    schedule = [
-        (i, task, name) for i in range(n_seeds) for task, arms in work.items() for name in arms
-    ]
+    schedule = [(i, task, name) for i in indices for task, arms in work.items() for name in arms]
     heldout = {
         task: heldout_batches(
             datasets[task], profile.heldout_batches, profile.batch_size, HELDOUT_SEED, device
@@ -155,7 +178,7 @@ def run_suite(
             "profile": profile.to_dict(),
             "groups": [g.key for g in selected],
             "steps": steps,
-            "seeds": [SEED_BASE + i for i in range(n_seeds)],
+            "seeds": [SEED_BASE + i for i in indices],
             "device": _device_name(device),
             "torch": torch.__version__,
             "calibration": calibration,

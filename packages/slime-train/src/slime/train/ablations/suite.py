@@ -33,6 +33,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="folder for REPORT.md, results.json, *.png")
     parser.add_argument("--groups", nargs="+", choices=[g.key for g in GROUPS], help="default: all")
     parser.add_argument("--seeds", type=int, help="runs per arm and task (default: profile's, 3)")
+    parser.add_argument(
+        "--seed-indices",
+        type=int,
+        nargs="+",
+        metavar="I",
+        help="run exactly these seeds (1337 + I) instead of --seeds: one part of a suite whose "
+        "seeds are split over several commands, joined with --merge",
+    )
     parser.add_argument("--steps", type=int, help="fix the steps per run (skips calibration)")
     parser.add_argument("--tasks", nargs="+", help="restrict the profile's tasks to these")
     parser.add_argument(
@@ -132,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             prof,
             groups(args.groups),
             seeds=args.seeds,
+            seed_indices=tuple(args.seed_indices) if args.seed_indices is not None else None,
             steps=args.steps,
             tasks=tuple(args.tasks) if args.tasks else None,
             data_dir=args.data_dir,
