@@ -175,3 +175,9 @@ def test_concentrations_whose_span_overflows_float32_still_sample():
 def test_a_generator_that_is_no_torch_generator_is_named():
     with pytest.raises(ConfigError, match="generator"):  # AttributeError at the first sample
         Chemotaxis(GridArchive((4, 4), [(0.0, 1.0), (0.0, 1.0)]), generator=5)
+
+
+@pytest.mark.parametrize("archive", [None, "archive_0", 5])
+def test_an_archive_that_is_none_is_named_at_construction(archive):
+    with pytest.raises(ConfigError, match=r"archive: expected an archive .*got "):
+        Chemotaxis(archive)  # built, then AttributeError at the first sense() or add_source()

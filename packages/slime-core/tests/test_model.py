@@ -222,6 +222,13 @@ def test_model_slot_gradient_stats_equal_each_organisms_own(kernel, bias):
     torch.testing.assert_close(norms_sq[1], model.organisms[1].slot_gradient_stats()[0])
 
 
+@pytest.mark.parametrize("latents", [[[0.0]], "latents", 5])
+def test_latents_that_are_no_tensor_are_named(kernel, latents):
+    model = make(kernel)
+    with pytest.raises(ConfigError, match=r"latents: latents must be a \(2, B, T, 16\) tensor"):
+        model.measure_behaviour(batch()[0], latents=latents)  # AttributeError before
+
+
 def test_measure_behaviour_updates_every_pod(kernel):
     model = make(kernel)
     probe, _ = batch()

@@ -45,9 +45,17 @@ class Chemotaxis:
         archive: the archive whose elites are the food; :meth:`sense` adds them as sources and
             its descriptor ranges bound every sampled location.
         generator: randomness for :meth:`sample`.
+
+    Raises:
+        ConfigError: ``archive`` has no ``elite_scores()`` or ``ranges`` (None, a path), or
+            ``generator`` is no torch.Generator.
     """
 
     def __init__(self, archive: Any, *, generator: torch.Generator | None = None):
+        if not callable(getattr(archive, "elite_scores", None)) or not hasattr(archive, "ranges"):
+            raise ConfigError(
+                f"expected an archive (elite_scores() and ranges), got {shown(archive)}", "archive"
+            )
         if generator is not None and not isinstance(generator, torch.Generator):
             raise ConfigError(
                 f"expected a torch.Generator or None, got {shown(generator)}", "generator"

@@ -1181,6 +1181,11 @@ def measure_organisms(
                 "tube capacity; measure them apart",
                 "organisms",
             )
+    if not isinstance(latents, Tensor):
+        raise ConfigError(
+            f"latents must be a ({len(organisms)}, B, T, {shape[2]}) tensor, got {shown(latents)}",
+            "latents",
+        )
     if latents.dim() != 4 or latents.shape[0] != len(organisms) or latents.shape[3] != shape[2]:
         raise ConfigError(
             f"latents must be ({len(organisms)}, B, T, {shape[2]}), got {tuple(latents.shape)}",
