@@ -130,3 +130,22 @@ def test_tokenizer_files_whose_ids_do_not_fit_a_vocabulary_are_refused(
     file = _write(tmp_path / "tok.json", _word_level(vocab))
     with pytest.raises(DataError, match=f"{file.name}.*{match}"):
         load_tokenizer(file)
+
+
+def test_a_utf8_byte_order_mark_is_not_text(tmp_path: Path) -> None:
+    text = prose(3_000)
+    folder = tmp_path / "bom"
+    _write(folder / "a.txt", b"\xef\xbb\xbf" + text.encode())
+    _write(folder / "b.txt", b"\xef\xbb\xbf" + text.encode())
+    corpus = load_text(folder, 8, progress=None)
+    assert "\ufeff" not in corpus.tokenizer.itos  # each file's mark became a token before
+    assert corpus.source.chars == 2 * len(text)
+    joined = "".join(corpus.tokenizer.decode(corpus.splits[s].tolist()) for s in ("train", "val"))
+    assert joined == text + text
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])
+def test_utf16_and_utf32_files_are_named_as_such(tmp_path: Path, encoding: str) -> None:
+    path = _write(tmp_path / "a.txt", prose(1_000).encode(encoding))
+    with pytest.raises(DataError, match="UTF-16 \\(or UTF-32\\) byte-order mark.*expected UTF-8"):
+        scan_text(path)

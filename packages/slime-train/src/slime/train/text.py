@@ -21,7 +21,8 @@ pre-tokenizer splits anyway, so a byte-level BPE (or char) tokenizes the pieces 
 text; a tokenizer file with another pre-tokenizer may tokenize a piece's edges differently).
 
 Refused with one :class:`~slime.proto.DataError` naming the file: a missing path, a folder without
-``.txt`` files, empty text, a NUL byte or bytes that are not UTF-8 (a binary file), a split shorter than
+``.txt`` files, empty text, a UTF-16 or UTF-32 file (by its byte-order mark), a NUL byte or bytes
+that are not UTF-8 (a binary file), a split shorter than
 one window, a tokenizer file that does not parse, a character outside a loaded char vocabulary.
 """
 
@@ -55,7 +56,7 @@ from torch import Tensor
 
 __all__ = ["TextCorpus", "TextSource", "load_text", "resolve_cache_dir", "scan_text"]
 
-CACHE_FORMAT = "slime-tokens/1"
+CACHE_FORMAT = "slime-tokens/2"  # 2: arrays hashed, a leading BOM is no text
 _READ_BYTES = 1 << 20
 PIECE_CHARS = 1 << 20  # characters read and encoded at a time
 
@@ -103,7 +104,7 @@ class TextSource:
         between a non-space character and the whitespace after it (when the piece holds one)."""
         carry, position = "", 0
         for file in self.files:
-            with open(file, encoding="utf-8", newline="") as handle:
+            with open(file, encoding="utf-8-sig", newline="") as handle:
                 while position < stop:
                     block = handle.read(PIECE_CHARS)
                     if not block:
@@ -188,12 +189,17 @@ def scan_text(path: str | os.PathLike[str]) -> TextSource:
     for file in files:
         if path.is_dir():  # the order and names of a folder's files are part of its text
             digest.update(f"{file.relative_to(path).as_posix()}\0".encode())
-        decoder = codecs.getincrementaldecoder("utf-8")("strict")
+        decoder = codecs.getincrementaldecoder("utf-8-sig")("strict")  # a leading BOM is no text
         offset = 0
         try:
             with open(file, "rb") as handle:
                 stamps.append(_stamp(os.fstat(handle.fileno())))
                 while block := handle.read(_READ_BYTES):
+                    if offset == 0 and block[:2] in (b"\xff\xfe", b"\xfe\xff"):
+                        raise DataError(
+                            f"{str(file)!r} starts with a UTF-16 (or UTF-32) byte-order mark; "
+                            "expected UTF-8 text (convert it: iconv -f UTF-16 -t UTF-8)"
+                        )
                     nul = block.find(b"\0")
                     if nul >= 0:
                         raise DataError(
@@ -394,7 +400,9 @@ def _bpe(source: TextSource, cut: int, vocab: int, cache: Path, stream: TextIO |
     import tokenizers
 
     key = hashlib.sha256(
-        json.dumps(["bpe", source.sha256, cut, vocab, tokenizers.__version__]).encode()
+        json.dumps(
+            ["bpe", CACHE_FORMAT, source.sha256, cut, vocab, tokenizers.__version__]
+        ).encode()
     ).hexdigest()[:40]
     path = cache / f"bpe-{key}.json"
     if path.is_file():
