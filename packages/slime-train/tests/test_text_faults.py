@@ -149,3 +149,62 @@ def test_utf16_and_utf32_files_are_named_as_such(tmp_path: Path, encoding: str) 
     path = _write(tmp_path / "a.txt", prose(1_000).encode(encoding))
     with pytest.raises(DataError, match="UTF-16 \\(or UTF-32\\) byte-order mark.*expected UTF-8"):
         scan_text(path)
+
+
+def _folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "data"
+    _write(folder / "a.txt", prose(2_000))
+    _write(folder / "sub" / "b.txt", prose(2_000, seed=1))
+    return folder
+
+
+def test_a_link_to_a_folder_is_followed(tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    _write(tmp_path / "elsewhere" / "c.txt", prose(2_000, seed=2))
+    os.symlink(tmp_path / "elsewhere", folder / "linked")
+    names = [f.relative_to(folder).as_posix() for f in scan_text(folder).files]
+    assert names == ["a.txt", "linked/c.txt", "sub/b.txt"]  # linked/ was skipped silently
+
+
+def test_a_link_loop_in_a_data_folder_is_refused(tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    os.symlink(folder, folder / "sub" / "up")
+    with pytest.raises(DataError, match="up' links back to a folder that holds it"):
+        scan_text(folder)
+
+
+@pytest.mark.parametrize("kind", ["broken link", "fifo"])
+def test_a_txt_that_is_no_regular_file_is_refused(tmp_path: Path, kind: str) -> None:
+    folder = _folder(tmp_path)
+    odd = folder / "sub" / "odd.txt"
+    if kind == "fifo":
+        os.mkfifo(odd)
+    else:
+        os.symlink(tmp_path / "gone.txt", odd)
+    with pytest.raises(DataError, match="odd.txt' is not a regular file"):
+        scan_text(folder)
+
+
+def test_a_txt_that_is_a_folder_is_read_as_a_folder(tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    _write(folder / "notes.txt" / "c.txt", prose(2_000, seed=2))
+    names = [f.relative_to(folder).as_posix() for f in scan_text(folder).files]
+    assert names == ["a.txt", "notes.txt/c.txt", "sub/b.txt"]
+
+
+def test_a_sub_folder_that_cannot_be_listed_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As root a chmod 000 folder still lists, so the refusal is injected (`setpriv --reuid=nobody`
+    # on a chmod 000 sub-folder showed the same: its files were dropped from the text silently).
+    folder = _folder(tmp_path)
+    scandir = os.scandir
+
+    def refuse(path: os.PathLike[str] | str) -> object:
+        if Path(path) == folder / "sub":
+            raise PermissionError(13, "Permission denied")
+        return scandir(path)
+
+    monkeypatch.setattr(text_module.os, "scandir", refuse)
+    with pytest.raises(DataError, match="cannot read data folder .*sub': Permission denied"):
+        scan_text(folder)

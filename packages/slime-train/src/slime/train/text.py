@@ -1,7 +1,7 @@
 """Your own text: a ``.txt`` file or a folder of them, tokenized once into a memory-mapped cache.
 
-``slime train --data PATH`` reads PATH (a folder: every ``*.txt`` under it, recursively, in sorted
-order of their relative paths, concatenated as they are). Split rule: the last ``data.val_fraction``
+``slime train --data PATH`` reads PATH (a folder: every ``*.txt`` under it, recursively and through
+links to folders, in sorted order of their relative paths, concatenated as they are). Split rule: the last ``data.val_fraction``
 of the characters (default 10%) is held out, the rest trains, as the built-in corpora split
 (``cut = int((1 - val_fraction) * characters)``). Each split is encoded on its own, so no token spans
 the cut. A BPE tokenizer is trained on the training split only.
@@ -21,7 +21,8 @@ pre-tokenizer splits anyway, so a byte-level BPE (or char) tokenizes the pieces 
 text; a tokenizer file with another pre-tokenizer may tokenize a piece's edges differently).
 
 Refused with one :class:`~slime.proto.DataError` naming the file: a missing path, a folder without
-``.txt`` files, empty text, a UTF-16 or UTF-32 file (by its byte-order mark), a NUL byte or bytes
+``.txt`` files, a sub-folder that cannot be listed, a link loop, a ``.txt`` that is no regular file
+(a broken link, a pipe), empty text, a UTF-16 or UTF-32 file (by its byte-order mark), a NUL byte or bytes
 that are not UTF-8 (a binary file), a split shorter than
 one window, a tokenizer file that does not parse, a character outside a loaded char vocabulary.
 """
@@ -158,11 +159,45 @@ def _split(piece: str, size: int = 1 << 14) -> list[str]:
     return parts
 
 
+def _walk(folder: Path, ancestors: frozenset[tuple[int, int]]) -> Iterator[Path]:
+    """Every ``*.txt`` under ``folder``, following links to folders; a folder that cannot be
+    listed, a link back to a folder above it, or a ``.txt`` that is no regular file (a broken
+    link, a pipe, a socket, a device) is a DataError naming it, never skipped."""
+    try:
+        with os.scandir(folder) as listing:
+            entries = list(listing)
+    except OSError as exc:
+        raise DataError(f"cannot read data folder {str(folder)!r}: {exc.strerror or exc}") from None
+    for entry in entries:
+        child = Path(entry.path)
+        try:
+            is_dir = entry.is_dir()  # follows a link
+            stat = child.stat() if is_dir else None
+        except OSError as exc:
+            raise DataError(f"cannot read {str(child)!r}: {exc.strerror or exc}") from None
+        if stat is not None:
+            identity = (stat.st_dev, stat.st_ino)
+            if identity in ancestors:
+                raise DataError(
+                    f"{str(child)!r} links back to a folder that holds it (a loop); remove the "
+                    "link or point --data below it"
+                )
+            yield from _walk(child, ancestors | {identity})
+        elif entry.name.endswith(".txt"):
+            if not child.is_file():
+                raise DataError(
+                    f"{str(child)!r} is not a regular file (a broken link, a pipe, a socket or a "
+                    "device); remove it or move it out of the data folder"
+                )
+            yield child
+
+
 def _text_files(path: Path) -> tuple[Path, ...]:
     if path.is_file():
         return (path,)
     if path.is_dir():
-        files = tuple(sorted(p for p in path.rglob("*.txt") if p.is_file()))
+        root = path.stat()
+        files = tuple(sorted(_walk(path, frozenset({(root.st_dev, root.st_ino)}))))
         if not files:
             raise DataError(f"data folder {str(path)!r} holds no .txt files")
         return files
