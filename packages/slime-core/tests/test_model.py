@@ -1,10 +1,12 @@
 """SlimeModel: a causal LM whose pods really train, save, load and are counted like a GPT's heads."""
 
 import json
+import math
 
 import pytest
 import torch
 from slime.core import MetricsCollector, SlimeConfig, SlimeModel
+from slime.memory import GridArchive
 from slime.proto import ArchiveError, CheckpointError, ConfigError, DataError
 
 V, T = 13, 8
@@ -789,3 +791,124 @@ def test_a_model_directory_that_is_no_path_is_named(kernel, directory):
         SlimeModel.from_pretrained(directory, kernel=kernel)
     with pytest.raises(ConfigError, match="directory: expected a path"):
         make(kernel).save_pretrained(directory)
+
+
+def _poison(key, index, value):
+    return lambda t: t[key].__setitem__(index, value)
+
+
+@pytest.mark.parametrize(
+    ("tensors", "message"),
+    [
+        (_poison("blocks.0.attn.qkv_weight", (2, 1, 0, 3), math.nan),
+         r"'?blocks.0.attn.qkv_weight holds nan in slot 1 \(live\)"),
+        (_poison("blocks.1.attn.o_weight", (0, 5, 2), math.inf),
+         r"'?blocks.1.attn.o_weight holds inf in slot 5 \(dead\)"),
+        (_poison("blocks.0.attn.fitness", 2, math.nan), r"'?blocks.0.attn.fitness holds nan in slot 2"),
+        (_poison("blocks.1.attn.descriptors", (0, 1), -math.inf),
+         r"'?blocks.1.attn.descriptors holds -inf in slot 0"),
+        (_poison("wte.weight", (3, 2), math.nan), r"'wte.weight' holds nan at \(3, 2\)"),
+        (_poison("blocks.1.mlp.c_fc.weight", (0, 0), math.inf), "'blocks.1.mlp.c_fc.weight' holds inf"),
+    ],
+    ids=["nan weight live slot", "inf weight dead slot", "nan fitness", "inf descriptor",
+         "nan embedding", "inf mlp"],
+)  # fmt: skip
+def test_non_finite_tensors_under_a_matching_sha256_are_refused_naming_tensor_and_slot(
+    kernel, tmp_path, tensors, message
+):
+    # each loaded silently: every forward NaN (a dead slot's NaN passes its zero value gate too),
+    # a NaN fitness culled at random
+    files = _forge(tmp_path, kernel, tensors=tensors)
+    with pytest.raises(CheckpointError, match=message):
+        SlimeModel.from_pretrained(tmp_path, kernel=kernel)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == files
+
+
+def test_a_model_whose_culled_slots_a_plain_optimizer_moved_still_loads(kernel, tmp_path):
+    # torch's AdamW keeps a culled pod's moments and moves its zeroed weights: a legitimate save
+    # can hold finite nonzero weights in dead slots, which no forward reads
+    model = make(kernel)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    idx, targets = batch()
+    for step in range(2):
+        opt.zero_grad()
+        model(idx, targets)[1].backward()
+        opt.step()
+        if step == 0:
+            model.organisms[0].cull([1])
+    assert model.organisms[0].qkv_weight[:, 1].abs().max() > 0
+    model.save_pretrained(tmp_path)
+    loaded = SlimeModel.from_pretrained(tmp_path, kernel=kernel)
+    assert loaded.organisms[0].live_slots() == [0, 2, 3]
+    torch.testing.assert_close(loaded(idx)[0], model(idx)[0], rtol=0, atol=0)
+
+
+def _write_v1(model, directory):
+    """``model`` as save_pretrained wrote it before the slot table (format v1): each live pod's
+    tensors under its own keys, membership and fitness in config.json."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {
+        k: v.detach().contiguous()
+        for k, v in model.state_dict().items()
+        if k != "lm_head.weight" and (".attn." not in k or k.endswith("attn.out_bias"))
+    }
+    layers = []
+    for i, organism in enumerate(model.organisms):
+        live = organism.live_slots()
+        for slot in live:
+            pod, prefix = organism.pod(slot), f"blocks.{i}.attn.pods.{slot}."
+            for name in pod.projection_names():
+                tensors[prefix + name] = getattr(pod, name).detach().contiguous()
+            tensors[prefix + "descriptors"] = pod.descriptors.contiguous()
+            tensors[prefix + "n_measurements"] = pod.n_measurements.clone()
+            tensors[prefix + "_correlation"] = pod.correlation.contiguous()
+        layers.append({"live": live, "fitness": [organism.pod(s).fitness for s in live]})
+        GridArchive(model.config.archive_dims, [(0.0, 1.0)] * organism.descriptor_dims).save(
+            directory / f"archive_{i}"
+        )
+    save_file(tensors, str(directory / "model.safetensors"))
+    meta = {"format": "slime-model", "version": 1, "config": model.config.to_dict()}
+    (directory / "config.json").write_text(json.dumps({**meta, "layers": layers}))
+    return meta
+
+
+def test_a_v1_model_directory_still_loads(kernel, tmp_path):
+    model = make(kernel)
+    model.organisms[1].cull([2])
+    _write_v1(model, tmp_path)
+    loaded = SlimeModel.from_pretrained(tmp_path, kernel=kernel)
+    assert loaded.organisms[1].live_slots() == [0, 1, 3]
+    idx = batch()[0]
+    torch.testing.assert_close(loaded(idx)[0], model(idx)[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("forge", "message"),
+    [
+        (lambda m: m["config"].__setitem__("head_dim", 1024),
+         r"'blocks.0.attn.pods.0.q_weight' has shape \(4, 16\), .* give \(1024, 16\)"),
+        (lambda m: m["layers"][0].update(live=[0, 1, 2, 3, 40], fitness=[0.0] * 5),
+         r"layers\[0\].live lists slots \[40\] outside pod_capacity 6"),
+        (lambda m: m["layers"][1].update(live=[0, 1, 2, 3, 5], fitness=[0.0] * 5),
+         r"lacks 'blocks.1.attn.pods.5.q_weight' \(4, 16\)"),
+    ],
+    ids=["huge head_dim", "slot outside capacity", "listed pod missing"],
+)  # fmt: skip
+def test_a_forged_v1_config_is_refused_before_the_model_is_allocated(
+    kernel, tmp_path, monkeypatch, forge, message
+):
+    # the attention of a v1 file was not size-checked: the model of the forged config was
+    # allocated first (head_dim 1024: (pod_capacity, 1024, 1024) correlations per layer)
+    _write_v1(make(kernel), tmp_path)
+    meta = json.loads((tmp_path / "config.json").read_text())
+    forge(meta)
+    (tmp_path / "config.json").write_text(json.dumps(meta))
+
+    def allocate(*args, **kwargs):
+        raise AssertionError("the model was allocated before its tensors were checked")
+
+    monkeypatch.setattr(SlimeModel, "__init__", allocate)
+    with pytest.raises(CheckpointError, match=message):
+        SlimeModel.from_pretrained(tmp_path, kernel=kernel)

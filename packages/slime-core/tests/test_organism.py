@@ -760,3 +760,36 @@ def test_a_device_that_cannot_hold_the_slot_table_is_named(kernel, device, messa
 def test_a_generator_that_is_no_torch_generator_is_named(kernel):
     with pytest.raises(ConfigError, match="generator: expected a torch.Generator or None, got 5"):
         Organism(D, pod_capacity=2, n_pods=1, head_dim=d, kernel=kernel, generator=5)
+
+
+@pytest.mark.parametrize(
+    ("key", "index", "value", "message"),
+    [
+        ("qkv_weight", (1, 4, 0, 0), float("nan"), r"qkv_weight holds nan in slot 4 \(dead\)"),
+        ("o_weight", (3, 2, 1), float("-inf"), r"o_weight holds -inf in slot 2 \(live\)"),
+        ("fitness", 0, float("inf"), r"fitness holds inf in slot 0 \(live\)"),
+        ("descriptors", (1, 2), float("nan"), r"descriptors holds nan in slot 1 \(live\)"),
+    ],
+)
+def test_loading_non_finite_weights_or_scores_is_a_pool_error_naming_tensor_and_slot(
+    kernel, gen, key, index, value, message
+):
+    # each loaded silently (a dead slot's NaN reaches the forward through its zero value gate)
+    source, target = make(kernel, gen), make(kernel, torch.Generator().manual_seed(1))
+    state = source.state_dict()
+    state[key] = state[key].clone()
+    state[key][index] = value
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(PoolError, match=message):
+        target.load_state_dict(state)
+    after = target.state_dict()
+    for k, v in before.items():  # the refused state changed nothing
+        torch.testing.assert_close(after[k], v, rtol=0, atol=0, equal_nan=True)
+
+
+def test_a_per_pod_state_dict_with_a_nan_weight_is_a_pool_error(kernel, gen):
+    source = make(kernel, gen)
+    state = _old_layout_state_dict(source)
+    state["pods.2.k_weight"][0, 0] = float("nan")
+    with pytest.raises(PoolError, match=r"qkv_weight holds nan in slot 2 \(live\)"):
+        make(kernel, torch.Generator().manual_seed(1)).load_state_dict(state)

@@ -1075,9 +1075,56 @@ class Organism(nn.Module):
                     f"{prefix}tube_pos {shown(pos.item())} is outside {self.name}'s tube ring of "
                     f"{ring} entries"
                 )
+        self._check_loaded_values(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._ablated = frozenset()
         self._refresh_attending()
+
+    def _check_loaded_values(self, state_dict: dict, prefix: str) -> None:
+        """PoolError naming the tensor and slot where ``state_dict`` holds NaN or Inf weights,
+        fitness or descriptors: no working organism holds them (a NaN or Inf weight makes the
+        forward NaN, even in a dead slot, through its zero value gate; genomes are checked when
+        written, dead slots are zeroed and get zero gradients, fitness is refused unless finite
+        and measured descriptors are finite). Finite weights in a dead slot load: an optimizer
+        that keeps the moments of a culled pod (torch's AdamW without a slot listener) moves
+        them, and they are never read (spawning writes the whole slot). Tensors of another
+        shape or missing are left to ``load_state_dict`` to name; read on the host, once per
+        tensor (loading is the slow timescale)."""
+        slotted = {"qkv_weight": 1, "qkv_bias": 1, "o_weight": 1, "out_bias": None}
+        slotted.update(fitness=0, descriptors=0)
+        for name, dim in slotted.items():
+            value, own = state_dict.get(prefix + name), getattr(self, name, None)
+            if (
+                not isinstance(value, Tensor)
+                or own is None
+                or value.is_meta
+                or not value.is_floating_point()
+                or value.shape != own.shape
+            ):
+                continue
+            bad = ~torch.isfinite(value)
+            if dim is not None:
+                bad = bad.movedim(dim, 0).reshape(self.pod_capacity, -1).any(1)
+            if not bool(bad.any()):
+                continue
+            if dim is None:
+                first = value[tuple(torch.nonzero(bad)[0].tolist())].item()
+                raise PoolError(f"{prefix}{name} holds {first} in {self.name}")
+            slots = torch.nonzero(bad).flatten().tolist()
+            row = value.movedim(dim, 0)[slots[0]]
+            first = row[~torch.isfinite(row)].flatten()[0].item()
+            live = "live" if bool(self._loaded_alive(state_dict, prefix)[slots[0]]) else "dead"
+            raise PoolError(
+                f"{prefix}{name} holds {first} in slot {slots[0]} ({live}) of {self.name}; "
+                f"slots with NaN or Inf: {shown(slots)}"
+            )
+
+    def _loaded_alive(self, state_dict: dict, prefix: str) -> Tensor:
+        """The membership ``state_dict`` loads (this organism's own where it holds none usable)."""
+        alive = state_dict.get(prefix + "alive")
+        if isinstance(alive, Tensor) and alive.shape == self.alive.shape and not alive.is_meta:
+            return alive.cpu()
+        return self.alive.cpu()
 
 
 # Bytes of attention probabilities one batched measurement may hold: layers are measured in groups

@@ -595,7 +595,9 @@ class SlimeModel(nn.Module):
 
         Raises:
             CheckpointError: a file is missing or malformed, or does not match the config (a
-                tensor of another shape or kind of dtype, one missing or extra).
+                tensor of another shape or kind of dtype, one missing or extra), or the tensors
+                hold what no saved model can (NaN or Inf weights, fitness or descriptors; named
+                with the tensor and slot), even under a matching sha256.
             ConfigError: ``directory`` is no path.
         """
         from safetensors.torch import load
@@ -621,16 +623,19 @@ class SlimeModel(nn.Module):
             raise CheckpointError(
                 f"{path} holds {_TIED!r} unlike 'wte.weight': the head is tied to the embedding"
             )
-        _check_sizes(path, tensors, config, meta["version"])
+        _check_sizes(path, tensors, config, meta)
         try:
             model = cls(config, kernel=kernel, metrics=metrics, tracer=tracer, device=device)
         except ConfigError as e:  # a limit of the archives or kernels the config asks for
             raise CheckpointError(f"{directory / 'config.json'}: {e}") from e
         _check_dtypes(path, tensors, model.state_dict())
+        _check_finite(path, tensors, model)
         tensors[_TIED] = tensors["wte.weight"]
         try:
             model.load_state_dict(tensors)
-        except (RuntimeError, ConfigError, PoolError) as e:
+        except PoolError as e:  # an organism's slots hold what none can (NaN weights, ...)
+            raise CheckpointError(f"{path}: {e}") from e
+        except (RuntimeError, ConfigError) as e:
             raise CheckpointError(f"{directory} does not match its config: {e}") from e
         for i, (organism, layer) in enumerate(zip(model.organisms, meta["layers"], strict=True)):
             if organism.live_slots() != layer["live"]:
@@ -658,9 +663,11 @@ def _directory(directory: Any) -> Path:
     return Path(directory)
 
 
-def _sized_shapes(c: SlimeConfig, version: int) -> dict[str, tuple[int, ...]]:
+def _sized_shapes(c: SlimeConfig, meta: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     """The shapes of the tensors whose size is a product of config sizes (what a forged config
-    could make huge), by name; a version 1 file keeps the attention per pod, converted on load."""
+    could make huge), by name; a version 1 file keeps the attention per pod (each live slot of
+    ``meta['layers']``), converted on load."""
+    version = meta["version"]
     width, cap, d, hidden = c.n_embd, c.pod_capacity, c.head_dim, int(c.mlp_ratio * c.n_embd)
     shapes = {"wte.weight": (c.vocab_size, width), "wpe.weight": (c.block_size, width)}
     for i in range(c.n_layer):
@@ -672,13 +679,33 @@ def _sized_shapes(c: SlimeConfig, version: int) -> dict[str, tuple[int, ...]]:
             shapes[block + "attn.o_weight"] = (width, cap, d)
             shapes[block + "attn.correlation"] = (cap, d, d)
             shapes[block + "attn.tube_trace"] = (c.tube_capacity, cap)
+        else:
+            for slot in meta["layers"][i]["live"]:
+                pod = f"{block}attn.pods.{slot}."
+                for p in "qkv":
+                    shapes[f"{pod}{p}_weight"] = (d, width)
+                    if c.bias:
+                        shapes[f"{pod}{p}_bias"] = (d,)
+                shapes[pod + "o_weight"] = (width, d)
+                shapes[pod + "_correlation"] = (d, d)
     return shapes
 
 
-def _check_sizes(path: Path, tensors: dict[str, Tensor], config: SlimeConfig, version: int) -> None:
-    """CheckpointError unless ``tensors`` hold every config-sized tensor in the config's shape,
-    checked before a model of that config is allocated."""
-    for key, shape in _sized_shapes(config, version).items():
+def _check_sizes(
+    path: Path, tensors: dict[str, Tensor], config: SlimeConfig, meta: dict[str, Any]
+) -> None:
+    """CheckpointError unless ``tensors`` hold every config-sized tensor in the config's shape
+    (and a version 1 file's live slots lie within ``pod_capacity``), checked before a model of
+    that config is allocated."""
+    if meta["version"] == 1:
+        for i, layer in enumerate(meta["layers"]):
+            outside = [s for s in layer["live"] if not 0 <= s < config.pod_capacity]
+            if outside:
+                raise CheckpointError(
+                    f"{path.parent / 'config.json'}: layers[{i}].live lists slots "
+                    f"{shown(outside)} outside pod_capacity {config.pod_capacity}"
+                )
+    for key, shape in _sized_shapes(config, meta).items():
         if key not in tensors:
             raise CheckpointError(f"{path} lacks {key!r} {shape}, which config.json describes")
         if tuple(tensors[key].shape) != shape:
@@ -700,6 +727,21 @@ def _check_dtypes(path: Path, tensors: dict[str, Tensor], expected: dict[str, Te
         if tensor.is_floating_point() != floating or (not floating and tensor.dtype != want.dtype):
             kind = "a floating dtype" if floating else str(want.dtype)
             raise CheckpointError(f"{path}: {key!r} is {tensor.dtype}, expected {kind}")
+
+
+def _check_finite(path: Path, tensors: dict[str, Tensor], model: SlimeModel) -> None:
+    """CheckpointError naming the first parameter outside the organisms (embeddings, norms, MLPs)
+    that holds NaN or Inf: no working model holds one (its every forward would be NaN). The
+    organisms check their own slots as they load (naming the slot)."""
+    attention = tuple(f"{name}." for name, m in model.named_modules() if isinstance(m, Organism))
+    for key, _ in model.named_parameters():
+        tensor = tensors.get(key)
+        if tensor is None or key.startswith(attention) or not tensor.is_floating_point():
+            continue
+        bad = ~torch.isfinite(tensor)
+        if bool(bad.any()):
+            where = tuple(torch.nonzero(bad)[0].tolist())
+            raise CheckpointError(f"{path}: {key!r} holds {tensor[where].item()} at {where}")
 
 
 _SAVING, _REPLACED = ".saving", ".replaced"  # save_pretrained's folders inside the directory
