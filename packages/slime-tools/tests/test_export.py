@@ -208,3 +208,28 @@ def test_ids_outside_the_vocabulary_give_nan_logits_in_pytorch_and_onnx(onnx_exp
         mask = torch.ones(2, 5, dtype=torch.bool)
         mask[1, 2] = False
         assert torch.isfinite(logits[mask]).all()
+
+
+def test_an_export_on_a_full_disk_keeps_the_earlier_export_and_is_one_error(
+    slime_run, tmp_path, monkeypatch
+):
+    # torch.export.save wrote straight to RUN_DIR/export/model.pt2: a full disk midway left a
+    # truncated file where the earlier export was, and the OSError escaped raw.
+    import errno
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(slime_run[0], run_dir)
+    first = export_run(run_dir, "torch-export").path
+    before = first.read_bytes()
+
+    def full_disk(program, f, *args, **kwargs):
+        with open(f, "wb") as handle:
+            handle.write(b"PK\x03\x04 half a zip")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch.export, "save", full_disk)
+    with pytest.raises(CheckpointError, match="model.pt2': No space left on device.*unchanged"):
+        export_run(run_dir, "torch-export")
+    assert first.read_bytes() == before
+    assert sorted(p.name for p in first.parent.iterdir()) == ["model.pt2"]

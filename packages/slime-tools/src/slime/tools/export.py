@@ -9,13 +9,14 @@ different ``(batch, seq)`` shapes before it is reported done.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from slime.core import SlimeModel
-from slime.proto import ConfigError, SlimeError
+from slime.proto import CheckpointError, ConfigError, SlimeError
 from slime.tools._errors import require
 from slime.tools.frozen import FrozenSlimeLM, freeze
 from slime.tools.run import load_run_model
@@ -269,6 +270,8 @@ def export_run(
         CheckpointError: the run has no saved model (e.g. a baseline run).
         MissingExtraError: ONNX without the ``onnx`` extra.
         ExportMismatchError: the export's outputs differ from the frozen model's.
+        CheckpointError: the export could not be written (a full disk, no permission); a file
+            already at the path is left as it was.
     """
     if fmt not in FORMATS:
         raise ConfigError(f"expected one of {FORMATS}, got {fmt!r}", "format")
@@ -281,8 +284,24 @@ def export_run(
         )
     frozen = freeze(load_run_model(run_dir))
     path = Path(out) if out is not None else Path(run_dir) / "export" / f"model{SUFFIX[fmt]}"
-    if fmt == "onnx":
-        return verify_onnx(frozen, export_onnx(frozen, path))
-    if fmt == "torch-export":
-        return verify_torch(frozen, export_torch(frozen, path))
-    return verify_torchscript(frozen, export_torchscript(frozen, path))
+    # Written and checked under a temporary name, then renamed over ``path``: a failed or refused
+    # write (a full disk) leaves an earlier export at ``path`` whole.
+    partial = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
+    try:
+        if fmt == "onnx":
+            check = verify_onnx(frozen, export_onnx(frozen, partial))
+        elif fmt == "torch-export":
+            check = verify_torch(frozen, export_torch(frozen, partial))
+        else:
+            check = verify_torchscript(frozen, export_torchscript(frozen, partial))
+        os.replace(partial, path)
+    except OSError as exc:
+        raise CheckpointError(
+            f"cannot write the export {str(path)!r}: {exc.strerror or exc}; anything already "
+            "there is unchanged"
+        ) from None
+    finally:
+        partial.unlink(missing_ok=True)
+        for extra in partial.parent.glob(f"{partial.name}*"):  # ONNX external data, if any
+            extra.unlink(missing_ok=True)
+    return dataclasses.replace(check, path=path)
