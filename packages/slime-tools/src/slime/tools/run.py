@@ -54,12 +54,16 @@ def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     A torn last line (the trainer died mid-append) is dropped, as slime.train does.
 
     Raises:
-        CheckpointError: a line before the last is not UTF-8 JSON, or a record is not an object with
-            ``step`` and ``kind`` (naming the line).
+        CheckpointError: ``metrics.jsonl`` exists but is not a regular file (a folder, a FIFO), a
+            line before the last is not UTF-8 JSON (an integer of more than 4300 digits and
+            nesting deeper than Python's recursion limit count as not JSON), or a record is not an
+            object with ``step`` and ``kind`` (naming the line).
     """
     path = run_path(run_dir) / METRICS_FILE
-    if not path.is_file():
+    if not path.exists():
         return []
+    if not path.is_file():
+        raise CheckpointError(f"{path} is not a regular file")
     lines = path.read_bytes().splitlines()
     records = []
     for number, line in enumerate(lines, start=1):
@@ -67,7 +71,8 @@ def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
             continue
         try:
             record = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        # ValueError: an integer too long to convert; RecursionError: nesting too deep.
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             if number == len(lines):
                 break
             raise CheckpointError(f"{path}:{number} is not JSON: {exc}") from exc
