@@ -1,9 +1,12 @@
 """Damaged and forged run directories and outputs (hardening issue 14): one typed error naming
 the value, no traceback at the CLI, no silent wrong answer, earlier outputs never lost."""
 
+import shutil
+
 import pytest
 from slime.proto import CheckpointError
-from slime.tools import cli, read_metrics
+from slime.tools import cli, load_run_model, read_metrics
+from slime.tools.query import inspect_run
 
 GOOD = b'{"step": 0, "kind": "train", "loss": 1.0}\n'
 
@@ -36,3 +39,29 @@ def test_a_metrics_file_that_is_a_folder_is_named_not_taken_as_absent(tmp_path):
     (tmp_path / "metrics.jsonl").mkdir()
     with pytest.raises(CheckpointError, match=r"metrics.jsonl is not a regular file"):
         read_metrics(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def forged_descriptor_run(slime_run, tmp_path_factory):
+    """``slime_run`` with layer 1's second live pod's activation sparsity set to 5.0 and saved
+    again through save_pretrained (so every sha256 is consistent)."""
+    run_dir = tmp_path_factory.mktemp("forged-descriptor")
+    shutil.copy(slime_run[0] / "metrics.jsonl", run_dir / "metrics.jsonl")
+    model = load_run_model(slime_run[0])
+    organism = model.organisms[1]
+    slot = organism.live_slots()[1]
+    organism.descriptors[slot, 1] = 5.0
+    model.save_pretrained(run_dir / "model")
+    return run_dir, slot
+
+
+def test_a_live_descriptor_outside_0_1_is_refused_naming_the_pod(forged_descriptor_run, capsys):
+    # before: inspect listed the pod with activation_sparsity 5 as matching '>0.9'
+    run_dir, slot = forged_descriptor_run
+    message = rf"slot {slot} of layer 1 has activation_sparsity = 5.0, outside \[0, 1\]"
+    with pytest.raises(CheckpointError, match=message):
+        inspect_run(run_dir, "activation_sparsity>0.9")
+    assert cli.inspect_command([str(run_dir)]) == 2
+    assert cli.visualize_command([str(run_dir), "--out", str(run_dir / "p")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("activation_sparsity = 5.0" in line for line in err)

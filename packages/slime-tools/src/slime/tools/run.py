@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from slime.core import SlimeModel
+from slime.core import DESCRIPTOR_NAMES, SlimeModel
 from slime.kernels import TorchKernel
 from slime.memory import Archive
 from slime.proto import CheckpointError, ConfigError
@@ -125,12 +125,31 @@ def load_run_model(
     """The SlimeModel saved in ``RUN_DIR/model``, in eval mode, with the torch kernel on CPU.
 
     Raises:
-        CheckpointError: no model saved there, or its files are unreadable or inconsistent.
+        CheckpointError: no model saved there, its files are unreadable or inconsistent, or a live
+            pod holds a descriptor outside [0, 1] (every descriptor slime measures lies there, so
+            the file was forged; the error names the layer, slot, descriptor and value).
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
     kernel = TorchKernel() if device.type == "cpu" else None
-    model = SlimeModel.from_pretrained(model_dir(run_dir), kernel=kernel, device=device)
+    path = model_dir(run_dir)
+    model = SlimeModel.from_pretrained(path, kernel=kernel, device=device)
+    _check_descriptors(model, path)
     return model.eval()
+
+
+def _check_descriptors(model: SlimeModel, path: Path) -> None:
+    """CheckpointError naming the first live pod whose descriptor lies outside [0, 1]."""
+    for layer, organism in enumerate(model.organisms):
+        values = organism.live_descriptors(full=True).detach().double().cpu()
+        bad = ~((values >= 0.0) & (values <= 1.0))  # NaN is bad too
+        if bool(bad.any()):
+            row, column = torch.nonzero(bad)[0].tolist()
+            slot = organism.live_slots()[row]
+            raise CheckpointError(
+                f"{path}: live pod in slot {slot} of layer {layer} has "
+                f"{DESCRIPTOR_NAMES[column]} = {values[row, column].item()!r}, outside [0, 1] "
+                "(slime measures every descriptor in [0, 1]: the file was forged or damaged)"
+            )
 
 
 def load_archives(run_dir: str | os.PathLike[str]) -> list[Archive]:
