@@ -65,3 +65,23 @@ def test_a_live_descriptor_outside_0_1_is_refused_naming_the_pod(forged_descript
     assert cli.visualize_command([str(run_dir), "--out", str(run_dir / "p")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all("activation_sparsity = 5.0" in line for line in err)
+
+
+def test_pods_never_measured_match_no_condition_and_show_no_descriptors(
+    tmp_path, make_model, capsys
+):
+    # before: an unmeasured pod's placeholder zeros matched 'attention_distance<0.3' as if measured
+    model = make_model()
+    model.save_pretrained(tmp_path / "model")
+    total = sum(len(o.live_slots()) for o in model.organisms)
+    report = inspect_run(tmp_path, "attention_distance<0.3")
+    assert report.pods == () and report.unmeasured == total == report.live_pods
+    everything = inspect_run(tmp_path)
+    assert len(everything.pods) == total and not any(p.measured for p in everything.pods)
+    assert cli.inspect_command([str(tmp_path), "--where", "attention_distance<0.3"]) == 0
+    out = capsys.readouterr().out
+    assert f"live pods: 0 of {total} ({total} never measured" in out
+    assert "match no condition" in out
+    assert cli.inspect_command([str(tmp_path)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.split()[0].isdigit()]
+    assert len(rows) == total and all(row.split()[2:5] == ["-", "-", "-"] for row in rows)

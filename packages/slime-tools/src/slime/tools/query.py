@@ -63,12 +63,16 @@ class Condition:
 
 @dataclass(frozen=True)
 class PodMatch:
-    """A live pod satisfying every condition; ``descriptors`` holds all DESCRIPTOR_NAMES."""
+    """A live pod satisfying every condition; ``descriptors`` holds all DESCRIPTOR_NAMES.
+
+    ``measured`` is False for a pod never measured (its descriptors are placeholders, zero): such
+    a pod is listed only when there are no conditions, and matches none."""
 
     layer: int
     slot: int
     descriptors: tuple[float, ...]
     fitness: float
+    measured: bool = True
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,7 @@ class InspectReport:
     archived: int
     archive_names: tuple[str, ...]
     archive_note: str | None
+    unmeasured: int = 0  # live pods never measured: no descriptors yet, matching no condition
 
 
 def parse_conditions(text: str) -> tuple[Condition, ...]:
@@ -163,19 +168,22 @@ def inspect_run(
     """
     conditions = parse_conditions(where) if isinstance(where, str) else tuple(where or ())
     model = load_run_model(run_dir)
-    pods, live = [], 0
+    pods, live, unmeasured = [], 0, 0
     for layer, organism in enumerate(model.organisms):
         slots = organism.live_slots()
         live += len(slots)
-        descriptors = organism.live_descriptors(full=True).double()
-        fitness = organism.fitness[organism.alive].double()
-        keep = torch.ones(len(slots), dtype=torch.bool)
+        descriptors = organism.live_descriptors(full=True).double().cpu()
+        fitness = organism.fitness[organism.alive].double().cpu()
+        # A pod never measured holds zeros, not its behaviour: it can satisfy no condition.
+        measured = (organism.n_measurements[organism.alive] > 0).cpu()
+        unmeasured += int((~measured).sum())
+        keep = measured.clone() if conditions else torch.ones(len(slots), dtype=torch.bool)
         for c in conditions:
             keep &= c.mask(descriptors[:, DESCRIPTOR_NAMES.index(c.name)])
         rows = torch.nonzero(keep).squeeze(1).tolist()
         chosen, values = descriptors[rows].tolist(), fitness[rows].tolist()
         for row, d, f in zip(rows, chosen, values):
-            pods.append(PodMatch(layer, slots[row], tuple(d), f))
+            pods.append(PodMatch(layer, slots[row], tuple(d), f, bool(measured[row])))
     archives = [organism.archive for organism in model.organisms]
     k = min((a.descriptor_dim for a in archives), default=0)
     names = tuple(DESCRIPTOR_NAMES[:k])
@@ -206,6 +214,7 @@ def inspect_run(
         archived=archived,
         archive_names=names,
         archive_note=note,
+        unmeasured=unmeasured,
     )
 
 
@@ -219,11 +228,21 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 def format_report(report: InspectReport) -> str:
     """The report as text: a header line, then one table for pods and one for elites."""
     where = ", ".join(str(c) for c in report.conditions) or "(no conditions: everything)"
-    lines = [f"where {where}", f"live pods: {len(report.pods)} of {report.live_pods}"]
+    count = f"live pods: {len(report.pods)} of {report.live_pods}"
+    if report.unmeasured:
+        count += f" ({report.unmeasured} never measured: no descriptors yet, shown as '-'" + (
+            ", so they match no condition)" if report.conditions else ")"
+        )
+    lines = [f"where {where}", count]
     if report.pods:
         header = ["layer", "slot", *DESCRIPTOR_NAMES, "fitness"]
         rows = [
-            [str(p.layer), str(p.slot), *(f"{d:.6g}" for d in p.descriptors), f"{p.fitness:.6g}"]
+            [
+                str(p.layer),
+                str(p.slot),
+                *(f"{d:.6g}" if p.measured else "-" for d in p.descriptors),
+                f"{p.fitness:.6g}",
+            ]
             for p in report.pods
         ]
         lines += _table(header, rows)
