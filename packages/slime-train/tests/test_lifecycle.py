@@ -135,6 +135,23 @@ def test_full_phase_culls_the_least_fit_fraction() -> None:
     assert organism.live_slots() == sorted(ranked[2:])
 
 
+def test_refill_culled_fills_each_culled_slot_in_the_same_slow_event() -> None:
+    cfg = LifecycleConfig(warmup_steps=0, gentle_steps=0, cull_fraction=0.5, refill_culled=True)
+    life = _lifecycle(cfg, n_pods=4)
+    life.medium(20, 1.0, _probe())
+    organism = life.model.organisms[0]
+    ranked = sorted(organism.live_slots(), key=lambda s: organism.pod(s).fitness)
+    record = life.slow(20)
+    assert record["deaths"] == 4 and record["births"] == 4 and life.births == 4
+    assert [len(o.live_slots()) for o in life.model.organisms] == [4, 4]
+    newborn = [s for s in organism.live_slots() if int(organism.born_step[s]) == 20]
+    assert sorted(newborn) == sorted(ranked[:2])  # the culled slots, born at the event
+    off = _lifecycle(LifecycleConfig(warmup_steps=0, gentle_steps=0, cull_fraction=0.5), n_pods=4)
+    off.medium(20, 1.0, _probe())
+    assert off.slow(20)["births"] == 0  # the default waits for the medium events' births
+    assert [len(o.live_slots()) for o in off.model.organisms] == [2, 2]
+
+
 def test_culling_keeps_min_pods() -> None:
     cfg = LifecycleConfig(warmup_steps=0, gentle_steps=0, cull_fraction=1.0, min_pods=3)
     life = _lifecycle(cfg, n_pods=4)

@@ -301,6 +301,14 @@ class LifecycleConfig(_Section):
     tubes and the per-slot gradient statistics (the fitness's gradient and Taylor terms); the other
     steps skip both, so they cost what a plain transformer step costs. At ``medium_interval`` or
     more, every step observes.
+
+    ``refill_culled``: the slow event fills each slot it culls for low fitness at once, one birth
+    per culled pod by the medium event's rule (chemotaxis from the archive), so the pool never
+    spends a medium interval below its size. Off (the default), culled slots wait for the medium
+    events' births (``births_per_event`` per layer each); at a step that holds both events the
+    medium event runs first, so the wait is one whole medium interval. The continual benchmark
+    turns it on: its reset baselines replace a unit at once, and short tasks left slime with a
+    quarter to a half of its heads empty.
     """
 
     SECTION: ClassVar[str] = "lifecycle"
@@ -320,6 +328,7 @@ class LifecycleConfig(_Section):
     min_pods: int = field(default=1, metadata=bounds(1, MAX_POOL_SIZE))
     maturity_steps: int = field(default=0, metadata=bounds(0, MAX_STEPS))
     probe_batch_size: int = field(default=4, metadata=bounds(1, 1 << 20))
+    refill_culled: bool = False
 
     def _check_relations(self) -> None:
         if self.gentle_steps < self.warmup_steps:

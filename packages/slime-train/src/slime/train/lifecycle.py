@@ -255,13 +255,20 @@ class Lifecycle:
         return born
 
     def slow(self, step: int) -> dict:
-        """Culling (full phase, gate open), hard limits, memory budget, behavioural analysis."""
+        """Culling (full phase, gate open), with ``refill_culled`` a birth into each culled slot,
+        hard limits, memory budget, behavioural analysis."""
         phase = lifecycle_phase(step, self.cfg)
-        culled = 0
+        culled = born = 0
         if phase == "full" and not self.gate.frozen:
             with self.timer("cull"):
                 for organism in self.model.organisms:
-                    culled += self._cull_least_fit(organism, step)
+                    n = self._cull_least_fit(organism, step)
+                    culled += n
+                    if self.cfg.refill_culled:
+                        for _ in range(n):  # the slots just freed: room is never short
+                            organism.spawn(step=step)
+                        born += n
+        self.births += born
         with self.timer("budget"):
             for organism in self.model.organisms:
                 excess = len(organism.live_slots()) - self.cfg.max_pool_size
@@ -275,7 +282,13 @@ class Lifecycle:
         self.deaths += culled
         with self.timer("analysis"):
             analysis = self.analyse()
-        return {"phase": phase, "deaths": culled, "pool_size": self.pool_size(), **analysis}
+        return {
+            "phase": phase,
+            "deaths": culled,
+            "births": born,
+            "pool_size": self.pool_size(),
+            **analysis,
+        }
 
     def _cull_least_fit(self, organism, step: int) -> int:
         live = organism.live_slots()

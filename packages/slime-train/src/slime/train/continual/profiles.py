@@ -160,6 +160,11 @@ class ContinualProfile:
                 maturity_steps=self.maturity_steps,
                 max_pool_size=self.model["n_pods"],
                 probe_batch_size=self.probe_batch_size,
+                # Turnover, not shrinkage: a culled head is replaced in the same event, as the
+                # reset baselines replace theirs. Refilled at the next medium event instead, a
+                # 2 x 64 model on 25-step tasks ran with a quarter to a half of its heads empty
+                # (CPU, 2026-12-02), which compares capacity, not plasticity.
+                refill_culled=True,
             ),
             fitness=FitnessConfig(),
             data=DataConfig(name="copy", task_vocab=self.task_vocab),
