@@ -1,11 +1,17 @@
 """Damaged and forged run directories and outputs (hardening issue 14): one typed error naming
 the value, no traceback at the CLI, no silent wrong answer, earlier outputs never lost."""
 
+import ast
+import importlib.metadata
+import os
+import resource
 import shutil
+import signal
 
 import pytest
-from slime.proto import CheckpointError
-from slime.tools import cli, load_run_model, read_metrics
+from slime.proto import CheckpointError, ConfigError
+from slime.tools import cli, load_run_model, package, read_metrics
+from slime.tools.package import PackageBuildError, write_build_files, write_sources
 from slime.tools.query import inspect_run
 
 GOOD = b'{"step": 0, "kind": "train", "loss": 1.0}\n'
@@ -85,3 +91,81 @@ def test_pods_never_measured_match_no_condition_and_show_no_descriptors(
     assert cli.inspect_command([str(tmp_path)]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.split()[0].isdigit()]
     assert len(rows) == total and all(row.split()[2:5] == ["-", "-", "-"] for row in rows)
+
+
+def _files(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+ENTRY = "slime.train.cli:main"
+
+
+@pytest.mark.parametrize("name", ["slime.spec", "slime_launcher.py", "slime_version.txt"])
+def test_package_never_replaces_a_file_it_did_not_write(tmp_path, capsys, name):
+    # before: the user's own file of that name was overwritten without a word
+    (tmp_path / name).write_text("# my own build recipe\n")
+    with pytest.raises(ConfigError, match=rf"{name} exists and was not written by `slime package`"):
+        write_build_files(tmp_path, onefile=False, entry_point=ENTRY)
+    assert _files(tmp_path) == {name: b"# my own build recipe\n"}  # nothing else written either
+    if importlib.metadata.entry_points(group="console_scripts", name="slime"):
+        assert cli.package_command(["--spec-only", "--out", str(tmp_path)]) == 2
+        assert "not written by `slime package`" in capsys.readouterr().err
+    assert (tmp_path / name).read_text() == "# my own build recipe\n"
+
+
+def test_package_rewrites_its_own_files(tmp_path):
+    write_build_files(tmp_path, onefile=False, entry_point=ENTRY)
+    files = write_build_files(tmp_path, onefile=True, entry_point=ENTRY)
+    assert "ONEFILE = True" in files.spec.read_text()
+    assert ast.parse(files.version.read_text(), mode="eval")  # PyInstaller evaluates it
+
+
+def test_package_never_deletes_a_src_slime_folder_it_did_not_write(tmp_path):
+    # before: --strip-docstrings ran shutil.rmtree on OUT/src/slime, whatever it held
+    mine = tmp_path / "src" / "slime" / "notes.txt"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("keep me")
+    with pytest.raises(ConfigError, match=r"slime exists and was not written by `slime package`"):
+        write_sources(tmp_path / "src", strip=False)
+    assert mine.read_text() == "keep me"
+
+
+def test_a_failed_source_copy_leaves_the_earlier_copy_whole(tmp_path, monkeypatch):
+    # before: the earlier copy was deleted first, so a source that failed to strip left a partial
+    # tree behind in its place
+    root = write_sources(tmp_path / "src", strip=True)
+    before = _files(root)
+
+    def fail(source, filename="<source>"):
+        if filename.endswith("query.py"):
+            raise PackageBuildError(f"stripping the docstrings of {filename} would change its code")
+        return source
+
+    monkeypatch.setattr(package, "strip_docstrings", fail)
+    with pytest.raises(PackageBuildError, match="query.py"):
+        write_sources(tmp_path / "src", strip=True)
+    assert _files(root) == before
+    assert sorted(p.name for p in (tmp_path / "src").iterdir()) == [
+        ".slime-package-sources",
+        "slime",
+    ]
+
+
+def test_a_failed_write_of_a_build_file_leaves_the_earlier_file_whole(tmp_path):
+    # before: write_text truncated the spec first, so a refused write (here: a file-size limit of
+    # 1000 bytes, as a full disk would) left a cut spec in place of the earlier one
+    files = write_build_files(tmp_path, onefile=False, entry_point=ENTRY)
+    before = _files(tmp_path)
+    pid = os.fork()
+    if pid == 0:  # the child writes under RLIMIT_FSIZE; a write past it fails with EFBIG
+        status = 3
+        try:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+            write_build_files(tmp_path, onefile=True, entry_point=ENTRY)
+        except OSError:
+            status = 0
+        finally:
+            os._exit(status)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    assert _files(tmp_path) == before and "ONEFILE = False" in files.spec.read_text()

@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,7 +119,8 @@ else:
     coll = COLLECT(exe, a.binaries, a.datas, name=NAME, upx=False, strip=False)  # noqa: F821
 """
 
-_VERSION = """VSVersionInfo(
+_VERSION = """# Windows version resource of the `slime` executable, written by `slime package`.
+VSVersionInfo(
   ffi=FixedFileInfo(
     filevers={numbers},
     prodvers={numbers},
@@ -150,6 +152,10 @@ LAUNCHER_FILE = "slime_launcher.py"
 SPEC_FILE = "slime.spec"
 VERSION_FILE = "slime_version.txt"
 SOURCES_DIR = "src"
+# What every file `slime package` writes says; a file without it is the user's and is never
+# replaced. The copied sources are marked by a file beside their folder (SOURCES_MARKER).
+WRITTEN_BY = "written by `slime package`"
+SOURCES_MARKER = ".slime-package-sources"
 
 
 class PackageBuildError(SlimeError):
@@ -263,16 +269,65 @@ def write_build_files(
     """
     entry_point = entry_point if entry_point is not None else cli_entry_point()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     files = BuildFiles(out / SPEC_FILE, out / LAUNCHER_FILE, out / VERSION_FILE)
-    sources = None
+    sources = SOURCES_DIR if strip_docstrings else None
+    texts = {
+        files.launcher: render_launcher(entry_point),
+        files.spec: render_spec(onefile=onefile, sources=sources),
+        files.version: render_windows_version(),
+    }
+    for path in texts:  # refuse before anything is written
+        _check_ours(path)
+    if strip_docstrings:
+        _check_ours_sources(out / SOURCES_DIR)
+    out.mkdir(parents=True, exist_ok=True)
     if strip_docstrings:
         write_sources(out / SOURCES_DIR, strip=True)
-        sources = SOURCES_DIR
-    files.launcher.write_text(render_launcher(entry_point), encoding="utf-8")
-    files.spec.write_text(render_spec(onefile=onefile, sources=sources), encoding="utf-8")
-    files.version.write_text(render_windows_version(), encoding="utf-8")
+    for path, text in texts.items():
+        _write_replacing(path, text)
     return files
+
+
+def _check_ours(path: Path) -> None:
+    """ConfigError unless ``path`` is absent or a regular file `slime package` wrote."""
+    if not path.exists() and not path.is_symlink():
+        return
+    ours = False
+    if path.is_file() and not path.is_symlink():
+        with open(path, "rb") as handle:
+            ours = WRITTEN_BY.encode() in handle.read(4096)
+    if not ours:
+        raise ConfigError(
+            f"{path} exists and was not written by `slime package`; refusing to replace it "
+            "(move it away or choose another --out)",
+            "out",
+        )
+
+
+def _check_ours_sources(dest: Path) -> None:
+    """ConfigError when ``dest/slime`` exists but is not a source copy `slime package` wrote."""
+    target = dest / "slime"
+    if (target.exists() or target.is_symlink()) and not (
+        target.is_dir() and not target.is_symlink() and (dest / SOURCES_MARKER).is_file()
+    ):
+        raise ConfigError(
+            f"{target} exists and was not written by `slime package`; refusing to replace it "
+            "(move it away or choose another --out)",
+            "out",
+        )
+
+
+def _write_replacing(path: Path, text: str) -> None:
+    """Write ``text`` under a temporary name beside ``path`` and rename it over ``path``: a
+    failed or interrupted write leaves the earlier file whole."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
 
 
 _DOC_OWNERS = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
@@ -366,16 +421,43 @@ def strip_docstrings(source: str, filename: str = "<source>") -> str:
 def write_sources(dest: str | os.PathLike[str], *, strip: bool) -> Path:
     """Copy every file of the installed ``slime`` namespace package (all its portions:
     slime-proto, slime-core, ..., caches left out) into ``dest/slime``; with ``strip`` the
-    ``.py`` files go through :func:`strip_docstrings`. ``dest/slime`` is replaced. Returns it.
+    ``.py`` files go through :func:`strip_docstrings`. Returns ``dest/slime``.
+
+    The copy is written into a temporary folder beside it and swapped in only when complete, so
+    a failure leaves an earlier copy whole. An earlier copy is replaced only when this function
+    wrote it (a ``.slime-package-sources`` file beside it says so).
 
     Raises:
+        ConfigError: ``dest/slime`` exists and was not written here.
         PackageBuildError: two portions hold the same file, or a source cannot be stripped.
     """
+    dest = Path(dest)
+    _check_ours_sources(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    target, aside = dest / "slime", None
+    staging = Path(tempfile.mkdtemp(prefix=".slime.", suffix=".tmp", dir=dest))
+    try:
+        _copy_sources(staging, strip=strip)
+        if target.exists():
+            aside = Path(tempfile.mkdtemp(prefix=".slime.old.", suffix=".tmp", dir=dest))
+            os.replace(target, aside / "slime")
+        os.replace(staging, target)
+    except BaseException:
+        if aside is not None and not target.exists():  # put the earlier copy back
+            os.replace(aside / "slime", target)
+        shutil.rmtree(staging, ignore_errors=True)
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+        raise
+    (dest / SOURCES_MARKER).write_text(f"slime sources {WRITTEN_BY}\n", encoding="utf-8")
+    if aside is not None:
+        shutil.rmtree(aside)
+    return target
+
+
+def _copy_sources(target: Path, *, strip: bool) -> None:
     spec = importlib.util.find_spec("slime")
     roots = list(spec.submodule_search_locations or []) if spec is not None else []
-    target = Path(dest) / "slime"
-    if target.exists():
-        shutil.rmtree(target)
     origin: dict[Path, Path] = {}
     for root in map(Path, roots):
         for path in sorted(root.rglob("*")):
@@ -394,7 +476,6 @@ def write_sources(dest: str | os.PathLike[str], *, strip: bool) -> Path:
                 out.write_text(text, encoding="utf-8")
             else:
                 shutil.copy2(path, out)
-    return target
 
 
 def executable_path(out: str | os.PathLike[str], *, onefile: bool) -> Path:
