@@ -13,6 +13,7 @@ from slime.proto import CheckpointError, ConfigError
 from slime.tools import cli, load_run_model, package, read_metrics
 from slime.tools.package import PackageBuildError, write_build_files, write_sources
 from slime.tools.query import inspect_run
+from slime.tools.visualize import visualize_run
 
 GOOD = b'{"step": 0, "kind": "train", "loss": 1.0}\n'
 
@@ -169,3 +170,30 @@ def test_a_failed_write_of_a_build_file_leaves_the_earlier_file_whole(tmp_path):
             os._exit(status)
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
     assert _files(tmp_path) == before and "ONEFILE = False" in files.spec.read_text()
+
+
+def _in_child_under_a_file_size_limit(limit, action):
+    """Run ``action()`` in a forked child whose writes past ``limit`` bytes fail (EFBIG, as a full
+    disk would); returns True when it raised OSError."""
+    pid = os.fork()
+    if pid == 0:
+        status = 3
+        try:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+            action()
+        except OSError:
+            status = 0
+        finally:
+            os._exit(status)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
+def test_a_failed_plot_write_leaves_the_earlier_plots_whole(slime_run, tmp_path):
+    # before: savefig wrote straight to the path, so a refused write cut the earlier plot
+    out = tmp_path / "plots"
+    visualize_run(slime_run[0], out)
+    before = _files(out)
+    assert _in_child_under_a_file_size_limit(2000, lambda: visualize_run(slime_run[0], out))
+    assert _files(out) == before
+    assert all(os.stat(out / name).st_mode & 0o444 == 0o444 for name in before)

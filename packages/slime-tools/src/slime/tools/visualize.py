@@ -10,6 +10,7 @@ with a note saying what was missing; nothing else is skipped.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,7 +71,9 @@ class VisualizeReport:
 def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 100) -> Path:
     """Render ``fig`` headless (Agg) to ``path``; the suffix (.png or .svg) picks the format.
 
-    SVG text stays text (``svg.fonttype = none``), so titles are searchable in the file.
+    SVG text stays text (``svg.fonttype = none``), so titles are searchable in the file. The file
+    is rendered under a temporary name beside ``path`` and renamed over it when complete, so a
+    failed or interrupted render (a full disk) leaves an earlier file at ``path`` whole.
 
     Raises:
         ConfigError: the suffix is not one of FORMATS.
@@ -83,9 +86,22 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 100) ->
         )
     FigureCanvasAgg(fig)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with matplotlib.rc_context({"svg.fonttype": "none"}):
-        fig.savefig(path, format=fmt, dpi=dpi)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream, matplotlib.rc_context({"svg.fonttype": "none"}):
+            fig.savefig(stream, format=fmt, dpi=dpi)
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it 0600; a plot is an ordinary file
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _attempt(report: VisualizeReport, name: str, make: Callable[[], Figure], path: Path) -> None:
