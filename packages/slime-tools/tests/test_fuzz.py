@@ -9,6 +9,7 @@ import shutil
 import signal
 
 import pytest
+import torch
 from slime.proto import CheckpointError, ConfigError
 from slime.tools import cli, load_run_model, package, read_metrics
 from slime.tools.package import PackageBuildError, write_build_files, write_sources
@@ -197,3 +198,20 @@ def test_a_failed_plot_write_leaves_the_earlier_plots_whole(slime_run, tmp_path)
     assert _in_child_under_a_file_size_limit(2000, lambda: visualize_run(slime_run[0], out))
     assert _files(out) == before
     assert all(os.stat(out / name).st_mode & 0o444 == 0o444 for name in before)
+
+
+def test_behaviour_space_leaves_out_pods_never_measured_and_says_so(tmp_path, make_model):
+    # before: a pod born after the last measurement was drawn at its placeholder zeros, a point
+    # in kernel-PCA space that no pod occupies
+    model = make_model()
+    model.measure_behaviour(torch.randint(0, model.config.vocab_size, (2, 8)))
+    model.organisms[1].spawn()  # born unmeasured
+    model.save_pretrained(tmp_path / "model")
+    live = sum(len(o.live_slots()) for o in model.organisms)
+    report = visualize_run(tmp_path, tmp_path / "p", fmt="svg")
+    assert (
+        f"behaviour space: 1 of {live} live pods never measured (no descriptors yet), left out of it"
+        in report.skipped
+    )
+    svg = (tmp_path / "p" / "behaviour_space.svg").read_text()
+    assert f"behaviour of the live pods: {live - 1} pods" in svg

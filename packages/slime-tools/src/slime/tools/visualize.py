@@ -176,8 +176,20 @@ def visualize_run(
             lambda a=archive, i=layer: archive_heatmap(a, names, title=f"layer {i} archive"),
             out / f"archive_layer{layer}.{fmt}",
         )
-    descriptors = [o.live_descriptors(full=True) for o in model.organisms]
-    fitness = [o.fitness[o.alive].tolist() for o in model.organisms]  # live slots, slot order
+    # A pod never measured holds zeros in place of its behaviour: drawn, it would be a point at
+    # the origin that no pod occupies. Only measured pods are placed; the note counts the others.
+    measured = [(o.n_measurements[o.alive] > 0).cpu() for o in model.organisms]
+    descriptors = [
+        o.live_descriptors(full=True).cpu()[m] for o, m in zip(model.organisms, measured)
+    ]
+    fitness = [o.fitness[o.alive].cpu()[m].tolist() for o, m in zip(model.organisms, measured)]
+    unmeasured = sum(int((~m).sum()) for m in measured)
+    if unmeasured:
+        live = sum(len(m) for m in measured)
+        report.skipped.append(
+            f"behaviour space: {unmeasured} of {live} live pods never measured (no descriptors "
+            "yet), left out of it"
+        )
     _attempt(
         report,
         "behaviour space",
