@@ -117,8 +117,16 @@ def test_package_never_replaces_a_file_it_did_not_write(tmp_path, capsys, name):
 
 def test_package_rewrites_its_own_files(tmp_path):
     write_build_files(tmp_path, onefile=False, entry_point=ENTRY)
-    files = write_build_files(tmp_path, onefile=True, entry_point=ENTRY)
+    old = os.umask(0o022)
+    try:
+        files = write_build_files(tmp_path, onefile=True, entry_point=ENTRY, strip_docstrings=True)
+    finally:
+        os.umask(old)
     assert "ONEFILE = True" in files.spec.read_text()
+    # written under temporary names (mkstemp/mkdtemp: 0600/0700), then given ordinary modes
+    for path in (files.spec, files.launcher, files.version):
+        assert os.stat(path).st_mode & 0o777 == 0o644
+    assert os.stat(tmp_path / "src" / "slime").st_mode & 0o777 == 0o755
     assert ast.parse(files.version.read_text(), mode="eval")  # PyInstaller evaluates it
 
 

@@ -324,6 +324,7 @@ def _write_replacing(path: Path, text: str) -> None:
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it 0600: an ordinary file's mode
         os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)
@@ -331,6 +332,12 @@ def _write_replacing(path: Path, text: str) -> None:
 
 
 _DOC_OWNERS = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _docstring(node: ast.AST) -> ast.Expr | None:
@@ -438,6 +445,7 @@ def write_sources(dest: str | os.PathLike[str], *, strip: bool) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".slime.", suffix=".tmp", dir=dest))
     try:
         _copy_sources(staging, strip=strip)
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it 0700: an ordinary folder's mode
         if target.exists():
             aside = Path(tempfile.mkdtemp(prefix=".slime.old.", suffix=".tmp", dir=dest))
             os.replace(target, aside / "slime")
