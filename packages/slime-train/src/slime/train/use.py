@@ -113,10 +113,7 @@ def run_tokenizer(run: Path, cfg: RunConfig) -> Tokenizer:
         raise CheckpointError(str(exc)) from None
     record = run / DATA_FILE
     if record.is_file():  # a text run recorded its tokenizer's identity beside it
-        try:
-            recorded = json.loads(record.read_text("utf-8"))["tokenizer"]
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"{str(record)!r} is damaged: {exc}") from None
+        recorded = _recorded(record, "tokenizer")
         if recorded != tokenizer.identity:
             raise CheckpointError(
                 f"{str(file)!r} is not the tokenizer the run trained with (sha256 "
@@ -437,16 +434,22 @@ def _recorded_val_loss(run: Path, step: int | None) -> float | None:
     return found if isinstance(found, float) else None
 
 
+def _recorded(file: Path, key: str) -> Any:
+    """``key`` of the run's data record ``file`` (``data.json``); CheckpointError naming the file
+    when it is unreadable, not JSON or lacks the key."""
+    try:
+        return json.loads(file.read_text("utf-8"))[key]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{str(file)!r} is damaged: {exc}") from None
+
+
 def _check_same_data(run: Path, dataset: Dataset) -> None:
     """Refuse to report the run's held-out loss on text that changed since it trained."""
     file = run / DATA_FILE
     source = getattr(dataset, "source", None)
     if source is None or not file.is_file():
         return
-    try:
-        recorded = json.loads(file.read_text("utf-8"))["sha256"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{str(file)!r} is damaged: {exc}") from None
+    recorded = _recorded(file, "sha256")
     if recorded != source.sha256:
         raise DataError(
             f"{str(source.path)!r} changed since the run trained on it (sha256 {source.sha256[:12]}"
