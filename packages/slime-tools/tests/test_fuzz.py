@@ -3,6 +3,7 @@ the value, no traceback at the CLI, no silent wrong answer, earlier outputs neve
 
 import ast
 import importlib.metadata
+import json
 import os
 import resource
 import shutil
@@ -223,3 +224,30 @@ def test_behaviour_space_leaves_out_pods_never_measured_and_says_so(tmp_path, ma
     )
     svg = (tmp_path / "p" / "behaviour_space.svg").read_text()
     assert f"behaviour of the live pods: {live - 1} pods" in svg
+
+
+@pytest.mark.parametrize(
+    "records, key, number",
+    [
+        ([{"step": 1, "kind": "train", "loss": 1e308}, {"step": 2, "kind": "train", "loss": -1e308}],
+         "loss", "1e+308"),
+        ([{"step": -1e308, "kind": "eval", "val_loss": 1}, {"step": 1e308, "kind": "eval", "val_loss": 2}],
+         "val_loss", "-1e+308"),
+        ([{"step": 1, "kind": "m", "pool_size": 1e308}, {"step": 2, "kind": "m", "pool_size": -1e308}],
+         "pool_size", "1e+308"),
+        ([{"step": 1, "kind": "m", "archive_coverage": 0.5, "archive_qd_score": 1e308},
+          {"step": 2, "kind": "m", "archive_qd_score": -1e308}], "archive_qd_score", "1e+308"),
+    ],
+    ids=["loss", "steps", "pool-size", "qd-score"],
+)  # fmt: skip
+def test_numbers_too_large_to_draw_skip_the_plot_naming_them(
+    tmp_path, capsys, records, key, number
+):
+    # before: values spanning ±1e308 made matplotlib's tick locator raise a bare ValueError
+    # ('arange: cannot compute length') while saving: a traceback from slime visualize
+    lines = "".join(json.dumps(r) + "\n" for r in records)
+    (tmp_path / "metrics.jsonl").write_text(lines)
+    assert cli.visualize_command([str(tmp_path), "--out", str(tmp_path / "p")]) in (0, 2)
+    err = capsys.readouterr().err
+    assert f"'{key}' has the " in err and f"{number}, too large to draw" in err
+    assert "Traceback" not in err

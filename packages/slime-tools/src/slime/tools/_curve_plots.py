@@ -6,6 +6,7 @@ DataError naming the fields it looked for when the records hold none of them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from itertools import accumulate
 from typing import Any
@@ -29,12 +30,27 @@ LOSS_LABEL = "cross-entropy loss (nats per token)"
 # Names a trainer may log archive statistics under, most specific first.
 COVERAGE_KEYS = ("archive_coverage", "coverage")
 QD_SCORE_KEYS = ("archive_qd_score", "qd_score")
+# Largest magnitude drawn: beyond it an axis's span (plus margins) can overflow to inf, and
+# matplotlib's tick locator fails with a bare ValueError while the file is written.
+LARGEST_DRAWN = 1e307
+
+
+def _drawable(key: str, steps: Sequence[float], values: Sequence[float]) -> None:
+    """DataError naming the first finite step or value of ``key`` too large to draw."""
+    for what, numbers in (("step", steps), ("value", values)):
+        for number in numbers:
+            if math.isfinite(number) and abs(number) > LARGEST_DRAWN:
+                raise DataError(
+                    f"'{key}' has the {what} {number!r}, too large to draw (beyond "
+                    f"±{LARGEST_DRAWN:g}); the metrics are damaged or the run diverged"
+                )
 
 
 def _first_series(records: Records, keys: Sequence[str]) -> tuple[str, list, list] | None:
     for key in keys:
         steps, values = metric_series(list(records), key)
         if steps:
+            _drawable(key, steps, values)
             return key, steps, values
     return None
 
@@ -44,7 +60,8 @@ def training_curves(records: Records, baseline: Records | None = None) -> Figure
     ``val_loss``) against step; the baseline run's curves dashed beside them when given.
 
     Raises:
-        DataError: neither run logged a loss.
+        DataError: neither run logged a loss, or a step or value (a cumulative count
+            for births and deaths) is finite but beyond ±LARGEST_DRAWN (naming it).
     """
     runs = [("slime", records)] + ([("baseline", baseline)] if baseline is not None else [])
     fig = Figure(figsize=(6.4, 4.8), layout="constrained")
@@ -54,6 +71,8 @@ def training_curves(records: Records, baseline: Records | None = None) -> Figure
         dashes = "--" if name == "baseline" else "-"
         train = metric_series(list(run), "loss", kind="train")
         val = metric_series(list(run), "val_loss", kind="eval")
+        _drawable("loss", *train)
+        _drawable("val_loss", *val)
         if train[0]:
             ax.plot(*train, linestyle=dashes, linewidth=1, label=f"{name} train")
             drawn += 1
@@ -77,12 +96,15 @@ def pool_over_time(records: Records) -> Figure:
     ``kind == "summary"`` records are left out: they hold the run's totals, not events.
 
     Raises:
-        DataError: none of ``pool_size``, ``births``, ``deaths`` was logged.
+        DataError: none of ``pool_size``, ``births``, ``deaths`` was logged, or a step or value (a cumulative count
+            for births and deaths) is finite but beyond ±LARGEST_DRAWN (naming it).
     """
     records = [r for r in records if r.get("kind") != "summary"]
     pool = metric_series(list(records), "pool_size")
     births = metric_series(list(records), "births")
     deaths = metric_series(list(records), "deaths")
+    for key, series in (("pool_size", pool), ("births", births), ("deaths", deaths)):
+        _drawable(key, series[0], list(accumulate(series[1])) if key != "pool_size" else series[1])
     if not (pool[0] or births[0] or deaths[0]):
         raise DataError("no pool events logged: looked for 'pool_size', 'births', 'deaths'")
     fig = Figure(figsize=(6.4, 6.0), layout="constrained")
@@ -120,7 +142,8 @@ def archive_progress(records: Records) -> Figure:
     :data:`QD_SCORE_KEYS` in the records (metrics.jsonl, or slime.tools.run.archive_history).
 
     Raises:
-        DataError: neither statistic was logged.
+        DataError: neither statistic was logged, or a step or value (a cumulative count
+            for births and deaths) is finite but beyond ±LARGEST_DRAWN (naming it).
     """
     coverage = _first_series(records, COVERAGE_KEYS)
     qd = _first_series(records, QD_SCORE_KEYS)
