@@ -116,3 +116,14 @@ def test_a_failed_first_save_leaves_no_folder_behind(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="Permission denied"):
         make(0).save_pretrained(target)
     assert not target.exists()
+
+
+def test_a_damaged_archive_is_named_once(tmp_path):
+    target = tmp_path / "model"
+    make(0).save_pretrained(target)
+    files = sorted(p for p in (target / "archive_1").iterdir() if p.is_file())
+    for file in files:
+        file.write_bytes(b"damaged")
+    with pytest.raises(CheckpointError) as err:
+        SlimeModel.from_pretrained(target)
+    assert str(err.value).count(str(target / "archive_1")) == 1, str(err.value)

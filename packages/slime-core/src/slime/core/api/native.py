@@ -646,13 +646,15 @@ class SlimeModel(nn.Module):
             if meta["version"] == 1:  # fitness lived in config.json before the slot table
                 for slot, fitness in zip(layer["live"], layer["fitness"], strict=True):
                     organism.pod(slot).fitness = fitness
+            folder = directory / f"archive_{i}"
             try:
                 archive = GridArchive.load(
-                    directory / f"archive_{i}", device=model.archive_device(model.wte.weight.device)
+                    folder, device=model.archive_device(model.wte.weight.device)
                 )
                 organism.replace_archive(archive)
             except (ArchiveError, ConfigError) as e:
-                raise CheckpointError(f"{directory / f'archive_{i}'}: {e}") from e
+                # Name the folder once: the archive's own errors usually name it already.
+                raise CheckpointError(str(e) if str(folder) in str(e) else f"{folder}: {e}") from e
         return model
 
 
