@@ -208,3 +208,20 @@ def test_a_sub_folder_that_cannot_be_listed_is_refused(
     monkeypatch.setattr(text_module.os, "scandir", refuse)
     with pytest.raises(DataError, match="cannot read data folder .*sub': Permission denied"):
         scan_text(folder)
+
+
+def test_a_tokenizer_file_that_would_drop_characters_is_refused(tmp_path: Path) -> None:
+    import json
+
+    vocab = {c: i for i, c in enumerate("helo ")}
+    bpe = {
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": [],
+        "normalizer": None, "pre_tokenizer": None, "post_processor": None, "decoder": None,
+        "model": {"type": "BPE", "vocab": vocab, "merges": [], "unk_token": None},
+    }  # fmt: skip
+    file = _write(tmp_path / "tok.json", json.dumps(bpe))
+    path = _write(tmp_path / "a.txt", "hello world\n" * 300)  # w, r, d have no token
+    with pytest.raises(DataError, match=r"no token for 3 character.*'d', 'r', 'w'"):
+        load_text(path, 8, tokenizer=str(file), progress=None)
+    covered = _write(tmp_path / "b.txt", "hello hole\n" * 300)  # whitespace aside, all covered
+    assert load_text(covered, 8, tokenizer=str(file), progress=None).vocab_size == 5

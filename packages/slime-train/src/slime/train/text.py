@@ -48,6 +48,7 @@ from slime.proto import DataError, shown
 from slime.train.datasets import shifted, split_tokens, window_offsets
 from slime.train.tokenizer import (
     CharTokenizer,
+    HFTokenizer,
     Tokenizer,
     load_tokenizer,
     parse_tokenizer_spec,
@@ -518,6 +519,23 @@ class TextCorpus:
         return shifted(torch.from_numpy(tokens[offsets.numpy()].astype(np.int64)))
 
 
+def _check_covers(tok: Tokenizer, alphabet: frozenset[str], path: str) -> None:
+    """DataError naming the text's characters (whitespace aside) that the tokenizer file at
+    ``path`` encodes to no token at all: a BPE or WordPiece without an unknown token drops what
+    it has no token for, and the model would train on the text without them."""
+    if not isinstance(tok, HFTokenizer):  # a char vocabulary refuses unknown characters itself
+        return
+    chars = sorted(c for c in alphabet if not c.isspace())
+    lost = [c for c, ids in zip(chars, tok.encode_many(chars), strict=True) if ids.size == 0]
+    if lost:
+        shown_chars = ", ".join(repr(c) for c in lost[:10]) + (", ..." if len(lost) > 10 else "")
+        raise DataError(
+            f"tokenizer file {path!r} has no token for {len(lost)} character(s) of the text "
+            f"({shown_chars}) and would drop them silently; use a byte-level BPE "
+            "(--tokenizer bpe) or a tokenizer with an unknown token"
+        )
+
+
 def load_text(
     path: str | os.PathLike[str],
     block_size: int,
@@ -546,6 +564,7 @@ def load_text(
         tok = _bpe(source, cut, vocab, cache, progress)
     else:
         tok = load_tokenizer(tokenizer)
+        _check_covers(tok, source.alphabet, tokenizer)
     splits, entry = _cached_tokens(source, cut, tok, cache, progress)
     corpus = TextCorpus(
         splits,
