@@ -642,6 +642,7 @@ def _compare(
                 cfg, dataset, device, args.steps, out / "steps", args.eval_interval
             )
     s, b = results["slime"], results["baseline"]
+    rounds = _round_ratios(s, b)
     results["ratios"] = {
         "lifecycle time / slime step": s["profile"].get("lifecycle_overhead"),
         "slime step / baseline step": _ratio(
@@ -649,8 +650,8 @@ def _compare(
         ),
         # The same ratio window by window (round i of slime over round i of the baseline): how
         # far one run's median can be trusted (two runs of this command have differed by 0.15).
-        "  per round, lowest": min(_round_ratios(s, b), default=None),
-        "  per round, highest": max(_round_ratios(s, b), default=None),
+        "  per round, lowest": min(rounds, default=None),
+        "  per round, highest": max(rounds, default=None),
         "slime step between observations / baseline step": _ratio(
             s["profile"]["plain_step_ms"], b["profile"]["free_step_ms"]
         ),
