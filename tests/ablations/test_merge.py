@@ -10,6 +10,8 @@ from slime.proto import ConfigError
 from slime.train.ablations.analysis import analyse
 from slime.train.ablations.groups import groups
 from slime.train.ablations.merge import merge_results
+from slime.train.ablations.profiles import profile
+from slime.train.ablations.report import render_report
 
 SEEDS = [1337, 1338, 1339]
 
@@ -182,3 +184,17 @@ def test_parts_that_split_the_seeds_merge_into_one_interval() -> None:
     assert merged["seeds"] == [1337, 1338, 1339, 1340, 1341]
     slime = [r for r in merged["runs"] if r["arm"] == "slime"]
     assert sorted(r["seed"] for r in slime) == merged["seeds"] and merged["duplicates"] == []
+
+
+def test_the_report_of_merged_seed_parts_names_their_seed_count(tmp_path) -> None:
+    a = _part(["baseline"], ["shakespeare"], ["slime", "baseline"])
+    a["profile"] = profile("gpu-full").to_dict()  # the real profile: the report reads all of it
+    a["runs"] = [
+        {**r, "params_final": 10, "status": "completed", "nonfinite_steps": 0} for r in a["runs"]
+    ]
+    b = copy.deepcopy(a)
+    b["seeds"] = [1340, 1341]
+    b["runs"] = [{**r, "seed": r["seed"] + 3} for r in b["runs"] if r["seed"] != 1339]
+    merged = merge_results([a, b])
+    report = render_report(merged, analyse(merged), tmp_path / "REPORT.md", []).read_text()
+    assert "With 5 seed(s) an interval is wide" in report

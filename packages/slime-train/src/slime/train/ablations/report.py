@@ -429,7 +429,8 @@ def render_report(
         "- Peak memory is the CUDA allocator's peak; on the CPU it is not measured (n/a).",
         "- §12.4 (behavioural vs random device placement) needs several GPUs and is not part of"
         " this suite.",
-        "- With 3 seeds an interval is wide: 'no clear difference' means not detected, not equal.",
+        f"- With {len(results['seeds'])} seed(s) an interval is wide: 'no clear difference' means"
+        " not detected, not equal.",
         "- Births refill free slots at every medium event of the gentle and full phases, so the"
         " pool spends most of a run at capacity; `live_pods` at the end mostly reflects the last"
         " cull.",
