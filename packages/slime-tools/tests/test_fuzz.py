@@ -5,9 +5,12 @@ import ast
 import importlib.metadata
 import json
 import os
+import re
 import resource
 import shutil
 import signal
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -129,6 +132,73 @@ def test_package_rewrites_its_own_files(tmp_path):
         assert os.stat(path).st_mode & 0o777 == 0o644
     assert os.stat(tmp_path / "src" / "slime").st_mode & 0o777 == 0o755
     assert ast.parse(files.version.read_text(), mode="eval")  # PyInstaller evaluates it
+
+
+def _fake_pyinstaller(monkeypatch, status=0):
+    """build_executable without PyInstaller: ``require`` passes and the run writes what
+    PyInstaller would (dist/slime/slime, build/slime/, the log); returns the list of runs."""
+    runs = []
+
+    def run(command, stdout, stderr, env):
+        out = Path(command[command.index("--distpath") + 1]).parent
+        (out / "dist" / "slime").mkdir(parents=True, exist_ok=True)
+        (out / "dist" / "slime" / "slime").write_text(f"executable {len(runs)}")
+        (out / "build" / "slime").mkdir(parents=True, exist_ok=True)
+        stdout.write("INFO: PyInstaller\n")
+        runs.append(command)
+        return subprocess.CompletedProcess(command, status)
+
+    monkeypatch.setattr(package, "require", lambda *args: None)
+    monkeypatch.setattr(package, "cli_entry_point", lambda: ENTRY)
+    monkeypatch.setattr(package.subprocess, "run", run)
+    return runs
+
+
+@pytest.mark.parametrize("name", ["dist", "build", "pyinstaller.log"])
+def test_package_never_builds_over_a_dist_build_or_log_it_did_not_make(
+    tmp_path, capsys, monkeypatch, name
+):
+    # before: PyInstaller ran with --noconfirm into OUT/dist and OUT/build and the log was opened
+    # for writing, so the user's own folder or log of that name was replaced without a word
+    runs = _fake_pyinstaller(monkeypatch)
+    mine = tmp_path / name if name.endswith(".log") else tmp_path / name / "slime"
+    mine.parent.mkdir(parents=True, exist_ok=True)
+    mine.write_text("my own")
+    message = rf"{name} exists and was not made by an earlier `slime package` build"
+    with pytest.raises(ConfigError, match=message):
+        package.build_executable(tmp_path, onefile=False)
+    assert package_command_refuses(tmp_path, capsys, message)
+    assert runs == [] and _files(tmp_path) == {mine.relative_to(tmp_path).as_posix(): b"my own"}
+
+
+def package_command_refuses(out, capsys, message):
+    status = cli.package_command(["--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    return status == 2 and len(err) == 1 and re.search(message, err[0]) is not None
+
+
+@pytest.mark.parametrize("status", [0, 1], ids=["built", "failed"])
+def test_package_builds_again_over_its_own_earlier_build(tmp_path, monkeypatch, status):
+    # its own dist/, build/ and log (marked before PyInstaller starts, so a failed build counts)
+    runs = _fake_pyinstaller(monkeypatch, status)
+    out = tmp_path / "pkg"
+    if status:
+        with pytest.raises(PackageBuildError, match="PyInstaller exited with status 1"):
+            package.build_executable(out, onefile=False)
+    else:
+        assert package.build_executable(out, onefile=False) == out / "dist" / "slime" / "slime"
+    assert "written by `slime package`" in (out / ".slime-package-build").read_text()
+    runs = _fake_pyinstaller(monkeypatch)
+    assert package.build_executable(out, onefile=True) == out / "dist" / "slime"
+    assert len(runs) == 1 and (out / "pyinstaller.log").read_text() == "INFO: PyInstaller\n"
+
+
+def test_package_never_replaces_a_build_marker_it_did_not_write(tmp_path, monkeypatch):
+    runs = _fake_pyinstaller(monkeypatch)
+    (tmp_path / ".slime-package-build").write_text("mine")
+    with pytest.raises(ConfigError, match=r"slime-package-build exists and was not written by"):
+        package.build_executable(tmp_path, onefile=False)
+    assert runs == [] and _files(tmp_path) == {".slime-package-build": b"mine"}
 
 
 def test_package_never_deletes_a_src_slime_folder_it_did_not_write(tmp_path):

@@ -156,6 +156,12 @@ SOURCES_DIR = "src"
 # replaced. The copied sources are marked by a file beside their folder (SOURCES_MARKER).
 WRITTEN_BY = "written by `slime package`"
 SOURCES_MARKER = ".slime-package-sources"
+# What PyInstaller writes into OUT (--distpath, --workpath, its log). They are built over only when
+# BUILD_MARKER beside them says an earlier `slime package` build made them; it is written before
+# PyInstaller starts, so a failed or interrupted build can be run again.
+DIST_DIR, WORK_DIR, BUILD_LOG = "dist", "build", "pyinstaller.log"
+BUILD_OUTPUTS = (DIST_DIR, WORK_DIR, BUILD_LOG)
+BUILD_MARKER = ".slime-package-build"
 
 
 class PackageBuildError(SlimeError):
@@ -315,6 +321,23 @@ def _check_ours_sources(dest: Path) -> None:
             "(move it away or choose another --out)",
             "out",
         )
+
+
+def _check_ours_build(out: Path) -> None:
+    """ConfigError when ``out`` holds a ``dist``, ``build`` or ``pyinstaller.log`` that no earlier
+    `slime package` build made (no :data:`BUILD_MARKER` written by it beside them)."""
+    marker = out / BUILD_MARKER
+    _check_ours(marker)
+    if marker.exists():
+        return
+    for name in BUILD_OUTPUTS:
+        path = out / name
+        if path.exists() or path.is_symlink():
+            raise ConfigError(
+                f"{path} exists and was not made by an earlier `slime package` build; refusing "
+                "to build over it (move it away or choose another --out)",
+                "out",
+            )
 
 
 def _write_replacing(path: Path, text: str) -> None:
@@ -489,7 +512,7 @@ def _copy_sources(target: Path, *, strip: bool) -> None:
 def executable_path(out: str | os.PathLike[str], *, onefile: bool) -> Path:
     """Where the build in ``out`` puts the executable on this OS."""
     suffix = ".exe" if sys.platform == "win32" else ""
-    dist = Path(out) / "dist"
+    dist = Path(out) / DIST_DIR
     return (
         dist / f"{EXECUTABLE}{suffix}" if onefile else dist / EXECUTABLE / f"{EXECUTABLE}{suffix}"
     )
@@ -507,10 +530,16 @@ def build_executable(
     Raises:
         MissingExtraError: PyInstaller is not installed (extra ``package``).
         PackageBuildError: PyInstaller failed, or a source cannot be stripped.
+        ConfigError: ``out`` holds a ``dist``, ``build`` or ``pyinstaller.log`` that no earlier
+            `slime package` build made, or a build file it did not write (nothing is written).
     """
     require("PyInstaller", "package", "slime package")
     out = Path(out)
+    _check_ours_build(out)  # before anything is written: PyInstaller replaces what it builds over
     files = write_build_files(out, onefile=onefile, strip_docstrings=strip_docstrings)
+    _write_replacing(
+        out / BUILD_MARKER, f"dist/, build/ and pyinstaller.log in this folder are {WRITTEN_BY}\n"
+    )
     env = None
     if strip_docstrings:  # PyInstaller's hook subprocesses import slime too: the same tree first
         sources = str((out / SOURCES_DIR).resolve())
@@ -518,10 +547,11 @@ def build_executable(
             **os.environ,
             "PYTHONPATH": os.pathsep.join([sources, *filter(None, [os.environ.get("PYTHONPATH")])]),
         }
-    log = out / "pyinstaller.log"
+    log = out / BUILD_LOG
     command = [
         sys.executable, "-m", "PyInstaller", "--noconfirm",
-        "--distpath", str(out / "dist"), "--workpath", str(out / "build"), str(files.spec),
+        "--distpath", str(out / DIST_DIR), "--workpath", str(out / WORK_DIR),
+        str(files.spec),
     ]  # fmt: skip
     with open(log, "w", encoding="utf-8") as handle:
         status = subprocess.run(
