@@ -279,6 +279,32 @@ def test_a_failed_plot_write_leaves_the_earlier_plots_whole(slime_run, tmp_path)
     assert all(os.stat(out / name).st_mode & 0o444 == 0o444 for name in before)
 
 
+@pytest.mark.parametrize("fmt", ["png", "svg"])
+def test_visualize_never_replaces_a_file_it_did_not_write(slime_run, tmp_path, capsys, fmt):
+    # before: a run folder's own pool.png (or a folder of that name) in --out was replaced by the
+    # plot without a word
+    out = tmp_path / "plots"
+    (out / f"behaviour_space.{fmt}").mkdir(parents=True)
+    (out / f"pool.{fmt}").write_bytes(b"my own pool plot")
+    message = rf"pool.{fmt} exists and was not written by `slime visualize`"
+    with pytest.raises(ConfigError, match=message):
+        visualize_run(slime_run[0], out, fmt=fmt)
+    argv = [str(slime_run[0]), "--out", str(out), "--format", fmt]
+    assert cli.visualize_command(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(message, err[0])
+    (out / f"pool.{fmt}").rename(tmp_path / "mine")
+    with pytest.raises(ConfigError, match=rf"behaviour_space.{fmt} exists and was not written"):
+        visualize_run(slime_run[0], out, fmt=fmt)
+    # nothing was written by the refused runs
+    assert sorted(p.name for p in out.iterdir()) == [f"behaviour_space.{fmt}"]
+    (out / f"behaviour_space.{fmt}").rmdir()
+    first = visualize_run(slime_run[0], out, fmt=fmt).written
+    again = visualize_run(slime_run[0], out, fmt=fmt).written  # its own plots: replaced
+    assert again == first and len(first) >= 4
+    assert all(b"written by `slime visualize`" in p.read_bytes()[:4096] for p in again)
+
+
 def test_behaviour_space_leaves_out_pods_never_measured_and_says_so(tmp_path, make_model):
     # before: a pod born after the last measurement was drawn at its placeholder zeros, a point
     # in kernel-PCA space that no pod occupies

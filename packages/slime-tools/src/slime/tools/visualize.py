@@ -58,6 +58,10 @@ __all__ = [
 ]
 
 FORMATS = ("png", "svg")
+# What every plot `slime visualize` writes says in its metadata (PNG tEXt / SVG dc:description,
+# both within the first few hundred bytes); a file of a plot's name without it is the user's and
+# is never replaced.
+WRITTEN_BY = "written by `slime visualize`"
 
 
 @dataclass
@@ -78,7 +82,11 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 100) ->
     Raises:
         ConfigError: the suffix is not one of FORMATS.
     """
-    path = Path(path)
+    return _render(fig, Path(path), dpi=dpi)
+
+
+def _render(fig: Figure, path: Path, *, dpi: int = 100, description: str | None = None) -> Path:
+    """:func:`save_figure`, with ``description`` (when given) in the file's metadata."""
     fmt = path.suffix.lstrip(".").lower()
     if fmt not in FORMATS:
         raise ConfigError(
@@ -89,7 +97,8 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 100) ->
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as stream, matplotlib.rc_context({"svg.fonttype": "none"}):
-            fig.savefig(stream, format=fmt, dpi=dpi)
+            metadata = {"Description": description} if description is not None else None
+            fig.savefig(stream, format=fmt, dpi=dpi, metadata=metadata)
         os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it 0600; a plot is an ordinary file
         os.replace(temporary, path)
     except BaseException:
@@ -104,6 +113,22 @@ def _umask() -> int:
     return mask
 
 
+def _check_ours(path: Path) -> None:
+    """ConfigError unless ``path`` is absent or a regular file `slime visualize` wrote."""
+    if not path.exists() and not path.is_symlink():
+        return
+    ours = False
+    if path.is_file() and not path.is_symlink():
+        with open(path, "rb") as handle:
+            ours = WRITTEN_BY.encode() in handle.read(4096)
+    if not ours:
+        raise ConfigError(
+            f"{path} exists and was not written by `slime visualize`; refusing to replace it "
+            "(move it away or choose another --out)",
+            "out",
+        )
+
+
 def _attempt(report: VisualizeReport, name: str, make: Callable[[], Figure], path: Path) -> None:
     """Draw one plot into ``path``, or note in ``report`` why its data is missing."""
     try:
@@ -111,7 +136,7 @@ def _attempt(report: VisualizeReport, name: str, make: Callable[[], Figure], pat
     except DataError as exc:
         report.skipped.append(f"{name}: {exc}")
         return
-    report.written.append(save_figure(fig, path))
+    report.written.append(_render(fig, path, description=f"plot {WRITTEN_BY}"))
 
 
 def visualize_run(
@@ -123,8 +148,12 @@ def visualize_run(
 ) -> VisualizeReport:
     """Write every plot the run's data allows into ``out`` (default ``RUN_DIR/plots``).
 
+    A plot replaces an earlier plot of its name that `slime visualize` wrote; any other file of
+    that name is refused before a plot is written.
+
     Raises:
-        ConfigError: ``fmt`` is not png or svg.
+        ConfigError: ``fmt`` is not png or svg, or ``out`` holds a file of a plot's name that
+            `slime visualize` did not write.
         CheckpointError: ``run_dir`` (or ``baseline``) is not a directory, or a file in it is
             corrupt (a missing ``model/`` only skips the plots that need it).
         ArchiveError: an archive saved in ``model/`` or a checkpoint is truncated or tampered.
@@ -136,26 +165,29 @@ def visualize_run(
     records = read_metrics(root)
     base_records = read_metrics(baseline) if baseline is not None else None
     report = VisualizeReport()
+    plots: list[tuple[str, Callable[[], Figure], Path]] = []  # drawn once none is refused
     if not records:
         report.skipped.append(
             f"training curves and pool: {root / 'metrics.jsonl'} is absent or empty"
         )
     else:
-        _attempt(
-            report,
-            "training curves",
-            lambda: training_curves(records, base_records),
-            out / f"training_curves.{fmt}",
+        plots.append(
+            (
+                "training curves",
+                lambda: training_curves(records, base_records),
+                out / f"training_curves.{fmt}",
+            )
         )
-        _attempt(report, "pool", lambda: pool_over_time(records), out / f"pool.{fmt}")
+        plots.append(("pool", lambda: pool_over_time(records), out / f"pool.{fmt}"))
     logged = any(k in r for r in records for k in COVERAGE_KEYS + QD_SCORE_KEYS)
     progress = records if logged else archive_history(root)
     if progress:
-        _attempt(
-            report,
-            "archive progress",
-            lambda: archive_progress(progress),
-            out / f"archive_progress.{fmt}",
+        plots.append(
+            (
+                "archive progress",
+                lambda: archive_progress(progress),
+                out / f"archive_progress.{fmt}",
+            )
         )
     else:
         report.skipped.append(
@@ -166,15 +198,16 @@ def visualize_run(
         model_dir(root)
     except CheckpointError as exc:  # a baseline run: no SlimeModel, so no pool to draw
         report.skipped.append(f"archive heatmaps and behaviour space: {exc}")
-        return report
+        return _draw(report, plots)
     model = load_run_model(root)
     names = model.config.descriptor_names
     for layer, archive in enumerate(load_archives(root)):
-        _attempt(
-            report,
-            f"archive of layer {layer}",
-            lambda a=archive, i=layer: archive_heatmap(a, names, title=f"layer {i} archive"),
-            out / f"archive_layer{layer}.{fmt}",
+        plots.append(
+            (
+                f"archive of layer {layer}",
+                lambda a=archive, i=layer: archive_heatmap(a, names, title=f"layer {i} archive"),
+                out / f"archive_layer{layer}.{fmt}",
+            )
         )
     # A pod never measured holds zeros in place of its behaviour: drawn, it would be a point at
     # the origin that no pod occupies. Only measured pods are placed; the note counts the others.
@@ -190,10 +223,21 @@ def visualize_run(
             f"behaviour space: {unmeasured} of {live} live pods never measured (no descriptors "
             "yet), left out of it"
         )
-    _attempt(
-        report,
-        "behaviour space",
-        lambda: behaviour_space(descriptors, fitness),
-        out / f"behaviour_space.{fmt}",
+    plots.append(
+        (
+            "behaviour space",
+            lambda: behaviour_space(descriptors, fitness),
+            out / f"behaviour_space.{fmt}",
+        )
     )
+    return _draw(report, plots)
+
+
+def _draw(
+    report: VisualizeReport, plots: list[tuple[str, Callable[[], Figure], Path]]
+) -> VisualizeReport:
+    for _, _, path in plots:  # refuse before anything is written
+        _check_ours(path)
+    for name, make, path in plots:
+        _attempt(report, name, make, path)
     return report
