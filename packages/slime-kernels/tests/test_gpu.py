@@ -297,3 +297,28 @@ def test_compiled_kernels_match_reference(dtype, d, causal, reference_attention)
     q, k, v, kpm, alive = _case(2, 3, 201, d, dtype, seed, masked=True)
     kw = {"causal": causal, "key_padding_mask": kpm, "alive": alive}
     _check(q, k, v, kw, reference_attention, seed)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_tube_write_in_one_launch_matches_the_torch_definition_on_cuda(dtype):
+    from slime.kernels import feed_tubes, tube_workspace
+    from slime.kernels.functional import _tubes_in_one_launch
+
+    gen = torch.Generator(device="cuda").manual_seed(7)
+    x = torch.randn(16, 256, 8, 64, generator=gen, device="cuda").to(dtype)
+    x[:, :, 3] = 0.0  # a dead slot: NaN in the ring
+    heads = x.transpose(1, 2)  # (B, P, T, d), the layout attention leaves
+    want, want_pos = (
+        torch.full((5, 8), float("nan"), device="cuda"),
+        torch.zeros((), dtype=torch.long, device="cuda"),
+    )
+    got, pos = want.clone(), want_pos.clone()
+    work = tube_workspace(8, "cuda")
+    assert _tubes_in_one_launch(heads, got, pos, work)
+    for _ in range(7):  # round the ring of 5 and on
+        fallback.feed_tubes(heads, want, want_pos)
+        feed_tubes(heads, got, pos, work)
+    torch.cuda.synchronize()
+    assert pos.item() == want_pos.item() == 2
+    torch.testing.assert_close(got, want, equal_nan=True, rtol=1e-5, atol=1e-5)
+    assert not work[:9].any()

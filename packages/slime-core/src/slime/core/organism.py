@@ -32,6 +32,7 @@ from slime.core.observability import MetricsCollector, span
 from slime.core.placement import placement
 from slime.core.pod_view import PodView
 from slime.core.pseudopod import DESCRIPTOR_NAMES, hoyer_sparsity
+from slime.kernels import feed_tubes, tube_workspace
 from slime.memory import MAX_POOL_SIZE, AddResult, GridArchive
 from slime.proto import ConfigError, Kernel, KernelError, PoolError, shown
 from torch import Tensor, nn
@@ -254,6 +255,8 @@ class Organism(nn.Module):
         # slot had no output (dead, masked) or was born after the entry was written.
         buffer("tube_trace", torch.full((tube_capacity, cap), math.nan))
         buffer("tube_pos", torch.zeros((), dtype=torch.long))
+        # Scratch of the one-launch tube write on CUDA (zero between forwards; see feed_tubes).
+        buffer("tube_work", tube_workspace(cap), persistent=False)
         # What attention reads: alive and not ablated. Written in place, so compiled graphs and
         # CUDA graphs keep reading the same storage.
         buffer("attending", torch.zeros(cap, dtype=torch.bool), persistent=False)
@@ -892,17 +895,10 @@ class Organism(nn.Module):
 
     def _feed_tubes(self, heads: Tensor) -> None:
         """Write each slot's mean l1/l2 ratio of this forward's head outputs ``(B, P, T, d)`` at
-        the ring position, and advance it. Five reductions and three writes, all on the device:
-        the decay and the Hoyer normalisation wait for :meth:`tube_recall`."""
-        capacity = self.tube_trace.shape[0]
-        if capacity == 0:
-            return
-        wide = torch.promote_types(heads.dtype, torch.float32)
-        l1 = heads.abs().sum(-1, dtype=wide)
-        l2 = torch.linalg.vector_norm(heads, dim=-1, dtype=wide)
-        ratio = torch.nanmean(l1 / l2, dim=(0, 2))  # all-zero rows (dead slots) are 0/0 = NaN
-        self.tube_trace.index_copy_(0, self.tube_pos.view(1), ratio.view(1, -1).to(self.tube_trace))
-        self.tube_pos.add_(1).remainder_(capacity)
+        the ring position, and advance it, on the device (:func:`slime.kernels.feed_tubes`: one
+        launch on an eager CUDA forward): the decay and the Hoyer normalisation wait for
+        :meth:`tube_recall`."""
+        feed_tubes(heads, self.tube_trace, self.tube_pos, self.tube_work)
 
     def tube_recall(self) -> tuple[Tensor, Tensor]:
         """Per slot, the decay-weighted mean Hoyer sparsity of what the tubes remember ``(P,)``

@@ -32,7 +32,9 @@ __all__ = [
     "coherence",
     "correlation",
     "effective_rank",
+    "feed_tubes",
     "pool_attention",
+    "tube_workspace",
 ]
 
 # The pool kernels: the custom op's backends, and select_kernel's names.
@@ -313,3 +315,68 @@ def effective_rank(m: Tensor) -> Tensor:
 
         return _triton_erank.effective_rank(m)
     return torch_fallback.effective_rank(m)
+
+
+_TUBE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def tube_workspace(pool: int, device: torch.device | str | None = None) -> Tensor:
+    """The zeroed int32 scratch :func:`feed_tubes` needs for ``pool`` slots on one stream (a
+    module keeps one and passes it to every call; the kernel leaves its counters at zero)."""
+    from slime.kernels._triton_tubes import workspace_words  # torch-only installs never get here
+
+    words = workspace_words(pool) if triton_available() else 1
+    return torch.zeros(words, dtype=torch.int32, device=device)
+
+
+def feed_tubes(heads: Tensor, trace: Tensor, pos: Tensor, workspace: Tensor | None = None) -> None:
+    """Write each slot's mean l1/l2 ratio of ``heads`` ``(B, P, T, d)`` at row ``pos`` of the tube
+    ring ``trace`` ``(R, P)`` and advance ``pos`` (see
+    :func:`slime.kernels.torch_fallback.feed_tubes`, the definition). Nothing is read back to the
+    host.
+
+    With a ``workspace`` from :func:`tube_workspace`, CUDA tensors (fp16, bf16 or fp32 heads with
+    a unit last stride) and triton installed, and outside a ``torch.compile`` trace, one Triton
+    launch does it all; otherwise the torch definition's ~fifteen kernels do. ``R == 0`` (no
+    tubes) writes nothing.
+
+    Raises:
+        KernelError: the shapes or dtypes do not fit together.
+    """
+    utils.check_tensor("heads", heads, ndim=4, dtypes=(*_TUBE_DTYPES, torch.float64))
+    utils.check_tensor("trace", trace, ndim=2, dtypes=(*_TUBE_DTYPES, torch.float64))
+    if trace.shape[1] != heads.shape[1]:
+        raise KernelError(
+            f"trace {tuple(trace.shape)} must have one column per slot of heads "
+            f"{tuple(heads.shape)}"
+        )
+    if (
+        not isinstance(pos, Tensor)
+        or pos.numel() != 1
+        or pos.dtype not in (torch.int32, torch.long)
+    ):
+        raise KernelError(f"pos must be an integer scalar tensor, got {pos!r:.60}")
+    if trace.shape[0] == 0:
+        return
+    if _tubes_in_one_launch(heads, trace, pos, workspace):
+        from slime.kernels import _triton_tubes
+
+        _triton_tubes.feed_tubes(heads, trace, pos, workspace)
+        return
+    torch_fallback.feed_tubes(heads, trace, pos)
+
+
+def _tubes_in_one_launch(heads: Tensor, trace: Tensor, pos: Tensor, workspace) -> bool:
+    if workspace is None or torch.compiler.is_compiling() or not heads.is_cuda:
+        return False
+    if resolve_backend("auto", heads.device) != "triton" or heads.dtype not in _TUBE_DTYPES:
+        return False
+    from slime.kernels._triton_tubes import workspace_words
+
+    return (
+        heads.stride(-1) == 1
+        and trace.is_contiguous()
+        and trace.device == pos.device == workspace.device == heads.device
+        and workspace.dtype == torch.int32
+        and workspace.numel() >= workspace_words(heads.shape[1])
+    )

@@ -27,6 +27,7 @@ __all__ = [
     "correlation",
     "effective_rank",
     "entropy_rank",
+    "feed_tubes",
     "visible_keys",
 ]
 
@@ -224,6 +225,19 @@ def coherence(corr: Tensor) -> Tensor:
     a = corr.float().abs()
     off = a.sum(dim=(1, 2)) - torch.diagonal(a, dim1=1, dim2=2).sum(dim=1)
     return off / (d * (d - 1))
+
+
+def feed_tubes(heads: Tensor, trace: Tensor, pos: Tensor) -> None:
+    """Write at row ``pos`` of the ring ``trace`` ``(R, P)`` each slot's mean l1/l2 ratio of its
+    head outputs ``heads`` ``(B, P, T, d)`` over batch and tokens, and advance ``pos`` (an integer
+    scalar) by one modulo ``R``. Rows whose output is all zero (0/0) or not finite are left out of
+    the mean; a slot with no row left is NaN. Everything stays on the device (no host sync)."""
+    wide = torch.promote_types(heads.dtype, torch.float32)
+    l1 = torch.linalg.vector_norm(heads, ord=1, dim=-1, dtype=wide)
+    l2 = torch.linalg.vector_norm(heads, dim=-1, dtype=wide)
+    ratio = torch.nanmean(l1 / l2, dim=(0, 2))
+    trace.index_copy_(0, pos.view(1), ratio.view(1, -1).to(trace))
+    pos.add_(1).remainder_(trace.shape[0])
 
 
 class TorchKernel:
