@@ -1,7 +1,5 @@
 """`slime inspect`: conditions, the live pods and archive elites they select, and its errors."""
 
-import math
-
 import pytest
 from slime.core import DESCRIPTOR_NAMES
 from slime.proto import ConfigError
@@ -16,7 +14,10 @@ def test_conditions_parse_every_operator_with_spaces_and_exponents():
         Condition("activation_sparsity", ">=", 0.01),
         Condition("weight_spread", ">", -2.0),
     )
-    assert parse_conditions("weight_spread<=inf") == (Condition("weight_spread", "<=", math.inf),)
+    assert parse_conditions("weight_spread<=+.5E+1,weight_spread>1.") == (
+        Condition("weight_spread", "<=", 5.0),
+        Condition("weight_spread", ">", 1.0),
+    )
 
 
 @pytest.mark.parametrize(
@@ -27,7 +28,16 @@ def test_conditions_parse_every_operator_with_spaces_and_exponents():
         ("attention_distance<0.3,", r"cannot read ''"),
         ("speed<1", r"unknown descriptor 'speed' in 'speed<1'; expected one of attention_distance"),
         ("weight_spread<abc", r"'abc' in 'weight_spread<abc' is not a number"),
-        ("weight_spread<nan", r"the bound in 'weight_spread<nan' is NaN"),
+        ("weight_spread<nan", r"'nan' in 'weight_spread<nan' is not a number: expected plain"),
+        # before: float() read the next four as 10, inf, -inf and 3: a bound the user did not write
+        ("attention_distance<1_0", r"'1_0' in 'attention_distance<1_0' is not a number"),
+        ("weight_spread<=inf", r"'inf' in 'weight_spread<=inf' is not a number"),
+        ("weight_spread>-Infinity", r"'-Infinity' in 'weight_spread>-Infinity' is not a number"),
+        ("weight_spread<\u0663", r"'\u0663' in 'weight_spread<\u0663' is not a number"),
+        ("weight_spread<.", r"'\.' in 'weight_spread<\.' is not a number"),
+        ("weight_spread<1e", r"'1e' in 'weight_spread<1e' is not a number"),
+        ("weight_spread<1e400", r"'1e400' in 'weight_spread<1e400' is beyond the float64 range"),
+        ("weight_spread>-1e400", r"'-1e400' in 'weight_spread>-1e400' is beyond the float64"),
         ("<0.3", r"cannot read '<0.3'"),
     ],
 )
@@ -130,6 +140,8 @@ def test_cli_prints_both_tables(slime_run, capsys):
     [
         ("speed<1", "slime inspect: error: --where: unknown descriptor 'speed'"),
         ("attention_distance 0.3", "cannot read 'attention_distance 0.3'"),
+        ("attention_distance<1_0", "--where: '1_0' in 'attention_distance<1_0' is not a number"),
+        ("weight_spread<1e400", "--where: '1e400' in 'weight_spread<1e400' is beyond the float64"),
     ],
 )
 def test_cli_reports_a_bad_condition_in_one_line(slime_run, capsys, where, message):

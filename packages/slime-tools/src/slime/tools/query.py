@@ -42,6 +42,9 @@ _OPERATORS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
     ">": operator.gt,
 }
 _CONDITION = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|<|>)\s*(\S+)\s*$")
+# A bound is a plain decimal number: ASCII digits with an optional sign, decimal point and
+# exponent. float() alone also takes '1_0' (10), 'nan', 'inf' and non-ASCII digits.
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _FIELD = "--where"
 
 
@@ -105,7 +108,8 @@ def parse_conditions(text: str) -> tuple[Condition, ...]:
 
     Raises:
         ConfigError: an empty expression, a part that is not ``name op number``, an unknown
-            descriptor name, or a NaN bound (each naming the offending part).
+            descriptor name, a bound that is not a plain decimal number (``1_0``, ``nan``,
+            ``inf``) or is beyond the float64 range (``1e400``), each naming the offending part.
     """
     if not isinstance(text, str) or not text.strip():
         raise ConfigError(
@@ -126,12 +130,15 @@ def parse_conditions(text: str) -> tuple[Condition, ...]:
                 f"{', '.join(DESCRIPTOR_NAMES)}",
                 _FIELD,
             )
-        try:
-            value = float(number)
-        except ValueError:
-            raise ConfigError(f"{number!r} in {part.strip()!r} is not a number", _FIELD) from None
-        if math.isnan(value):
-            raise ConfigError(f"the bound in {part.strip()!r} is NaN", _FIELD)
+        if _NUMBER.fullmatch(number) is None:
+            raise ConfigError(
+                f"{number!r} in {part.strip()!r} is not a number: expected plain decimal digits "
+                "with an optional sign, decimal point and exponent, like 0.3, -2 or 1e-2",
+                _FIELD,
+            )
+        value = float(number)
+        if not math.isfinite(value):
+            raise ConfigError(f"{number!r} in {part.strip()!r} is beyond the float64 range", _FIELD)
         conditions.append(Condition(name, op, value))
     return tuple(conditions)
 
