@@ -424,9 +424,15 @@ def _cached_tokens(
     source.check_unchanged()  # tokens of text that changed since its hash must not be cached
     meta = {**expected, "source": str(source.path), **counts, **hashes}
     fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".{manifest.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(meta))
-    os.replace(tmp, manifest)
+    try:  # on disk before the rename, as the arrays are: a crash leaves no empty manifest
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(meta))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, manifest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     arrays = {split: _map(cache / f"{key}.{split}.bin", dtype, n) for split, n in counts.items()}
     return arrays, manifest
 
