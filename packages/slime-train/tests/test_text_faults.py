@@ -225,3 +225,26 @@ def test_a_tokenizer_file_that_would_drop_characters_is_refused(tmp_path: Path) 
         load_text(path, 8, tokenizer=str(file), progress=None)
     covered = _write(tmp_path / "b.txt", "hello hole\n" * 300)  # whitespace aside, all covered
     assert load_text(covered, 8, tokenizer=str(file), progress=None).vocab_size == 5
+
+
+def test_a_tokenizer_file_write_that_fails_keeps_the_old_file_and_leaves_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from slime.train import tokenizer as tokenizer_module
+
+    target = _write(tmp_path / "run" / "tokenizer.json", '{"old": true}')
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(
+        tokenizer_module.os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd)
+    )
+
+    def crash(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tokenizer_module.os, "replace", crash)
+    with pytest.raises(OSError, match="No space"):
+        tokenizer_module._write_atomic(target, '{"new": true}')
+    assert synced, "the new text must reach the disk before it replaces the old file"
+    assert target.read_text() == '{"old": true}'
+    assert sorted(p.name for p in target.parent.iterdir()) == ["tokenizer.json"]

@@ -72,10 +72,18 @@ def parse_tokenizer_spec(spec: str, path: str = "data.tokenizer") -> tuple[str, 
 
 
 def _write_atomic(path: Path, text: str) -> None:
+    """``text`` into ``path`` whole or not at all: flushed and fsynced before the rename, so a
+    crash cannot leave a renamed but empty or partial file; the temporary file never stays."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class Tokenizer(ABC):
