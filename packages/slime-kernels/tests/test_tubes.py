@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import pytest
 import torch
@@ -96,3 +97,15 @@ def test_the_entry_point_runs_the_definition_off_cuda_and_skips_an_empty_ring() 
 def test_the_entry_point_refuses_what_does_not_fit(trace, pos, match) -> None:
     with pytest.raises(KernelError, match=match):
         feed_tubes(_heads(), trace, pos)
+
+
+def test_a_workspace_without_triton_is_one_word_and_the_definition_runs(monkeypatch) -> None:
+    from slime.kernels import functional
+
+    monkeypatch.setattr(functional, "_HAS_TRITON", False)
+    monkeypatch.setitem(sys.modules, "slime.kernels._triton_tubes", None)  # importing it fails
+    work = tube_workspace(4)
+    assert work.shape == (1,) and work.dtype == torch.int32
+    heads, trace, pos = _heads(), torch.full((2, 4), math.nan), torch.tensor(0)
+    feed_tubes(heads, trace, pos, work)
+    assert pos.item() == 1 and not math.isnan(trace[0, 0])

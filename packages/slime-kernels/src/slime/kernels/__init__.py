@@ -1,8 +1,9 @@
 """slime.kernels: Triton kernels with a torch fallback computing the same functions.
 
-Pool attention, correlation, effective rank, coherence and the tube-ring write, behind the ``slime.proto.Kernel``
+Pool attention, correlation, effective rank and coherence, behind the ``slime.proto.Kernel``
 protocol (:class:`TorchKernel`, :class:`TritonKernel`, :class:`SDPAKernel`, :func:`select_kernel`) and as functions
-(:func:`pool_attention` is the ``slime::pool_attention`` custom op). Validation helpers live in
+(:func:`pool_attention` is the ``slime::pool_attention`` custom op), and the tube-ring write
+(:func:`feed_tubes`). Validation helpers live in
 :mod:`slime.kernels.utils`.
 """
 

@@ -99,10 +99,11 @@ def feed_tubes(
 ) -> None:
     """:func:`slime.kernels.torch_fallback.feed_tubes` in one launch (see the module docstring).
 
-    ``heads`` ``(B, P, T, d)`` with a unit last stride; ``trace`` ``(R, P)`` contiguous, ``R >
-    0``; ``pos`` an integer scalar; ``workspace`` ``(workspace_words(P),)`` int32, zero before
-    its first use (this function leaves its counters so; the cells are scratch). ``chunks``: programs per slot, a power of
-    two up to :data:`MAX_CHUNKS` (None: :func:`chunks_for`). The caller checks all of this
+    ``heads`` ``(B, P, T, d)`` with a unit last stride; ``trace`` ``(R, P)`` contiguous,
+    ``R > 0``; ``pos`` an integer scalar; ``workspace`` ``(workspace_words(P),)`` int32, zero
+    before its first use (its counters are zero again after each call; the cells are scratch).
+    ``chunks``: programs per slot, a power of two up to :data:`MAX_CHUNKS` (None:
+    :func:`chunks_for`). The caller checks all of this
     (:func:`slime.kernels.functional.feed_tubes`)."""
     batch, pool, seq, d = heads.shape
     rows = batch * seq

@@ -323,9 +323,11 @@ _TUBE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 def tube_workspace(pool: int, device: torch.device | str | None = None) -> Tensor:
     """The zeroed int32 scratch :func:`feed_tubes` needs for ``pool`` slots on one stream (a
     module keeps one and passes it to every call; the kernel leaves its counters at zero)."""
-    from slime.kernels._triton_tubes import workspace_words  # torch-only installs never get here
+    words = 1  # without triton nothing reads it
+    if triton_available():
+        from slime.kernels._triton_tubes import workspace_words
 
-    words = workspace_words(pool) if triton_available() else 1
+        words = workspace_words(pool)
     return torch.zeros(words, dtype=torch.int32, device=device)
 
 
