@@ -244,7 +244,7 @@ def test_a_tokenizer_file_write_that_fails_keeps_the_old_file_and_leaves_no_temp
 
     monkeypatch.setattr(tokenizer_module.os, "replace", crash)
     with pytest.raises(OSError, match="No space"):
-        tokenizer_module._write_atomic(target, '{"new": true}')
+        tokenizer_module.write_atomic(target, '{"new": true}')
     assert synced, "the new text must reach the disk before it replaces the old file"
     assert target.read_text() == '{"old": true}'
     assert sorted(p.name for p in target.parent.iterdir()) == ["tokenizer.json"]

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from slime.proto import ConfigError, SlimeError
 from slime.tools._errors import require
+from slime.tools._owned import check_ours
 
 __all__ = [
     "EXECUTABLE",
@@ -283,7 +284,7 @@ def write_build_files(
         files.version: render_windows_version(),
     }
     for path in texts:  # refuse before anything is written
-        _check_ours(path)
+        check_ours(path, WRITTEN_BY)
     if strip_docstrings:
         _check_ours_sources(out / SOURCES_DIR)
     out.mkdir(parents=True, exist_ok=True)
@@ -292,22 +293,6 @@ def write_build_files(
     for path, text in texts.items():
         _write_replacing(path, text)
     return files
-
-
-def _check_ours(path: Path) -> None:
-    """ConfigError unless ``path`` is absent or a regular file `slime package` wrote."""
-    if not path.exists() and not path.is_symlink():
-        return
-    ours = False
-    if path.is_file() and not path.is_symlink():
-        with open(path, "rb") as handle:
-            ours = WRITTEN_BY.encode() in handle.read(4096)
-    if not ours:
-        raise ConfigError(
-            f"{path} exists and was not written by `slime package`; refusing to replace it "
-            "(move it away or choose another --out)",
-            "out",
-        )
 
 
 def _check_ours_sources(dest: Path) -> None:
@@ -327,7 +312,7 @@ def _check_ours_build(out: Path) -> None:
     """ConfigError when ``out`` holds a ``dist``, ``build`` or ``pyinstaller.log`` that no earlier
     `slime package` build made (no :data:`BUILD_MARKER` written by it beside them)."""
     marker = out / BUILD_MARKER
-    _check_ours(marker)
+    check_ours(marker, WRITTEN_BY)
     if marker.exists():
         return
     for name in BUILD_OUTPUTS:

@@ -32,6 +32,7 @@ from slime.tools._curve_plots import (
     pool_over_time,
     training_curves,
 )
+from slime.tools._owned import check_ours
 from slime.tools.run import (
     archive_history,
     load_archives,
@@ -111,22 +112,6 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def _check_ours(path: Path) -> None:
-    """ConfigError unless ``path`` is absent or a regular file `slime visualize` wrote."""
-    if not path.exists() and not path.is_symlink():
-        return
-    ours = False
-    if path.is_file() and not path.is_symlink():
-        with open(path, "rb") as handle:
-            ours = WRITTEN_BY.encode() in handle.read(4096)
-    if not ours:
-        raise ConfigError(
-            f"{path} exists and was not written by `slime visualize`; refusing to replace it "
-            "(move it away or choose another --out)",
-            "out",
-        )
 
 
 def _attempt(report: VisualizeReport, name: str, make: Callable[[], Figure], path: Path) -> None:
@@ -237,7 +222,7 @@ def _draw(
     report: VisualizeReport, plots: list[tuple[str, Callable[[], Figure], Path]]
 ) -> VisualizeReport:
     for _, _, path in plots:  # refuse before anything is written
-        _check_ours(path)
+        check_ours(path, WRITTEN_BY)
     for name, make, path in plots:
         _attempt(report, name, make, path)
     return report

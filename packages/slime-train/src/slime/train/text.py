@@ -53,6 +53,7 @@ from slime.train.tokenizer import (
     load_tokenizer,
     parse_tokenizer_spec,
     train_bpe,
+    write_atomic,
 )
 from torch import Tensor
 
@@ -423,16 +424,7 @@ def _cached_tokens(
         hashes[f"{split}_sha256"] = digest.hexdigest()
     source.check_unchanged()  # tokens of text that changed since its hash must not be cached
     meta = {**expected, "source": str(source.path), **counts, **hashes}
-    fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".{manifest.name}.", suffix=".tmp")
-    try:  # on disk before the rename, as the arrays are: a crash leaves no empty manifest
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(meta))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, manifest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(manifest, json.dumps(meta))  # on disk before the rename, as the arrays are
     arrays = {split: _map(cache / f"{key}.{split}.bin", dtype, n) for split, n in counts.items()}
     return arrays, manifest
 

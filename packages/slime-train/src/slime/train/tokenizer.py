@@ -37,6 +37,7 @@ __all__ = [
     "load_tokenizer",
     "parse_tokenizer_spec",
     "train_bpe",
+    "write_atomic",
 ]
 
 DEFAULT_BPE_VOCAB = 4096
@@ -71,7 +72,7 @@ def parse_tokenizer_spec(spec: str, path: str = "data.tokenizer") -> tuple[str, 
     return "bpe", int(text)
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
     """``text`` into ``path`` whole or not at all: flushed and fsynced before the rename, so a
     crash cannot leave a renamed but empty or partial file; the temporary file never stays."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -119,7 +120,7 @@ class Tokenizer(ABC):
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write :meth:`to_json` to ``path`` (atomically); returns the path."""
         path = Path(path)
-        _write_atomic(path, self.to_json())
+        write_atomic(path, self.to_json())
         return path
 
 
