@@ -11,7 +11,7 @@ finish (an ``acq_rel`` counter per slot) adds the cells in chunk order (the same
 writes ``sum / count`` (NaN when the slot had no row with a non-zero output) at the ring
 position, and re-arms its counter; the last slot to finish (a second counter) advances the
 position. The counters are back at zero when the grid ends, so the workspace
-(:func:`workspace_words`) is zeroed once, when it is made; launches that share it must be
+(:func:`slime.kernels.functional.tube_workspace`) is zeroed once, when it is made; launches that share it must be
 ordered (one stream), as a module's forwards are.
 """
 
@@ -23,18 +23,12 @@ import torch
 import triton
 import triton.language as tl
 from slime.kernels._triton_launch import Launcher
+from slime.kernels.functional import TUBE_MAX_CHUNKS as MAX_CHUNKS
 from torch import Tensor
 
-__all__ = ["MAX_CHUNKS", "feed_tubes", "workspace_words"]
+__all__ = ["MAX_CHUNKS", "feed_tubes"]
 
-MAX_CHUNKS = 16  # programs per slot at most; the workspace holds this many cells per slot
 BLOCK_R = 64  # rows per tile
-
-
-def workspace_words(pool: int) -> int:
-    """int32 words of the workspace for ``pool`` slots: a counter per slot, one for the grid,
-    then two fp32 cells (sum, count) per slot and chunk."""
-    return pool + 1 + 2 * pool * MAX_CHUNKS
 
 
 @triton.jit
@@ -100,7 +94,7 @@ def feed_tubes(
     """:func:`slime.kernels.torch_fallback.feed_tubes` in one launch (see the module docstring).
 
     ``heads`` ``(B, P, T, d)`` with a unit last stride; ``trace`` ``(R, P)`` contiguous,
-    ``R > 0``; ``pos`` an integer scalar; ``workspace`` ``(workspace_words(P),)`` int32, zero
+    ``R > 0``; ``pos`` an integer scalar; ``workspace`` ``(tube_workspace_words(P),)`` int32, zero
     before its first use (its counters are zero again after each call; the cells are scratch).
     ``chunks``: programs per slot, a power of two up to :data:`MAX_CHUNKS` (None:
     :func:`chunks_for`). The caller checks all of this

@@ -318,16 +318,20 @@ def effective_rank(m: Tensor) -> Tensor:
 
 
 _TUBE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+TUBE_MAX_CHUNKS = 16  # programs per slot of the one-launch tube write, at most
+
+
+def tube_workspace_words(pool: int) -> int:
+    """int32 words of :func:`feed_tubes`' workspace for ``pool`` slots: a counter per slot, one
+    for the grid, then two fp32 cells (sum, count) per slot and chunk."""
+    return pool + 1 + 2 * pool * TUBE_MAX_CHUNKS
 
 
 def tube_workspace(pool: int, device: torch.device | str | None = None) -> Tensor:
     """The zeroed int32 scratch :func:`feed_tubes` needs for ``pool`` slots on one stream (a
-    module keeps one and passes it to every call; the kernel leaves its counters at zero)."""
-    words = 1  # without triton nothing reads it
-    if triton_available():
-        from slime.kernels._triton_tubes import workspace_words
-
-        words = workspace_words(pool)
+    module keeps one and passes it to every call; the kernel leaves its counters at zero).
+    Making it imports no Triton."""
+    words = tube_workspace_words(pool) if triton_available() else 1  # 1: nothing reads it
     return torch.zeros(words, dtype=torch.int32, device=device)
 
 
@@ -373,12 +377,10 @@ def _tubes_in_one_launch(heads: Tensor, trace: Tensor, pos: Tensor, workspace) -
         return False
     if resolve_backend("auto", heads.device) != "triton" or heads.dtype not in _TUBE_DTYPES:
         return False
-    from slime.kernels._triton_tubes import workspace_words
-
     return (
         heads.stride(-1) == 1
         and trace.is_contiguous()
         and trace.device == pos.device == workspace.device == heads.device
         and workspace.dtype == torch.int32
-        and workspace.numel() >= workspace_words(heads.shape[1])
+        and workspace.numel() >= tube_workspace_words(heads.shape[1])
     )
