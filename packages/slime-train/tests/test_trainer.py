@@ -585,6 +585,15 @@ def test_patience_stops_a_run_whose_held_out_loss_stopped_improving(tmp_path: Pa
     assert json.loads((run / "summary.json").read_text())["status"] == "early_stopped"
 
 
+def test_a_patience_running_out_at_the_last_step_leaves_the_run_completed(tmp_path: Path) -> None:
+    train = {"eval_interval": 2, "steps": 4, "patience": 1}
+    trainer = _trainer(tmp_path, train=train, lifecycle={"enabled": False})
+    trainer.lr_schedule = lambda step: 0.0  # the evaluation at step 4 cannot beat step 2's
+    summary = trainer.fit()
+    assert summary["steps"] == 4 and summary["status"] == "completed"
+    assert "stopped_after_evals_without_improvement" not in summary
+
+
 def test_run_time_and_the_stale_count_carry_across_a_resume(tmp_path: Path) -> None:
     sections = {"train": {"eval_interval": 2, "steps": 8, "target_loss": 1e6}}
     part = _trainer(tmp_path, **sections)

@@ -453,7 +453,8 @@ class Trainer:
                 if bar is not None:
                     bar.update(self.step, self.latest[0], rate)
             if self.step % tc.eval_interval == 0 or self.step == total:
-                if self._evaluate_and_track():
+                # A patience running out at the last step stops nothing: the run completed.
+                if self._evaluate_and_track() and self.step < total:
                     self.status = "early_stopped"
             if self.run_dir is not None and (
                 self.step % tc.checkpoint_interval == 0
