@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from slime.memory import CVTArchive, GridArchive
+from slime.memory import CVTArchive, GridArchive, TubeNetwork
 from slime.proto import ArchiveError, ConfigError
 from slime.proto.testing import payloads_equal
 
@@ -474,3 +474,22 @@ def test_cvt_samples_above_the_limit_raise_before_k_means() -> None:
     with pytest.raises(ConfigError, match=f"samples {10**12} is above the limit MAX_CVT_SAMPLES"):
         CVTArchive(4, [(0.0, 1.0)], samples=10**12)
     assert MAX_CVT_SAMPLES >= 100_000  # pyribs' default sample count still fits
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda device: GridArchive([4], [(0.0, 1.0)], device=device),
+        lambda device: CVTArchive(
+            2, [(0.0, 1.0)], centroids=torch.tensor([[0.2], [0.8]]), device=device
+        ),
+        lambda device: TubeNetwork(2, 0.5, device=device),
+    ],
+    ids=["grid", "cvt", "tubes"],
+)
+def test_a_device_this_process_cannot_use_is_refused_by_name(build) -> None:
+    # "cuda" on a machine without a GPU or driver (or an index past the last GPU) parsed as a
+    # device, then torch's RuntimeError ("Found no NVIDIA driver...") came from the first tensor
+    # made there; TubeNetwork accepted it and failed at its first store.
+    with pytest.raises(ConfigError, match=r"device 'cuda:1000' is not usable here"):
+        build("cuda:1000")
