@@ -371,3 +371,21 @@ def test_a_missing_column_is_named() -> None:
     emitter = GaussianEmitter(archive_with([0.0] * DIM), sigma=1.0, x0=[0.0] * DIM, column="x")
     with pytest.raises(ArchiveError, match=r"no genome column 'x'; it has \['solution'\]"):
         emitter.ask()
+
+
+@pytest.mark.parametrize(
+    ("eigen_device", "says"),
+    [
+        ("gpu", "device 'gpu' is not a torch device"),
+        (1.5, "device must be a torch.device"),
+        ("cuda:1000", "device 'cuda:1000' is not usable here"),
+    ],
+    ids=["unknown", "float", "unusable"],
+)
+def test_a_bad_eigen_device_raises_config_error_naming_it(eigen_device, says) -> None:
+    # torch.device(eigen_device) raised its own RuntimeError or TypeError, or (an unusable
+    # device) nothing until the first eigendecomposition.
+    with pytest.raises(ConfigError, match=f"EvolutionStrategyEmitter.eigen_device: {says}"):
+        EvolutionStrategyEmitter(
+            archive_with(), x0=torch.zeros(DIM), sigma0=0.5, eigen_device=eigen_device
+        )

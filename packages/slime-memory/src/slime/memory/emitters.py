@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import torch
 from slime.memory._cma import BatchedCMAES, default_batch_size
+from slime.memory._devices import as_device
 from slime.memory._emitter_checks import (
     Bounds,
     check_bounds,
@@ -318,7 +319,7 @@ class EvolutionStrategyEmitter(Emitter):
             lower=self.lower if self.bounded else None,
             upper=self.upper if self.bounded else None,
             generator=self.generator,
-            eigen_device=None if eigen_device is None else torch.device(eigen_device),
+            eigen_device=as_device(eigen_device, f"{name}.eigen_device"),
         )
         self._asked = False
 
