@@ -10,7 +10,7 @@ import pytest
 import torch
 from slime.memory import Archive, CVTArchive, GridArchive
 from slime.memory._persist import META, TENSORS
-from slime.proto import ArchiveError
+from slime.proto import ArchiveError, ConfigError
 from slime.proto.testing import payloads_equal
 
 
@@ -266,3 +266,32 @@ def test_a_forged_cvt_without_centroids_cannot_ask_k_means_for_a_huge_sample(tmp
     _forge(tmp_path / "a", drop_centroids, lambda tensors: tensors.pop("archive/centroids"))
     with pytest.raises(ArchiveError, match="samples 1000000000000 is above the limit"):
         CVTArchive.load(tmp_path / "a")
+
+
+@pytest.mark.parametrize("path", [None, 3, b"/tmp/a"], ids=["none", "int", "bytes"])
+def test_load_of_a_path_that_is_no_path_raises_archive_error(path) -> None:
+    # Path(None) and Path(3) raised TypeError from pathlib; save already refused them.
+    with pytest.raises(ArchiveError, match="load needs a folder path"):
+        GridArchive.load(path)
+
+
+def test_load_of_a_file_says_it_is_not_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ArchiveError, match="archive folder .*f is a file, not a folder"):
+        GridArchive.load(tmp_path / "f")
+
+
+@pytest.mark.parametrize(
+    ("device", "says"),
+    [
+        ("gpu", "device 'gpu' is not a torch device"),
+        (1.5, "device must be a torch.device"),
+        ("cuda:1000", "device 'cuda:1000' is not usable here"),
+    ],
+    ids=["unknown", "float", "unusable"],
+)
+def test_load_onto_a_bad_device_raises_config_error_naming_it(tmp_path: Path, device, says) -> None:
+    # torch.device(device) inside the loader raised RuntimeError or TypeError.
+    populated_grid().save(tmp_path / "a")
+    with pytest.raises(ConfigError, match=f"GridArchive.load.device: {says}"):
+        GridArchive.load(tmp_path / "a", device=device)

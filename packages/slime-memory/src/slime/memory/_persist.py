@@ -294,7 +294,8 @@ def _locked(folder: Path, *, exclusive: bool) -> Iterator[None]:
 
 def load_archive(path: Path, *, device: torch.device | str | None) -> SavedArchive:
     if not path.is_dir():
-        raise ArchiveError(f"archive folder {path} does not exist")
+        what = "is a file, not a folder" if path.exists() else "does not exist"
+        raise ArchiveError(f"archive folder {path} {what}")
     for name in (META, TENSORS):
         if not (path / name).is_file():
             raise ArchiveError(f"archive file {path / name} is missing")

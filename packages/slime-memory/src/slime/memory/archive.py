@@ -832,11 +832,16 @@ class Archive:
         refused rather than trusted.
 
         Raises:
-            ArchiveError: missing, truncated or tampered files, a file of another archive kind,
+            ArchiveError: ``path`` is not a str or path-like, missing, truncated or tampered
+                files, a file of another archive kind,
                 a configuration whose cell count differs from the stored tensors' (or is above
                 ``MAX_ARCHIVE_CELLS``), a threshold of +inf or NaN, or an elite whose
                 descriptor lies in another cell than the one holding it (naming the cell).
+            ConfigError: a ``device`` torch cannot read or this process cannot use.
         """
+        if not isinstance(path, str | os.PathLike) or isinstance(os.fspath(path), bytes):
+            raise ArchiveError(f"load needs a folder path (str or Path), got {shown(path)}")
+        device = as_device(device, f"{cls.__name__}.load.device")
         saved = _persist.load_archive(Path(path), device=device)
         kinds = {sub.kind: sub for sub in _subclasses(Archive)}
         target = kinds.get(saved.kind)
