@@ -493,3 +493,35 @@ def test_a_device_this_process_cannot_use_is_refused_by_name(build) -> None:
     # made there; TubeNetwork accepted it and failed at its first store.
     with pytest.raises(ConfigError, match=r"device 'cuda:1000' is not usable here"):
         build("cuda:1000")
+
+
+@pytest.mark.parametrize(
+    ("ranges", "says"),
+    [
+        ([(0.0, 10**400)], r"range 0 is .*beyond the float64 range"),
+        ([("0", "1")], r"range 0 is .*expected two real numbers"),
+        (["01"], r"range 0 is '01', expected \(low, high\)"),
+        ([{0.0, 1.0}], r"range 0 is .*expected \(low, high\)"),
+        ([{0: 5.0, 1: 6.0}], r"range 0 is .*expected \(low, high\)"),
+        ([(False, True)], r"range 0 is .*expected two real numbers"),
+        ([(0.0, 1.0, 2.0)], r"range 0 is .*expected \(low, high\)"),
+        ({(0.0, 1.0)}, r"ranges must be a sequence of \(low, high\) pairs"),
+    ],
+    ids=["huge-int", "strings", "string-pair", "set", "dict", "bools", "triple", "set-of-pairs"],
+)
+def test_a_range_that_is_not_two_real_numbers_is_refused_by_name(ranges, says) -> None:
+    # float() read each side: 10**400 raised a raw OverflowError, "0"/"1", "01", True/False and
+    # a dict's keys were taken as numbers, and a set {0.0, 1.0} in whatever order it iterates.
+    for build in (
+        lambda: GridArchive([4], ranges),
+        lambda: CVTArchive(2, ranges, centroids=torch.tensor([[0.2], [0.8]])),
+    ):
+        with pytest.raises(ConfigError, match=says):
+            build()
+
+
+def test_ranges_given_as_a_tensor_or_array_still_work() -> None:
+    import numpy as np
+
+    for ranges in (torch.tensor([[0.0, 2.0]]), np.array([[0, 2]]), [(0, 2)]):
+        assert GridArchive([4], ranges).ranges == [(0.0, 2.0)]

@@ -975,21 +975,18 @@ def config_number(value: Any, path: str) -> float:
 
 
 def _check_ranges(ranges: Sequence[tuple[float, float]], owner: str) -> list[tuple[float, float]]:
-    if isinstance(ranges, str | bytes) or not hasattr(ranges, "__len__"):
+    if isinstance(ranges, str | bytes) or not isinstance(
+        ranges, Sequence | np.ndarray | torch.Tensor
+    ):
         # An iterator would be used up by the first pass over it (and has no length to
-        # compare with the dims).
+        # compare with the dims); a set or dict has no order to match the dims with.
         raise ConfigError(
             f"ranges must be a sequence of (low, high) pairs, got {shown(ranges)}",
             f"{owner}.ranges",
         )
     checked = []
     for i, pair in enumerate(ranges):
-        try:
-            low, high = (float(v) for v in pair)
-        except (TypeError, ValueError) as e:
-            raise ConfigError(
-                f"range {i} is {pair!r}, expected (low, high)", f"{owner}.ranges"
-            ) from e
+        low, high = _range_pair(pair, i, f"{owner}.ranges")
         if not (math.isfinite(low) and math.isfinite(high) and low < high):
             raise ConfigError(
                 f"range {i} is {pair!r}, expected finite low < high", f"{owner}.ranges"
@@ -1003,6 +1000,26 @@ def _check_ranges(ranges: Sequence[tuple[float, float]], owner: str) -> list[tup
     if not checked:
         raise ConfigError("ranges is empty; need one (low, high) per dimension", f"{owner}.ranges")
     return checked
+
+
+def _range_pair(pair: Any, i: int, path: str) -> tuple[float, float]:
+    """Range ``i`` as two floats, or ConfigError naming it: a pair (a sequence, array or tensor
+    of two real numbers); not a string (``"01"``), a set or dict (whose order is not the
+    caller's), bools, or numbers beyond the float64 range."""
+    ordered = isinstance(pair, Sequence | np.ndarray | torch.Tensor)
+    if isinstance(pair, str | bytes) or not ordered or len(pair) != 2:
+        raise ConfigError(f"range {i} is {shown(pair)}, expected (low, high)", path)
+    bounds = []
+    for value in pair:
+        if isinstance(value, torch.Tensor | np.ndarray) and value.ndim == 0:
+            value = value.item()  # a row of a tensor or array of ranges
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ConfigError(f"range {i} is {shown(pair)}, expected two real numbers", path)
+        try:
+            bounds.append(float(value))
+        except OverflowError as e:  # an int such as 10**400
+            raise ConfigError(f"range {i} is {shown(pair)}: beyond the float64 range", path) from e
+    return bounds[0], bounds[1]
 
 
 def _check_saved_cells(config: dict[str, Any], state: dict[str, torch.Tensor], path: Any) -> None:
