@@ -389,3 +389,24 @@ def test_a_bad_eigen_device_raises_config_error_naming_it(eigen_device, says) ->
         EvolutionStrategyEmitter(
             archive_with(), x0=torch.zeros(DIM), sigma0=0.5, eigen_device=eigen_device
         )
+
+
+@pytest.mark.parametrize("make", [GaussianEmitter, IsoLineEmitter, EvolutionStrategyEmitter])
+def test_an_archive_column_of_another_width_than_x0_raises_archive_error_naming_both(make) -> None:
+    # The archive holds 5-wide solutions, the emitter's x0 is 4 wide: ask (or a CMA-ES restart
+    # after tell) failed inside torch.where with "The size of tensor a (5) must match ...".
+    archive = archive_with([0.0] * 5, [1.0] * 5)
+    kwargs = {"sigma0": 0.5} if make is EvolutionStrategyEmitter else {}
+    if make is GaussianEmitter:
+        kwargs = {"sigma": 0.5}
+    emitter = make(archive, x0=torch.zeros(DIM), generator=seeded(), **kwargs)
+    says = r"genome column 'solution' holds rows of shape \(5,\).*solution dimension 4"
+    with pytest.raises(ArchiveError, match=says):
+        solutions = emitter.ask()
+        n = solutions.shape[0]
+        status = torch.zeros(n, dtype=torch.int32)
+        emitter.tell(solutions, torch.zeros(n), torch.zeros(n, 1), status, torch.zeros(n))
+    if make is EvolutionStrategyEmitter:  # the refused tell changed nothing: it can be retried
+        assert emitter.itrs == 0
+        with pytest.raises(ArchiveError, match=says):
+            emitter.tell(solutions, torch.zeros(n), torch.zeros(n, 1), status, torch.zeros(n))

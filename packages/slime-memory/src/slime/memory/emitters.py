@@ -58,6 +58,22 @@ def _elite_rows(archive: Archive, column: str) -> tuple[torch.Tensor, torch.Tens
     return occupied, columns[column]
 
 
+def _checked_elite_rows(
+    archive: Archive, column: str, dim: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`_elite_rows`, or ArchiveError when the column's rows do not flatten to ``dim``
+    numbers (an emitter whose ``x0`` is not as wide as the archive's solutions). Shapes only:
+    no host synchronisation."""
+    occupied, rows = _elite_rows(archive, column)
+    if rows is not None and math.prod(rows.shape[1:]) != dim:
+        raise ArchiveError(
+            f"the archive's genome column {column!r} holds rows of shape "
+            f"{tuple(rows.shape[1:])}, which do not flatten to the emitter's solution "
+            f"dimension {dim} (the length of x0)"
+        )
+    return occupied, rows
+
+
 def _sample_elite_rows(
     archive: Archive, column: str, n: int, fallback: torch.Tensor, generator: torch.Generator
 ) -> torch.Tensor:
@@ -66,7 +82,7 @@ def _sample_elite_rows(
     Rows are ``fallback`` ``(d,)`` while the archive is empty. No host synchronisation: the
     draw is an inverse-CDF lookup in the running count of occupied cells.
     """
-    occupied, rows = _elite_rows(archive, column)
+    occupied, rows = _checked_elite_rows(archive, column, fallback.shape[0])
     if rows is None:
         return fallback.expand(n, -1).clone()
     counts = occupied.cumsum(0)  # (C,)
@@ -352,6 +368,8 @@ class EvolutionStrategyEmitter(Emitter):
                 f"tell got status {tuple(status.shape)} and value {tuple(value.shape)}; "
                 f"expected ({expected},) each (instances * batch_size)"
             )
+        # A restart draws parents from the archive: check that it can before changing anything.
+        _checked_elite_rows(self.archive, self.column, self.solution_dim)
         self._asked = False
         self.itrs += 1
         e, lam = self.instances, self.batch_size
