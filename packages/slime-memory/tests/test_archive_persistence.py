@@ -295,3 +295,36 @@ def test_load_onto_a_bad_device_raises_config_error_naming_it(tmp_path: Path, de
     populated_grid().save(tmp_path / "a")
     with pytest.raises(ConfigError, match=f"GridArchive.load.device: {says}"):
         GridArchive.load(tmp_path / "a", device=device)
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        (META, b"my own notes, not an archive"),
+        (META, b'{"meta": {"format": "someone-else/2"}}'),
+        (TENSORS, b"\x00" * 64),
+    ],
+    ids=["json-text", "other-format", "other-tensors"],
+)
+def test_save_never_replaces_a_file_of_that_name_that_is_not_an_archive(
+    tmp_path: Path, name: str, content: bytes
+) -> None:
+    # save() wrote into any existing folder and replaced whatever archive.json or
+    # tensors.safetensors it held: a user's own file of that name was destroyed.
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / name).write_bytes(content)
+    with pytest.raises(ArchiveError, match=f"its {name} is not a slime archive's"):
+        populated_grid().save(folder)
+    assert (folder / name).read_bytes() == content
+    assert sorted(p.name for p in folder.iterdir()) == [name]
+
+
+def test_save_still_replaces_an_archive_and_a_lone_archive_tensor_file(tmp_path: Path) -> None:
+    first, second = GridArchive([2], [(0.0, 1.0)]), populated_grid()
+    first.save(tmp_path / "a")
+    second.save(tmp_path / "a")  # over a previous save
+    assert len(GridArchive.load(tmp_path / "a")) == len(second)
+    (tmp_path / "a" / META).unlink()  # as a save stopped between its two renames leaves it
+    second.save(tmp_path / "a")
+    assert len(GridArchive.load(tmp_path / "a")) == len(second)

@@ -191,11 +191,49 @@ def save_archive(
         raise ArchiveError(f"cannot save an archive to {path}: {_reason(e)}") from e
     try:
         with _locked(path, exclusive=True):
+            _check_replaceable(path)
             _replace_files(path, {TENSORS: blob, META: text})
     except OSError as e:
         notes = getattr(e, "__notes__", None)
         after = "; ".join(notes) if notes else "the files it held are unchanged"
         raise ArchiveError(f"cannot save an archive to {path}: {_reason(e)}; {after}") from e
+
+
+def _check_replaceable(folder: Path) -> None:
+    """Raise ArchiveError unless the files a save would replace in ``folder`` are an archive's:
+    an ``archive.json`` of this format, or (without one) a ``tensors.safetensors`` whose header
+    holds an archive's state. A folder of someone else's files named so keeps them."""
+    meta, tensors = folder / META, folder / TENSORS
+    if meta.exists():
+        try:
+            document = json.loads(meta.read_bytes().decode("utf-8"))
+            ours = document["meta"]["format"] == FORMAT
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+            ours = False
+        if not ours:
+            raise ArchiveError(
+                f"cannot save an archive to {folder}: its {META} is not a slime archive's "
+                f"({FORMAT}); it is left as it was (save to another folder, or remove it)"
+            )
+    elif tensors.exists() and not _holds_archive_state(tensors):
+        raise ArchiveError(
+            f"cannot save an archive to {folder}: its {TENSORS} is not a slime archive's; "
+            "it is left as it was (save to another folder, or remove it)"
+        )
+
+
+def _holds_archive_state(file: Path) -> bool:
+    """Whether ``file``'s safetensors header names an archive's state tensor (a save that
+    stopped between its two renames leaves such a file without its ``archive.json``)."""
+    try:
+        with file.open("rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            if not 0 < size <= 100_000_000:
+                return False
+            header = json.loads(handle.read(size).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(header, dict) and "archive/objective" in header
 
 
 def _reason(error: OSError) -> str:
