@@ -410,3 +410,18 @@ def test_an_archive_column_of_another_width_than_x0_raises_archive_error_naming_
         assert emitter.itrs == 0
         with pytest.raises(ArchiveError, match=says):
             emitter.tell(solutions, torch.zeros(n), torch.zeros(n, 1), status, torch.zeros(n))
+
+
+def test_cma_me_tell_with_a_status_or_value_that_is_no_tensor_raises_archive_error() -> None:
+    # tell read status.shape: a list raised AttributeError ('list' object has no attribute ...).
+    emitter = EvolutionStrategyEmitter(
+        archive_with(), x0=torch.zeros(DIM), sigma0=0.5, batch_size=2, generator=seeded()
+    )
+    solutions = emitter.ask()
+    args = (solutions, torch.zeros(2), torch.zeros(2, 1))
+    with pytest.raises(ArchiveError, match="tell needs status as a tensor of 2 items"):
+        emitter.tell(*args, [0, 0], torch.zeros(2))
+    with pytest.raises(ArchiveError, match="tell needs value as a tensor of 2 items"):
+        emitter.tell(*args, torch.zeros(2, dtype=torch.int32), [0.0, 0.0])
+    emitter.tell(*args, torch.zeros(2, dtype=torch.int32), torch.zeros(2))  # still pending
+    assert emitter.itrs == 1

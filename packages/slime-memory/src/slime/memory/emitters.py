@@ -363,6 +363,12 @@ class EvolutionStrategyEmitter(Emitter):
         if not self._asked:
             raise ArchiveError("EvolutionStrategyEmitter.tell without a preceding ask")
         expected = self.instances * self.batch_size
+        for name, given in (("status", status), ("value", value)):
+            if not isinstance(given, torch.Tensor):
+                raise ArchiveError(
+                    f"tell needs {name} as a tensor of {expected} items (the archive's "
+                    f"AddResult.{name}), got {type(given).__name__}"
+                )
         if status.shape != (expected,) or value.shape != (expected,):
             raise ArchiveError(
                 f"tell got status {tuple(status.shape)} and value {tuple(value.shape)}; "
