@@ -109,3 +109,10 @@ def test_columns_above_the_batch_limit_are_refused_before_allocating() -> None:
     with pytest.raises(ArchiveError, match=f"above the limit MAX_BATCH_SIZE = {MAX_BATCH_SIZE}"):
         GraphedAdd(archive, {"x": huge})
     assert archive.genome_form is None
+
+
+@pytest.mark.parametrize("archive", [None, "archive"], ids=["none", "str"])
+def test_graphed_add_of_something_that_is_no_archive_raises_archive_error(archive) -> None:
+    # GraphedAdd read archive.device: None raised AttributeError.
+    with pytest.raises(ArchiveError, match="GraphedAdd needs a slime.memory Archive, got"):
+        GraphedAdd(archive, {"x": torch.zeros(2, 3)})

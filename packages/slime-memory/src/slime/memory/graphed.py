@@ -44,6 +44,10 @@ class GraphedAdd:
     """
 
     def __init__(self, archive: Archive, columns: Mapping[str, torch.Tensor]) -> None:
+        if not isinstance(archive, Archive):
+            raise ArchiveError(
+                f"GraphedAdd needs a slime.memory Archive, got {type(archive).__name__}"
+            )
         if archive.device.type != "cuda":
             raise ArchiveError(
                 f"GraphedAdd captures a CUDA graph: the archive is on {archive.device}, "
