@@ -176,3 +176,41 @@ def test_emitters_asking_for_more_than_one_add_takes_raise_config_error() -> Non
         ConfigError, match=f"ask for {2 * half} solutions together, above the limit MAX_BATCH_SIZE"
     ):
         Scheduler(archive, emitters)
+
+
+@pytest.mark.parametrize(
+    ("first", "says"),
+    [
+        ({"solution": torch.zeros(1, 2, dtype=torch.float32)}, r"torch\.float32"),
+        ({"solution": torch.zeros(1, 3, dtype=torch.float64)}, r"\(3,\)"),
+        ({"solution": torch.zeros(1, 2, dtype=torch.float64), "age": torch.zeros(1)}, "'age'"),
+        ([{"solution": torch.zeros(2)}], "stores payloads"),
+    ],
+    ids=["float32", "wider", "extra-column", "payloads"],
+)
+def test_an_archive_whose_genomes_the_scheduler_cannot_add_is_refused_at_construction(
+    first, says
+) -> None:
+    # The scheduler was built, asked, and every tell raised ArchiveError from the archive's
+    # add (after the user had evaluated the batch); the ask stayed pending for ever, so the
+    # scheduler could neither ask nor tell again.
+    archive = GridArchive((5, 5), [(-2.0, 2.0), (-2.0, 2.0)], max_size=25)
+    archive.add(first, torch.zeros(1), torch.zeros(1, 2))
+    emitter = GaussianEmitter(
+        archive, sigma=0.5, x0=[0.0, 0.0], batch_size=2, generator=torch.Generator()
+    )
+    with pytest.raises(ConfigError, match=f"Scheduler.archive: the archive .*{says}"):
+        Scheduler(archive, [emitter])
+
+
+def test_an_archive_filled_with_the_schedulers_own_column_is_accepted() -> None:
+    archive = GridArchive((5, 5), [(-2.0, 2.0), (-2.0, 2.0)], max_size=25)
+    archive.add(
+        {"solution": torch.zeros(1, 2, dtype=torch.float64)}, torch.zeros(1), torch.zeros(1, 2)
+    )
+    emitter = GaussianEmitter(
+        archive, sigma=0.5, x0=[0.0, 0.0], batch_size=2, generator=torch.Generator()
+    )
+    scheduler = Scheduler(archive, [emitter])
+    solutions = scheduler.ask()
+    scheduler.tell(*evaluate(solutions))

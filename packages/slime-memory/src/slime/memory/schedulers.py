@@ -33,8 +33,10 @@ class Scheduler:
 
     Raises:
         ConfigError: no emitter, an emitter repeated or built on another archive, emitters
-            of different solution dimensions, or more solutions per ask than
-            :data:`~slime.memory.limits.MAX_BATCH_SIZE` together.
+            of different solution dimensions, more solutions per ask than
+            :data:`~slime.memory.limits.MAX_BATCH_SIZE` together, or an archive already
+            holding genomes other than ``{column: (d,) float64}`` (payloads, another dtype or
+            width, more columns), which would refuse every tell.
     """
 
     def __init__(
@@ -91,6 +93,7 @@ class Scheduler:
             )
         if not isinstance(check, bool):
             raise ConfigError(f"check must be True or False, got {check!r}", "Scheduler.check")
+        _check_archive_takes(archive, column, emitters[0].solution_dim)
         self.archive = archive
         self.emitters = emitters
         self.column = column
@@ -154,3 +157,27 @@ class Scheduler:
             )
             start += size
         return result
+
+
+def _check_archive_takes(archive: Archive, column: str, dim: int) -> None:
+    """Raise ConfigError unless ``archive`` can take what :meth:`Scheduler.tell` adds, one
+    column ``{column: (n, dim) float64}``: an archive already holding payloads or other
+    columns would refuse every tell, after the solutions were evaluated, and the pending ask
+    could never be told."""
+    form = archive.genome_form
+    if form is None:
+        return
+    writes = {column: ((dim,), torch.float64)}
+    columns = getattr(archive._store, "columns", None)
+    held = (
+        None
+        if columns is None
+        else {name: (tuple(rows.shape[1:]), rows.dtype) for name, rows in columns.items()}
+    )
+    if held != writes:
+        holds = f"stores {form}" if held is None else f"holds genome columns {held}"
+        raise ConfigError(
+            f"the archive {holds}; the scheduler adds {writes} (the emitters' float64 "
+            "solutions), which it would refuse at every tell",
+            "Scheduler.archive",
+        )
