@@ -199,3 +199,24 @@ def test_a_complex_tensor_weight_is_refused() -> None:
     with pytest.raises(ArchiveError, match="weight must be real, got a torch.complex64 tensor"):
         memory.store(torch.ones(1), torch.tensor(1 + 2j))
     assert len(memory) == 1
+
+
+@pytest.mark.parametrize(
+    ("weight", "says"),
+    [
+        (-1.0, "weight must be finite and >= 0"),
+        (torch.ones(2), "weight must be 0-d"),
+        ("1", "weight must be a float or 0-d tensor"),
+    ],
+    ids=["negative", "not-0d", "str"],
+)
+def test_a_refused_first_store_fixes_no_shape(weight, says) -> None:
+    # The first store allocated its buffers (fixing the shape, dtype and device) before the
+    # weight was checked: after the refusal, shape was (3,) and a store of shape (2,) raised.
+    memory = TubeNetwork(capacity=2, decay=0.5)
+    with pytest.raises(ArchiveError, match=says):
+        memory.store(torch.zeros(3), weight)
+    assert memory.shape is None and len(memory) == 0
+    memory.store(torch.tensor([1.0, 2.0], dtype=torch.float64), 1.0)
+    assert memory.shape == (2,)
+    assert torch.equal(memory.recall(), torch.tensor([1.0, 2.0], dtype=torch.float64))

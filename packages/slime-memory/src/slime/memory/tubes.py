@@ -90,28 +90,32 @@ class TubeNetwork:
                 f"data of shape {tuple(data.shape)} has {data.numel()} elements, above the limit "
                 f"MAX_TUBE_ELEMENTS = {MAX_TUBE_ELEMENTS}"
             )
-        if self._data is None:
-            device = self._device if self._device is not None else data.device
-            self._data = torch.zeros((self._capacity, *data.shape), dtype=data.dtype, device=device)
-            precision = torch.promote_types(data.dtype, torch.float32)
-            self._weights = torch.zeros(self._capacity, dtype=precision, device=device)
-        assert self._weights is not None
-        if tuple(data.shape) != self.shape:
+        if self._data is not None and tuple(data.shape) != self.shape:
             raise ArchiveError(
                 f"data has shape {tuple(data.shape)}, but this memory stores shape {self.shape}"
             )
+        # The weights' dtype: the buffer's, or the one the first store will make.
+        precision = (
+            self._weights.dtype
+            if self._weights is not None
+            else torch.promote_types(data.dtype, torch.float32)
+        )
         if isinstance(weight, torch.Tensor):
             if weight.dim() != 0:
                 raise ArchiveError(f"weight must be 0-d, got shape {tuple(weight.shape)}")
             if weight.is_complex():  # the cast below would drop the imaginary part
                 raise ArchiveError(f"weight must be real, got a {weight.dtype} tensor")
-            weight = weight.detach().to(device=self._weights.device, dtype=self._weights.dtype)
         elif isinstance(weight, bool) or not isinstance(weight, int | float):
             raise ArchiveError(f"weight must be a float or 0-d tensor, got {weight!r}")
-        elif not (0 <= weight <= torch.finfo(self._weights.dtype).max):  # NaN fails too
-            raise ArchiveError(
-                f"weight must be finite and >= 0 in {self._weights.dtype}, got {weight!r}"
-            )
+        elif not (0 <= weight <= torch.finfo(precision).max):  # NaN fails too
+            raise ArchiveError(f"weight must be finite and >= 0 in {precision}, got {weight!r}")
+        if self._data is None:  # the first store fixes the shape: only once it is accepted
+            device = self._device if self._device is not None else data.device
+            self._data = torch.zeros((self._capacity, *data.shape), dtype=data.dtype, device=device)
+            self._weights = torch.zeros(self._capacity, dtype=precision, device=device)
+        assert self._weights is not None
+        if isinstance(weight, torch.Tensor):
+            weight = weight.detach().to(device=self._weights.device, dtype=self._weights.dtype)
         # Every check is above: nothing below can fail, so a refused store changes nothing.
         self._weights.mul_(self._decay)
         # fill_ takes a Python scalar as a kernel argument; item assignment would copy it from
