@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from slime.memory import CVTArchive
@@ -113,3 +114,17 @@ def test_a_seed_that_is_not_an_int_in_range_raises_config_error(seed) -> None:
     # as 1).
     with pytest.raises(ConfigError, match=rf"CVTArchive.seed: seed must be an int .*{seed!r}"):
         CVTArchive(4, RANGES, samples=8, seed=seed)
+
+
+@pytest.mark.parametrize(
+    "centroids",
+    [[[0.0], [1.0]], np.array([[0.0], [1.0]])],
+    ids=["list", "ndarray"],
+)
+def test_centroids_that_are_no_tensor_are_named_as_such(centroids) -> None:
+    # The message said "centroids has shape [[0.0], [1.0]], expected (2, 1)": the right shape,
+    # called wrong, with no word that a tensor is what it takes.
+    with pytest.raises(
+        ConfigError, match=r"centroids must be a torch.Tensor of shape \(2, 1\), got"
+    ):
+        CVTArchive(2, [(0.0, 1.0)], centroids=centroids)

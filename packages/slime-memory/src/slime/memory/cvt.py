@@ -83,10 +83,15 @@ class CVTArchive(Archive):
                     "CVTArchive.samples",
                 )
             centroids = torch.from_numpy(self._k_means(samples, seed))
-        elif not isinstance(centroids, torch.Tensor) or centroids.shape != (cells, len(ranges)):
-            shape = tuple(centroids.shape) if isinstance(centroids, torch.Tensor) else centroids
+        elif not isinstance(centroids, torch.Tensor):
             raise ConfigError(
-                f"centroids has shape {shape}, expected ({cells}, {len(ranges)})",
+                f"centroids must be a torch.Tensor of shape ({cells}, {len(ranges)}), got "
+                f"{type(centroids).__name__} {shown(centroids)}",
+                "CVTArchive.centroids",
+            )
+        elif centroids.shape != (cells, len(ranges)):
+            raise ConfigError(
+                f"centroids has shape {tuple(centroids.shape)}, expected ({cells}, {len(ranges)})",
                 "CVTArchive.centroids",
             )
         elif centroids.is_complex() or centroids.is_meta:
