@@ -525,3 +525,16 @@ def test_ranges_given_as_a_tensor_or_array_still_work() -> None:
 
     for ranges in (torch.tensor([[0.0, 2.0]]), np.array([[0, 2]]), [(0, 2)]):
         assert GridArchive([4], ranges).ranges == [(0.0, 2.0)]
+
+
+@pytest.mark.parametrize("call", ["bootstrap", "interpolate"])
+@pytest.mark.parametrize("descriptor", [[0.3, 0.3], (0.3, 0.3)], ids=["list", "tuple"])
+def test_a_query_descriptor_that_is_no_tensor_is_named_as_such(call, descriptor) -> None:
+    # The message said "descriptor must have shape (2,), got [0.3, 0.3]": a list of the right
+    # length, reported as a wrong shape.
+    archive = GridArchive([4, 4], [(0.0, 1.0), (0.0, 1.0)])
+    archive.add({"x": torch.zeros(2, 3)}, *two_cells())
+    with pytest.raises(
+        ArchiveError, match=r"descriptor must be a torch.Tensor of shape \(2,\), got (list|tuple)"
+    ):
+        getattr(archive, call)(descriptor)

@@ -701,9 +701,16 @@ class Archive:
         return blend_payloads(genomes, [distances[0] / d for d in distances])
 
     def _nearest_elites(self, descriptor: torch.Tensor, k: int) -> tuple[list[int], list[float]]:
-        if not isinstance(descriptor, torch.Tensor) or descriptor.shape != (self.descriptor_dim,):
-            shape = tuple(descriptor.shape) if isinstance(descriptor, torch.Tensor) else descriptor
-            raise ArchiveError(f"descriptor must have shape ({self.descriptor_dim},), got {shape}")
+        if not isinstance(descriptor, torch.Tensor):
+            raise ArchiveError(
+                f"descriptor must be a torch.Tensor of shape ({self.descriptor_dim},), got "
+                f"{type(descriptor).__name__} {shown(descriptor)}"
+            )
+        if descriptor.shape != (self.descriptor_dim,):
+            raise ArchiveError(
+                f"descriptor must have shape ({self.descriptor_dim},), got "
+                f"{tuple(descriptor.shape)}"
+            )
         point = self._as_descriptors(descriptor[None], "descriptor")
         raise_first_non_finite(torch.isfinite(point).all(dim=1), "descriptor")
         cells = torch.nonzero(self._occupied).squeeze(1)  # ascending: ties go to the lower cell
