@@ -538,12 +538,3 @@ def test_a_query_descriptor_that_is_no_tensor_is_named_as_such(call, descriptor)
         ArchiveError, match=r"descriptor must be a torch.Tensor of shape \(2,\), got (list|tuple)"
     ):
         getattr(archive, call)(descriptor)
-
-
-def test_sample_elites_with_a_meta_generator_raises_archive_error() -> None:
-    # torch.randint on the meta generator raised RuntimeError("META device type not an
-    # accelerator.").
-    archive = GridArchive([4, 4], [(0.0, 1.0), (0.0, 1.0)])
-    archive.add({"x": torch.zeros(2, 3)}, *two_cells())
-    with pytest.raises(ArchiveError, match="sample_elites needs a generator that draws numbers"):
-        archive.sample_elites(2, torch.Generator(device="meta"))

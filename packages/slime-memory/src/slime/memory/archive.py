@@ -649,10 +649,6 @@ class Archive:
                 f"sample_elites needs a torch.Generator, got {shown(generator)} "
                 "(e.g. torch.Generator().manual_seed(0))"
             )
-        if generator.device.type == "meta":
-            raise ArchiveError(
-                "sample_elites needs a generator that draws numbers, got one on the meta device"
-            )
         cells = self.occupied_cells()
         if not cells:
             raise ArchiveError("sample_elites on an empty archive")
