@@ -224,3 +224,13 @@ def test_descriptor_stability_of_huge_finite_series_is_finite() -> None:
 def test_a_step_or_drift_beyond_float64_raises(series, says) -> None:
     with pytest.raises(ArchiveError, match=f"{says} between observations is beyond the float64"):
         descriptor_stability(np.array(series))
+
+
+@pytest.mark.parametrize("kernel", ["rbf", "linear", "poly"])
+def test_a_kernel_matrix_beyond_float64_raises_archive_error(kernel) -> None:
+    # Finite samples near 1e300 overflow the squared distances / dot products: scikit-learn
+    # raised its own ValueError ("Input X contains NaN ..." or "... infinity or a value too
+    # large for dtype('float64')").
+    samples = torch.tensor([[1e300, -2e300], [3e299, 1e300], [-1e300, 5e299]], dtype=torch.float64)
+    with pytest.raises(ArchiveError, match=f"the {kernel} kernel matrix is beyond the float64"):
+        kernel_pca(samples, n_components=1, kernel=kernel)

@@ -185,17 +185,28 @@ def kernel_pca(
     if (array == array[0]).all():
         raise ArchiveError("samples are all identical; kernel PCA has no variance to explain")
     model = KernelPCA(n_components=n_components, kernel=kernel, gamma=gamma, random_state=seed)
-    embedding = model.fit_transform(array)
-    gram = pairwise_kernels(
-        array,
-        metric=kernel,
-        filter_params=True,
-        gamma=model.gamma_,
-        degree=model.degree,
-        coef0=model.coef0,
-    )
-    total = np.trace(gram) - gram.sum() / n  # trace of the centred kernel matrix
+    # Finite samples can still give a kernel matrix beyond float64 (squared distances or dot
+    # products of values near 1e300): scikit-learn then meets NaN/inf in its own input checks.
+    overflow = _beyond_float64("samples", f"{kernel} kernel matrix", float(np.abs(array).max()))
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            embedding = model.fit_transform(array)
+            gram = pairwise_kernels(
+                array,
+                metric=kernel,
+                filter_params=True,
+                gamma=model.gamma_,
+                degree=model.degree,
+                coef0=model.coef0,
+            )
+            total = np.trace(gram) - gram.sum() / n  # trace of the centred kernel matrix
+    except ValueError as e:
+        if "NaN" in str(e) or "infinity" in str(e):
+            raise overflow from e
+        raise
     eigenvalues = np.ascontiguousarray(model.eigenvalues_)
+    if not (np.isfinite(embedding).all() and np.isfinite(eigenvalues).all() and np.isfinite(total)):
+        raise overflow
     return KernelPCAResult(
         embedding=torch.from_numpy(np.ascontiguousarray(embedding)),
         eigenvalues=torch.from_numpy(eigenvalues),
