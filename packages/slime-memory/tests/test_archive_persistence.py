@@ -328,3 +328,19 @@ def test_save_still_replaces_an_archive_and_a_lone_archive_tensor_file(tmp_path:
     (tmp_path / "a" / META).unlink()  # as a save stopped between its two renames leaves it
     second.save(tmp_path / "a")
     assert len(GridArchive.load(tmp_path / "a")) == len(second)
+
+
+@pytest.mark.parametrize("verb", ["save", "load"])
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(
+    tmp_path: Path, monkeypatch, verb: str
+) -> None:
+    # Path("") is Path("."): save("") wrote the archive's files into the working directory
+    # and load("") read from it.
+    monkeypatch.chdir(tmp_path)
+    populated_grid().save(tmp_path / "a")
+    monkeypatch.chdir(tmp_path / "a")
+    with pytest.raises(ArchiveError, match=f"{verb} needs a folder path, got the empty string"):
+        if verb == "save":
+            populated_grid().save("")
+        else:
+            GridArchive.load("")

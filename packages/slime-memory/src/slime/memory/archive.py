@@ -807,8 +807,7 @@ class Archive:
                 permission, a read-only folder): naming the path and the OS's reason, with the
                 OSError as its cause. The previous files stay whole.
         """
-        if not isinstance(path, str | os.PathLike) or isinstance(os.fspath(path), bytes):
-            raise ArchiveError(f"save needs a folder path (str or Path), got {shown(path)}")
+        _check_folder_path(path, "save")
         shared = {
             "ranges": [list(r) for r in self._ranges],
             "qd_offset": self._qd_offset,
@@ -846,8 +845,7 @@ class Archive:
                 descriptor lies in another cell than the one holding it (naming the cell).
             ConfigError: a ``device`` torch cannot read or this process cannot use.
         """
-        if not isinstance(path, str | os.PathLike) or isinstance(os.fspath(path), bytes):
-            raise ArchiveError(f"load needs a folder path (str or Path), got {shown(path)}")
+        _check_folder_path(path, "load")
         device = as_device(device, f"{cls.__name__}.load.device")
         saved = _persist.load_archive(Path(path), device=device)
         kinds = {sub.kind: sub for sub in _subclasses(Archive)}
@@ -925,6 +923,17 @@ class Archive:
         return (
             as_numbers(objectives, self._device, torch.float64),
             as_numbers(descriptors, self._device, torch.float64),
+        )
+
+
+def _check_folder_path(path: Any, verb: str) -> None:
+    """Raise ArchiveError unless ``path`` names a folder: a str or path-like (not bytes), not
+    empty (``Path("")`` is the current directory, which ``""`` rarely means)."""
+    if not isinstance(path, str | os.PathLike) or isinstance(os.fspath(path), bytes):
+        raise ArchiveError(f"{verb} needs a folder path (str or Path), got {shown(path)}")
+    if os.fspath(path) == "":
+        raise ArchiveError(
+            f"{verb} needs a folder path, got the empty string (use '.' for the current folder)"
         )
 
 
