@@ -425,3 +425,14 @@ def test_cma_me_tell_with_a_status_or_value_that_is_no_tensor_raises_archive_err
         emitter.tell(*args, torch.zeros(2, dtype=torch.int32), [0.0, 0.0])
     emitter.tell(*args, torch.zeros(2, dtype=torch.int32), torch.zeros(2))  # still pending
     assert emitter.itrs == 1
+
+
+@pytest.mark.parametrize("make", [GaussianEmitter, IsoLineEmitter, EvolutionStrategyEmitter])
+def test_a_column_name_that_is_no_str_raises_config_error(make) -> None:
+    # column=3 was accepted; ask then failed once the archive held columns ("the archive has
+    # no genome column 3"), which an archive (str keys only) could never hold.
+    kwargs = {"sigma0": 0.5} if make is EvolutionStrategyEmitter else {}
+    if make is GaussianEmitter:
+        kwargs = {"sigma": 0.5}
+    with pytest.raises(ConfigError, match=f"{make.__name__}.column: column must be the str name"):
+        make(archive_with(), x0=torch.zeros(DIM), column=3, **kwargs)

@@ -33,7 +33,7 @@ from slime.memory._emitter_checks import (
 )
 from slime.memory.archive import Archive
 from slime.memory.limits import MAX_BATCH_SIZE, MAX_EMITTER_INSTANCES
-from slime.proto import ArchiveError, ConfigError
+from slime.proto import ArchiveError, ConfigError, shown
 
 __all__ = ["Emitter", "EvolutionStrategyEmitter", "GaussianEmitter", "IsoLineEmitter"]
 
@@ -138,6 +138,11 @@ class Emitter:
             )
         self.lower, self.upper = check_bounds(bounds, self.solution_dim, self.device, name)
         self.bounded = bool(torch.isfinite(torch.cat([self.lower, self.upper])).any())
+        if not isinstance(column, str):  # archives name their genome columns with str keys
+            raise ConfigError(
+                f"column must be the str name of a genome column, got {shown(column)}",
+                f"{name}.column",
+            )
         self.column = column
         self.generator = check_generator(generator, self.device, name)
 
