@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from slime.memory.problems import measure_ranges, rastrigin, sphere
+from slime.proto import ArchiveError, ConfigError
 
 
 @pytest.mark.parametrize("problem", [sphere, rastrigin])
@@ -53,3 +54,34 @@ def test_measures_of_any_solution_lie_within_the_ranges() -> None:
     assert low == -51.2 and high == 51.2
     assert torch.all((measures >= low) & (measures <= high))
     assert measures[0].tolist() == [51.2, 51.2]
+
+
+@pytest.mark.parametrize("problem", [sphere, rastrigin])
+@pytest.mark.parametrize(
+    ("solutions", "says"),
+    [
+        (torch.zeros(3), r"solutions has shape \(3,\), expected \(n, d\) with d >= 1"),
+        (torch.zeros(3, 0), r"solutions has shape \(3, 0\)"),
+        (torch.zeros(3, 2, 2), r"solutions has shape \(3, 2, 2\)"),
+        (np.zeros((3, 2)), "solutions must be a torch.Tensor of shape"),
+        ([[0.0, 0.0]], "solutions must be a torch.Tensor of shape"),
+        (torch.zeros(3, 2, dtype=torch.complex64), "solutions must be real numbers"),
+    ],
+    ids=["1-d", "d=0", "3-d", "ndarray", "list", "complex"],
+)
+def test_solutions_that_are_no_real_n_by_d_tensor_raise_archive_error(
+    problem, solutions, says
+) -> None:
+    # A 1-d batch raised IndexError inside the function, an ndarray or list AttributeError,
+    # d = 0 gave NaN objectives, a 3-d batch objectives of shape (n, 2), and complex input lost
+    # its imaginary part with only a warning.
+    with pytest.raises(ArchiveError, match=f"{problem.__name__}: {says}"):
+        problem(solutions)
+
+
+@pytest.mark.parametrize("dim", [0, -1, 2.5, "4", True], ids=["0", "neg", "float", "str", "bool"])
+def test_measure_ranges_of_a_dimension_that_is_no_positive_int_raises_config_error(dim) -> None:
+    # 0 gave ranges of width 0, -1 ranges with low > high, 2.5 and True were used as numbers,
+    # and "4" raised TypeError.
+    with pytest.raises(ConfigError, match="measure_ranges.dim: dim must be an int >= 1"):
+        measure_ranges(dim)

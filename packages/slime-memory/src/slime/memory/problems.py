@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 
 import torch
+from slime.proto import ArchiveError, ConfigError, shown
 
 __all__ = ["PROBLEMS", "measure_ranges", "rastrigin", "sphere"]
 
@@ -29,14 +30,21 @@ SHIFT = BOUND * 0.4
 
 
 def measure_ranges(dim: int) -> list[tuple[float, float]]:
-    """The two measures' ranges for solutions of dimension ``dim`` (pyribs' archive bounds)."""
+    """The two measures' ranges for solutions of dimension ``dim`` (pyribs' archive bounds).
+
+    Raises:
+        ConfigError: ``dim`` is not an int >= 1 (0 gives ranges of width 0, a negative one
+            ranges with low > high).
+    """
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ConfigError(f"dim must be an int >= 1, got {shown(dim)}", "measure_ranges.dim")
     extent = dim / 2 * BOUND
     return [(-extent, extent), (-extent, extent)]
 
 
 def linear_projection(solutions: torch.Tensor) -> torch.Tensor:
     """``(n, d)`` -> ``(n, 2)``: sums of the clipped first and second halves."""
-    x = solutions.to(torch.float64)
+    x = _as_solutions(solutions, "linear_projection")
     outside = x.abs() > BOUND
     clipped = torch.where(outside, BOUND / torch.where(outside, x, 1.0), x)
     half = x.shape[1] // 2
@@ -45,7 +53,7 @@ def linear_projection(solutions: torch.Tensor) -> torch.Tensor:
 
 def sphere(solutions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Shifted sphere: objectives ``(n,)`` in ``[0, 100]`` at most, measures ``(n, 2)``."""
-    x = solutions.to(torch.float64)
+    x = _as_solutions(solutions, "sphere")
     raw = (x - SHIFT).square().sum(dim=1)
     worst = (-BOUND - SHIFT) ** 2 * x.shape[1]
     return _normalise(raw, worst), linear_projection(x)
@@ -53,13 +61,31 @@ def sphere(solutions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def rastrigin(solutions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Shifted Rastrigin: objectives ``(n,)`` (100 at the optimum), measures ``(n, 2)``."""
-    x = solutions.to(torch.float64)
+    x = _as_solutions(solutions, "rastrigin")
     d = x.shape[1]
     shifted = x - SHIFT
     raw = 10 * d + (shifted.square() - 10 * torch.cos(2 * math.pi * shifted)).sum(dim=1)
     corner = -BOUND - SHIFT
     worst = d * (10 + corner**2 - 10 * math.cos(2 * math.pi * corner))
     return _normalise(raw, worst), linear_projection(x)
+
+
+def _as_solutions(solutions: torch.Tensor, name: str) -> torch.Tensor:
+    """``solutions`` as float64, or ArchiveError naming ``name``: not a tensor, not ``(n, d)``
+    with ``d >= 1`` (a 1-d batch failed inside torch, ``d = 0`` gave NaN objectives, a 3-d
+    one objectives of the wrong shape), complex (the cast drops the imaginary part) or bool."""
+    if not isinstance(solutions, torch.Tensor):
+        raise ArchiveError(
+            f"{name}: solutions must be a torch.Tensor of shape (n, d), got "
+            f"{type(solutions).__name__} {shown(solutions)}"
+        )
+    if solutions.dim() != 2 or solutions.shape[1] < 1:
+        raise ArchiveError(
+            f"{name}: solutions has shape {tuple(solutions.shape)}, expected (n, d) with d >= 1"
+        )
+    if solutions.is_complex() or solutions.dtype == torch.bool:
+        raise ArchiveError(f"{name}: solutions must be real numbers, got dtype {solutions.dtype}")
+    return solutions.to(torch.float64)
 
 
 def _normalise(raw: torch.Tensor, worst: float) -> torch.Tensor:
