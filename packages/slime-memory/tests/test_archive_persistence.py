@@ -344,3 +344,16 @@ def test_an_empty_path_is_refused_not_read_as_the_current_folder(
             populated_grid().save("")
         else:
             GridArchive.load("")
+
+
+def test_a_saved_max_size_below_the_stored_elites_is_refused(tmp_path: Path) -> None:
+    # max_size was not checked against the stored elites: the archive loaded holding more
+    # elites than its cap, and its next add silently evicted all but max_size of them.
+    archive = populated_grid()
+    assert len(archive) >= 2
+    archive.save(tmp_path / "a")
+    _forge(tmp_path / "a", lambda m: m["config"].update(max_size={"plain": 1}))
+    with pytest.raises(
+        ArchiveError, match=f"{len(archive)} cells hold an elite, above the saved max_size 1"
+    ):
+        GridArchive.load(tmp_path / "a")

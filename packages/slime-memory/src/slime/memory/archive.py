@@ -841,7 +841,8 @@ class Archive:
             ArchiveError: ``path`` is not a str or path-like, missing, truncated or tampered
                 files, a file of another archive kind,
                 a configuration whose cell count differs from the stored tensors' (or is above
-                ``MAX_ARCHIVE_CELLS``), a threshold of +inf or NaN, or an elite whose
+                ``MAX_ARCHIVE_CELLS``), more elites than its ``max_size``, a threshold of +inf
+                or NaN, or an elite whose
                 descriptor lies in another cell than the one holding it (naming the cell).
             ConfigError: a ``device`` torch cannot read or this process cannot use.
         """
@@ -861,6 +862,11 @@ class Archive:
             raise ArchiveError(f"{path}: the saved configuration is invalid: {e}") from e
         archive._set_state(saved.state_matrix(archive.cells, archive.descriptor_dim))
         occupied = archive.occupied_cells()
+        if len(occupied) > archive.max_size:
+            raise ArchiveError(
+                f"{path}: {len(occupied)} cells hold an elite, above the saved max_size "
+                f"{archive.max_size} (forged or from another archive)"
+            )
         if occupied:
             held = torch.tensor(occupied, dtype=torch.int64, device=archive.device)
             descriptors = archive._descriptors.index_select(0, held)
