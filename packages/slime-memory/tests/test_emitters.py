@@ -436,3 +436,22 @@ def test_a_column_name_that_is_no_str_raises_config_error(make) -> None:
         kwargs = {"sigma": 0.5}
     with pytest.raises(ConfigError, match=f"{make.__name__}.column: column must be the str name"):
         make(archive_with(), x0=torch.zeros(DIM), column=3, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "bounds",
+    [
+        {0: (0.0, 1.0), 1: (0.0, 1.0), 2: (0.0, 1.0), 3: (0.0, 1.0)},
+        {0: 5.0, 1: 6.0},
+        [{0.0, 1.0}] * DIM,
+        [{0: 1.0, 1: 2.0}] * DIM,
+        ["01"] * DIM,
+    ],
+    ids=["dict-of-pairs", "dict-pair", "set-pairs", "dict-pairs", "str-pairs"],
+)
+def test_bounds_given_as_a_dict_or_set_are_refused(bounds) -> None:
+    # A dict iterates its keys: {0: 5.0, 1: 6.0} became the bounds (0, 1) on every coordinate
+    # and a dict of DIM pairs raised only by luck of its keys; a set pair unpacked in
+    # whatever order it iterates.
+    with pytest.raises(ConfigError, match="GaussianEmitter.bounds: bound"):
+        GaussianEmitter(archive_with(), sigma=0.1, x0=torch.zeros(DIM), bounds=bounds)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -88,6 +88,11 @@ def check_scale(sigma: Any, dim: int, device: torch.device, path: str) -> torch.
     return scale.to(device)
 
 
+_UNORDERED = (str, bytes, set, frozenset, Mapping)
+"""What bounds and their pairs may not be: a set or a dict has no (low, high) order of its own
+(a dict iterates its keys), and a str is characters."""
+
+
 def check_bounds(
     bounds: Bounds, dim: int, device: torch.device, owner: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,7 +100,7 @@ def check_bounds(
     path = f"{owner}.bounds"
     if bounds is None:
         pairs: list[Any] = [(None, None)] * dim
-    elif isinstance(bounds, str | bytes) or not hasattr(bounds, "__len__"):
+    elif isinstance(bounds, _UNORDERED) or not hasattr(bounds, "__len__"):
         raise ConfigError(
             f"bounds must be None, one (low, high) pair or {dim} pairs, got {shown(bounds)}", path
         )
@@ -111,6 +116,8 @@ def check_bounds(
     for i, pair in enumerate(pairs):
         if pair is None:
             pair = (None, None)
+        if isinstance(pair, _UNORDERED):  # unpacking would take keys, characters or any order
+            raise ConfigError(f"bounds[{i}] is {shown(pair)}, expected (low, high)", path)
         try:
             low, high = pair
         except (TypeError, ValueError) as e:
