@@ -455,3 +455,14 @@ def test_bounds_given_as_a_dict_or_set_are_refused(bounds) -> None:
     # whatever order it iterates.
     with pytest.raises(ConfigError, match="GaussianEmitter.bounds: bound"):
         GaussianEmitter(archive_with(), sigma=0.1, x0=torch.zeros(DIM), bounds=bounds)
+
+
+def test_an_x0_or_sigma_holding_an_int_past_int64_is_read_as_the_float_it_is() -> None:
+    # torch.as_tensor([2**70, 0]) overflows int64, so x0 was refused as "x0 must be d
+    # numbers" although 2**70 is an ordinary float64; 10**400 (beyond float64) still is refused.
+    archive = archive_with()
+    emitter = GaussianEmitter(archive, sigma=[2**70, 1, 1, 1], x0=[2**70, 0, 0, 0])
+    assert emitter.x0.tolist() == [float(2**70), 0.0, 0.0, 0.0]
+    assert emitter.sigma.tolist() == [float(2**70), 1.0, 1.0, 1.0]
+    with pytest.raises(ConfigError, match="GaussianEmitter.x0: x0 must be d numbers"):
+        GaussianEmitter(archive, sigma=0.1, x0=[10**400, 0, 0, 0])

@@ -54,7 +54,12 @@ def _real_tensor(value: Any, what: str, path: str) -> torch.Tensor:
     try:
         tensor = torch.as_tensor(value)
     except (TypeError, ValueError, RuntimeError, OverflowError) as e:
-        raise ConfigError(f"{what}, got {shown(value)}", path) from e
+        # A Python int past int64 (2**70) makes torch give up on the whole list: read the
+        # numbers as float64 instead, which still refuses 10**400 (beyond float64) and text.
+        try:
+            tensor = torch.as_tensor(value, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError, OverflowError):
+            raise ConfigError(f"{what}, got {shown(value)}", path) from e
     if (
         tensor.is_complex()
         or tensor.dtype == torch.bool
