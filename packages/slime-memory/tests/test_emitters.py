@@ -466,3 +466,22 @@ def test_an_x0_or_sigma_holding_an_int_past_int64_is_read_as_the_float_it_is() -
     assert emitter.sigma.tolist() == [float(2**70), 1.0, 1.0, 1.0]
     with pytest.raises(ConfigError, match="GaussianEmitter.x0: x0 must be d numbers"):
         GaussianEmitter(archive, sigma=0.1, x0=[10**400, 0, 0, 0])
+
+
+def test_cma_me_covariances_too_large_to_allocate_raise_config_error(monkeypatch) -> None:
+    # x0 of 100,000 coordinates asks for (1, 1e5, 1e5) float64 covariances (80 GB): torch's
+    # allocator raised RuntimeError ("DefaultCPUAllocator: can't allocate memory") from inside
+    # the CMA-ES state. The failure is simulated so that the test allocates nothing.
+    import slime.memory.emitters as emitters
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory"
+        )
+
+    monkeypatch.setattr(emitters, "BatchedCMAES", refuse)
+    with pytest.raises(
+        ConfigError,
+        match=r"EvolutionStrategyEmitter.x0: the 2 CMA-ES searches of dimension 4 need \(2, 4, 4\) float64",
+    ):
+        EvolutionStrategyEmitter(archive_with(), x0=torch.zeros(DIM), sigma0=0.5, instances=2)

@@ -331,17 +331,30 @@ class EvolutionStrategyEmitter(Emitter):
         self.restart_rule = restart_rule
         self.itrs = 0
         self.restarts = torch.zeros(self.instances, dtype=torch.int64, device=self.device)
-        self._es = BatchedCMAES(
-            self.instances,
-            self.solution_dim,
-            self.batch_size,
-            self.sigma0,
-            self.x0,
-            lower=self.lower if self.bounded else None,
-            upper=self.upper if self.bounded else None,
-            generator=self.generator,
-            eigen_device=as_device(eigen_device, f"{name}.eigen_device"),
-        )
+        eigen_device = as_device(eigen_device, f"{name}.eigen_device")
+        try:
+            self._es = BatchedCMAES(
+                self.instances,
+                self.solution_dim,
+                self.batch_size,
+                self.sigma0,
+                self.x0,
+                lower=self.lower if self.bounded else None,
+                upper=self.upper if self.bounded else None,
+                generator=self.generator,
+                eigen_device=eigen_device,
+            )
+        except (RuntimeError, MemoryError) as e:  # torch.OutOfMemoryError is a RuntimeError
+            if not isinstance(e, MemoryError | torch.OutOfMemoryError) and "alloc" not in str(e):
+                raise
+            d = self.solution_dim
+            raise ConfigError(
+                f"the {self.instances} CMA-ES searches of dimension {d} need "
+                f"({self.instances}, {d}, {d}) float64 covariances "
+                f"({8 * self.instances * d * d:,} bytes each copy), which {self.device} could "
+                f"not allocate: {str(e).splitlines()[0][:200]}",
+                f"{name}.x0",
+            ) from e
         self._asked = False
 
     @property
