@@ -489,6 +489,16 @@ def test_eval_refuses_text_that_changed_since_training(
     assert "changed since the run trained on it" in _one_error(capsys, "eval")
 
 
+@pytest.mark.parametrize("task", ["copy", "recall"])
+def test_eval_of_a_text_run_on_a_synthetic_task_is_one_error(
+    char_run: Path, capsys: pytest.CaptureFixture[str], task: str
+) -> None:
+    # A synthetic task has no tokenizer: eval read dataset.tokenizer and died with an
+    # AttributeError traceback.
+    assert cli.main(["eval", str(char_run), "--quiet", "--data", task]) == 2
+    assert f"--data {task!r} is a synthetic task with no text" in _one_error(capsys, "eval")
+
+
 def test_eval_on_a_run_with_a_damaged_metrics_log_is_one_error(
     space: Path, char_run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -468,6 +468,11 @@ def eval_command(argv: list[str]) -> int:
     tokenizer = run_tokenizer(run, cfg)
     own = args.data is None
     data = cfg.data if own else dataclasses.replace(cfg.data, **data_changes(args.data))
+    if data.name in ("copy", "recall"):  # only --data can get here: run_tokenizer refused the run
+        raise DataError(
+            f"--data {data.name!r} is a synthetic task with no text; eval scores a text run on "
+            "a .txt file, a folder of them or a corpus (shakespeare, wikitext2, tinystories)"
+        )
     progress = None if args.quiet else sys.stderr
     file = run / TOKENIZER_FILE if data.name == "text" else None
     dataset = build_dataset(
