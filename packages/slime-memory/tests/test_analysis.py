@@ -234,3 +234,15 @@ def test_a_kernel_matrix_beyond_float64_raises_archive_error(kernel) -> None:
     samples = torch.tensor([[1e300, -2e300], [3e299, 1e300], [-1e300, 5e299]], dtype=torch.float64)
     with pytest.raises(ArchiveError, match=f"the {kernel} kernel matrix is beyond the float64"):
         kernel_pca(samples, n_components=1, kernel=kernel)
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (4, 4)], ids=["n<k", "n=k"])
+def test_kmo_of_no_more_samples_than_dimensions_raises_instead_of_nan(shape) -> None:
+    # The correlation matrix of n <= k samples is singular, but np.linalg.inv inverted it
+    # numerically: KMO came back NaN for (3, 5) with only RuntimeWarnings, and 0.289 (a
+    # number from rounding noise) for (4, 4).
+    samples = np.random.default_rng(0).normal(size=shape)
+    with pytest.raises(
+        ArchiveError, match=rf"samples has shape \({shape[0]}, {shape[1]}\); KMO needs n > k"
+    ):
+        kmo(samples)

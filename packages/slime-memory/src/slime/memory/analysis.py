@@ -109,15 +109,25 @@ def kmo(samples: torch.Tensor | np.ndarray) -> KMOResult:
     """Kaiser-Meyer-Olkin measure of ``samples`` ``(n, k)``, k >= 2.
 
     Compares squared correlations with squared partial correlations (from the inverse correlation
-    matrix). Raises ArchiveError for a constant or linearly dependent dimension.
+    matrix). Raises ArchiveError for a constant or linearly dependent dimension, or for no
+    more samples than dimensions (``n <= k``: the correlation matrix is singular).
     """
     array = _matrix(samples, "samples", min_rows=3)
+    n, k = array.shape
+    if n <= k:  # the correlation matrix has rank at most n - 1 < k: singular
+        raise ArchiveError(f"samples has shape {array.shape}; KMO needs n > k")
     corr = _correlation(array, "samples")
+    dependent = "samples have linearly dependent dimensions; KMO is undefined"
     try:
         inverse = np.linalg.inv(corr)
     except np.linalg.LinAlgError as e:
-        raise ArchiveError("samples have linearly dependent dimensions; KMO is undefined") from e
-    scale = np.sqrt(np.outer(np.diag(inverse), np.diag(inverse)))
+        raise ArchiveError(dependent) from e
+    # A numerically singular matrix can still invert, into non-positive or non-finite partial
+    # variances (NaN from their square roots).
+    diagonal = np.diag(inverse)
+    if not (np.isfinite(inverse).all() and (diagonal > 0).all()):
+        raise ArchiveError(dependent)
+    scale = np.sqrt(np.outer(diagonal, diagonal))
     partial = -inverse / scale
     off = ~np.eye(corr.shape[0], dtype=bool)
     r2 = np.where(off, corr**2, 0.0)
