@@ -246,3 +246,20 @@ def test_kmo_of_no_more_samples_than_dimensions_raises_instead_of_nan(shape) -> 
         ArchiveError, match=rf"samples has shape \({shape[0]}, {shape[1]}\); KMO needs n > k"
     ):
         kmo(samples)
+
+
+@pytest.mark.parametrize(
+    ("samples", "kernel"),
+    [
+        (np.array([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]]), "cosine"),
+        (np.array([[0.0, 0.0], [1.0, 2.0], [2.0, 1.0]]) * 1e-300, "rbf"),
+    ],
+    ids=["cosine-collinear", "rbf-tiny"],
+)
+def test_kernel_pca_of_samples_without_kernel_variance_raises_instead_of_inf(
+    samples, kernel
+) -> None:
+    # Distinct samples whose kernel matrix is constant (every cosine 1; every rbf value 1)
+    # have a centred kernel of trace 0: explained_ratio came back [inf] or [nan].
+    with pytest.raises(ArchiveError, match=f"samples have no variance under the {kernel} kernel"):
+        kernel_pca(samples, n_components=1, kernel=kernel)

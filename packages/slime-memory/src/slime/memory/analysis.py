@@ -217,6 +217,12 @@ def kernel_pca(
     eigenvalues = np.ascontiguousarray(model.eigenvalues_)
     if not (np.isfinite(embedding).all() and np.isfinite(eigenvalues).all() and np.isfinite(total)):
         raise overflow
+    if not total > 0:  # the ratios would be inf or NaN
+        raise ArchiveError(
+            f"samples have no variance under the {kernel} kernel (the centred kernel matrix has "
+            f"trace {total!r}): e.g. collinear samples under cosine, or samples so close that "
+            "rbf sees them as one; kernel PCA has nothing to explain"
+        )
     return KernelPCAResult(
         embedding=torch.from_numpy(np.ascontiguousarray(embedding)),
         eigenvalues=torch.from_numpy(eigenvalues),
