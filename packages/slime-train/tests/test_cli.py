@@ -235,6 +235,26 @@ def test_resuming_to_fewer_steps_than_the_checkpoint_is_refused(
     assert _run_files(run) == before
 
 
+def test_a_resume_refuses_config_and_out_options_it_would_ignore(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --config and --out were silently ignored on resume: the run's own config.yaml was read and
+    # the run carried on in its own folder, whatever the options said.
+    out = tmp_path / "out"
+    cli.main(["train", "--config", "tiny", "--steps", "2", "--out", str(out), "--quiet"])
+    run = _only_run(out)
+    before = _run_files(run)
+    capsys.readouterr()
+    for argv, message in (
+        (["--config", "shakespeare_cpu"], "--resume: a resumed run keeps its config.yaml, got "),
+        (["--out", str(tmp_path / "elsewhere")], "--resume: a resumed run stays in its own folder"),
+    ):
+        assert cli.main(["train", "--resume", str(run), "--steps", "4", *argv, "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"slime train: error: {message}") and len(err.splitlines()) == 1
+    assert _run_files(run) == before and not (tmp_path / "elsewhere").exists()
+
+
 @pytest.mark.parametrize("finished", [True, False])
 def test_a_run_whose_checkpoints_were_deleted_is_not_restarted_over_its_results(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], finished: bool

@@ -28,7 +28,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import torch
-from slime.proto import ConfigError, SlimeError
+from slime.proto import ConfigError, SlimeError, shown
 from slime.train.build import build_dataset
 from slime.train.checkpoint import checkpoint_steps
 from slime.train.config import DATASETS, MAX_STEPS, RunConfig
@@ -78,7 +78,7 @@ def _train_parser() -> argparse.ArgumentParser:
         "--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint"
     )
     parser.add_argument("--steps", type=int, help=f"overrides train.steps (1 to {MAX_STEPS:,})")
-    parser.add_argument("--out", default="runs", help="parent folder of new run directories")
+    parser.add_argument("--out", help="parent folder of new run directories (default: runs)")
     parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (overrides train.device)")
     parser.add_argument("--seed", type=int, help="overrides train.seed (0 to 2**63 - 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -188,6 +188,9 @@ def train_command(argv: list[str]) -> int:
     """
     args = _train_parser().parse_intermixed_args(argv)
     args.argv = list(argv)
+    out_given = args.out is not None
+    if not out_given:
+        args.out = "runs"
     world = world_size_from_env()
     restarted = _elastic_run(args.out, argv)
     if restarted is not None:
@@ -201,6 +204,16 @@ def train_command(argv: list[str]) -> int:
             raise ConfigError("a resumed run keeps its model, data and seed", "--resume")
         if args.tokenizer is not None:
             raise ConfigError("a resumed run keeps its tokenizer", "--resume")
+        if args.config is not None:  # it was ignored: the run's own config.yaml is read
+            raise ConfigError(
+                f"a resumed run keeps its config.yaml, got --config {shown(args.config)} (change "
+                "its train, lifecycle, fitness or slo settings with SECTION.KEY=VALUE overrides)",
+                "--resume",
+            )
+        if out_given:  # it was ignored: the run is carried on where it is
+            raise ConfigError(
+                f"a resumed run stays in its own folder, got --out {shown(args.out)}", "--resume"
+            )
         changes = _overrides(args)
         for key in ("model", "data"):
             if changes.get(key):
