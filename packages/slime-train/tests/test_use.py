@@ -530,7 +530,11 @@ def test_sample_and_eval_refuse_a_tampered_tokenizer_file(
             cli.main([command, str(run), "--quiet"] if command == "eval" else [command, str(run)])
             == 2
         )
-        assert "is not the tokenizer the run trained with" in _one_error(capsys, command)
+        message = _one_error(capsys, command)
+        assert "is not the tokenizer the run trained with" in message
+        # Both hashes shown alike, 12 hex digits; the recorded one was a repr cut mid-quote.
+        recorded = json.loads((run / "data.json").read_text())["tokenizer"]
+        assert f"data.json records {recorded[:12]}): it was edited" in message
 
 
 def test_help_lists_sample_and_eval(capsys: pytest.CaptureFixture[str]) -> None:

@@ -117,7 +117,8 @@ def run_tokenizer(run: Path, cfg: RunConfig) -> Tokenizer:
         if recorded != tokenizer.identity:
             raise CheckpointError(
                 f"{str(file)!r} is not the tokenizer the run trained with (sha256 "
-                f"{tokenizer.identity[:12]}, {DATA_FILE} records {shown(recorded)[:14]}): it was "
+                f"{tokenizer.identity[:12]}, {DATA_FILE} records "
+                f"{recorded[:12] if isinstance(recorded, str) else shown(recorded)}): it was "
                 "edited or replaced"
             )
     return tokenizer
