@@ -170,3 +170,12 @@ def test_a_data_folder_that_is_a_file_is_named_as_such(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
     with pytest.raises(DataError, match="is not a folder"):
         resolve_data_dir(tmp_path / "f")
+
+
+def test_an_empty_data_folder_path_is_refused_not_read_as_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Path("") is ".": --data-dir '' looked for the corpora in the current folder.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match="expected a data folder, got ''"):
+        resolve_data_dir("")

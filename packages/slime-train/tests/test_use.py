@@ -489,6 +489,22 @@ def test_eval_refuses_text_that_changed_since_training(
     assert "changed since the run trained on it" in _one_error(capsys, "eval")
 
 
+def test_an_empty_data_path_is_refused_not_read_as_the_current_folder(
+    space: Path, char_run: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Path("").resolve() is the current folder: --data '' trained (or evaluated) on every .txt
+    # file under wherever the command ran.
+    here = space / "cwd-with-text"
+    here.mkdir()
+    (here / "notes.txt").write_text(prose(30_000, seed=3), encoding="utf-8")
+    monkeypatch.chdir(here)
+    out = space / "empty-data-out"
+    assert cli.main(["train", "--config", "tiny", "--data", "", "--out", str(out), "--quiet"]) == 2
+    assert "--data: expected a dataset" in _one_error(capsys, "train") and not out.exists()
+    assert cli.main(["eval", str(char_run), "--quiet", "--data", ""]) == 2
+    assert "--data: expected a dataset" in _one_error(capsys, "eval")
+
+
 @pytest.mark.parametrize("task", ["copy", "recall"])
 def test_eval_of_a_text_run_on_a_synthetic_task_is_one_error(
     char_run: Path, capsys: pytest.CaptureFixture[str], task: str

@@ -113,6 +113,8 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
                 "no data folder: pass a data_dir (--data-dir) or set SLIME_DATA_DIR to a folder "
                 "holding tinyshakespeare/, wikitext-2/ or tinystories/"
             )
+    if not str(data_dir):  # as a path, '' would be the current folder
+        raise DataError("expected a data folder, got ''")
     path = Path(data_dir)
     if not path.is_dir():
         what = "is not a folder" if path.exists() else "does not exist"

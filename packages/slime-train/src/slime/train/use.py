@@ -75,7 +75,15 @@ MIN_TEMPERATURE = 1e-4
 
 def data_changes(value: str) -> dict[str, Any]:
     """``--data VALUE`` as changes of the ``data`` section: a built-in name, else a text path
-    (made absolute, so the run finds it from anywhere)."""
+    (made absolute, so the run finds it from anywhere).
+
+    Raises:
+        ConfigError: ``value`` is empty (as a path it would mean the current folder).
+    """
+    if not value:
+        raise ConfigError(
+            f"expected a dataset ({', '.join(DATASETS)}) or a .txt file or folder, got ''", "--data"
+        )
     if value in DATASETS:
         return {"name": value, "path": None}
     return {"name": "text", "path": str(Path(value).expanduser().resolve())}
