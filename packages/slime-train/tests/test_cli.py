@@ -235,6 +235,20 @@ def test_resuming_to_fewer_steps_than_the_checkpoint_is_refused(
     assert _run_files(run) == before
 
 
+@pytest.mark.parametrize("option", ["--config", "--resume", "--out"])
+def test_an_empty_path_option_is_refused_not_read_as_the_current_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, option: str
+) -> None:
+    # Path("") is ".": --out '' wrote the run into the current folder, and --config '' and
+    # --resume '' were refused naming '.' or nothing instead of the empty value given.
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--config", "tiny", "--steps", "2", "--quiet"]
+    assert cli.main([*argv, option, ""]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"slime train: error: {option}: expected a file or folder path, got ''"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_resume_refuses_config_and_out_options_it_would_ignore(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -188,6 +188,9 @@ def train_command(argv: list[str]) -> int:
     """
     args = _train_parser().parse_intermixed_args(argv)
     args.argv = list(argv)
+    for option in ("config", "resume", "out"):  # as a path, '' would be the current folder
+        if getattr(args, option) == "":
+            raise ConfigError("expected a file or folder path, got ''", f"--{option}")
     out_given = args.out is not None
     if not out_given:
         args.out = "runs"
