@@ -489,6 +489,20 @@ def test_eval_refuses_text_that_changed_since_training(
     assert "changed since the run trained on it" in _one_error(capsys, "eval")
 
 
+@pytest.mark.parametrize("command", ["sample", "eval"])
+def test_an_empty_run_dir_is_refused_not_read_as_the_current_folder(
+    char_run: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+) -> None:
+    # Path("") is ".": `slime sample ''` from inside a run used that run, and elsewhere the error
+    # named '.' instead of the empty value given.
+    monkeypatch.chdir(char_run)
+    assert cli.main([command, ""]) == 2
+    assert _one_error(capsys, command).endswith("expected a run directory, got ''")
+
+
 def test_an_empty_data_path_is_refused_not_read_as_the_current_folder(
     space: Path, char_run: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

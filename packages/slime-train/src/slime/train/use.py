@@ -93,8 +93,10 @@ def open_run(path: str) -> tuple[Path, RunConfig]:
     """A run directory and its config.
 
     Raises:
-        CheckpointError: ``path`` is not a run directory (no config.yaml).
+        CheckpointError: ``path`` is not a run directory (no config.yaml), or is empty.
     """
+    if not str(path):  # as a path, '' would be the current folder
+        raise CheckpointError("expected a run directory, got ''")
     run = Path(path)
     if not (run / "config.yaml").is_file():
         raise CheckpointError(f"{str(run)!r} is not a run directory (no config.yaml)")
