@@ -132,6 +132,22 @@ def test_resuming_a_text_run_uses_its_recorded_tokenizer(
     assert _summary(run)["steps"] == 14
 
 
+def test_resuming_a_text_run_whose_tokenizer_file_was_deleted_is_refused(
+    space: Path, bpe_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The resume built a new tokenizer (a BPE retrained) whose ids need not be the checkpoint's,
+    # trained on, and left the run without a tokenizer.json for sample and eval.
+    run = space / "resumed-no-tokenizer"
+    shutil.copytree(bpe_run, run)
+    (run / "tokenizer.json").unlink()
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    monkeypatch.setattr(text_module, "train_bpe", lambda *a, **k: pytest.fail("BPE retrained"))
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(run), "--steps", "14", "--quiet"]) == 2
+    assert "tokenizer.json' is missing" in _one_error(capsys, "train")
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
 # -- sample --------------------------------------------------------------------------------------
 
 

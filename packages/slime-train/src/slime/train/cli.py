@@ -28,7 +28,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import torch
-from slime.proto import ConfigError, SlimeError, shown
+from slime.proto import CheckpointError, ConfigError, SlimeError, shown
 from slime.train.build import build_dataset
 from slime.train.checkpoint import checkpoint_steps
 from slime.train.config import DATASETS, MAX_STEPS, RunConfig
@@ -295,6 +295,11 @@ def _train(args: argparse.Namespace, cfg: RunConfig, ctx: Distributed, device: t
                 f"carry {run.path} on from its latest checkpoint"
             )
         recorded = run.path / TOKENIZER_FILE
+        if cfg.data.name == "text" and not recorded.is_file():  # a new one need not give its ids
+            raise CheckpointError(
+                f"{str(recorded)!r} is missing: the run's checkpoint holds token ids of that "
+                "tokenizer, which a tokenizer built anew need not reproduce; restore the file"
+            )
         dataset = _in_turn(
             ctx,
             lambda: build_dataset(
