@@ -148,6 +148,24 @@ def test_resuming_a_text_run_whose_tokenizer_file_was_deleted_is_refused(
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
+def test_resuming_a_text_run_whose_text_changed_is_refused(
+    space: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The resume trained on whatever the file now held (same alphabet: no error at all), with
+    # the checkpoint's model and the old text's splits.
+    text = tmp_path / "own.txt"
+    text.write_text((space / "data.txt").read_text(encoding="utf-8")[:60_000], encoding="utf-8")
+    argv = ["train", "--config", "tiny", "--data", str(text), "--tokenizer", "char", "--quiet"]
+    assert cli.main([*argv, "--out", str(tmp_path / "runs"), "--steps", "4"]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    text.write_text(text.read_text(encoding="utf-8")[::-1], encoding="utf-8")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(run), "--steps", "8", "--quiet"]) == 2
+    assert "changed since the run trained on it" in _one_error(capsys, "train")
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
 # -- sample --------------------------------------------------------------------------------------
 
 

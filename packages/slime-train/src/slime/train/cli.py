@@ -28,7 +28,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import torch
-from slime.proto import CheckpointError, ConfigError, SlimeError, shown
+from slime.proto import CheckpointError, ConfigError, DataError, SlimeError, shown
 from slime.train.build import build_dataset
 from slime.train.checkpoint import checkpoint_steps
 from slime.train.config import DATASETS, MAX_STEPS, RunConfig
@@ -177,6 +177,26 @@ def _record_data(run: RunDir, dataset: Dataset) -> None:
         (run.path / DATA_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
+def _check_resumed_text(run: Path, dataset: Dataset) -> None:
+    """DataError when the text a resumed run would train on is not the text its ``data.json``
+    records (changed, or other files in its folder): the checkpoint's model and its splits
+    belong to that text. A run without the record (older, or a synthetic task) is not checked;
+    a damaged record is a CheckpointError."""
+    source, file = getattr(dataset, "source", None), run / DATA_FILE
+    if source is None or not file.is_file():
+        return
+    try:
+        recorded = json.loads(file.read_text("utf-8"))["sha256"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{str(file)!r} is damaged: {exc}") from None
+    if recorded != source.sha256:
+        raise DataError(
+            f"{str(source.path)!r} changed since the run trained on it (sha256 "
+            f"{source.sha256[:12]}, recorded {str(recorded)[:12]}); a resumed run trains on the "
+            "text it started with: restore that text, or start a new run on this one"
+        )
+
+
 def train_command(argv: list[str]) -> int:
     """``slime train``: returns 0 when the run completed, 1 when the non-finite policy stopped it.
 
@@ -310,6 +330,7 @@ def _train(args: argparse.Namespace, cfg: RunConfig, ctx: Distributed, device: t
                 progress=progress,
             ),
         )
+        _check_resumed_text(run.path, dataset)
         trainer = Trainer.resume(
             run, dataset, cfg, device=device, progress=progress, distributed=ctx
         )
