@@ -17,6 +17,7 @@ ordered (one stream), as a module's forwards are.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -78,12 +79,18 @@ def _tube_kernel(H, TRACE, POS, CELLS, COUNT, rows, seq, span, ring, s_b, s_p, s
 _TUBES = Launcher(_tube_kernel)
 
 
+@functools.cache
+def _sm_count(index: int) -> int:
+    """SMs of CUDA device ``index``, read once (this runs on every observed forward of a layer)."""
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
 def chunks_for(rows: int, pool: int, device: torch.device) -> int:
     """Programs per slot: enough for the grid to cover the SMs twice, at most one per tile of
     rows and :data:`MAX_CHUNKS`; a power of two. One in the interpreter."""
     if os.environ.get("TRITON_INTERPRET") == "1" or device.type != "cuda":
         return 1
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
     want = min(MAX_CHUNKS, max(1, -(-2 * sms // max(pool, 1))), max(1, -(-rows // BLOCK_R)))
     return 1 << (want.bit_length() - 1)
 
