@@ -5,9 +5,12 @@
 Both models are built from the same preset (slime at ``pod_capacity = n_pods`` and at
 ``n_pods + 2``) and timed in the same process on the same device: forward under bf16 autocast
 (CUDA), backward, gradient clipping and a fused AdamW step, on random tokens. The step is
-free-running (the device is synchronised only around the timed block), after warm-up steps that
-also pay compilation. The table gives ms per step, the ratio to the baseline in the same mode,
-tokens per second and peak memory. This isolates the architecture's cost; ``slime.train.compare``
+free-running (the device is synchronised only around each timed block), after warm-up steps that
+also pay compilation. Every row of a mode is built and warmed up first; then ``--rounds`` rounds
+each time ``--steps`` steps of every row in turn, so rows are compared side by side rather than
+minutes apart (an eager step is bound by the host, whose speed drifts). The table gives the
+median ms per step over the rounds, its ratio to the baseline's, the lowest and highest ratio
+of one round, tokens per second and peak memory. This isolates the architecture's cost; ``slime.train.compare``
 times whole trainer steps with the lifecycle.
 
 ``--ddp`` adds each model wrapped in ``DistributedDataParallel`` in a process group of one (NCCL on
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import statistics
 import sys
 import time
 from typing import Any
@@ -36,6 +40,111 @@ __all__ = ["MODES", "main", "time_training_step"]
 MODES = ("eager", "compiled", "graphs")
 
 
+class _Timed:
+    """One row's model ready to step: its forward (wrapped, compiled), optimizer and tokens.
+
+    ``mode``: ``eager``, ``compiled`` (``torch.compile(fullgraph=True)``) or ``graphs`` (the same
+    with ``mode="reduce-overhead"``: CUDA graphs replay forward and backward). ``ddp``: the model
+    runs under ``DistributedDataParallel`` in the initialised default process group (compiled
+    without ``fullgraph``: dynamo splits the graph at the gradient buckets, as in a trainer).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        cfg: ModelConfig,
+        batch_size: int,
+        device: torch.device,
+        *,
+        steps: int,
+        warmup: int,
+        mode: str,
+        ddp: bool = False,
+    ) -> None:
+        self.model, self.device, self.steps, self.warmup = model, device, steps, warmup
+        self.graphs = mode == "graphs"
+        self.tokens = batch_size * cfg.block_size
+        forward = model
+        if ddp:
+            forward = data_parallel(model, device, Distributed.current())
+        if mode != "eager":
+            options = {"mode": "reduce-overhead"} if mode == "graphs" else {}
+            forward = torch.compile(forward, fullgraph=not ddp, **options)
+        self.forward = forward
+        self.opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+        gen = torch.Generator(device=device).manual_seed(0)
+        self.data = torch.randint(
+            0,
+            cfg.vocab_size,
+            (warmup + steps, batch_size, cfg.block_size + 1),
+            generator=gen,
+            device=device,
+        )
+        self.autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if device.type == "cuda"
+            else contextlib.nullcontext()
+        )
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def step(self, chunk: torch.Tensor) -> None:
+        if self.graphs:  # rows replay their graphs in turn; nothing reads a step's outputs
+            torch.compiler.cudagraph_mark_step_begin()
+        with self.autocast:
+            _, loss = self.forward(chunk[:, :-1], chunk[:, 1:])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0, foreach=True)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+
+    def warm(self, *, held: int = 0, profile: bool = False) -> dict[str, Any]:
+        """The first step (which pays compilation) and the rest of the warm-up; then one timed
+        window whose peak allocation is reported less ``held``, the bytes other rows held on the
+        device before this row's model was built."""
+        if profile:
+            self._profile()
+        began = time.perf_counter()
+        self.step(self.data[0])
+        self.sync()
+        first_s = time.perf_counter() - began
+        for i in range(1, self.warmup):
+            self.step(self.data[i])
+        self.sync()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        ms = self.time()
+        peak = None
+        if self.device.type == "cuda":
+            peak = (torch.cuda.max_memory_allocated(self.device) - held) / 2**20
+        return {"first_step_s": first_s, "peak_mb": peak, "warm_ms": ms}
+
+    def time(self) -> float:
+        """Mean ms per step over ``steps`` free-running steps (synchronised at the ends only)."""
+        self.sync()
+        began = time.perf_counter()
+        for i in range(self.warmup, self.warmup + self.steps):
+            self.step(self.data[i])
+        self.sync()
+        return (time.perf_counter() - began) / self.steps * 1e3
+
+    def _profile(self) -> None:
+        for i in range(self.warmup):
+            self.step(self.data[i])
+        self.sync()
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if self.device.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        with torch.profiler.profile(activities=activities) as prof:
+            for i in range(self.warmup, self.warmup + self.steps):
+                self.step(self.data[i])
+            self.sync()
+        key = "cuda_time_total" if self.device.type == "cuda" else "cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=40), file=sys.stderr)
+
+
 def time_training_step(
     model: torch.nn.Module,
     cfg: ModelConfig,
@@ -48,73 +157,16 @@ def time_training_step(
     profile: bool = False,
     ddp: bool = False,
 ) -> dict[str, Any]:
-    """Mean ms per free-running training step, first-call (compile) seconds and peak MB.
-
-    ``mode``: ``eager``, ``compiled`` (``torch.compile(fullgraph=True)``) or ``graphs`` (the same
-    with ``mode="reduce-overhead"``: CUDA graphs replay forward and backward). ``ddp``: the model
-    runs under ``DistributedDataParallel`` in the initialised default process group (compiled
-    without ``fullgraph``: dynamo splits the graph at the gradient buckets, as in a trainer).
-    """
-    forward = model
-    if ddp:
-        forward = data_parallel(model, device, Distributed.current())
-    if mode != "eager":
-        options = {"mode": "reduce-overhead"} if mode == "graphs" else {}
-        forward = torch.compile(forward, fullgraph=not ddp, **options)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    gen = torch.Generator(device=device).manual_seed(0)
-    vocab, seq = cfg.vocab_size, cfg.block_size
-    data = torch.randint(
-        0, vocab, (warmup + steps, batch_size, seq + 1), generator=gen, device=device
-    )
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.type == "cuda"
-        else contextlib.nullcontext()
-    )
-
-    def step(chunk: torch.Tensor) -> None:
-        with autocast:
-            _, loss = forward(chunk[:, :-1], chunk[:, 1:])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    if profile:
-        for i in range(warmup):
-            step(data[i])
-        sync()
-        activities = [torch.profiler.ProfilerActivity.CPU]
-        if device.type == "cuda":
-            activities.append(torch.profiler.ProfilerActivity.CUDA)
-        with torch.profiler.profile(activities=activities) as prof:
-            for i in range(warmup, warmup + steps):
-                step(data[i])
-            sync()
-        key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
-        print(prof.key_averages().table(sort_by=key, row_limit=40), file=sys.stderr)
-    began = time.perf_counter()
-    step(data[0])
-    sync()
-    first_s = time.perf_counter() - began
-    for i in range(1, warmup):
-        step(data[i])
-    sync()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    began = time.perf_counter()
-    for i in range(warmup, warmup + steps):
-        step(data[i])
-    sync()
-    ms = (time.perf_counter() - began) / steps * 1e3
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    """Mean ms per free-running training step, first-call (compile) seconds and peak MB of one
+    model timed alone (see :class:`_Timed` for ``mode`` and ``ddp``)."""
+    row = _Timed(model, cfg, batch_size, device, steps=steps, warmup=warmup, mode=mode, ddp=ddp)
+    warm = row.warm(profile=profile)
+    ms = warm["warm_ms"]
     return {
         "ms": ms,
-        "first_step_s": first_s,
-        "tokens_per_s": batch_size * seq / ms * 1e3,
-        "peak_mb": peak,
+        "first_step_s": warm["first_step_s"],
+        "tokens_per_s": row.tokens / ms * 1e3,
+        "peak_mb": warm["peak_mb"],
     }
 
 
@@ -172,6 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of --steps steps per row, the rows stepping in turn (median reported)",
+    )
+    parser.add_argument(
         "--vocab", type=int, default=65, help="vocabulary size of the random tokens"
     )
     parser.add_argument("--batch-size", type=int, help="default: the preset's")
@@ -192,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         help="also time the baseline and slime under DistributedDataParallel at world size 1",
     )
     args = parser.parse_args(argv)
+    for flag in ("steps", "warmup", "rounds"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     device = resolve_device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)  # process-wide, at the script's edge
@@ -223,36 +284,13 @@ def _run(
     print(f"device: {name}; torch {torch.__version__}; config {args.config}; batch {batch}")
     results: dict[tuple[str, str], dict[str, Any]] = {}
     for mode in modes:
-        for label, cfg, edit in rows:
-            if mode == "graphs" and label.endswith(_DDP):
-                continue  # the wrapper is timed eager and compiled only
-            torch._dynamo.reset()
-            gc.collect()
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            gen = torch.Generator().manual_seed(0)
-            model = build_model(cfg, args.vocab, device=device, generator=gen)
-            if edit is not None:
-                edit(model)
-            model.train()
-            results[(mode, label)] = time_training_step(
-                model,
-                cfg,
-                batch,
-                device,
-                steps=args.steps,
-                warmup=args.warmup,
-                mode=mode,
-                profile=args.profile,
-                ddp=label.endswith(_DDP),
-            )
-            del model
-            print(f"  {mode:8s} {label:14s} {results[(mode, label)]}", file=sys.stderr)
+        results.update(_time_mode(args, device, rows, mode, batch))
     print()
     print(
-        "| mode | model | ms/step | vs baseline | tokens/s | peak MB | vs baseline | first step s |"
+        "| mode | model | ms/step | vs baseline | per round | tokens/s | peak MB | vs baseline "
+        "| first step s |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for mode in modes:
         base = results[(mode, "baseline")]
         for label, _, _ in rows:
@@ -264,9 +302,11 @@ def _run(
                 if r["peak_mb"]
                 else "- | -"
             )
+            ratios = [m / b for m, b in zip(r["rounds_ms"], base["rounds_ms"], strict=True)]
             print(
                 f"| {mode} | {label} | {r['ms']:.2f} | {r['ms'] / base['ms']:.3f}x | "
-                f"{r['tokens_per_s'] / 1e6:.3f}M | {mem} | {r['first_step_s']:.1f} |"
+                f"{min(ratios):.3f}-{max(ratios):.3f}x | {r['tokens_per_s'] / 1e6:.3f}M | {mem} | "
+                f"{r['first_step_s']:.1f} |"
             )
     wrapped = [label for label, _, _ in rows if label.endswith(_DDP)]
     if wrapped:
@@ -281,6 +321,60 @@ def _run(
                 plain, ddp = results[(mode, bare)]["ms"], results[(mode, label)]["ms"]
                 print(f"| {mode} | {bare} | {plain:.2f} | {ddp:.2f} | {ddp / plain - 1:+.1%} |")
     return 0
+
+
+def _time_mode(
+    args: argparse.Namespace,
+    device: torch.device,
+    rows: list[tuple[str, ModelConfig, Any]],
+    mode: str,
+    batch: int,
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every row of one mode: built and warmed up one after the other (first-step seconds and
+    peak memory), then timed in ``args.rounds`` rounds of ``args.steps`` steps, each round
+    stepping every row in turn, starting one row later each round. A row's ms/step is the median
+    of its rounds: the host of an eager step drifts by more from minute to minute than the
+    differences measured here, so only rows timed side by side compare."""
+    torch._dynamo.reset()
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    timed: dict[str, _Timed] = {}
+    warm: dict[str, dict[str, Any]] = {}
+    for label, cfg, edit in rows:
+        if mode == "graphs" and label.endswith(_DDP):
+            continue  # the wrapper is timed eager and compiled only
+        held = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+        gen = torch.Generator().manual_seed(0)
+        model = build_model(cfg, args.vocab, device=device, generator=gen)
+        if edit is not None:
+            edit(model)
+        model.train()
+        timed[label] = _Timed(
+            model, cfg, batch, device, steps=args.steps, warmup=args.warmup, mode=mode,
+            ddp=label.endswith(_DDP),
+        )  # fmt: skip
+        warm[label] = timed[label].warm(held=held, profile=args.profile)
+    labels = list(timed)
+    rounds: dict[str, list[float]] = {label: [] for label in labels}
+    for r in range(args.rounds):
+        for label in labels[r % len(labels) :] + labels[: r % len(labels)]:
+            rounds[label].append(timed[label].time())
+    out = {}
+    for label in labels:
+        ms = statistics.median(rounds[label])
+        out[(mode, label)] = {
+            "ms": ms,
+            "rounds_ms": rounds[label],
+            "first_step_s": warm[label]["first_step_s"],
+            "tokens_per_s": timed[label].tokens / ms * 1e3,
+            "peak_mb": warm[label]["peak_mb"],
+        }
+        shown = " / ".join(f"{m:.2f}" for m in rounds[label])
+        print(f"  {mode:8s} {label:14s} rounds {shown} ms", file=sys.stderr)
+    timed.clear()
+    gc.collect()
+    return out
 
 
 if __name__ == "__main__":
