@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from slime.memory.archive import MAX_ARCHIVE_SIZE, Archive, config_number
+from slime.memory.archive import MAX_ARCHIVE_SIZE, Archive, _check_ranges, config_number
 from slime.memory.limits import MAX_ARCHIVE_CELLS
 from slime.proto import ConfigError, shown
 
@@ -25,8 +26,18 @@ class GridArchive(Archive):
         dims: cells per dimension, e.g. ``(10, 10)``; their product is at most
             :data:`~slime.memory.limits.MAX_ARCHIVE_CELLS` (16,777,216).
         ranges: ``(low, high)`` per dimension, same length as ``dims``.
-        epsilon: added before truncation so a value on a boundary lands in the upper cell.
+        epsilon: added before truncation so a value on a boundary lands in the upper cell. It
+            shifts every descriptor by ``epsilon / (high - low)`` of a cell, so it must be below
+            the width ``high - low`` of every range (a shift of a whole cell or more would put
+            every descriptor in another cell than its own).
         device, qd_offset, learning_rate, threshold_min, max_size: see :class:`Archive`.
+
+    Raises:
+        ConfigError: dims that are not positive ints (numpy integers are read as ints) or
+            make more cells than the limit, ranges that are not finite ``low < high`` pairs
+            (one per dim), or an ``epsilon`` that is negative, not finite, or not below the
+            width of every range: each naming the value and the argument, before anything
+            is allocated.
     """
 
     kind = "GridArchive"
@@ -43,19 +54,7 @@ class GridArchive(Archive):
         max_size: int = MAX_ARCHIVE_SIZE,
         epsilon: float = 1e-6,
     ) -> None:
-        if isinstance(dims, str | bytes) or not hasattr(dims, "__len__"):
-            raise ConfigError(
-                f"dims must be a sequence of positive ints, got {shown(dims)}", "GridArchive.dims"
-            )
-        dims = list(dims)
-        if not dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
-            raise ConfigError(f"dims must be positive ints, got {shown(dims)}", "GridArchive.dims")
-        if math.prod(dims) > MAX_ARCHIVE_CELLS:
-            raise ConfigError(
-                f"dims {shown(dims)} make {math.prod(dims)} cells, above the limit "
-                f"MAX_ARCHIVE_CELLS = {MAX_ARCHIVE_CELLS}",
-                "GridArchive.dims",
-            )
+        dims = _check_dims(dims)
         if isinstance(ranges, str | bytes) or not hasattr(ranges, "__len__"):
             raise ConfigError(
                 f"ranges must be a sequence of (low, high) pairs, got {shown(ranges)}",
@@ -70,6 +69,7 @@ class GridArchive(Archive):
             raise ConfigError(
                 f"epsilon must be finite and >= 0, got {epsilon!r}", "GridArchive.epsilon"
             )
+        _check_epsilon(number, _check_ranges(ranges, "GridArchive"))
         self._dims = dims
         self._epsilon = number
         super().__init__(
@@ -122,3 +122,45 @@ class GridArchive(Archive):
 
     def _config(self) -> dict[str, Any]:
         return {"dims": list(self._dims), "epsilon": self._epsilon}
+
+
+def _check_dims(dims: Any) -> list[int]:
+    """``dims`` as a list of positive ints with a product of at most MAX_ARCHIVE_CELLS, or
+    ConfigError naming it. The product stops growing once past the limit: the product of
+    100,000 dims of 2 has 30,103 digits, more than Python will even print."""
+    if isinstance(dims, str | bytes) or not hasattr(dims, "__len__"):
+        raise ConfigError(
+            f"dims must be a sequence of positive ints, got {shown(dims)}", "GridArchive.dims"
+        )
+    dims = list(dims)
+    if not dims or any(
+        isinstance(d, bool | np.bool_) or not isinstance(d, numbers.Integral) or d < 1 for d in dims
+    ):
+        raise ConfigError(f"dims must be positive ints, got {shown(dims)}", "GridArchive.dims")
+    dims = [int(d) for d in dims]  # numpy integers too: the saved configuration is JSON
+    cells = 1
+    for d in dims:
+        cells *= d
+        if cells > MAX_ARCHIVE_CELLS:
+            raise ConfigError(
+                f"dims {shown(dims)} make more than {MAX_ARCHIVE_CELLS} cells, above the limit "
+                f"MAX_ARCHIVE_CELLS = {MAX_ARCHIVE_CELLS}",
+                "GridArchive.dims",
+            )
+    return dims
+
+
+def _check_epsilon(epsilon: float, ranges: list[tuple[float, float]]) -> None:
+    """Raise ConfigError unless ``epsilon`` is below the width of every range: it shifts each
+    descriptor by ``epsilon / width`` of a cell before truncation, so at a whole cell or more
+    every descriptor (the lower bound itself included) would land in another cell."""
+    for i, (low, high) in enumerate(ranges):
+        width = high - low
+        if epsilon >= width:
+            raise ConfigError(
+                f"epsilon {shown(epsilon)} is not below the width {shown(width)} of range {i} "
+                f"{shown((low, high))}: it would shift every descriptor by "
+                f"{shown(epsilon / width)} cells; pass an epsilon well below the narrowest "
+                "range's width",
+                "GridArchive.epsilon",
+            )
