@@ -69,7 +69,7 @@ def test_too_few_samples_raise() -> None:
 
 
 def test_descriptor_of_wrong_width_raises() -> None:
-    archive = CVTArchive(2, RANGES, centroids=torch.zeros(2, 2))
+    archive = CVTArchive(2, RANGES, centroids=torch.tensor([[0.0, 0.0], [1.0, 0.0]]))
     with pytest.raises(ArchiveError, match=r"\(1, 3\), expected \(n, 2\)"):
         archive.cell_index(torch.zeros(1, 3))
 

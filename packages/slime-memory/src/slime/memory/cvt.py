@@ -32,13 +32,21 @@ class CVTArchive(Archive):
     Args:
         cells: number of centroids.
         ranges: ``(low, high)`` per dimension.
-        centroids: ``(cells, k)`` centroids to use instead of k-means.
+        centroids: ``(cells, k)`` centroids to use instead of k-means: finite and pairwise
+            distinct (an equal pair's second cell could never be reached). They may lie
+            outside the ranges: descriptors are not clipped into the ranges here, and every
+            distinct centroid's cell holds the centroid itself, so each cell stays reachable.
         samples: uniform samples clustered by k-means (ignored with ``centroids``), at most
             :data:`~slime.memory.limits.MAX_CVT_SAMPLES` (16,777,216).
         seed: seeds the samples and k-means: an int in ``[0, 2**32)`` (scikit-learn's range).
         nearest: ``"auto"`` (k-d tree on CPU, batched distances elsewhere), ``"kd_tree"`` (CPU
             only) or ``"brute_force"``.
         device, qd_offset, learning_rate, threshold_min, max_size: see :class:`Archive`.
+
+    Raises:
+        ConfigError: a bad ``cells``, range, ``samples``, ``seed`` or ``nearest``; centroids
+            of the wrong type, shape or dtype, on the meta device, non-finite, or with two
+            equal rows (naming both indices), also when k-means produced them.
     """
 
     kind = "CVTArchive"
@@ -71,6 +79,7 @@ class CVTArchive(Archive):
             raise ConfigError(
                 f"seed must be an int in [0, 2**32), got {shown(seed)}", "CVTArchive.seed"
             )
+        samples_made = False
         if centroids is None:
             if isinstance(samples, bool) or not isinstance(samples, int) or samples < cells:
                 raise ConfigError(
@@ -83,6 +92,7 @@ class CVTArchive(Archive):
                     "CVTArchive.samples",
                 )
             centroids = torch.from_numpy(self._k_means(samples, seed))
+            samples_made = True
         elif not isinstance(centroids, torch.Tensor):
             raise ConfigError(
                 f"centroids must be a torch.Tensor of shape ({cells}, {len(ranges)}), got "
@@ -111,6 +121,8 @@ class CVTArchive(Archive):
             raise ConfigError(
                 f"nearest='kd_tree' runs on CPU only, not {self.device}", "CVTArchive.nearest"
             )
+        centroids = centroids.detach().to(dtype=torch.float64)  # distinct as the archive reads them
+        _check_distinct(centroids.cpu().numpy(), seed if samples_made else None)
         self._samples, self._seed, self._nearest = samples, seed, nearest
         self._centroids = centroids.detach().to(device=self.device, dtype=torch.float64)
         self._centroid_columns = self._centroids.t().unsqueeze(1).unbind(0)  # k x (1, cells)
@@ -187,3 +199,29 @@ class CVTArchive(Archive):
 
     def _config_tensors(self) -> dict[str, torch.Tensor]:
         return {"centroids": self._centroids}
+
+
+def _check_distinct(centroids: np.ndarray, seed: int | None) -> None:
+    """Raise ConfigError naming the first pair of equal centroids ``(cells, k)``: a descriptor
+    nearest to both goes to the lower cell, so the other's cell is never reached. ``seed``:
+    the k-means seed when k-means made them (None: the caller gave them). One lexicographic
+    sort; equal rows (``-0.0 == 0.0`` included) end up next to each other."""
+    order = np.lexsort(centroids.T[::-1])
+    ordered = centroids[order]
+    same = (ordered[1:] == ordered[:-1]).all(axis=1)
+    if not same.any():
+        return
+    earlier, later = order[:-1][same], order[1:][same]  # the sort is stable: earlier < later
+    first = int(np.argmin(later))
+    i, j = int(earlier[first]), int(later[first])
+    equal = f"centroids {i} and {j} are equal ({shown(centroids[i].tolist())})"
+    if seed is None:
+        raise ConfigError(
+            f"{equal}: the cell of centroid {j} could never be reached; give distinct centroids",
+            "CVTArchive.centroids",
+        )
+    raise ConfigError(
+        f"k-means (seed {seed}) made {equal}, so one cell could never be reached; use more "
+        "samples or another seed",
+        "CVTArchive.samples",
+    )
