@@ -28,7 +28,8 @@ reports each run's time and steps to held-out loss X. Both budgets report the be
 Overhead ratios (the blueprint claims <= 2% of step time, <= 1% of memory):
 
 - lifecycle time per step = observation cost (free-running step over whole medium intervals minus
-  the step between observation windows: tubes and per-slot gradient statistics) + medium event
+  the step between observation windows, paired by round, the median over rounds: tubes and
+  per-slot gradient statistics) + medium event
   apart from its births / medium_interval + (births + slow event) / slow_interval, over the
   free-running slime step. Births are counted at the rate a run at capacity has them: one for
   each pod the slow event culls (a full pool has no room for more), each at the mean cost of
@@ -141,9 +142,9 @@ def profile_model(
 
     With a lifecycle, ``free_step_ms`` averages whole medium intervals (so it holds their
     observed steps in proportion) and ``plain_step_ms`` averages steps outside the observation
-    window; their difference is the observation cost per step. Each is the median of
-    ``repeats`` timed windows (the two kinds alternating), so one window slowed by other work on
-    the host does not decide it. :func:`profile_models` times several models' windows in turn.
+    window. Each is the median of ``repeats`` timed windows (the two kinds alternating), so one
+    window slowed by other work on the host does not decide it; the observation cost per step
+    (``observation_ms_per_step``) is the median of each round's free window less its plain one. :func:`profile_models` times several models' windows in turn.
     """
     return profile_models({"model": cfg}, dataset, device, steps, warmup, repeats)["model"]
 
@@ -259,8 +260,13 @@ def _finish_profile(
     out["mfu"] = tokens_per_step / free_s * fpt / device_peak if device_peak else None
     if trainer.lifecycle is not None:
         out.update(_profile_lifecycle(trainer, device))
+        # Tubes and per-slot gradient statistics: each round's free window less its own plain
+        # window (timed back to back), the median over rounds; the host's drift between rounds
+        # would otherwise land in the difference of two medians.
+        observed = statistics.median(f - p for f, p in zip(frees, plains, strict=True))
+        out["observation_ms_per_step"] = max(0.0, observed)
         per_step_lifecycle = (
-            max(0.0, free_ms - plain_ms) / 1e3  # tubes and per-slot gradient statistics
+            out["observation_ms_per_step"] / 1e3
             + out["medium_rest_ms"] / 1e3 / lc.medium_interval
             + out["births_per_slow_interval"] * out["birth_ms"] / 1e3 / lc.slow_interval
             + out["slow_event_ms"] / 1e3 / lc.slow_interval
@@ -482,6 +488,10 @@ def _table(results: dict[str, Any]) -> str:
         f"{_fmt(s['profile'].get('birth_ms'))} a birth), "
         f"slow event ms: {_fmt(s['profile'].get('slow_event_ms'))} "
         f"(first {_fmt(s['profile'].get('slow_first_ms'))})"
+    )
+    lines.append(
+        f"observation ms per step (paired by round): "
+        f"{_fmt(s['profile'].get('observation_ms_per_step'))}"
     )
     lines.append(f"lifecycle parts ms: {s['profile'].get('lifecycle_parts_ms')}")
     for name, value in r.items():
