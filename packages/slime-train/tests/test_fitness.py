@@ -258,3 +258,25 @@ def test_fitness_ranks_pods_like_their_held_out_masked_loss_contribution(task: s
     print(f"Spearman(fitness[{task}], held-out masked-loss contribution) = {rho:.3f}, 8 pods")
     assert max(held_out.values()) - min(held_out.values()) > 1e-3, "pods must differ"
     assert rho > 0.5
+
+
+def test_live_keys_read_every_layer_at_once_in_layer_then_slot_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from slime.core.organism import Organism
+    from slime.train.fitness import _live_keys
+
+    model = _model(n_layer=3, n_pods=3)
+    model.organisms[0].cull([1])
+    model.organisms[2].cull([0, 2])
+    expected = [(0, 0), (0, 2), (1, 0), (1, 1), (1, 2), (2, 1)]
+
+    def per_layer_read(self):  # the read this replaces: one per layer
+        raise AssertionError("live_slots read per layer")
+
+    monkeypatch.setattr(Organism, "live_slots", per_layer_read)
+    assert _live_keys(model) == expected
+    monkeypatch.undo()
+    assert _live_keys(model) == [
+        (layer, slot) for layer, o in enumerate(model.organisms) for slot in o.live_slots()
+    ]

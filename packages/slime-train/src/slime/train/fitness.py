@@ -62,7 +62,13 @@ def normalise(values: list[float]) -> list[float]:
 
 
 def _live_keys(model) -> list[PodKey]:
-    return [(layer, slot) for layer, o in enumerate(model.organisms) for slot in o.live_slots()]
+    """``(layer, slot)`` of every live pod, bottom layer first, slots ascending: one read of the
+    device for all layers when their capacities agree (a read per layer otherwise)."""
+    organisms = list(model.organisms)
+    if len({o.alive.shape for o in organisms}) != 1:  # none, or capacities that differ
+        return [(layer, slot) for layer, o in enumerate(organisms) for slot in o.live_slots()]
+    rows = torch.stack([o.alive for o in organisms]).tolist()
+    return [(layer, slot) for layer, row in enumerate(rows) for slot, a in enumerate(row) if a]
 
 
 @torch.no_grad()
