@@ -148,11 +148,7 @@ def _with_options(cfg: RunConfig, changes: dict[str, dict], args: argparse.Names
     try:
         return cfg.replace(**changes)
     except ConfigError as exc:
-        option = _OPTIONS.get(exc.path or "")
-        if option is None or getattr(args, option) is None:
-            raise
-        message = str(exc).removeprefix(f"{exc.path}: ")
-        raise ConfigError(message, f"--{option} ({exc.path})") from None
+        raise _named_by_option(exc, args) from None
 
 
 def _record_data(run: RunDir, dataset: Dataset) -> None:
@@ -254,11 +250,40 @@ def train_command(argv: list[str]) -> int:
     else:
         cfg = _with_options(load_config(args.config), _overrides(args), args)
     rank_batch(cfg.train.batch_size, world)  # refused before any process joins a group
-    ctx, device = launch(cfg.train.device)
     try:
+        ctx, device = launch(cfg.train.device)
+    except ConfigError as exc:
+        raise _named_by_option(exc, args) from None
+    try:
+        _check_cuda_graphs(cfg, device, args)  # before the run directory is made
         return _train(args, cfg, ctx, device)
     finally:
         shutdown()
+
+
+def _named_by_option(exc: ConfigError, args: argparse.Namespace) -> ConfigError:
+    """``exc`` naming the option that set its key too (``--device (train.device): ...``)."""
+    option = _OPTIONS.get(exc.path or "")
+    if option is None or getattr(args, option, None) is None:
+        return exc
+    return ConfigError(str(exc).removeprefix(f"{exc.path}: "), f"--{option} ({exc.path})")
+
+
+def _check_cuda_graphs(cfg: RunConfig, device: torch.device, args: argparse.Namespace) -> None:
+    """ConfigError when CUDA graphs were asked for (``--cuda-graphs`` or ``train.cuda_graphs``)
+    and the run's device is not a CUDA device: torch.compile would quietly compile without them,
+    and the run would not be what was asked for."""
+    if not cfg.train.cuda_graphs or device.type == "cuda":
+        return
+    found = " found no CUDA device" if cfg.train.device == "auto" else ""
+    where = "--cuda-graphs (train.cuda_graphs)" if args.cuda_graphs else "train.cuda_graphs"
+    instead = "leave out --cuda-graphs" if args.cuda_graphs else "set train.cuda_graphs=false"
+    raise ConfigError(
+        f"CUDA graphs need a CUDA device, and this run's device is {device.type} (train.device "
+        f"{cfg.train.device!r}{found}): {instead} (--compile alone works on any device), or "
+        "train on a machine with CUDA",
+        where,
+    )
 
 
 # Written into a run directory made under torchrun's elastic agent: which job and command made it.

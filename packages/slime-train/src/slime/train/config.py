@@ -226,7 +226,8 @@ class TrainConfig(_Section):
     until more than ``max_nonfinite`` such steps, ``stop`` ends the run.
     ``compile``: run the training forward through ``torch.compile``. ``cuda_graphs`` (needs
     ``compile``): compile with ``mode="reduce-overhead"``, so on CUDA the forward and backward
-    replay as CUDA graphs (no per-kernel host cost; on other devices it compiles without graphs).
+    replay as CUDA graphs (no per-kernel host cost; on other devices the trainer compiles
+    without graphs, and ``slime train`` refuses the request).
     ``parallel`` (under a launcher, more than one process): ``data`` replicates the model and splits
     the batch over the ranks; ``heads`` gives every rank the whole batch and computes each pod on
     the one rank ``placement`` assigns it (:mod:`slime.train.heads`): ``behaviour`` hashes the
