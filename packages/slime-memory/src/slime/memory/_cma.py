@@ -246,6 +246,12 @@ class BatchedCMAES:
         return w, mueff, cc, cs, c1, cmu, damps
 
 
+def state_bytes(instances: int, dim: int) -> int:
+    """Bytes of the ``(E, d, d)`` float64 matrices a :class:`BatchedCMAES` of ``instances``
+    searches in ``R^dim`` holds: ``cov``, ``transform`` and ``invsqrt``."""
+    return 3 * 8 * instances * dim * dim
+
+
 def default_batch_size(dim: int) -> int:
     """CMA-ES' default population size ``4 + floor(3 ln d)``."""
     return 4 + int(3 * math.log(dim))

@@ -8,10 +8,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from slime.memory.limits import MAX_ASK_ELEMENTS
 from slime.proto import ConfigError, shown
 
 __all__ = [
     "Bounds",
+    "check_ask_elements",
     "check_bounds",
     "check_generator",
     "check_scale",
@@ -144,6 +146,18 @@ def check_bounds(
         highs.append(high)
     both = torch.tensor([lows, highs], dtype=torch.float64, device=device)
     return both[0], both[1]
+
+
+def check_ask_elements(rows: int, dim: int, what: str, path: str) -> None:
+    """Raise ConfigError if an ask of ``rows`` solutions of ``dim`` coordinates (``what``
+    says where ``rows`` comes from) is above MAX_ASK_ELEMENTS numbers."""
+    if rows * dim > MAX_ASK_ELEMENTS:
+        raise ConfigError(
+            f"{what} = {rows} solutions of {dim} coordinates per ask: {rows * dim:,} float64 "
+            f"({8 * rows * dim:,} bytes), above the limit MAX_ASK_ELEMENTS = "
+            f"{MAX_ASK_ELEMENTS:,} numbers",
+            path,
+        )
 
 
 def check_generator(

@@ -20,10 +20,11 @@ import math
 from collections.abc import Sequence
 
 import torch
-from slime.memory._cma import BatchedCMAES, default_batch_size
+from slime.memory._cma import BatchedCMAES, default_batch_size, state_bytes
 from slime.memory._devices import as_device
 from slime.memory._emitter_checks import (
     Bounds,
+    check_ask_elements,
     check_bounds,
     check_generator,
     check_scale,
@@ -32,7 +33,7 @@ from slime.memory._emitter_checks import (
     positive_int,
 )
 from slime.memory.archive import Archive
-from slime.memory.limits import MAX_BATCH_SIZE, MAX_EMITTER_INSTANCES
+from slime.memory.limits import MAX_BATCH_SIZE, MAX_CMA_STATE_BYTES, MAX_EMITTER_INSTANCES
 from slime.proto import ArchiveError, ConfigError, shown
 
 __all__ = ["Emitter", "EvolutionStrategyEmitter", "GaussianEmitter", "IsoLineEmitter"]
@@ -98,10 +99,14 @@ class Emitter:
     """Base of the emitters: the archive, the solution space and the random generator.
 
     Args:
-        archive: where parents come from; its genomes must be tensor columns.
+        archive: where parents come from; its genomes must be tensor columns. An archive on
+            the meta device (shapes only) is refused: an emitter draws random numbers and
+            reads elites, values the meta device does not hold.
         x0: ``(d,)`` starting point, used while the archive is empty.
         batch_size: solutions per :meth:`ask`, at most
-            :data:`~slime.memory.limits.MAX_BATCH_SIZE` (16,777,216).
+            :data:`~slime.memory.limits.MAX_BATCH_SIZE` (16,777,216), and at most
+            :data:`~slime.memory.limits.MAX_ASK_ELEMENTS` numbers per ask together
+            (``ask_size * d``).
         bounds: None (unbounded), one ``(low, high)`` pair for every coordinate, or ``d``
             pairs; ``None`` inside a pair leaves that side open. Solutions are clipped into it.
         column: the archive's genome column holding solutions.
@@ -109,7 +114,8 @@ class Emitter:
             solutions. None draws a fresh seed.
 
     Raises:
-        ConfigError: a bad ``x0``, ``batch_size``, bound or generator, naming it.
+        ConfigError: a bad ``x0``, ``batch_size``, bound or generator, or an archive on the
+            meta device, naming it.
     """
 
     def __init__(
@@ -125,6 +131,14 @@ class Emitter:
         name = type(self).__name__
         if not isinstance(archive, Archive):
             raise ConfigError(f"archive must be a slime.memory Archive, got {archive!r}", name)
+        if archive.device.type == "meta":
+            # torch.Generator(device="meta") and every elite read would raise from inside torch.
+            raise ConfigError(
+                "the archive is on the meta device, which holds shapes but no values; an "
+                "emitter draws random numbers and reads elites: build the archive on 'cpu' or "
+                "'cuda'",
+                f"{name}.archive",
+            )
         self.archive = archive
         self.device = archive.device
         self.x0 = check_x0(x0, self.device, name)
@@ -136,6 +150,7 @@ class Emitter:
                 f"{MAX_BATCH_SIZE}",
                 f"{name}.batch_size",
             )
+        check_ask_elements(self.batch_size, self.solution_dim, "batch_size", f"{name}.batch_size")
         self.lower, self.upper = check_bounds(bounds, self.solution_dim, self.device, name)
         self.bounded = bool(torch.isfinite(torch.cat([self.lower, self.upper])).any())
         if not isinstance(column, str):  # archives name their genome columns with str keys
@@ -163,11 +178,45 @@ class Emitter:
         status: torch.Tensor,
         value: torch.Tensor,
     ) -> None:
-        """Results for this emitter's last :meth:`ask`: objectives ``(n,)``, measures ``(n, k)``
-        and the archive's per-item ``status``/``value`` ``(n,)`` (see ``AddResult``).
+        """Results for this emitter's last :meth:`ask`: its ``solutions`` ``(n, d)``,
+        objectives ``(n,)``, measures ``(n, k)`` and the archive's per-item ``status``/``value``
+        ``(n,)`` (see ``AddResult``), with ``n`` = :attr:`ask_size`.
 
-        Emitters that do not adapt ignore it.
+        Emitters that do not adapt learn nothing from it, but still check the shapes.
+
+        Raises:
+            ArchiveError: an argument that is not a tensor, or of another shape, naming the
+                count it has and the count one ask returns (shapes only: no host sync).
         """
+        self._check_told(solutions, objectives, measures, status, value)
+
+    def discard(self) -> None:
+        """Forget the last :meth:`ask` without telling its results (an evaluation that
+        failed). Emitters that keep no state between ask and tell have nothing to forget."""
+
+    def _check_told(self, *told: torch.Tensor) -> None:
+        """Raise ArchiveError unless ``solutions, objectives, measures, status, value`` are
+        tensors of the shapes :meth:`tell` takes for an ask of :attr:`ask_size` rows."""
+        n, d, k = self.ask_size, self.solution_dim, self.archive.descriptor_dim
+        expected = {
+            "solutions": (n, d),
+            "objectives": (n,),
+            "measures": (n, k),
+            "status": (n,),
+            "value": (n,),
+        }
+        for (name, shape), given in zip(expected.items(), told, strict=True):
+            if not isinstance(given, torch.Tensor):
+                raise ArchiveError(
+                    f"tell needs {name} as a tensor of {n} items (one per solution of the last "
+                    f"ask), got {type(given).__name__} {shown(given)}"
+                )
+            if tuple(given.shape) != shape:
+                count = given.shape[0] if given.dim() else "no"
+                raise ArchiveError(
+                    f"tell got {name} {tuple(given.shape)}; expected {shape}: {count} items "
+                    f"for the {n} solutions one ask returns"
+                )
 
     def clip(self, solutions: torch.Tensor) -> torch.Tensor:
         """``solutions`` ``(n, d)`` clipped into the bounds."""
@@ -270,7 +319,15 @@ class EvolutionStrategyEmitter(Emitter):
     at most :data:`~slime.memory.limits.MAX_BATCH_SIZE`. Out-of-bounds samples are redrawn a
     few times, then clipped.
     ``eigen_device`` (default: the archive's) is where the covariances' eigendecomposition runs
-    every few generations: small batched ``eigh`` calls can be faster on the CPU than on a GPU.
+    every few generations: small batched ``eigh`` calls can be faster on the CPU than on a GPU;
+    not the meta device. The searches hold ``3 * instances * d * d`` float64 (covariances and
+    their factors), at most :data:`~slime.memory.limits.MAX_CMA_STATE_BYTES` (16 GiB): a
+    larger ``x0`` or ``instances`` is refused, naming the bytes, before anything is allocated.
+
+    Calls alternate: :meth:`ask`, then :meth:`tell` with that batch's results (the searches
+    update from the solutions they last sampled, whatever ``solutions`` ``tell`` is given).
+    A second :meth:`ask` before it raises ArchiveError rather than drop the pending batch;
+    :meth:`discard` drops it on purpose.
     """
 
     def __init__(
@@ -331,7 +388,29 @@ class EvolutionStrategyEmitter(Emitter):
         self.restart_rule = restart_rule
         self.itrs = 0
         self.restarts = torch.zeros(self.instances, dtype=torch.int64, device=self.device)
+        check_ask_elements(
+            self.instances * self.batch_size,
+            self.solution_dim,
+            "instances * batch_size",
+            f"{name}.batch_size",
+        )
         eigen_device = as_device(eigen_device, f"{name}.eigen_device")
+        if eigen_device is not None and eigen_device.type == "meta":
+            raise ConfigError(
+                "eigen_device is the meta device, which holds shapes but no values; the "
+                "eigendecomposition needs values: use 'cpu' or the archive's device",
+                f"{name}.eigen_device",
+            )
+        needed = state_bytes(self.instances, self.solution_dim)
+        if needed > MAX_CMA_STATE_BYTES:
+            d = self.solution_dim
+            raise ConfigError(
+                f"the {self.instances} CMA-ES searches of dimension {d} (the length of x0) need "
+                f"3 ({self.instances}, {d}, {d}) float64 matrices, {needed:,} bytes, above the "
+                f"limit MAX_CMA_STATE_BYTES = {MAX_CMA_STATE_BYTES:,}; use fewer instances or "
+                "a shorter x0",
+                f"{name}.x0",
+            )
         try:
             self._es = BatchedCMAES(
                 self.instances,
@@ -367,8 +446,25 @@ class EvolutionStrategyEmitter(Emitter):
         return self._es
 
     def ask(self) -> torch.Tensor:
+        """Every search's ``batch_size`` samples, ``(instances * batch_size, d)``.
+
+        Raises:
+            ArchiveError: the last batch has been neither told nor discarded.
+        """
+        if self._asked:
+            raise ArchiveError(
+                "EvolutionStrategyEmitter.ask called twice without tell: the searches learn "
+                "from the batch they sampled last, so a second ask would drop the pending one; "
+                "tell its results first, or discard() it"
+            )
+        solutions = self.clip(self._es.ask().reshape(-1, self.solution_dim))
         self._asked = True
-        return self.clip(self._es.ask().reshape(-1, self.solution_dim))
+        return solutions
+
+    def discard(self) -> None:
+        """Drop the pending batch: the searches stay as they were before its :meth:`ask`
+        (their random generator has moved on), and the next :meth:`ask` samples anew."""
+        self._asked = False
 
     def tell(
         self,
@@ -380,18 +476,7 @@ class EvolutionStrategyEmitter(Emitter):
     ) -> None:
         if not self._asked:
             raise ArchiveError("EvolutionStrategyEmitter.tell without a preceding ask")
-        expected = self.instances * self.batch_size
-        for name, given in (("status", status), ("value", value)):
-            if not isinstance(given, torch.Tensor):
-                raise ArchiveError(
-                    f"tell needs {name} as a tensor of {expected} items (the archive's "
-                    f"AddResult.{name}), got {type(given).__name__}"
-                )
-        if status.shape != (expected,) or value.shape != (expected,):
-            raise ArchiveError(
-                f"tell got status {tuple(status.shape)} and value {tuple(value.shape)}; "
-                f"expected ({expected},) each (instances * batch_size)"
-            )
+        self._check_told(solutions, objectives, measures, status, value)
         # A restart draws parents from the archive: check that it can before changing anything.
         _checked_elite_rows(self.archive, self.column, self.solution_dim)
         self._asked = False

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 __all__ = [
     "MAX_ARCHIVE_CELLS",
+    "MAX_ASK_ELEMENTS",
     "MAX_BATCH_SIZE",
+    "MAX_CMA_STATE_BYTES",
     "MAX_CVT_SAMPLES",
     "MAX_EMITTER_INSTANCES",
     "MAX_POOL_SIZE",
@@ -45,3 +47,15 @@ of ``10**12`` elements) rather than a plan."""
 MAX_EMITTER_INSTANCES = 1 << 12
 """Most CMA-ES searches one :class:`~slime.memory.EvolutionStrategyEmitter` runs (4,096);
 each holds a ``(d, d)`` covariance."""
+
+MAX_CMA_STATE_BYTES = 1 << 34
+"""Most bytes the covariance state of one :class:`~slime.memory.EvolutionStrategyEmitter` may
+take (17,179,869,184, 16 GiB): ``3 * instances * d * d`` float64, the covariances, their
+``B sqrt(D)`` factors and their inverse square roots, each ``(instances, d, d)``; an update
+and an eigendecomposition briefly need a few more copies. Checked before anything is
+allocated: an ``x0`` of 100,000 coordinates (240 GB) is a mistake rather than a plan."""
+
+MAX_ASK_ELEMENTS = 1 << 30
+"""Most numbers one emitter's ``ask`` returns (1,073,741,824, 8 GiB of float64):
+``ask_size * d``, each row a solution of ``d`` coordinates. Checked when the emitter is
+built, before its first ``ask`` allocates the batch."""

@@ -19,7 +19,9 @@ class Scheduler:
     emitter its own slice with the archive's status and value.
 
     Calls alternate: ``ask``, evaluate, ``tell`` with objectives and measures in the order
-    ``ask`` returned the solutions.
+    ``ask`` returned the solutions. A second ``ask`` while a batch is pending raises
+    ArchiveError instead of dropping it (pyribs overwrites it without a word); a batch whose
+    evaluation failed is dropped on purpose with :meth:`discard`.
 
     Args:
         archive: where solutions land, as the tensor column ``column`` (its first batch fixes
@@ -106,14 +108,44 @@ class Scheduler:
         archive's device.
 
         Raises:
-            ArchiveError: the previous ``ask`` has not been told yet.
+            ArchiveError: the previous ``ask`` has been neither told nor discarded. When an
+                emitter's ``ask`` raises, those asked before it drop their batches: nothing
+                is pending, and the next ``ask`` starts afresh.
         """
         if self._solutions is not None:
-            raise ArchiveError("ask called twice; tell the results of the last ask first")
-        batches = [emitter.ask() for emitter in self.emitters]
+            raise ArchiveError(
+                f"ask called twice; tell the results of the last ask ({self._solutions.shape[0]} "
+                "solutions) first, or discard() them"
+            )
+        batches: list[torch.Tensor] = []
+        try:
+            for emitter in self.emitters:
+                batches.append(emitter.ask())
+        except BaseException:
+            for emitter in self.emitters[: len(batches)]:
+                emitter.discard()
+            raise
         self._sizes = [batch.shape[0] for batch in batches]
         self._solutions = torch.cat(batches)
         return self._solutions
+
+    @property
+    def pending(self) -> bool:
+        """Whether an ``ask``'s batch waits for its ``tell`` (or :meth:`discard`)."""
+        return self._solutions is not None
+
+    def discard(self) -> None:
+        """Drop the pending batch without adding it (its evaluation failed, say): the archive
+        and the emitters' searches stay as they were, and the next ``ask`` samples anew.
+
+        Raises:
+            ArchiveError: no batch is pending.
+        """
+        if self._solutions is None:
+            raise ArchiveError("discard without a pending ask")
+        self._solutions = None
+        for emitter in self.emitters:
+            emitter.discard()
 
     def tell(self, objectives: torch.Tensor, measures: torch.Tensor) -> AddResult:
         """Add the last ``ask``'s solutions with their ``objectives`` ``(n,)`` and ``measures``
