@@ -98,7 +98,7 @@ def test_compile_flag_sets_train_compile_and_compiles_the_forward(
 
     compiled: list[object] = []
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled.append(fn) or fn)
-    argv = ["train", "--config", "tiny", "--steps", "2", "--compile", "--quiet"]
+    argv = ["train", "--config", "tiny", "--steps", "3", "--compile", "--quiet"]
     assert cli.main([*argv, "--out", str(tmp_path)]) == 0
     run = _only_run(tmp_path)
     assert yaml.safe_load((run / "config.yaml").read_text())["train"]["compile"] is True
@@ -116,7 +116,7 @@ def test_cuda_graphs_flag_compiles_in_reduce_overhead_mode(
     # Off CUDA the flag is refused (test_cli_edges); the check is lifted here to see it reach
     # torch.compile on a machine without a GPU.
     monkeypatch.setattr(cli, "_check_cuda_graphs", lambda *args: None)
-    argv = ["train", "--config", "tiny", "--steps", "2", "--cuda-graphs", "--quiet"]
+    argv = ["train", "--config", "tiny", "--steps", "3", "--cuda-graphs", "--quiet"]
     assert cli.main([*argv, "--out", str(tmp_path)]) == 0
     train = yaml.safe_load((_only_run(tmp_path) / "config.yaml").read_text())["train"]
     assert train["compile"] is True and train["cuda_graphs"] is True
@@ -147,7 +147,7 @@ def test_an_output_path_that_cannot_hold_a_run_is_one_error(
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     out = blocker if where == "a-file" else blocker / "runs"
-    argv = ["train", "--config", "tiny", "--steps", "1", "--quiet", "--out", str(out)]
+    argv = ["train", "--config", "tiny", "--steps", "3", "--quiet", "--out", str(out)]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "--out" in err
@@ -157,7 +157,7 @@ def test_an_unavailable_device_is_one_error(capsys: pytest.CaptureFixture[str]) 
     import torch
 
     device = "mps" if not torch.backends.mps.is_available() else "cuda:99"
-    assert cli.main(["train", "--config", "tiny", "--steps", "1", "--device", device]) == 2
+    assert cli.main(["train", "--config", "tiny", "--steps", "3", "--device", device]) == 2
     assert "train.device" in capsys.readouterr().err
 
 
@@ -245,7 +245,7 @@ def test_an_empty_path_option_is_refused_not_read_as_the_current_folder(
     # Path("") is ".": --out '' wrote the run into the current folder, and --config '' and
     # --resume '' were refused naming '.' or nothing instead of the empty value given.
     monkeypatch.chdir(tmp_path)
-    argv = ["train", "--config", "tiny", "--steps", "2", "--quiet"]
+    argv = ["train", "--config", "tiny", "--steps", "3", "--quiet"]
     assert cli.main([*argv, option, ""]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"slime train: error: {option}: expected a file or folder path, got ''"
@@ -258,7 +258,7 @@ def test_a_resume_refuses_config_and_out_options_it_would_ignore(
     # --config and --out were silently ignored on resume: the run's own config.yaml was read and
     # the run carried on in its own folder, whatever the options said.
     out = tmp_path / "out"
-    cli.main(["train", "--config", "tiny", "--steps", "2", "--out", str(out), "--quiet"])
+    cli.main(["train", "--config", "tiny", "--steps", "3", "--out", str(out), "--quiet"])
     run = _only_run(out)
     before = _run_files(run)
     capsys.readouterr()

@@ -16,7 +16,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from slime.proto import ConfigError
 from slime.train import cli
+from slime.train.config import RunConfig
+from slime.train.loader import load_config
 
 
 def _one_error(capsys: pytest.CaptureFixture[str], command: str) -> str:
@@ -95,3 +98,86 @@ def test_an_unavailable_device_names_the_option_that_asked_for_it(
     assert f"--device (train.device): expected an available device, got {device!r}" in (
         _one_error(capsys, "train")
     )
+
+
+# -- warmups longer than the run ----------------------------------------------------------------
+
+
+def test_a_learning_rate_warmup_longer_than_the_run_is_refused() -> None:
+    cfg = load_config("tiny")  # warmup_iters 2; lifecycle warmup 3, medium events every 3 steps
+    cfg.replace(train={"steps": 3}).check_schedule()  # warms up, then decays
+    short = cfg.replace(train={"steps": 2}, lifecycle={"enabled": False})
+    short.check_schedule()  # equal: the last step ends the warmup
+    with pytest.raises(ConfigError) as caught:
+        cfg.replace(train={"steps": 12, "warmup_iters": 50}).check_schedule()
+    assert caught.value.path == "train.warmup_iters"
+    assert str(caught.value).startswith(
+        "train.warmup_iters: expected at most train.steps (12), got 50: the learning rate would "
+        "still be warming up when the run ends"
+    )
+
+
+def test_a_lifecycle_that_could_never_change_the_pool_is_refused() -> None:
+    cfg = load_config("tiny")
+    with pytest.raises(
+        ConfigError,
+        match=r"^lifecycle\.warmup_steps: expected at most train\.steps"
+        r" \(12, set by --steps\) with the lifecycle on, got 50: the pool would ",
+    ):
+        cfg.replace(lifecycle={"warmup_steps": 50, "gentle_steps": 60}).check_schedule("--steps")
+    # within the run, but the first medium event after the warmup is past its end
+    late = cfg.replace(
+        lifecycle={
+            "warmup_steps": 10,
+            "gentle_steps": 60,
+            "medium_interval": 8,
+            "slow_interval": 100,
+        }
+    )
+    with pytest.raises(ConfigError, match=r"first medium event from it \(10\) on is step 16 "):
+        late.check_schedule()
+    # the lifecycle off, or the baseline (no lifecycle), or a cull by a slow event in the run
+    late.replace(lifecycle={"enabled": False}).check_schedule()
+    late.replace(model={"kind": "baseline"}).check_schedule()
+    late.replace(lifecycle={"gentle_steps": 10, "slow_interval": 12}).check_schedule()
+    RunConfig().replace(train={"steps": 1000}).check_schedule()  # the defaults: warmup 1000
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (  # one step trained with the learning rate a third of train.lr, silently
+            ["--steps", "1"],
+            "train.warmup_iters: expected at most train.steps (1, set by --steps), got 2",
+        ),
+        (
+            ["train.warmup_iters=50"],
+            "train.warmup_iters: expected at most train.steps (12), got 50",
+        ),
+        (  # a slime run whose pool stayed as it started, silently
+            ["lifecycle.warmup_steps=40", "lifecycle.gentle_steps=40"],
+            "lifecycle.warmup_steps: expected at most train.steps (12) with the lifecycle on, "
+            "got 40",
+        ),
+    ],
+)
+def test_warmups_longer_than_the_run_are_one_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    out = tmp_path / "runs"
+    assert cli.main(["train", "--config", "tiny", "--quiet", "--out", str(out), *args]) == 2
+    assert message in _one_error(capsys, "train")
+    assert not out.exists()
+
+
+def test_an_empty_config_file_is_refused_for_its_default_lifecycle(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Keys left out take the defaults: 200 steps, and a lifecycle warmup of 1000 steps.
+    config = tmp_path / "empty.yaml"
+    config.write_text("")
+    argv = ["train", "--config", str(config), "--quiet", "--out", str(tmp_path / "runs")]
+    assert cli.main(argv) == 2
+    err = _one_error(capsys, "train")
+    assert "lifecycle.warmup_steps: expected at most train.steps (200)" in err
+    assert "got 1000" in err

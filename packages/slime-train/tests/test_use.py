@@ -89,7 +89,7 @@ def test_a_char_run_records_its_vocabulary_and_data(space: Path, char_run: Path)
 
 
 def test_train_prints_the_split_rule(space: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _train(space, "split", "--steps", "2", "data.val_fraction=0.2")
+    _train(space, "split", "--steps", "3", "data.val_fraction=0.2")
     out = capsys.readouterr().out
     assert "held out: the last 20% of the characters (data.val_fraction)" in out
     assert "next: slime sample" in out
@@ -115,7 +115,7 @@ def test_a_second_run_reuses_the_token_cache(
     monkeypatch.setattr(text_module, "_encode_split", fail)
     monkeypatch.setattr(text_module, "train_bpe", fail)
     for out, tokenizer in (("again-char", "char"), ("again-bpe", "bpe:4096")):
-        run = _train(space, out, "--steps", "2", "--tokenizer", tokenizer)
+        run = _train(space, out, "--steps", "3", "--tokenizer", tokenizer)
         assert (run / "tokenizer.json").read_bytes() == (
             (char_run if tokenizer == "char" else bpe_run) / "tokenizer.json"
         ).read_bytes()
@@ -188,7 +188,7 @@ def test_sample_prints_text_in_the_files_alphabet(
 def test_sample_never_draws_ids_beyond_the_tokenizer(
     space: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run = _train(space, "wide", "--steps", "2", "model.vocab_size=200")  # 42 characters
+    run = _train(space, "wide", "--steps", "3", "model.vocab_size=200")  # 42 characters
     capsys.readouterr()
     assert cli.main(["sample", str(run), "--tokens", "400", "--temperature", "5"]) == 0
     assert set(capsys.readouterr().out) <= set((space / "data.txt").read_text(encoding="utf-8"))
@@ -336,10 +336,10 @@ def test_a_built_in_corpus_run_samples_and_evaluates(
 
 def test_dotted_overrides_reach_the_config(space: Path) -> None:
     run = _train(
-        space, "over", "train.lr=3e-4", "--steps", "2", "model.n_layer=2", "train.betas=[0.8, 0.9]"
+        space, "over", "train.lr=3e-4", "--steps", "3", "model.n_layer=2", "train.betas=[0.8, 0.9]"
     )
     config = yaml.safe_load((run / "config.yaml").read_text())
-    assert config["train"]["lr"] == 3e-4 and config["train"]["steps"] == 2
+    assert config["train"]["lr"] == 3e-4 and config["train"]["steps"] == 3
     assert config["model"]["n_layer"] == 2 and config["train"]["betas"] == [0.8, 0.9]
 
 
@@ -358,7 +358,7 @@ def test_dotted_overrides_reach_the_config(space: Path) -> None:
 def test_bad_overrides_are_one_error(
     space: Path, capsys: pytest.CaptureFixture[str], override: str, message: str
 ) -> None:
-    argv = ["train", "--config", "tiny", "--steps", "2", "--out", str(space / "never"), override]
+    argv = ["train", "--config", "tiny", "--steps", "3", "--out", str(space / "never"), override]
     assert cli.main(argv) == 2
     assert message in _one_error(capsys, "train")
     assert not (space / "never").exists()

@@ -249,6 +249,7 @@ def train_command(argv: list[str]) -> int:
             )
     else:
         cfg = _with_options(load_config(args.config), _overrides(args), args)
+    cfg.check_schedule("--steps" if args.steps is not None else None)
     rank_batch(cfg.train.batch_size, world)  # refused before any process joins a group
     try:
         ctx, device = launch(cfg.train.device)

@@ -473,6 +473,54 @@ class RunConfig:
         """Plain nested dict, loadable again by :func:`slime.train.loader.config_from_dict`."""
         return {name: getattr(self, name).to_dict() for name in SECTIONS}
 
+    def check_schedule(self, option: str | None = None) -> None:
+        """Refuse a run too short for its schedules (``slime train`` calls this; constructing a
+        config does not, so a library caller may still build a short one to step by hand):
+
+        - ``train.warmup_iters`` above ``train.steps``: the learning rate would still be rising
+          when the run ends, never reaching ``train.lr``;
+        - a slime run with the lifecycle on whose pool could never change: no medium event (every
+          ``lifecycle.medium_interval`` steps) from ``lifecycle.warmup_steps`` (the end of the
+          static phase) on, nor slow event (every ``slow_interval``) from ``gentle_steps`` on, up
+          to ``train.steps``, so no pod is ever born or culled.
+
+        ``option``: the command-line option that set ``train.steps``, named in the message.
+
+        Raises:
+            ConfigError: naming the key and both values.
+        """
+        train, lc = self.train, self.lifecycle
+        steps = f"train.steps ({train.steps}{f', set by {option}' if option else ''})"
+        if train.warmup_iters > train.steps:
+            raise ConfigError(
+                f"expected at most {steps}, got {train.warmup_iters}: the "
+                f"learning rate would still be warming up when the run ends, never reaching "
+                f"train.lr ({train.lr:g}); lower train.warmup_iters or train longer",
+                "train.warmup_iters",
+            )
+        if self.model.kind != "slime" or not lc.enabled:
+            return
+
+        def first(start: int, every: int) -> int:  # the first multiple of every >= start (>= 1)
+            return -(-max(start, 1) // every) * every
+
+        birth = first(lc.warmup_steps, lc.medium_interval)
+        if min(birth, first(lc.gentle_steps, lc.slow_interval)) <= train.steps:
+            return
+        if lc.warmup_steps > train.steps:
+            why = f"expected at most {steps} with the lifecycle on, got {lc.warmup_steps}"
+        else:
+            why = (
+                f"the first medium event from it ({lc.warmup_steps}) on is step {birth} "
+                f"(lifecycle.medium_interval {lc.medium_interval}), after {steps}"
+            )
+        raise ConfigError(
+            f"{why}: the pool would stay as it started for the whole run (pods are born and "
+            "culled only at lifecycle events after the static warmup phase); lower "
+            "lifecycle.warmup_steps, train longer, or set lifecycle.enabled=false",
+            "lifecycle.warmup_steps",
+        )
+
     def replace(self, **sections: dict[str, Any]) -> RunConfig:
         """A copy with some fields of some sections changed: ``cfg.replace(train={"steps": 5})``."""
         for name, changes in sections.items():
