@@ -14,6 +14,7 @@ __all__ = [
     "blend_payloads",
     "check_storable",
     "copy_payload",
+    "is_storable",
     "tensor_leaves",
 ]
 
@@ -46,19 +47,24 @@ def check_storable(tensor: torch.Tensor, path: str, *, meta_ok: bool = False) ->
     """Raise ArchiveError naming ``path`` unless the archive can copy, read back and save
     ``tensor``: a dense tensor holding data (not sparse, nested, quantized or on ``meta``;
     ``meta_ok``: an archive on the meta device, which only follows shapes, takes meta tensors)."""
-    if (
-        tensor.layout != torch.strided
-        or tensor.is_nested
-        or tensor.is_quantized
-        or (tensor.is_meta and not meta_ok)
-        or tensor.dtype in _UNSAVABLE
-    ):
+    if not is_storable(tensor, meta_ok=meta_ok):
         kind = "nested" if tensor.is_nested else f"{tensor.layout}, {tensor.dtype}"
         raise ArchiveError(
             f"{path} is a tensor ({kind}, on {tensor.device}) the archive cannot store; a genome "
             "tensor must be plain and dense (not sparse, nested or quantized) and hold data (not "
             "on the meta device)"
         )
+
+
+def is_storable(tensor: torch.Tensor, *, meta_ok: bool = False) -> bool:
+    """Whether :func:`check_storable` passes ``tensor`` (without building its message)."""
+    return not (
+        tensor.layout != torch.strided
+        or tensor.is_nested
+        or tensor.is_quantized
+        or (tensor.is_meta and not meta_ok)
+        or tensor.dtype in _UNSAVABLE
+    )
 
 
 def as_numbers(

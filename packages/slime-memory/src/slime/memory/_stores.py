@@ -18,7 +18,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from slime.memory._payload import INDEXABLE_DTYPES, as_numbers, check_storable, copy_payload
+from slime.memory._payload import (
+    INDEXABLE_DTYPES,
+    as_numbers,
+    check_storable,
+    copy_payload,
+    is_storable,
+)
 from slime.proto import ArchiveError
 
 __all__ = ["ColumnStore", "GenomeStore", "PayloadStore", "store_for"]
@@ -130,6 +136,9 @@ class PayloadStore(GenomeStore):
         packed = _stack_flat(landing)
         if packed is not None:
             return None, (target, *packed), removed
+        copies = _copy_flat(landing)
+        if copies is not None:
+            return dict(zip(target.tolist(), copies)), None, removed
         added = {}
         for cell, pos, genome in zip(target.tolist(), picked, landing):
             if not isinstance(genome, dict):
@@ -311,6 +320,42 @@ def _stack_flat(payloads: Sequence[Any]) -> tuple[tuple, dict[str, torch.Tensor]
         values[key] = stacked.detach() if stacked.requires_grad else stacked
         layout.append((key, stacked.shape[1:], stacked.dtype, stacked.device))
     return tuple(layout), values
+
+
+_REQUIRES_GRAD = operator.attrgetter("requires_grad")
+
+
+def _copy_flat(payloads: Sequence[Any]) -> list[dict[str, torch.Tensor]] | None:
+    """Copies of ``payloads`` (as :func:`copy_payload` makes them: each tensor detached and
+    cloned) when they are flat dicts of the same str keys, in the same order, holding plain
+    tensors the archive can store; None otherwise (the caller then copies payload by payload,
+    which reports the first bad one).
+
+    For the flat payloads :func:`_stack_flat` leaves out (large ones, or shapes and dtypes
+    that differ between items): the checks run as C-level passes per key and each tensor is
+    cloned once, without walking each payload as a tree."""
+    first = payloads[0]
+    if type(first) is not dict or not first:
+        return None
+    keys = tuple(first)
+    if set(map(type, payloads)) != {dict} or set(map(len, payloads)) != {len(keys)}:
+        return None
+    if len(keys) > 1 and not all(tuple(p) == keys for p in payloads):
+        return None
+    columns = []
+    for key in keys:
+        if type(key) is not str:
+            return None
+        try:
+            column = list(map(operator.itemgetter(key), payloads))
+        except KeyError:
+            return None
+        if set(map(type, column)) != {torch.Tensor} or not all(map(is_storable, column)):
+            return None
+        if any(map(_REQUIRES_GRAD, column)):
+            column = [tensor.detach() for tensor in column]
+        columns.append(map(torch.Tensor.clone, column))
+    return [dict(zip(keys, values)) for values in zip(*columns)]
 
 
 class ColumnStore(GenomeStore):
