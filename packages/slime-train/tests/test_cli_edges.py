@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from prose_text import prose
 from slime.proto import ConfigError
 from slime.train import cli
 from slime.train.config import RunConfig
@@ -181,3 +183,126 @@ def test_an_empty_config_file_is_refused_for_its_default_lifecycle(
     err = _one_error(capsys, "train")
     assert "lifecycle.warmup_steps: expected at most train.steps (200)" in err
     assert "got 1000" in err
+
+
+# -- sample and eval on a text run --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("edges")
+    (root / "data.txt").write_text(prose(40_000), encoding="utf-8")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SLIME_CACHE_DIR", str(root / "cache"))
+        yield root
+
+
+def _train(space: Path, name: str, *args: str) -> Path:
+    argv = ["train", "--config", "tiny", "--steps", "6", "--quiet", "--out", str(space / name)]
+    assert cli.main([*argv, "--data", str(space / "data.txt"), *args]) == 0
+    (run,) = (space / name).iterdir()
+    return run
+
+
+@pytest.fixture(scope="module")
+def slime_run(space: Path) -> Path:
+    """best/ (the evaluation at step 6), model/ and checkpoints/step_00000006."""
+    return _train(space, "slime")
+
+
+@pytest.fixture(scope="module")
+def baseline_run(space: Path) -> Path:
+    """best/ as a checkpoint folder, no model/, checkpoints/step_00000006."""
+    return _train(space, "baseline", "--model", "baseline")
+
+
+def test_sample_top_k_above_the_vocabulary_names_both_numbers(
+    slime_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from slime.train.tokenizer import load_tokenizer
+
+    vocab = load_tokenizer(slime_run / "tokenizer.json").vocab_size
+    argv = ["sample", str(slime_run), "--tokens", "4", "--prompt", "The "]
+    assert cli.main([*argv, "--top-k", str(vocab + 1)]) == 2  # it sampled among all, silently
+    assert (
+        f"--top-k: expected at most {vocab}, the size of the run's vocabulary (tokenizer.json), "
+        f"got {vocab + 1}"
+    ) in _one_error(capsys, "sample")
+    assert cli.main([*argv, "--top-k", str(vocab)]) == 0
+    assert capsys.readouterr().out.startswith("The ")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--temperature", "nan"], "--temperature: expected a finite value > 0, got nan"),
+        (["--temperature=-inf"], "--temperature: expected a finite value > 0, got -inf"),
+        (["--top-k", "-3"], "--top-k: expected at least 1, got -3"),
+        (
+            ["--prompt", "Zebra"],
+            "--prompt: 'Zebra' does not encode: character 'Z' is not in the run's character "
+            "vocabulary",
+        ),
+        (["--prompt", ""], "--prompt: '' encodes to no tokens"),
+        (["--tokens", "0"], "--tokens: expected at least 1 token, got 0"),
+    ],
+)
+def test_bad_sampling_values_are_one_error_naming_the_option(
+    slime_run: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    assert cli.main(["sample", str(slime_run), *args]) == 2
+    assert message in _one_error(capsys, "sample")
+
+
+# -- your own text at its edges -----------------------------------------------------------------
+
+
+def test_text_of_one_repeated_character_trains_samples_and_bounds_top_k(
+    space: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (space / "one.txt").write_text("a" * 4000, encoding="utf-8")
+    argv = [
+        "train",
+        "--config",
+        "tiny",
+        "--steps",
+        "3",
+        "--quiet",
+        "--data",
+        str(space / "one.txt"),
+    ]
+    assert cli.main([*argv, "--out", str(space / "one")]) == 0
+    (run,) = (space / "one").iterdir()
+    capsys.readouterr()
+    assert cli.main(["sample", str(run), "--prompt", "a", "--tokens", "4"]) == 0
+    assert capsys.readouterr().out == "aaaaa\n"
+    assert cli.main(["sample", str(run), "--prompt", "a", "--top-k", "2"]) == 2
+    assert "--top-k: expected at most 1, the size of the run's vocabulary" in _one_error(
+        capsys, "sample"
+    )
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.write_text(""), "is empty; expected some text"),
+        (lambda p: p.write_text("ab\n"), "has 2 tokens; expected more than block_size 16"),
+        (lambda p: p.mkdir(), "holds no .txt files"),
+    ],
+    ids=["empty-file", "too-short", "empty-folder"],
+)
+def test_unusable_text_is_one_error_and_writes_no_run(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    make,
+    message: str,
+) -> None:
+    monkeypatch.setenv("SLIME_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "data.txt"
+    make(data)
+    out = tmp_path / "runs"
+    argv = ["train", "--config", "tiny", "--quiet", "--data", str(data), "--out", str(out)]
+    assert cli.main(argv) == 2
+    assert message in _one_error(capsys, "train")
+    assert not out.exists()

@@ -65,8 +65,8 @@ DATA_FILE = "data.json"
 # The most tokens one ``slime sample`` generates: every token is one forward of the model over up
 # to block_size tokens, so a million is hours on a CPU already.
 MAX_SAMPLE_TOKENS = 1_000_000
-# --top-k above the vocabulary samples among every token; no model's vocabulary is larger than this
-# (the upper bound of model.vocab_size).
+# The most --top-k takes before the run is read: no model's vocabulary is larger (the upper bound of
+# model.vocab_size). Above the run's own vocabulary it is refused too, naming its size.
 MAX_TOP_K = {f.name: f for f in dataclasses.fields(ModelConfig)}["vocab_size"].metadata["range"][1]
 # Below this temperature the logits divided by it can overflow to inf (no token can be drawn);
 # --top-k 1 samples greedily.
@@ -256,7 +256,8 @@ def _sample_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--top-k",
         type=int,
-        help=f"sample among the k most likely tokens, 1 to {MAX_TOP_K:,} (default: all)",
+        help=f"sample among the k most likely tokens, 1 to {MAX_TOP_K:,} and at most the run's "
+        "vocabulary size (default: all)",
     )
     parser.add_argument(
         "--seed", type=int, default=0, help=f"sampling seed, 0 to {MAX_SEED} (default 0)"
@@ -293,18 +294,26 @@ def sample_command(argv: list[str]) -> int:
         raise ConfigError(f"expected a seed in [0, {MAX_SEED}], got {args.seed}", "--seed")
     run, cfg = open_run(args.run_dir)
     tokenizer = run_tokenizer(run, cfg)
-    device = _device(args.device, cfg)
-    loaded = load_run_model(run, cfg, device)
-    _check_vocab(tokenizer, loaded)
+    vocab = tokenizer.vocab_size  # a model.vocab_size above the tokenizer's: never sample those
+    if args.top_k is not None and args.top_k > vocab:
+        raise ConfigError(
+            f"expected at most {vocab:,}, the size of the run's vocabulary ({TOKENIZER_FILE}), "
+            f"got {args.top_k:,} (--top-k {vocab} samples among every token)",
+            "--top-k",
+        )
     try:
         prompt = tokenizer.encode_array(args.prompt)
     except DataError as exc:
-        raise DataError(f"the prompt {args.prompt!r} does not encode: {exc}") from None
+        raise ConfigError(f"{shown(args.prompt)} does not encode: {exc}", "--prompt") from None
     if prompt.size == 0:
-        raise DataError(f"the prompt {args.prompt!r} encodes to no tokens; pass a --prompt")
+        raise ConfigError(
+            f"{shown(args.prompt)} encodes to no tokens; expected some text", "--prompt"
+        )
+    device = _device(args.device, cfg)
+    loaded = load_run_model(run, cfg, device)
+    _check_vocab(tokenizer, loaded)
     idx = torch.from_numpy(prompt).to(device)[None, :]
     generator = torch.Generator(device=device).manual_seed(args.seed)
-    vocab = tokenizer.vocab_size  # a model.vocab_size above the tokenizer's: never sample those
 
     def forward(x: Tensor) -> tuple[Tensor, None]:
         return loaded.model(x)[0][..., :vocab], None
