@@ -10,6 +10,7 @@ option or key, exit status 2, no traceback and nothing written, or a behaviour s
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -252,6 +253,112 @@ def test_bad_sampling_values_are_one_error_naming_the_option(
 ) -> None:
     assert cli.main(["sample", str(slime_run), *args]) == 2
     assert message in _one_error(capsys, "sample")
+
+
+def _copy(run: Path, space: Path, name: str) -> Path:
+    copy = space / "copies" / name
+    shutil.copytree(run, copy)
+    return copy
+
+
+def _sample(run: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    status = cli.main(["sample", str(run), "--tokens", "3", "--prompt", "The "])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+@pytest.mark.parametrize("damage", ["missing", "empty", "incomplete", "not-a-folder"])
+def test_sample_says_which_best_file_is_missing_and_falls_back_to_the_final_model(
+    slime_run: Path, space: Path, capsys: pytest.CaptureFixture[str], damage: str
+) -> None:
+    # Each fell back to model/ without a word.
+    run = _copy(slime_run, space, f"best-{damage}")
+    best = run / "best"
+    if damage == "incomplete":
+        (best / "config.json").unlink()
+    else:
+        shutil.rmtree(best)
+        if damage == "empty":
+            best.mkdir()
+        elif damage == "not-a-folder":
+            best.write_text("")
+    what = {
+        "missing": f"{str(best)!r} is missing (no evaluation of the run kept a best model)",
+        "empty": f"{str(best / 'config.json')!r} is missing (best/ is empty)",
+        "incomplete": f"{str(best / 'config.json')!r} is missing (best/ is incomplete)",
+        "not-a-folder": f"{str(best)!r} is not a folder",
+    }[damage]
+    status, out, err = _sample(run, capsys)
+    assert status == 0 and out.startswith("The ")
+    assert _warnings(err, "sample") == [
+        f"slime sample: warning: {what}; falling back to the final model, {run / 'model'}, step 6"
+    ]
+    assert f"sampled from {run / 'model'} (step 6)" in err
+
+
+def test_eval_says_the_best_model_is_damaged_and_which_model_it_scores(
+    slime_run: Path, space: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A damaged best/ was an error even though model/ was whole.
+    run = _copy(slime_run, space, "best-damaged")
+    weights = run / "best" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    assert cli.main(["eval", str(run), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    (line,) = _warnings(captured.err, "eval")
+    assert line.startswith(
+        f"slime eval: warning: the best model in {str(run / 'best')!r} is damaged"
+    )
+    assert f"{weights} does not match the sha256 in config.json" in line
+    assert line.endswith(f"; falling back to the final model, {run / 'model'}, step 6")
+    assert f"model: {run / 'model'} (step 6)" in captured.out
+
+
+def test_a_best_model_without_its_step_is_used_and_said(
+    slime_run: Path, space: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _copy(slime_run, space, "best-no-step")
+    (run / "best" / "run.json").unlink()
+    status, _, err = _sample(run, capsys)
+    assert status == 0
+    assert _warnings(err, "sample") == [
+        f"slime sample: warning: {str(run / 'best' / 'run.json')!r} is missing or damaged: the "
+        "step of the best model is unknown"
+    ]
+    assert f"sampled from {run / 'best'}\n" in err
+
+
+def test_a_baseline_run_falls_back_to_its_latest_checkpoint_and_says_so(
+    baseline_run: Path, space: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _copy(baseline_run, space, "baseline-best-damaged")
+    blob = run / "best" / "tensors.safetensors"
+    blob.write_bytes(blob.read_bytes() + b"x")
+    status, out, err = _sample(run, capsys)
+    assert status == 0 and out.startswith("The ")
+    (line,) = _warnings(err, "sample")
+    assert line.startswith(f"slime sample: warning: the best model in {str(run / 'best')!r} is ")
+    assert f"{str(blob)!r} has sha256" in line
+    latest = run / "checkpoints" / "step_00000006"
+    assert line.endswith(f"; falling back to the latest checkpoint, {latest}, step 6")
+
+
+def test_no_model_that_loads_is_one_error_naming_each_damaged_file(
+    slime_run: Path, space: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _copy(slime_run, space, "all-damaged")
+    shutil.rmtree(run / "best")
+    (run / "best").mkdir()
+    (run / "model" / "model.safetensors").write_bytes(b"")
+    blob = run / "checkpoints" / "step_00000006" / "tensors.safetensors"
+    blob.write_bytes(blob.read_bytes()[:-1])
+    for command in ("sample", "eval"):
+        assert cli.main([command, str(run), *(["--quiet"] if command == "eval" else [])]) == 2
+        err = _one_error(capsys, command)
+        assert f"{str(run)!r} holds no model that loads: " in err
+        assert f"{str(run / 'best' / 'config.json')!r} is missing (best/ is empty)" in err
+        assert f"the final model in {str(run / 'model')!r} is damaged" in err
+        assert f"{str(blob)!r} has sha256" in err
 
 
 # -- your own text at its edges -----------------------------------------------------------------

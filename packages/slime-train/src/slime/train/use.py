@@ -9,6 +9,11 @@ Both read a run directory written by ``slime train``: its ``config.yaml``, its `
 2. else ``model/`` (the final model of a slime run, ``SlimeModel.from_pretrained``);
 3. else the latest committed checkpoint in ``checkpoints/`` (baseline runs, interrupted runs).
 
+A source that is missing, incomplete or damaged is passed over for the next one, never silently:
+both commands print one ``warning:`` line on stderr naming the missing or damaged file and the
+model used instead (the final model or the latest checkpoint, with its step); when none loads,
+the error names each one's file.
+
 ``slime eval`` reports two measurements of the held-out split:
 
 - the whole split, deterministically: consecutive non-overlapping windows of ``block_size`` tokens
@@ -136,11 +141,18 @@ def run_tokenizer(run: Path, cfg: RunConfig) -> Tokenizer:
 
 @dataclass
 class LoadedModel:
-    """A run's model in eval mode, where it came from, and the training step of its weights."""
+    """A run's model in eval mode, where it came from, and the training step of its weights.
+
+    ``passed_over``: why the sources before ``source`` in the order of :func:`load_run_model` were
+    not used (``best/`` missing, incomplete or damaged, naming the file), or what is unknown about
+    it; empty when the model is the run's best. ``slime sample`` and ``slime eval`` print them on
+    stderr: they never use another model without saying so.
+    """
 
     model: nn.Module
     source: Path
     step: int | None
+    passed_over: list[str] = dataclasses.field(default_factory=list)
 
 
 def _from_checkpoint(folder: Path, cfg: RunConfig, device: torch.device) -> LoadedModel:
@@ -181,26 +193,103 @@ def _noted_int(path: Path, key: str) -> int | None:
     return value if isinstance(value, int) else None
 
 
+def _model_dir_problem(folder: Path) -> str | None:
+    """What is missing in a model directory that ``save_pretrained`` left incomplete (its
+    ``config.json`` is written last); None when it is complete enough to try loading."""
+    if (folder / "config.json").is_file():
+        return None
+    if not folder.is_dir():
+        return f"{str(folder)!r} is not a folder"
+    state = "incomplete" if any(folder.iterdir()) else "empty"
+    return f"{str(folder / 'config.json')!r} is missing ({folder.name}/ is {state})"
+
+
+def _best_problem(best: Path, kind: str) -> str:
+    """Why ``best/`` holds nothing to load: missing, not a folder, empty or incomplete."""
+    if not best.exists():
+        return f"{str(best)!r} is missing (no evaluation of the run kept a best model)"
+    if not best.is_dir():
+        return f"{str(best)!r} is not a folder"
+    file = best / ("config.json" if kind == "slime" else "state.json")
+    state = "incomplete" if any(best.iterdir()) else "empty"
+    return f"{str(file)!r} is missing (best/ is {state})"
+
+
 def load_run_model(run: Path, cfg: RunConfig, device: torch.device) -> LoadedModel:
     """The run's weights: ``best/``, else ``model/``, else the latest checkpoint (module docstring).
 
+    A source that is missing, incomplete or damaged (a file missing, truncated or altered) is
+    passed over for the next one, and the result's ``passed_over`` says which file and why.
+
     Raises:
-        CheckpointError: none of them exists, or the one found is damaged or does not fit.
+        CheckpointError: none of them loads: naming each one's missing or damaged file.
     """
+    passed: list[str] = []
     best = run / "best"
-    if (best / "config.json").is_file():
-        return _from_model_dir(best, device, _noted_int(best / "run.json", "step"))
-    if (best / "state.json").is_file():
-        return _from_checkpoint(best, cfg, device)
-    if (run / "model" / "config.json").is_file():
-        return _from_model_dir(run / "model", device, _noted_int(run / "summary.json", "steps"))
+    try:
+        if (best / "config.json").is_file():
+            loaded = _from_model_dir(best, device, _noted_int(best / "run.json", "step"))
+            if loaded.step is None:
+                loaded.passed_over.append(
+                    f"{str(best / 'run.json')!r} is missing or damaged: the step of the best "
+                    "model is unknown"
+                )
+            return loaded
+        if (best / "state.json").is_file():
+            return _from_checkpoint(best, cfg, device)
+        passed.append(_best_problem(best, cfg.model.kind))
+    except CheckpointError as exc:
+        passed.append(f"the best model in {str(best)!r} is damaged: {exc}")
+    final = run / "model"
+    if final.exists():
+        problem = _model_dir_problem(final)
+        if problem is None:
+            try:
+                steps = _noted_int(run / "summary.json", "steps")
+                return dataclasses.replace(
+                    _from_model_dir(final, device, steps), passed_over=passed
+                )
+            except CheckpointError as exc:
+                problem = f"the final model in {str(final)!r} is damaged: {exc}"
+        passed.append(problem)
     latest = latest_checkpoint(run)
     if latest is not None:
-        return _from_checkpoint(latest, cfg, device)
-    raise CheckpointError(
-        f"{str(run)!r} holds no model: no best/, no model/ and no committed checkpoint in "
-        "checkpoints/ (did the run finish a checkpoint interval?)"
-    )
+        try:
+            loaded = _from_checkpoint(latest, cfg, device)
+        except CheckpointError as exc:
+            passed.append(f"the latest checkpoint {str(latest)!r} is damaged: {exc}")
+        else:
+            return dataclasses.replace(loaded, passed_over=passed)
+    if not best.exists() and not final.exists() and latest is None:
+        raise CheckpointError(
+            f"{str(run)!r} holds no model: no best/, no model/ and no committed checkpoint in "
+            "checkpoints/ (did the run finish a checkpoint interval?)"
+        )
+    if latest is None:
+        passed.append(f"no committed checkpoint in {str(run / 'checkpoints')!r}")
+    raise CheckpointError(f"{str(run)!r} holds no model that loads: {'; '.join(passed)}")
+
+
+def _describe_source(loaded: LoadedModel) -> str:
+    """``loaded``'s source for a fallback line: the final model or the latest checkpoint."""
+    step = f", step {loaded.step}" if loaded.step is not None else ""
+    if loaded.source.parent.name == "checkpoints":
+        return f"the latest checkpoint, {loaded.source}{step}"
+    return f"the final model, {loaded.source}{step}"
+
+
+def _say_fallbacks(command: str, loaded: LoadedModel) -> None:
+    """One line on stderr when the model is not the run's best, or its step is unknown."""
+    if not loaded.passed_over:
+        return
+    reasons = "; ".join(loaded.passed_over)
+    if loaded.source.name == "best":
+        print(f"slime {command}: warning: {reasons}", file=sys.stderr)
+    else:
+        print(
+            f"slime {command}: warning: {reasons}; falling back to {_describe_source(loaded)}",
+            file=sys.stderr,
+        )
 
 
 def _vocab(model: nn.Module) -> int:
@@ -311,6 +400,7 @@ def sample_command(argv: list[str]) -> int:
         )
     device = _device(args.device, cfg)
     loaded = load_run_model(run, cfg, device)
+    _say_fallbacks("sample", loaded)
     _check_vocab(tokenizer, loaded)
     idx = torch.from_numpy(prompt).to(device)[None, :]
     generator = torch.Generator(device=device).manual_seed(args.seed)
@@ -507,6 +597,7 @@ def eval_command(argv: list[str]) -> int:
         _check_same_data(run, dataset)
     device = _device(args.device, cfg)
     loaded = load_run_model(run, cfg, device)
+    _say_fallbacks("eval", loaded)
     _check_vocab(tokenizer, loaded)
     metrics = heldout_metrics(
         loaded.model,
