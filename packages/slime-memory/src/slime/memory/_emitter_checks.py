@@ -49,8 +49,10 @@ def positive_float(value: Any, path: str) -> float:
 
 def _real_tensor(value: Any, what: str, path: str) -> torch.Tensor:
     """``value`` (numbers, a sequence or a tensor) as a float64 CPU tensor, or ConfigError:
-    strings, complex numbers (the cast would drop the imaginary part) and numbers beyond the
-    float64 range are refused, not converted."""
+    strings, complex numbers (the cast would drop the imaginary part), numbers beyond the
+    float64 range and more than MAX_ASK_ELEMENTS numbers (one ask returns at least that many
+    per row; an ``expand()``-ed view of 10**12 would be copied by the cast) are refused, not
+    converted."""
     if isinstance(value, str | bytes):
         raise ConfigError(f"{what}, got {shown(value)}", path)
     try:
@@ -62,6 +64,14 @@ def _real_tensor(value: Any, what: str, path: str) -> torch.Tensor:
             tensor = torch.as_tensor(value, dtype=torch.float64)
         except (TypeError, ValueError, RuntimeError, OverflowError):
             raise ConfigError(f"{what}, got {shown(value)}", path) from e
+    if tensor.is_meta:
+        raise ConfigError(f"{what}, got a tensor on the meta device (no values)", path)
+    if tensor.numel() > MAX_ASK_ELEMENTS:
+        raise ConfigError(
+            f"{what}: got {tensor.numel():,} of them, above the limit MAX_ASK_ELEMENTS = "
+            f"{MAX_ASK_ELEMENTS:,}",
+            path,
+        )
     if (
         tensor.is_complex()
         or tensor.dtype == torch.bool
@@ -107,18 +117,18 @@ def check_bounds(
     path = f"{owner}.bounds"
     if bounds is None:
         pairs: list[Any] = [(None, None)] * dim
-    elif isinstance(bounds, _UNORDERED) or not hasattr(bounds, "__len__"):
+    elif isinstance(bounds, _UNORDERED) or not _has_length(bounds):
         raise ConfigError(
             f"bounds must be None, one (low, high) pair or {dim} pairs, got {shown(bounds)}", path
         )
     elif len(bounds) == 2 and all(b is None or isinstance(b, numbers.Real) for b in bounds):
         pairs = [tuple(bounds)] * dim
     else:
-        pairs = list(bounds)
-        if len(pairs) != dim:
+        if len(bounds) != dim:  # before copying: an expand()-ed view may have 10**12 rows
             raise ConfigError(
-                f"bounds has {len(pairs)} pairs, expected one (low, high) or {dim}", path
+                f"bounds has {len(bounds)} pairs, expected one (low, high) or {dim}", path
             )
+        pairs = list(bounds)
     lows, highs = [], []
     for i, pair in enumerate(pairs):
         if pair is None:
@@ -179,3 +189,12 @@ def check_generator(
             f"{owner}.generator",
         )
     return generator
+
+
+def _has_length(value: Any) -> bool:
+    """Whether ``len(value)`` works: a 0-d tensor or array has ``__len__`` but raises."""
+    try:
+        len(value)
+    except TypeError:
+        return False
+    return True

@@ -66,6 +66,13 @@ class CVTArchive(Archive):
         threshold_min: float = -math.inf,
         max_size: int = MAX_ARCHIVE_SIZE,
     ) -> None:
+        if isinstance(ranges, torch.Tensor | np.ndarray) and ranges.ndim != 2:
+            # The base class would iterate it: TypeError for a 0-d one.
+            raise ConfigError(
+                f"ranges must be (low, high) pairs, shape (k, 2), got a {type(ranges).__name__} "
+                f"of shape {tuple(ranges.shape)}",
+                "CVTArchive.ranges",
+            )
         super().__init__(
             cells,
             ranges,
@@ -112,9 +119,9 @@ class CVTArchive(Archive):
             )
         elif not bool(torch.isfinite(centroids).all()):
             raise ConfigError("centroids contain NaN or Inf", "CVTArchive.centroids")
-        if nearest not in ("auto", "kd_tree", "brute_force"):
+        if not isinstance(nearest, str) or nearest not in ("auto", "kd_tree", "brute_force"):
             raise ConfigError(
-                f"nearest must be auto, kd_tree or brute_force, got {nearest!r}",
+                f"nearest must be auto, kd_tree or brute_force, got {shown(nearest)}",
                 "CVTArchive.nearest",
             )
         if nearest == "kd_tree" and self.device.type != "cpu":

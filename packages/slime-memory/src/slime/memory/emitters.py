@@ -367,20 +367,23 @@ class EvolutionStrategyEmitter(Emitter):
                 f"ask, above the limit MAX_BATCH_SIZE = {MAX_BATCH_SIZE}",
                 f"{name}.batch_size",
             )
-        if ranker not in ("2imp", "imp"):
-            raise ConfigError(f"ranker must be '2imp' or 'imp', got {ranker!r}", f"{name}.ranker")
-        if selection_rule not in ("filter", "mu"):
+        # isinstance first: `array in (...)` compares elementwise and raises ValueError.
+        if not isinstance(ranker, str) or ranker not in ("2imp", "imp"):
             raise ConfigError(
-                f"selection_rule must be 'filter' or 'mu', got {selection_rule!r}",
+                f"ranker must be '2imp' or 'imp', got {shown(ranker)}", f"{name}.ranker"
+            )
+        if not isinstance(selection_rule, str) or selection_rule not in ("filter", "mu"):
+            raise ConfigError(
+                f"selection_rule must be 'filter' or 'mu', got {shown(selection_rule)}",
                 f"{name}.selection_rule",
             )
         if isinstance(restart_rule, bool) or not (
-            restart_rule in ("no_improvement", "basic")
+            (isinstance(restart_rule, str) and restart_rule in ("no_improvement", "basic"))
             or (isinstance(restart_rule, int) and restart_rule >= 1)
         ):
             raise ConfigError(
                 "restart_rule must be 'no_improvement', 'basic' or an int >= 1, got "
-                f"{restart_rule!r}",
+                f"{shown(restart_rule)}",
                 f"{name}.restart_rule",
             )
         self.ranker = ranker

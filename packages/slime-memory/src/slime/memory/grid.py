@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence, Set
 from typing import Any
 
 import numpy as np
@@ -55,9 +55,16 @@ class GridArchive(Archive):
         epsilon: float = 1e-6,
     ) -> None:
         dims = _check_dims(dims)
-        if isinstance(ranges, str | bytes) or not hasattr(ranges, "__len__"):
+        if isinstance(ranges, str | bytes) or not _has_length(ranges):
             raise ConfigError(
                 f"ranges must be a sequence of (low, high) pairs, got {shown(ranges)}",
+                "GridArchive.ranges",
+            )
+        if isinstance(ranges, torch.Tensor | np.ndarray) and ranges.ndim != 2:
+            # The base class would iterate it: TypeError for a row that is one number.
+            raise ConfigError(
+                f"ranges must be (low, high) pairs, shape (k, 2), got a {type(ranges).__name__} "
+                f"of shape {tuple(ranges.shape)}",
                 "GridArchive.ranges",
             )
         if len(dims) != len(ranges):
@@ -128,26 +135,45 @@ def _check_dims(dims: Any) -> list[int]:
     """``dims`` as a list of positive ints with a product of at most MAX_ARCHIVE_CELLS, or
     ConfigError naming it. The product stops growing once past the limit: the product of
     100,000 dims of 2 has 30,103 digits, more than Python will even print."""
-    if isinstance(dims, str | bytes) or not hasattr(dims, "__len__"):
+    if isinstance(dims, str | bytes | Mapping | Set) or not _has_length(dims):
         raise ConfigError(
             f"dims must be a sequence of positive ints, got {shown(dims)}", "GridArchive.dims"
         )
-    dims = list(dims)
-    if not dims or any(
-        isinstance(d, bool | np.bool_) or not isinstance(d, numbers.Integral) or d < 1 for d in dims
-    ):
-        raise ConfigError(f"dims must be positive ints, got {shown(dims)}", "GridArchive.dims")
-    dims = [int(d) for d in dims]  # numpy integers too: the saved configuration is JSON
+    if len(dims) > MAX_ARCHIVE_CELLS:  # before iterating: each entry is a dimension
+        raise ConfigError(
+            f"dims has {len(dims)} entries, above the limit MAX_ARCHIVE_CELLS = "
+            f"{MAX_ARCHIVE_CELLS} (one per descriptor dimension)",
+            "GridArchive.dims",
+        )
+    checked: list[int] = []
     cells = 1
-    for d in dims:
-        cells *= d
+    for d in dims:  # one at a time: a 10**12-long expand()-ed tensor stops at its first entry
+        if isinstance(d, bool | np.bool_) or not isinstance(d, numbers.Integral) or d < 1:
+            raise ConfigError(
+                f"dims must be positive ints, got {shown(dims)} (entry {len(checked)} is "
+                f"{shown(d)})",
+                "GridArchive.dims",
+            )
+        checked.append(int(d))  # numpy integers too: the saved configuration is JSON
+        cells *= checked[-1]
         if cells > MAX_ARCHIVE_CELLS:
             raise ConfigError(
                 f"dims {shown(dims)} make more than {MAX_ARCHIVE_CELLS} cells, above the limit "
                 f"MAX_ARCHIVE_CELLS = {MAX_ARCHIVE_CELLS}",
                 "GridArchive.dims",
             )
-    return dims
+    if not checked:
+        raise ConfigError(f"dims must be positive ints, got {shown(dims)}", "GridArchive.dims")
+    return checked
+
+
+def _has_length(value: Any) -> bool:
+    """Whether ``len(value)`` works: a 0-d tensor or array has ``__len__`` but raises."""
+    try:
+        len(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _check_epsilon(epsilon: float, ranges: list[tuple[float, float]]) -> None:

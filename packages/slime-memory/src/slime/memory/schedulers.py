@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from slime.memory.archive import AddResult, Archive
 from slime.memory.emitters import Emitter
@@ -49,10 +50,17 @@ class Scheduler:
         column: str = "solution",
         check: bool = True,
     ) -> None:
-        if isinstance(emitters, str | bytes) or not hasattr(emitters, "__iter__"):
+        if isinstance(emitters, str | bytes | torch.Tensor | np.ndarray) or not hasattr(
+            emitters, "__iter__"
+        ):
             raise ConfigError(
                 f"emitters must be a sequence of Emitters, got {shown(emitters)}",
                 "Scheduler.emitters",
+            )
+        if not isinstance(column, str):  # compared with each emitter's column below
+            raise ConfigError(
+                f"column must be the str name of a genome column, got {shown(column)}",
+                "Scheduler.column",
             )
         emitters = list(emitters)
         if not emitters:
