@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from slime.memory import GridArchive
-from slime.proto import ConfigError
+from slime.memory import CVTArchive, GridArchive
+from slime.proto import ArchiveError, ConfigError
 
 
 @pytest.mark.parametrize("epsilon", [1.0, 5.0, 1e300])
@@ -71,3 +71,66 @@ def test_numpy_integer_dims_are_read_as_ints() -> None:
 def test_degenerate_dims_and_ranges_raise_config_error(dims, ranges, says) -> None:
     with pytest.raises(ConfigError, match=says.replace(".", r"\.")):
         GridArchive(dims, ranges)
+
+
+# ---- the meta device and CMA-MAE's thresholds: what archive.py still owes ------------------
+
+
+@pytest.mark.parametrize("kind", ["grid", "cvt"])
+def test_a_meta_archive_follows_shapes_through_an_unchecked_add(kind) -> None:
+    if kind == "grid":
+        archive = GridArchive([4], [(0.0, 1.0)], device="meta")
+    else:
+        archive = CVTArchive(4, [(0.0, 1.0)], samples=8, device="meta")
+    meta = {"device": "meta"}
+    result = archive.add(
+        {"s": torch.zeros(3, 2, **meta)}, torch.zeros(3, **meta), torch.zeros(3, 1, **meta),
+        check=False,
+    )  # fmt: skip
+    assert result.status.shape == (3,) and result.status.is_meta
+    archive.clear()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=(RuntimeError, NotImplementedError),
+    reason="issue 14: Archive (archive.py, not owned here) should raise ArchiveError for value "
+    "reads on a meta archive; torch's RuntimeError/NotImplementedError leak today",
+)
+@pytest.mark.parametrize(
+    "read", ["len", "stats", "occupied_cells", "cell_index", "checked_add", "save"]
+)
+def test_a_meta_archive_refuses_value_reads_with_archive_error(read, tmp_path) -> None:
+    archive = GridArchive([4], [(0.0, 1.0)], device="meta")
+    meta = {"device": "meta"}
+    reads = {
+        "len": lambda: len(archive),
+        "stats": lambda: archive.stats,
+        "occupied_cells": archive.occupied_cells,
+        "cell_index": lambda: archive.cell_index(torch.zeros(1, 1, **meta)),
+        "checked_add": lambda: archive.add(
+            {"s": torch.zeros(1, 1, **meta)}, torch.zeros(1, **meta), torch.zeros(1, 1, **meta)
+        ),
+        "save": lambda: archive.save(tmp_path / "a"),
+    }
+    with pytest.raises(ArchiveError, match="meta"):
+        reads[read]()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="issue 14: CMA-MAE's batch mean sums the objectives (_insertion.cma_mae_thresholds, "
+    "archive._host_cma_mae_thresholds, not owned here): two finite 1e308 overflow to an inf "
+    "threshold that nothing can ever beat",
+)
+@pytest.mark.parametrize("host", [True, False], ids=["host-path", "tensor-path"])
+def test_a_cma_mae_threshold_of_huge_finite_objectives_stays_finite(host) -> None:
+    archive = GridArchive([4], [(0.0, 1.0)], learning_rate=0.5, threshold_min=0.0)
+    archive._host = host
+    big = torch.tensor([1e308, 1e308], dtype=torch.float64)
+    archive.add({"s": torch.zeros(2, 1)}, big, torch.tensor([[0.1], [0.1]]))
+    threshold = archive.thresholds(torch.tensor([[0.1]]))
+    # keep = (1 - 0.5) ** 2: 0.25 * threshold_min + 0.75 * mean(1e308, 1e308)
+    assert torch.isfinite(threshold).all(), threshold
+    torch.testing.assert_close(threshold, torch.tensor([0.75e308], dtype=torch.float64))

@@ -41,7 +41,9 @@ class CVTArchive(Archive):
         seed: seeds the samples and k-means: an int in ``[0, 2**32)`` (scikit-learn's range).
         nearest: ``"auto"`` (k-d tree on CPU, batched distances elsewhere), ``"kd_tree"`` (CPU
             only) or ``"brute_force"``.
-        device, qd_offset, learning_rate, threshold_min, max_size: see :class:`Archive`.
+        device, qd_offset, learning_rate, threshold_min, max_size: see :class:`Archive`. On
+            ``"meta"`` the archive follows shapes only, as a :class:`GridArchive` does there
+            (centroids are still computed or checked on the CPU first).
 
     Raises:
         ConfigError: a bad ``cells``, range, ``samples``, ``seed`` or ``nearest``; centroids

@@ -30,7 +30,10 @@ class GridArchive(Archive):
             shifts every descriptor by ``epsilon / (high - low)`` of a cell, so it must be below
             the width ``high - low`` of every range (a shift of a whole cell or more would put
             every descriptor in another cell than its own).
-        device, qd_offset, learning_rate, threshold_min, max_size: see :class:`Archive`.
+        device, qd_offset, learning_rate, threshold_min, max_size: see :class:`Archive`. On
+            ``"meta"`` the archive follows shapes only (for counting operations): an unchecked
+            ``add(..., check=False)`` and ``clear()`` work; whatever reads values (a checked
+            add, queries, statistics, save) cannot, and emitters refuse such an archive.
 
     Raises:
         ConfigError: dims that are not positive ints (numpy integers are read as ints) or
