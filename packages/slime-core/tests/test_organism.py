@@ -793,3 +793,80 @@ def test_a_per_pod_state_dict_with_a_nan_weight_is_a_pool_error(kernel, gen):
     state["pods.2.k_weight"][0, 0] = float("nan")
     with pytest.raises(PoolError, match=r"qkv_weight holds nan in slot 2 \(live\)"):
         make(kernel, torch.Generator().manual_seed(1)).load_state_dict(state)
+
+
+def _full_and_attending(org, x, monkeypatch, **kwargs):
+    """Output and parameter gradients of an eager forward over the attending slots only, then
+    of the full forward over every slot (the path compiled graphs take), from the same state."""
+    results = []
+    for part in (True, False):
+        org.zero_grad(set_to_none=True)
+        if not part:
+            monkeypatch.setattr(org, "_attends_in_part", lambda attn_mask: False)
+        out = org(x, **kwargs)
+        out.square().sum().backward()
+        results.append((out.detach(), {n: p.grad.clone() for n, p in org.named_parameters()}))
+    monkeypatch.undo()
+    return results
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_an_eager_forward_with_dead_slots_computes_only_the_attending_ones(
+    any_kernel, gen, bias, monkeypatch
+):
+    org = make(any_kernel, gen, n_pods=4, capacity=6, bias=bias)
+    org.cull([1])
+    assert org._attending_slots == [0, 2, 3] and org._attends_in_part(None)
+    x = torch.randn(2, 7, D, generator=torch.Generator().manual_seed(4), requires_grad=True)
+    pad = torch.ones(2, 7, dtype=torch.bool)
+    pad[1, 5:] = False
+    heads = torch.ones(2, 6, dtype=torch.bool)
+    heads[0, 2] = False
+    for kwargs in ({"causal": True}, {"key_padding_mask": pad}, {"head_mask": heads}):
+        (part, part_grads), (full, full_grads) = _full_and_attending(org, x, monkeypatch, **kwargs)
+        torch.testing.assert_close(part, full)
+        for name, grad in full_grads.items():
+            torch.testing.assert_close(part_grads[name], grad, msg=name)
+        for name in ("qkv_weight", "o_weight"):  # slots not computed get exact zeros
+            dead = part_grads[name].select(1, 1)  # slot 1 (slots are dim 1 of both)
+            assert torch.equal(dead, torch.zeros_like(dead)), name
+    torch.testing.assert_close(org(x, causal=True), per_pod_reference(org, x, causal=True))
+
+
+def test_the_attending_slots_follow_births_ablation_and_device_moves(any_kernel, gen):
+    org = make(any_kernel, gen, n_pods=3, capacity=5)
+    x = torch.randn(1, 4, D, generator=torch.Generator().manual_seed(5))
+    org(x)
+    assert org._attending_index.tolist() == [0, 1, 2]
+    with org.ablate([1]):
+        assert org._attending_slots == [0, 2]
+        torch.testing.assert_close(org(x), per_pod_reference(org, x, causal=False, skip=[1]))
+        assert org._attending_index.tolist() == [0, 2]
+    org.spawn(slot=4)
+    assert org._attending_slots == [0, 1, 2, 4] and org._attending_index is None
+    torch.testing.assert_close(org(x), per_pod_reference(org, x, causal=False))
+    made = org._attending_index
+    org(x)
+    assert org._attending_index is made  # made once per membership
+    org._attending_index = made.to("meta")  # as if made before the organism moved
+    torch.testing.assert_close(org(x), per_pod_reference(org, x, causal=False))
+    assert org._attending_index.device == x.device
+    every = make(any_kernel, gen, n_pods=5, capacity=5)
+    assert every._all_attend and not every._attends_in_part(None)
+
+
+def test_a_training_forward_over_the_attending_slots_feeds_the_same_tube_entry(
+    any_kernel, gen, monkeypatch
+):
+    org = make(any_kernel, gen, n_pods=3, capacity=5)
+    org.cull([0])
+    org.train()
+    x = torch.randn(2, 6, D, generator=torch.Generator().manual_seed(6))
+    org(x)
+    part = org.tube_trace[0].clone()
+    monkeypatch.setattr(org, "_attends_in_part", lambda attn_mask: False)
+    org(x)
+    full = org.tube_trace[1].clone()
+    torch.testing.assert_close(part, full, equal_nan=True)
+    assert part[[0, 3, 4]].isnan().all() and not part[[1, 2]].isnan().any()
+    assert int(org.tube_pos) == 2

@@ -668,9 +668,12 @@ class Organism(nn.Module):
                 index = torch.tensor(sorted(self._ablated), device=self._device)
                 self.attending.index_fill_(0, index, False)
             self.value_gate[2].copy_(self.attending.view(-1, 1, 1))
-            # A host copy of "the gate is all ones", for eager forwards to skip multiplying by
-            # it; compiled forwards never read it (they keep one graph whatever the pool).
-            self._all_attend = bool(self.attending.all())
+            # Host copies of which slots attend: an eager forward skips multiplying by an
+            # all-ones gate, and computes only the attending slots when some do not; compiled
+            # forwards never read them (they keep one graph whatever the pool).
+            self._attending_slots = torch.nonzero(self.attending).flatten().tolist()
+            self._all_attend = len(self._attending_slots) == self.pod_capacity
+            self._attending_index: Tensor | None = None  # made on the device at first use
 
     # -- the fast path ----------------------------------------------------------------------------
 
@@ -685,8 +688,10 @@ class Organism(nn.Module):
     ) -> Tensor:
         """Attend over ``stimulus`` ``(B, T, D)`` with every live pod at once.
 
-        Causal masking and key padding run in the kernel. An ``attn_mask``, or attention dropout
-        in a training forward, takes the masked path instead: torch's scaled dot-product attention
+        Causal masking and key padding run in the kernel. Eagerly, with some slots not attending
+        (dead or ablated), only the attending ones are projected and attended
+        (:meth:`_forward_attending`). An ``attn_mask``, or attention dropout in a training
+        forward, takes the masked path instead: torch's scaled dot-product attention
         over all ``P`` slots with the same masks and dropout on the probabilities, dead and
         ablated slots set to 0 (as the kernel leaves them).
 
@@ -737,6 +742,9 @@ class Organism(nn.Module):
             raise KernelError(f"head_mask must be a ({batch}, {cap}) bool tensor, got {got}")
         if attn_mask is not None:
             self._check_attn_mask(attn_mask, (batch, cap, seq, seq))
+        feeding = self.feeding_tubes and self.training and torch.is_grad_enabled() and batch * seq
+        if self._attends_in_part(attn_mask) and batch * seq:
+            return self._forward_attending(stimulus, causal, key_padding_mask, head_mask, feeding)
         q, k, v = self.project(stimulus)
         if batch == 0 or seq == 0:  # nothing to attend: torch's attention returns empty too
             heads = torch.zeros_like(q)
@@ -759,8 +767,60 @@ class Organism(nn.Module):
             heads = torch.where(head_mask[:, :, None, None], heads, 0.0)
         merged = heads.transpose(1, 2).reshape(batch, seq, cap * d)
         out = nn.functional.linear(merged, self.o_weight.view(width, cap * d), self.out_bias)
-        if self.feeding_tubes and self.training and torch.is_grad_enabled() and batch * seq:
+        if feeding:
             self._feed_tubes(heads.detach())
+        return self.dropout(out)
+
+    def _attends_in_part(self, attn_mask: Tensor | None) -> bool:
+        """Whether an eager forward computes only the attending slots: some slots do not
+        attend (dead or ablated), at least one does, and the kernel's path applies (no
+        ``attn_mask``, no attention dropout)."""
+        return (
+            not torch.compiler.is_compiling()  # first: a compiled graph guards on nothing below
+            and not self._all_attend
+            and bool(self._attending_slots)
+            and attn_mask is None
+            and not (self.training and self.attn_dropout > 0)
+        )
+
+    def _forward_attending(
+        self,
+        stimulus: Tensor,
+        causal: bool,
+        key_padding_mask: Tensor | None,
+        head_mask: Tensor | None,
+        feeding: bool,
+    ) -> Tensor:
+        """:meth:`forward` over the ``n`` attending slots only: their rows of the stacked
+        weights gathered (``index_select``, whose backward writes zeros to the other slots'
+        gradients, as the full forward's gate does), projections and attention ``n / P`` of the
+        full ones. The other slots output exactly 0 there, so the output is the full forward's
+        up to rounding; the tube ring gets the same ``(B, P, T, d)`` entry, zeros (NaN ratios)
+        for the slots not computed."""
+        batch, seq, width = stimulus.shape
+        d = self.head_dim
+        index = self._attending_index
+        if index is None or index.device != stimulus.device:
+            index = torch.tensor(self._attending_slots, device=stimulus.device)
+            self._attending_index = index
+        n = len(self._attending_slots)
+        weight = self.qkv_weight.index_select(1, index).view(3 * n * d, width)
+        bias = None
+        if self.qkv_bias is not None:
+            bias = self.qkv_bias.index_select(1, index).view(3 * n * d)
+        qkv = nn.functional.linear(stimulus, weight, bias)
+        q, k, v = (part.view(batch, seq, n, d).transpose(1, 2) for part in qkv.split(n * d, dim=-1))
+        heads = self.kernel.attention(
+            q, k, v, causal=causal, key_padding_mask=key_padding_mask
+        )  # (B, n, T, d)
+        if head_mask is not None:
+            heads = torch.where(head_mask.index_select(1, index)[:, :, None, None], heads, 0.0)
+        merged = heads.transpose(1, 2).reshape(batch, seq, n * d)
+        o_weight = self.o_weight.index_select(1, index).view(width, n * d)
+        out = nn.functional.linear(merged, o_weight, self.out_bias)
+        if feeding:
+            full = heads.new_zeros(batch, self.pod_capacity, seq, d)
+            self._feed_tubes(full.index_copy_(1, index, heads.detach()))
         return self.dropout(out)
 
     def _check_stimulus(self, stimulus: Any) -> None:
@@ -1052,7 +1112,7 @@ class Organism(nn.Module):
             gate = torch.ones(3, self.pod_capacity, 1, 1, device=self.attending.device)
             self.register_buffer("value_gate", gate, persistent=False)
             self._refresh_attending()
-        elif "_all_attend" not in state:  # pickled before eager forwards skipped an all-ones gate
+        elif "_attending_slots" not in state:  # pickled before eager forwards read these
             self._refresh_attending()
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
