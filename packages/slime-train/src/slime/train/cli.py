@@ -249,7 +249,8 @@ def train_command(argv: list[str]) -> int:
             )
     else:
         cfg = _with_options(load_config(args.config), _overrides(args), args)
-    cfg.check_schedule("--steps" if args.steps is not None else None)
+    for warning in cfg.schedule_warnings("--steps" if args.steps is not None else None):
+        print(f"slime train: warning: {warning}", file=sys.stderr)
     rank_batch(cfg.train.batch_size, world)  # refused before any process joins a group
     try:
         ctx, device = launch(cfg.train.device)

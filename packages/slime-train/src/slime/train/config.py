@@ -473,53 +473,51 @@ class RunConfig:
         """Plain nested dict, loadable again by :func:`slime.train.loader.config_from_dict`."""
         return {name: getattr(self, name).to_dict() for name in SECTIONS}
 
-    def check_schedule(self, option: str | None = None) -> None:
-        """Refuse a run too short for its schedules (``slime train`` calls this; constructing a
-        config does not, so a library caller may still build a short one to step by hand):
+    def schedule_warnings(self, option: str | None = None) -> list[str]:
+        """What in this run's schedules will not happen as their keys say (``slime train`` prints
+        each as a warning and trains as configured; a short smoke run with a preset's warmups is
+        a normal thing to ask for, so nothing is refused and nothing is changed):
 
-        - ``train.warmup_iters`` above ``train.steps``: the learning rate would still be rising
-          when the run ends, never reaching ``train.lr``;
-        - a slime run with the lifecycle on whose pool could never change: no medium event (every
+        - ``train.warmup_iters`` above ``train.steps``: the learning rate is still rising when the
+          run ends and never reaches ``train.lr``;
+        - a slime run with the lifecycle on whose pool cannot change: no medium event (every
           ``lifecycle.medium_interval`` steps) from ``lifecycle.warmup_steps`` (the end of the
           static phase) on, nor slow event (every ``slow_interval``) from ``gentle_steps`` on, up
-          to ``train.steps``, so no pod is ever born or culled.
+          to ``train.steps``, so no pod is born or culled.
 
-        ``option``: the command-line option that set ``train.steps``, named in the message.
-
-        Raises:
-            ConfigError: naming the key and both values.
+        ``option``: the command-line option that set ``train.steps``, named in the messages.
         """
         train, lc = self.train, self.lifecycle
         steps = f"train.steps ({train.steps}{f', set by {option}' if option else ''})"
+        out = []
         if train.warmup_iters > train.steps:
-            raise ConfigError(
-                f"expected at most {steps}, got {train.warmup_iters}: the "
-                f"learning rate would still be warming up when the run ends, never reaching "
-                f"train.lr ({train.lr:g}); lower train.warmup_iters or train longer",
-                "train.warmup_iters",
+            out.append(
+                f"train.warmup_iters ({train.warmup_iters}) is above {steps}: the learning rate "
+                f"will still be warming up when the run ends and never reach train.lr "
+                f"({train.lr:g}); lower train.warmup_iters or train longer to reach it"
             )
         if self.model.kind != "slime" or not lc.enabled:
-            return
+            return out
 
         def first(start: int, every: int) -> int:  # the first multiple of every >= start (>= 1)
             return -(-max(start, 1) // every) * every
 
         birth = first(lc.warmup_steps, lc.medium_interval)
         if min(birth, first(lc.gentle_steps, lc.slow_interval)) <= train.steps:
-            return
+            return out
         if lc.warmup_steps > train.steps:
-            why = f"expected at most {steps} with the lifecycle on, got {lc.warmup_steps}"
+            why = f"lifecycle.warmup_steps ({lc.warmup_steps}) is above {steps}"
         else:
             why = (
-                f"the first medium event from it ({lc.warmup_steps}) on is step {birth} "
-                f"(lifecycle.medium_interval {lc.medium_interval}), after {steps}"
+                f"the first medium event after lifecycle.warmup_steps ({lc.warmup_steps}) is step "
+                f"{birth} (lifecycle.medium_interval {lc.medium_interval}), after {steps}"
             )
-        raise ConfigError(
-            f"{why}: the pool would stay as it started for the whole run (pods are born and "
+        out.append(
+            f"{why}: the pool will stay as it started for the whole run (pods are born and "
             "culled only at lifecycle events after the static warmup phase); lower "
-            "lifecycle.warmup_steps, train longer, or set lifecycle.enabled=false",
-            "lifecycle.warmup_steps",
+            "lifecycle.warmup_steps, train longer, or set lifecycle.enabled=false"
         )
+        return out
 
     def replace(self, **sections: dict[str, Any]) -> RunConfig:
         """A copy with some fields of some sections changed: ``cfg.replace(train={"steps": 5})``."""
