@@ -117,7 +117,7 @@ def check_bounds(
     path = f"{owner}.bounds"
     if bounds is None:
         pairs: list[Any] = [(None, None)] * dim
-    elif isinstance(bounds, _UNORDERED) or not _has_length(bounds):
+    elif isinstance(bounds, _UNORDERED) or not has_length(bounds):
         raise ConfigError(
             f"bounds must be None, one (low, high) pair or {dim} pairs, got {shown(bounds)}", path
         )
@@ -191,7 +191,7 @@ def check_generator(
     return generator
 
 
-def _has_length(value: Any) -> bool:
+def has_length(value: Any) -> bool:
     """Whether ``len(value)`` works: a 0-d tensor or array has ``__len__`` but raises."""
     try:
         len(value)

@@ -278,6 +278,20 @@ PACK_MAX_BYTES = 1024
 costs about what packing does, and packing's growing buffers would only add copies."""
 
 
+def _flat_keys(payloads: Sequence[Any]) -> tuple[str, ...] | None:
+    """The keys every payload has, in the same order, when all are non-empty plain dicts (C-level
+    passes over their types and sizes); None otherwise (the payload-by-payload copy decides)."""
+    first = payloads[0]
+    if type(first) is not dict or not first:
+        return None
+    keys = tuple(first)
+    if set(map(type, payloads)) != {dict} or set(map(len, payloads)) != {len(keys)}:
+        return None
+    if len(keys) > 1 and not all(tuple(p) == keys for p in payloads):
+        return None
+    return keys
+
+
 def _stack_flat(payloads: Sequence[Any]) -> tuple[tuple, dict[str, torch.Tensor]] | None:
     """``(layout, {key: (n, ...) stacked copy})`` when ``payloads`` are flat dicts of the same
     str keys, in the same order, holding plain tensors of one shape, dtype and device per key,
@@ -287,19 +301,14 @@ def _stack_flat(payloads: Sequence[Any]) -> tuple[tuple, dict[str, torch.Tensor]
     The payloads are read by C-level passes (``map``): the dicts' types and sizes, then per key
     the values, their types and dtypes, and one ``torch.stack`` (which checks shapes and
     devices and copies)."""
-    first = payloads[0]
-    if type(first) is not dict or not first:
-        return None
-    keys = tuple(first)
-    if set(map(type, payloads)) != {dict} or set(map(len, payloads)) != {len(keys)}:
-        return None
-    if len(keys) > 1 and not all(tuple(p) == keys for p in payloads):
+    keys = _flat_keys(payloads)
+    if keys is None:
         return None
     values = {}
     layout = []
     row_bytes = 0
     for key in keys:
-        head = first[key]
+        head = payloads[0][key]
         if type(key) is not str or type(head) is not torch.Tensor or head.layout != torch.strided:
             return None
         if head.dtype not in INDEXABLE_DTYPES or head.is_nested or head.is_meta:
@@ -334,13 +343,8 @@ def _copy_flat(payloads: Sequence[Any]) -> list[dict[str, torch.Tensor]] | None:
     For the flat payloads :func:`_stack_flat` leaves out (large ones, or shapes and dtypes
     that differ between items): the checks run as C-level passes per key and each tensor is
     cloned once, without walking each payload as a tree."""
-    first = payloads[0]
-    if type(first) is not dict or not first:
-        return None
-    keys = tuple(first)
-    if set(map(type, payloads)) != {dict} or set(map(len, payloads)) != {len(keys)}:
-        return None
-    if len(keys) > 1 and not all(tuple(p) == keys for p in payloads):
+    keys = _flat_keys(payloads)
+    if keys is None:
         return None
     columns = []
     for key in keys:

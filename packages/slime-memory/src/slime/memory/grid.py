@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from slime.memory._emitter_checks import has_length
 from slime.memory.archive import MAX_ARCHIVE_SIZE, Archive, _check_ranges, config_number
 from slime.memory.limits import MAX_ARCHIVE_CELLS
 from slime.proto import ConfigError, shown
@@ -58,7 +59,7 @@ class GridArchive(Archive):
         epsilon: float = 1e-6,
     ) -> None:
         dims = _check_dims(dims)
-        if isinstance(ranges, str | bytes) or not _has_length(ranges):
+        if isinstance(ranges, str | bytes) or not has_length(ranges):
             raise ConfigError(
                 f"ranges must be a sequence of (low, high) pairs, got {shown(ranges)}",
                 "GridArchive.ranges",
@@ -138,7 +139,7 @@ def _check_dims(dims: Any) -> list[int]:
     """``dims`` as a list of positive ints with a product of at most MAX_ARCHIVE_CELLS, or
     ConfigError naming it. The product stops growing once past the limit: the product of
     100,000 dims of 2 has 30,103 digits, more than Python will even print."""
-    if isinstance(dims, str | bytes | Mapping | Set) or not _has_length(dims):
+    if isinstance(dims, str | bytes | Mapping | Set) or not has_length(dims):
         raise ConfigError(
             f"dims must be a sequence of positive ints, got {shown(dims)}", "GridArchive.dims"
         )
@@ -168,15 +169,6 @@ def _check_dims(dims: Any) -> list[int]:
     if not checked:
         raise ConfigError(f"dims must be positive ints, got {shown(dims)}", "GridArchive.dims")
     return checked
-
-
-def _has_length(value: Any) -> bool:
-    """Whether ``len(value)`` works: a 0-d tensor or array has ``__len__`` but raises."""
-    try:
-        len(value)
-    except TypeError:
-        return False
-    return True
 
 
 def _check_epsilon(epsilon: float, ranges: list[tuple[float, float]]) -> None:
