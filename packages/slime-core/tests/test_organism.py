@@ -870,3 +870,16 @@ def test_a_training_forward_over_the_attending_slots_feeds_the_same_tube_entry(
     torch.testing.assert_close(part, full, equal_nan=True)
     assert part[[0, 3, 4]].isnan().all() and not part[[1, 2]].isnan().any()
     assert int(org.tube_pos) == 2
+
+
+def test_attending_slots_first_read_under_inference_mode_still_train(any_kernel, gen):
+    org = make(any_kernel, gen, n_pods=3, capacity=5)
+    org.cull([2])
+    x = torch.randn(2, 4, D, generator=torch.Generator().manual_seed(7))
+    with torch.inference_mode():
+        generated = org(x)
+    org.train()
+    out = org(x)
+    out.square().sum().backward()  # index_select saved the index for its backward
+    torch.testing.assert_close(out.detach(), generated)
+    assert org.qkv_weight.grad[:, 2].abs().sum() == 0

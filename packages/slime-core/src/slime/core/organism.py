@@ -801,7 +801,10 @@ class Organism(nn.Module):
         d = self.head_dim
         index = self._attending_index
         if index is None or index.device != stimulus.device:
-            index = torch.tensor(self._attending_slots, device=stimulus.device)
+            # A normal tensor even under inference_mode: a later training forward saves it for
+            # the backward of index_select, which an inference tensor cannot be.
+            with torch.inference_mode(False):
+                index = torch.tensor(self._attending_slots, device=stimulus.device)
             self._attending_index = index
         n = len(self._attending_slots)
         weight = self.qkv_weight.index_select(1, index).view(3 * n * d, width)
