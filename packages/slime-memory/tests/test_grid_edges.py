@@ -91,12 +91,6 @@ def test_a_meta_archive_follows_shapes_through_an_unchecked_add(kind) -> None:
     archive.clear()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(RuntimeError, NotImplementedError),
-    reason="issue 14: Archive (archive.py, not owned here) should raise ArchiveError for value "
-    "reads on a meta archive; torch's RuntimeError/NotImplementedError leak today",
-)
 @pytest.mark.parametrize(
     "read", ["len", "stats", "occupied_cells", "cell_index", "checked_add", "save"]
 )
@@ -117,13 +111,6 @@ def test_a_meta_archive_refuses_value_reads_with_archive_error(read, tmp_path) -
         reads[read]()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 14: CMA-MAE's batch mean sums the objectives (_insertion.cma_mae_thresholds, "
-    "archive._host_cma_mae_thresholds, not owned here): two finite 1e308 overflow to an inf "
-    "threshold that nothing can ever beat",
-)
 @pytest.mark.parametrize("host", [True, False], ids=["host-path", "tensor-path"])
 def test_a_cma_mae_threshold_of_huge_finite_objectives_stays_finite(host) -> None:
     archive = GridArchive([4], [(0.0, 1.0)], learning_rate=0.5, threshold_min=0.0)

@@ -79,8 +79,14 @@ def cma_mae_thresholds(
     zeros = torch.zeros_like(current)
     count = zeros.scatter_add(0, inverse, can_insert.to(current.dtype))
     total = zeros.scatter_add(0, inverse, torch.where(can_insert, objectives, 0.0))
+    mean = total / count.clamp(min=1.0)
+    # Finite objectives can sum past the float range (two 1e308): then average the shares, each
+    # objective over its cell's count, which stays finite. Bit-identical wherever the sum is finite.
+    share = objectives / count.index_select(0, inverse).clamp(min=1.0)
+    scaled = zeros.scatter_add(0, inverse, torch.where(can_insert, share, 0.0))
+    mean = torch.where(torch.isfinite(total), mean, scaled)
     keep = (1.0 - learning_rate) ** count
-    return keep * current + (total / count.clamp(min=1.0)) * (1.0 - keep)
+    return keep * current + mean * (1.0 - keep)
 
 
 def eviction_mask(

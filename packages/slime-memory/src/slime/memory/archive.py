@@ -220,6 +220,7 @@ class Archive:
             ArchiveError: wrong shape, more than :data:`~slime.memory.limits.MAX_BATCH_SIZE`
                 rows, or a NaN/Inf descriptor (naming its index).
         """
+        self._refuse_meta("cell_index")
         descriptors = self._as_descriptors(descriptors, "descriptors")
         raise_first_non_finite(torch.isfinite(descriptors).all(dim=1), "descriptors")
         if self._host:
@@ -241,6 +242,7 @@ class Archive:
             ArchiveError: wrong shape, more than :data:`~slime.memory.limits.MAX_BATCH_SIZE`
                 rows, or a NaN/Inf descriptor (naming its index).
         """
+        self._refuse_meta("thresholds")
         return self._threshold.index_select(0, self.cell_index(descriptors))
 
     def _cell_index(self, descriptors: torch.Tensor) -> torch.Tensor:
@@ -301,6 +303,8 @@ class Archive:
         """
         if not isinstance(check, bool):
             raise ArchiveError(f"check must be True or False, got {check!r}")
+        if check:
+            self._refuse_meta("add with check=True")
         objectives, descriptors = self._check_batch(objectives, descriptors)
         n = objectives.shape[0]
         store = self._store or store_for(genomes, self._cells, self._device)
@@ -530,14 +534,17 @@ class Archive:
 
     def __len__(self) -> int:
         """Number of elites (one host sync)."""
+        self._refuse_meta("len()")
         return int(self._occupied.sum())
 
     def occupied_cells(self) -> list[int]:
         """Occupied cells in ascending order (one host transfer)."""
+        self._refuse_meta("occupied_cells")
         return torch.nonzero(self._occupied).squeeze(1).tolist()
 
     def __iter__(self) -> Iterator[Elite]:
         """Elites in ascending cell order (blueprint decision 3: reproducible iteration)."""
+        self._refuse_meta("iterating the archive")
         return iter(self._elites(self.occupied_cells()))
 
     def elite_scores(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -546,12 +553,14 @@ class Archive:
         in one gather (finding the occupied cells reads their count: one wait on an
         accelerator). For readers of the landscape (where the elites are, how good) that need
         no genome: iterating the archive copies every genome."""
+        self._refuse_meta("elite_scores")
         cells = torch.nonzero(self._occupied).squeeze(1)
         rows = self._state.index_select(0, cells)
         return cells, rows[:, _OBJ], rows[:, _DESC:]
 
     def retrieve(self, descriptors: torch.Tensor) -> tuple[torch.Tensor, list[Elite | None]]:
         """The elite of each descriptor's cell: ``(n, k)`` -> (occupied ``(n,)`` bool, elites)."""
+        self._refuse_meta("retrieve")
         cells = self.cell_index(descriptors)
         occupied = self._occupied.index_select(0, cells)
         cell_list, flags = cells.tolist(), occupied.tolist()
@@ -580,6 +589,7 @@ class Archive:
             ArchiveError: a bound of another length than ``k``, an entry that is NaN or not a
                 number, or ``low[i] > high[i]`` (each naming the offending value).
         """
+        self._refuse_meta("where")
         lows = self._box_side(low, "low", -math.inf)
         highs = self._box_side(high, "high", math.inf)
         for i, (a, b) in enumerate(zip(lows, highs)):
@@ -638,6 +648,7 @@ class Archive:
             ArchiveError: ``n`` < 1 or above the limit, a generator that is not a
                 ``torch.Generator``, or the archive is empty.
         """
+        self._refuse_meta("sample_elites")
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ArchiveError(f"sample_elites needs n >= 1, got {shown(n)}")
         if n > MAX_SAMPLE_SIZE:
@@ -659,6 +670,7 @@ class Archive:
     @property
     def stats(self) -> ArchiveStats:
         """Statistics of the current contents (one host transfer)."""
+        self._refuse_meta("stats")
         objective = self._objective[self._occupied]
         count = objective.shape[0]
         if count == 0:
@@ -680,6 +692,7 @@ class Archive:
         Distance is Euclidean in descriptor space scaled by each range's width; ties go to the
         lower cell. Raises ArchiveError on an empty archive or a bad descriptor.
         """
+        self._refuse_meta("bootstrap")
         cells, _ = self._nearest_elites(descriptor, 1)
         (genome,) = self._genomes(cells)
         return copy_payload(genome, "genome")
@@ -691,6 +704,7 @@ class Archive:
         Floating tensors are blended where the neighbours agree on shape and dtype; everything
         else comes from the nearest elite. Fewer neighbours are used when the archive holds fewer.
         """
+        self._refuse_meta("interpolate")
         if isinstance(k_neighbors, bool) or not isinstance(k_neighbors, int) or k_neighbors < 1:
             raise ArchiveError(f"k_neighbors must be an int >= 1, got {k_neighbors!r}")
         cells, distances = self._nearest_elites(descriptor, k_neighbors)
@@ -807,6 +821,7 @@ class Archive:
                 permission, a read-only folder): naming the path and the OS's reason, with the
                 OSError as its cause. The previous files stay whole.
         """
+        self._refuse_meta("save")
         _check_folder_path(path, "save")
         shared = {
             "ranges": [list(r) for r in self._ranges],
@@ -860,6 +875,7 @@ class Archive:
             archive = target(**config, **saved.config_tensors, device=device)
         except (KeyError, TypeError, ValueError, ConfigError) as e:
             raise ArchiveError(f"{path}: the saved configuration is invalid: {e}") from e
+        archive._refuse_meta("load")
         archive._set_state(saved.state_matrix(archive.cells, archive.descriptor_dim))
         occupied = archive.occupied_cells()
         if len(occupied) > archive.max_size:
@@ -893,6 +909,15 @@ class Archive:
         _check_batch_size(descriptors.shape[0], name)
         self._check_numbers(descriptors, name)
         return as_numbers(descriptors, self._device, torch.float64)
+
+    def _refuse_meta(self, operation: str) -> None:
+        """Raise ArchiveError if the archive is on the meta device, where ``operation`` (which
+        reads values) cannot run: it holds shapes only."""
+        if self._device.type == "meta":
+            raise ArchiveError(
+                f"{operation} reads values, but this archive is on the meta device, which holds "
+                "shapes only (there, only add(..., check=False) and clear() run)"
+            )
 
     def _check_numbers(self, tensor: torch.Tensor, name: str) -> None:
         """Raise ArchiveError unless ``tensor`` holds real numbers the archive can read: not
@@ -980,8 +1005,14 @@ def _host_cma_mae_thresholds(
     total = np.bincount(inverse, weights=objectives * weight, minlength=m)
     # torch's pow, as the tensor path: numpy's differs in the last bit (0.4 ** 2.0 is 0.16
     # there, 0.16000000000000003 in torch and Python), which the paths' equality tests catch.
+    mean = total / np.maximum(count, 1.0)
+    if not np.isfinite(total).all():
+        # Finite objectives can sum past the float range (two 1e308): average the shares instead.
+        with np.errstate(invalid="ignore"):
+            share = np.where(can_insert, objectives / np.maximum(count, 1.0)[inverse], 0.0)
+        mean = np.where(np.isfinite(total), mean, np.bincount(inverse, weights=share, minlength=m))
     keep = torch.pow(1.0 - learning_rate, torch.from_numpy(count)).numpy()
-    return keep * current + (total / np.maximum(count, 1.0)) * (1.0 - keep)
+    return keep * current + mean * (1.0 - keep)
 
 
 def config_number(value: Any, path: str) -> float:
