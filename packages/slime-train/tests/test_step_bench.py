@@ -7,13 +7,18 @@ import torch.distributed as dist
 from slime.train import step_bench
 
 
-def test_ddp_rows_time_the_wrapper_against_the_bare_model(tmp_path, capsys):
+def _tiny_argv(tmp_path) -> list[str]:
+    """step_bench's arguments for a one-layer model, one warm-up step and one timed step."""
     config = tmp_path / "tiny.yaml"
     config.write_text(
         "model: {n_layer: 1, n_embd: 32, n_pods: 2, pod_capacity: 2, block_size: 16,"
         " head_dim: 16}\ntrain: {batch_size: 2}\n"
     )
-    argv = ["--config", str(config), "--device", "cpu", "--steps", "1", "--warmup", "1"]
+    return ["--config", str(config), "--device", "cpu", "--steps", "1", "--warmup", "1"]
+
+
+def test_ddp_rows_time_the_wrapper_against_the_bare_model(tmp_path, capsys):
+    argv = _tiny_argv(tmp_path)
     assert step_bench.main([*argv, "--modes", "eager", "--ddp"]) == 0
     out = capsys.readouterr().out
     assert "| eager | baseline DDP(1) |" in out
@@ -25,12 +30,7 @@ def test_ddp_rows_time_the_wrapper_against_the_bare_model(tmp_path, capsys):
 
 
 def test_rows_are_timed_in_rounds_side_by_side(tmp_path, capsys):
-    config = tmp_path / "tiny.yaml"
-    config.write_text(
-        "model: {n_layer: 1, n_embd: 32, n_pods: 2, pod_capacity: 2, block_size: 16,"
-        " head_dim: 16}\ntrain: {batch_size: 2}\n"
-    )
-    argv = ["--config", str(config), "--device", "cpu", "--steps", "1", "--warmup", "1"]
+    argv = _tiny_argv(tmp_path)
     assert step_bench.main([*argv, "--modes", "eager", "--rounds", "3"]) == 0
     captured = capsys.readouterr()
     rounds = [line for line in captured.err.splitlines() if " rounds " in line]
