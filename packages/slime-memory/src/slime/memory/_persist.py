@@ -334,10 +334,12 @@ def load_archive(path: Path, *, device: torch.device | str | None) -> SavedArchi
     if not path.is_dir():
         what = "is a file, not a folder" if path.exists() else "does not exist"
         raise ArchiveError(f"archive folder {path} {what}")
-    for name in (META, TENSORS):
-        if not (path / name).is_file():
-            raise ArchiveError(f"archive file {path / name} is missing")
     with _locked(path, exclusive=False):  # both files from one save
+        # Checked under the lock: a save moves each file aside for a moment before the new
+        # one takes its name, so outside it a concurrent save looks like a missing file.
+        for name in (META, TENSORS):
+            if not (path / name).is_file():
+                raise ArchiveError(f"archive file {path / name} is missing")
         try:
             text = (path / META).read_bytes()
             blob = (path / TENSORS).read_bytes()
