@@ -1037,6 +1037,14 @@ def _check_ranges(ranges: Sequence[tuple[float, float]], owner: str) -> list[tup
             f"ranges must be a sequence of (low, high) pairs, got {shown(ranges)}",
             f"{owner}.ranges",
         )
+    if isinstance(ranges, torch.Tensor | np.ndarray) and ranges.ndim != 2:
+        # Iterating it would fail inside numpy or torch: a 0-d one has no rows, a 1-d one's
+        # rows are single numbers.
+        raise ConfigError(
+            f"ranges must be (low, high) pairs, shape (k, 2), got a {type(ranges).__name__} "
+            f"of shape {tuple(ranges.shape)}",
+            f"{owner}.ranges",
+        )
     checked = []
     for i, pair in enumerate(ranges):
         low, high = _range_pair(pair, i, f"{owner}.ranges")

@@ -68,13 +68,6 @@ class CVTArchive(Archive):
         threshold_min: float = -math.inf,
         max_size: int = MAX_ARCHIVE_SIZE,
     ) -> None:
-        if isinstance(ranges, torch.Tensor | np.ndarray) and ranges.ndim != 2:
-            # The base class would iterate it: TypeError for a 0-d one.
-            raise ConfigError(
-                f"ranges must be (low, high) pairs, shape (k, 2), got a {type(ranges).__name__} "
-                f"of shape {tuple(ranges.shape)}",
-                "CVTArchive.ranges",
-            )
         super().__init__(
             cells,
             ranges,
@@ -133,7 +126,7 @@ class CVTArchive(Archive):
         centroids = centroids.detach().to(dtype=torch.float64)  # distinct as the archive reads them
         _check_distinct(centroids.cpu().numpy(), seed if samples_made else None)
         self._samples, self._seed, self._nearest = samples, seed, nearest
-        self._centroids = centroids.detach().to(device=self.device, dtype=torch.float64)
+        self._centroids = centroids.to(device=self.device)
         self._centroid_columns = self._centroids.t().unsqueeze(1).unbind(0)  # k x (1, cells)
         use_tree = nearest == "kd_tree" or (nearest == "auto" and self.device.type == "cpu")
         self._tree = KDTree(self._centroids.cpu().numpy()) if use_tree else None

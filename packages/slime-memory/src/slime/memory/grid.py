@@ -59,33 +59,23 @@ class GridArchive(Archive):
         epsilon: float = 1e-6,
     ) -> None:
         dims = _check_dims(dims)
-        if isinstance(ranges, str | bytes) or not has_length(ranges):
+        checked = _check_ranges(ranges, "GridArchive")  # a sequence of finite pairs
+        if len(dims) != len(checked):
             raise ConfigError(
-                f"ranges must be a sequence of (low, high) pairs, got {shown(ranges)}",
+                f"dims has {len(dims)} entries but ranges has {len(checked)}",
                 "GridArchive.ranges",
-            )
-        if isinstance(ranges, torch.Tensor | np.ndarray) and ranges.ndim != 2:
-            # The base class would iterate it: TypeError for a row that is one number.
-            raise ConfigError(
-                f"ranges must be (low, high) pairs, shape (k, 2), got a {type(ranges).__name__} "
-                f"of shape {tuple(ranges.shape)}",
-                "GridArchive.ranges",
-            )
-        if len(dims) != len(ranges):
-            raise ConfigError(
-                f"dims has {len(dims)} entries but ranges has {len(ranges)}", "GridArchive.ranges"
             )
         number = config_number(epsilon, "GridArchive.epsilon")
         if not (math.isfinite(number) and number >= 0):
             raise ConfigError(
                 f"epsilon must be finite and >= 0, got {epsilon!r}", "GridArchive.epsilon"
             )
-        _check_epsilon(number, _check_ranges(ranges, "GridArchive"))
+        _check_epsilon(number, checked)
         self._dims = dims
         self._epsilon = number
         super().__init__(
             math.prod(dims),
-            ranges,
+            checked,
             device=device,
             qd_offset=qd_offset,
             learning_rate=learning_rate,
