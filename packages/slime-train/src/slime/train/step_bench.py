@@ -35,7 +35,7 @@ from slime.train.config import ModelConfig
 from slime.train.distributed import Distributed, data_parallel, shutdown
 from slime.train.loader import load_config
 
-__all__ = ["MODES", "main", "time_training_step"]
+__all__ = ["MODES", "main"]
 
 MODES = ("eager", "compiled", "graphs")
 
@@ -115,11 +115,11 @@ class _Timed:
         self.sync()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        ms = self.time()
+        self.time()
         peak = None
         if self.device.type == "cuda":
             peak = (torch.cuda.max_memory_allocated(self.device) - held) / 2**20
-        return {"first_step_s": first_s, "peak_mb": peak, "warm_ms": ms}
+        return {"first_step_s": first_s, "peak_mb": peak}
 
     def time(self) -> float:
         """Mean ms per step over ``steps`` free-running steps (synchronised at the ends only)."""
@@ -143,31 +143,6 @@ class _Timed:
             self.sync()
         key = "cuda_time_total" if self.device.type == "cuda" else "cpu_time_total"
         print(prof.key_averages().table(sort_by=key, row_limit=40), file=sys.stderr)
-
-
-def time_training_step(
-    model: torch.nn.Module,
-    cfg: ModelConfig,
-    batch_size: int,
-    device: torch.device,
-    *,
-    steps: int,
-    warmup: int,
-    mode: str,
-    profile: bool = False,
-    ddp: bool = False,
-) -> dict[str, Any]:
-    """Mean ms per free-running training step, first-call (compile) seconds and peak MB of one
-    model timed alone (see :class:`_Timed` for ``mode`` and ``ddp``)."""
-    row = _Timed(model, cfg, batch_size, device, steps=steps, warmup=warmup, mode=mode, ddp=ddp)
-    warm = row.warm(profile=profile)
-    ms = warm["warm_ms"]
-    return {
-        "ms": ms,
-        "first_step_s": warm["first_step_s"],
-        "tokens_per_s": row.tokens / ms * 1e3,
-        "peak_mb": warm["peak_mb"],
-    }
 
 
 def _without_tubes(model: torch.nn.Module) -> None:
