@@ -797,8 +797,6 @@ class Organism(nn.Module):
         full ones. The other slots output exactly 0 there, so the output is the full forward's
         up to rounding; the tube ring gets the same ``(B, P, T, d)`` entry, zeros (NaN ratios)
         for the slots not computed."""
-        batch, seq, width = stimulus.shape
-        d = self.head_dim
         index = self._attending_index
         if index is None or index.device != stimulus.device:
             # A normal tensor even under inference_mode: a later training forward saves it for
@@ -806,7 +804,36 @@ class Organism(nn.Module):
             with torch.inference_mode(False):
                 index = torch.tensor(self._attending_slots, device=stimulus.device)
             self._attending_index = index
-        n = len(self._attending_slots)
+        out, heads = self.attend_slots(
+            stimulus, index, causal=causal, key_padding_mask=key_padding_mask,
+            head_mask=head_mask, out_bias=self.out_bias,
+        )  # fmt: skip
+        if feeding:
+            batch, _, seq, d = heads.shape
+            full = heads.new_zeros(batch, self.pod_capacity, seq, d)
+            self._feed_tubes(full.index_copy_(1, index, heads.detach()))
+        return self.dropout(out)
+
+    def attend_slots(
+        self,
+        stimulus: Tensor,
+        index: Tensor,
+        *,
+        causal: bool = False,
+        key_padding_mask: Tensor | None = None,
+        head_mask: Tensor | None = None,
+        alive: Tensor | None = None,
+        out_bias: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """The attention of the ``n`` slots in ``index`` ``(n,)`` only: their rows of the
+        stacked weights gathered (``index_select``, whose backward writes zeros into the other
+        slots' gradients), projected, attended (``alive`` ``(n,)``: which of them attend; None:
+        all) and projected out with ``out_bias`` (None: no bias). ``head_mask`` is ``(B, P)``
+        over every slot. Returns the output ``(B, T, D)`` before dropout and the heads
+        ``(B, n, T, d)``. Eager forwards with slots that do not attend, and head-sharded
+        training (each rank its own slots), compute this way; no checks run here."""
+        batch, seq, width = stimulus.shape
+        d, n = self.head_dim, index.numel()
         weight = self.qkv_weight.index_select(1, index).view(3 * n * d, width)
         bias = None
         if self.qkv_bias is not None:
@@ -814,17 +841,13 @@ class Organism(nn.Module):
         qkv = nn.functional.linear(stimulus, weight, bias)
         q, k, v = (part.view(batch, seq, n, d).transpose(1, 2) for part in qkv.split(n * d, dim=-1))
         heads = self.kernel.attention(
-            q, k, v, causal=causal, key_padding_mask=key_padding_mask
+            q, k, v, causal=causal, key_padding_mask=key_padding_mask, alive=alive
         )  # (B, n, T, d)
         if head_mask is not None:
             heads = torch.where(head_mask.index_select(1, index)[:, :, None, None], heads, 0.0)
         merged = heads.transpose(1, 2).reshape(batch, seq, n * d)
         o_weight = self.o_weight.index_select(1, index).view(width, n * d)
-        out = nn.functional.linear(merged, o_weight, self.out_bias)
-        if feeding:
-            full = heads.new_zeros(batch, self.pod_capacity, seq, d)
-            self._feed_tubes(full.index_copy_(1, index, heads.detach()))
-        return self.dropout(out)
+        return nn.functional.linear(merged, o_weight, out_bias), heads
 
     def _check_stimulus(self, stimulus: Any) -> None:
         """KernelError unless ``stimulus`` is a ``(B, T, D)`` tensor on the parameters' device, of

@@ -57,7 +57,7 @@ import torch.distributed as dist
 from slime.core import placement
 from slime.proto import ConfigError
 from slime.train.distributed import Distributed, Lockstep
-from torch import Tensor, nn
+from torch import Tensor
 
 __all__ = ["PLACEMENTS", "HeadLockstep", "HeadSharding", "slot_ranks"]
 
@@ -135,36 +135,24 @@ class _ShardedForward:
         head_mask: Tensor | None = None,
     ) -> Tensor:
         org = self.organism
-        batch, seq, width = stimulus.shape
+        width = stimulus.shape[-1]
         if width != org.n_embd:
             raise ConfigError(
                 f"expected (B, T, {org.n_embd}), got shape {tuple(stimulus.shape)}", "stimulus"
             )
-        d, idx = org.head_dim, self.owned
-        n = idx.numel()
+        idx = self.owned
         x = _SumGradOverRanks.apply(stimulus, self.sharding)
-        if n == 0:  # still through x, so this rank joins the backward's collective
+        if idx.numel() == 0:  # still through x, so this rank joins the backward's collective
             partial = x * 0.0
         else:
-            qkv_w = org.qkv_weight.index_select(1, idx).reshape(3 * n * d, width)
-            bias = None
-            if org.qkv_bias is not None:
-                bias = org.qkv_bias.index_select(1, idx).reshape(3 * n * d)
-            qkv = nn.functional.linear(x, qkv_w, bias)
-            q, k, v = qkv.view(batch, seq, 3, n, d).permute(2, 0, 3, 1, 4).unbind(0)
-            heads = org.kernel.attention(
-                q,
-                k,
-                v,
+            partial, heads = org.attend_slots(
+                x,
+                idx,
                 causal=causal,
                 key_padding_mask=key_padding_mask,
+                head_mask=head_mask,
                 alive=org.attending.index_select(0, idx),
-            )  # (B, n, T, d)
-            if head_mask is not None:
-                heads = torch.where(head_mask.index_select(1, idx)[:, :, None, None], heads, 0.0)
-            merged = heads.transpose(1, 2).reshape(batch, seq, n * d)
-            o_w = org.o_weight.index_select(1, idx).reshape(width, n * d)
-            partial = nn.functional.linear(merged, o_w)
+            )
             if org.feeding_tubes and org.training and torch.is_grad_enabled():
                 self._feed_tubes(heads.detach())
         out = _SumOverRanks.apply(partial, self.sharding)
