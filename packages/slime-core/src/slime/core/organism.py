@@ -37,7 +37,14 @@ from slime.memory import MAX_POOL_SIZE, AddResult, GridArchive
 from slime.proto import ConfigError, Kernel, KernelError, PoolError, shown
 from torch import Tensor, nn
 
-__all__ = ["FOUNDER", "Organism", "SlotListener", "measure_organisms", "read_device"]
+__all__ = [
+    "FOUNDER",
+    "Organism",
+    "SlotListener",
+    "live_slots_by_layer",
+    "measure_organisms",
+    "read_device",
+]
 
 SlotListener = Callable[["Organism", list[int]], None]
 FOUNDER = -1
@@ -1253,6 +1260,16 @@ def add_offered(
         landed = archive.add(genomes, objectives[keep], descriptors[keep])
         status[keep], value[keep] = landed.status, landed.value
     return AddResult(status=status, value=value)
+
+
+def live_slots_by_layer(organisms: Iterable[Organism]) -> list[list[int]]:
+    """Each organism's live slots in ascending order: one read of the device for all of them
+    when their capacities agree (a model's layers), one read each otherwise."""
+    organisms = list(organisms)
+    if len({o.alive.shape for o in organisms}) != 1:  # none, or capacities that differ
+        return [o.live_slots() for o in organisms]
+    rows = torch.stack([o.alive for o in organisms]).tolist()
+    return [[slot for slot, alive in enumerate(row) if alive] for row in rows]
 
 
 def slot_gradient_stats(organisms: list[Organism]) -> tuple[Tensor, Tensor]:

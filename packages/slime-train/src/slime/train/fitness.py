@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from slime.core.organism import live_slots_by_layer
 from slime.proto import CheckpointError
 from slime.train.config import FitnessConfig
 from torch import Tensor
@@ -62,13 +63,10 @@ def normalise(values: list[float]) -> list[float]:
 
 
 def _live_keys(model) -> list[PodKey]:
-    """``(layer, slot)`` of every live pod, bottom layer first, slots ascending: one read of the
-    device for all layers when their capacities agree (a read per layer otherwise)."""
-    organisms = list(model.organisms)
-    if len({o.alive.shape for o in organisms}) != 1:  # none, or capacities that differ
-        return [(layer, slot) for layer, o in enumerate(organisms) for slot in o.live_slots()]
-    rows = torch.stack([o.alive for o in organisms]).tolist()
-    return [(layer, slot) for layer, row in enumerate(rows) for slot, a in enumerate(row) if a]
+    """``(layer, slot)`` of every live pod, bottom layer first, slots ascending (one read of the
+    device for all layers: :func:`~slime.core.organism.live_slots_by_layer`)."""
+    by_layer = live_slots_by_layer(model.organisms)
+    return [(layer, slot) for layer, slots in enumerate(by_layer) for slot in slots]
 
 
 @torch.no_grad()

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import torch
 from slime.core import FOUNDER
+from slime.core.organism import live_slots_by_layer
 from slime.memory import bartlett_sphericity as bartlett
 from slime.memory import kernel_pca, kmo
 from slime.proto import ArchiveError, PoolError
@@ -172,10 +173,7 @@ class Lifecycle:
 
     def _live_counts(self) -> list[int]:
         """Live pods per layer, in one read of the device."""
-        organisms = list(self.model.organisms)
-        if len({o.alive.shape for o in organisms}) != 1:  # none, or capacities that differ
-            return [len(o.live_slots()) for o in organisms]
-        return torch.stack([o.alive for o in organisms]).sum(1).tolist()
+        return [len(slots) for slots in live_slots_by_layer(self.model.organisms)]
 
     def medium(
         self, step: int, loss: torch.Tensor | float, probe: tuple[torch.Tensor, torch.Tensor]

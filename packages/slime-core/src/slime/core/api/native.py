@@ -27,6 +27,7 @@ from slime.core.observability import MetricsCollector, span
 from slime.core.organism import (
     Organism,
     add_offered,
+    live_slots_by_layer,
     measure_organisms,
     read_device,
     slot_gradient_stats,
@@ -379,8 +380,7 @@ class SlimeModel(nn.Module):
             Each layer's AddResult, None for a layer with no live pod.
         """
         organisms = list(self.organisms)
-        alive = torch.stack([o.alive for o in organisms]).tolist()  # one read
-        live = [[s for s, a in enumerate(row) if a] for row in alive]
+        live = live_slots_by_layer(organisms)  # one read
         scores = [o.elite_scores(slots) if slots else None for o, slots in zip(organisms, live)]
         moved = iter(
             _move_at_once(
