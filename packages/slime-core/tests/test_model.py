@@ -526,6 +526,19 @@ def test_ablation_losses_equal_one_ablated_forward_each_in_any_order_and_groupin
         torch.testing.assert_close(latents, model._probe_latents(idx), atol=1e-6, rtol=0)
 
 
+def test_ablation_losses_compute_every_slot_whatever_the_pool(kernel, monkeypatch):
+    # A batch that grows layer by layer over only the attending slots would be a new attention
+    # shape at every birth and death (an eager backend's first call at a shape is slow).
+    model = make(kernel, n_layer=2)
+    model.organisms[0].cull([1])
+    calls = []
+    for organism in model.organisms:
+        monkeypatch.setattr(organism, "attend_slots", lambda *a, **k: calls.append(1) / 0)
+    losses, _ = model.ablation_losses(*batch(3), [(0, 0), (1, 2)])
+    assert not calls and torch.isfinite(losses).all()
+    assert model.organisms[0]._attends_in_part(None)  # outside the probe, in part again
+
+
 def test_ablation_losses_without_ablations_is_the_whole_pools_loss(kernel):
     model = make(kernel).eval()
     idx, targets = batch(5)

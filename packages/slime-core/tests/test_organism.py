@@ -855,6 +855,39 @@ def test_the_attending_slots_follow_births_ablation_and_device_moves(any_kernel,
     assert every._all_attend and not every._attends_in_part(None)
 
 
+def test_every_slot_makes_an_eager_forward_compute_every_slot_with_the_same_numbers(
+    any_kernel, gen, monkeypatch
+):
+    org = make(any_kernel, gen, n_pods=3, capacity=5)
+    org.cull([1])
+    x = torch.randn(2, 6, D, generator=torch.Generator().manual_seed(8))
+    part = org(x, causal=True)
+    gathered = []
+    monkeypatch.setattr(org, "attend_slots", lambda *a, **k: gathered.append(1) / 0)
+    with org.every_slot():
+        assert not org._attends_in_part(None)
+        with org.every_slot():  # re-entrant: the inner exit keeps the outer one's
+            pass
+        assert not org._attends_in_part(None)
+        full = org(x, causal=True)
+    assert not gathered
+    assert org._attends_in_part(None)  # restored on exit
+    torch.testing.assert_close(full, part)
+    with pytest.raises(RuntimeError, match="inside"), org.every_slot():
+        raise RuntimeError("inside")
+    assert org._attends_in_part(None)  # restored when the block raises
+
+
+def test_an_organism_pickled_before_every_slot_existed_computes_in_part(any_kernel, gen):
+    org = make(any_kernel, gen, n_pods=3, capacity=5)
+    org.cull([0])
+    state = org.__getstate__()
+    del state["_every_slot"]
+    old = Organism.__new__(Organism)
+    old.__setstate__(state)
+    assert old._every_slot is False and old._attends_in_part(None)
+
+
 def test_a_training_forward_over_the_attending_slots_feeds_the_same_tube_entry(
     any_kernel, gen, monkeypatch
 ):

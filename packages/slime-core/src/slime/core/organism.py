@@ -290,6 +290,7 @@ class Organism(nn.Module):
         )
         self._listeners: list[SlotListener] = []
         self._ablated: frozenset[int] = frozenset()
+        self._every_slot = False  # see every_slot()
         self.births = 0
         self.deaths = 0
         # nn.MultiheadAttention's bounds for the whole founding layer; newborns reuse them.
@@ -666,6 +667,24 @@ class Organism(nn.Module):
             self._ablated = previous
             self._refresh_attending()
 
+    @contextmanager
+    def every_slot(self) -> Iterator[None]:
+        """Inside, an eager forward computes every slot, as a compiled one does, instead of only
+        the attending ones (dead and ablated slots still output 0 through their value gate).
+
+        Each new number of attending slots is a new attention shape, and an eager attention
+        backend pays for its first call at a shape (cuDNN builds a plan per shape: ~65 ms per
+        layer on an H200). A caller whose batch also changes from call to call, such as the
+        medium event's masked probe (its batch grows layer by layer), would meet new shapes at
+        every birth or death; at full width its shapes depend on the capacity alone.
+        Re-entrant."""
+        previous = self._every_slot
+        self._every_slot = True
+        try:
+            yield
+        finally:
+            self._every_slot = previous
+
     def _refresh_attending(self) -> None:
         """Derive ``attending``, the value gate and ``_all_attend`` from ``alive`` and the
         ablated slots; every write of membership ends here (one device read)."""
@@ -785,6 +804,7 @@ class Organism(nn.Module):
         return (
             not torch.compiler.is_compiling()  # first: a compiled graph guards on nothing below
             and not self._all_attend
+            and not self._every_slot
             and bool(self._attending_slots)
             and attn_mask is None
             and not (self.training and self.attn_dropout > 0)
@@ -1147,6 +1167,7 @@ class Organism(nn.Module):
             self._refresh_attending()
         elif "_attending_slots" not in state:  # pickled before eager forwards read these
             self._refresh_attending()
+        self.__dict__.setdefault("_every_slot", False)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         # State dicts written before the slot table name each pod ("pods.<slot>.<param>"):

@@ -318,7 +318,12 @@ class SlimeModel(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            flat, latents = run(self, idx, targets, ordered, group)
+            with contextlib.ExitStack() as stack:
+                # Eagerly too, every slot: the batch grows layer by layer, so attending slots
+                # only would meet new attention shapes at every birth and death.
+                for organism in self.organisms:
+                    stack.enter_context(organism.every_slot())
+                flat, latents = run(self, idx, targets, ordered, group)
         finally:
             self.train(was_training)
         result = torch.empty_like(flat)
