@@ -150,8 +150,10 @@ def ablation_tests(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def ablations(session: nox.Session) -> None:
-    """The whole ablation suite (cpu-small by default, ~2 min on 2 cores), then its tests. Not
-    in the default run: ``ablation_tests`` runs the whole suite at a smaller size already.
+    """The whole ablation suite (cpu-small by default, ~2 min on 2 cores), the continual
+    benchmark's cpu-small profile, then the suite's tests. Not in the default run:
+    ``ablation_tests`` runs the whole ablation suite at a smaller size already, and the continual
+    benchmark's tests run with slime-train's.
 
     SLIME_ABLATION_PROFILE picks the profile; SLIME_ABLATION_OUT the folder for REPORT.md,
     results.json and the PNGs (default: a scratch folder, so a plain `nox` run leaves the tree
@@ -163,6 +165,14 @@ def ablations(session: nox.Session) -> None:
     out = os.environ.get("SLIME_ABLATION_OUT") or os.path.join(session.create_tmp(), "ablations")
     suite = ["python", "-m", "slime.train.ablations", "--profile", profile, "--out", out]
     session.run(*suite, *session.posargs)
+    # The continual benchmark's smoke profile (every arm, two streams; ~4 min of CPU time)
+    # into a scratch folder, unless SLIME_CONTINUAL_OUT names one.
+    continual = os.environ.get("SLIME_CONTINUAL_OUT") or os.path.join(
+        session.create_tmp(), "continual"
+    )
+    session.run(
+        "python", "-m", "slime.train.continual", "--profile", "cpu-small", "--out", continual
+    )
     session.run("pytest", str(ROOT / "tests" / "ablations"), "-m", "not gpu and not slow")
 
 
