@@ -44,7 +44,7 @@ DEFAULT_BPE_VOCAB = 4096
 MIN_BPE_VOCAB = 256  # the byte alphabet
 MAX_BPE_VOCAB = 1 << 20
 CHAR_FORMAT = "slime-char"
-_BPE = re.compile(r"^bpe(?::(.*))?$")
+_BPE = re.compile(r"bpe(?::(.*))?", re.DOTALL)  # fullmatch: 'bpe:300\n' is no spec
 
 
 def parse_tokenizer_spec(spec: str, path: str = "data.tokenizer") -> tuple[str, int | None]:
@@ -55,7 +55,7 @@ def parse_tokenizer_spec(spec: str, path: str = "data.tokenizer") -> tuple[str, 
     """
     if spec == "char":
         return "char", None
-    match = _BPE.match(spec)
+    match = _BPE.fullmatch(spec)
     if match is None:
         if not spec:
             raise ConfigError("expected 'char', 'bpe', 'bpe:VOCAB' or a tokenizer.json path", path)
@@ -63,7 +63,8 @@ def parse_tokenizer_spec(spec: str, path: str = "data.tokenizer") -> tuple[str, 
     if match.group(1) is None:
         return "bpe", DEFAULT_BPE_VOCAB
     text = match.group(1)
-    if not text.isdigit() or not MIN_BPE_VOCAB <= int(text) <= MAX_BPE_VOCAB:
+    # ASCII digits only: str.isdigit() holds for '²' too, which int() refuses
+    if not (text.isascii() and text.isdigit()) or not MIN_BPE_VOCAB <= int(text) <= MAX_BPE_VOCAB:
         raise ConfigError(
             f"expected bpe:VOCAB with VOCAB an integer in [{MIN_BPE_VOCAB}, {MAX_BPE_VOCAB}], "
             f"got {shown(spec)}",
