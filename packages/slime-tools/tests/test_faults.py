@@ -1,0 +1,71 @@
+"""Damaged run directories and faults met by the tools (hardening pass 2): one error line naming
+the file and what is wrong, no hang, no traceback, nothing of the user's replaced."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+from slime.proto import CheckpointError
+from slime.tools import cli, load_run_model
+
+
+@pytest.fixture
+def run_copy(slime_run, tmp_path) -> Path:
+    """A private copy of ``slime_run`` (the session fixture stays untouched)."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(slime_run[0], run_dir)
+    return run_dir
+
+
+class _FifoFeeder:
+    """Opens ``path`` (a FIFO) for writing whenever a reader has it open, writes a few bytes and
+    closes it, so a reader that should never have opened it gets junk instead of blocking."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.stop = path, threading.Event()
+        self.thread = threading.Thread(target=self._feed, daemon=True)
+        self.thread.start()
+
+    def _feed(self) -> None:
+        while not self.stop.wait(0.01):
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # no reader yet
+                continue
+            os.write(fd, b"not a safetensors file")
+            os.close(fd)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+@pytest.mark.parametrize("kind", ["character device", "FIFO"])
+def test_a_model_file_that_is_a_device_or_fifo_is_refused_before_it_is_read(run_copy, capsys, kind):
+    # before: from_pretrained read model.safetensors whole: a link to /dev/zero filled memory
+    # until the machine ran out (slime visualize, inspect and export hung), a FIFO blocked forever
+    target = run_copy / "model" / "model.safetensors"
+    target.unlink()
+    feeder = None
+    if kind == "FIFO":
+        os.mkfifo(target)
+        feeder = _FifoFeeder(target)
+    else:
+        target.symlink_to("/dev/null")  # a character device that, unlike /dev/zero, ends
+    try:
+        with pytest.raises(CheckpointError, match=rf"model.safetensors is a {kind}, not a regular"):
+            load_run_model(run_copy)
+        for command in ("inspect", "visualize"):
+            argv = [str(run_copy)] + (
+                ["--out", str(run_copy / "p")] if command == "visualize" else []
+            )
+            assert cli.COMMANDS[command](argv) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and f"{target} is a {kind}, not a regular file" in err[0]
+    finally:
+        if feeder is not None:
+            feeder.close()
