@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from slime.proto import ConfigError
 from slime.train import cli
+from slime.train import text as text_module
 from slime.train.config import DataConfig
+from slime.train.text import load_text
 from slime.train.tokenizer import parse_tokenizer_spec
 
 
@@ -50,3 +52,51 @@ def test_a_bpe_size_in_other_digits_is_one_error_at_the_cli(
 def test_ascii_bpe_sizes_still_parse() -> None:
     assert parse_tokenizer_spec("bpe:0300") == ("bpe", 300)
     assert parse_tokenizer_spec("bpe") == ("bpe", 4096)
+
+
+# -- a BPE trained on a very long run without whitespace ----------------------------------------
+
+
+def test_a_bpe_is_trained_on_bounded_parts_of_a_run_without_whitespace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One 60,000-character line of ACGT was one word of the trainer, whose time grows with the
+    # square of a word's length: a DNA sequence or a base64 blob of a few MB never finished.
+    import random
+
+    random.seed(0)
+    dna = "".join(random.choice("ACGT") for _ in range(60_000))
+    fed: list[str] = []
+    real = text_module.train_bpe
+
+    def spy(chunks, vocab_size, *, length=None):
+        chunks = list(chunks)
+        fed.extend(chunks)
+        return real(chunks, vocab_size, length=length)
+
+    monkeypatch.setattr(text_module, "train_bpe", spy)
+    path = tmp_path / "dna.txt"
+    path.write_text(dna, encoding="utf-8")
+    corpus = load_text(path, 16, tokenizer="bpe:300", progress=None)
+    assert "".join(fed) == dna[: corpus.cut]  # every character trains, once, in order
+    assert max(len(c) for c in fed) <= 4096  # TRAIN_PART_CHARS; it was one string of 54,000
+    assert corpus.tokenizer.decode(corpus.splits["train"].tolist()) == dna[: corpus.cut]
+
+
+def test_bpe_training_parts_of_prose_are_cut_between_words(tmp_path: Path) -> None:
+    # The parts are cut where the pre-tokenizer splits: the merges learned from prose are those
+    # learned from the whole text in one string.
+    from slime.train.tokenizer import train_bpe
+
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
+    import random
+
+    random.seed(1)
+    prose = " ".join(
+        random.choice(words) + random.choice(["", ",", ".\n", "\n\n"]) for _ in range(3000)
+    )
+    path = tmp_path / "prose.txt"
+    path.write_text(prose, encoding="utf-8")
+    corpus = load_text(path, 16, tokenizer="bpe:320", progress=None)
+    whole = train_bpe([prose[: corpus.cut]], 320)
+    assert corpus.tokenizer.identity == whole.identity

@@ -18,7 +18,9 @@ encodes nothing; a BPE tokenizer trained on the same split is cached too. Batche
 read from the memory map, so corpora larger than RAM work: the text is read in pieces of about a
 million characters, cut between a non-space character and the whitespace after it, where GPT-2's
 pre-tokenizer splits anyway, so a byte-level BPE (or char) tokenizes the pieces as it would the whole
-text; a tokenizer file with another pre-tokenizer may tokenize a piece's edges differently).
+text; a tokenizer file with another pre-tokenizer may tokenize a piece's edges differently). A run
+of text without whitespace is cut where it must be: every 16,384 characters when encoded, every
+1,024 when a BPE is trained on it (the trainer's time grows with the square of a word's length).
 
 Refused with one :class:`~slime.proto.DataError` naming the file: a missing path, a folder without
 ``.txt`` files, a sub-folder that cannot be listed, a link loop, a ``.txt`` that is no regular file
@@ -62,6 +64,9 @@ __all__ = ["TextCorpus", "TextSource", "load_text", "resolve_cache_dir", "scan_t
 CACHE_FORMAT = "slime-tokens/2"  # 2: arrays hashed, a leading BOM is no text
 _READ_BYTES = 1 << 20
 PIECE_CHARS = 1 << 20  # characters read and encoded at a time
+# The longest string a BPE is trained on: HF's trainer takes time quadratic in the length of a
+# word, and a run without whitespace (a DNA sequence, a base64 blob) is one word of up to a piece.
+TRAIN_PART_CHARS = 1 << 10
 
 
 def resolve_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -447,8 +452,10 @@ def _bpe(source: TextSource, cut: int, vocab: int, cache: Path, stream: TextIO |
                 stream.write(f"{exc}; training the tokenizer again\n")
     if stream is not None:
         stream.write(f"training a byte-level BPE tokenizer (vocab {vocab}) on the training split\n")
-    pieces = -(-cut // PIECE_CHARS)
-    tokenizer = train_bpe(source.pieces(0, cut), vocab, length=pieces)
+    # In parts cut as the pieces are (where GPT-2's pre-tokenizer splits anyway, so the words
+    # counted are the same), and inside a word only when it is longer than a part.
+    parts = (part for piece in source.pieces(0, cut) for part in _split(piece, TRAIN_PART_CHARS))
+    tokenizer = train_bpe(parts, vocab, length=-(-cut // TRAIN_PART_CHARS))
     tokenizer.save(_writable(cache) / path.name)
     return tokenizer
 
