@@ -23,6 +23,7 @@ def test_compare_prints_the_table_and_writes_json(
             "slow_interval": 10,
             "warmup_steps": 5,
             "gentle_steps": 10,
+            "observe_steps": 2,
         },
     )
     config = tmp_path / "tiny-shakespeare.yaml"
@@ -66,9 +67,11 @@ def test_compare_prints_the_table_and_writes_json(
         + (prof["births_per_slow_interval"] * prof["birth_ms"] + prof["slow_event_ms"])
         / lc.slow_interval
     )
-    # the observation cost pairs each round's free window with its own plain one
-    pairs = zip(prof["free_step_ms_windows"], prof["plain_step_ms_windows"], strict=True)
-    observed = max(0.0, statistics.median(f - p for f, p in pairs))
+    # the observation cost: an observed step's extra time over a plain one (the median of
+    # 3 x --profile-repeats paired windows), at the share of steps that observe
+    pairs = prof["observed_step_extra_ms_pairs"]
+    assert len(pairs) == 6 and prof["observed_step_extra_ms"] == statistics.median(pairs)
+    observed = max(0.0, statistics.median(pairs) * lc.observe_steps / lc.medium_interval)
     assert prof["observation_ms_per_step"] == pytest.approx(observed)
     assert prof["lifecycle_ms_per_step"] == pytest.approx(observed + amortised)
     for kind in ("slime", "baseline"):
@@ -83,6 +86,33 @@ def test_compare_prints_the_table_and_writes_json(
     assert len(rounds) == 2  # --profile-repeats 2
     assert ratios["  per round, lowest"] == pytest.approx(min(rounds))
     assert ratios["  per round, highest"] == pytest.approx(max(rounds))
+
+
+@pytest.mark.parametrize(("observe", "n"), [(3, 3), (7, 3)])
+def test_observation_pairs_time_observed_against_plain_steps_in_alternating_order(
+    observe: int, n: int
+) -> None:
+    cfg = load_config("tiny").replace(
+        lifecycle={"medium_interval": 10, "slow_interval": 20, "observe_steps": observe}
+    )
+
+    class Recorder:  # what a Trainer's step counter and observation rule do
+        step = 4
+        windows: list[list[bool]] = []
+
+        def train_step(self) -> None:
+            if not self.windows or len(self.windows[-1]) == n:
+                self.windows.append([])
+            self.windows[-1].append((-(self.step + 1)) % 10 < observe)
+
+    recorder = Recorder()
+    extra = compare._observation_pairs(recorder, cfg, torch.device("cpu"), pairs=3)
+    assert len(extra) == 3  # one difference per pair
+    # n steps each (the window, or the steps between windows if fewer), all observed or none,
+    # the order alternating: observed first, then plain first, then observed first
+    kinds = [set(window) for window in recorder.windows]
+    assert [len(w) for w in recorder.windows] == [n] * 6
+    assert kinds == [{True}, {False}, {False}, {True}, {True}, {False}]
 
 
 @pytest.mark.parametrize(

@@ -27,9 +27,9 @@ reports each run's time and steps to held-out loss X. Both budgets report the be
 
 Overhead ratios (the blueprint claims <= 2% of step time, <= 1% of memory):
 
-- lifecycle time per step = observation cost (free-running step over whole medium intervals minus
-  the step between observation windows, paired by round, the median over rounds: tubes and
-  per-slot gradient statistics) + medium event
+- lifecycle time per step = observation cost (tubes and per-slot gradient statistics: an
+  observed step's extra time over a plain one, the median over ``3 x --profile-repeats`` pairs
+  of short adjacent windows, times the share of steps that observe) + medium event
   apart from its births / medium_interval + (births + slow event) / slow_interval, over the
   free-running slime step. Births are counted at the rate a run at capacity has them: one for
   each pod the slow event culls (a full pool has no room for more), each at the mean cost of
@@ -143,8 +143,11 @@ def profile_model(
     With a lifecycle, ``free_step_ms`` averages whole medium intervals (so it holds their
     observed steps in proportion) and ``plain_step_ms`` averages steps outside the observation
     window. Each is the median of ``repeats`` timed windows (the two kinds alternating), so one
-    window slowed by other work on the host does not decide it; the observation cost per step
-    (``observation_ms_per_step``) is the median of each round's free window less its plain one. :func:`profile_models` times several models' windows in turn.
+    window slowed by other work on the host does not decide it. The observation cost per step
+    (``observation_ms_per_step``) is an observed step's extra time over a plain one
+    (``observed_step_extra_ms``: the median over ``3 * repeats`` pairs of short adjacent
+    windows) times the share of steps that observe. :func:`profile_models` times several
+    models' windows in turn.
     """
     return profile_models({"model": cfg}, dataset, device, steps, warmup, repeats)["model"]
 
@@ -178,7 +181,9 @@ def profile_models(
     results = {}
     for name in names:
         trainer, out = started.pop(name)
-        results[name] = _finish_profile(trainer, cfgs[name], device, out, *windows[name])
+        results[name] = _finish_profile(
+            trainer, cfgs[name], device, out, *windows[name], pairs=3 * repeats
+        )
         del trainer
     return results
 
@@ -234,6 +239,30 @@ def _time_windows(
     return _free_running_ms(trainer, device, intervals * lc.medium_interval), plain
 
 
+def _observation_pairs(
+    trainer: Trainer, cfg: RunConfig, device: torch.device, pairs: int
+) -> list[float]:
+    """What one observed step costs over a plain one, ms, from ``pairs`` pairs of short windows:
+    ``n`` observed steps (the end of an observation window) and ``n`` plain steps (just after
+    the next medium boundary), ``n`` the observation window's length or the steps between two
+    windows if fewer, timed back to back, the order alternating from pair to pair. Short
+    adjacent windows keep the host's drift (+-15% between rounds of an eager step on a GPU host)
+    out of a difference of a few percent."""
+    lc = cfg.lifecycle
+    n = min(lc.observe_steps, lc.medium_interval - lc.observe_steps)
+    extra = []
+    for pair in range(pairs):
+        timed = {}
+        for observed in (True, False) if pair % 2 == 0 else (False, True):
+            if observed:  # the last n steps before a boundary observe
+                trainer.step += (-trainer.step - n) % lc.medium_interval
+            else:  # the first n after one do not
+                _align(trainer, lc.medium_interval)
+            timed[observed] = _free_running_ms(trainer, device, n)
+        extra.append(timed[True] - timed[False])
+    return extra
+
+
 def _finish_profile(
     trainer: Trainer,
     cfg: RunConfig,
@@ -241,6 +270,7 @@ def _finish_profile(
     out: dict[str, Any],
     frees: list[float],
     plains: list[float],
+    pairs: int,
 ) -> dict[str, Any]:
     """``out`` with the windows' medians, FLOPs and MFU, and the lifecycle's events and share."""
     lc = cfg.lifecycle
@@ -259,11 +289,16 @@ def _finish_profile(
     free_s = out["free_step_ms"] / 1e3
     out["mfu"] = tokens_per_step / free_s * fpt / device_peak if device_peak else None
     if trainer.lifecycle is not None:
+        if lc.observe_steps < lc.medium_interval:
+            # Tubes and per-slot gradient statistics: an observed step's extra cost from short
+            # paired windows (the median over pairs), at the share of steps that observe.
+            extra = _observation_pairs(trainer, cfg, device, pairs)
+            out["observed_step_extra_ms"] = statistics.median(extra)
+            out["observed_step_extra_ms_pairs"] = extra
+            observed = out["observed_step_extra_ms"] * lc.observe_steps / lc.medium_interval
+        else:  # every step observes: the plain step has no counterpart to compare with
+            observed = 0.0
         out.update(_profile_lifecycle(trainer, device))
-        # Tubes and per-slot gradient statistics: each round's free window less its own plain
-        # window (timed back to back), the median over rounds; the host's drift between rounds
-        # would otherwise land in the difference of two medians.
-        observed = statistics.median(f - p for f, p in zip(frees, plains, strict=True))
         out["observation_ms_per_step"] = max(0.0, observed)
         per_step_lifecycle = (
             out["observation_ms_per_step"] / 1e3
@@ -490,8 +525,9 @@ def _table(results: dict[str, Any]) -> str:
         f"(first {_fmt(s['profile'].get('slow_first_ms'))})"
     )
     lines.append(
-        f"observation ms per step (paired by round): "
-        f"{_fmt(s['profile'].get('observation_ms_per_step'))}"
+        f"observation ms per step: {_fmt(s['profile'].get('observation_ms_per_step'))} "
+        f"(an observed step {_fmt(s['profile'].get('observed_step_extra_ms'))} ms over a plain "
+        f"one, median of paired windows)"
     )
     lines.append(f"lifecycle parts ms: {s['profile'].get('lifecycle_parts_ms')}")
     for name, value in r.items():
