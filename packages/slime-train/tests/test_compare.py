@@ -117,7 +117,15 @@ def test_observation_pairs_time_observed_against_plain_steps_in_alternating_orde
 
 @pytest.mark.parametrize(
     ("flag", "value"),
-    [("--modes", "fast"), ("--profile-repeats", "0"), ("--profile-steps", "-3")],
+    [
+        ("--modes", "fast"),
+        ("--profile-repeats", "0"),
+        ("--profile-steps", "-3"),
+        ("--pod-capacity", "2"),  # below the preset's 6 pods
+        ("--config", "no-such-preset"),
+        ("--device", "cuda:99"),
+        ("--device", "gpu0"),
+    ],
 )
 def test_compare_refuses_bad_arguments_naming_them(
     data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str
@@ -126,6 +134,24 @@ def test_compare_refuses_bad_arguments_naming_them(
         compare.main(["--data-dir", str(data_dir), "--out", str(tmp_path / "o"), flag, value])
     assert value in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_pod_capacity_overrides_the_slime_models_slots_only(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = {}
+
+    def record(base_cfg, mode, dataset, device, args, out):
+        seen["capacity"] = base_cfg.model.pod_capacity
+        return {}
+
+    monkeypatch.setattr(compare, "_compare", record)
+    monkeypatch.setattr(compare, "_table", lambda results: "")
+    argv = ["--data-dir", str(data_dir), "--out", str(tmp_path / "o"), "--device", "cpu"]
+    compare.main([*argv, "--pod-capacity", "6"])
+    assert seen["capacity"] == 6 == load_config("shakespeare").model.n_pods
+    compare.main(argv)
+    assert seen["capacity"] == load_config("shakespeare").model.pod_capacity == 8
 
 
 def test_compare_sweeps_lrs_and_reports_both_budgets_and_time_to_target(

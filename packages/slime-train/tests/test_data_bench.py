@@ -23,3 +23,14 @@ def test_data_bench_prints_a_row_per_tokenizer_and_mode(
     draw, text, fixed = (float(x) for x in rows[0].split("|")[3:6])
     assert draw > 0 and text > 0 and fixed > 0
     assert any((tmp_path / "cache").iterdir())  # the text was tokenised into the given cache
+
+
+@pytest.mark.parametrize("device", ["gpu0", "cuda:99"])
+def test_a_device_that_is_not_there_is_one_error_naming_it(
+    capsys: pytest.CaptureFixture[str], device: str
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        data_bench.main(["--device", device])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert device in err and "Traceback" not in err

@@ -45,3 +45,12 @@ def test_a_round_count_below_one_is_refused(capsys):
         step_bench.main(["--device", "cpu", "--rounds", "0"])
     assert stop.value.code == 2
     assert "--rounds must be at least 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device", ["gpu0", "cuda:99"])
+def test_a_device_that_is_not_there_is_one_error_naming_it(capsys, device):
+    with pytest.raises(SystemExit) as stop:
+        step_bench.main(["--device", device])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert device in err and "Traceback" not in err

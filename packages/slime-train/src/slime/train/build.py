@@ -8,7 +8,7 @@ from typing import TextIO
 
 import torch
 from slime.core import MetricsCollector, SlimeConfig, SlimeModel
-from slime.proto import ConfigError
+from slime.proto import ConfigError, shown
 from slime.train.baseline import GPT
 from slime.train.config import DataConfig, ModelConfig
 from slime.train.datasets import CORPORA, Dataset, load_corpus
@@ -30,11 +30,16 @@ def resolve_device(name: str) -> torch.device:
     """``auto`` means CUDA when available, else the CPU.
 
     Raises:
-        ConfigError: a CUDA device was asked for and none is available.
+        ConfigError: ``name`` is no device torch knows, or names one this machine lacks.
     """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(
+            f"expected auto, cpu, cuda, cuda:N or mps, got {shown(name)}", "train.device"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"expected an available device, got {name!r} (no CUDA)", "train.device")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():

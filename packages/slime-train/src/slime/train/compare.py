@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from slime.proto import ConfigError
 from slime.train.build import build_dataset, resolve_device
 from slime.train.config import RunConfig
 from slime.train.datasets import Dataset
@@ -544,6 +545,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=300.0, help="training wall time per model")
     parser.add_argument("--out", default="runs/compare", help="folder for compare.json and runs")
     parser.add_argument("--config", default="shakespeare", help="preset or YAML (model: slime)")
+    parser.add_argument(
+        "--pod-capacity",
+        type=int,
+        help="overrides model.pod_capacity (slots per layer; the preset's n_pods gives capacity "
+        "= live, the issue's target; the baseline is the same either way)",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument(
         "--profile-steps",
@@ -614,14 +621,19 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(modes) - set(MODES))
     if unknown:
         parser.error(f"unknown modes {unknown}; expected some of {', '.join(MODES)}")
+    try:
+        device = resolve_device(args.device)
+        base_cfg = load_config(args.config).replace(
+            train={"device": str(device), "target_loss": args.target_loss}
+        )
+        if args.fitness_task is not None:
+            base_cfg = base_cfg.replace(fitness={"task": args.fitness_task})
+        if args.pod_capacity is not None:
+            base_cfg = base_cfg.replace(model={"pod_capacity": args.pod_capacity})
+    except ConfigError as exc:
+        parser.error(str(exc))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(args.device)
-    base_cfg = load_config(args.config).replace(
-        train={"device": str(device), "target_loss": args.target_loss}
-    )
-    if args.fitness_task is not None:
-        base_cfg = base_cfg.replace(fitness={"task": args.fitness_task})
     if base_cfg.train.cpu_threads is not None:
         torch.set_num_threads(base_cfg.train.cpu_threads)  # process-wide, at the script's edge
     dataset = build_dataset(base_cfg.data, base_cfg.model.block_size, args.data_dir)

@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 import torch
+from slime.proto import ConfigError
 from slime.train.build import resolve_device
 from slime.train.datasets import BUNDLED, CORPORA
 from slime.train.loader import load_config
@@ -119,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--cache-dir", help="token cache (default: a temporary folder)")
     args = parser.parse_args(argv)
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except ConfigError as exc:
+        parser.error(str(exc))
     text = args.text or str(BUNDLED / CORPORA["shakespeare"]["all"].relpath)
     rows = []
     with tempfile.TemporaryDirectory() as scratch:

@@ -30,6 +30,7 @@ import time
 from typing import Any
 
 import torch
+from slime.proto import ConfigError
 from slime.train.build import build_model, resolve_device
 from slime.train.config import ModelConfig
 from slime.train.distributed import Distributed, data_parallel, shutdown
@@ -228,7 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     for flag in ("steps", "warmup", "rounds"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be at least 1, got {getattr(args, flag)}")
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except ConfigError as exc:
+        parser.error(str(exc))
     if args.threads is not None:
         torch.set_num_threads(args.threads)  # process-wide, at the script's edge
     batch = args.batch_size or load_config(args.config).train.batch_size
