@@ -178,14 +178,30 @@ def _from_checkpoint(folder: Path, cfg: RunConfig, device: torch.device) -> Load
     return LoadedModel(model.eval(), folder, int(state["step"]))
 
 
+def _not_regular(path: Path) -> str | None:
+    """What ``path`` is when it exists (through symlinks) but is not a regular file: a folder, a
+    device (a link to /dev/zero), a FIFO; None when it is a regular file or absent."""
+    if path.is_file() or not path.exists():
+        return None
+    return "a folder" if path.is_dir() else "a device, FIFO or socket"
+
+
 def _from_model_dir(folder: Path, device: torch.device, step: int | None) -> LoadedModel:
+    # from_pretrained reads the weights whole: /dev/zero would fill memory, a FIFO block forever.
+    blob = folder / "model.safetensors"
+    kind = _not_regular(blob)
+    if kind is not None:
+        raise CheckpointError(f"{str(blob)!r} is {kind}, not a regular file; not read")
     model = SlimeModel.from_pretrained(folder, device=device)
     return LoadedModel(model.eval(), folder, step)
 
 
 def _noted_int(path: Path, key: str) -> int | None:
     """``key`` of the JSON object in ``path`` when it is an int (a run's ``summary.json`` steps,
-    the step a ``best/`` model directory's ``run.json`` notes); None when absent or unreadable."""
+    the step a ``best/`` model directory's ``run.json`` notes); None when absent or unreadable
+    (a folder, a device or a FIFO is not read: a link to /dev/zero never ends)."""
+    if not path.is_file():
+        return None
     try:
         value = json.loads(path.read_text("utf-8")).get(key)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
@@ -355,6 +371,22 @@ def _sample_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_prompt_text(prompt: str) -> None:
+    """ConfigError naming ``--prompt`` when it holds a byte that is not UTF-8: Python hands such
+    a byte of the command line over as a lone surrogate (U+DC80 to U+DCFF), which no text holds
+    and no tokenizer encodes (an HF one said only "TextEncodeInput must be Union[...]")."""
+    bad = next((c for c in prompt if "\ud800" <= c <= "\udfff"), None)
+    if bad is None:
+        return
+    what = (
+        f"the byte 0x{ord(bad) - 0xDC00:02x}, which is not UTF-8 (is the terminal's encoding "
+        "UTF-8?)"
+        if "\udc80" <= bad <= "\udcff"
+        else f"a lone surrogate U+{ord(bad):04X}, which is not text"
+    )
+    raise ConfigError(f"{shown(prompt)} holds {what}", "--prompt")
+
+
 def sample_command(argv: list[str]) -> int:
     """``slime sample RUN_DIR``: prints the prompt and its sampled continuation to stdout."""
     args = _sample_parser().parse_args(argv)
@@ -390,6 +422,7 @@ def sample_command(argv: list[str]) -> int:
             f"got {args.top_k:,} (--top-k {vocab} samples among every token)",
             "--top-k",
         )
+    _check_prompt_text(args.prompt)
     try:
         prompt = tokenizer.encode_array(args.prompt)
     except DataError as exc:

@@ -1,0 +1,99 @@
+"""`slime sample` and `slime eval` on damaged run directories: one error line naming the file,
+or one warning naming it and the model used instead; never a hang, a traceback or a silent
+answer from the wrong data."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prose_text import prose
+from slime.train import cli
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A 3-step char run of the `tiny` preset on ~40 KB of text (best/, model/, checkpoints/)."""
+    root = tmp_path_factory.mktemp("use-faults")
+    (root / "data.txt").write_text(prose(40_000), encoding="utf-8")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SLIME_CACHE_DIR", str(root / "cache"))
+        argv = ["train", "--config", "tiny", "--data", str(root / "data.txt"), "--quiet"]
+        assert cli.main([*argv, "--steps", "3", "--out", str(root / "runs")]) == 0
+        (found,) = (root / "runs").iterdir()
+        yield found
+
+
+@pytest.fixture
+def damaged(run: Path, tmp_path: Path) -> Path:
+    """A private copy of ``run`` to damage."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    return copy
+
+
+def _argv(command: str, run_dir: Path) -> list[str]:
+    return (
+        ["sample", str(run_dir), "--tokens", "3"]
+        if command == "sample"
+        else ["eval", str(run_dir), "--quiet"]
+    )
+
+
+class _FifoFeeder:
+    """Feeds a few bytes to any reader that opens the FIFO ``path``; counts the readers."""
+
+    def __init__(self, path: Path) -> None:
+        os.mkfifo(path)
+        self.path, self.opened, self.stop = path, 0, threading.Event()
+        self.thread = threading.Thread(target=self._feed, daemon=True)
+        self.thread.start()
+
+    def _feed(self) -> None:
+        while not self.stop.wait(0.01):
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # no reader
+                continue
+            self.opened += 1
+            os.write(fd, b'{"step": 1}')
+            os.close(fd)
+
+    def __enter__(self) -> _FifoFeeder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+@pytest.mark.parametrize("command", ["sample", "eval"])
+def test_model_files_that_are_fifos_or_devices_are_never_read(
+    damaged: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    # before: best/run.json, summary.json and the model.safetensors of best/ and model/ were read
+    # whole without a look at what they were: a link to /dev/zero filled memory (sample and eval
+    # hung until the machine ran out), a FIFO blocked forever
+    for name in ("best/run.json", "best/model.safetensors"):
+        (damaged / name).unlink()
+    (damaged / "summary.json").unlink()
+    (damaged / "model" / "model.safetensors").unlink()
+    (damaged / "model" / "model.safetensors").symlink_to("/dev/null")
+    with (
+        _FifoFeeder(damaged / "best" / "run.json") as run_json,
+        _FifoFeeder(damaged / "best" / "model.safetensors") as weights,
+        _FifoFeeder(damaged / "summary.json") as summary,
+    ):
+        assert cli.main(_argv(command, damaged)) == 0
+    assert (run_json.opened, weights.opened, summary.opened) == (0, 0, 0)
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "Traceback" not in err
+    best, final = damaged / "best" / "model.safetensors", damaged / "model" / "model.safetensors"
+    assert f"{str(best)!r} is a device, FIFO or socket, not a regular file" in warnings[0]
+    assert f"{str(final)!r} is a device, FIFO or socket, not a regular file" in warnings[0]
+    assert "falling back to the latest checkpoint" in warnings[0]
