@@ -3,9 +3,11 @@ typed error naming the value, or it just works."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prose_text import prose
 from slime.proto import ConfigError
 from slime.train import cli
 from slime.train import text as text_module
@@ -100,3 +102,44 @@ def test_bpe_training_parts_of_prose_are_cut_between_words(tmp_path: Path) -> No
     corpus = load_text(path, 16, tokenizer="bpe:320", progress=None)
     whole = train_bpe([prose[: corpus.cut]], 320)
     assert corpus.tokenizer.identity == whole.identity
+
+
+# -- slime sample --prompt ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    """A char run and a BPE run, two steps each, on 20,000 characters of prose."""
+    root = tmp_path_factory.mktemp("fuzz-runs")
+    (root / "data.txt").write_text(prose(20_000), encoding="utf-8")
+    found = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SLIME_CACHE_DIR", str(root / "cache"))
+        for kind in ("char", "bpe:300"):
+            out = root / kind.replace(":", "-")
+            argv = ["train", "--config", "tiny", "--steps", "2", "--quiet", "--out", str(out)]
+            assert cli.main([*argv, "--data", str(root / "data.txt"), "--tokenizer", kind]) == 0
+            (found[kind],) = out.iterdir()
+        yield found
+
+
+@pytest.mark.parametrize("kind", ["char", "bpe:300"])
+def test_a_prompt_byte_that_is_not_utf8_is_named(
+    runs: dict[str, Path], capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    # `slime sample RUN --prompt $'\xff'`: Python hands the byte over as U+DCFF; a BPE run said
+    # "TextEncodeInput must be Union[TextInputSequence, ...]", a char run that U+DCFF is no
+    # character of its vocabulary
+    capsys.readouterr()
+    assert cli.main(["sample", str(runs[kind]), "--prompt", "the \udcff fox"]) == 2
+    err = _one_error(capsys, "sample")
+    assert "--prompt: 'the \\udcff fox' holds the byte 0xff, which is not UTF-8" in err
+
+
+@pytest.mark.parametrize("prompt", ["Zebra ☃ 👩‍👩‍👧", "\u202eשלום", "e\u0301", "\x00"])
+def test_a_bpe_run_continues_prompts_of_characters_it_never_saw(
+    runs: dict[str, Path], capsys: pytest.CaptureFixture[str], prompt: str
+) -> None:
+    capsys.readouterr()
+    assert cli.main(["sample", str(runs["bpe:300"]), "--prompt", prompt, "--tokens", "3"]) == 0
+    assert capsys.readouterr().out.startswith(prompt)
