@@ -47,10 +47,12 @@ def test_a_round_count_below_one_is_refused(capsys):
     assert "--rounds must be at least 1, got 0" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("device", ["gpu0", "cuda:99"])
-def test_a_device_that_is_not_there_is_one_error_naming_it(capsys, device):
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--device", "gpu0"), ("--device", "cuda:99"), ("--config", "no-such")]
+)
+def test_a_device_or_config_that_is_not_there_is_one_error_naming_it(capsys, flag, value):
     with pytest.raises(SystemExit) as stop:
-        step_bench.main(["--device", device])
+        step_bench.main([flag, value])
     assert stop.value.code == 2
     err = capsys.readouterr().err
-    assert device in err and "Traceback" not in err
+    assert value in err and "Traceback" not in err

@@ -231,16 +231,16 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     try:
         device = resolve_device(args.device)
+        batch = args.batch_size or load_config(args.config).train.batch_size
+        rows = _rows(args)
     except ConfigError as exc:
         parser.error(str(exc))
     if args.threads is not None:
         torch.set_num_threads(args.threads)  # process-wide, at the script's edge
-    batch = args.batch_size or load_config(args.config).train.batch_size
     modes = args.modes.split(",")
     bad = sorted(set(modes) - set(MODES))
     if bad:
         parser.error(f"unknown modes {bad}; expected some of {', '.join(MODES)}")
-    rows = _rows(args)
     if args.rows:
         wanted = set(args.rows.split(","))
         rows = [r for r in rows if r[0] in wanted or r[0] == "baseline"]
