@@ -187,6 +187,7 @@ class SlimeMoldEncoderLayer(nn.Module):
             src_mask,
             src_key_padding_mask,
             is_causal,
+            x.device,
         )
         out = self.block(
             x,

@@ -1,0 +1,159 @@
+"""A differential fuzzer: nn.TransformerEncoder and SlimeMoldEncoder.from_torch of it (equal
+weights) fed the same random inputs and masks of every kind torch takes, in float32, float64 and
+under CPU bf16 autocast, with empty, one-token, fully padded and fully masked cases. Where torch
+computes, slime computes the same (values, shape, dtype, NaN-freeness, input gradients); where
+torch raises, slime raises a SlimeError."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+
+pytest.importorskip("hypothesis")  # CPU-only property tests; the GPU machine may lack it
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from slime.core import SlimeMoldEncoder  # noqa: E402
+from torch import nn  # noqa: E402
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:enable_nested_tensor is True"),
+    pytest.mark.filterwarnings("ignore:Support for mismatched"),
+    pytest.mark.filterwarnings("ignore:Converting mask without torch.bool dtype"),
+]
+
+D, H = 8, 2
+EXAMPLES = int(os.environ.get("SLIME_FUZZ_EXAMPLES", "40"))
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,  # the same cases every run: a failure here is one a rerun reproduces
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+# The dtypes a case computes in: the parameters' dtype and an autocast dtype (None: no autocast).
+PRECISIONS = {
+    "float32": (torch.float32, None),
+    "float64": (torch.float64, None),
+    "bf16 autocast": (torch.float32, torch.bfloat16),
+}
+# float64: torch adds a float mask and a float padding mask in their float32 before the logits.
+TOLERANCE = {"float32": 1e-4, "float64": 1e-6, "bf16 autocast": 6e-2}
+
+
+@st.composite
+def float_mask(draw, shape, rows_of):
+    """Random logit biases with some ``-inf`` entries and, sometimes, whole ``-inf`` rows."""
+    seed = draw(st.integers(0, 2**16))
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.randn(shape, generator=g)
+    mask = mask.masked_fill(
+        torch.rand(shape, generator=g) < draw(st.sampled_from([0, 0.3])), -math.inf
+    )
+    if draw(st.booleans()) and mask.numel():
+        mask[rows_of(mask)] = -math.inf
+    return mask
+
+
+@st.composite
+def cases(draw):
+    """One configuration, input and set of masks."""
+    options = {
+        "batch_first": draw(st.booleans()),
+        "norm_first": draw(st.booleans()),
+        "activation": draw(st.sampled_from(["relu", "gelu", F.silu])),
+        "bias": draw(st.booleans()),
+    }
+    seq = draw(st.sampled_from([0, 1, 2, 5]))
+    batch = draw(st.sampled_from([0, 1, 3]))
+    unbatched = draw(st.booleans())
+    precision = draw(st.sampled_from(list(PRECISIONS)))
+    masks = {}
+    kind = draw(st.sampled_from(["none", "bool", "float", "per-head bool", "per-head float",
+                                 "causal float", "causal bool"]))  # fmt: skip
+    heads = H if unbatched else batch * H
+    if kind == "bool":
+        masks["mask"] = draw(float_mask((seq, seq), lambda m: 0)).isinf()
+    elif kind == "float":
+        masks["mask"] = draw(float_mask((seq, seq), lambda m: 0))
+    elif kind == "per-head bool":
+        masks["mask"] = draw(float_mask((heads, seq, seq), lambda m: (0, 0))).isinf()
+    elif kind == "per-head float":
+        masks["mask"] = draw(float_mask((heads, seq, seq), lambda m: (0, 0)))
+    elif kind.startswith("causal"):
+        causal = nn.Transformer.generate_square_subsequent_mask(seq)
+        masks["mask"] = causal.isinf() if kind == "causal bool" else causal
+    if "mask" in masks:
+        masks["is_causal"] = draw(st.sampled_from([None, False] + [True] * kind.startswith("c")))
+    pad_kind = draw(st.sampled_from(["none", "bool", "float"]))
+    if pad_kind != "none":
+        shape = (seq,) if unbatched else (batch, seq)
+        pad = draw(float_mask(shape, lambda m: 0)).isinf()  # a fully padded sample sometimes
+        if pad_kind == "bool":
+            masks["src_key_padding_mask"] = pad
+        else:
+            masks["src_key_padding_mask"] = draw(float_mask(shape, lambda m: 0))
+    return options, seq, batch, unbatched, precision, masks
+
+
+def build(options, num_layers=2, norm=False):
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(D, H, 16, 0.0, **options)
+    theirs = nn.TransformerEncoder(
+        layer, num_layers, norm=nn.LayerNorm(D) if norm else None, enable_nested_tensor=False
+    )
+    with torch.no_grad():  # layers that differ, as after training
+        for p in theirs.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return theirs, SlimeMoldEncoder.from_torch(theirs)
+
+
+def source(seq, batch, unbatched, batch_first, dtype):
+    shape = (seq, D) if unbatched else (batch, seq, D) if batch_first else (seq, batch, D)
+    return torch.randn(shape, generator=torch.Generator().manual_seed(3), dtype=dtype)
+
+
+def outcome(module, x, masks, autocast):
+    """``(output, input gradient)``, or the exception the call raised."""
+    x = x.detach().requires_grad_()
+    try:
+        with torch.autocast("cpu", dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+            out = module(x, **masks)
+        (grad,) = torch.autograd.grad(out.float().square().sum(), x, allow_unused=True)
+    except Exception as err:  # noqa: BLE001 - the exception is the outcome compared
+        return err
+    return out.detach(), grad
+
+
+# -- cases the fuzzer found -----------------------------------------------------------------------
+
+
+def causal_masks(seq):
+    causal = nn.Transformer.generate_square_subsequent_mask(seq)
+    return {
+        "no mask": {},
+        "causal hint": {"mask": causal, "is_causal": True},
+        "causal detected": {"mask": causal},
+        "bool padding": {"src_key_padding_mask": torch.tensor([[False] * seq, [False, True] * 2])},
+    }
+
+
+@pytest.mark.parametrize("masks", list(causal_masks(4)))
+@pytest.mark.parametrize("spare_slots", [0, 1], ids=["full", "spare slot"])
+def test_a_float64_encoder_computes_as_torchs_does_without_dropout(masks, spare_slots):
+    # slime's fused attention takes float32/16/bf16 only: eval, or dropout 0, raised KernelError
+    # "q has dtype torch.float64" where torch's encoder computes in float64
+    theirs, _ = build({"batch_first": True})
+    ours = SlimeMoldEncoder.from_torch(theirs, pod_capacity=H + spare_slots)
+    theirs.double().eval()
+    ours.double()
+    masks = causal_masks(4)[masks]
+    x = source(4, 2, False, True, torch.float64)
+    for training in (True, False):
+        want = theirs(x, **masks)
+        got = ours.train(training)(x, **masks)
+        assert got.dtype == torch.float64
+        torch.testing.assert_close(got, want, atol=1e-9, rtol=1e-9)
