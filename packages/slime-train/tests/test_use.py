@@ -19,6 +19,7 @@ import yaml
 from prose_text import prose
 from slime.train import cli
 from slime.train import text as text_module
+from slime.train.loader import load_config, save_config
 from slime.train.tokenizer import CharTokenizer, HFTokenizer, load_tokenizer
 from slime.train.use import (
     MAX_SAMPLE_TOKENS,
@@ -411,7 +412,7 @@ def test_runs_without_a_model_or_text_are_one_error(
     shutil.copytree(char_run, bare, ignore=shutil.ignore_patterns("model", "best", "step_*"))
     task = space / "task"
     task.mkdir()
-    (task / "config.yaml").write_text("data:\n  name: recall\n")
+    save_config(load_config("tiny"), task / "config.yaml")  # the tiny preset: recall
     damaged = space / "damaged"
     shutil.copytree(char_run, damaged)
     (damaged / "tokenizer.json").write_text("[1, 2")

@@ -97,3 +97,29 @@ def test_model_files_that_are_fifos_or_devices_are_never_read(
     assert f"{str(best)!r} is a device, FIFO or socket, not a regular file" in warnings[0]
     assert f"{str(final)!r} is a device, FIFO or socket, not a regular file" in warnings[0]
     assert "falling back to the latest checkpoint" in warnings[0]
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda text: "", "it has no model, train, data section"),
+        (lambda text: text[: text.index("train:")], "it has no train, data section"),
+        (lambda text: text.replace("n_layer: 1", "n_layer: -3"), "model.n_layer: expected a value"),
+        (lambda text: "- 1\n- 2\n", "expected a mapping of sections, got list"),
+    ],
+    ids=["emptied", "cut-short", "bad-value", "not-a-mapping"],
+)
+@pytest.mark.parametrize("command", ["sample", "eval"])
+def test_a_damaged_config_yaml_is_one_error_naming_it(
+    damaged: Path, capsys: pytest.CaptureFixture[str], command: str, edit, message: str
+) -> None:
+    # before: an emptied config.yaml loaded as the defaults: sample ran on without a word and eval
+    # said "--data 'recall' is a synthetic task"; a bad value was an error naming the key only,
+    # not the file ("model.n_layer: expected a value >= 1, got -3")
+    file = damaged / "config.yaml"
+    file.write_text(edit(file.read_text()))
+    assert cli.main(_argv(command, damaged)) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert err.startswith(f"slime {command}: error: {str(file)!r} is damaged: ")
+    assert message in err

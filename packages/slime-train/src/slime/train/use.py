@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 from slime.core import SlimeModel, generate_tokens
 from slime.proto import CheckpointError, ConfigError, DataError, PoolError, shown
 from slime.train.build import build_dataset, build_model, resolve_device
@@ -65,6 +66,9 @@ __all__ = [
 ]
 
 TOKENIZER_FILE = "tokenizer.json"
+# Sections of config.yaml that every run's trainer wrote (save_config dumps them all), and that
+# sample and eval read.
+RUN_SECTIONS = ("model", "train", "data")
 MAX_SEED = 2**63 - 1
 DATA_FILE = "data.json"
 # The most tokens one ``slime sample`` generates: every token is one forward of the model over up
@@ -98,14 +102,33 @@ def open_run(path: str) -> tuple[Path, RunConfig]:
     """A run directory and its config.
 
     Raises:
-        CheckpointError: ``path`` is not a run directory (no config.yaml), or is empty.
+        CheckpointError: ``path`` is not a run directory (no config.yaml), or is empty; its
+            config.yaml is not a valid config, or lacks a section the trainer always writes
+            (emptied or truncated: the defaults would stand in for the run's values silently),
+            naming the file.
     """
     if not str(path):  # as a path, '' would be the current folder
         raise CheckpointError("expected a run directory, got ''")
     run = Path(path)
-    if not (run / "config.yaml").is_file():
+    file = run / "config.yaml"
+    if not file.is_file():
         raise CheckpointError(f"{str(run)!r} is not a run directory (no config.yaml)")
-    return run, load_config(run / "config.yaml")
+    try:
+        cfg = load_config(file)
+    except ConfigError as exc:
+        message = str(exc).removeprefix(f"{file}: ").removeprefix(f"{file} ")
+        raise CheckpointError(f"{str(file)!r} is damaged: {message}") from None
+    try:
+        sections = yaml.safe_load(file.read_text("utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):  # load_config read it a moment ago
+        sections = None
+    missing = [s for s in RUN_SECTIONS if not isinstance(sections, dict) or s not in sections]
+    if missing:
+        raise CheckpointError(
+            f"{str(file)!r} is damaged: it has no {', '.join(missing)} section (the trainer "
+            "writes every section; was it emptied or cut short?)"
+        )
+    return run, cfg
 
 
 def run_tokenizer(run: Path, cfg: RunConfig) -> Tokenizer:
