@@ -14,9 +14,10 @@ import pytest
 pytest.importorskip("hypothesis")  # CPU-only property tests; the GPU machine may lack it
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from slime.core import SlimeMoldEncoder  # noqa: E402
+from slime.proto import SlimeError  # noqa: E402
 from torch import nn  # noqa: E402
 
 pytestmark = [
@@ -128,6 +129,37 @@ def outcome(module, x, masks, autocast):
     return out.detach(), grad
 
 
+@FUZZ
+@given(case=cases(), training=st.booleans())
+def test_slime_computes_what_torch_computes_or_raises_where_it_raises(case, training):
+    options, seq, batch, unbatched, precision, masks = case
+    dtype, autocast = PRECISIONS[precision]
+    theirs, ours = build(options)
+    theirs.to(dtype).eval()  # with gradients on, torch takes its reference path (no fast path)
+    ours.to(dtype).train(training)  # dropout 0: the same numbers either way
+    x = source(seq, batch, unbatched, options["batch_first"], dtype)
+    expected = outcome(theirs, x, masks, autocast)
+    got = outcome(ours, x, masks, autocast)
+    if isinstance(expected, Exception) and x.numel() == 0 and "reshape" in str(expected):
+        # torch fails to reshape empty masks; slime gives the empty output, as without masks
+        assert not isinstance(got, Exception), f"slime raised {got!r} on an empty input"
+        assert got[0].shape == x.shape and got[0].dtype == x.dtype
+        return
+    if isinstance(expected, Exception):
+        assert isinstance(got, SlimeError), f"torch raised {expected!r}; slime gave {got!r}"
+        return
+    assert not isinstance(got, Exception), f"torch computed; slime raised {got!r}"
+    (out, grad), (want, want_grad) = got, expected
+    assert (out.shape, out.dtype) == (want.shape, want.dtype)
+    assert out.isnan().any() <= want.isnan().any()  # no NaN where torch has none
+    tol = TOLERANCE[precision]
+    torch.testing.assert_close(out, want, atol=tol, rtol=tol, equal_nan=True)
+    if want_grad is None:
+        assert grad is None or not grad.any()
+    else:
+        torch.testing.assert_close(grad, want_grad, atol=10 * tol, rtol=10 * tol, equal_nan=True)
+
+
 # -- cases the fuzzer found -----------------------------------------------------------------------
 
 
@@ -157,3 +189,28 @@ def test_a_float64_encoder_computes_as_torchs_does_without_dropout(masks, spare_
         got = ours.train(training)(x, **masks)
         assert got.dtype == torch.float64
         torch.testing.assert_close(got, want, atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("seq", "batch", "masks"),
+    [
+        (4, 0, lambda s, b: {"mask": torch.zeros(b * H, s, s)}),
+        (4, 0, lambda s, b: {"mask": torch.zeros(b * H, s, s, dtype=torch.bool)}),
+        (4, 0, lambda s, b: {"src_key_padding_mask": torch.zeros(b, s, dtype=torch.bool)}),
+        (0, 3, lambda s, b: {"src_key_padding_mask": torch.zeros(b, s)}),
+        (0, 3, lambda s, b: {"mask": torch.zeros(b * H, s, s), "src_key_padding_mask": torch.zeros(b, s)}),
+    ],
+    ids=["B=0 per-head float", "B=0 per-head bool", "B=0 padding", "T=0 padding", "T=0 both"],
+)  # fmt: skip
+def test_an_empty_batch_or_sequence_with_masks_gives_an_empty_output(seq, batch, masks):
+    # B=0 with a per-head mask raised RuntimeError "cannot reshape tensor of 0 elements"; torch's
+    # encoder raises that with any mask here, slime gives the empty output it gives without masks
+    _, ours = build({"batch_first": True})
+    x = source(seq, batch, False, True, torch.float32).requires_grad_()
+    for module in (ours, ours.layers[0]):
+        kwargs = masks(seq, batch)
+        if module is not ours and "mask" in kwargs:
+            kwargs["src_mask"] = kwargs.pop("mask")
+        out = module(x, **kwargs)
+        assert out.shape == x.shape
+        out.sum().backward()

@@ -119,8 +119,8 @@ def organism_masks(
     if src_mask is not None:
         check_shape(src_mask, batch, seq, nhead, capacity)
         attn = additive(src_mask, "src_mask", dtype)
-        if attn.dim() == 3:
-            attn = attn.view(batch, -1, seq, seq)
+        if attn.dim() == 3:  # (B * capacity, T, T), as check_shape found (B or T may be 0)
+            attn = attn.view(batch, capacity, seq, seq)
     if pad is not None:
         attn = pad if attn is None else attn + pad
     return OrganismMasks(False, visible, _float64_path(attn, dtype, device))

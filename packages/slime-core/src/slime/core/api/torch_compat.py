@@ -153,7 +153,8 @@ class SlimeMoldEncoderLayer(nn.Module):
         ``(B, T)`` bool (True = padding) or float (added). ``is_causal`` is the hint that
         ``src_mask`` is the causal mask. Causal masking and bool padding run in the organism's
         kernel; any other mask takes its masked path (torch's scaled dot-product attention over
-        the pool).
+        the pool). An empty batch or sequence gives an empty output with any mask, where torch
+        fails to reshape its masks ("cannot reshape tensor of 0 elements").
 
         Raises:
             KernelError: a mask that is no tensor or of the wrong dtype or shape, ``is_causal``
