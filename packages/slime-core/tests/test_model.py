@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -490,6 +491,25 @@ def test_a_malformed_config_json_is_a_checkpoint_error(kernel, tmp_path, damage)
     path = tmp_path / "config.json"
     path.write_bytes(damage(json.loads(path.read_text())))
     with pytest.raises(CheckpointError):
+        SlimeModel.from_pretrained(tmp_path, kernel=kernel)
+
+
+@pytest.mark.parametrize("name", ["config.json", "model.safetensors"])
+@pytest.mark.parametrize("kind", ["a character device", "a FIFO", "a folder"])
+def test_a_model_file_that_is_no_regular_file_is_refused_before_any_read(
+    kernel, tmp_path, name, kind
+):
+    # read whole, a link to /dev/zero filled memory and a FIFO blocked forever
+    make(kernel).save_pretrained(tmp_path)
+    path = tmp_path / name
+    path.unlink()
+    if kind == "a character device":
+        path.symlink_to("/dev/zero")
+    elif kind == "a FIFO":
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+    with pytest.raises(CheckpointError, match=f"{name} is {kind}, not a regular file"):
         SlimeModel.from_pretrained(tmp_path, kernel=kernel)
 
 

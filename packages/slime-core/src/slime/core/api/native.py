@@ -13,6 +13,7 @@ import json
 import math
 import os
 import shutil
+import stat
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -612,10 +613,7 @@ class SlimeModel(nn.Module):
         meta = _read_meta(directory)
         config = SlimeConfig.from_dict(meta["config"])
         path = directory / "model.safetensors"
-        try:
-            blob = path.read_bytes()
-        except OSError as e:
-            raise CheckpointError(f"cannot read {path}: {e}") from e
+        blob = _read_regular(path)
         if meta["version"] >= 2 and hashlib.sha256(blob).hexdigest() != meta["model_sha256"]:
             raise CheckpointError(f"{path} does not match the sha256 in config.json: damaged")
         try:
@@ -798,6 +796,33 @@ def _move_in(staging: Path, directory: Path, aside: Path) -> None:
         shutil.rmtree(aside)
 
 
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _read_regular(path: Path) -> bytes:
+    """The bytes of ``path`` when it is a regular file (symlinks followed).
+
+    Raises:
+        CheckpointError: it is missing or unreadable, or no regular file (a folder, a device, a
+            FIFO), refused before any read: a link to /dev/zero would fill memory and a FIFO
+            block forever.
+    """
+    try:
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((what for test, what in _FILE_KINDS if test(mode)), "no regular file")
+            raise CheckpointError(f"{path} is {kind}, not a regular file: not read")
+        return path.read_bytes()
+    except OSError as e:  # missing, no permission, a symlink loop
+        raise CheckpointError(f"cannot read {path}: {e}") from None
+
+
 def _read_meta(directory: Path) -> dict[str, Any]:
     """``config.json`` of a model directory, checked for the keys and shapes the loader reads.
 
@@ -811,10 +836,11 @@ def _read_meta(directory: Path) -> dict[str, Any]:
             f"{path} is missing: a save_pretrained into {directory} stopped while moving its "
             f"files in; the previous model is in {aside} (move its files back)"
         )
+    text = _read_regular(path)
     try:
-        meta = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError, RecursionError) as e:  # ValueError: not UTF-8, not JSON, an
-        # integer of too many digits; RecursionError: nested too deep
+        meta = json.loads(text.decode("utf-8"))
+    except (ValueError, RecursionError) as e:  # ValueError: not UTF-8, not JSON, an integer of
+        # too many digits; RecursionError: nested too deep
         raise CheckpointError(f"cannot read {path}: {e}") from None
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path} holds {type(meta).__name__}, expected a JSON object")
