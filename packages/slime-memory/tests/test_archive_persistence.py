@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -317,6 +318,34 @@ def test_save_never_replaces_a_file_of_that_name_that_is_not_an_archive(
     with pytest.raises(ArchiveError, match=f"its {name} is not a slime archive's"):
         populated_grid().save(folder)
     assert (folder / name).read_bytes() == content
+    assert sorted(p.name for p in folder.iterdir()) == [name]
+
+
+def _special(path: Path, kind: str) -> None:
+    """Make ``path`` a link to /dev/zero or a FIFO (what no read of it ever finishes)."""
+    if kind == "dev-zero":
+        path.symlink_to("/dev/zero")
+    else:
+        os.mkfifo(path)
+
+
+@pytest.mark.parametrize("kind", ["dev-zero", "fifo"])
+@pytest.mark.parametrize("name", [META, TENSORS])
+def test_a_file_that_is_no_regular_file_is_named_by_load_and_kept_by_save(
+    tmp_path: Path, name: str, kind: str
+) -> None:
+    # save() read an archive.json that was a link to /dev/zero until memory ran out, and
+    # opened a tensors.safetensors FIFO, which blocks for ever; load() called either missing
+    populated_grid().save(tmp_path / "a")
+    (tmp_path / "a" / name).unlink()
+    _special(tmp_path / "a" / name, kind)
+    with pytest.raises(ArchiveError, match=f"{name} is no regular file"):
+        GridArchive.load(tmp_path / "a")
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    _special(folder / name, kind)
+    with pytest.raises(ArchiveError, match=f"its {name} is not a slime archive's"):
+        populated_grid().save(folder)
     assert sorted(p.name for p in folder.iterdir()) == [name]
 
 

@@ -205,8 +205,8 @@ def _check_replaceable(folder: Path) -> None:
     holds an archive's state. A folder of someone else's files named so keeps them."""
     meta, tensors = folder / META, folder / TENSORS
     if meta.exists():
-        try:
-            document = json.loads(meta.read_bytes().decode("utf-8"))
+        try:  # not read unless a regular file: a link to /dev/zero or a FIFO never ends
+            document = json.loads(meta.read_bytes().decode("utf-8")) if meta.is_file() else None
             ours = document["meta"]["format"] == FORMAT
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
             ours = False
@@ -224,7 +224,10 @@ def _check_replaceable(folder: Path) -> None:
 
 def _holds_archive_state(file: Path) -> bool:
     """Whether ``file``'s safetensors header names an archive's state tensor (a save that
-    stopped between its two renames leaves such a file without its ``archive.json``)."""
+    stopped between its two renames leaves such a file without its ``archive.json``). Only a
+    regular file is opened (a FIFO would block the open)."""
+    if not file.is_file():
+        return False
     try:
         with file.open("rb") as handle:
             size = int.from_bytes(handle.read(8), "little")
@@ -338,8 +341,9 @@ def load_archive(path: Path, *, device: torch.device | str | None) -> SavedArchi
         # Checked under the lock: a save moves each file aside for a moment before the new
         # one takes its name, so outside it a concurrent save looks like a missing file.
         for name in (META, TENSORS):
-            if not (path / name).is_file():
-                raise ArchiveError(f"archive file {path / name} is missing")
+            if not (path / name).is_file():  # not read otherwise: /dev/zero, a FIFO never end
+                what = "is no regular file" if (path / name).exists() else "is missing"
+                raise ArchiveError(f"archive file {path / name} {what}")
         try:
             text = (path / META).read_bytes()
             blob = (path / TENSORS).read_bytes()
