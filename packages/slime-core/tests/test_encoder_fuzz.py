@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 
 import pytest
 
@@ -17,7 +18,7 @@ import torch.nn.functional as F  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from slime.core import SlimeMoldEncoder  # noqa: E402
-from slime.proto import SlimeError  # noqa: E402
+from slime.proto import KernelError, SlimeError  # noqa: E402
 from torch import nn  # noqa: E402
 
 pytestmark = [
@@ -214,3 +215,17 @@ def test_an_empty_batch_or_sequence_with_masks_gives_an_empty_output(seq, batch,
         out = module(x, **kwargs)
         assert out.shape == x.shape
         out.sum().backward()
+
+
+@pytest.mark.parametrize("shape", [(1, 4), (4, 1), (5,), ()])
+def test_an_unbatched_padding_mask_of_another_shape_is_named_with_the_shape_passed(shape):
+    # (1, T) beside a (T, D) input was refused as "must be (1, 4), got (1, 1, 4)": the shape
+    # asked for was the one passed, the shape named one slime made (torch: "expected 1-D")
+    _, ours = build({})
+    x = source(4, 1, True, False, torch.float32)
+    for module in (ours, ours.layers[0]):
+        with pytest.raises(
+            KernelError,
+            match=rf"^src_key_padding_mask must be \(4,\) .*got {re.escape(str(shape))}$",
+        ):
+            module(x, src_key_padding_mask=torch.zeros(shape, dtype=torch.bool))

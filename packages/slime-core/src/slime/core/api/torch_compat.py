@@ -174,6 +174,11 @@ class SlimeMoldEncoderLayer(nn.Module):
         if unbatched:
             x = src.unsqueeze(0)
             if src_key_padding_mask is not None:
+                if src_key_padding_mask.shape != src.shape[:1]:  # named before it is (1, T)
+                    raise KernelError(
+                        f"src_key_padding_mask must be ({src.shape[0]},) beside an unbatched "
+                        f"(T, D) src, got {tuple(src_key_padding_mask.shape)}"
+                    )
                 src_key_padding_mask = src_key_padding_mask.unsqueeze(0)
         else:
             x = src if self.batch_first else src.transpose(0, 1)
