@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from prose_text import prose
 from slime.train import cli
+from slime.train.tokenizer import CharTokenizer, load_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +124,29 @@ def test_a_damaged_config_yaml_is_one_error_naming_it(
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
     assert err.startswith(f"slime {command}: error: {str(file)!r} is damaged: ")
     assert message in err
+
+
+@pytest.mark.parametrize("stand_in", ["folder", "/dev/null", "dangling"])
+@pytest.mark.parametrize("command", ["sample", "eval"])
+def test_a_data_record_that_is_not_a_file_is_one_error_not_a_skipped_check(
+    damaged: Path, capsys: pytest.CaptureFixture[str], command: str, stand_in: str
+) -> None:
+    # before: data.json was read only when a regular file; a folder or a link in its place skipped
+    # the tokenizer and text checks it carries, so a tampered tokenizer.json (two characters
+    # swapped) sampled and evaluated without a word
+    tokenizer = load_tokenizer(damaged / "tokenizer.json")
+    assert isinstance(tokenizer, CharTokenizer)
+    itos = list(tokenizer.itos)
+    itos[-1], itos[-2] = itos[-2], itos[-1]
+    CharTokenizer(itos).save(damaged / "tokenizer.json")
+    record = damaged / "data.json"
+    record.unlink()
+    if stand_in == "folder":
+        record.mkdir()
+    else:
+        record.symlink_to(stand_in if stand_in != "dangling" else damaged / "nowhere")
+    assert cli.main(_argv(command, damaged)) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert err.startswith(f"slime {command}: error: {str(record)!r} is ")
+    assert "not the run's data record" in err

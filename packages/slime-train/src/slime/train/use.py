@@ -149,8 +149,8 @@ def run_tokenizer(run: Path, cfg: RunConfig) -> Tokenizer:
         tokenizer = load_tokenizer(file)
     except DataError as exc:
         raise CheckpointError(str(exc)) from None
-    record = run / DATA_FILE
-    if record.is_file():  # a text run recorded its tokenizer's identity beside it
+    record = _data_record(run)
+    if record is not None:  # a text run recorded its tokenizer's identity beside it
         recorded = _recorded(record, "tokenizer")
         if recorded != tokenizer.identity:
             raise CheckpointError(
@@ -600,6 +600,32 @@ def _recorded_val_loss(run: Path, step: int | None) -> float | None:
     return found if isinstance(found, float) else None
 
 
+def _data_record(run: Path) -> Path | None:
+    """The run's ``data.json``; None when there is none (a run on a synthetic task or a built-in
+    corpus may have none).
+
+    Raises:
+        CheckpointError: something else stands there (a folder, a device, a dangling or looping
+            symlink): the tokenizer and data checks it carries cannot be skipped silently.
+    """
+    file = run / DATA_FILE
+    if file.is_file():
+        return file
+    if not file.is_symlink() and not file.exists():
+        return None
+    what = (
+        "a folder"
+        if file.is_dir()
+        else "a device, FIFO or socket"
+        if file.exists()
+        else ("a symlink to nothing")
+    )
+    raise CheckpointError(
+        f"{str(file)!r} is {what}, not the run's data record (it records the tokenizer and text "
+        "the run trained on, which sample and eval check)"
+    )
+
+
 def _recorded(file: Path, key: str) -> Any:
     """``key`` of the run's data record ``file`` (``data.json``); CheckpointError naming the file
     when it is unreadable, not JSON or lacks the key."""
@@ -611,9 +637,9 @@ def _recorded(file: Path, key: str) -> Any:
 
 def _check_same_data(run: Path, dataset: Dataset) -> None:
     """Refuse to report the run's held-out loss on text that changed since it trained."""
-    file = run / DATA_FILE
+    file = _data_record(run)
     source = getattr(dataset, "source", None)
-    if source is None or not file.is_file():
+    if source is None or file is None:
         return
     recorded = _recorded(file, "sha256")
     if recorded != source.sha256:
