@@ -3,6 +3,7 @@ typed error naming the value, or it just works."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from slime.proto import ConfigError
 from slime.train import cli
 from slime.train import text as text_module
 from slime.train.config import DataConfig
-from slime.train.text import load_text
+from slime.train.text import load_text, scan_text
 from slime.train.tokenizer import parse_tokenizer_spec
 
 
@@ -143,3 +144,37 @@ def test_a_bpe_run_continues_prompts_of_characters_it_never_saw(
     capsys.readouterr()
     assert cli.main(["sample", str(runs["bpe:300"]), "--prompt", prompt, "--tokens", "3"]) == 0
     assert capsys.readouterr().out.startswith(prompt)
+
+
+# -- file names ---------------------------------------------------------------------------------
+
+
+def test_a_folder_holding_a_file_name_that_is_not_utf8_is_read(tmp_path: Path) -> None:
+    # os.listdir hands a name with the byte 0xff over as U+DCFF; hashing the folder's names
+    # encoded it as UTF-8, a bare UnicodeEncodeError (a traceback at the CLI)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    odd = Path(os.fsdecode(os.fsencode(folder) + b"/a\xff.txt"))
+    try:
+        odd.write_text("alpha beta gamma\n" * 50, encoding="utf-8")
+    except (OSError, UnicodeEncodeError):
+        pytest.skip("this file system refuses names that are not UTF-8")
+    (folder / "b.txt").write_text("delta epsilon\n" * 50, encoding="utf-8")
+    source = scan_text(folder)
+    assert source.files == (odd, folder / "b.txt")
+    assert source.chars == 17 * 50 + 14 * 50
+    # the name's bytes are part of the text's identity: another name, another hash
+    odd.rename(folder / "a\u00ff.txt")
+    assert scan_text(folder).sha256 != source.sha256
+
+
+def test_the_hash_of_a_folder_with_utf8_names_is_unchanged(tmp_path: Path) -> None:
+    # token caches are keyed by it: a folder of UTF-8 names must keep its key
+    import hashlib
+
+    folder = tmp_path / "data"
+    (folder / "é").mkdir(parents=True)
+    (folder / "é" / "ü.txt").write_bytes(b"one\n")
+    (folder / "z.txt").write_bytes(b"two\n")
+    want = hashlib.sha256(b"z.txt\0two\n" + "é/ü.txt\0".encode() + b"one\n").hexdigest()  # z < é
+    assert scan_text(folder).sha256 == want

@@ -230,7 +230,8 @@ def scan_text(path: str | os.PathLike[str]) -> TextSource:
     stamps: list[tuple[int, int, int]] = []
     for file in files:
         if path.is_dir():  # the order and names of a folder's files are part of its text
-            digest.update(f"{file.relative_to(path).as_posix()}\0".encode())
+            # the name's bytes: a name that is not UTF-8 (U+DCxx in Python) is a name too
+            digest.update(os.fsencode(file.relative_to(path).as_posix()) + b"\0")
         decoder = codecs.getincrementaldecoder("utf-8-sig")("strict")  # a leading BOM is no text
         offset = 0
         try:
