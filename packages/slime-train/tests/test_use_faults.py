@@ -150,3 +150,24 @@ def test_a_data_record_that_is_not_a_file_is_one_error_not_a_skipped_check(
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
     assert err.startswith(f"slime {command}: error: {str(record)!r} is ")
     assert "not the run's data record" in err
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"step": ' + b"9" * 5000 + b', "kind": "eval"}',  # int() refuses > 4300 digits
+        b'{"step": 1, "kind": "train", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    ],
+    ids=["huge-integer", "deep-nesting"],
+)
+def test_eval_on_a_metrics_line_json_cannot_decode_is_one_error_naming_the_line(
+    damaged: Path, capsys: pytest.CaptureFixture[str], line: bytes
+) -> None:
+    # before: eval reads the val_loss logged at its model's step: the ValueError (integer too
+    # long) or RecursionError escaped slime eval as a traceback
+    lines = (damaged / "metrics.jsonl").read_bytes().splitlines(keepends=True)
+    (damaged / "metrics.jsonl").write_bytes(b"".join([lines[0], line + b"\n", *lines[1:]]))
+    assert cli.main(_argv("eval", damaged)) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert err.startswith(f"slime eval: error: {damaged / 'metrics.jsonl'}:2 is not JSON")
