@@ -46,6 +46,9 @@ PRECISIONS = {
 TOLERANCE = {"float32": 1e-4, "float64": 1e-6, "bf16 autocast": 6e-2}
 
 
+OTHER_MASK_DTYPES = (torch.float16, torch.bfloat16, torch.float64)
+
+
 @st.composite
 def float_mask(draw, shape, rows_of):
     """Random logit biases with some ``-inf`` entries and, sometimes, whole ``-inf`` rows."""
@@ -90,6 +93,10 @@ def cases(draw):
         masks["mask"] = causal.isinf() if kind == "causal bool" else causal
     if "mask" in masks:
         masks["is_causal"] = draw(st.sampled_from([None, False] + [True] * kind.startswith("c")))
+    if "mask" in masks and draw(st.integers(0, 4)) == 0:  # a wrong shape, one dim longer
+        grown = list(masks["mask"].shape)
+        grown[draw(st.integers(0, len(grown) - 1))] += 1
+        masks["mask"] = torch.zeros(grown, dtype=masks["mask"].dtype)
     pad_kind = draw(st.sampled_from(["none", "bool", "float"]))
     if pad_kind != "none":
         shape = (seq,) if unbatched else (batch, seq)
@@ -98,6 +105,14 @@ def cases(draw):
             masks["src_key_padding_mask"] = pad
         else:
             masks["src_key_padding_mask"] = draw(float_mask(shape, lambda m: 0))
+    for name, mask in masks.items():  # now and then another dtype than float32 or bool
+        if isinstance(mask, torch.Tensor) and mask.is_floating_point():
+            other = draw(st.sampled_from([torch.float32] * 4 + [*OTHER_MASK_DTYPES, torch.int64]))
+            masks[name] = (
+                mask.nan_to_num(neginf=-1e4).to(torch.int64)
+                if other == torch.int64
+                else mask.to(other)
+            )
     return options, seq, batch, unbatched, precision, masks
 
 
@@ -141,6 +156,19 @@ def test_slime_computes_what_torch_computes_or_raises_where_it_raises(case, trai
     x = source(seq, batch, unbatched, options["batch_first"], dtype)
     expected = outcome(theirs, x, masks, autocast)
     got = outcome(ours, x, masks, autocast)
+    if isinstance(expected, Exception) and "Expected attn_mask dtype" in str(expected):
+        # deliberate: slime casts a float mask of any dtype to the input's, as torch computes
+        # with the mask so cast (torch refuses one neither float32 nor attention's dtype)
+        floats = {
+            k: v.to(x.dtype) for k, v in masks.items() if k != "is_causal" and v.is_floating_point()
+        }
+        masks = masks | floats
+        expected = outcome(theirs, x, masks, autocast)
+    if masks.get("is_causal") is True and isinstance(got, KernelError):
+        # deliberate: the causal hint's mask must still have a mask's shape (torch drops the
+        # mask unchecked where no padding mask comes with it)
+        assert str(got).startswith("src_mask must be")
+        return
     if isinstance(expected, Exception) and x.numel() == 0 and "reshape" in str(expected):
         # torch fails to reshape empty masks; slime gives the empty output, as without masks
         assert not isinstance(got, Exception), f"slime raised {got!r} on an empty input"
@@ -229,3 +257,33 @@ def test_an_unbatched_padding_mask_of_another_shape_is_named_with_the_shape_pass
             match=rf"^src_key_padding_mask must be \(4,\) .*got {re.escape(str(shape))}$",
         ):
             module(x, src_key_padding_mask=torch.zeros(shape, dtype=torch.bool))
+
+
+# -- deliberate differences from torch (documented in SlimeMoldEncoder's docstring) ---------------
+
+
+@pytest.mark.parametrize("other", OTHER_MASK_DTYPES, ids=str)
+@pytest.mark.parametrize("name", ["mask", "src_key_padding_mask"])
+def test_a_float_mask_of_any_dtype_is_cast_to_the_inputs(name, other):
+    theirs, ours = build({})
+    theirs.eval()
+    x = source(4, 3, False, False, torch.float32)
+    shape = (4, 4) if name == "mask" else (3, 4)
+    mask = torch.randn(shape, generator=torch.Generator().manual_seed(5)).to(other)
+    with pytest.raises(RuntimeError, match="attn_mask dtype"):  # torch refuses it alone
+        theirs(x, **{name: mask})
+    want = theirs(x, **{name: mask.float()})
+    torch.testing.assert_close(ours(x, **{name: mask}), want, atol=1e-5, rtol=1e-4)
+
+
+def test_the_causal_hint_still_needs_a_mask_of_a_masks_shape():
+    theirs, ours = build({})
+    theirs.eval()
+    x = source(4, 3, False, False, torch.float32)
+    longer = nn.Transformer.generate_square_subsequent_mask(6)  # made for a longer sequence
+    assert theirs(x, mask=longer, is_causal=True).shape == x.shape  # torch drops it unread
+    with pytest.raises(RuntimeError):  # and reads it beside a padding mask
+        theirs(x, mask=longer, is_causal=True, src_key_padding_mask=torch.zeros(3, 4))
+    for padding in (None, torch.zeros(3, 4)):
+        with pytest.raises(KernelError, match=r"^src_mask must be \(4, 4\)"):
+            ours(x, mask=longer, is_causal=True, src_key_padding_mask=padding)

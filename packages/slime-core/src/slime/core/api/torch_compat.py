@@ -292,6 +292,18 @@ class SlimeMoldEncoder(nn.Module):
     padding always reaches the kernel as a mask, so padded positions hold computed values, where
     torch's inference fast path converts to nested tensors and writes zeros there.
 
+    Where torch's encoder differs by the path it takes, this one reads inputs one way:
+
+    * a float mask (``mask``/``src_mask``, ``src_key_padding_mask``) of any floating dtype is
+      cast to the input's dtype and added; torch's attention refuses one that is neither
+      float32 nor the dtype it computes in (a float16 mask beside float32 inputs), or takes it,
+      depending on which masks come with it;
+    * ``is_causal=True`` still needs a mask of a mask's shape (``(T, T)`` or per head); torch
+      drops the hinted mask unread where no padding mask comes with it, and checks it where one
+      does;
+    * an empty batch or sequence gives an empty output with any mask, where torch fails to
+      reshape its masks.
+
     Raises:
         ConfigError: ``encoder_layer`` is not a SlimeMoldEncoderLayer (convert a torch encoder
             with :meth:`from_torch`), or ``num_layers < 1``.
