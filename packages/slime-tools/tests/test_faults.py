@@ -69,3 +69,32 @@ def test_a_model_file_that_is_a_device_or_fifo_is_refused_before_it_is_read(run_
     finally:
         if feeder is not None:
             feeder.close()
+
+
+# pid_max is at most 2**22 on Linux: no process ever has this id
+DEAD_PID = 2**22 + 1
+
+
+def test_an_export_killed_midway_leaves_no_partial_file_after_the_next_export(run_copy):
+    # before: `slime export` killed by SIGKILL left its hidden partial file (the whole model's
+    # size: .model.<pid>.partial.ts) in RUN_DIR/export/ for ever; every later export kept it
+    from slime.tools.export import export_run
+
+    folder = run_copy / "export"
+    folder.mkdir()
+    stale = [
+        folder / f".model.{DEAD_PID}.partial.ts",
+        folder / f".model.{DEAD_PID}.partial.ts.data",
+    ]
+    for path in stale:
+        path.write_bytes(b"half a TorchScript archive")
+    running = folder / ".model.1.partial.ts"  # pid 1 runs: an export still under way
+    running.write_bytes(b"in progress")
+    mine = [folder / ".model.notes.partial.ts", folder / f".other.{DEAD_PID}.partial.ts"]
+    for path in mine:
+        path.write_bytes(b"the user's")
+    check = export_run(run_copy, "torchscript")
+    assert check.path == folder / "model.ts" and check.path.is_file()
+    assert not any(path.exists() for path in stale)
+    assert running.read_bytes() == b"in progress"
+    assert all(path.read_bytes() == b"the user's" for path in mine)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -256,6 +257,31 @@ def verify_torchscript(frozen: FrozenSlimeLM, path: str | os.PathLike[str]) -> E
 # -- a run directory -------------------------------------------------------------------------------
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
+def _remove_stale_partials(path: Path) -> None:
+    """Delete the partial files an export to ``path`` killed midway left beside it (SIGKILL, a
+    power cut: its ``finally`` never ran): ``.<stem>.<pid>.partial<suffix>`` (and ONNX external
+    data after it) of a process that no longer runs. An export still running keeps its own."""
+    if not path.parent.is_dir():
+        return
+    pattern = re.compile(
+        rf"^\.{re.escape(path.stem)}\.(\d+)\.partial{re.escape(path.suffix)}(?:\..*)?$"
+    )
+    for entry in path.parent.iterdir():
+        found = pattern.match(entry.name)
+        if found and not _alive(int(found.group(1))) and entry.is_file() and not entry.is_symlink():
+            entry.unlink(missing_ok=True)
+
+
 def export_run(
     run_dir: str | os.PathLike[str], fmt: str, out: str | os.PathLike[str] | None = None
 ) -> ExportCheck:
@@ -272,6 +298,9 @@ def export_run(
         ExportMismatchError: the export's outputs differ from the frozen model's.
         CheckpointError: the export could not be written (a full disk, no permission); a file
             already at the path is left as it was.
+
+    The partial files of an earlier export to the same path that was killed midway (its
+    process gone) are deleted first; nothing else beside ``out`` is touched.
     """
     if fmt not in FORMATS:
         raise ConfigError(f"expected one of {FORMATS}, got {fmt!r}", "format")
@@ -287,6 +316,7 @@ def export_run(
     # Written and checked under a temporary name, then renamed over ``path``: a failed or refused
     # write (a full disk) leaves an earlier export at ``path`` whole.
     partial = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
+    _remove_stale_partials(path)
     try:
         if fmt == "onnx":
             check = verify_onnx(frozen, export_onnx(frozen, partial))
