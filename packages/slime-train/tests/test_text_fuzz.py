@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from prose_text import prose
-from slime.proto import ConfigError
+from slime.proto import ConfigError, DataError
 from slime.train import cli
 from slime.train import text as text_module
 from slime.train.config import DataConfig
@@ -178,3 +178,47 @@ def test_the_hash_of_a_folder_with_utf8_names_is_unchanged(tmp_path: Path) -> No
     (folder / "z.txt").write_bytes(b"two\n")
     want = hashlib.sha256(b"z.txt\0two\n" + "é/ü.txt\0".encode() + b"one\n").hexdigest()  # z < é
     assert scan_text(folder).sha256 == want
+
+
+# -- text a loaded char vocabulary has no token for ---------------------------------------------
+
+
+def test_eval_on_text_with_characters_outside_the_runs_vocabulary_names_the_file_and_them(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It said only "character 'Z' is not in the run's character vocabulary": not which file,
+    # nor that '☃' and a combining accent were missing too
+    other = tmp_path / "other.txt"
+    other.write_text(prose(3000) + "Zebra ☃ e\u0301\n", encoding="utf-8")
+    capsys.readouterr()
+    assert cli.main(["eval", str(runs["char"]), "--data", str(other), "--quiet"]) == 2
+    err = _one_error(capsys, "eval")
+    assert f"tokenizer file {str(runs['char'] / 'tokenizer.json')!r} has no token for" in err
+    assert f"of the text in {str(other)!r}" in err
+    assert "('Z', '́' (U+0301), '☃') and refuses them" in err
+
+
+def test_a_char_vocabulary_refusal_is_made_before_any_encoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from slime.train.tokenizer import CharTokenizer
+
+    vocab = CharTokenizer("ab \n").save(tmp_path / "tok.json")
+    data = tmp_path / "a.txt"
+    data.write_text("ab ba\n" * 100 + "abc\u200b\n", encoding="utf-8")
+
+    def encode(*args, **kwargs):
+        raise AssertionError("encoded text the vocabulary does not cover")
+
+    monkeypatch.setattr(text_module, "_encode_split", encode)
+    with pytest.raises(DataError, match=r"2 character\(s\) .* \('c', '\\u200b'\) and refuses"):
+        load_text(data, 8, tokenizer=str(vocab), progress=None)
+
+
+def test_a_prompt_character_outside_the_vocabulary_shows_its_code_point(
+    runs: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # an accent alone printed as "character '́'": a quote with an accent on it
+    capsys.readouterr()
+    assert cli.main(["sample", str(runs["char"]), "--prompt", "e\u0301"]) == 2
+    assert "character '\u0301' (U+0301) is not in the run's" in _one_error(capsys, "sample")

@@ -309,7 +309,9 @@ def test_eval_on_other_data_uses_its_held_out_split(
     foreign = space / "foreign.txt"
     foreign.write_text(prose(5_000) + "¿Qué?\n", encoding="utf-8")
     assert cli.main(["eval", str(char_run), "--data", str(foreign), "--quiet"]) == 2
-    assert "character '¿' is not in the run's character vocabulary" in _one_error(capsys, "eval")
+    err = _one_error(capsys, "eval")  # every character it lacks, and the file, before encoding
+    assert f"has no token for 3 character(s) of the text in {str(foreign)!r}" in err
+    assert "('?', '¿', 'é') and refuses them" in err
 
 
 def test_a_built_in_corpus_run_samples_and_evaluates(

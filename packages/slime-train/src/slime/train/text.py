@@ -26,7 +26,8 @@ Refused with one :class:`~slime.proto.DataError` naming the file: a missing path
 ``.txt`` files, a sub-folder that cannot be listed, a link loop, a ``.txt`` that is no regular file
 (a broken link, a pipe), empty text, a UTF-16 or UTF-32 file (by its byte-order mark), a NUL byte or bytes
 that are not UTF-8 (a binary file), a split shorter than
-one window, a tokenizer file that does not parse, a character outside a loaded char vocabulary.
+one window, a tokenizer file that does not parse, characters a loaded tokenizer file has no token for
+(named, with their code points where they would not show, before anything is encoded).
 """
 
 from __future__ import annotations
@@ -50,10 +51,10 @@ from slime.proto import DataError, shown
 from slime.train.datasets import shifted, split_tokens, window_offsets
 from slime.train.tokenizer import (
     CharTokenizer,
-    HFTokenizer,
     Tokenizer,
     load_tokenizer,
     parse_tokenizer_spec,
+    show_char,
     train_bpe,
     write_atomic,
 )
@@ -525,20 +526,25 @@ class TextCorpus:
         return shifted(torch.from_numpy(tokens[offsets.numpy()].astype(np.int64)))
 
 
-def _check_covers(tok: Tokenizer, alphabet: frozenset[str], path: str) -> None:
-    """DataError naming the text's characters (whitespace aside) that the tokenizer file at
-    ``path`` encodes to no token at all: a BPE or WordPiece without an unknown token drops what
-    it has no token for, and the model would train on the text without them."""
-    if not isinstance(tok, HFTokenizer):  # a char vocabulary refuses unknown characters itself
-        return
-    chars = sorted(c for c in alphabet if not c.isspace())
-    lost = [c for c, ids in zip(chars, tok.encode_many(chars), strict=True) if ids.size == 0]
+def _check_covers(tok: Tokenizer, source: TextSource, path: str) -> None:
+    """DataError naming the characters of the text at ``source`` that the tokenizer file at
+    ``path`` has no token for, before anything is encoded: a char vocabulary (another run's, or
+    the run's own when ``slime eval --data`` scores other text) refuses them, and a BPE or
+    WordPiece without an unknown token drops them (whitespace aside) and the model would train on
+    the text without them."""
+    if isinstance(tok, CharTokenizer):
+        known = set(tok.itos)
+        lost = sorted(c for c in source.alphabet if c not in known)
+        how = "refuses them"
+    else:
+        chars = sorted(c for c in source.alphabet if not c.isspace())
+        lost = [c for c, ids in zip(chars, tok.encode_many(chars), strict=True) if ids.size == 0]
+        how = "would drop them silently; use a byte-level BPE (--tokenizer bpe) or a tokenizer with an unknown token"
     if lost:
-        shown_chars = ", ".join(repr(c) for c in lost[:10]) + (", ..." if len(lost) > 10 else "")
+        listed = ", ".join(show_char(c) for c in lost[:10]) + (", ..." if len(lost) > 10 else "")
         raise DataError(
-            f"tokenizer file {path!r} has no token for {len(lost)} character(s) of the text "
-            f"({shown_chars}) and would drop them silently; use a byte-level BPE "
-            "(--tokenizer bpe) or a tokenizer with an unknown token"
+            f"tokenizer file {path!r} has no token for {len(lost)} character(s) of the text in "
+            f"{str(source.path)!r} ({listed}) and {how}"
         )
 
 
@@ -570,7 +576,7 @@ def load_text(
         tok = _bpe(source, cut, vocab, cache, progress)
     else:
         tok = load_tokenizer(tokenizer)
-        _check_covers(tok, source.alphabet, tokenizer)
+        _check_covers(tok, source, tokenizer)
     splits, entry = _cached_tokens(source, cut, tok, cache, progress)
     corpus = TextCorpus(
         splits,

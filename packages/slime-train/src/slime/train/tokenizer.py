@@ -20,6 +20,7 @@ import json
 import os
 import re
 import tempfile
+import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from pathlib import Path
@@ -71,6 +72,16 @@ def parse_tokenizer_spec(spec: str, path: str = "data.tokenizer") -> tuple[str, 
             path,
         )
     return "bpe", int(text)
+
+
+def show_char(char: str) -> str:
+    """``repr(char)``, with its code point when it would not be seen: a combining mark (U+0301
+    alone shows as an accent on the quote) or a character ``repr`` prints as itself although it
+    draws nothing (a format character: ``repr`` escapes most, not all)."""
+    shown_char = repr(char)
+    if len(shown_char) == 3 and (unicodedata.category(char)[0] in "MC" or not char.isprintable()):
+        return f"{shown_char} (U+{ord(char):04X})"
+    return shown_char
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -158,7 +169,7 @@ class CharTokenizer(Tokenizer):
         known = self._sorted[where] == codes
         if not known.all():
             bad = chr(int(codes[np.argmin(known)]))
-            raise DataError(f"character {bad!r} is not in the run's character vocabulary")
+            raise DataError(f"character {show_char(bad)} is not in the run's character vocabulary")
         return self._order[where]
 
     def decode(self, ids: Iterable[int]) -> str:
