@@ -171,3 +171,23 @@ def test_eval_on_a_metrics_line_json_cannot_decode_is_one_error_naming_the_line(
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
     assert err.startswith(f"slime eval: error: {damaged / 'metrics.jsonl'}:2 is not JSON")
+
+
+@pytest.mark.parametrize("stand_in", ["folder", "/dev/null", "dangling"])
+def test_a_tokenizer_file_that_is_not_a_file_is_named_as_such(
+    damaged: Path, capsys: pytest.CaptureFixture[str], stand_in: str
+) -> None:
+    # before: "has no tokenizer.json (it trained on 'text', data); sample and eval need a run on
+    # text", of a run on text: the reason given was not what was wrong
+    file = damaged / "tokenizer.json"
+    file.unlink()
+    if stand_in == "folder":
+        file.mkdir()
+    else:
+        file.symlink_to(stand_in if stand_in != "dangling" else damaged / "nowhere")
+    for command in ("sample", "eval"):
+        assert cli.main(_argv(command, damaged)) == 2
+        err = capsys.readouterr().err.strip()
+        assert "Traceback" not in err and len(err.splitlines()) == 1, err
+        assert err.startswith(f"slime {command}: error: {str(file)!r} is ")
+        assert "not the run's tokenizer file" in err

@@ -139,6 +139,9 @@ def run_tokenizer(run: Path, cfg: RunConfig) -> Tokenizer:
             is not the tokenizer whose identity the run's ``data.json`` records.
     """
     file = run / TOKENIZER_FILE
+    kind = _stand_in(file)
+    if kind is not None:
+        raise CheckpointError(f"{str(file)!r} is {kind}, not the run's tokenizer file")
     if not file.is_file():
         what = "a synthetic task with no text" if cfg.data.name in ("copy", "recall") else "data"
         raise CheckpointError(
@@ -600,6 +603,16 @@ def _recorded_val_loss(run: Path, step: int | None) -> float | None:
     return found if isinstance(found, float) else None
 
 
+def _stand_in(file: Path) -> str | None:
+    """What stands where a file of the run should be, when it is neither that regular file nor
+    absent: a folder, a device or FIFO (a link to /dev/zero), a symlink to nothing or a loop."""
+    if file.is_file() or (not file.is_symlink() and not file.exists()):
+        return None
+    if file.is_dir():
+        return "a folder"
+    return "a device, FIFO or socket" if file.exists() else "a symlink to nothing (or a loop)"
+
+
 def _data_record(run: Path) -> Path | None:
     """The run's ``data.json``; None when there is none (a run on a synthetic task or a built-in
     corpus may have none).
@@ -609,17 +622,9 @@ def _data_record(run: Path) -> Path | None:
             symlink): the tokenizer and data checks it carries cannot be skipped silently.
     """
     file = run / DATA_FILE
-    if file.is_file():
-        return file
-    if not file.is_symlink() and not file.exists():
-        return None
-    what = (
-        "a folder"
-        if file.is_dir()
-        else "a device, FIFO or socket"
-        if file.exists()
-        else ("a symlink to nothing")
-    )
+    what = _stand_in(file)
+    if what is None:
+        return file if file.is_file() else None
     raise CheckpointError(
         f"{str(file)!r} is {what}, not the run's data record (it records the tokenizer and text "
         "the run trained on, which sample and eval check)"
