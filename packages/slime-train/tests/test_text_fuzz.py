@@ -222,3 +222,31 @@ def test_a_prompt_character_outside_the_vocabulary_shows_its_code_point(
     capsys.readouterr()
     assert cli.main(["sample", str(runs["char"]), "--prompt", "e\u0301"]) == 2
     assert "character '\u0301' (U+0301) is not in the run's" in _one_error(capsys, "sample")
+
+
+def test_a_prompt_character_a_tokenizer_file_would_drop_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A run on a tokenizer file without an unknown token (which covers the training text) took
+    # `--prompt "hello xyz"` as "hello " and continued that, without a word
+    import json
+
+    vocab = {c: i for i, c in enumerate("helowrd \n")}
+    bpe = {
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": [],
+        "normalizer": None, "pre_tokenizer": None, "post_processor": None, "decoder": None,
+        "model": {"type": "BPE", "vocab": vocab, "merges": [], "unk_token": None},
+    }  # fmt: skip
+    (tmp_path / "tok.json").write_text(json.dumps(bpe), encoding="utf-8")
+    (tmp_path / "a.txt").write_text("hello world\n" * 300, encoding="utf-8")
+    out = tmp_path / "runs"
+    argv = ["train", "--config", "tiny", "--steps", "2", "--quiet", "--out", str(out)]
+    argv += ["--data", str(tmp_path / "a.txt"), "--tokenizer", str(tmp_path / "tok.json")]
+    assert cli.main(argv) == 0
+    (run,) = out.iterdir()
+    capsys.readouterr()
+    assert cli.main(["sample", str(run), "--prompt", "hello xyz", "--tokens", "2"]) == 2
+    err = _one_error(capsys, "sample")
+    assert "--prompt: 'hello xyz' holds 3 character(s) the run's tokenizer.json has no token" in err
+    assert "('x', 'y', 'z'); it would drop them silently" in err
+    assert cli.main(["sample", str(run), "--prompt", "hello ", "--tokens", "2"]) == 0

@@ -52,6 +52,7 @@ from slime.train.datasets import shifted, split_tokens, window_offsets
 from slime.train.tokenizer import (
     CharTokenizer,
     Tokenizer,
+    dropped_chars,
     load_tokenizer,
     parse_tokenizer_spec,
     show_char,
@@ -537,8 +538,7 @@ def _check_covers(tok: Tokenizer, source: TextSource, path: str) -> None:
         lost = sorted(c for c in source.alphabet if c not in known)
         how = "refuses them"
     else:
-        chars = sorted(c for c in source.alphabet if not c.isspace())
-        lost = [c for c, ids in zip(chars, tok.encode_many(chars), strict=True) if ids.size == 0]
+        lost = dropped_chars(tok, source.alphabet)
         how = "would drop them silently; use a byte-level BPE (--tokenizer bpe) or a tokenizer with an unknown token"
     if lost:
         listed = ", ".join(show_char(c) for c in lost[:10]) + (", ..." if len(lost) > 10 else "")

@@ -34,6 +34,7 @@ __all__ = [
     "MAX_BPE_VOCAB",
     "CharTokenizer",
     "HFTokenizer",
+    "dropped_chars",
     "Tokenizer",
     "load_tokenizer",
     "parse_tokenizer_spec",
@@ -225,6 +226,16 @@ class HFTokenizer(Tokenizer):
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
+
+
+def dropped_chars(tokenizer: Tokenizer, text: str | Iterable[str]) -> list[str]:
+    """The characters of ``text`` (whitespace aside), sorted, that ``tokenizer`` encodes to no
+    token at all: an HF BPE or WordPiece without an unknown token drops what it has no token for.
+    Empty for a char vocabulary, which refuses unknown characters itself."""
+    if not isinstance(tokenizer, HFTokenizer):
+        return []
+    chars = sorted({c for c in text if not c.isspace()})
+    return [c for c, ids in zip(chars, tokenizer.encode_many(chars), strict=True) if ids.size == 0]
 
 
 def train_bpe(chunks: Iterable[str], vocab_size: int, *, length: int | None = None) -> HFTokenizer:

@@ -50,7 +50,7 @@ from slime.train.config import DATASETS, MAX_BATCH_SIZE, ModelConfig, RunConfig
 from slime.train.datasets import Dataset
 from slime.train.loader import load_config
 from slime.train.rundir import read_metrics
-from slime.train.tokenizer import Tokenizer, load_tokenizer
+from slime.train.tokenizer import Tokenizer, dropped_chars, load_tokenizer, show_char
 from torch import Tensor, nn
 
 __all__ = [
@@ -453,6 +453,14 @@ def sample_command(argv: list[str]) -> int:
         prompt = tokenizer.encode_array(args.prompt)
     except DataError as exc:
         raise ConfigError(f"{shown(args.prompt)} does not encode: {exc}", "--prompt") from None
+    lost = dropped_chars(tokenizer, args.prompt)
+    if lost:  # the model would continue another prompt than the one given
+        listed = ", ".join(show_char(c) for c in lost[:10]) + (", ..." if len(lost) > 10 else "")
+        raise ConfigError(
+            f"{shown(args.prompt)} holds {len(lost)} character(s) the run's {TOKENIZER_FILE} has "
+            f"no token for ({listed}); it would drop them silently",
+            "--prompt",
+        )
     if prompt.size == 0:
         raise ConfigError(
             f"{shown(args.prompt)} encodes to no tokens; expected some text", "--prompt"
