@@ -1,6 +1,8 @@
 """Organism: a slot table of pods attending in one kernel call, with births, deaths, ablation,
 an archive, chemotaxis and tubes that are all on the real path."""
 
+import copy
+
 import pytest
 import torch
 from slime.core import Organism, placement
@@ -886,6 +888,34 @@ def test_an_organism_pickled_before_every_slot_existed_computes_in_part(any_kern
     old = Organism.__new__(Organism)
     old.__setstate__(state)
     assert old._every_slot is False and old._attends_in_part(None)
+
+
+@pytest.mark.parametrize("kernel_name", ["sdpa", "triton"])
+def test_a_float64_organism_attends_with_torch_whatever_its_kernel(gen, kernel_name):
+    # the pool kernels take fp32 and narrower: a .double() organism with the default kernel
+    # raised "q has dtype torch.float64" where nn.MultiheadAttention computes
+    kernel = select_kernel("cpu", "triton" if kernel_name == "triton" else "auto")
+    org = make(kernel, gen, n_pods=3, capacity=5).double()
+    org.cull([1])  # a dead slot: the eager forward would otherwise compute attending slots only
+    x = torch.randn(2, 6, D, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    pad = torch.ones(2, 6, dtype=torch.bool)
+    pad[1, 4:] = False
+    reference = copy.deepcopy(org)
+    reference.kernel = TorchKernel()  # the torch fallback computes in float64
+    for train in (True, False):
+        org.train(train)
+        reference.train(train)
+        out = org(x, causal=True)
+        assert out.dtype == torch.float64
+        torch.testing.assert_close(out, reference(x, causal=True))
+        torch.testing.assert_close(out, per_pod_reference(reference, x, causal=True))
+        padded = org(x, key_padding_mask=pad)
+        assert padded.dtype == torch.float64
+        torch.testing.assert_close(padded, reference(x, key_padding_mask=pad))
+    org.train()
+    x.requires_grad_(True)
+    org(x, causal=True).square().sum().backward()
+    assert x.grad.dtype == torch.float64 and org.qkv_weight.grad[:, 1].abs().sum() == 0
 
 
 def test_a_training_forward_over_the_attending_slots_feeds_the_same_tube_entry(

@@ -94,3 +94,18 @@ def test_auto_pool_attention_resolves_by_head_dim_on_cuda():
     assert functional.resolve_backend("auto", cuda, 8) == "torch"
     assert functional.resolve_backend("auto", cuda, 32) == "triton"
     assert functional.resolve_backend("triton", cuda, 8) == "triton"
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_the_sdpa_kernel_attends_in_float64_like_the_torch_fallback(padded):
+    # the fused and pool kernels take fp32 and narrower: a float64 call raised a KernelError
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 3, 5, 8, dtype=torch.float64, generator=gen) for _ in range(3))
+    alive = torch.tensor([True, False, True])
+    pad = torch.ones(2, 5, dtype=torch.bool)
+    pad[1, 3:] = False
+    kwargs = {"causal": True, "alive": alive, "key_padding_mask": pad if padded else None}
+    out = select_kernel("cpu").attention(q, k, v, **kwargs)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, TorchKernel().attention(q, k, v, **kwargs), rtol=0, atol=0)
+    assert out[:, 1].abs().sum() == 0

@@ -769,12 +769,15 @@ class Organism(nn.Module):
         if attn_mask is not None:
             self._check_attn_mask(attn_mask, (batch, cap, seq, seq))
         feeding = self.feeding_tubes and self.training and torch.is_grad_enabled() and batch * seq
-        if self._attends_in_part(attn_mask) and batch * seq:
+        # The pool kernels compute in fp32 and narrower; float64 (autocast leaves it as it is)
+        # takes torch's attention, as nn.MultiheadAttention does.
+        pooled = stimulus.dtype is not torch.float64
+        if pooled and self._attends_in_part(attn_mask) and batch * seq:
             return self._forward_attending(stimulus, causal, key_padding_mask, head_mask, feeding)
         q, k, v = self.project(stimulus)
         if batch == 0 or seq == 0:  # nothing to attend: torch's attention returns empty too
             heads = torch.zeros_like(q)
-        elif attn_mask is None and not (self.training and self.attn_dropout > 0):
+        elif pooled and attn_mask is None and not (self.training and self.attn_dropout > 0):
             # Gated values already zero what does not attend. A kernel that attends with every
             # slot anyway (torch's SDPA) then needs no mask pass over its output; the pool
             # kernels still take ``alive``, which lets them skip dead slots' work.

@@ -8,11 +8,14 @@ costs one C++ dispatch, where a Python-launched Triton kernel costs several hund
 of host time (slime.kernels BENCHMARKS.md), which made small training steps host-bound.
 
 Calls with a ``key_padding_mask`` go to the ``masked`` kernel (SDPA with a mask runs its slower
-memory-efficient kernel), as do correlation, effective rank and coherence.
+memory-efficient kernel), as do correlation, effective rank and coherence; float64 calls go to the
+torch fallback, which computes in float64 (the fused and pool kernels take fp32 and narrower).
 """
 
 from __future__ import annotations
 
+import torch
+from slime.kernels import torch_fallback
 from slime.kernels.functional import pool_attention
 from slime.proto import Kernel
 from torch import Tensor
@@ -40,7 +43,12 @@ class SDPAKernel:
         key_padding_mask: Tensor | None = None,
         alive: Tensor | None = None,
     ) -> Tensor:
-        """``(B, P, T, d)`` pool attention; see :func:`slime.kernels.pool_attention`."""
+        """``(B, P, T, d)`` pool attention; see :func:`slime.kernels.pool_attention`. float64
+        (which the fused and pool kernels do not take) runs the torch fallback, in float64."""
+        if q.dtype is torch.float64:
+            return torch_fallback.attention(
+                q, k, v, causal=causal, scale=scale, key_padding_mask=key_padding_mask, alive=alive
+            )
         if key_padding_mask is not None:
             return self.masked.attention(
                 q, k, v, causal=causal, scale=scale, key_padding_mask=key_padding_mask, alive=alive
