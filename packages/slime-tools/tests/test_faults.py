@@ -81,7 +81,7 @@ def test_an_export_killed_midway_leaves_no_partial_file_after_the_next_export(ru
     from slime.tools.export import export_run
 
     folder = run_copy / "export"
-    folder.mkdir()
+    folder.mkdir(exist_ok=True)  # other tests may have exported into the session run already
     stale = [
         folder / f".model.{DEAD_PID}.partial.ts",
         folder / f".model.{DEAD_PID}.partial.ts.data",
