@@ -12,7 +12,6 @@ import json
 import math
 import os
 import re
-import stat
 from pathlib import Path
 from typing import Any
 
@@ -134,37 +133,9 @@ def load_run_model(
     device = torch.device(device) if device is not None else torch.device("cpu")
     kernel = TorchKernel() if device.type == "cpu" else None
     path = model_dir(run_dir)
-    for name in ("config.json", "model.safetensors"):
-        _check_regular(path / name)
     model = SlimeModel.from_pretrained(path, kernel=kernel, device=device)
     _check_descriptors(model, path)
     return model.eval()
-
-
-_KINDS = (
-    (stat.S_ISDIR, "a folder"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISSOCK, "a socket"),
-)
-
-
-def _check_regular(path: Path) -> None:
-    """CheckpointError unless ``path`` (followed through symlinks) is absent or a regular file.
-
-    The loader reads a model file whole: a link to /dev/zero would fill memory and a FIFO would
-    block forever, before any check of the contents could refuse it.
-    """
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        return  # the loader names a missing file
-    except OSError as exc:  # a symlink loop, no permission
-        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(mode):
-        kind = next((what for test, what in _KINDS if test(mode)), "not a regular file")
-        raise CheckpointError(f"{path} is {kind}, not a regular file: the model cannot be read")
 
 
 def _check_descriptors(model: SlimeModel, path: Path) -> None:

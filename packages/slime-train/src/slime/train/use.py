@@ -204,20 +204,8 @@ def _from_checkpoint(folder: Path, cfg: RunConfig, device: torch.device) -> Load
     return LoadedModel(model.eval(), folder, int(state["step"]))
 
 
-def _not_regular(path: Path) -> str | None:
-    """What ``path`` is when it exists (through symlinks) but is not a regular file: a folder, a
-    device (a link to /dev/zero), a FIFO; None when it is a regular file or absent."""
-    if path.is_file() or not path.exists():
-        return None
-    return "a folder" if path.is_dir() else "a device, FIFO or socket"
-
-
 def _from_model_dir(folder: Path, device: torch.device, step: int | None) -> LoadedModel:
-    # from_pretrained reads the weights whole: /dev/zero would fill memory, a FIFO block forever.
-    blob = folder / "model.safetensors"
-    kind = _not_regular(blob)
-    if kind is not None:
-        raise CheckpointError(f"{str(blob)!r} is {kind}, not a regular file; not read")
+    # from_pretrained reads only regular files (/dev/zero would fill memory, a FIFO block).
     model = SlimeModel.from_pretrained(folder, device=device)
     return LoadedModel(model.eval(), folder, step)
 
