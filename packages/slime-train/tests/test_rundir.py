@@ -78,6 +78,12 @@ def test_progress_writes_lines_when_not_a_terminal() -> None:
         (b'{"kind": "train"}', "is not a record with an integer 'step'"),
         (b'{"step": "x", "kind": "train"}', "is not a record with an integer 'step'"),
         (b'{"step": 3}', "is not a record with an integer 'step' and a 'kind'"),
+        # json.loads raised a plain ValueError (int() refuses > 4300 digits) and RecursionError
+        (b'{"step": ' + b"9" * 5000 + b', "kind": "eval"}', "is not JSON"),
+        (
+            b'{"step": 1, "kind": "train", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+            "is not JSON",
+        ),
     ],
 )
 def test_a_damaged_line_is_a_checkpoint_error_naming_it(

@@ -141,10 +141,12 @@ def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         where = f"{path}:{i + 1}"
         try:
             record = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # ValueError: not UTF-8, not JSON, an
+            # integer of more than 4300 digits; RecursionError: nested too deep
             if i == len(lines) - 1:
                 break  # the process died mid-write; that line never completed
-            raise CheckpointError(f"{where} is not JSON: {exc}") from None
+            reason = " ".join(str(exc).split())[:120]
+            raise CheckpointError(f"{where} is not JSON: {reason}") from None
         step = record.get("step") if isinstance(record, dict) else None
         if (
             not isinstance(step, int)

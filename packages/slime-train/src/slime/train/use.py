@@ -593,7 +593,7 @@ def _recorded_val_loss(run: Path, step: int | None) -> float | None:
     if step is None:
         return None
     found = None
-    for record in _read_metrics(run / "metrics.jsonl"):
+    for record in read_metrics(run / "metrics.jsonl"):
         if record["kind"] == "eval" and record["step"] == step:
             found = record.get("val_loss")
     return found if isinstance(found, float) else None
@@ -625,30 +625,6 @@ def _data_record(run: Path) -> Path | None:
         f"{str(file)!r} is {what}, not the run's data record (it records the tokenizer and text "
         "the run trained on, which sample and eval check)"
     )
-
-
-def _read_metrics(path: Path) -> list[dict[str, Any]]:
-    """:func:`slime.train.rundir.read_metrics`, with a line JSON cannot decode (an integer of
-    more than 4300 digits, nesting deeper than the recursion limit) one CheckpointError naming
-    the file and line instead of a raw ValueError or RecursionError."""
-    try:
-        return read_metrics(path)
-    except (ValueError, RecursionError) as exc:
-        number = next(
-            (n for n, line in enumerate(path.read_bytes().splitlines(), 1) if not _decodes(line)),
-            None,
-        )
-        where = f"{path}:{number}" if number is not None else str(path)
-        reason = " ".join(str(exc).split())[:120]
-        raise CheckpointError(f"{where} is not JSON: {reason}") from None
-
-
-def _decodes(line: bytes) -> bool:
-    try:
-        json.loads(line)
-    except (ValueError, RecursionError):
-        return False
-    return True
 
 
 def _recorded(file: Path, key: str) -> Any:
