@@ -79,7 +79,6 @@ def organism_masks(
     src_mask: Tensor | None,
     src_key_padding_mask: Tensor | None,
     is_causal: bool,
-    device: torch.device | None = None,
 ) -> OrganismMasks:
     """Read an encoder layer's masks for a batch-first ``(B, T, D)`` input as torch does.
 
@@ -87,8 +86,6 @@ def organism_masks(
     then replaces it (torch requires the mask anyway). A 3-D ``src_mask`` holds one ``(T, T)`` mask
     per sample and head, ``(B * nhead, T, T)``, head ``h`` being slot ``h``; an organism with more
     slots than ``nhead`` needs one per sample and slot, ``(B * capacity, T, T)``.
-
-    ``device`` is the input's, where a float64 input's zero mask is made (:func:`_float64_path`).
 
     Raises:
         KernelError: a mask of the wrong dtype or shape, or ``is_causal`` without ``src_mask``.
@@ -103,9 +100,9 @@ def organism_masks(
                 f"src_key_padding_mask must be ({batch}, {seq}), got "
                 f"{tuple(src_key_padding_mask.shape)}"
             )
-        if src_key_padding_mask.dtype == torch.bool and dtype != torch.float64:
+        if src_key_padding_mask.dtype == torch.bool:
             visible = ~src_key_padding_mask
-        else:  # torch adds a float padding mask to the logits (float64: see _float64_path)
+        else:  # torch adds a float padding mask to the logits
             pad = additive(src_key_padding_mask, "src_key_padding_mask", dtype)[:, None, None, :]
     if is_causal:
         if src_mask is None:
@@ -114,7 +111,7 @@ def organism_masks(
                 "(nn.Transformer.generate_square_subsequent_mask(T)), as torch does"
             )
         check_shape(src_mask, batch, seq, nhead, capacity)
-        return OrganismMasks(True, visible, _float64_path(pad, dtype, device))
+        return OrganismMasks(True, visible, pad)
     attn = None
     if src_mask is not None:
         check_shape(src_mask, batch, seq, nhead, capacity)
@@ -123,20 +120,7 @@ def organism_masks(
             attn = attn.view(batch, capacity, seq, seq)
     if pad is not None:
         attn = pad if attn is None else attn + pad
-    return OrganismMasks(False, visible, _float64_path(attn, dtype, device))
-
-
-def _float64_path(
-    attn: Tensor | None, dtype: torch.dtype, device: torch.device | None
-) -> Tensor | None:
-    """``attn``, or for a float64 input without one a zero mask: the organism's kernels compute
-    in float32/16/bf16 only (its pool kernels on an accelerator too), its masked path, torch's
-    scaled dot-product attention, in float64 as torch's encoder does. So a float64 input always
-    takes the masked path, its bool padding added as ``-inf`` too. Float64 is a reference and
-    gradcheck dtype, where computing at all matters more than speed."""
-    if dtype != torch.float64 or attn is not None:
-        return attn
-    return torch.zeros((1, 1, 1, 1), dtype=dtype, device=device)
+    return OrganismMasks(False, visible, attn)
 
 
 def check_shape(mask: Tensor, batch: int, seq: int, nhead: int, capacity: int) -> None:

@@ -193,7 +193,6 @@ class SlimeMoldEncoderLayer(nn.Module):
             src_mask,
             src_key_padding_mask,
             is_causal,
-            x.device,
         )
         out = self.block(
             x,
