@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from typing import Any
 
 import pytest
-from slime.proto.testing import assert_plain_payload, assert_roundtrip, payloads_equal
+from slime.proto.testing import (
+    FifoFeeder,
+    assert_plain_payload,
+    assert_roundtrip,
+    payloads_equal,
+)
 
 
 class _Good:
@@ -52,3 +59,13 @@ def test_payloads_equal_distinguishes_types_and_values() -> None:
     assert not payloads_equal({"a": 1}, {"a": 1.0})
     assert not payloads_equal({"a": 1}, {"b": 1})
     assert payloads_equal(float("nan"), float("nan"))
+
+
+def test_a_fifo_feeder_hands_its_data_to_each_reader_and_counts_them(tmp_path):
+    path = tmp_path / "pipe"
+    with FifoFeeder(path, b"junk") as feeder:
+        assert stat.S_ISFIFO(os.stat(path).st_mode) and feeder.opened == 0
+        with open(path, "rb") as handle:  # would block for ever without the feeder
+            assert handle.read() == b"junk"
+        assert feeder.opened == 1
+    assert not feeder._thread.is_alive()

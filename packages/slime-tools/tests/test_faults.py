@@ -3,13 +3,12 @@ the file and what is wrong, no hang, no traceback, nothing of the user's replace
 
 from __future__ import annotations
 
-import os
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
 from slime.proto import CheckpointError
+from slime.proto.testing import FifoFeeder
 from slime.tools import cli, load_run_model
 
 
@@ -21,29 +20,6 @@ def run_copy(slime_run, tmp_path) -> Path:
     return run_dir
 
 
-class _FifoFeeder:
-    """Opens ``path`` (a FIFO) for writing whenever a reader has it open, writes a few bytes and
-    closes it, so a reader that should never have opened it gets junk instead of blocking."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.stop = path, threading.Event()
-        self.thread = threading.Thread(target=self._feed, daemon=True)
-        self.thread.start()
-
-    def _feed(self) -> None:
-        while not self.stop.wait(0.01):
-            try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError:  # no reader yet
-                continue
-            os.write(fd, b"not a safetensors file")
-            os.close(fd)
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join()
-
-
 @pytest.mark.parametrize("kind", ["character device", "FIFO"])
 def test_a_model_file_that_is_a_device_or_fifo_is_refused_before_it_is_read(run_copy, capsys, kind):
     # before: from_pretrained read model.safetensors whole: a link to /dev/zero filled memory
@@ -52,8 +28,7 @@ def test_a_model_file_that_is_a_device_or_fifo_is_refused_before_it_is_read(run_
     target.unlink()
     feeder = None
     if kind == "FIFO":
-        os.mkfifo(target)
-        feeder = _FifoFeeder(target)
+        feeder = FifoFeeder(target, b"not a safetensors file")
     else:
         target.symlink_to("/dev/null")  # a character device that, unlike /dev/zero, ends
     try:

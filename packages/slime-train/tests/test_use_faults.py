@@ -4,14 +4,13 @@ answer from the wrong data."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from prose_text import prose
+from slime.proto.testing import FifoFeeder
 from slime.train import cli
 from slime.train.tokenizer import CharTokenizer, load_tokenizer
 
@@ -45,33 +44,6 @@ def _argv(command: str, run_dir: Path) -> list[str]:
     )
 
 
-class _FifoFeeder:
-    """Feeds a few bytes to any reader that opens the FIFO ``path``; counts the readers."""
-
-    def __init__(self, path: Path) -> None:
-        os.mkfifo(path)
-        self.path, self.opened, self.stop = path, 0, threading.Event()
-        self.thread = threading.Thread(target=self._feed, daemon=True)
-        self.thread.start()
-
-    def _feed(self) -> None:
-        while not self.stop.wait(0.01):
-            try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError:  # no reader
-                continue
-            self.opened += 1
-            os.write(fd, b'{"step": 1}')
-            os.close(fd)
-
-    def __enter__(self) -> _FifoFeeder:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
-
-
 @pytest.mark.parametrize("command", ["sample", "eval"])
 def test_model_files_that_are_fifos_or_devices_are_never_read(
     damaged: Path, capsys: pytest.CaptureFixture[str], command: str
@@ -85,9 +57,9 @@ def test_model_files_that_are_fifos_or_devices_are_never_read(
     (damaged / "model" / "model.safetensors").unlink()
     (damaged / "model" / "model.safetensors").symlink_to("/dev/null")
     with (
-        _FifoFeeder(damaged / "best" / "run.json") as run_json,
-        _FifoFeeder(damaged / "best" / "model.safetensors") as weights,
-        _FifoFeeder(damaged / "summary.json") as summary,
+        FifoFeeder(damaged / "best" / "run.json", b'{"step": 1}') as run_json,
+        FifoFeeder(damaged / "best" / "model.safetensors", b'{"step": 1}') as weights,
+        FifoFeeder(damaged / "summary.json", b'{"step": 1}') as summary,
     ):
         assert cli.main(_argv(command, damaged)) == 0
     assert (run_json.opened, weights.opened, summary.opened) == (0, 0, 0)

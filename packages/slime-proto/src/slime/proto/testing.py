@@ -6,9 +6,17 @@ them. Torch tensors are recognised by duck typing, keeping this module free of r
 
 from __future__ import annotations
 
+import os
+import threading
 from typing import Any
 
-__all__ = ["assert_conforms", "assert_plain_payload", "assert_roundtrip", "payloads_equal"]
+__all__ = [
+    "FifoFeeder",
+    "assert_conforms",
+    "assert_plain_payload",
+    "assert_roundtrip",
+    "payloads_equal",
+]
 
 _PLAIN = (str, int, float, bool, type(None))
 
@@ -72,3 +80,37 @@ def assert_roundtrip(component: Any) -> Any:
     if not payloads_equal(payload, again):
         raise AssertionError(f"{type(component).__name__} does not round-trip through to_dict")
     return rebuilt
+
+
+class FifoFeeder:
+    """A FIFO at ``path`` (made here) that hands ``data`` to any reader that opens it, counting
+    the readers in ``opened``: a test of code that must never read a FIFO (a read blocks until a
+    writer comes) fails on a count or on junk instead of hanging. A context manager; ``close()``
+    stops the feeding thread."""
+
+    def __init__(self, path: str | os.PathLike[str], data: bytes = b"junk") -> None:
+        os.mkfifo(path)
+        self.path, self.data, self.opened = path, data, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._feed, daemon=True)
+        self._thread.start()
+
+    def _feed(self) -> None:
+        while not self._stop.wait(0.01):
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # no reader has it open
+                continue
+            self.opened += 1
+            os.write(fd, self.data)
+            os.close(fd)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def __enter__(self) -> FifoFeeder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
