@@ -46,6 +46,26 @@ def test_a_model_file_that_is_a_device_or_fifo_is_refused_before_it_is_read(run_
             feeder.close()
 
 
+@pytest.mark.parametrize("kind", ["folder", "dangling link"])
+def test_a_config_json_that_is_no_file_is_named_not_taken_for_a_run_without_a_model(
+    run_copy, capsys, kind
+):
+    # before: model_dir saw no regular config.json and said "holds no saved SlimeModel": inspect
+    # blamed the run for having no model, visualize skipped the pool's plots as for a baseline
+    target = run_copy / "model" / "config.json"
+    target.unlink()
+    if kind == "folder":
+        target.mkdir()
+    else:
+        target.symlink_to(run_copy / "nothing-here")
+    says = "is a folder, not a regular file" if kind == "folder" else "cannot read"
+    for command in ("inspect", "visualize"):
+        argv = [str(run_copy)] + (["--out", str(run_copy / "p")] if command == "visualize" else [])
+        assert cli.COMMANDS[command](argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(target) in err[0] and says in err[0], err
+
+
 # pid_max is at most 2**22 on Linux: no process ever has this id
 DEAD_PID = 2**22 + 1
 

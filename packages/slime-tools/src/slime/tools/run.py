@@ -108,9 +108,11 @@ def metric_series(
 
 
 def model_dir(run_dir: str | os.PathLike[str]) -> Path:
-    """``RUN_DIR/model``; raises CheckpointError (saying why it may be absent) when missing."""
+    """``RUN_DIR/model``; raises CheckpointError (saying why it may be absent) when missing.
+    Something other than a regular file in the place of its ``config.json`` (a folder, a device,
+    a dangling link) is left for the loader to name, not taken for "no model"."""
     path = run_path(run_dir) / MODEL_DIR
-    if not (path / "config.json").is_file():
+    if not os.path.lexists(path / "config.json"):
         raise CheckpointError(
             f"{path} holds no saved SlimeModel (no config.json): the trainer writes it at the "
             "end of a slime run and with each checkpoint; baseline runs and runs stopped before "
