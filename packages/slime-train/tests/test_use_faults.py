@@ -125,6 +125,24 @@ def test_a_data_record_that_is_not_a_file_is_one_error_not_a_skipped_check(
 
 
 @pytest.mark.parametrize(
+    ("content", "says"),
+    [(b"[1, 2]", "it holds list, not the JSON object"), (b"{}", "it records no ")],
+    ids=["a-list", "no-keys"],
+)
+@pytest.mark.parametrize("command", ["sample", "eval"])
+def test_a_data_record_of_the_wrong_shape_is_named(
+    damaged: Path, capsys: pytest.CaptureFixture[str], command: str, content: bytes, says: str
+) -> None:
+    # before: a list said "list indices must be integers or slices, not str", a bare {} "'sha256'"
+    record = damaged / "data.json"
+    record.write_bytes(content)
+    assert cli.main(_argv(command, damaged)) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert err.startswith(f"slime {command}: error: {str(record)!r} is damaged: {says}")
+
+
+@pytest.mark.parametrize(
     "line",
     [
         b'{"step": ' + b"9" * 5000 + b', "kind": "eval"}',  # int() refuses > 4300 digits

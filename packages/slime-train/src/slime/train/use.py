@@ -631,9 +631,17 @@ def _recorded(file: Path, key: str) -> Any:
     """``key`` of the run's data record ``file`` (``data.json``); CheckpointError naming the file
     when it is unreadable, not JSON or lacks the key."""
     try:
-        return json.loads(file.read_text("utf-8"))[key]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        record = json.loads(file.read_text("utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: not UTF-8, not JSON
         raise CheckpointError(f"{str(file)!r} is damaged: {exc}") from None
+    if not isinstance(record, dict):
+        raise CheckpointError(
+            f"{str(file)!r} is damaged: it holds {type(record).__name__}, not the JSON object the "
+            "trainer writes"
+        )
+    if key not in record:
+        raise CheckpointError(f"{str(file)!r} is damaged: it records no {key!r}")
+    return record[key]
 
 
 def _check_same_data(run: Path, dataset: Dataset) -> None:
