@@ -600,7 +600,8 @@ class SlimeModel(nn.Module):
         files are only read.
 
         Raises:
-            CheckpointError: a file is missing or malformed, or does not match the config (a
+            CheckpointError: a file is missing, malformed or no regular file (a folder, a
+                device, a FIFO: refused before any read), or does not match the config (a
                 tensor of another shape or kind of dtype, one missing or extra), or the tensors
                 hold what no saved model can (NaN or Inf weights, fitness or descriptors; named
                 with the tensor and slot), even under a matching sha256.
