@@ -148,11 +148,17 @@ def _parse(text: str, source: str) -> Any:
         raise ConfigError(f"{source} is not valid YAML: {' '.join(str(exc).split())}") from exc
 
 
-def load_config(source: str | os.PathLike[str] | None = None) -> RunConfig:
+def load_config(
+    source: str | os.PathLike[str] | None = None, *, required: Sequence[str] = ()
+) -> RunConfig:
     """Load a YAML config file, or a shipped preset by name (``"default"`` when None).
 
+    ``required``: sections a file must hold (a run's ``config.yaml``, which the trainer writes
+    whole: without them the defaults would stand in for the run's values silently).
+
     Raises:
-        ConfigError: the file is missing or invalid (message names the file and the key path).
+        ConfigError: the file is missing or invalid, or lacks a ``required`` section (message
+            names the file and the key path).
     """
     if source is None:
         source = "default"
@@ -171,7 +177,15 @@ def load_config(source: str | os.PathLike[str] | None = None) -> RunConfig:
         raise ConfigError(f"{path} is not UTF-8 text: {exc}") from exc
     except OSError as exc:  # no permission, a file vanishing between the check and the read
         raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror or exc}") from exc
-    return config_from_dict(_parse(text, str(path)))
+    document = _parse(text, str(path))
+    config = config_from_dict(document)
+    missing = [name for name in required if name not in (document or {})]
+    if missing:
+        raise ConfigError(
+            f"{path}: it has no {', '.join(missing)} section (the trainer writes every section; "
+            "was it emptied or cut short?)"
+        )
+    return config
 
 
 def save_config(config: RunConfig, path: str | os.PathLike[str]) -> None:

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from slime.proto import ConfigError
 from slime.train.build import build_model, resolve_device
-from slime.train.config import ModelConfig
+from slime.train.config import ModelConfig, RunConfig
 from slime.train.distributed import Distributed, data_parallel, shutdown
 from slime.train.loader import load_config
 
@@ -151,11 +151,10 @@ def _without_tubes(model: torch.nn.Module) -> None:
     model.feed_tubes(False)
 
 
-def _rows(args: argparse.Namespace) -> list[tuple[str, ModelConfig, Any]]:
+def _rows(args: argparse.Namespace, run: RunConfig) -> list[tuple[str, ModelConfig, Any]]:
     """``(label, config, edit)``: the baseline, slime at capacity = live with and without tubes,
     and slime with two dead slots (with ``--ddp``, also the baseline and slime at capacity = live
-    under the wrapper)."""
-    run = load_config(args.config)
+    under the wrapper), from the preset ``run``."""
     fields = {**run.model.to_dict(), "vocab_size": args.vocab}
     if args.kernel_backend is not None:
         fields["kernel_backend"] = args.kernel_backend
@@ -231,8 +230,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     try:
         device = resolve_device(args.device)
-        batch = args.batch_size or load_config(args.config).train.batch_size
-        rows = _rows(args)
+        run = load_config(args.config)
+        batch = args.batch_size or run.train.batch_size
+        rows = _rows(args, run)
     except ConfigError as exc:
         parser.error(str(exc))
     if args.threads is not None:

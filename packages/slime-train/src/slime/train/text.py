@@ -55,7 +55,7 @@ from slime.train.tokenizer import (
     dropped_chars,
     load_tokenizer,
     parse_tokenizer_spec,
-    show_char,
+    show_chars,
     train_bpe,
     write_atomic,
 )
@@ -541,7 +541,7 @@ def _check_covers(tok: Tokenizer, source: TextSource, path: str) -> None:
         lost = dropped_chars(tok, source.alphabet)
         how = "would drop them silently; use a byte-level BPE (--tokenizer bpe) or a tokenizer with an unknown token"
     if lost:
-        listed = ", ".join(show_char(c) for c in lost[:10]) + (", ..." if len(lost) > 10 else "")
+        listed = show_chars(lost)
         raise DataError(
             f"tokenizer file {path!r} has no token for {len(lost)} character(s) of the text in "
             f"{str(source.path)!r} ({listed}) and {how}"

@@ -85,6 +85,13 @@ def show_char(char: str) -> str:
     return shown_char
 
 
+def show_chars(chars: list[str], limit: int = 10) -> str:
+    """The first ``limit`` of ``chars`` as :func:`show_char` shows each, comma-separated, with
+    ``...`` when there are more."""
+    listed = ", ".join(show_char(c) for c in chars[:limit])
+    return listed + (", ..." if len(chars) > limit else "")
+
+
 def write_atomic(path: Path, text: str) -> None:
     """``text`` into ``path`` whole or not at all: flushed and fsynced before the rename, so a
     crash cannot leave a renamed but empty or partial file; the temporary file never stays."""

@@ -41,7 +41,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from slime.core import SlimeModel, generate_tokens
 from slime.proto import CheckpointError, ConfigError, DataError, PoolError, shown
 from slime.train.build import build_dataset, build_model, resolve_device
@@ -50,7 +49,7 @@ from slime.train.config import DATASETS, MAX_BATCH_SIZE, ModelConfig, RunConfig
 from slime.train.datasets import Dataset
 from slime.train.loader import load_config
 from slime.train.rundir import read_metrics
-from slime.train.tokenizer import Tokenizer, dropped_chars, load_tokenizer, show_char
+from slime.train.tokenizer import Tokenizer, dropped_chars, load_tokenizer, show_chars
 from torch import Tensor, nn
 
 __all__ = [
@@ -114,20 +113,10 @@ def open_run(path: str) -> tuple[Path, RunConfig]:
     if not file.is_file():
         raise CheckpointError(f"{str(run)!r} is not a run directory (no config.yaml)")
     try:
-        cfg = load_config(file)
+        cfg = load_config(file, required=RUN_SECTIONS)
     except ConfigError as exc:
         message = str(exc).removeprefix(f"{file}: ").removeprefix(f"{file} ")
         raise CheckpointError(f"{str(file)!r} is damaged: {message}") from None
-    try:
-        sections = yaml.safe_load(file.read_text("utf-8"))
-    except (OSError, ValueError, yaml.YAMLError):  # load_config read it a moment ago
-        sections = None
-    missing = [s for s in RUN_SECTIONS if not isinstance(sections, dict) or s not in sections]
-    if missing:
-        raise CheckpointError(
-            f"{str(file)!r} is damaged: it has no {', '.join(missing)} section (the trainer "
-            "writes every section; was it emptied or cut short?)"
-        )
     return run, cfg
 
 
@@ -443,7 +432,7 @@ def sample_command(argv: list[str]) -> int:
         raise ConfigError(f"{shown(args.prompt)} does not encode: {exc}", "--prompt") from None
     lost = dropped_chars(tokenizer, args.prompt)
     if lost:  # the model would continue another prompt than the one given
-        listed = ", ".join(show_char(c) for c in lost[:10]) + (", ..." if len(lost) > 10 else "")
+        listed = show_chars(lost)
         raise ConfigError(
             f"{shown(args.prompt)} holds {len(lost)} character(s) the run's {TOKENIZER_FILE} has "
             f"no token for ({listed}); it would drop them silently",
